@@ -1,0 +1,156 @@
+"""The ``bitmcu`` command line: thin over the library API."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import BitmcuError
+
+
+def _cmd_train(a) -> int:
+    from .config import load_config
+    from .train import train
+
+    if a.resume:
+        if a.config or [s for s in a.set if not s.startswith("train.epochs=")]:
+            raise BitmcuError("--resume continues a run with its saved config; only "
+                              "--set train.epochs=N may be given with it")
+        epochs = None
+        if a.set:
+            from .config import parse_override
+
+            epochs = parse_override(a.set[-1])[1]
+            if not isinstance(epochs, int) or epochs < 1:
+                raise BitmcuError(f"train.epochs: {epochs!r} is not a positive integer")
+        run = train(None, resume=a.resume, epochs=epochs, quiet=a.quiet)
+    else:
+        cfg = load_config(a.config, a.set)
+        run = train(cfg, run_dir=a.out, quiet=a.quiet)
+    _summary(run)
+    return 0
+
+
+def _summary(run: Path) -> None:
+    from .train import load_checkpoint, model_from_checkpoint
+    from .train.stats import layer_stats
+
+    blob = load_checkpoint(run)
+    m = blob["metrics"][-1] if blob["metrics"] else {}
+    nbytes = sum(s.bytes for s in layer_stats(model_from_checkpoint(blob)))
+    print(f"done: {blob['epoch']} epochs, test accuracy {100 * m.get('test_acc', 0):.2f}%, "
+          f"{nbytes} weight bytes")
+    print(f"results in {run}/ (checkpoint.pt, metrics.jsonl, curves.png, weights.png, "
+          f"first_layer.png)")
+
+
+def _cmd_eval(a) -> int:
+    from .train import evaluate, load_checkpoint, load_data, model_from_checkpoint
+    from .train.plots import plot_confusion
+
+    blob = load_checkpoint(a.run)
+    cfg = blob["cfg"]
+    if a.data_dir:
+        cfg.data.data_dir = a.data_dir
+    model = model_from_checkpoint(blob)
+    data = load_data(cfg)
+    ev = evaluate(model, data.test_x, data.test_y)
+    cm = ev.confusion(data.n_classes)
+    print(f"test accuracy: {100 * ev.acc:.2f}% ({int((ev.pred == ev.labels).sum())}/{len(ev.pred)})"
+          f", loss {ev.loss:.4f}")
+    if data.n_classes <= 20:
+        w = max(5, len(str(cm.max())) + 1)
+        print("confusion matrix (rows: true, columns: predicted)")
+        print("     " + "".join(f"{j:>{w}}" for j in range(data.n_classes)))
+        for i, row in enumerate(cm):
+            print(f"{i:>4} " + "".join(f"{v:>{w}}" for v in row))
+    out = blob["path"].parent / "confusion.png"
+    plot_confusion(cm, out)
+    print(f"confusion matrix plot: {out}")
+    return 0
+
+
+def _cmd_info(a) -> int:
+    from .train import load_checkpoint, model_from_checkpoint
+    from .train.stats import format_info, layer_stats
+
+    blob = load_checkpoint(a.run)
+    cfg = blob["cfg"]
+    m = blob["metrics"][-1] if blob["metrics"] else {}
+    print(f"run {blob['path'].parent}: {cfg.name}, {blob['epoch']} epochs, "
+          f"test accuracy {100 * m.get('test_acc', 0):.2f}%, norm {cfg.model.norm}, "
+          f"scale {cfg.model.scale}, clip {cfg.model.clip}")
+    print(format_info(layer_stats(model_from_checkpoint(blob))))
+    return 0
+
+
+def _cmd_schemes(a) -> int:
+    from .quant import REGISTRY
+
+    print(f"{'name':<16}{'id':>3} {'bits':>5} {'levels':>7}  C kernel")
+    for s in REGISTRY.values():
+        bits = "1.6" if s.name == "ternary" else str(s.bits)
+        print(f"{s.name:<16}{s.id:>3} {bits:>5} {len(s.levels) or '-':>7}  {s.c_kernel or '-'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bitmcu", description=__doc__.strip().splitlines()[0]
+                                if __doc__ else "bitmcu")
+    p.add_argument("--version", action="version", version=f"bitmcu {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    t = sub.add_parser("train", help="train a model (quantization-aware)",
+                       description="Train a model. CONFIG is a YAML file or a name under configs/.")
+    t.add_argument("config", nargs="?", help="YAML config file or named config (default: defaults)")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set train.epochs=5 (repeatable)")
+    t.add_argument("--out", type=Path, help="run directory (default: runs/<name>)")
+    t.add_argument("--resume", metavar="RUN", help="resume an interrupted run from its last epoch")
+    t.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    t.set_defaults(func=_cmd_train)
+
+    e = sub.add_parser("eval", help="test accuracy and confusion matrix of a run")
+    e.add_argument("run", help="run directory or checkpoint file")
+    e.add_argument("--data-dir", help="folder with the data sets (overrides the run's)")
+    e.set_defaults(func=_cmd_eval)
+
+    i = sub.add_parser("info", help="per-layer scheme, parameters, bits, bytes and entropy")
+    i.add_argument("run", help="run directory or checkpoint file")
+    i.set_defaults(func=_cmd_info)
+
+    s = sub.add_parser("schemes", help="list the weight quantization schemes")
+    s.set_defaults(func=_cmd_schemes)
+
+    _add_deploy_commands(sub)
+    return p
+
+
+def _add_deploy_commands(sub) -> None:
+    try:
+        from .deploy_cli import add_commands
+    except ImportError:
+        return
+    add_commands(sub)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    try:
+        return a.func(a)
+    except BitmcuError as e:
+        print(f"bitmcu: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        run = getattr(a, "resume", None) or getattr(a, "out", None)
+        hint = f" with `bitmcu train --resume {run}`" if run else ""
+        print(f"bitmcu: interrupted; a training run resumes from its last completed epoch{hint}",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,286 @@
+"""Run configuration: dataclasses, YAML loading, ``--set key=value`` overrides and validation.
+
+Every key is checked: an unknown key, a value of the wrong type or a value outside the allowed set
+raises :class:`BitmcuError` naming the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import yaml
+
+from .errors import BitmcuError, choices
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "mnist"  # mnist | fashion-mnist | emnist-<split> | path/to/file.npz
+    data_dir: str | None = None  # folder with one subfolder per data set; else $BITMCU_DATA, cache
+    size: int = 16  # side of the square input image the model sees (and the chip samples)
+    resize: Literal["area", "bilinear"] = "area"  # downscale filter (both antialiased)
+    train_limit: int | None = None  # use only the first N training images (quick runs)
+
+
+@dataclass
+class AugmentConfig:
+    enabled: bool = True
+    fraction: float = 0.5  # share of each batch that is augmented; the rest stays clean
+    rotation: float = 10.0  # max rotation in degrees
+    translate: float = 0.1  # max shift as a fraction of the image side
+    scale: float = 0.1  # max relative zoom in or out
+    elastic: float = 0.0  # elastic displacement in pixels of the 28x28 original; 0 = off
+    elastic_sigma: float = 4.0  # smoothness of the elastic field in pixels
+
+
+@dataclass
+class ModelConfig:
+    family: Literal["fc"] = "fc"
+    hidden: list[int] = field(default_factory=lambda: [64, 64])  # hidden layer widths
+    scheme: str = "4bitsym"  # weight scheme of every layer (see `bitmcu schemes`)
+    layer_schemes: list[str | None] = field(default_factory=list)  # per-layer override, or null
+    norm: Literal["rms", "layer", "batch"] = "rms"  # normalization before each linear layer
+    bias: bool = False
+    scale: Literal["per_tensor", "per_channel"] = "per_tensor"  # weight scale granularity
+    clip: Literal["octav", "std"] = "octav"  # how the clipping range is chosen
+    clip_std: float = 2.5  # with clip=std: clipping range in weight standard deviations
+    clip_until: int = 20  # update clipping every epoch until this epoch, then freeze
+    act_bits: int = 8  # activation fake-quantization bits
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: Literal["adam", "adamw"] = "adamw"
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    schedule: Literal["cosine", "step", "cosine_restarts", "constant"] = "cosine"
+    step_size: int = 10  # schedule=step: epochs per step
+    gamma: float = 0.5  # schedule=step: lr factor per step
+    restart_period: int = 10  # schedule=cosine_restarts: epochs of the first cycle
+    halve_lr_at: int | None = None  # halve the learning rate once at this epoch
+    label_smoothing: float = 0.0
+    device: str = "auto"  # auto | cpu | cuda
+    threads: int | None = None  # torch CPU threads (None: torch default)
+
+
+@dataclass
+class Config:
+    name: str = "default"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def hash(self) -> str:
+        """Stable short hash of the model-defining part of the config."""
+        blob = json.dumps(dataclasses.asdict(self.model), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:8]
+
+    def layer_scheme_names(self, n_layers: int) -> list[str]:
+        over = list(self.model.layer_schemes)
+        if len(over) > n_layers:
+            raise BitmcuError(
+                f"model.layer_schemes has {len(over)} entries but the model has {n_layers} "
+                "linear layers; give at most one per layer (null keeps model.scheme)"
+            )
+        over += [None] * (n_layers - len(over))
+        return [s if s is not None else self.model.scheme for s in over]
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _type_name(tp) -> str:
+    if get_origin(tp) is Literal:
+        return "one of " + choices(get_args(tp))
+    return getattr(tp, "__name__", str(tp)).replace("NoneType", "null")
+
+
+def _coerce(value: Any, tp, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; return it (ints become floats for float)."""
+    origin = get_origin(tp)
+    if origin is Literal:
+        allowed = get_args(tp)
+        if value not in allowed:
+            raise BitmcuError(f"config key '{key}': {value!r} is not allowed; use {choices(allowed)}")
+        return value
+    if origin in (types.UnionType, typing.Union):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, key)
+            except BitmcuError as e:
+                errors.append(str(e))
+        names = " or ".join(_type_name(a) for a in args)
+        raise BitmcuError(f"config key '{key}': {value!r} is not {names}")
+    if origin is list:
+        (item_tp,) = get_args(tp)
+        if not isinstance(value, list | tuple):
+            raise BitmcuError(f"config key '{key}': {value!r} is not a list")
+        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise BitmcuError(f"config key '{key}': {value!r} is not true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise BitmcuError(f"config key '{key}': {value!r} is not an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise BitmcuError(f"config key '{key}': {value!r} is not a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise BitmcuError(f"config key '{key}': {value!r} is not a string")
+        return value
+    raise TypeError(f"unsupported annotation {tp!r} for {key}")
+
+
+def _build(cls, data: dict, prefix: str = ""):
+    if not isinstance(data, dict):
+        raise BitmcuError(f"config section '{prefix.rstrip('.') or '<top>'}' must be a mapping")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise BitmcuError(
+            f"unknown config key '{prefix}{unknown[0]}'; allowed keys here: "
+            + ", ".join(prefix + k for k in fields)
+        )
+    kwargs = {}
+    for name, value in data.items():
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, value, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(value, tp, prefix + name)
+    return cls(**kwargs)
+
+
+def _check(cfg: Config) -> Config:
+    """Semantic checks beyond types."""
+    from .quant import get_scheme  # registry lookup raises a clear error on unknown names
+
+    get_scheme(cfg.model.scheme, key="model.scheme")
+    for i, s in enumerate(cfg.model.layer_schemes):
+        if s is not None:
+            get_scheme(s, key=f"model.layer_schemes[{i}]")
+    if any(h < 1 for h in cfg.model.hidden):
+        raise BitmcuError(f"config key 'model.hidden': {cfg.model.hidden} has a width below 1")
+    cfg.layer_scheme_names(len(cfg.model.hidden) + 1)
+
+    def positive(key, v, lo=1):
+        if v < lo:
+            raise BitmcuError(f"config key '{key}': {v!r} must be >= {lo}")
+
+    positive("data.size", cfg.data.size, 4)
+    if cfg.data.size > 28:
+        raise BitmcuError(f"config key 'data.size': {cfg.data.size} is larger than the 28x28 source")
+    positive("train.epochs", cfg.train.epochs)
+    positive("train.batch_size", cfg.train.batch_size)
+    positive("train.step_size", cfg.train.step_size)
+    positive("train.restart_period", cfg.train.restart_period)
+    if not 2 <= cfg.model.act_bits <= 8:
+        raise BitmcuError(f"config key 'model.act_bits': {cfg.model.act_bits} must be 2..8")
+    if not 0.0 <= cfg.augment.fraction <= 1.0:
+        raise BitmcuError(f"config key 'augment.fraction': {cfg.augment.fraction} must be 0..1")
+    if cfg.train.lr <= 0:
+        raise BitmcuError(f"config key 'train.lr': {cfg.train.lr} must be > 0")
+    if cfg.train.device not in ("auto", "cpu", "cuda") and not cfg.train.device.startswith("cuda:"):
+        raise BitmcuError(
+            f"config key 'train.device': {cfg.train.device!r} is not allowed; use 'auto', 'cpu' or 'cuda'"
+        )
+    return cfg
+
+
+def config_from_dict(data: dict) -> Config:
+    return _check(_build(Config, data))
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parse ``key=value``; the value is read as YAML (``3``, ``0.1``, ``[64, 64]``, ``null``)."""
+    if "=" not in text:
+        raise BitmcuError(f"--set {text!r}: expected key=value, e.g. --set train.epochs=5")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    data = json.loads(json.dumps(data))  # deep copy
+    for text in overrides:
+        key, value = parse_override(text)
+        parts = key.split(".")
+        node = data
+        cls = Config
+        for depth, p in enumerate(parts):
+            names = {f.name: f for f in dataclasses.fields(cls)}
+            if p not in names:
+                where = ".".join(parts[:depth])
+                allowed = ", ".join((where + "." if where else "") + n for n in names)
+                raise BitmcuError(f"unknown config key '{key}'; allowed keys here: {allowed}")
+            tp = typing.get_type_hints(cls)[p]
+            if depth == len(parts) - 1:
+                if dataclasses.is_dataclass(tp):
+                    raise BitmcuError(f"config key '{key}' is a section; set one of its keys")
+                node[p] = value
+            else:
+                if not dataclasses.is_dataclass(tp):
+                    raise BitmcuError(f"config key '{'.'.join(parts[: depth + 1])}' has no sub-keys")
+                node = node.setdefault(p, {})
+                cls = tp
+    return data
+
+
+def config_dir() -> Path:
+    """The folder with the named configurations: ``configs/`` in a checkout."""
+    return Path(__file__).resolve().parents[2] / "configs"
+
+
+def named_configs() -> list[str]:
+    d = config_dir()
+    return sorted(p.stem for p in d.glob("*.yaml")) if d.is_dir() else []
+
+
+def load_config(source: str | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a config from a YAML path or a named config under ``configs/`` (default: defaults)."""
+    data: dict = {}
+    if source is not None:
+        path = Path(source)
+        if not path.exists() and not source.endswith((".yaml", ".yml")):
+            path = config_dir() / f"{source}.yaml"
+        if not path.exists():
+            raise BitmcuError(
+                f"config {source!r} not found; give a YAML file or one of: "
+                + (", ".join(named_configs()) or "(no named configs)")
+            )
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise BitmcuError(f"config {path}: not valid YAML ({e})") from None
+        if not isinstance(data, dict):
+            raise BitmcuError(f"config {path}: top level must be a mapping of keys")
+    data = apply_overrides(data, overrides or [])
+    return config_from_dict(data)

@@ -1,0 +1,96 @@
+"""Quantization-aware layers: weight fake quantization (STE), activation fake quantization, norms."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from .quant import get_scheme, octav_clip, std_clip
+from .quant.clip import effective_bits
+
+
+class RMSNorm(nn.Module):
+    """x / rms(x) over the feature dimension; no learnable gain (foldable into an integer shift)."""
+
+    def __init__(self, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, x):
+        return x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + self.eps)
+
+
+def make_norm(kind: str, features: int) -> nn.Module:
+    if kind == "rms":
+        return RMSNorm()
+    if kind == "layer":
+        return nn.LayerNorm(features, elementwise_affine=False)
+    if kind == "batch":
+        return nn.BatchNorm1d(features, affine=False)
+    raise ValueError(kind)
+
+
+def act_fake_quant(x: torch.Tensor, bits: int = 8) -> torch.Tensor:
+    """Per-sample absmax fake quantization to signed ``bits`` with the straight-through estimator.
+
+    The integer engine replaces this with ShiftNorm (a power-of-two scale); the difference is at
+    most one bit of resolution.
+    """
+    qmax = 2 ** (bits - 1) - 1
+    scale = qmax / x.detach().abs().amax(dim=-1, keepdim=True).clamp_min(1e-8)
+    q = (x * scale).round().clamp(-qmax, qmax) / scale
+    return x + (q - x).detach()
+
+
+class QuantLinear(nn.Linear):
+    """Linear layer whose weights are fake-quantized with a registered scheme.
+
+    The clipping range (``clip``, per tensor or per output channel) is a buffer updated by
+    :meth:`update_clip` once per epoch until it is frozen; it travels with the state dict.
+    """
+
+    def __init__(self, n_in: int, n_out: int, scheme: str, bias: bool = False,
+                 per_channel: bool = False, clip_method: str = "octav", clip_std: float = 2.5):
+        super().__init__(n_in, n_out, bias=bias)
+        self.scheme = get_scheme(scheme)
+        self.per_channel = per_channel
+        self.clip_method = clip_method
+        self.clip_std = clip_std
+        self.register_buffer("clip", torch.ones(n_out if per_channel else ()))
+        self.update_clip()
+
+    @torch.no_grad()
+    def update_clip(self) -> None:
+        if not self.scheme.exportable:
+            return
+        w = self.weight
+        if self.scheme.centered:
+            w = w - w.mean(dim=-1, keepdim=True)
+        dim = 0 if self.per_channel else None
+        if self.clip_method == "octav":
+            c = octav_clip(w, effective_bits(self.scheme.n_levels()), dim=dim)
+        else:
+            c = std_clip(w, self.clip_std, dim=dim)
+        self.clip.copy_(c)
+
+    def step(self) -> torch.Tensor:
+        """Float value of one integer weight unit: clip / largest level."""
+        s = self.clip / self.scheme.max_level() if self.scheme.exportable else self.clip
+        return s.unsqueeze(1) if self.per_channel else s
+
+    def quantized_weight(self) -> torch.Tensor:
+        return self.scheme.fake_quant(self.weight, self.step())
+
+    @torch.no_grad()
+    def integer_weight(self) -> torch.Tensor:
+        """The integer levels the deployed model uses, shape (out, in)."""
+        w = self.weight
+        if self.scheme.centered:
+            w = w - w.mean(dim=-1, keepdim=True)
+        return self.scheme.quantize_int(w, self.step()).to(torch.int32)
+
+    def forward(self, x):
+        return nn.functional.linear(x, self.quantized_weight(), self.bias)
+
+    def extra_repr(self):
+        return f"{super().extra_repr()}, scheme={self.scheme.name}"

@@ -1,0 +1,86 @@
+"""Checkpoints: state dict + config + metrics in one file, written atomically, loaded safely."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+
+from .. import __version__
+from ..config import Config, config_from_dict
+from ..errors import BitmcuError
+
+FORMAT = "bitmcu-checkpoint"
+FORMAT_VERSION = 1
+
+
+def save_checkpoint(path: Path, model, optimizer, cfg: Config, n_classes: int, epoch: int,
+                    metrics: list[dict]) -> None:
+    blob = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "bitmcu_version": __version__,
+        "config": cfg.to_dict(),
+        "n_classes": n_classes,
+        "epoch": epoch,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "metrics": metrics,
+    }
+    tmp = path.with_suffix(".pt.part")
+    torch.save(blob, tmp)
+    os.replace(tmp, path)
+
+
+def resolve_checkpoint(run: str | Path) -> Path:
+    p = Path(run)
+    if p.is_dir():
+        p = p / "checkpoint.pt"
+    if not p.is_file():
+        raise BitmcuError(f"{run}: no checkpoint found (expected RUN_DIR/checkpoint.pt or a .pt file)")
+    return p
+
+
+def load_checkpoint(run: str | Path) -> dict:
+    """Load and validate a checkpoint; a corrupted or foreign file gives a clear error."""
+    path = resolve_checkpoint(run)
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError,
+            ValueError, AttributeError, TypeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise BitmcuError(f"{path}: not a readable bitmcu checkpoint ({first})") from None
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        raise BitmcuError(f"{path}: not a bitmcu checkpoint (no '{FORMAT}' marker)")
+    if blob.get("format_version") != FORMAT_VERSION:
+        raise BitmcuError(
+            f"{path}: checkpoint format version {blob.get('format_version')!r}; this bitmcu "
+            f"reads version {FORMAT_VERSION}"
+        )
+    for key in ("config", "n_classes", "epoch", "model", "metrics"):
+        if key not in blob:
+            raise BitmcuError(f"{path}: checkpoint is missing '{key}'")
+    try:
+        blob["cfg"] = config_from_dict(blob["config"])
+    except BitmcuError as e:
+        raise BitmcuError(f"{path}: checkpoint config is invalid: {e}") from None
+    blob["path"] = path
+    return blob
+
+
+def model_from_checkpoint(blob: dict):
+    from ..models import build_model
+
+    model = build_model(blob["cfg"], blob["n_classes"])
+    try:
+        model.load_state_dict(blob["model"])
+    except (RuntimeError, KeyError, TypeError) as e:
+        first = str(e).strip().splitlines()[0]
+        raise BitmcuError(
+            f"{blob['path']}: weights do not match the model its config describes ({first})"
+        ) from None
+    model.eval()
+    return model

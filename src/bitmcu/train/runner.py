@@ -1,0 +1,254 @@
+"""Training runs: one directory per run with config, checkpoint, metrics and plots; resumable.
+
+Every random draw of epoch ``e`` comes from a generator seeded with ``(seed, e)``, and the learning
+rate is a pure function of the position in training, so a run resumed after its last completed
+epoch ends exactly where an uninterrupted run with the same seed ends (on CPU).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+from tqdm import tqdm
+
+from ..config import Config
+from ..data import Augmenter, Dataset, downscale, load_dataset
+from ..errors import BitmcuError
+from ..models import build_model
+from .checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+
+
+def lr_at(cfg: Config, t: float) -> float:
+    """Learning rate at fractional epoch ``t`` (0 <= t <= epochs)."""
+    tc = cfg.train
+    if tc.schedule == "cosine":
+        lr = tc.lr * 0.5 * (1 + math.cos(math.pi * min(t / tc.epochs, 1.0)))
+    elif tc.schedule == "step":
+        lr = tc.lr * tc.gamma ** math.floor(t / tc.step_size)
+    elif tc.schedule == "cosine_restarts":
+        lr = tc.lr * 0.5 * (1 + math.cos(math.pi * (t % tc.restart_period) / tc.restart_period))
+    else:
+        lr = tc.lr
+    if tc.halve_lr_at is not None and t >= tc.halve_lr_at:
+        lr *= 0.5
+    return lr
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise BitmcuError(f"train.device is {name!r} but CUDA is not available; use 'auto' or 'cpu'")
+    return torch.device(name)
+
+
+def make_optimizer(cfg: Config, model) -> torch.optim.Optimizer:
+    cls = torch.optim.AdamW if cfg.train.optimizer == "adamw" else torch.optim.Adam
+    return cls(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+@dataclass
+class EvalResult:
+    loss: float
+    acc: float
+    pred: np.ndarray
+    labels: np.ndarray
+
+    def confusion(self, n_classes: int) -> np.ndarray:
+        cm = np.zeros((n_classes, n_classes), dtype=np.int64)
+        np.add.at(cm, (self.labels, self.pred), 1)
+        return cm
+
+
+@torch.no_grad()
+def evaluate(model, x: torch.Tensor, y: torch.Tensor, device=None, batch: int = 2000) -> EvalResult:
+    device = device or torch.device("cpu")
+    model.eval()
+    preds, loss = [], 0.0
+    for i in range(0, len(x), batch):
+        out = model(x[i : i + batch].to(device))
+        loss += F.cross_entropy(out, y[i : i + batch].to(device), reduction="sum").item()
+        preds.append(out.argmax(1).cpu())
+    pred = torch.cat(preds).numpy()
+    labels = y.numpy()
+    return EvalResult(loss / max(1, len(x)), float((pred == labels).mean()), pred, labels)
+
+
+def load_data(cfg: Config) -> Dataset:
+    d = cfg.data
+    return load_dataset(d.dataset, d.size, d.resize, d.data_dir, d.train_limit)
+
+
+def _train_epoch(model, opt, data: Dataset, cfg: Config, epoch: int, device, bar) -> tuple[float, float]:
+    gen = epoch_generator(cfg.seed, epoch)
+    n = len(data.train_x)
+    bs = cfg.train.batch_size
+    perm = torch.randperm(n, generator=gen)
+    steps = math.ceil(n / bs)
+    aug = cfg.augment
+    augmenter = Augmenter(aug.rotation, aug.translate, aug.scale, aug.elastic, aug.elastic_sigma)
+    model.train()
+    tot_loss, tot_ok, seen = 0.0, 0, 0
+    for s in range(steps):
+        idx = perm[s * bs : (s + 1) * bs]
+        xb = data.train_x[idx].float()
+        if aug.enabled and aug.fraction > 0:
+            sel = torch.rand(len(idx), generator=gen) < aug.fraction
+            if sel.any():
+                orig = data.train_orig[idx[sel]].float().unsqueeze(1)
+                xb[sel] = downscale(augmenter(orig, gen), cfg.data.size).squeeze(1).float()
+        yb = data.train_y[idx]
+        lr = lr_at(cfg, epoch + s / steps)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        xb, yb = xb.to(device), yb.to(device)
+        out = model(xb)
+        loss = F.cross_entropy(out, yb, label_smoothing=cfg.train.label_smoothing)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        tot_loss += loss.item() * len(idx)
+        tot_ok += (out.argmax(1) == yb).sum().item()
+        seen += len(idx)
+        if bar is not None:
+            bar.update(1)
+            if s % 20 == 0 or s == steps - 1:
+                bar.set_postfix(loss=f"{tot_loss / seen:.4f}", acc=f"{100 * tot_ok / seen:.2f}%",
+                                lr=f"{lr:.2e}")
+    return tot_loss / seen, tot_ok / seen
+
+
+def new_run_dir(base: Path, name: str) -> Path:
+    run = base / name
+    i = 1
+    while run.exists() and any(run.iterdir()):
+        run = base / f"{name}-{i}"
+        i += 1
+    return run
+
+
+class _Terminated(Exception):
+    pass
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated()
+
+
+def train(cfg: Config, run_dir: Path | None = None, resume: str | Path | None = None,
+          epochs: int | None = None, quiet: bool = False, log=print) -> Path:
+    """Train (or resume) a run; returns the run directory. Raises KeyboardInterrupt when stopped."""
+    if resume is not None:
+        blob = load_checkpoint(resume)
+        cfg = blob["cfg"]
+        if epochs is not None:
+            cfg.train.epochs = epochs
+        run_dir = blob["path"].parent
+        start_epoch = blob["epoch"]
+        metrics = list(blob["metrics"])[:start_epoch]
+        if start_epoch >= cfg.train.epochs:
+            log(f"{run_dir}: already trained for {start_epoch} epochs; nothing to do")
+            return run_dir
+    else:
+        run_dir = Path(run_dir) if run_dir else new_run_dir(Path("runs"), cfg.name)
+        if (run_dir / "checkpoint.pt").exists():
+            raise BitmcuError(f"{run_dir} already holds a run; resume it with "
+                              f"`bitmcu train --resume {run_dir}` or choose another --out")
+        start_epoch, metrics, blob = 0, [], None
+
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    device = pick_device(cfg.train.device)
+    data = load_data(cfg)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg, data.n_classes)
+    opt = make_optimizer(cfg, model)
+    if blob is not None:
+        if blob["n_classes"] != data.n_classes:
+            raise BitmcuError(f"{resume}: checkpoint has {blob['n_classes']} classes, data has "
+                              f"{data.n_classes}")
+        model = model_from_checkpoint(blob)
+        opt = make_optimizer(cfg, model)
+        if blob.get("optimizer") is not None:
+            opt.load_state_dict(blob["optimizer"])
+    model.to(device)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    tb = _tensorboard(run_dir)
+    log(f"run {run_dir}: {cfg.name}, {sum(p.numel() for p in model.parameters())} parameters, "
+        f"{len(data.train_x)} training images {data.size}x{data.size}, {data.n_classes} classes, "
+        f"device {device}" + (f", resuming after epoch {start_epoch}" if start_epoch else ""))
+
+    old = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        steps = math.ceil(len(data.train_x) / cfg.train.batch_size)
+        for epoch in range(start_epoch, cfg.train.epochs):
+            t0 = time.perf_counter()
+            if epoch < cfg.model.clip_until:
+                model.update_clips()
+            bar = None if quiet else tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
+                                          leave=False, dynamic_ncols=True, disable=None)
+            tr_loss, tr_acc = _train_epoch(model, opt, data, cfg, epoch, device, bar)
+            if bar is not None:
+                bar.close()
+            ev = evaluate(model, data.test_x, data.test_y, device)
+            m = {"epoch": epoch + 1, "train_loss": tr_loss, "train_acc": tr_acc,
+                 "test_loss": ev.loss, "test_acc": ev.acc, "lr": lr_at(cfg, epoch + 1),
+                 "seconds": time.perf_counter() - t0}
+            metrics.append(m)
+            save_checkpoint(run_dir / "checkpoint.pt", model, opt, cfg, data.n_classes, epoch + 1,
+                            metrics)
+            _write_metrics(run_dir / "metrics.jsonl", metrics)
+            if tb is not None:
+                for k, v in m.items():
+                    if k != "epoch":
+                        tb.add_scalar(k, v, epoch + 1)
+            if not quiet:
+                log(f"epoch {epoch + 1:>3}/{cfg.train.epochs}  loss {tr_loss:.4f}  "
+                    f"train {100 * tr_acc:.2f}%  test {100 * ev.acc:.2f}%  ({m['seconds']:.1f}s)")
+    except _Terminated:
+        raise KeyboardInterrupt from None
+    finally:
+        signal.signal(signal.SIGTERM, old)
+        if tb is not None:
+            tb.close()
+    model.cpu()
+    write_plots(model, cfg, metrics, run_dir)
+    return run_dir
+
+
+def _write_metrics(path: Path, metrics: list[dict]) -> None:
+    tmp = path.with_suffix(".part")
+    tmp.write_text("".join(json.dumps(m) + "\n" for m in metrics))
+    os.replace(tmp, path)
+
+
+def _tensorboard(run_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(run_dir / "tensorboard"))
+
+
+def write_plots(model, cfg: Config, metrics: list[dict], run_dir: Path) -> None:
+    from .plots import plot_curves, plot_first_layer, plot_weights
+
+    plot_curves(metrics, run_dir / "curves.png")
+    plot_weights(model, run_dir / "weights.png")
+    plot_first_layer(model, cfg.data.size, run_dir / "first_layer.png")

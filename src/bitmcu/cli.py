@@ -124,16 +124,41 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("schemes", help="list the weight quantization schemes")
     s.set_defaults(func=_cmd_schemes)
 
-    _add_deploy_commands(sub)
+    x = sub.add_parser("export", help="write the integer model as C (model.h, engine, example)")
+    x.add_argument("run", help="run directory or checkpoint file")
+    x.add_argument("--out", type=Path, required=True, help="output folder")
+    x.add_argument("--target", default="generic",
+                   help="generic | ch32v003 | ch32v002 | cortex-m0 (default: generic)")
+    x.add_argument("--data-dir", help="folder with the data sets (overrides the run's)")
+    x.add_argument("--images", type=int, default=8, help="test images to embed (default 8)")
+    x.set_defaults(func=_cmd_export)
+
+    v = sub.add_parser("verify", help="host C engine == numpy reference on the whole test set")
+    v.add_argument("run", help="run directory or checkpoint file")
+    v.add_argument("--data-dir", help="folder with the data sets (overrides the run's)")
+    v.add_argument("--limit", type=int, help="only the first N test images")
+    v.add_argument("--sanitize", action="store_true",
+                   help="build with AddressSanitizer and UndefinedBehaviorSanitizer")
+    v.set_defaults(func=_cmd_verify)
     return p
 
 
-def _add_deploy_commands(sub) -> None:
-    try:
-        from .deploy_cli import add_commands
-    except ImportError:
-        return
-    add_commands(sub)
+def _cmd_export(a) -> int:
+    from .export import export
+
+    cmd = " ".join(["bitmcu", "export", str(a.run), "--out", str(a.out), "--target", a.target])
+    rep = export(a.run, a.out, a.target, a.data_dir, a.images, command=cmd)
+    print(rep.text())
+    print(f"wrote {a.out}/: model.h, bitmcu.c, bitmcu.h, main.c, test_images.h, Makefile, "
+          "model.npz, report.txt")
+    return 0
+
+
+def _cmd_verify(a) -> int:
+    from .verify import verify
+
+    print(verify(a.run, a.data_dir, a.limit, a.sanitize).text())
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

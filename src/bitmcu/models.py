@@ -22,6 +22,7 @@ class FCModel(nn.Module):
         widths = [cfg.data.size * cfg.data.size, *m.hidden, n_classes]
         schemes = cfg.layer_scheme_names(len(widths) - 1)
         self.act_bits = m.act_bits
+        self.act_unsigned = m.norm == "rms"  # RMS keeps ReLU outputs >= 0
         self.norms = nn.ModuleList(make_norm(m.norm, w) for w in widths[:-1])
         self.layers = nn.ModuleList(
             QuantLinear(a, b, s, bias=m.bias, per_channel=m.scale == "per_channel",
@@ -34,7 +35,7 @@ class FCModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.reshape(x.shape[0], -1).float() / 255.0  # (B, size*size)
         for i, (norm, layer) in enumerate(zip(self.norms, self.layers, strict=True)):
-            x = act_fake_quant(norm(x), self.act_bits)
+            x = act_fake_quant(norm(x), self.act_bits, self.act_unsigned)
             x = layer(x)
             if i < len(self.layers) - 1:
                 x = torch.relu(x)

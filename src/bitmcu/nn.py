@@ -30,13 +30,14 @@ def make_norm(kind: str, features: int) -> nn.Module:
     raise ValueError(kind)
 
 
-def act_fake_quant(x: torch.Tensor, bits: int = 8) -> torch.Tensor:
-    """Per-sample absmax fake quantization to signed ``bits`` with the straight-through estimator.
+def act_fake_quant(x: torch.Tensor, bits: int = 8, unsigned: bool = False) -> torch.Tensor:
+    """Per-sample absmax fake quantization with the straight-through estimator.
 
-    The integer engine replaces this with ShiftNorm (a power-of-two scale); the difference is at
-    most one bit of resolution.
+    ``unsigned``: inputs are known to be >= 0 (ReLU outputs and pixels under RMS norm), so all
+    2^bits codes are used for 0..2^bits-1. The integer engine replaces the float scale with
+    ShiftNorm (a power-of-two scale); the difference is at most one bit of resolution.
     """
-    qmax = 2 ** (bits - 1) - 1
+    qmax = 2**bits - 1 if unsigned else 2 ** (bits - 1) - 1
     scale = qmax / x.detach().abs().amax(dim=-1, keepdim=True).clamp_min(1e-8)
     q = (x * scale).round().clamp(-qmax, qmax) / scale
     return x + (q - x).detach()

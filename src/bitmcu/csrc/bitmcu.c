@@ -4,8 +4,9 @@
  *   pixels (uint8) --shiftnorm--> nonzero list --fc kernel--> int32 acc --shiftnorm+relu-->
  *   nonzero list --fc kernel--> ... --> int32 logits --> argmax
  *
- * Arena layout (int32 words): [0, max_width) accumulators, [max_width, 2*max_width) the nonzero
- * activation list, one word per entry: (index << 8) | value.
+ * Arena layout (int32 words): [0, max_out) accumulators, then the nonzero activation list as
+ * bytes (delta-index, value) pairs, max_in of them at most. The list is only ever accessed
+ * through uint8_t pointers, which may alias the int32 arena.
  */
 #include "bitmcu.h"
 
@@ -40,13 +41,20 @@ static inline uint32_t code_at(const uint8_t *row, uint32_t i, unsigned bits) {
 
 /* Sum over the nonzero activations of code * x, for codes of `bits` bits. */
 static inline int32_t dot_codes(const uint8_t *row, const bitmcu_act *a, unsigned bits) {
-    uint32_t s = 0;
-    for (uint16_t k = 0; k < a->n_nz; k++) {
-        const uint32_t e = (uint32_t)a->nz[k];
-        s += umul_code(code_at(row, e >> 8, bits), e & 0xFFu, bits);
+    const uint8_t *p = a->nz, *end = a->nz + 2u * a->n_nz;
+    uint32_t i = 0, s = 0;
+    for (; p != end; p += 2) {
+        i += p[0];
+        s += umul_code(code_at(row, i, bits), p[1], bits);
     }
     return (int32_t)s;
 }
+
+/* Loop header shared by the kernels that decode each code themselves: walks the nonzero list
+ * of `a` with index `i` and value `x`. */
+#define BITMCU_FOR_NZ(a, i, x)                                                   \
+    for (const uint8_t *p_ = (a)->nz, *e_ = (a)->nz + 2u * (a)->n_nz;          \
+         p_ != e_ && ((i) += p_[0], (x) = p_[1], 1); p_ += 2)
 
 /* ------------------------------------------------------------------------------------------ */
 /* kernels: one per scheme; acc[o] = sum_i level(o, i) * x[i]                                  */
@@ -80,10 +88,10 @@ BITMCU_HOT void bitmcu_fc_4bit(const bitmcu_layer *L, const bitmcu_act *a, int32
     const uint8_t *row = L->weights;
     for (uint16_t o = 0; o < L->n_out; o++, row += L->row_bytes) {
         int32_t s = 0;
-        for (uint16_t k = 0; k < a->n_nz; k++) {
-            const uint32_t e = (uint32_t)a->nz[k];
-            const uint32_t c = code_at(row, e >> 8, 4);
-            s += cond_neg((int32_t)umul_code(c & 7u, e & 0xFFu, 3), c >> 3);
+        uint32_t i = 0, x = 0;
+        BITMCU_FOR_NZ(a, i, x) {
+            const uint32_t c = code_at(row, i, 4);
+            s += cond_neg((int32_t)umul_code(c & 7u, x, 3), c >> 3);
         }
         acc[o] = s;
     }
@@ -94,10 +102,10 @@ BITMCU_HOT void bitmcu_fc_fp130(const bitmcu_layer *L, const bitmcu_act *a, int3
     const uint8_t *row = L->weights;
     for (uint16_t o = 0; o < L->n_out; o++, row += L->row_bytes) {
         int32_t s = 0;
-        for (uint16_t k = 0; k < a->n_nz; k++) {
-            const uint32_t e = (uint32_t)a->nz[k];
-            const uint32_t c = code_at(row, e >> 8, 4);
-            s += cond_neg((int32_t)((e & 0xFFu) << (c & 7u)), c >> 3);
+        uint32_t i = 0, x = 0;
+        BITMCU_FOR_NZ(a, i, x) {
+            const uint32_t c = code_at(row, i, 4);
+            s += cond_neg((int32_t)(x << (c & 7u)), c >> 3);
         }
         acc[o] = s;
     }
@@ -110,10 +118,10 @@ BITMCU_HOT void bitmcu_fc_nf4(const bitmcu_layer *L, const bitmcu_act *a, int32_
     const uint8_t *row = L->weights;
     for (uint16_t o = 0; o < L->n_out; o++, row += L->row_bytes) {
         int32_t s = 0;
-        for (uint16_t k = 0; k < a->n_nz; k++) {
-            const uint32_t e = (uint32_t)a->nz[k];
-            const uint32_t c = code_at(row, e >> 8, 4);
-            s += cond_neg((int32_t)umul_code(nf4_mag[c], e & 0xFFu, 7), c < 7u ? 1u : 0u);
+        uint32_t i = 0, x = 0;
+        BITMCU_FOR_NZ(a, i, x) {
+            const uint32_t c = code_at(row, i, 4);
+            s += cond_neg((int32_t)umul_code(nf4_mag[c], x, 7), c < 7u ? 1u : 0u);
         }
         acc[o] = s;
     }
@@ -124,12 +132,12 @@ BITMCU_HOT void bitmcu_fc_8bit(const bitmcu_layer *L, const bitmcu_act *a, int32
     const uint8_t *row = L->weights;
     for (uint16_t o = 0; o < L->n_out; o++, row += L->row_bytes) {
         int32_t s = 0;
-        for (uint16_t k = 0; k < a->n_nz; k++) {
-            const uint32_t e = (uint32_t)a->nz[k];
-            const uint32_t c = row[e >> 8];
+        uint32_t i = 0, x = 0;
+        BITMCU_FOR_NZ(a, i, x) {
+            const uint32_t c = row[i];
             const uint32_t neg = c >> 7;
             const uint32_t mag = neg ? 256u - c : c;
-            s += cond_neg((int32_t)umul_code(mag, e & 0xFFu, 8), neg);
+            s += cond_neg((int32_t)umul_code(mag, x, 8), neg);
         }
         acc[o] = s;
     }
@@ -154,14 +162,13 @@ BITMCU_HOT void bitmcu_fc_ternary(const bitmcu_layer *L, const bitmcu_act *a, in
     const uint8_t *row = L->weights;
     for (uint16_t o = 0; o < L->n_out; o++, row += L->row_bytes) {
         int32_t s = 0;
-        for (uint16_t k = 0; k < a->n_nz; k++) {
-            const uint32_t e = (uint32_t)a->nz[k];
-            const uint32_t i = e >> 8;
+        uint32_t i = 0, xu = 0;
+        BITMCU_FOR_NZ(a, i, xu) {
             /* i / 5 for i < 1024 as (i * 205) >> 10, with shifts only */
             const uint32_t q = ((i << 7) + (i << 6) + (i << 3) + (i << 2) + i) >> 10;
             const uint32_t t = i - ((q << 2) + q);
             const uint32_t m = trit_masks(row[q]);
-            const int32_t x = (int32_t)(e & 0xFFu);
+            const int32_t x = (int32_t)xu;
             s += (x & -(int32_t)((m >> t) & 1u)) - (x & -(int32_t)((m >> (t + 8u)) & 1u));
         }
         acc[o] = s;
@@ -186,20 +193,35 @@ static uint32_t shift_round(uint32_t v, uint32_t s, uint32_t act_max) {
     return r > act_max ? act_max : r;
 }
 
+/* Append (index, value) to the nonzero list at nz; returns the new entry count. */
+static uint16_t nz_push(uint8_t *nz, uint16_t k, uint32_t *prev, uint32_t i, uint32_t v) {
+    while (i - *prev > 255u) {
+        nz[2u * k] = 255u;
+        nz[2u * k + 1u] = 0u;
+        k++;
+        *prev += 255u;
+    }
+    nz[2u * k] = (uint8_t)(i - *prev);
+    nz[2u * k + 1u] = (uint8_t)v;
+    *prev = i;
+    return (uint16_t)(k + 1u);
+}
+
 /* Input pixels -> nonzero list. */
 static void shiftnorm_input(const uint8_t *in, uint16_t n, uint32_t act_max, bitmcu_act *a,
-                            int32_t *nz) {
+                            uint8_t *nz) {
     uint32_t m = 0;
     for (uint16_t i = 0; i < n; i++) {
         m = in[i] > m ? in[i] : m;
     }
     const uint32_t s = shift_for(m, act_max);
     uint16_t k = 0;
+    uint32_t prev = 0;
     int32_t sum = 0;
     for (uint16_t i = 0; i < n; i++) {
         const uint32_t v = shift_round(in[i], s, act_max);
         if (v) {
-            nz[k++] = (int32_t)(((uint32_t)i << 8) | v);
+            k = nz_push(nz, k, &prev, i, v);
             sum += (int32_t)v;
         }
     }
@@ -210,7 +232,7 @@ static void shiftnorm_input(const uint8_t *in, uint16_t n, uint32_t act_max, bit
 
 /* ReLU(acc) -> ShiftNorm -> nonzero list. */
 static void shiftnorm_relu(const int32_t *acc, uint16_t n, uint32_t act_max, bitmcu_act *a,
-                           int32_t *nz) {
+                           uint8_t *nz) {
     uint32_t m = 0;
     for (uint16_t i = 0; i < n; i++) {
         const uint32_t v = acc[i] > 0 ? (uint32_t)acc[i] : 0u;
@@ -218,11 +240,12 @@ static void shiftnorm_relu(const int32_t *acc, uint16_t n, uint32_t act_max, bit
     }
     const uint32_t s = shift_for(m, act_max);
     uint16_t k = 0;
+    uint32_t prev = 0;
     int32_t sum = 0;
     for (uint16_t i = 0; i < n; i++) {
         const uint32_t v = acc[i] > 0 ? shift_round((uint32_t)acc[i], s, act_max) : 0u;
         if (v) {
-            nz[k++] = (int32_t)(((uint32_t)i << 8) | v);
+            k = nz_push(nz, k, &prev, i, v);
             sum += (int32_t)v;
         }
     }
@@ -245,16 +268,21 @@ bitmcu_status bitmcu_run(const bitmcu_model *model, const uint8_t *input, int32_
     if (model->version != BITMCU_FORMAT_VERSION) {
         return BITMCU_ERR_VERSION;
     }
-    if (arena_words < model->arena_words || model->arena_words < 2u * model->max_width) {
+    if (arena_words < model->arena_words ||
+        model->arena_words < BITMCU_ARENA_WORDS(model->max_out, model->max_in)) {
         return BITMCU_ERR_ARENA;
     }
-    int32_t *acc = arena;                    /* (max_width) */
-    int32_t *nz = arena + model->max_width;  /* (max_width) */
+    int32_t *acc = arena;                                   /* (max_out) */
+    uint8_t *nz = (uint8_t *)(arena + model->max_out);      /* (max_in, 2) */
+    if (model->n_input > model->max_in || model->n_classes > model->max_out) {
+        return BITMCU_ERR_LAYER;
+    }
     bitmcu_act act;
     shiftnorm_input(input, model->n_input, model->act_max, &act, nz);
     const bitmcu_layer *L = model->layers;
     for (uint16_t l = 0; l < model->n_layers; l++, L++) {
-        if (L->op != BITMCU_OP_FC || !L->kernel) {
+        if (L->op != BITMCU_OP_FC || !L->kernel || L->n_in > model->max_in ||
+            L->n_out > model->max_out) {
             return BITMCU_ERR_LAYER;
         }
         L->kernel(L, &act, acc);

@@ -58,9 +58,11 @@ typedef enum {
 } bitmcu_scheme;
 
 /* Activations entering a layer, after ShiftNorm: all values are 0..act_max (ReLU'd). Only the
- * nonzero ones are listed, so kernels skip zeros. */
+ * nonzero ones are listed, so kernels skip zeros. Entry k is two bytes: the distance from the
+ * previous entry's index (the first counts from 0) and the value. A gap wider than 255 is
+ * bridged by (255, 0) filler entries, so there are never more entries than inputs. */
 typedef struct {
-    const int32_t *nz;   /* (n_nz) entries (index << 8) | value, index ascending */
+    const uint8_t *nz;   /* (n_nz, 2) delta-index, value */
     uint16_t n_nz;
     int32_t sum;         /* sum of all activations */
 } bitmcu_act;
@@ -89,16 +91,17 @@ typedef struct {
     uint32_t config_hash;
     uint16_t n_input;        /* input pixels (uint8) */
     uint16_t n_classes;
-    uint16_t max_width;      /* widest layer input or output */
-    uint8_t act_max;         /* largest activation value (127 for 8-bit) */
-    uint8_t reserved;
+    uint16_t max_out;        /* widest layer output (accumulators) */
+    uint16_t max_in;         /* widest layer input (nonzero list), input pixels included */
+    uint8_t act_max;         /* largest activation value (255 for 8-bit) */
+    uint8_t reserved[3];
     uint32_t arena_words;    /* int32 words of arena the model needs */
     const bitmcu_layer *layers;
 } bitmcu_model;
 
-/* Arena words needed for a model whose widest layer has `w` inputs or outputs:
- * w accumulators and a w-entry nonzero activation list. */
-#define BITMCU_ARENA_WORDS(w) (2u * (uint32_t)(w))
+/* Arena words needed: one int32 accumulator per output of the widest layer, then the nonzero
+ * list, two bytes per input of the widest layer input. */
+#define BITMCU_ARENA_WORDS(max_out, max_in) ((uint32_t)(max_out) + ((uint32_t)(max_in) + 1u) / 2u)
 
 /* Run one inference. input: (n_input) uint8 pixels; arena: arena_words int32 words;
  * logits: (n_classes) int32 out; pred: index of the largest logit (first on ties), may be NULL. */

@@ -1,0 +1,126 @@
+"""Export a trained run: integer model, generated C, engine copy, example program and report."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import reference
+from .codegen import EXAMPLE_MAIN, MAKEFILE, images_header, model_header
+from .errors import BitmcuError, choices
+from .hostc import engine_dir
+from .ir import IntModel, from_checkpoint
+
+# target -> whether the core multiplies (selects kernel forms at compile time)
+TARGETS = {"generic": True, "ch32v003": False, "ch32v002": True, "cortex-m0": True}
+
+
+@dataclass
+class ExportReport:
+    name: str
+    target: str
+    layers: list[dict]
+    weight_bytes: int
+    arena_bytes: int
+    float_acc: float | None
+    int_acc: float | None
+    n_test: int
+
+    def text(self) -> str:
+        lines = [f"model {self.name} for target {self.target}",
+                 f"{'layer':>5} {'op':<4}{'scheme':<16}{'shape':>10} {'bytes':>7} {'acc bound':>12}"]
+        for r in self.layers:
+            lines.append(f"{r['index']:>5} {r['op']:<4}{r['scheme']:<16}"
+                         f"{str(r['n_in']) + '->' + str(r['n_out']):>10} {r['bytes']:>7} "
+                         f"{r['acc_bound']:>12}")
+        lines.append(f"total weight bytes: {self.weight_bytes} ({self.weight_bytes / 1024:.2f} KB)")
+        lines.append(f"arena bytes: {self.arena_bytes}")
+        if self.int_acc is not None:
+            lines.append(f"test accuracy on {self.n_test} images: float QAT "
+                         f"{100 * self.float_acc:.2f}%, integer {100 * self.int_acc:.2f}%")
+        return "\n".join(lines)
+
+
+def model_report(model: IntModel, target: str, float_acc=None, int_acc=None, n_test=0):
+    layers = [{"index": i, "op": L.op, "scheme": L.scheme, "n_in": L.n_in, "n_out": L.n_out,
+               "bytes": L.nbytes, "acc_bound": L.accumulator_bound(model.act_max)}
+              for i, L in enumerate(model.layers)]
+    return ExportReport(model.name, target, layers, model.weight_bytes, model.arena_words * 4,
+                        float_acc, int_acc, n_test)
+
+
+def load_int_model(run: str | Path) -> tuple[IntModel, dict]:
+    from .train import load_checkpoint
+
+    blob = load_checkpoint(run)
+    return from_checkpoint(blob), blob
+
+
+def export(run: str | Path, out: str | Path, target: str = "generic", data_dir: str | None = None,
+           n_images: int = 8, command: str = "bitmcu export", evaluate: bool = True) -> ExportReport:
+    """Write model.h, bitmcu.c/.h, test_images.h, main.c, Makefile, model.npz, report.{txt,json}.
+
+    The files are written into a temporary folder and moved into ``out`` only when all of them
+    are complete, so a failed export never leaves a half model behind.
+    """
+    if target not in TARGETS:
+        raise BitmcuError(f"--target {target!r} is not known; use {choices(TARGETS)}")
+    model, blob = load_int_model(run)
+    cfg = blob["cfg"]
+    if data_dir:
+        cfg.data.data_dir = data_dir
+    float_acc = int_acc = None
+    n_test = 0
+    from .train import evaluate as eval_float
+    from .train import load_data, model_from_checkpoint
+
+    data = load_data(cfg)
+    test_x = data.test_x.numpy()
+    test_y = data.test_y.numpy()
+    if evaluate:
+        float_acc = eval_float(model_from_checkpoint(blob), data.test_x, data.test_y).acc
+        _, pred = reference.run(model, test_x)
+        int_acc = float((pred == test_y).mean())
+        n_test = len(test_y)
+    report = model_report(model, target, float_acc, int_acc, n_test)
+    k = min(n_images, len(test_x))
+    _, ref_pred = reference.run(model, test_x[:k])
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".bitmcu-export-", dir=out.parent) as tmp:
+        t = Path(tmp)
+        (t / "model.h").write_text(model_header(model, command))
+        (t / "test_images.h").write_text(images_header(test_x[:k], test_y[:k], ref_pred, command))
+        (t / "main.c").write_text(EXAMPLE_MAIN)
+        (t / "Makefile").write_text(MAKEFILE)
+        for f in ("bitmcu.c", "bitmcu.h"):
+            shutil.copy(engine_dir() / f, t / f)
+        model.save(t / "model.npz")
+        (t / "report.txt").write_text(report.text() + "\n")
+        (t / "report.json").write_text(json.dumps(
+            {**report.__dict__, "target": target, "has_mul": TARGETS[target]}, indent=2) + "\n")
+        out.mkdir(exist_ok=True)
+        for f in sorted(t.iterdir()):
+            os.replace(f, out / f.name)
+    return report
+
+
+def read_export(export_dir: str | Path) -> tuple[IntModel, dict]:
+    """An export folder's integer model and report."""
+    d = Path(export_dir)
+    if not (d / "model.npz").is_file() or not (d / "model.h").is_file():
+        raise BitmcuError(f"{d}: not a bitmcu export folder (needs model.npz and model.h from "
+                          "`bitmcu export`)")
+    rep = {}
+    if (d / "report.json").is_file():
+        rep = json.loads((d / "report.json").read_text())
+    return IntModel.load(d / "model.npz"), rep
+
+

@@ -1,0 +1,154 @@
+"""Compile the C engine and a model with the host C compiler, and run it from Python.
+
+Two forms: a shared library called through ctypes (fast, used by ``verify``), and a standalone
+executable (used with AddressSanitizer/UndefinedBehaviorSanitizer, which cannot be loaded into
+the Python process).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import subprocess
+import tempfile
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from .errors import BitmcuError
+
+WARNINGS = ["-std=c99", "-Wall", "-Wextra", "-Wconversion", "-pedantic", "-Werror"]
+SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-g", "-O1"]
+
+HOST_SHIM = """\
+#include "bitmcu.h"
+#include "model.h"
+
+/* Run n images (n_input bytes each); write n * n_classes logits. Returns 0 or -status. */
+int bitmcu_host_run_batch(const uint8_t *images, int32_t n, int32_t *logits);
+int bitmcu_host_run_batch(const uint8_t *images, int32_t n, int32_t *logits) {
+    static int32_t arena[BITMCU_MODEL_ARENA_WORDS];
+    for (int32_t i = 0; i < n; i++) {
+        bitmcu_status st = bitmcu_run(&bitmcu_model_data,
+                                      images + (size_t)i * BITMCU_MODEL_N_INPUT, arena,
+                                      BITMCU_MODEL_ARENA_WORDS,
+                                      logits + (size_t)i * BITMCU_MODEL_N_CLASSES, NULL);
+        if (st != BITMCU_OK) {
+            return -(int)st;
+        }
+    }
+    return 0;
+}
+"""
+
+HOST_MAIN = """\
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "bitmcu.h"
+#include "model.h"
+
+int bitmcu_host_run_batch(const uint8_t *images, int32_t n, int32_t *logits);
+
+/* usage: prog IMAGES.bin N LOGITS.bin */
+int main(int argc, char **argv) {
+    if (argc != 4) return 2;
+    int32_t n = (int32_t)atoi(argv[2]);
+    size_t npx = (size_t)n * BITMCU_MODEL_N_INPUT, nlg = (size_t)n * BITMCU_MODEL_N_CLASSES;
+    uint8_t *images = malloc(npx ? npx : 1);
+    int32_t *logits = malloc((nlg ? nlg : 1) * sizeof(int32_t));
+    FILE *f = fopen(argv[1], "rb");
+    if (!images || !logits || !f || fread(images, 1, npx, f) != npx) return 3;
+    fclose(f);
+    int rc = bitmcu_host_run_batch(images, n, logits);
+    if (rc != 0) return 4;
+    f = fopen(argv[3], "wb");
+    if (!f || fwrite(logits, sizeof(int32_t), nlg, f) != nlg) return 5;
+    fclose(f);
+    free(images);
+    free(logits);
+    return 0;
+}
+"""
+
+
+def engine_dir() -> Path:
+    """Folder with bitmcu.c and bitmcu.h (package data)."""
+    return Path(str(resources.files("bitmcu") / "csrc"))
+
+
+def find_cc(cc: str | None = None) -> str:
+    cc = cc or os.environ.get("CC") or "cc"
+    path = shutil.which(cc)
+    if path is None:
+        raise BitmcuError(f"C compiler {cc!r} not found; install gcc (apt-get install gcc) or set CC")
+    return path
+
+
+def _compile(args: list[str], what: str) -> None:
+    r = subprocess.run(args, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise BitmcuError(f"compiling {what} failed:\n{r.stderr.strip()}")
+
+
+class HostModel:
+    """A model header compiled for this machine."""
+
+    def __init__(self, model_h: str, has_mul: bool = True, cc: str | None = None,
+                 sanitize: bool = False, workdir: Path | None = None):
+        self._tmp = None
+        if workdir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="bitmcu-host-")
+            workdir = Path(self._tmp.name)
+        self.dir = Path(workdir)
+        (self.dir / "model.h").write_text(model_h)
+        (self.dir / "shim.c").write_text(HOST_SHIM)
+        for f in ("bitmcu.c", "bitmcu.h"):
+            shutil.copy(engine_dir() / f, self.dir / f)
+        self.sanitize = sanitize
+        cc = find_cc(cc)
+        flags = WARNINGS + [f"-DBITMCU_HAS_MUL={int(has_mul)}", f"-I{self.dir}"]
+        srcs = [str(self.dir / "shim.c"), str(self.dir / "bitmcu.c")]
+        if sanitize:
+            (self.dir / "main.c").write_text(HOST_MAIN)
+            self.exe = self.dir / "host_model"
+            # the harness (file I/O, malloc) is not held to the engine's warning set
+            _compile([cc, "-std=c99", *SANITIZE, f"-I{self.dir}", "-c",
+                      str(self.dir / "main.c"), "-o", str(self.dir / "main.o")],
+                     "sanitizer harness")
+            _compile([cc, *flags, *SANITIZE, *srcs, str(self.dir / "main.o"), "-o",
+                      str(self.exe)], "engine with sanitizers")
+            self.lib = None
+        else:
+            so = self.dir / "libbitmcu_model.so"
+            _compile([cc, *flags, "-O2", "-fPIC", "-shared", *srcs, "-o", str(so)], "engine")
+            self.lib = ctypes.CDLL(str(so))
+            self.lib.bitmcu_host_run_batch.argtypes = [ctypes.c_void_p, ctypes.c_int32,
+                                                       ctypes.c_void_p]
+            self.lib.bitmcu_host_run_batch.restype = ctypes.c_int
+
+    def run(self, images: np.ndarray, n_classes: int) -> np.ndarray:
+        """(N, n_input) uint8 -> (N, n_classes) int32 logits computed by the C engine."""
+        x = np.ascontiguousarray(np.asarray(images, dtype=np.uint8).reshape(len(images), -1))
+        n = len(x)
+        logits = np.zeros((n, n_classes), dtype=np.int32)
+        if self.lib is not None:
+            rc = self.lib.bitmcu_host_run_batch(x.ctypes.data, n, logits.ctypes.data)
+            if rc != 0:
+                raise BitmcuError(f"C engine returned status {-rc}")
+            return logits
+        img, out = self.dir / "images.bin", self.dir / "logits.bin"
+        img.write_bytes(x.tobytes())
+        env = dict(os.environ, ASAN_OPTIONS="detect_leaks=0")
+        r = subprocess.run([str(self.exe), str(img), str(n), str(out)], capture_output=True,
+                           text=True, env=env)
+        if r.returncode != 0:
+            raise BitmcuError(f"sanitizer build failed (exit {r.returncode}):\n{r.stderr[-3000:]}")
+        return np.frombuffer(out.read_bytes(), dtype=np.int32).reshape(n, n_classes).copy()
+
+    def close(self) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None

@@ -12,13 +12,13 @@ def octav_clip(w: torch.Tensor, bits: float, dim: int | None = None, iters: int 
 
     Minimises the expected quantization noise (clipping + rounding) of ``w`` quantized with
     ``bits`` bits:  s <- E[|w| 1{|w|>s}] / (4^-B / 3 * E[1{0<|w|<=s}] + E[1{|w|>s}]).
-    With ``dim`` set, one scalar per slice along the other dimension (per output channel).
+    With ``dim`` set, one scalar per index of that dimension (per output channel: dim=0).
     """
     a = w.detach().abs().float()
     if dim is None:
         a = a.reshape(1, -1)
     else:
-        a = a.movedim(dim, -1).reshape(-1, a.shape[dim])
+        a = a.movedim(dim, 0).reshape(a.shape[dim], -1)
     s = a.mean(dim=1, keepdim=True) * 3.0 + 1e-12
     k = 4.0 ** (-bits) / 3.0
     for _ in range(iters):
@@ -36,7 +36,7 @@ def std_clip(w: torch.Tensor, k: float, dim: int | None = None) -> torch.Tensor:
     w = w.detach().float()
     if dim is None:
         return (w.std() * k).clamp_min(1e-12)
-    return (w.movedim(dim, -1).reshape(-1, w.shape[dim]).std(dim=1) * k).clamp_min(1e-12)
+    return (w.movedim(dim, 0).reshape(w.shape[dim], -1).std(dim=1) * k).clamp_min(1e-12)
 
 
 def effective_bits(n_levels: int) -> float:

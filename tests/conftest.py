@@ -1,0 +1,44 @@
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SUBSET = ROOT / "tests" / "data" / "mnist_subset.npz"
+
+
+def full_mnist_dir() -> Path | None:
+    for d in (os.environ.get("BITMCU_DATA"), ROOT.parent / "shared" / "datasets"):
+        if d and (Path(d) / "mnist" / "t10k-images-idx3-ubyte.gz").exists():
+            return Path(d)
+    return None
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory):
+    os.environ["BITMCU_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+
+
+def tiny_overrides(**extra) -> list[str]:
+    sets = {
+        "name": "tiny",
+        "data.dataset": str(SUBSET),
+        "model.hidden": "[24]",
+        "train.epochs": "3",
+        "train.batch_size": "32",
+        "train.threads": "1",
+        "augment.fraction": "0.3",
+    }
+    sets.update({k: str(v) for k, v in extra.items()})
+    return [f"{k}={v}" for k, v in sets.items()]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A small model trained for a few epochs on the committed MNIST subset."""
+    from bitmcu.config import load_config
+    from bitmcu.train import train
+
+    cfg = load_config(None, tiny_overrides())
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    return train(cfg, run_dir=out, quiet=True)

@@ -1,0 +1,54 @@
+import pytest
+
+from bitmcu.config import load_config, named_configs
+from bitmcu.errors import BitmcuError
+
+
+def test_named_configs_load():
+    assert {"default", "reference"} <= set(named_configs())
+    cfg = load_config("reference")
+    assert cfg.model.hidden == [64, 64, 64]
+    assert cfg.model.scheme == "4bitsym"
+
+
+def test_override_types_are_parsed():
+    cfg = load_config(None, ["train.epochs=7", "model.hidden=[32, 16]", "train.lr=0.01",
+                             "augment.enabled=false", "train.halve_lr_at=null"])
+    assert cfg.train.epochs == 7 and cfg.model.hidden == [32, 16]
+    assert cfg.train.lr == 0.01 and cfg.augment.enabled is False
+
+
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ("train.epoch=3", ["unknown config key 'train.epoch'", "train.epochs"]),
+        ("nonsense=1", ["unknown config key 'nonsense'", "model"]),
+        ("train.epochs=three", ["train.epochs", "'three'", "not an integer"]),
+        ("train.lr=fast", ["train.lr", "not a number"]),
+        ("model.scheme=5bit", ["model.scheme", "'5bit'", "4bitsym", "ternary"]),
+        ("model.norm=group", ["model.norm", "'group'", "'rms'", "'batch'"]),
+        ("model.hidden=[64, 0]", ["model.hidden", "below 1"]),
+        ("model.layer_schemes=[null, null, null, binary]", ["layer_schemes", "4 entries", "3"]),
+        ("data.size=40", ["data.size", "28"]),
+        ("model.layer_schemes=[8bit, foo]", ["model.layer_schemes[1]", "'foo'"]),
+        ("train", ["expected key=value"]),
+        ("train=3", ["'train' is a section"]),
+    ],
+)
+def test_bad_config_names_key_value_and_allowed(override, words):
+    with pytest.raises(BitmcuError) as e:
+        load_config(None, [override])
+    for w in words:
+        assert w in str(e.value)
+
+
+def test_bad_yaml_file(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("model: [unclosed\n")
+    with pytest.raises(BitmcuError, match="not valid YAML"):
+        load_config(str(p))
+    p.write_text("train:\n  epochs: 3\n  optimiser: sgd\n")
+    with pytest.raises(BitmcuError, match="unknown config key 'train.optimiser'"):
+        load_config(str(p))
+    with pytest.raises(BitmcuError, match="not found"):
+        load_config("no-such-config")

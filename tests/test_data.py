@@ -1,0 +1,145 @@
+import gzip
+import hashlib
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from bitmcu.data import Augmenter, downscale, load_dataset, read_idx
+from bitmcu.data import datasets as ds
+from bitmcu.errors import BitmcuError
+
+from .conftest import SUBSET, full_mnist_dir
+
+
+def idx_bytes(arr: np.ndarray) -> bytes:
+    return bytes([0, 0, 0x08, arr.ndim]) + b"".join(struct.pack(">I", d) for d in arr.shape) + \
+        arr.astype(np.uint8).tobytes()
+
+
+def test_idx_roundtrip_raw_and_gz(tmp_path):
+    a = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    (tmp_path / "a").write_bytes(idx_bytes(a))
+    (tmp_path / "a.gz").write_bytes(gzip.compress(idx_bytes(a)))
+    np.testing.assert_array_equal(read_idx(tmp_path / "a"), a)
+    np.testing.assert_array_equal(read_idx(tmp_path / "a.gz"), a)
+
+
+@pytest.mark.parametrize(
+    "raw, msg",
+    [
+        (b"\x01\x00\x08\x01\x00\x00\x00\x01\x05", "bad magic"),
+        (b"\x00\x00\x07\x01\x00\x00\x00\x01\x05", "data type 0x07"),
+        (b"\x00\x00\x08\x02\x00\x00", "truncated"),
+        (b"\x00\x00\x08\x01\x00\x00\x00\x05\x01\x02", "size mismatch"),
+    ],
+)
+def test_idx_header_errors(tmp_path, raw, msg):
+    p = tmp_path / "bad"
+    p.write_bytes(raw)
+    with pytest.raises(BitmcuError, match=msg):
+        read_idx(p)
+
+
+def test_corrupted_gzip(tmp_path):
+    p = tmp_path / "x.gz"
+    p.write_bytes(gzip.compress(b"\x00" * 100)[:20])
+    with pytest.raises(BitmcuError, match="corrupted gzip"):
+        read_idx(p)
+
+
+def test_downscale_area_keeps_background_and_range():
+    x = torch.zeros(3, 28, 28, dtype=torch.uint8)
+    x[0] = 255
+    x[1, 10:18, 10:18] = 200
+    y = downscale(x, 16)
+    assert y.shape == (3, 16, 16) and y.dtype == torch.uint8
+    assert (y[0] == 255).all() and (y[2] == 0).all()
+    assert y[1].max() == 200 and y[1][0, 0] == 0
+    assert downscale(x, 16, "bilinear").shape == (3, 16, 16)
+    with pytest.raises(BitmcuError, match="'nearest'.*'area'"):
+        downscale(x, 16, "nearest")
+
+
+def test_augmenter_is_batched_deterministic_and_moves_pixels():
+    x = torch.zeros(64, 1, 28, 28)
+    x[:, :, 8:20, 12:16] = 255
+    aug = Augmenter(rotation=15, translate=0.1, scale=0.1, elastic=2.0)
+    a = aug(x, torch.Generator().manual_seed(1))
+    b = aug(x, torch.Generator().manual_seed(1))
+    assert a.shape == x.shape and torch.equal(a, b)
+    assert (a - x).abs().sum(dim=(1, 2, 3)).min() > 0  # every image changed
+    assert a.sum() > 0.7 * x.sum()  # mass mostly kept
+
+
+def test_npz_user_data_and_errors(tmp_path):
+    d = load_dataset(str(SUBSET), size=16)
+    assert d.train_x.shape == (2000, 16, 16) and d.test_x.shape == (500, 16, 16)
+    assert d.n_classes == 10 and d.train_orig.shape == (2000, 28, 28)
+    p = tmp_path / "own.npz"
+    np.savez(p, images=np.random.randint(0, 255, (60, 20, 20), dtype=np.uint8),
+             labels=np.arange(60) % 3)
+    own = load_dataset(str(p), size=12)
+    assert own.n_classes == 3 and own.test_x.shape == (10, 12, 12)
+    np.savez(p, pics=np.zeros((3, 4, 4)))
+    with pytest.raises(BitmcuError, match="x_train, y_train"):
+        load_dataset(str(p))
+    np.savez(p, images=np.zeros((6, 4, 5)), labels=np.zeros(6, dtype=int))
+    with pytest.raises(BitmcuError, match="squares"):
+        load_dataset(str(p))
+    p.write_bytes(b"not a zip")
+    with pytest.raises(BitmcuError, match="not a readable .npz"):
+        load_dataset(str(p))
+    with pytest.raises(BitmcuError, match="does not exist"):
+        load_dataset(str(tmp_path / "missing.npz"))
+    with pytest.raises(BitmcuError, match="unknown data set 'kmnist'"):
+        load_dataset("kmnist")
+
+
+def _fake_mirror(tmp_path, monkeypatch, corrupt: bool):
+    """A local 'mirror' of MNIST-shaped files served by file:// URLs."""
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    rng = np.random.default_rng(0)
+    files = {
+        "train-images-idx3-ubyte": idx_bytes(rng.integers(0, 255, (30, 28, 28))),
+        "train-labels-idx1-ubyte": idx_bytes(np.arange(30) % 10),
+        "t10k-images-idx3-ubyte": idx_bytes(rng.integers(0, 255, (10, 28, 28))),
+        "t10k-labels-idx1-ubyte": idx_bytes(np.arange(10)),
+    }
+    sums = {}
+    for name, raw in files.items():
+        sums[name] = hashlib.sha256(raw).hexdigest()
+        if corrupt and name.startswith("t10k-labels"):
+            raw = raw[:-1] + b"\x07"
+        (mirror / (name + ".gz")).write_bytes(gzip.compress(raw))
+    monkeypatch.setitem(ds.MIRRORS, "mnist", [mirror.as_uri() + "/"])
+    monkeypatch.setitem(ds.SHA256, "mnist", sums)
+    monkeypatch.setattr(ds, "_from_npm", lambda *a: ["npm disabled in tests"])
+    monkeypatch.setenv("BITMCU_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("BITMCU_DATA", raising=False)
+
+
+def test_download_verifies_checksums(tmp_path, monkeypatch):
+    _fake_mirror(tmp_path, monkeypatch, corrupt=False)
+    d = load_dataset("mnist", size=16, data_dir=str(tmp_path / "nothing-here"))
+    assert d.train_x.shape == (30, 16, 16)
+    assert (tmp_path / "cache" / "datasets" / "mnist" / "t10k-labels-idx1-ubyte.gz").exists()
+
+
+def test_download_with_bad_checksum_is_refused(tmp_path, monkeypatch):
+    _fake_mirror(tmp_path, monkeypatch, corrupt=True)
+    with pytest.raises(BitmcuError) as e:
+        load_dataset("mnist", data_dir=str(tmp_path / "nothing-here"))
+    msg = str(e.value)
+    assert "t10k-labels-idx1-ubyte" in msg and "sha256" in msg and "--data-dir" in msg
+    assert not (tmp_path / "cache" / "datasets" / "mnist" / "t10k-labels-idx1-ubyte.gz").exists()
+
+
+@pytest.mark.skipif(full_mnist_dir() is None, reason="full MNIST not available")
+def test_full_mnist_from_data_dir():
+    d = load_dataset("mnist", size=16, data_dir=str(full_mnist_dir()), download=False)
+    assert d.train_x.shape == (60000, 16, 16) and d.test_x.shape == (10000, 16, 16)
+    assert d.train_y[:10].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
+    assert d.test_y[:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]

@@ -1,0 +1,85 @@
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from bitmcu.errors import BitmcuError
+from bitmcu.hostc import engine_dir
+from bitmcu.quant import REGISTRY, get_scheme, octav_clip
+from bitmcu.quant.schemes import Scheme
+
+QUANT = [s for s in REGISTRY.values() if s.exportable]
+
+
+def test_registry_ids_match_c_enum():
+    header = (engine_dir() / "bitmcu.h").read_text()
+    enum = dict(re.findall(r"BITMCU_SCHEME_(\w+) = (\d+)", header))
+    assert {name: int(v) for name, v in enum.items()} == {
+        s.name.upper(): s.id for s in QUANT
+    }
+    for s in QUANT:
+        assert f"void bitmcu_{s.c_kernel}(" in header
+
+
+def test_unknown_scheme_lists_allowed():
+    with pytest.raises(BitmcuError, match="unknown weight scheme '3bit'.*'4bitsym'"):
+        get_scheme("3bit")
+
+
+@pytest.mark.parametrize("sch", QUANT, ids=lambda s: s.name)
+def test_quantize_gives_levels_and_pack_roundtrips(sch: type[Scheme]):
+    g = torch.Generator().manual_seed(sch.id)
+    w = torch.randn(13, 37, generator=g)
+    step = octav_clip(w, np.log2(sch.n_levels())) / sch.max_level()
+    q = sch.quantize_int(w, step)
+    assert set(q.unique().tolist()) <= set(sch.levels)
+    q = q.to(torch.int32).numpy()
+    packed = sch.pack(q)
+    assert packed.dtype == np.uint8 and packed.shape == (13, sch.row_bytes(37))
+    np.testing.assert_array_equal(sch.unpack(packed, 37), q)
+    # every level survives packing
+    lv = np.array(sch.levels, dtype=np.int32)[None, :]
+    np.testing.assert_array_equal(sch.unpack(sch.pack(lv), lv.shape[1]), lv)
+
+
+@pytest.mark.parametrize("sch", QUANT, ids=lambda s: s.name)
+def test_fake_quant_is_straight_through(sch):
+    w = torch.randn(8, 16, requires_grad=True)
+    step = torch.tensor(0.1)
+    y = sch.fake_quant(w, step)
+    r = torch.randn(8, 16)
+    (y * r).sum().backward()
+    expect = r - r.mean(dim=1, keepdim=True) if sch.centered else r
+    assert torch.allclose(w.grad, expect, atol=1e-6)
+    assert not torch.equal(y.detach(), w.detach())
+
+
+def test_ternary_density_and_nearest_level():
+    t = get_scheme("ternary")
+    assert t.row_bytes(10) == 2  # 10 trits in 16 bits
+    q = t.quantize_int(torch.tensor([-0.9, -0.4, 0.0, 0.3, 0.6, 5.0]), torch.tensor(1.0))
+    assert q.tolist() == [-1, 0, 0, 0, 1, 1]
+    fp = get_scheme("fp130")
+    q = fp.quantize_int(torch.tensor([0.2, -2.7, 2.9, 1000.0]), torch.tensor(1.0))
+    assert q.tolist() == [1, -2, 4, 128]  # log-domain: 2.83 splits 2 and 4
+
+
+def test_octav_beats_max_clipping():
+    w = torch.randn(20000, generator=torch.Generator().manual_seed(0))
+    sch = get_scheme("4bitsym")
+
+    def mse(clip):
+        step = clip / sch.max_level()
+        return ((sch.quantize_int(w, step) * step - w) ** 2).mean().item()
+
+    c = octav_clip(w, 4)
+    assert 1.5 < c.item() < 4.0
+    assert mse(c) < mse(w.abs().max())
+    per = octav_clip(w.reshape(40, 500), 4, dim=0)
+    assert per.shape == (40,)
+
+
+def test_bad_level_is_refused_at_packing():
+    with pytest.raises(BitmcuError, match="not a level of scheme 4bitsym"):
+        get_scheme("4bitsym").pack(np.array([[2, 3]]))

@@ -1,0 +1,134 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from bitmcu.config import load_config
+from bitmcu.errors import BitmcuError
+from bitmcu.train import load_checkpoint, lr_at, model_from_checkpoint, train
+
+from .conftest import tiny_overrides
+
+
+def test_tiny_run_learns_and_writes_its_files(tiny_run):
+    for f in ("config.yaml", "checkpoint.pt", "metrics.jsonl", "curves.png", "weights.png",
+              "first_layer.png"):
+        assert (tiny_run / f).is_file(), f
+    metrics = [json.loads(line) for line in (tiny_run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in metrics] == [1, 2, 3]
+    assert metrics[-1]["test_acc"] > 0.6  # 2,000 training images, 3 epochs (chance: 0.1)
+    blob = load_checkpoint(tiny_run)
+    assert blob["epoch"] == 3 and blob["cfg"].model.hidden == [24]
+
+
+def _cli(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "bitmcu.cli", *args], capture_output=True,
+                          text=True, **kw)
+
+
+def test_killed_run_resumes_to_the_same_result(tmp_path):
+    sets = [x for s in tiny_overrides(**{"train.epochs": 12}) for x in ("--set", s)]
+    ref = tmp_path / "ref"
+    assert _cli("train", *sets, "--out", str(ref), "--quiet").returncode == 0
+
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "bitmcu.cli", "train", *sets, "--out",
+                             str(run), "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    metrics = run / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    done = load_checkpoint(run)["epoch"]
+    assert proc.returncode == 130 and 2 <= done < 12, (done, err)
+    assert b"resume" in err and b"Traceback" not in err
+
+    r = _cli("train", "--resume", str(run), "--quiet")
+    assert r.returncode == 0, r.stderr
+    a, b = load_checkpoint(ref), load_checkpoint(run)
+    assert b["epoch"] == 12
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
+    assert [m["test_acc"] for m in a["metrics"]] == [m["test_acc"] for m in b["metrics"]]
+
+
+def test_existing_run_dir_is_not_overwritten(tiny_run):
+    cfg = load_config(None, tiny_overrides())
+    with pytest.raises(BitmcuError, match="already holds a run.*--resume"):
+        train(cfg, run_dir=tiny_run, quiet=True)
+
+
+def test_corrupted_and_foreign_checkpoints(tmp_path, tiny_run):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"garbage" * 100)
+    with pytest.raises(BitmcuError, match="not a readable bitmcu checkpoint"):
+        load_checkpoint(bad)
+    torch.save({"state_dict": {}}, tmp_path / "foreign.pt")
+    with pytest.raises(BitmcuError, match="not a bitmcu checkpoint"):
+        load_checkpoint(tmp_path / "foreign.pt")
+    blob = torch.load(tiny_run / "checkpoint.pt", weights_only=True)
+    blob["format_version"] = 99
+    torch.save(blob, tmp_path / "future.pt")
+    with pytest.raises(BitmcuError, match="format version 99"):
+        load_checkpoint(tmp_path / "future.pt")
+    blob["format_version"] = 1
+    blob["model"]["layers.0.weight"] = torch.zeros(3, 3)
+    torch.save(blob, tmp_path / "mismatch.pt")
+    with pytest.raises(BitmcuError, match="do not match"):
+        model_from_checkpoint(load_checkpoint(tmp_path / "mismatch.pt"))
+    raw = (tiny_run / "checkpoint.pt").read_bytes()
+    (tmp_path / "trunc.pt").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(BitmcuError, match="not a readable"):
+        load_checkpoint(tmp_path / "trunc.pt")
+    with pytest.raises(BitmcuError, match="no checkpoint found"):
+        load_checkpoint(tmp_path / "nowhere")
+
+
+def test_schedules():
+    cfg = load_config(None, ["train.epochs=10", "train.lr=1.0"])
+    assert lr_at(cfg, 0) == 1.0 and abs(lr_at(cfg, 5) - 0.5) < 1e-9 and lr_at(cfg, 10) < 1e-9
+    cfg = load_config(None, ["train.schedule=step", "train.step_size=3", "train.gamma=0.1",
+                             "train.lr=1.0"])
+    assert lr_at(cfg, 2.9) == 1.0 and abs(lr_at(cfg, 3) - 0.1) < 1e-12
+    cfg = load_config(None, ["train.schedule=cosine_restarts", "train.restart_period=4",
+                             "train.lr=1.0", "train.halve_lr_at=6"])
+    assert lr_at(cfg, 4) == 1.0 and abs(lr_at(cfg, 6) - 0.25) < 1e-9
+
+
+@pytest.mark.parametrize("sets", [
+    {"model.scheme": "ternary", "model.norm": "layer", "model.scale": "per_channel"},
+    {"model.scheme": "none", "model.norm": "batch", "train.optimizer": "adam",
+     "train.schedule": "step"},
+    {"model.scheme": "fp130", "model.clip": "std", "model.layer_schemes": "[8bit, nf4]",
+     "augment.elastic": "2.0"},
+])
+def test_variants_train(tmp_path, sets):
+    cfg = load_config(None, tiny_overrides(**{"train.epochs": 2, "model.hidden": "[16]",
+                                              "data.train_limit": 800}, **sets))
+    run = train(cfg, run_dir=tmp_path / "r", quiet=True)
+    m = load_checkpoint(run)["metrics"]
+    assert m[1]["train_loss"] < m[0]["train_loss"] and m[1]["test_acc"] > 0.2
+
+
+def test_cli_errors_are_one_line(tmp_path, tiny_run):
+    r = _cli("train", "--set", "train.epochz=3")
+    assert r.returncode == 2 and r.stderr.startswith("bitmcu: error: unknown config key")
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    (tmp_path / "x.pt").write_bytes(b"junk")
+    r = _cli("info", str(tmp_path / "x.pt"))
+    assert r.returncode == 2 and "not a readable bitmcu checkpoint" in r.stderr
+    r = _cli("info", str(tiny_run))
+    assert r.returncode == 0 and "total weight bytes" in r.stdout and "4bitsym" in r.stdout
+    r = _cli("eval", str(tiny_run))
+    assert r.returncode == 0 and "test accuracy" in r.stdout and "confusion" in r.stdout
+    assert (tiny_run / "confusion.png").is_file()
+    for cmd in ("train", "eval", "info", "export", "verify", "schemes"):
+        assert _cli(cmd, "--help").returncode == 0

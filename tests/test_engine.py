@@ -1,0 +1,154 @@
+"""C engine == numpy reference, bit for bit, for every scheme (with and without multiplier)."""
+
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from bitmcu import reference
+from bitmcu.codegen import model_header
+from bitmcu.errors import BitmcuError
+from bitmcu.hostc import WARNINGS, HostModel, engine_dir
+from bitmcu.ir import INT32_MAX, FCLayer, IntModel
+from bitmcu.quant import REGISTRY
+from bitmcu.verify import compare_c_reference
+
+SCHEMES = [s.name for s in REGISTRY.values() if s.exportable]
+
+
+def random_model(rng, schemes, size=6, widths=(23, 17), n_classes=5, act_max=255):
+    dims = [size * size, *widths, n_classes]
+    layers = []
+    for i, (a, b) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
+        sch = REGISTRY[schemes[i % len(schemes)]]
+        levels = rng.choice(np.array(sch.levels), size=(b, a))
+        layers.append(FCLayer.from_levels(sch.name, levels, relu=i < len(dims) - 2))
+    return IntModel(size, n_classes, act_max, layers, 0xC0FFEE, "random").validate()
+
+
+def random_images(rng, n, npx):
+    x = rng.integers(0, 256, (n, npx)).astype(np.uint8)
+    x[rng.random((n, npx)) < 0.6] = 0  # background, as in MNIST
+    x[0] = 0  # blank image
+    x[1] = 255  # saturated image
+    x[2] = 0
+    x[2, npx // 2] = 1  # a single dim pixel
+    x[3] = rng.integers(0, 128, npx)  # no shift needed
+    return x
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_random_layer_per_scheme(scheme):
+    rng = np.random.default_rng(REGISTRY[scheme].id)
+    model = random_model(rng, [scheme], widths=(), n_classes=19)
+    x = random_images(rng, 200, model.n_input)
+    ref, outs = compare_c_reference(model, x)
+    for c in outs.values():
+        np.testing.assert_array_equal(c, ref)
+    assert np.abs(ref).max() > 0
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_random_model_per_scheme(scheme):
+    rng = np.random.default_rng(100 + REGISTRY[scheme].id)
+    model = random_model(rng, [scheme])
+    x = random_images(rng, 300, model.n_input)
+    ref, outs = compare_c_reference(model, x)
+    for c in outs.values():
+        np.testing.assert_array_equal(c, ref)
+    # activations are really used: predictions vary across images
+    assert len(np.unique(ref.argmax(1))) > 1
+
+
+def test_mixed_schemes_wide_gaps_and_act_bits():
+    rng = np.random.default_rng(7)
+    # 20x20 = 400 inputs: gaps wider than 255 between nonzero pixels need filler entries
+    model = random_model(rng, ["ternary", "8bit", "fp130", "nf4"], size=20, widths=(300, 40, 9),
+                         n_classes=7, act_max=127)
+    x = random_images(rng, 50, model.n_input)
+    x[4] = 0
+    x[4, 0] = x[4, 399] = 200
+    x[5] = 0
+    x[5, 399] = 9
+    ref, outs = compare_c_reference(model, x)
+    for c in outs.values():
+        np.testing.assert_array_equal(c, ref)
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler")
+def test_sanitizers_on_random_models_of_every_scheme():
+    rng = np.random.default_rng(11)
+    for i, scheme in enumerate(SCHEMES):
+        model = random_model(rng, [scheme, SCHEMES[(i + 3) % len(SCHEMES)]], size=5 + i % 3,
+                             widths=(11 + i, 6))
+        x = random_images(rng, 40, model.n_input)
+        ref, outs = compare_c_reference(model, x, builds=(i % 2 == 0,), sanitize=True)
+        for c in outs.values():
+            np.testing.assert_array_equal(c, ref)
+
+
+@pytest.mark.parametrize("cc", ["gcc", "clang"])
+@pytest.mark.parametrize("mul", [0, 1])
+def test_engine_compiles_clean(cc, mul, tmp_path):
+    if shutil.which(cc) is None:
+        pytest.skip(f"{cc} not installed")
+    r = subprocess.run([cc, *WARNINGS, "-O2", f"-DBITMCU_HAS_MUL={mul}", "-c",
+                        str(engine_dir() / "bitmcu.c"), "-o", str(tmp_path / "b.o")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def test_engine_checks_magic_and_version():
+    rng = np.random.default_rng(3)
+    model = random_model(rng, ["4bitsym"])
+    header = model_header(model, "test")
+    x = random_images(rng, 5, model.n_input)
+    for old, new, status in [("BITMCU_MAGIC, BITMCU_FORMAT_VERSION", "0x12345678u, "
+                              "BITMCU_FORMAT_VERSION", 1),
+                             ("BITMCU_MAGIC, BITMCU_FORMAT_VERSION", "BITMCU_MAGIC, 7u", 2),
+                             ("BITMCU_MODEL_ARENA_WORDS, bitmcu_layers", "4u, bitmcu_layers", 3)]:
+        host = HostModel(header.replace(old, new))
+        try:
+            with pytest.raises(BitmcuError, match=f"status {status}"):
+                host.run(x, model.n_classes)
+        finally:
+            host.close()
+
+
+def test_ir_roundtrip_and_validation(tmp_path):
+    rng = np.random.default_rng(5)
+    model = random_model(rng, ["2bitsym", "4bit"])
+    model.save(tmp_path / "m.npz")
+    back = IntModel.load(tmp_path / "m.npz")
+    x = random_images(rng, 20, model.n_input)
+    np.testing.assert_array_equal(reference.run(back, x)[0], reference.run(model, x)[0])
+    (tmp_path / "bad.npz").write_bytes(b"nope")
+    with pytest.raises(BitmcuError, match="not a readable bitmcu integer model"):
+        IntModel.load(tmp_path / "bad.npz")
+    bad = random_model(rng, ["4bitsym"])
+    bad.layers[1] = FCLayer.from_levels("4bitsym", np.ones((17, 22), dtype=int), relu=True)
+    with pytest.raises(BitmcuError, match="takes 22 inputs but receives 23"):
+        bad.validate()
+
+
+def test_accumulator_bound_from_actual_weights():
+    w = np.zeros((3, 200), dtype=int)
+    w[1, :100] = 127
+    w[2, :] = -127
+    layer = FCLayer.from_levels("8bit", w, relu=False)
+    assert layer.accumulator_bound(255) == 200 * 127 * 255
+    # the widest layer the engine accepts, with the largest weights and activations, still fits
+    assert 65535 * 127 * 255 <= INT32_MAX
+
+
+def test_overflowing_model_is_refused(monkeypatch):
+    """Crafted weights whose worst case passes a (lowered) int32 limit are refused by name."""
+    import bitmcu.ir as ir
+
+    rng = np.random.default_rng(9)
+    model = random_model(rng, ["8bit"])
+    bound = max(L.accumulator_bound(255) for L in model.layers)
+    monkeypatch.setattr(ir, "INT32_MAX", bound - 1)
+    with pytest.raises(BitmcuError, match=r"worst-case accumulator \d+ overflows int32"):
+        model.validate()

@@ -1,0 +1,72 @@
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from bitmcu.errors import BitmcuError
+from bitmcu.export import export
+from bitmcu.verify import verify
+
+
+def test_export_writes_a_complete_deterministic_package(tiny_run, tmp_path):
+    rep = export(tiny_run, tmp_path / "a", command="bitmcu export tiny")
+    files = {p.name for p in (tmp_path / "a").iterdir()}
+    assert {"model.h", "bitmcu.c", "bitmcu.h", "main.c", "test_images.h", "Makefile",
+            "model.npz", "report.txt", "report.json"} <= files
+    assert not list(tmp_path.glob(".bitmcu-export-*"))  # no temporary left
+    h = (tmp_path / "a" / "model.h").read_text()
+    assert "do not edit" in h and "command: bitmcu export tiny" in h
+    assert "static const bitmcu_layer bitmcu_layers[2]" in h and "bitmcu_fc_4bitsym" in h
+    export(tiny_run, tmp_path / "b", command="bitmcu export tiny")
+    assert (tmp_path / "b" / "model.h").read_text() == h
+    assert rep.weight_bytes == 256 * 24 // 2 + 24 * 10 // 2
+    assert abs(rep.int_acc - rep.float_acc) <= 0.02 and rep.n_test == 500
+    report = json.loads((tmp_path / "a" / "report.json").read_text())
+    assert report["arena_bytes"] == 4 * (24 + 128)
+
+
+def test_example_program_builds_and_agrees(tiny_run, tmp_path):
+    export(tiny_run, tmp_path / "e", n_images=5)
+    r = subprocess.run(["make", "-s", "-C", str(tmp_path / "e"), "CFLAGS=-std=c99 -O2 -Wall "
+                        "-Wextra -Wconversion -pedantic -Werror"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([str(tmp_path / "e" / "example")], capture_output=True, text=True)
+    assert r.returncode == 0 and "5/5 equal to the reference" in r.stdout
+
+
+def test_verify_on_the_subset(tiny_run):
+    res = verify(tiny_run)
+    assert res.n == 500 and set(res.c_acc) == {"mul", "nomul"}
+    assert res.c_acc["mul"] == res.c_acc["nomul"] == res.int_acc
+    assert abs(res.int_acc - res.float_acc) <= 0.02
+
+
+@pytest.mark.parametrize("change, msg", [
+    (("model", "norm", "layer"), "model.norm='rms'"),
+    (("model", "scale", "per_channel"), "model.scale='per_tensor'"),
+    (("model", "scheme", "none"), "cannot be exported"),
+])
+def test_export_refuses_unsupported_models_and_writes_nothing(tiny_run, tmp_path, change, msg):
+    blob = torch.load(tiny_run / "checkpoint.pt", weights_only=True)
+    sec, key, val = change
+    blob["config"][sec][key] = val
+    torch.save(blob, tmp_path / "x.pt")
+    with pytest.raises(BitmcuError, match=msg):
+        export(tmp_path / "x.pt", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_export_and_verify(tiny_run, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "bitmcu.cli", "export", str(tiny_run), "--out",
+                        str(tmp_path / "o"), "--target", "ch32v003"], capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr
+    assert "total weight bytes" in r.stdout and "integer" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "bitmcu.cli", "export", str(tiny_run), "--out",
+                        str(tmp_path / "p"), "--target", "esp32"], capture_output=True, text=True)
+    assert r.returncode == 2 and "'esp32' is not known" in r.stderr and "ch32v003" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "bitmcu.cli", "verify", str(tiny_run), "--limit",
+                        "100"], capture_output=True, text=True)
+    assert r.returncode == 0 and "equal the numpy reference's for every image" in r.stdout

@@ -9,8 +9,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from . import reference
 from .codegen import EXAMPLE_MAIN, MAKEFILE, images_header, model_header
 from .errors import BitmcuError, choices

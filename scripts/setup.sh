@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Create .venv with bitmcu and its dependencies, and install the system packages the firmware
+# tools need (RISC-V cross compiler, clang). Idempotent: quick when everything is there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v riscv64-unknown-elf-gcc >/dev/null || need_apt+=(gcc-riscv64-unknown-elf binutils-riscv64-unknown-elf picolibc-riscv64-unknown-elf)
+command -v clang >/dev/null || need_apt+=(clang)
+command -v cc >/dev/null || need_apt+=(gcc)
+command -v make >/dev/null || need_apt+=(make)
+python3 -c "import venv, ensurepip" 2>/dev/null || need_apt+=(python3-venv)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  echo "setup: installing system packages: ${need_apt[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv"
+  python3 -m venv .venv
+fi
+stamp=.venv/.bitmcu-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  echo "setup: installing Python packages into .venv (torch CPU build first)"
+  .venv/bin/pip install -q --upgrade pip
+  # pinned torch first: an unpinned torch would pull a multi-GB CUDA build
+  .venv/bin/pip install -q torch==2.13.0
+  .venv/bin/pip install -q -e ".[dev]"
+  touch "$stamp"
+fi

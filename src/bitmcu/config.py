@@ -68,6 +68,9 @@ class TrainConfig:
     restart_period: int = 10  # schedule=cosine_restarts: epochs of the first cycle
     halve_lr_at: int | None = None  # halve the learning rate once at this epoch
     label_smoothing: float = 0.0
+    teacher: str | None = None  # run dir or checkpoint of a model to distill from
+    distill: float = 0.5  # with a teacher: weight of the distillation loss (rest: labels)
+    distill_temperature: float = 2.0  # softmax temperature of the distillation loss
     device: str = "auto"  # auto | cpu | cuda
     threads: int | None = None  # torch CPU threads (None: torch default)
 
@@ -203,6 +206,12 @@ def _check(cfg: Config) -> Config:
         raise BitmcuError(f"config key 'model.act_bits': {cfg.model.act_bits} must be 2..8")
     if not 0.0 <= cfg.augment.fraction <= 1.0:
         raise BitmcuError(f"config key 'augment.fraction': {cfg.augment.fraction} must be 0..1")
+    if not 0.0 <= cfg.train.distill <= 1.0:
+        raise BitmcuError(f"config key 'train.distill': {cfg.train.distill} must be 0..1")
+    if cfg.train.distill_temperature <= 0:
+        raise BitmcuError(
+            f"config key 'train.distill_temperature': {cfg.train.distill_temperature} must be > 0"
+        )
     if cfg.train.lr <= 0:
         raise BitmcuError(f"config key 'train.lr': {cfg.train.lr} must be > 0")
     if cfg.train.device not in ("auto", "cpu", "cuda") and not cfg.train.device.startswith("cuda:"):

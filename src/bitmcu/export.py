@@ -9,6 +9,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from . import reference
 from .codegen import EXAMPLE_MAIN, MAKEFILE, images_header, model_header
 from .errors import BitmcuError, choices
@@ -101,6 +103,9 @@ def export(run: str | Path, out: str | Path, target: str = "generic", data_dir: 
         for f in ("bitmcu.c", "bitmcu.h"):
             shutil.copy(engine_dir() / f, t / f)
         model.save(t / "model.npz")
+        m = min(100, len(test_x))  # test images for firmware builds (bitmcu firmware --images)
+        np.savez_compressed(t / "test_set.npz", images=test_x[:m].reshape(m, -1),
+                            labels=test_y[:m])
         (t / "report.txt").write_text(report.text() + "\n")
         (t / "report.json").write_text(json.dumps(
             {**report.__dict__, "target": target, "has_mul": TARGETS[target]}, indent=2) + "\n")

@@ -60,7 +60,7 @@ static inline int32_t dot_codes(const uint8_t *row, const bitmcu_act *a, unsigne
 /* kernels: one per scheme; acc[o] = sum_i level(o, i) * x[i]                                  */
 
 /* binary: level = 2c - 1 */
-BITMCU_HOT void bitmcu_fc_binary(const bitmcu_layer *L, const bitmcu_act *a, int32_t *acc) {
+BITMCU_HOT(bitmcu_fc_binary) void bitmcu_fc_binary(const bitmcu_layer *L, const bitmcu_act *a, int32_t *acc) {
     const uint8_t *row = L->weights;
     for (uint16_t o = 0; o < L->n_out; o++, row += L->row_bytes) {
         acc[o] = 2 * dot_codes(row, a, 1) - a->sum;
@@ -68,7 +68,7 @@ BITMCU_HOT void bitmcu_fc_binary(const bitmcu_layer *L, const bitmcu_act *a, int
 }
 
 /* 2bitsym: level = 2c - 3 */
-BITMCU_HOT void bitmcu_fc_2bitsym(const bitmcu_layer *L, const bitmcu_act *a, int32_t *acc) {
+BITMCU_HOT(bitmcu_fc_2bitsym) void bitmcu_fc_2bitsym(const bitmcu_layer *L, const bitmcu_act *a, int32_t *acc) {
     const uint8_t *row = L->weights;
     for (uint16_t o = 0; o < L->n_out; o++, row += L->row_bytes) {
         acc[o] = 2 * dot_codes(row, a, 2) - 3 * a->sum;
@@ -76,7 +76,7 @@ BITMCU_HOT void bitmcu_fc_2bitsym(const bitmcu_layer *L, const bitmcu_act *a, in
 }
 
 /* 4bitsym: level = 2c - 15 */
-BITMCU_HOT void bitmcu_fc_4bitsym(const bitmcu_layer *L, const bitmcu_act *a, int32_t *acc) {
+BITMCU_HOT(bitmcu_fc_4bitsym) void bitmcu_fc_4bitsym(const bitmcu_layer *L, const bitmcu_act *a, int32_t *acc) {
     const uint8_t *row = L->weights;
     for (uint16_t o = 0; o < L->n_out; o++, row += L->row_bytes) {
         acc[o] = 2 * dot_codes(row, a, 4) - 15 * a->sum;
@@ -84,7 +84,7 @@ BITMCU_HOT void bitmcu_fc_4bitsym(const bitmcu_layer *L, const bitmcu_act *a, in
 }
 
 /* 4bit: ones' complement, code = sign << 3 | magnitude */
-BITMCU_HOT void bitmcu_fc_4bit(const bitmcu_layer *L, const bitmcu_act *a, int32_t *acc) {
+BITMCU_HOT(bitmcu_fc_4bit) void bitmcu_fc_4bit(const bitmcu_layer *L, const bitmcu_act *a, int32_t *acc) {
     const uint8_t *row = L->weights;
     for (uint16_t o = 0; o < L->n_out; o++, row += L->row_bytes) {
         int32_t s = 0;
@@ -98,7 +98,7 @@ BITMCU_HOT void bitmcu_fc_4bit(const bitmcu_layer *L, const bitmcu_act *a, int32
 }
 
 /* fp130: code = sign << 3 | exponent, level = +-(1 << exponent): shifts only */
-BITMCU_HOT void bitmcu_fc_fp130(const bitmcu_layer *L, const bitmcu_act *a, int32_t *acc) {
+BITMCU_HOT(bitmcu_fc_fp130) void bitmcu_fc_fp130(const bitmcu_layer *L, const bitmcu_act *a, int32_t *acc) {
     const uint8_t *row = L->weights;
     for (uint16_t o = 0; o < L->n_out; o++, row += L->row_bytes) {
         int32_t s = 0;
@@ -114,7 +114,7 @@ BITMCU_HOT void bitmcu_fc_fp130(const bitmcu_layer *L, const bitmcu_act *a, int3
 /* nf4: level = table[code]; magnitudes and signs of the NormalFloat4 levels (x127) */
 static const uint8_t nf4_mag[16] = {127, 88, 67, 50, 36, 23, 12, 0, 10, 20, 31, 43, 56, 71, 92, 127};
 
-BITMCU_HOT void bitmcu_fc_nf4(const bitmcu_layer *L, const bitmcu_act *a, int32_t *acc) {
+BITMCU_HOT(bitmcu_fc_nf4) void bitmcu_fc_nf4(const bitmcu_layer *L, const bitmcu_act *a, int32_t *acc) {
     const uint8_t *row = L->weights;
     for (uint16_t o = 0; o < L->n_out; o++, row += L->row_bytes) {
         int32_t s = 0;
@@ -128,7 +128,7 @@ BITMCU_HOT void bitmcu_fc_nf4(const bitmcu_layer *L, const bitmcu_act *a, int32_
 }
 
 /* 8bit: code = int8 level */
-BITMCU_HOT void bitmcu_fc_8bit(const bitmcu_layer *L, const bitmcu_act *a, int32_t *acc) {
+BITMCU_HOT(bitmcu_fc_8bit) void bitmcu_fc_8bit(const bitmcu_layer *L, const bitmcu_act *a, int32_t *acc) {
     const uint8_t *row = L->weights;
     for (uint16_t o = 0; o < L->n_out; o++, row += L->row_bytes) {
         int32_t s = 0;
@@ -158,7 +158,7 @@ static uint16_t trit_masks(uint32_t b) {
     return (uint16_t)(pos | (neg << 8));
 }
 
-BITMCU_HOT void bitmcu_fc_ternary(const bitmcu_layer *L, const bitmcu_act *a, int32_t *acc) {
+BITMCU_HOT(bitmcu_fc_ternary) void bitmcu_fc_ternary(const bitmcu_layer *L, const bitmcu_act *a, int32_t *acc) {
     const uint8_t *row = L->weights;
     for (uint16_t o = 0; o < L->n_out; o++, row += L->row_bytes) {
         int32_t s = 0;
@@ -285,6 +285,7 @@ bitmcu_status bitmcu_run(const bitmcu_model *model, const uint8_t *input, int32_
             L->n_out > model->max_out) {
             return BITMCU_ERR_LAYER;
         }
+        BITMCU_TRACE(2u, l);
         L->kernel(L, &act, acc);
         if (L->relu) {
             shiftnorm_relu(acc, L->n_out, model->act_max, &act, nz);

@@ -8,7 +8,11 @@
  * Compile-time options:
  *   BITMCU_HAS_MUL  1: kernels use the hardware multiplier; 0: shift/add only (CH32V003).
  *                   Default: 0 on RISC-V without M/Zmmul, 1 elsewhere.
- *   BITMCU_HOT      attribute for the hot kernels, e.g. placing them in SRAM on a target.
+ *   BITMCU_HOT_IN_SRAM  1: place each kernel in its own .ramfunc.<name> section (the firmware's
+ *                   startup copies .ramfunc to SRAM, which has no flash wait states).
+ *   BITMCU_HOT(name)  attribute for the hot kernels; defaults follow BITMCU_HOT_IN_SRAM.
+ *   BITMCU_TRACE(event, arg)  hook called at each layer start (event 2, arg: layer index);
+ *                   the firmware routes it to a marker word for the profiler. Default: nothing.
  */
 #ifndef BITMCU_H
 #define BITMCU_H
@@ -28,7 +32,15 @@
 #endif
 
 #ifndef BITMCU_HOT
-#define BITMCU_HOT
+#if defined(BITMCU_HOT_IN_SRAM) && BITMCU_HOT_IN_SRAM
+#define BITMCU_HOT(name) __attribute__((section(".ramfunc." #name), noinline))
+#else
+#define BITMCU_HOT(name)
+#endif
+#endif
+
+#ifndef BITMCU_TRACE
+#define BITMCU_TRACE(event, arg) ((void)0)
 #endif
 
 /* Result codes of bitmcu_run. */

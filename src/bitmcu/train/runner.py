@@ -93,7 +93,35 @@ def load_data(cfg: Config) -> Dataset:
     return load_dataset(d.dataset, d.size, d.resize, d.data_dir, d.train_limit)
 
 
-def _train_epoch(model, opt, data: Dataset, cfg: Config, epoch: int, device, bar) -> tuple[float, float]:
+def load_teacher(cfg: Config, data: Dataset, device):
+    """The model to distill from (``train.teacher``), checked against the data."""
+    if not cfg.train.teacher:
+        return None
+    blob = load_checkpoint(cfg.train.teacher)
+    if blob["n_classes"] != data.n_classes or blob["cfg"].data.size != cfg.data.size:
+        raise BitmcuError(
+            f"train.teacher {cfg.train.teacher}: has {blob['n_classes']} classes at "
+            f"{blob['cfg'].data.size}x{blob['cfg'].data.size}; this run needs {data.n_classes} "
+            f"at {cfg.data.size}x{cfg.data.size}"
+        )
+    teacher = model_from_checkpoint(blob).to(device)
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
+def _loss(cfg: Config, out, yb, teacher_out):
+    ce = F.cross_entropy(out, yb, label_smoothing=cfg.train.label_smoothing)
+    if teacher_out is None:
+        return ce
+    t, a = cfg.train.distill_temperature, cfg.train.distill
+    kd = F.kl_div(F.log_softmax(out / t, dim=1), F.log_softmax(teacher_out / t, dim=1),
+                  reduction="batchmean", log_target=True) * (t * t)
+    return (1 - a) * ce + a * kd
+
+
+def _train_epoch(model, opt, data: Dataset, cfg: Config, epoch: int, device, bar,
+                 teacher=None) -> tuple[float, float]:
     gen = epoch_generator(cfg.seed, epoch)
     n = len(data.train_x)
     bs = cfg.train.batch_size
@@ -117,7 +145,11 @@ def _train_epoch(model, opt, data: Dataset, cfg: Config, epoch: int, device, bar
             g["lr"] = lr
         xb, yb = xb.to(device), yb.to(device)
         out = model(xb)
-        loss = F.cross_entropy(out, yb, label_smoothing=cfg.train.label_smoothing)
+        t_out = None
+        if teacher is not None:
+            with torch.no_grad():
+                t_out = teacher(xb)
+        loss = _loss(cfg, out, yb, t_out)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -186,6 +218,7 @@ def train(cfg: Config, run_dir: Path | None = None, resume: str | Path | None = 
         if blob.get("optimizer") is not None:
             opt.load_state_dict(blob["optimizer"])
     model.to(device)
+    teacher = load_teacher(cfg, data, device)
 
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
@@ -203,7 +236,7 @@ def train(cfg: Config, run_dir: Path | None = None, resume: str | Path | None = 
                 model.update_clips()
             bar = None if quiet else tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
                                           leave=False, dynamic_ncols=True, disable=None)
-            tr_loss, tr_acc = _train_epoch(model, opt, data, cfg, epoch, device, bar)
+            tr_loss, tr_acc = _train_epoch(model, opt, data, cfg, epoch, device, bar, teacher)
             if bar is not None:
                 bar.close()
             ev = evaluate(model, data.test_x, data.test_y, device)

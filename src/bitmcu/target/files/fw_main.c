@@ -1,0 +1,24 @@
+/* fw_main.c - bitmcu firmware: classify the embedded test images and report through the
+ * marker word (bitmcu_marker), which the profiler watches. On a chip the marker is a plain
+ * RAM word. Events: 1 = image start (arg: index), 2 = layer start (arg: layer), 3 = image end
+ * (arg: prediction), 4 = done (written by startup.S). */
+#include "bitmcu.h"
+#include "model.h"
+#include "test_images.h"
+
+volatile uint32_t bitmcu_marker;
+static int32_t arena[BITMCU_MODEL_ARENA_WORDS];
+
+int main(void) {
+    int bad = 0;
+    for (uint32_t i = 0; i < BITMCU_N_TEST_IMAGES; i++) {
+        int32_t logits[BITMCU_MODEL_N_CLASSES];
+        uint16_t pred = 0;
+        bitmcu_marker = (1u << 24) | i;
+        bitmcu_status st = bitmcu_run(&bitmcu_model_data, bitmcu_test_images[i], arena,
+                                      BITMCU_MODEL_ARENA_WORDS, logits, &pred);
+        bitmcu_marker = (3u << 24) | (st == BITMCU_OK ? pred : 0xFFFFu);
+        bad += (st != BITMCU_OK);
+    }
+    return bad;
+}

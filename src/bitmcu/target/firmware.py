@@ -1,0 +1,133 @@
+"""Firmware for CH32V003/CH32V002: the engine, the model and N test images, bare metal.
+
+Uses Debian's gcc-riscv64-unknown-elf with our own startup code and linker script. A firmware
+that does not fit gives one error naming the memory region and the bytes over.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from .. import reference
+from ..codegen import images_header
+from ..errors import BitmcuError, choices
+from ..export import read_export
+from .chips import get_chip
+
+GCC = "riscv64-unknown-elf-gcc"
+OBJCOPY = "riscv64-unknown-elf-objcopy"
+INSTALL_HINT = ("install Debian's RISC-V cross compiler: apt-get install gcc-riscv64-unknown-elf "
+                "binutils-riscv64-unknown-elf picolibc-riscv64-unknown-elf")
+HOT = ("sram", "flash")
+MIN_STACK = 256
+
+
+def files_dir() -> Path:
+    return Path(str(resources.files("bitmcu") / "target" / "files"))
+
+
+def find_tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise BitmcuError(f"{name} not found; {INSTALL_HINT}")
+    return path
+
+
+@dataclass
+class FirmwareInfo:
+    mcu: str
+    elf: str
+    bin: str
+    hex: str
+    n_images: int
+    hot_loops: str
+    labels: list[int]
+    expected: list[int]  # numpy reference predictions of the embedded images
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+
+def linker_script(chip, min_stack: int = MIN_STACK) -> str:
+    text = (files_dir() / "link.ld.in").read_text()
+    for k, v in {"MCU": chip.name, "FLASH_KB": chip.flash_kb, "RAM_KB": chip.ram_kb,
+                 "MIN_STACK": min_stack}.items():
+        text = text.replace(f"@{k}@", str(v))
+    return text
+
+
+def _overflow_error(stderr: str, chip) -> BitmcuError | None:
+    m = re.findall(r"region [`']?(\w+)'? overflowed by (\d+) bytes", stderr)
+    if not m:
+        return None
+    region, over = m[0]
+    size = (chip.flash_kb if region == "FLASH" else chip.ram_kb) * 1024
+    what = "flash" if region == "FLASH" else f"RAM (including {MIN_STACK} bytes kept for the stack)"
+    return BitmcuError(f"firmware does not fit the {chip.name}: {what} overflowed by {over} bytes "
+                       f"({size} bytes available in {region})")
+
+
+def build_firmware(export_dir: str | Path, mcu: str, out: str | Path | None = None,
+                   n_images: int = 8, hot_loops: str = "sram", opt: str = "-O2") -> FirmwareInfo:
+    """Compile and link the firmware; writes firmware.elf/.bin/.hex/.map and firmware.json."""
+    chip = get_chip(mcu)
+    if hot_loops not in HOT:
+        raise BitmcuError(f"--hot-loops {hot_loops!r} is not allowed; use {choices(HOT)}")
+    export_dir = Path(export_dir)
+    model, _ = read_export(export_dir)
+    test = export_dir / "test_set.npz"
+    if not test.is_file():
+        raise BitmcuError(f"{export_dir}: test_set.npz missing; re-run `bitmcu export`")
+    with np.load(test) as z:
+        images, labels = z["images"], z["labels"]
+    if not 1 <= n_images <= len(images):
+        raise BitmcuError(f"--images {n_images}: choose 1..{len(images)} (images in the export)")
+    images, labels = images[:n_images], labels[:n_images]
+    _, expected = reference.run(model, images)
+    gcc, objcopy = find_tool(GCC), find_tool(OBJCOPY)
+
+    out = Path(out) if out else export_dir / f"firmware-{chip.name}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".bitmcu-fw-", dir=out.parent) as tmp:
+        t = Path(tmp)
+        for f in ("model.h", "bitmcu.c", "bitmcu.h"):
+            shutil.copy(export_dir / f, t / f)
+        for f in ("startup.S", "fw_main.c", "fw_trace.h", "mem.c"):
+            shutil.copy(files_dir() / f, t / f)
+        (t / "test_images.h").write_text(images_header(images, labels, expected,
+                                                       f"bitmcu firmware {export_dir}"))
+        (t / "link.ld").write_text(linker_script(chip))
+        hot = f"-DBITMCU_HOT_IN_SRAM={int(hot_loops == 'sram')}"
+        cmd = [gcc, *chip.cflags, opt, "-std=c99", "-Wall", "-Wextra", "-ffreestanding",
+               "-nostdlib", "-ffunction-sections", "-fdata-sections", "-msmall-data-limit=8",
+               "-fno-builtin", hot, "-include", str(t / "fw_trace.h"), f"-I{t}",
+               str(t / "startup.S"), str(t / "fw_main.c"), str(t / "bitmcu.c"), str(t / "mem.c"),
+               "-T", str(t / "link.ld"), "-Wl,--gc-sections", f"-Wl,-Map={t / 'firmware.map'}",
+               "-lgcc", "-o", str(t / "firmware.elf")]
+        r = subprocess.run(cmd, capture_output=True, text=True, cwd=t)
+        if r.returncode != 0:
+            raise _overflow_error(r.stderr, chip) or BitmcuError(
+                f"building the {chip.name} firmware failed:\n{r.stderr.strip()[-3000:]}")
+        for fmt, ext in (("binary", "bin"), ("ihex", "hex")):
+            subprocess.run([objcopy, "-O", fmt, str(t / "firmware.elf"), str(t / f"firmware.{ext}")],
+                           check=True, capture_output=True)
+        (t / "build.sh").write_text("# command that built firmware.elf\n" + " ".join(
+            f"'{c}'" if any(ch in c for ch in " ()\"") else c for c in cmd) + "\n")
+        info = FirmwareInfo(chip.name, str(out / "firmware.elf"), str(out / "firmware.bin"),
+                            str(out / "firmware.hex"), n_images, hot_loops,
+                            [int(v) for v in labels], [int(v) for v in expected])
+        info.save(t / "firmware.json")
+        out.mkdir(exist_ok=True)
+        for f in sorted(t.iterdir()):
+            os.replace(f, out / f.name)
+    return info

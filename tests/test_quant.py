@@ -36,11 +36,11 @@ def test_quantize_gives_levels_and_pack_roundtrips(sch: type[Scheme]):
     assert set(q.unique().tolist()) <= set(sch.levels)
     q = q.to(torch.int32).numpy()
     packed = sch.pack(q)
-    assert packed.dtype == np.uint8 and packed.shape == (13, sch.row_bytes(37))
-    np.testing.assert_array_equal(sch.unpack(packed, 37), q)
+    assert packed.dtype == np.uint8 and packed.shape == sch.packed_shape(13, 37)
+    np.testing.assert_array_equal(sch.unpack(packed, 13, 37), q)
     # every level survives packing
     lv = np.array(sch.levels, dtype=np.int32)[None, :]
-    np.testing.assert_array_equal(sch.unpack(sch.pack(lv), lv.shape[1]), lv)
+    np.testing.assert_array_equal(sch.unpack(sch.pack(lv), 1, lv.shape[1]), lv)
 
 
 @pytest.mark.parametrize("sch", QUANT, ids=lambda s: s.name)

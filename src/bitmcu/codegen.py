@@ -72,7 +72,7 @@ def model_header(model: IntModel, command: str) -> str:
     out.append("\n")
     for i, L in enumerate(model.layers):
         out.append(f"/* layer {i}: fc {L.scheme} {L.n_in} -> {L.n_out}, {L.nbytes} bytes */\n")
-        out.append(f"static const uint8_t bitmcu_w{i}[{L.n_out} * {L.weights.shape[1]}] = {{\n")
+        out.append(f"static const uint8_t bitmcu_w{i}[{L.weights.shape[0]} * {L.weights.shape[1]}] = {{\n")
         out.append(c_bytes(L.weights) + "\n};\n\n")
     out.append(f"static const bitmcu_layer bitmcu_layers[{len(model.layers)}] = {{\n")
     out.append("    /* op, scheme, relu, reserved, n_in, n_out, row_bytes, reserved2, weights, "

@@ -31,12 +31,12 @@ TERNARY_MAX_IN = 1024  # the ternary kernel divides by 5 with (i * 205) >> 10
 
 @dataclass
 class FCLayer:
-    """Fully connected layer: (n_out, row_bytes) packed codes of an exportable scheme."""
+    """Fully connected layer: packed codes of an exportable scheme (layout: Scheme.pack)."""
 
     scheme: str
     n_in: int
     n_out: int
-    weights: np.ndarray  # (n_out, row_bytes) uint8
+    weights: np.ndarray  # Scheme.packed_shape(n_out, n_in) uint8
     relu: bool  # ShiftNorm + ReLU after this layer (False for the logits layer)
     op: str = field(default="fc", init=False)
 
@@ -48,7 +48,7 @@ class FCLayer:
 
     def levels(self) -> np.ndarray:
         """(n_out, n_in) int32 integer weights."""
-        return get_scheme(self.scheme).unpack(self.weights, self.n_in)
+        return get_scheme(self.scheme).unpack(self.weights, self.n_out, self.n_in)
 
     @property
     def nbytes(self) -> int:
@@ -109,9 +109,10 @@ class IntModel:
             if sch.name == "ternary" and L.n_in > TERNARY_MAX_IN:
                 raise BitmcuError(f"layer {i}: ternary layers take at most {TERNARY_MAX_IN} "
                                   f"inputs, this one has {L.n_in}")
-            if L.weights.dtype != np.uint8 or L.weights.shape != (L.n_out, sch.row_bytes(L.n_in)):
+            shape = sch.packed_shape(L.n_out, L.n_in)
+            if L.weights.dtype != np.uint8 or L.weights.shape != shape:
                 raise BitmcuError(f"layer {i}: packed weights have shape {L.weights.shape}, "
-                                  f"expected {(L.n_out, sch.row_bytes(L.n_in))} uint8")
+                                  f"expected {shape} uint8")
             if L.relu != (i < len(self.layers) - 1):
                 raise BitmcuError(f"layer {i}: only the last layer may skip ShiftNorm+ReLU")
             bound = L.accumulator_bound(self.act_max)

@@ -10,44 +10,93 @@
  */
 #include "bitmcu.h"
 
+/* Helpers of the hot kernels must be inlined into them, so that a kernel placed in SRAM runs
+ * entirely from SRAM. */
+#if defined(__GNUC__)
+#define BITMCU_INLINE static inline __attribute__((always_inline))
+#else
+#define BITMCU_INLINE static inline
+#endif
+
 /* ------------------------------------------------------------------------------------------ */
 /* arithmetic helpers                                                                         */
 
-/* c * x for an unsigned `bits`-bit code c and activation x (0..255). */
-static inline uint32_t umul_code(uint32_t c, uint32_t x, unsigned bits) {
+#if !BITMCU_HAS_MUL
+/* All ones when bit b of c is set, else zero (two instructions: shift left, arithmetic shift
+ * right; right shifts of negative values are arithmetic on every compiler we support). */
+BITMCU_INLINE uint32_t bit_mask(uint32_t c, unsigned b) {
+    return (uint32_t)((int32_t)(c << (31u - b)) >> 31);
+}
+#endif
+
+/* c * x for an unsigned `bits`-bit code c and activation x (0..255). Without a multiplier:
+ * unrolled shift-and-add over the code's bits (`bits` is a constant after inlining). */
+BITMCU_INLINE uint32_t umul_code(uint32_t c, uint32_t x, unsigned bits) {
 #if BITMCU_HAS_MUL
     (void)bits;
     return c * x;
 #else
-    uint32_t s = 0;
-    for (unsigned b = 0; b < bits; b++) {
-        s += (x << b) & (0u - ((c >> b) & 1u));
-    }
+    uint32_t s = x & bit_mask(c, 0);
+    if (bits > 1u) s += (x << 1) & bit_mask(c, 1);
+    if (bits > 2u) s += (x << 2) & bit_mask(c, 2);
+    if (bits > 3u) s += (x << 3) & bit_mask(c, 3);
+    if (bits > 4u) s += (x << 4) & bit_mask(c, 4);
+    if (bits > 5u) s += (x << 5) & bit_mask(c, 5);
+    if (bits > 6u) s += (x << 6) & bit_mask(c, 6);
+    if (bits > 7u) s += (x << 7) & bit_mask(c, 7);
     return s;
 #endif
 }
 
 /* v when s == 0, -v when s == 1 (branch-free). */
-static inline int32_t cond_neg(int32_t v, uint32_t s) {
+BITMCU_INLINE int32_t cond_neg(int32_t v, uint32_t s) {
     return (int32_t)(((uint32_t)v ^ (0u - s)) + s);
 }
 
 /* Code i of a row packed `bits` bits per code, LSB-first within each byte. */
-static inline uint32_t code_at(const uint8_t *row, uint32_t i, unsigned bits) {
+BITMCU_INLINE uint32_t code_at(const uint8_t *row, uint32_t i, unsigned bits) {
     const unsigned per_byte_log2 = bits == 1u ? 3u : bits == 2u ? 2u : bits == 4u ? 1u : 0u;
     const uint32_t shift = (i & ((1u << per_byte_log2) - 1u)) * bits;
     return ((uint32_t)row[i >> per_byte_log2] >> shift) & ((1u << bits) - 1u);
 }
 
-/* Sum over the nonzero activations of code * x, for codes of `bits` bits. */
-static inline int32_t dot_codes(const uint8_t *row, const bitmcu_act *a, unsigned bits) {
+/* Sums over the nonzero activations of code * x for two rows at once (rows r0 and r1, codes
+ * of `bits` bits): the list entry is decoded once for both. */
+BITMCU_INLINE void dot_codes2(const uint8_t *r0, const uint8_t *r1, const bitmcu_act *a,
+                              unsigned bits, int32_t *out0, int32_t *out1) {
+    const unsigned per_byte_log2 = bits == 1u ? 3u : bits == 2u ? 2u : bits == 4u ? 1u : 0u;
     const uint8_t *p = a->nz, *end = a->nz + 2u * a->n_nz;
-    uint32_t i = 0, s = 0;
+    uint32_t i = 0, s0 = 0, s1 = 0;
     for (; p != end; p += 2) {
         i += p[0];
-        s += umul_code(code_at(row, i, bits), p[1], bits);
+        const uint32_t x = p[1];
+        const uint32_t byte = i >> per_byte_log2;
+        const uint32_t shift = (i & ((1u << per_byte_log2) - 1u)) * bits;
+        s0 += umul_code(((uint32_t)r0[byte] >> shift) & ((1u << bits) - 1u), x, bits);
+        s1 += umul_code(((uint32_t)r1[byte] >> shift) & ((1u << bits) - 1u), x, bits);
     }
-    return (int32_t)s;
+    *out0 = (int32_t)s0;
+    *out1 = (int32_t)s1;
+}
+
+/* Kernel body of the schemes whose level is alpha * code + beta: acc = alpha * sum(code * x)
+ * + beta * sum(x), two rows per pass over the nonzero list. */
+BITMCU_INLINE void fc_affine(const bitmcu_layer *L, const bitmcu_act *a, int32_t *acc,
+                             unsigned bits, int32_t alpha, int32_t beta) {
+    const uint8_t *row = L->weights;
+    const int32_t bias = beta * a->sum;
+    uint16_t o = 0;
+    for (; o + 1u < L->n_out; o = (uint16_t)(o + 2u), row += 2u * L->row_bytes) {
+        int32_t s0, s1;
+        dot_codes2(row, row + L->row_bytes, a, bits, &s0, &s1);
+        acc[o] = alpha * s0 + bias;
+        acc[o + 1u] = alpha * s1 + bias;
+    }
+    if (o < L->n_out) {
+        int32_t s0, s1;
+        dot_codes2(row, row, a, bits, &s0, &s1);
+        acc[o] = alpha * s0 + bias;
+    }
 }
 
 /* Loop header shared by the kernels that decode each code themselves: walks the nonzero list
@@ -60,26 +109,44 @@ static inline int32_t dot_codes(const uint8_t *row, const bitmcu_act *a, unsigne
 /* kernels: one per scheme; acc[o] = sum_i level(o, i) * x[i]                                  */
 
 /* binary: level = 2c - 1 */
-BITMCU_HOT(bitmcu_fc_binary) void bitmcu_fc_binary(const bitmcu_layer *L, const bitmcu_act *a, int32_t *acc) {
-    const uint8_t *row = L->weights;
-    for (uint16_t o = 0; o < L->n_out; o++, row += L->row_bytes) {
-        acc[o] = 2 * dot_codes(row, a, 1) - a->sum;
-    }
+BITMCU_HOT(bitmcu_fc_binary) void bitmcu_fc_binary(const bitmcu_layer *L, const bitmcu_act *a,
+                                                    int32_t *acc) {
+    fc_affine(L, a, acc, 1, 2, -1);
 }
 
 /* 2bitsym: level = 2c - 3 */
-BITMCU_HOT(bitmcu_fc_2bitsym) void bitmcu_fc_2bitsym(const bitmcu_layer *L, const bitmcu_act *a, int32_t *acc) {
-    const uint8_t *row = L->weights;
-    for (uint16_t o = 0; o < L->n_out; o++, row += L->row_bytes) {
-        acc[o] = 2 * dot_codes(row, a, 2) - 3 * a->sum;
-    }
+BITMCU_HOT(bitmcu_fc_2bitsym) void bitmcu_fc_2bitsym(const bitmcu_layer *L, const bitmcu_act *a,
+                                                      int32_t *acc) {
+    fc_affine(L, a, acc, 2, 2, -3);
 }
 
-/* 4bitsym: level = 2c - 15 */
-BITMCU_HOT(bitmcu_fc_4bitsym) void bitmcu_fc_4bitsym(const bitmcu_layer *L, const bitmcu_act *a, int32_t *acc) {
-    const uint8_t *row = L->weights;
-    for (uint16_t o = 0; o < L->n_out; o++, row += L->row_bytes) {
-        acc[o] = 2 * dot_codes(row, a, 4) - 15 * a->sum;
+/* 4bitsym: level = 2c - 15. Rows are interleaved in pairs (low nibble: even row, high nibble:
+ * odd row), so one byte load per nonzero activation feeds two accumulators. */
+BITMCU_HOT(bitmcu_fc_4bitsym) void bitmcu_fc_4bitsym(const bitmcu_layer *L, const bitmcu_act *a,
+                                                      int32_t *acc) {
+    const uint8_t *w = L->weights; /* (ceil(n_out / 2), row_bytes = n_in) */
+    const int32_t bias = -15 * a->sum;
+    for (uint16_t o = 0; o < L->n_out; o = (uint16_t)(o + 2u), w += L->row_bytes) {
+        const uint8_t *p = a->nz, *end = a->nz + 2u * a->n_nz;
+        uint32_t i = 0, s0 = 0, s1 = 0;
+        for (; p != end; p += 2) {
+            i += p[0];
+            const uint32_t x = p[1], c = w[i];
+#if BITMCU_HAS_MUL
+            s0 += (c & 15u) * x;
+            s1 += (c >> 4) * x;
+#else
+            const uint32_t x2 = x << 1, x4 = x << 2, x8 = x << 3;
+            s0 += (x & bit_mask(c, 0)) + (x2 & bit_mask(c, 1)) + (x4 & bit_mask(c, 2)) +
+                  (x8 & bit_mask(c, 3));
+            s1 += (x & bit_mask(c, 4)) + (x2 & bit_mask(c, 5)) + (x4 & bit_mask(c, 6)) +
+                  (x8 & bit_mask(c, 7));
+#endif
+        }
+        acc[o] = 2 * (int32_t)s0 + bias;
+        if (o + 1u < L->n_out) {
+            acc[o + 1u] = 2 * (int32_t)s1 + bias;
+        }
     }
 }
 

@@ -109,7 +109,12 @@ class Scheme:
         return (padded << shifts).sum(axis=2).astype(np.uint8)
 
     @classmethod
-    def unpack(cls, packed: np.ndarray, n_in: int) -> np.ndarray:
+    def packed_shape(cls, n_out: int, n_in: int) -> tuple[int, int]:
+        """Shape of the packed uint8 weights; dimension 1 is the C layer table's row_bytes."""
+        return (n_out, cls.row_bytes(n_in))
+
+    @classmethod
+    def unpack(cls, packed: np.ndarray, n_out: int, n_in: int) -> np.ndarray:
         per_byte = 8 // cls.bits
         shifts = (np.arange(per_byte) * cls.bits).astype(np.uint8)
         mask = (1 << cls.bits) - 1
@@ -119,7 +124,8 @@ class Scheme:
 
     @classmethod
     def weight_bytes(cls, n_out: int, n_in: int) -> int:
-        return n_out * cls.row_bytes(n_in)
+        a, b = cls.packed_shape(n_out, n_in)
+        return a * b
 
 
 def get_scheme(name: str, key: str = "scheme") -> type[Scheme]:
@@ -170,7 +176,7 @@ class Ternary(Scheme):
         return (padded * np.array([1, 3, 9, 27, 81], dtype=np.uint32)).sum(axis=2).astype(np.uint8)
 
     @classmethod
-    def unpack(cls, packed: np.ndarray, n_in: int) -> np.ndarray:
+    def unpack(cls, packed: np.ndarray, n_out: int, n_in: int) -> np.ndarray:
         p = packed.astype(np.int32)[:, :, None]
         codes = (p // np.array([1, 3, 9, 27, 81])) % 3
         return cls.decode(codes.reshape(packed.shape[0], -1)[:, :n_in])
@@ -183,10 +189,34 @@ class TwoBitSym(Scheme):
 
 
 class FourBitSym(Scheme):
-    """Sixteen symmetric levels without zero: odd -15..+15 (code c -> 2c - 15)."""
+    """Sixteen symmetric levels without zero: odd -15..+15 (code c -> 2c - 15).
+
+    Layout: rows interleaved in pairs, so that one byte load feeds two output rows: byte j of
+    pair p holds row 2p's code for input j in its low nibble and row 2p+1's in its high nibble
+    (an odd last row is paired with code 0). Packed shape: (ceil(n_out / 2), n_in).
+    """
 
     name, id, bits, c_kernel = "4bitsym", 5, 4, "fc_4bitsym"
     levels = tuple(range(-15, 16, 2))
+
+    @classmethod
+    def packed_shape(cls, n_out, n_in):
+        return (-(-n_out // 2), n_in)
+
+    @classmethod
+    def pack(cls, q):
+        codes = cls.encode(np.asarray(q, dtype=np.int32))
+        n_out, n_in = codes.shape
+        padded = np.zeros((2 * cls.packed_shape(n_out, n_in)[0], n_in), dtype=np.uint8)
+        padded[:n_out] = codes
+        return (padded[0::2] | (padded[1::2] << 4)).astype(np.uint8)
+
+    @classmethod
+    def unpack(cls, packed, n_out, n_in):
+        codes = np.empty((2 * packed.shape[0], n_in), dtype=np.uint8)
+        codes[0::2] = packed & 15
+        codes[1::2] = packed >> 4
+        return cls.decode(codes[:n_out])
 
 
 class FourBit(Scheme):

@@ -30,6 +30,9 @@ INSTALL_HINT = ("install Debian's RISC-V cross compiler: apt-get install gcc-ris
                 "binutils-riscv64-unknown-elf picolibc-riscv64-unknown-elf")
 HOT = ("sram", "flash")
 MIN_STACK = 256
+# Pre-RA instruction scheduling raises register pressure past RV32E's 16 registers and makes the
+# hot loops spill to the stack (measured: 324k vs 241k cycles for the reference model on CH32V003).
+DEFAULT_OPT = "-O2 -fno-schedule-insns"
 
 
 def files_dir() -> Path:
@@ -78,7 +81,7 @@ def _overflow_error(stderr: str, chip) -> BitmcuError | None:
 
 
 def build_firmware(export_dir: str | Path, mcu: str, out: str | Path | None = None,
-                   n_images: int = 8, hot_loops: str = "sram", opt: str = "-O2") -> FirmwareInfo:
+                   n_images: int = 8, hot_loops: str = "sram", opt: str = DEFAULT_OPT) -> FirmwareInfo:
     """Compile and link the firmware; writes firmware.elf/.bin/.hex/.map and firmware.json."""
     chip = get_chip(mcu)
     if hot_loops not in HOT:
@@ -108,7 +111,7 @@ def build_firmware(export_dir: str | Path, mcu: str, out: str | Path | None = No
                                                        f"bitmcu firmware {export_dir}"))
         (t / "link.ld").write_text(linker_script(chip))
         hot = f"-DBITMCU_HOT_IN_SRAM={int(hot_loops == 'sram')}"
-        cmd = [gcc, *chip.cflags, opt, "-std=c99", "-Wall", "-Wextra", "-ffreestanding",
+        cmd = [gcc, *chip.cflags, *opt.split(), "-std=c99", "-Wall", "-Wextra", "-ffreestanding",
                "-nostdlib", "-ffunction-sections", "-fdata-sections", "-msmall-data-limit=8",
                "-fno-builtin", hot, "-include", str(t / "fw_trace.h"), f"-I{t}",
                str(t / "startup.S"), str(t / "fw_main.c"), str(t / "bitmcu.c"), str(t / "mem.c"),

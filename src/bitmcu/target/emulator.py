@@ -1,0 +1,237 @@
+"""Run firmware in Unicorn and profile it: cycles (by the cycle model), instructions, per-layer
+breakdown, flash and RAM use with the measured peak stack.
+
+Protocol with the firmware: it writes events to the 32-bit word ``bitmcu_marker`` (a plain RAM
+word on the chip): ``event << 24 | arg`` with event 1 = image start (arg: index), 2 = layer start
+(arg: layer), 3 = image end (arg: prediction), 4 = done (stops the run). Any ELF linked with the
+project's startup code and linker script that writes these markers can be profiled.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from elftools.common.exceptions import ELFError
+from elftools.elf.elffile import ELFFile
+from unicorn import UC_ARCH_RISCV, UC_HOOK_BLOCK, UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE, Uc, UcError
+from unicorn.riscv_const import UC_RISCV_REG_PC
+from unicorn.unicorn_const import UC_MODE_RISCV32
+
+from ..errors import BitmcuError
+from .chips import FLASH_BASE, RAM_BASE, Chip, get_chip
+from .cycles import BRANCH, JUMP, CycleModel
+
+EV_IMAGE, EV_LAYER, EV_END, EV_DONE = 1, 2, 3, 4
+PAINT = 0xA5
+MAP_FLASH = 64 * 1024  # mapped, so that an overflowing image still loads; the size check is separate
+MAP_RAM = 64 * 1024
+
+
+@dataclass
+class Inference:
+    index: int
+    pred: int
+    cycles: int
+    insns: int
+    segments: list[tuple[str, int]] = field(default_factory=list)  # (name, cycles)
+
+
+@dataclass
+class Profile:
+    chip: str
+    inferences: list[Inference]
+    flash: dict[str, int]  # text, rodata, data (load copy), total, size
+    ram: dict[str, int]  # data, bss, stack_peak, total, size
+    mismatches: int | None  # predictions different from the numpy reference's
+    total_insns: int
+
+    def median_cycles(self) -> int:
+        return int(statistics.median(i.cycles for i in self.inferences))
+
+    def segment_medians(self) -> list[tuple[str, int]]:
+        names = [n for n, _ in self.inferences[0].segments]
+        return [(n, int(statistics.median(dict(i.segments)[n] for i in self.inferences)))
+                for n in names]
+
+    def to_dict(self) -> dict:
+        return {"chip": self.chip, "median_cycles": self.median_cycles(),
+                "median_insns": int(statistics.median(i.insns for i in self.inferences)),
+                "ms_at_48mhz": self.median_cycles() / 48e3, "segments": self.segment_medians(),
+                "flash": self.flash, "ram": self.ram, "mismatches": self.mismatches,
+                "images": len(self.inferences),
+                "per_image": [{"index": i.index, "pred": i.pred, "cycles": i.cycles,
+                               "insns": i.insns} for i in self.inferences]}
+
+    def text(self) -> str:
+        med = self.median_cycles()
+        lines = [f"{self.chip}: {len(self.inferences)} inferences, median {med:,} cycles "
+                 f"({med / 48e3:.2f} ms at 48 MHz), "
+                 f"{int(statistics.median(i.insns for i in self.inferences)):,} instructions"]
+        for name, c in self.segment_medians():
+            lines.append(f"  {name:<12} {c:>10,} cycles  {100 * c / med:5.1f}%")
+        f, r = self.flash, self.ram
+        lines.append(f"flash: {f['total']:,} of {f['size']:,} bytes (text {f['text']:,}, rodata "
+                     f"{f['rodata']:,}, data {f['data']:,})")
+        lines.append(f"RAM:   {r['total']:,} of {r['size']:,} bytes (data {r['data']:,}, bss "
+                     f"{r['bss']:,}, peak stack {r['stack_peak']:,})")
+        if self.mismatches is not None:
+            lines.append("predictions equal the numpy reference's for every image"
+                         if self.mismatches == 0 else
+                         f"{self.mismatches} predictions DIFFER from the numpy reference")
+        return "\n".join(lines)
+
+
+def _sections(elf: ELFFile) -> dict[str, tuple[int, int]]:
+    return {s.name: (s["sh_addr"], s["sh_size"]) for s in elf.iter_sections() if s["sh_addr"] or
+            s.name in (".text",)}
+
+
+def _symbols(elf: ELFFile) -> dict[str, int]:
+    tab = elf.get_section_by_name(".symtab")
+    if tab is None:
+        return {}
+    return {s.name: s["st_value"] for s in tab.iter_symbols() if s.name}
+
+
+def profile(elf_path: str | Path, mcu: str | None = None, max_insns: int = 500_000_000) -> Profile:
+    """Run an ELF to its DONE marker and profile it."""
+    elf_path = Path(elf_path)
+    meta = {}
+    meta_path = elf_path.with_name("firmware.json")
+    if meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+    chip_name = mcu or meta.get("mcu")
+    if chip_name is None:
+        raise BitmcuError(f"{elf_path}: no firmware.json beside it; give the chip with --mcu")
+    chip = get_chip(chip_name)
+    try:
+        f = elf_path.open("rb")
+    except OSError as e:
+        raise BitmcuError(f"{elf_path}: cannot open ({e.strerror})") from None
+    with f:
+        try:
+            elf = ELFFile(f)
+            if elf["e_machine"] != "EM_RISCV" or elf.elfclass != 32:
+                raise BitmcuError(f"{elf_path}: not a 32-bit RISC-V ELF")
+            segments = [(s["p_paddr"], s.data()) for s in elf.iter_segments()
+                        if s["p_type"] == "PT_LOAD" and s["p_filesz"] > 0]
+            secs = _sections(elf)
+            syms = _symbols(elf)
+            entry = elf["e_entry"]
+        except ELFError as e:
+            raise BitmcuError(f"{elf_path}: not a readable ELF file ({e})") from None
+    if "bitmcu_marker" not in syms:
+        raise BitmcuError(f"{elf_path}: no symbol bitmcu_marker; link with bitmcu's startup code "
+                          "and write the documented markers")
+    marker = syms["bitmcu_marker"]
+
+    uc = Uc(UC_ARCH_RISCV, UC_MODE_RISCV32)
+    uc.mem_map(FLASH_BASE, MAP_FLASH)
+    uc.mem_map(RAM_BASE, MAP_RAM)
+    uc.mem_write(RAM_BASE, bytes([PAINT]) * MAP_RAM)
+    for addr, data in segments:
+        uc.mem_write(addr, data)
+
+    model = CycleModel(chip)
+    blocks: dict[tuple[int, int], object] = {}
+    st = {"cycles": 0.0, "insns": 0, "prev": None, "block_start": 0.0, "block_insn0": 0,
+          "cur": None, "flash_reads": 0, "events": [], "oob": None}
+    ram_end = RAM_BASE + chip.ram_kb * 1024
+    flash_end = FLASH_BASE + chip.flash_kb * 1024
+
+    def on_block(uc, addr, size, _):
+        key = (addr, size)
+        b = blocks.get(key)
+        if b is None:
+            b = blocks[key] = model.decode_block(addr, bytes(uc.mem_read(addr, size)))
+        prev = st["prev"]
+        if prev is not None and (prev.last_kind == JUMP or
+                                 (prev.last_kind == BRANCH and addr != prev.end)):
+            st["cycles"] += model.branch_penalty(prev.last_addr)
+        st["block_start"] = st["cycles"]
+        st["block_insn0"] = st["insns"]
+        st["cycles"] += b.cycles
+        st["insns"] += b.insns
+        st["prev"] = st["cur"] = b
+
+    def on_flash_read(uc, access, addr, size, value, _):
+        st["cycles"] += chip.flash_read_extra
+
+    def on_marker(uc, access, addr, size, value, _):
+        # charge the block only up to the store that wrote the marker
+        b, pc = st["cur"], uc.reg_read(UC_RISCV_REG_PC)
+        cyc, ins = st["cycles"], st["insns"]
+        if b is not None and pc in b.addrs:
+            k = b.addrs.index(pc)
+            cyc = st["block_start"] + b.cum_cycles[k]
+            ins = st["block_insn0"] + b.cum_insns[k]
+        st["events"].append((value >> 24, value & 0xFFFFFF, cyc, ins))
+        if value >> 24 == EV_DONE:
+            uc.emu_stop()
+
+    def on_oob(uc, access, addr, size, value, _):
+        if st["oob"] is None:
+            st["oob"] = addr
+
+    uc.hook_add(UC_HOOK_BLOCK, on_block)
+    uc.hook_add(UC_HOOK_MEM_READ, on_flash_read, begin=FLASH_BASE, end=flash_end - 1)
+    uc.hook_add(UC_HOOK_MEM_WRITE, on_marker, begin=marker, end=marker + 3)
+    uc.hook_add(UC_HOOK_MEM_WRITE | UC_HOOK_MEM_READ, on_oob, begin=ram_end,
+                end=RAM_BASE + MAP_RAM - 1)
+    try:
+        uc.emu_start(entry, 0xFFFFFFFF, count=max_insns)
+    except UcError as e:
+        pc = uc.reg_read(UC_RISCV_REG_PC)
+        raise BitmcuError(f"{elf_path}: the emulated firmware crashed at pc=0x{pc:08x} ({e})") from None
+    events = st["events"]
+    if not events or events[-1][0] != EV_DONE:
+        raise BitmcuError(f"{elf_path}: no DONE marker after {max_insns:,} instructions")
+    if st["oob"] is not None:
+        raise BitmcuError(f"{elf_path}: the firmware accessed 0x{st['oob']:08x}, beyond the "
+                          f"{chip.ram_kb} KB RAM of the {chip.name}")
+
+    infs = _inferences(events)
+    ram_now = bytes(uc.mem_read(RAM_BASE, chip.ram_kb * 1024))
+    text = secs.get(".text", (0, 0))[1]
+    rodata = secs.get(".rodata", (0, 0))[1]
+    data = secs.get(".data", (0, 0))[1]
+    bss_end = syms.get("_bss_end", RAM_BASE + data + secs.get(".bss", (0, 0))[1])
+    low = next((i for i in range(bss_end - RAM_BASE, len(ram_now)) if ram_now[i] != PAINT),
+               len(ram_now))
+    stack = len(ram_now) - low
+    flash = {"text": text, "rodata": rodata, "data": data, "total": text + rodata + data,
+             "size": chip.flash_kb * 1024}
+    bss = secs.get(".bss", (0, 0))[1]
+    ram = {"data": data, "bss": bss, "stack_peak": stack, "total": data + bss + stack,
+           "size": chip.ram_kb * 1024}
+    mismatches = None
+    if "expected" in meta and len(meta["expected"]) == len(infs):
+        mismatches = sum(i.pred != e for i, e in zip(infs, meta["expected"], strict=True))
+    if not infs:
+        raise BitmcuError(f"{elf_path}: ran to DONE but wrote no image start/end markers")
+    return Profile(chip.name, infs, flash, ram, mismatches, st["insns"])
+
+
+def _inferences(events) -> list[Inference]:
+    out, cur, last = [], None, None
+    for ev, arg, cyc, ins in events:
+        if ev == EV_IMAGE:
+            cur = Inference(arg, -1, 0, 0)
+            start = (cyc, ins)
+            last = ("input", cyc)
+        elif cur is None:
+            continue
+        elif ev == EV_LAYER:
+            cur.segments.append((last[0], int(cyc - last[1])))
+            last = (f"layer {arg}", cyc)
+        elif ev == EV_END:
+            cur.segments.append((last[0], int(cyc - last[1])))
+            cur.pred = arg
+            cur.cycles = int(cyc - start[0])
+            cur.insns = int(ins - start[1])
+            out.append(cur)
+            cur = None
+    return out

@@ -140,7 +140,67 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--sanitize", action="store_true",
                    help="build with AddressSanitizer and UndefinedBehaviorSanitizer")
     v.set_defaults(func=_cmd_verify)
+
+    f = sub.add_parser("firmware", help="build CH32V003/CH32V002 firmware from an export folder",
+                       description="Build a bare-metal ELF (+ .bin/.hex) with the engine, the "
+                       "model and N embedded test images.")
+    f.add_argument("export_dir", help="folder written by `bitmcu export`")
+    f.add_argument("--mcu", required=True, help="ch32v003 | ch32v002")
+    f.add_argument("--images", type=int, default=8, help="test images to embed (default 8)")
+    f.add_argument("--hot-loops", default="sram", help="sram | flash: where the kernels run "
+                   "(default sram)")
+    f.add_argument("--out", type=Path, help="output folder (default EXPORT_DIR/firmware-MCU)")
+    f.set_defaults(func=_cmd_firmware)
+
+    pr = sub.add_parser("profile", help="run firmware in the emulator: cycles, flash, RAM",
+                        description="Run an ELF in Unicorn with the cycle model; check every "
+                        "prediction against the numpy reference.")
+    pr.add_argument("elf", help="firmware.elf (with firmware.json beside it, or give --mcu)")
+    pr.add_argument("--mcu", help="ch32v003 | ch32v002 (default: from firmware.json)")
+    pr.add_argument("--json", type=Path, help="also write the profile as JSON here")
+    pr.set_defaults(func=_cmd_profile)
+
+    r = sub.add_parser("run", help="train -> export -> verify -> firmware -> profile, one summary")
+    r.add_argument("config", nargs="?", help="YAML config file or named config")
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key (repeatable)")
+    r.add_argument("--out", type=Path, help="run directory (default: runs/<name>)")
+    r.add_argument("--mcu", default="ch32v003", help="ch32v003 | ch32v002 (default ch32v003)")
+    r.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    r.set_defaults(func=_cmd_run)
     return p
+
+
+def _cmd_firmware(a) -> int:
+    from .target.firmware import build_firmware
+
+    info = build_firmware(a.export_dir, a.mcu, a.out, a.images, a.hot_loops)
+    print(f"built {info.elf} (+ .bin, .hex) for {info.mcu}: {info.n_images} test images, "
+          f"kernels in {info.hot_loops}")
+    print(f"profile it with: bitmcu profile {info.elf}")
+    return 0
+
+
+def _cmd_profile(a) -> int:
+    import json
+
+    from .target.emulator import profile
+
+    prof = profile(a.elf, a.mcu)
+    print(prof.text())
+    if a.json:
+        a.json.write_text(json.dumps(prof.to_dict(), indent=2) + "\n")
+    if prof.mismatches:
+        raise BitmcuError(f"{prof.mismatches} predictions of the firmware differ from the "
+                          "numpy reference")
+    return 0
+
+
+def _cmd_run(a) -> int:
+    from .pipeline import run_all
+
+    print(run_all(a.config, a.set, a.out, a.mcu, a.quiet))
+    return 0
 
 
 def _cmd_export(a) -> int:

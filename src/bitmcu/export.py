@@ -89,9 +89,17 @@ def export(run: str | Path, out: str | Path, target: str = "generic", data_dir: 
         int_acc = float((pred == test_y).mean())
         n_test = len(test_y)
     report = model_report(model, target, float_acc, int_acc, n_test)
+
+    write_export(model, out, test_x, test_y, report, target, n_images, command)
+    return report
+
+
+def write_export(model: IntModel, out: str | Path, test_x: np.ndarray, test_y: np.ndarray,
+                 report: ExportReport, target: str = "generic", n_images: int = 8,
+                 command: str = "bitmcu export") -> None:
+    """Write an export folder for an integer model; all files appear at once or none do."""
     k = min(n_images, len(test_x))
     _, ref_pred = reference.run(model, test_x[:k])
-
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".bitmcu-export-", dir=out.parent) as tmp:
@@ -112,7 +120,6 @@ def export(run: str | Path, out: str | Path, target: str = "generic", data_dir: 
         out.mkdir(exist_ok=True)
         for f in sorted(t.iterdir()):
             os.replace(f, out / f.name)
-    return report
 
 
 def read_export(export_dir: str | Path) -> tuple[IntModel, dict]:

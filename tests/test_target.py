@@ -1,0 +1,120 @@
+"""Firmware for CH32V003/CH32V002 built with the real cross compiler and run in Unicorn."""
+
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from bitmcu.errors import BitmcuError
+from bitmcu.export import export, model_report, write_export
+from bitmcu.ir import FCLayer, IntModel
+from bitmcu.target.chips import CHIPS
+from bitmcu.target.emulator import profile
+from bitmcu.target.firmware import GCC, build_firmware, files_dir, linker_script
+
+pytestmark = pytest.mark.skipif(shutil.which(GCC) is None, reason=f"{GCC} not installed")
+
+
+@pytest.fixture(scope="module")
+def tiny_export(tiny_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("export") / "tiny"
+    export(tiny_run, out, target="ch32v003")
+    return out
+
+
+@pytest.mark.parametrize("mcu", ["ch32v003", "ch32v002"])
+@pytest.mark.parametrize("hot", ["sram", "flash"])
+def test_firmware_runs_in_the_emulator_and_matches_the_reference(tiny_export, tmp_path, mcu, hot):
+    info = build_firmware(tiny_export, mcu, tmp_path / "fw", n_images=6, hot_loops=hot)
+    for ext in ("elf", "bin", "hex", "map"):
+        assert (tmp_path / "fw" / f"firmware.{ext}").is_file()
+    prof = profile(info.elf)
+    assert [i.pred for i in prof.inferences] == info.expected
+    assert prof.mismatches == 0 and len(prof.inferences) == 6
+    assert [n for n, _ in prof.inferences[0].segments] == ["input", "layer 0", "layer 1"]
+    assert sum(c for _, c in prof.inferences[0].segments) == prof.inferences[0].cycles
+    assert 0 < prof.ram["stack_peak"] < 512 and prof.ram["total"] <= prof.ram["size"]
+    assert prof.flash["total"] <= 16 * 1024
+    dis = subprocess.run(["riscv64-unknown-elf-objdump", "-d", info.elf], capture_output=True,
+                         text=True).stdout
+    has_mul = any("\tmul\t" in line for line in dis.splitlines())
+    assert has_mul == CHIPS[mcu].has_mul  # V003: no multiply instruction anywhere
+    if hot == "sram":
+        assert "20000000 <bitmcu_fc_4bitsym>" in dis
+
+
+def test_sram_kernels_are_faster(tiny_export, tmp_path):
+    cyc = {}
+    for hot in ("sram", "flash"):
+        info = build_firmware(tiny_export, "ch32v003", tmp_path / hot, n_images=3, hot_loops=hot)
+        cyc[hot] = profile(info.elf).median_cycles()
+    assert cyc["sram"] < cyc["flash"]
+
+
+def test_model_too_large_for_flash_names_region_and_bytes(tmp_path):
+    rng = np.random.default_rng(0)
+    layers = [FCLayer.from_levels("8bit", rng.integers(-127, 128, (80, 256)), relu=True),
+              FCLayer.from_levels("8bit", rng.integers(-127, 128, (10, 80)), relu=False)]
+    model = IntModel(16, 10, 255, layers, 1, "big").validate()
+    x = rng.integers(0, 256, (4, 256)).astype(np.uint8)
+    write_export(model, tmp_path / "big", x, np.arange(4), model_report(model, "ch32v003"))
+    with pytest.raises(BitmcuError, match=r"flash overflowed by \d+ bytes \(16384 bytes"):
+        build_firmware(tmp_path / "big", "ch32v003", tmp_path / "fw", n_images=2)
+    assert not (tmp_path / "fw").exists()
+
+
+def test_bad_arguments(tiny_export, tmp_path):
+    with pytest.raises(BitmcuError, match="'esp32' is not supported.*ch32v003"):
+        build_firmware(tiny_export, "esp32")
+    with pytest.raises(BitmcuError, match="--hot-loops 'rom'"):
+        build_firmware(tiny_export, "ch32v003", hot_loops="rom")
+    with pytest.raises(BitmcuError, match="not a bitmcu export folder"):
+        build_firmware(tmp_path, "ch32v003")
+    (tmp_path / "x.elf").write_bytes(b"\x7fELF junk")
+    with pytest.raises(BitmcuError, match="not a readable ELF"):
+        profile(tmp_path / "x.elf", "ch32v003")
+
+
+SNIPPET = """
+    .option norvc
+    .option norelax
+    .section .init, "ax"
+    .globl _start
+_start:
+    la a1, bitmcu_marker
+    li a2, 0x01000000
+    sw a2, 0(a1)          /* image 0 starts: counting includes this store */
+    li a0, 10
+1:  addi a0, a0, -1
+    bnez a0, 1b
+    li a2, 0x03000005
+    sw a2, 0(a1)          /* image 0 ends, prediction 5 */
+    li a2, 0x04000000
+    sw a2, 0(a1)          /* done */
+2:  j 2b
+    .bss
+    .globl bitmcu_marker
+bitmcu_marker: .word 0
+"""
+
+
+@pytest.mark.parametrize("mcu, expected", [
+    # from flash, all 32-bit instructions: li a0 (1 insn) + 10 x (addi + bnez) + li a2 (lui+addi)
+    # + sw = 24 instructions. V003: each costs one 32-bit flash word = 2 cycles (sw: max(2, 2)),
+    # 9 taken branches x 4 = 36: 48 + 36 = 84.
+    ("ch32v003", 24 * 2 + 9 * 4),
+    # V002: a flash word costs 4 cycles, a taken branch from flash 6: 24 * 4 + 9 * 6 = 150.
+    ("ch32v002", 24 * 4 + 9 * 6),
+])
+def test_cycle_model_on_a_hand_written_snippet(tmp_path, mcu, expected):
+    chip = CHIPS[mcu]
+    (tmp_path / "s.S").write_text(SNIPPET)
+    (tmp_path / "link.ld").write_text(linker_script(chip))
+    subprocess.run([GCC, *chip.cflags, "-nostdlib", "-T", str(tmp_path / "link.ld"),
+                    str(tmp_path / "s.S"), "-o", str(tmp_path / "s.elf")], check=True)
+    prof = profile(tmp_path / "s.elf", mcu)
+    (inf,) = prof.inferences
+    assert inf.pred == 5 and inf.insns == 24
+    assert inf.cycles == expected
+    assert files_dir().is_dir()

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from .config import load_config
 from .export import export
-from .target.firmware import GCC, build_firmware
 from .target.emulator import profile
+from .target.firmware import GCC, build_firmware
 from .train import train
 from .verify import verify
 

@@ -21,7 +21,7 @@ from unicorn.riscv_const import UC_RISCV_REG_PC
 from unicorn.unicorn_const import UC_MODE_RISCV32
 
 from ..errors import BitmcuError
-from .chips import FLASH_BASE, RAM_BASE, Chip, get_chip
+from .chips import FLASH_BASE, RAM_BASE, get_chip
 from .cycles import BRANCH, JUMP, CycleModel
 
 EV_IMAGE, EV_LAYER, EV_END, EV_DONE = 1, 2, 3, 4

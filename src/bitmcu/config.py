@@ -42,7 +42,10 @@ class AugmentConfig:
 
 @dataclass
 class ModelConfig:
-    family: Literal["fc"] = "fc"
+    family: Literal["fc", "cnn"] = "fc"
+    channels: int = 16  # cnn: channels of the first 3x3 convolution
+    conv: list[str] = field(default_factory=lambda: ["dw", "pool", "dw", "pool"])  # cnn stages
+    conv_scheme: str | None = None  # cnn: weight scheme of the convolutions (null: model.scheme)
     hidden: list[int] = field(default_factory=lambda: [64, 64])  # hidden layer widths
     scheme: str = "4bitsym"  # weight scheme of every layer (see `bitmcu schemes`)
     layer_schemes: list[str | None] = field(default_factory=list)  # per-layer override, or null
@@ -187,6 +190,12 @@ def _check(cfg: Config) -> Config:
     for i, s in enumerate(cfg.model.layer_schemes):
         if s is not None:
             get_scheme(s, key=f"model.layer_schemes[{i}]")
+    if cfg.model.conv_scheme is not None:
+        get_scheme(cfg.model.conv_scheme, key="model.conv_scheme")
+    if cfg.model.family == "cnn":
+        from .models import cnn_shapes
+
+        cnn_shapes(cfg)  # raises on impossible shapes
     if any(h < 1 for h in cfg.model.hidden):
         raise BitmcuError(f"config key 'model.hidden': {cfg.model.hidden} has a width below 1")
     cfg.layer_scheme_names(len(cfg.model.hidden) + 1)

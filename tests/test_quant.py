@@ -83,3 +83,11 @@ def test_octav_beats_max_clipping():
 def test_bad_level_is_refused_at_packing():
     with pytest.raises(BitmcuError, match="not a level of scheme 4bitsym"):
         get_scheme("4bitsym").pack(np.array([[2, 3]]))
+
+
+def test_c_nf4_table_matches_the_scheme():
+    src = (engine_dir() / "bitmcu.c").read_text()
+    mags = [int(v) for v in re.search(r"nf4_mag\[16\] = \{([^}]*)\}", src).group(1).split(",")]
+    levels = get_scheme("nf4").levels
+    assert mags == [abs(v) for v in levels]
+    assert [i for i, v in enumerate(levels) if v < 0] == list(range(7))  # codes 0..6 negative

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .config import Config, ModelConfig
+from .config import Config
 from .errors import BitmcuError, choices
 from .nn import QuantLinear, act_fake_quant, make_norm
 from .quant import get_scheme, octav_clip
@@ -57,7 +57,7 @@ CONV_STAGES = ("dw", "pool")
 def cnn_shapes(cfg: Config) -> list[int]:
     """Feature map side after the first convolution and after each stage; errors name the stage.
 
-    >>> from bitmcu.config import Config
+    >>> from bitmcu.config import Config, ModelConfig
     >>> cnn_shapes(Config(model=ModelConfig(family="cnn")))
     [14, 12, 6, 4, 2]
     """

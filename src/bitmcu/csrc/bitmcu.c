@@ -150,69 +150,65 @@ BITMCU_HOT(bitmcu_fc_4bitsym) void bitmcu_fc_4bitsym(const bitmcu_layer *L, cons
     }
 }
 
-/* 4bit: ones' complement, code = sign << 3 | magnitude */
-BITMCU_HOT(bitmcu_fc_4bit) void bitmcu_fc_4bit(const bitmcu_layer *L, const bitmcu_act *a, int32_t *acc) {
-    const uint8_t *row = L->weights;
-    for (uint16_t o = 0; o < L->n_out; o++, row += L->row_bytes) {
-        int32_t s = 0;
-        uint32_t i = 0, x = 0;
-        BITMCU_FOR_NZ(a, i, x) {
-            const uint32_t c = code_at(row, i, 4);
-            s += cond_neg((int32_t)umul_code(c & 7u, x, 3), c >> 3);
-        }
-        acc[o] = s;
-    }
-}
+/* Schemes decoded per weight into a signed term, one row at a time. */
+typedef enum { TERM_4BIT, TERM_FP130, TERM_NF4, TERM_8BIT } term_kind;
 
-/* fp130: code = sign << 3 | exponent, level = +-(1 << exponent): shifts only */
-BITMCU_HOT(bitmcu_fc_fp130) void bitmcu_fc_fp130(const bitmcu_layer *L, const bitmcu_act *a, int32_t *acc) {
-    const uint8_t *row = L->weights;
-    for (uint16_t o = 0; o < L->n_out; o++, row += L->row_bytes) {
-        int32_t s = 0;
-        uint32_t i = 0, x = 0;
-        BITMCU_FOR_NZ(a, i, x) {
-            const uint32_t c = code_at(row, i, 4);
-            s += cond_neg((int32_t)(x << (c & 7u)), c >> 3);
-        }
-        acc[o] = s;
-    }
-}
-
-/* nf4: level = table[code]; magnitudes and signs of the NormalFloat4 levels (x127) */
+/* NormalFloat4 levels (x127): magnitudes; codes 0..6 are negative */
 static const uint8_t nf4_mag[16] = {127, 88, 67, 50, 36, 23, 12, 0, 10, 20, 31, 43, 56, 71, 92, 127};
 
-BITMCU_HOT(bitmcu_fc_nf4) void bitmcu_fc_nf4(const bitmcu_layer *L, const bitmcu_act *a, int32_t *acc) {
+/* level(code) * x for the sign-magnitude style schemes (`kind` is a constant after inlining). */
+BITMCU_INLINE int32_t signed_term(uint32_t c, uint32_t x, term_kind kind) {
+    switch (kind) {
+    case TERM_4BIT: /* ones' complement: code = sign << 3 | magnitude */
+        return cond_neg((int32_t)umul_code(c & 7u, x, 3), c >> 3);
+    case TERM_FP130: /* code = sign << 3 | exponent: level = +-(1 << exponent), shifts only */
+        return cond_neg((int32_t)(x << (c & 7u)), c >> 3);
+    case TERM_NF4: /* table lookup */
+        return cond_neg((int32_t)umul_code(nf4_mag[c], x, 7), c < 7u ? 1u : 0u);
+    default: { /* 8bit: code = int8 level */
+        const uint32_t neg = c >> 7;
+        return cond_neg((int32_t)umul_code(neg ? 256u - c : c, x, 8), neg);
+    }
+    }
+}
+
+BITMCU_INLINE void fc_terms(const bitmcu_layer *L, const bitmcu_act *a, int32_t *acc,
+                            term_kind kind) {
     const uint8_t *row = L->weights;
     for (uint16_t o = 0; o < L->n_out; o++, row += L->row_bytes) {
         int32_t s = 0;
         uint32_t i = 0, x = 0;
         BITMCU_FOR_NZ(a, i, x) {
-            const uint32_t c = code_at(row, i, 4);
-            s += cond_neg((int32_t)umul_code(nf4_mag[c], x, 7), c < 7u ? 1u : 0u);
+            const uint32_t c = kind == TERM_8BIT ? row[i] : code_at(row, i, 4);
+            s += signed_term(c, x, kind);
         }
         acc[o] = s;
     }
 }
 
-/* 8bit: code = int8 level */
-BITMCU_HOT(bitmcu_fc_8bit) void bitmcu_fc_8bit(const bitmcu_layer *L, const bitmcu_act *a, int32_t *acc) {
-    const uint8_t *row = L->weights;
-    for (uint16_t o = 0; o < L->n_out; o++, row += L->row_bytes) {
-        int32_t s = 0;
-        uint32_t i = 0, x = 0;
-        BITMCU_FOR_NZ(a, i, x) {
-            const uint32_t c = row[i];
-            const uint32_t neg = c >> 7;
-            const uint32_t mag = neg ? 256u - c : c;
-            s += cond_neg((int32_t)umul_code(mag, x, 8), neg);
-        }
-        acc[o] = s;
-    }
+BITMCU_HOT(bitmcu_fc_4bit) void bitmcu_fc_4bit(const bitmcu_layer *L, const bitmcu_act *a,
+                                                int32_t *acc) {
+    fc_terms(L, a, acc, TERM_4BIT);
 }
 
-/* ternary: 5 trits per byte in base 3 (trit = level + 1). trit5[b] holds, for byte b, the
- * positive-level mask in bits 0..4 and the negative-level mask in bits 8..12. */
-static uint16_t trit_masks(uint32_t b) {
+BITMCU_HOT(bitmcu_fc_fp130) void bitmcu_fc_fp130(const bitmcu_layer *L, const bitmcu_act *a,
+                                                  int32_t *acc) {
+    fc_terms(L, a, acc, TERM_FP130);
+}
+
+BITMCU_HOT(bitmcu_fc_nf4) void bitmcu_fc_nf4(const bitmcu_layer *L, const bitmcu_act *a,
+                                              int32_t *acc) {
+    fc_terms(L, a, acc, TERM_NF4);
+}
+
+BITMCU_HOT(bitmcu_fc_8bit) void bitmcu_fc_8bit(const bitmcu_layer *L, const bitmcu_act *a,
+                                                int32_t *acc) {
+    fc_terms(L, a, acc, TERM_8BIT);
+}
+
+/* ternary: 5 trits per byte in base 3 (trit = level + 1). For byte b: the mask of the +1
+ * weights in bits 0..4 and of the -1 weights in bits 8..12. */
+BITMCU_INLINE uint32_t trit_masks(uint32_t b) {
     uint32_t pos = 0, neg = 0;
     for (unsigned t = 0; t < 5u; t++) {
         /* b % 3 and b / 3 without a divider: b < 243 */
@@ -222,10 +218,11 @@ static uint16_t trit_masks(uint32_t b) {
         neg |= (r == 0u ? 1u : 0u) << t;
         b = q;
     }
-    return (uint16_t)(pos | (neg << 8));
+    return pos | (neg << 8);
 }
 
-BITMCU_HOT(bitmcu_fc_ternary) void bitmcu_fc_ternary(const bitmcu_layer *L, const bitmcu_act *a, int32_t *acc) {
+BITMCU_HOT(bitmcu_fc_ternary) void bitmcu_fc_ternary(const bitmcu_layer *L, const bitmcu_act *a,
+                                                      int32_t *acc) {
     const uint8_t *row = L->weights;
     for (uint16_t o = 0; o < L->n_out; o++, row += L->row_bytes) {
         int32_t s = 0;

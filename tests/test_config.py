@@ -33,6 +33,7 @@ def test_override_types_are_parsed():
         ("model.layer_schemes=[8bit, foo]", ["model.layer_schemes[1]", "'foo'"]),
         ("train", ["expected key=value"]),
         ("train=3", ["'train' is a section"]),
+        ("train.dampen=-1", ["train.dampen", "-1"]),
     ],
 )
 def test_bad_config_names_key_value_and_allowed(override, words):
@@ -52,3 +53,18 @@ def test_bad_yaml_file(tmp_path):
         load_config(str(p))
     with pytest.raises(BitmcuError, match="not found"):
         load_config("no-such-config")
+
+
+def test_cnn_shapes_are_checked():
+    from bitmcu.models import cnn_shapes
+
+    cfg = load_config(None, ["model.family=cnn"])
+    assert cnn_shapes(cfg) == [14, 12, 6, 4, 2]
+    with pytest.raises(BitmcuError, match=r"model.conv\[4\]': 'dw'.* 2x2"):
+        load_config(None, ["model.family=cnn", "model.conv=[dw, pool, dw, pool, dw]"])
+    with pytest.raises(BitmcuError, match=r"model.conv\[2\]': 'pool'.* 5x5"):
+        load_config(None, ["model.family=cnn", "model.conv=[dw, dw, pool]", "data.size=11"])
+    with pytest.raises(BitmcuError, match=r"model.conv\[2\]': 'conv'.*'dw'"):
+        load_config(None, ["model.family=cnn", "model.conv=[dw, pool, conv]"])
+    with pytest.raises(BitmcuError, match="too small"):
+        load_config(None, ["model.family=cnn", "data.size=4", "model.conv=[dw, dw]"])

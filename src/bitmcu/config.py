@@ -74,6 +74,8 @@ class TrainConfig:
     teacher: str | None = None  # run dir or checkpoint of a model to distill from
     distill: float = 0.5  # with a teacher: weight of the distillation loss (rest: labels)
     distill_temperature: float = 2.0  # softmax temperature of the distillation loss
+    dampen: float = 0.0  # oscillation dampening: weight of mean((w - q(w))^2 / step^2), ramped
+    #                      linearly from 0 to this value over training (Nagel et al., 2022)
     device: str = "auto"  # auto | cpu | cuda
     threads: int | None = None  # torch CPU threads (None: torch default)
 
@@ -221,6 +223,8 @@ def _check(cfg: Config) -> Config:
         raise BitmcuError(
             f"config key 'train.distill_temperature': {cfg.train.distill_temperature} must be > 0"
         )
+    if cfg.train.dampen < 0:
+        raise BitmcuError(f"config key 'train.dampen': {cfg.train.dampen} must be >= 0")
     if cfg.train.lr <= 0:
         raise BitmcuError(f"config key 'train.lr': {cfg.train.lr} must be > 0")
     if cfg.train.device not in ("auto", "cpu", "cuda") and not cfg.train.device.startswith("cuda:"):

@@ -90,6 +90,21 @@ class QuantLinear(nn.Linear):
             w = w - w.mean(dim=-1, keepdim=True)
         return self.scheme.quantize_int(w, self.step()).to(torch.int32)
 
+    def dampening(self) -> torch.Tensor:
+        """Mean squared distance of the latent weights to their quantized values, in steps.
+
+        Pulling latent weights towards their levels stops them oscillating across a decision
+        threshold late in training (Nagel et al., "Overcoming Oscillations in QAT", 2022).
+        """
+        if not self.scheme.exportable:
+            return self.weight.new_zeros(())
+        w = self.weight
+        if self.scheme.centered:
+            w = w - w.mean(dim=-1, keepdim=True)
+        step = self.step()
+        q = self.scheme.quantize_int(w.detach(), step) * step
+        return (((w - q) / step) ** 2).mean()
+
     def forward(self, x):
         return nn.functional.linear(x, self.quantized_weight(), self.bias)
 

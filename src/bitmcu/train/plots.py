@@ -55,6 +55,8 @@ def plot_weights(model, path: Path) -> None:
 
 def plot_first_layer(model, size: int, path: Path, max_tiles: int = 64) -> None:
     layer = model.layers[0]
+    if layer.weight.shape[1] != size * size:  # the first layer does not see pixels (cnn)
+        return
     w = (layer.integer_weight() if layer.scheme.exportable else layer.weight.detach()).numpy()
     n = min(max_tiles, w.shape[0])
     cols = int(math.ceil(math.sqrt(n)))

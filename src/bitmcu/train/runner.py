@@ -150,6 +150,9 @@ def _train_epoch(model, opt, data: Dataset, cfg: Config, epoch: int, device, bar
             with torch.no_grad():
                 t_out = teacher(xb)
         loss = _loss(cfg, out, yb, t_out)
+        if cfg.train.dampen > 0:
+            ramp = cfg.train.dampen * (epoch + s / steps) / cfg.train.epochs
+            loss = loss + ramp * sum(layer.dampening() for layer in model.layers)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -66,5 +66,5 @@ def test_cnn_shapes_are_checked():
         load_config(None, ["model.family=cnn", "model.conv=[dw, dw, pool]", "data.size=11"])
     with pytest.raises(BitmcuError, match=r"model.conv\[2\]': 'conv'.*'dw'"):
         load_config(None, ["model.family=cnn", "model.conv=[dw, pool, conv]"])
-    with pytest.raises(BitmcuError, match="too small"):
+    with pytest.raises(BitmcuError, match=r"model.conv\[0\]': 'dw'.* 2x2 .* 4x4 input"):
         load_config(None, ["model.family=cnn", "data.size=4", "model.conv=[dw, dw]"])

@@ -132,3 +132,15 @@ def test_cli_errors_are_one_line(tmp_path, tiny_run):
     assert (tiny_run / "confusion.png").is_file()
     for cmd in ("train", "eval", "info", "export", "verify", "schemes"):
         assert _cli(cmd, "--help").returncode == 0
+
+
+def test_distillation_from_a_teacher_run(tiny_run, tmp_path):
+    cfg = load_config(None, tiny_overrides(**{"train.epochs": 2, "data.train_limit": 800,
+                                              "train.teacher": str(tiny_run),
+                                              "train.distill": 0.7}))
+    run = train(cfg, run_dir=tmp_path / "student", quiet=True)
+    m = load_checkpoint(run)["metrics"]
+    assert m[1]["train_loss"] < m[0]["train_loss"] and m[1]["test_acc"] > 0.2
+    bad = load_config(None, tiny_overrides(**{"train.teacher": str(tiny_run), "data.size": 12}))
+    with pytest.raises(BitmcuError, match="train.teacher.*16x16.*12x12"):
+        train(bad, run_dir=tmp_path / "bad", quiet=True)

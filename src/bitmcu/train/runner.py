@@ -107,7 +107,24 @@ def load_teacher(cfg: Config, data: Dataset, device):
     teacher = model_from_checkpoint(blob).to(device)
     for p in teacher.parameters():
         p.requires_grad_(False)
-    return teacher
+    return Teacher(teacher, data.train_x, device)
+
+
+class Teacher:
+    """A frozen model whose logits on the clean training images are computed once."""
+
+    def __init__(self, model, train_x: torch.Tensor, device, batch: int = 1000):
+        self.model = model
+        with torch.no_grad():
+            self.clean = torch.cat([model(train_x[i : i + batch].to(device))
+                                    for i in range(0, len(train_x), batch)])
+
+    @torch.no_grad()
+    def logits(self, idx: torch.Tensor, xb: torch.Tensor, augmented: torch.Tensor | None):
+        out = self.clean[idx].clone()
+        if augmented is not None and augmented.any():
+            out[augmented] = self.model(xb[augmented])
+        return out
 
 
 def _loss(cfg: Config, out, yb, teacher_out):
@@ -134,6 +151,7 @@ def _train_epoch(model, opt, data: Dataset, cfg: Config, epoch: int, device, bar
     for s in range(steps):
         idx = perm[s * bs : (s + 1) * bs]
         xb = data.train_x[idx].float()
+        sel = None
         if aug.enabled and aug.fraction > 0:
             sel = torch.rand(len(idx), generator=gen) < aug.fraction
             if sel.any():
@@ -145,10 +163,7 @@ def _train_epoch(model, opt, data: Dataset, cfg: Config, epoch: int, device, bar
             g["lr"] = lr
         xb, yb = xb.to(device), yb.to(device)
         out = model(xb)
-        t_out = None
-        if teacher is not None:
-            with torch.no_grad():
-                t_out = teacher(xb)
+        t_out = None if teacher is None else teacher.logits(idx, xb, sel)
         loss = _loss(cfg, out, yb, t_out)
         if cfg.train.dampen > 0:
             ramp = cfg.train.dampen * (epoch + s / steps) / cfg.train.epochs

@@ -63,7 +63,7 @@ def one(config: str, overrides: list[str], out: str, threads: int) -> dict:
            "weight_bytes": rep.weight_bytes, "arena_bytes": rep.arena_bytes}
     for mcu in ("ch32v003", "ch32v002"):
         try:
-            fw = build_firmware(Path(out) / "export", mcu, n_images=8)
+            fw = build_firmware(Path(out) / "export", mcu, n_images=4)
             prof = profile(fw.elf)
             res[mcu] = {"cycles": prof.median_cycles(), "flash": prof.flash["total"],
                         "ram": prof.ram["total"], "stack": prof.ram["stack_peak"],
@@ -79,15 +79,41 @@ def _fmt_chip(r: dict) -> str:
     return f"{r['cycles']:,} | {r['flash']:,} | {r['ram']:,}"
 
 
+def train_teacher(config: str, out: Path) -> dict:
+    from bitmcu.config import load_config
+    from bitmcu.train import load_checkpoint
+    from bitmcu.train import train as train_run
+
+    if (out / "checkpoint.pt").exists():
+        blob = load_checkpoint(out)
+        return {"run": str(out), "test_acc": blob["metrics"][-1]["test_acc"], "seconds": None,
+                "epochs": blob["epoch"], "reused": True}
+    t0 = time.perf_counter()
+    run = train_run(load_config(config), run_dir=out, quiet=True, log=lambda *a: None)
+    blob = load_checkpoint(run)
+    return {"run": str(out), "test_acc": blob["metrics"][-1]["test_acc"],
+            "seconds": time.perf_counter() - t0, "epochs": blob["epoch"], "reused": False}
+
+
 def reference(args) -> None:
-    jobs = [("reference", [f"seed={s}", *args.set], str(args.out / f"reference-s{s}"))
+    extra, teacher = [], None
+    if args.teacher:
+        teacher = train_teacher(args.teacher, args.out / "teacher")
+        extra = [f"train.teacher={teacher['run']}"]
+    jobs = [(args.config, [f"seed={s}", *extra, *args.set], str(args.out / f"{args.config}-s{s}"))
             for s in args.seeds]
     threads = max(1, (os.cpu_count() or 2) // args.jobs)
     with ProcessPoolExecutor(args.jobs) as ex:
         results = list(ex.map(one, *zip(*jobs, strict=True), [threads] * len(jobs)))
     accs = [r["float_acc"] for r in results]
-    lines = [f"Reference model (configs/reference.yaml {' '.join(args.set)}), {date.today()}, "
-             f"{machine()}, {args.jobs} runs in parallel with {threads} thread(s) each.", "",
+    lines = [f"configs/{args.config}.yaml {' '.join(args.set)}, {date.today()}, "
+             f"{machine()}, {args.jobs} runs in parallel with {threads} thread(s) each.", ""]
+    if teacher:
+        secs = f"{teacher['seconds'] / 60:.1f} min" if teacher["seconds"] else "reused"
+        lines += [f"Teacher: configs/{args.teacher}.yaml, {teacher['epochs']} epochs, test "
+                  f"accuracy {100 * teacher['test_acc']:.2f}%, training {secs} (once, shared by "
+                  "the seeds).", ""]
+    lines += [
              "| seed | epochs | train min | float acc | integer acc | C acc | logit mismatches "
              "| weight bytes | CH32V003 cycles / flash / RAM | CH32V002 cycles / flash / RAM |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -99,7 +125,9 @@ def reference(args) -> None:
             f"{_fmt_chip(r['ch32v003'])} | {_fmt_chip(r['ch32v002'])} |")
     lines.append(f"\nmedian float accuracy {100 * statistics.median(accs):.2f}%, median integer "
                  f"accuracy {100 * statistics.median(r['int_acc'] for r in results):.2f}%")
-    _write("reference" + args.tag, results, lines)
+    for r in results:
+        r["teacher"] = teacher
+    _write(args.config + args.tag, results, lines)
 
 
 def schemes(args) -> None:
@@ -144,6 +172,9 @@ def main() -> None:
         s.add_argument("--out", type=Path, default=ROOT / "runs" / "bench")
         s.add_argument("--tag", default="", help="suffix of the results file name")
     sub.choices["reference"].add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    sub.choices["reference"].add_argument("--config", default="reference")
+    sub.choices["reference"].add_argument("--teacher", help="config of a teacher to train first "
+                                          "and distill from (e.g. teacher-cnn)")
     sub.choices["schemes"].add_argument("--epochs", type=int, default=20)
     sub.choices["schemes"].add_argument("--hidden", default="[40,40]")
     a = p.parse_args()

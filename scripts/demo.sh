@@ -7,4 +7,4 @@ bash scripts/setup.sh
 if [ -z "${BITMCU_DATA:-}" ] && [ -d ../shared/datasets/mnist ]; then
   export BITMCU_DATA="$(cd ../shared/datasets && pwd)"
 fi
-exec .venv/bin/bitmcu run default --out runs/demo "$@"
+exec .venv/bin/bitmcu run default "$@"

@@ -118,3 +118,19 @@ def test_cycle_model_on_a_hand_written_snippet(tmp_path, mcu, expected):
     assert inf.pred == 5 and inf.insns == 24
     assert inf.cycles == expected
     assert files_dir().is_dir()
+
+
+def test_bitmcu_run_goes_all_the_way(tmp_path):
+    import sys
+
+    from tests.conftest import tiny_overrides
+
+    sets = [x for s in tiny_overrides(**{"train.epochs": 1, "model.hidden": "[16]"})
+            for x in ("--set", s)]
+    r = subprocess.run([sys.executable, "-m", "bitmcu.cli", "run", *sets, "--out",
+                        str(tmp_path / "r"), "--quiet", "--mcu", "ch32v002"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    for word in ("accuracy:", "weights:", "ch32v002:", "cycles per inference", "== reference: yes"):
+        assert word in r.stdout
+    assert (tmp_path / "r" / "summary.json").is_file()

@@ -152,3 +152,61 @@ def test_overflowing_model_is_refused(monkeypatch):
     monkeypatch.setattr(ir, "INT32_MAX", bound - 1)
     with pytest.raises(BitmcuError, match=r"worst-case accumulator \d+ overflows int32"):
         model.validate()
+
+
+def random_cnn(rng, conv_scheme, fc_scheme="4bitsym", channels=5, size=16,
+               stages=("dw", "pool", "dw", "pool"), hidden=(12,), n_classes=6):
+    """Random levels; each conv's shift calibrated (as in training) on half of a batch of random
+    images, so the other half saturates now and then."""
+    from bitmcu.ir import ConvLayer, PoolLayer
+
+    sch = REGISTRY[conv_scheme]
+    front, side = [], size
+    a = random_images(rng, 40, size * size).astype(np.int64).reshape(40, 1, size, size)[:20]
+    for st in ("conv1", *stages):
+        if st == "pool":
+            front.append(PoolLayer(channels, side))
+            a = reference.maxpool2(a)
+        else:
+            levels = rng.choice(np.array(sch.levels), size=(channels, 9))
+            raw = reference.conv3x3(ConvLayer.from_levels(st, conv_scheme, levels, side, 0), a,
+                                    2**40)
+            shift = 0
+            while (int(raw.max()) >> shift) > 255:
+                shift += 1
+            front.append(ConvLayer.from_levels(st, conv_scheme, levels, side, shift))
+            a = reference.requant(raw, shift, 255)
+        side = front[-1].out_side
+    dims = [channels * side * side, *hidden, n_classes]
+    layers = [FCLayer.from_levels(fc_scheme, rng.choice(np.array(REGISTRY[fc_scheme].levels),
+                                                        size=(b, a)), relu=i < len(dims) - 2)
+              for i, (a, b) in enumerate(zip(dims[:-1], dims[1:], strict=True))]
+    return IntModel(size, n_classes, 255, layers, 7, "cnn", front).validate()
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_random_cnn_per_conv_scheme(scheme):
+    rng = np.random.default_rng(200 + REGISTRY[scheme].id)
+    model = random_cnn(rng, scheme)
+    x = random_images(rng, 60, model.n_input)
+    ref, outs = compare_c_reference(model, x)
+    for c in outs.values():
+        np.testing.assert_array_equal(c, ref)
+    feats = reference.front_end(model, x)
+    assert feats.shape == (60, model.n_features) and 0 < feats.max() <= 255
+
+
+def test_cnn_other_shapes_and_sanitizers():
+    rng = np.random.default_rng(17)
+    model = random_cnn(rng, "8bit", "2bitsym", channels=3, size=12, stages=("pool", "dw"),
+                       hidden=(9, 8))
+    x = random_images(rng, 30, model.n_input)
+    ref, outs = compare_c_reference(model, x, sanitize=True)
+    for c in outs.values():
+        np.testing.assert_array_equal(c, ref)
+    with pytest.raises(BitmcuError, match="front layer 1"):
+        from bitmcu.ir import PoolLayer
+
+        bad = random_cnn(rng, "8bit", size=12, stages=("pool", "dw"))
+        bad.front[1] = PoolLayer(bad.front[1].channels, 9)
+        bad.validate()

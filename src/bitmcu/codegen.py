@@ -60,36 +60,55 @@ def model_header(model: IntModel, command: str) -> str:
         "INPUT_SIZE": model.input_size,
         "N_INPUT": model.n_input,
         "N_CLASSES": model.n_classes,
-        "N_LAYERS": len(model.layers),
+        "N_LAYERS": len(model.front) + len(model.layers),
+        "N_FRONT": len(model.front),
         "ACT_MAX": model.act_max,
         "MAX_OUT": model.max_out,
         "MAX_IN": model.max_in,
+        "N_FEATURES": model.n_features if model.front else 0,
+        "MAX_MAP": model.max_map,
         "ARENA_WORDS": f"{model.arena_words}u",
         "WEIGHT_BYTES": f"{model.weight_bytes}u",
         "CONFIG_HASH": f"0x{model.config_hash:08x}u",
     }
     out += [f"#define BITMCU_MODEL_{k} {v}\n" for k, v in defs.items()]
     out.append("\n")
-    for i, L in enumerate(model.layers):
-        out.append(f"/* layer {i}: fc {L.scheme} {L.n_in} -> {L.n_out}, {L.nbytes} bytes */\n")
-        out.append(f"static const uint8_t bitmcu_w{i}[{L.weights.shape[0]} * {L.weights.shape[1]}] = {{\n")
-        out.append(c_bytes(L.weights) + "\n};\n\n")
-    out.append(f"static const bitmcu_layer bitmcu_layers[{len(model.layers)}] = {{\n")
-    out.append("    /* op, scheme, relu, reserved, n_in, n_out, row_bytes, reserved2, weights, "
-               "kernel */\n")
+    rows = []
+    for i, L in enumerate(model.front):
+        if L.op == "pool":
+            rows.append(f"    {{BITMCU_OP_POOL, 0, 0, 0, {L.side}, {L.channels}, 0, 0, NULL, NULL}},"
+                        f" /* front {i}: 2x2 max-pool, {L.side}x{L.side} */\n")
+            continue
+        out.append(f"/* front {i}: {L.op} 3x3 {L.scheme}, {L.channels} channels, "
+                   f"{L.side}x{L.side} in, shift {L.shift}, {L.nbytes} bytes */\n")
+        out.append(f"static const uint8_t bitmcu_f{i}[{L.weights.shape[0]} * {L.weights.shape[1]}]"
+                   " = {\n" + c_bytes(L.weights) + "\n};\n\n")
+        op = "BITMCU_OP_CONV1" if L.op == "conv1" else "BITMCU_OP_DW"
+        rows.append(f"    {{{op}, BITMCU_SCHEME_{c_ident(L.scheme)}, 0, {L.shift}, {L.side}, "
+                    f"{L.channels}, {L.weights.shape[1]}, 0, bitmcu_f{i}, NULL}},\n")
     for i, L in enumerate(model.layers):
         sch = get_scheme(L.scheme)
-        out.append(
+        out.append(f"/* layer {i}: fc {L.scheme} {L.n_in} -> {L.n_out}, {L.nbytes} bytes */\n")
+        out.append(f"static const uint8_t bitmcu_w{i}[{L.weights.shape[0]} * {L.weights.shape[1]}]"
+                   " = {\n" + c_bytes(L.weights) + "\n};\n\n")
+        rows.append(
             f"    {{BITMCU_OP_FC, BITMCU_SCHEME_{c_ident(sch.name)}, {int(L.relu)}, 0, {L.n_in}, "
             f"{L.n_out}, {L.weights.shape[1]}, 0, bitmcu_w{i}, bitmcu_{sch.c_kernel}}},\n"
         )
+    n = len(model.front) + len(model.layers)
+    out.append(f"static const bitmcu_layer bitmcu_layers[{n}] = {{\n")
+    out.append("    /* op, scheme, relu, shift, n_in, n_out, row_bytes, reserved, weights, "
+               "kernel */\n")
+    out += rows
     out.append("};\n\n")
     out.append(
         "static const bitmcu_model bitmcu_model_data = {\n"
         "    BITMCU_MAGIC, BITMCU_FORMAT_VERSION, BITMCU_MODEL_N_LAYERS, "
         "BITMCU_MODEL_CONFIG_HASH,\n"
         "    BITMCU_MODEL_N_INPUT, BITMCU_MODEL_N_CLASSES, BITMCU_MODEL_MAX_OUT, "
-        "BITMCU_MODEL_MAX_IN,\n    BITMCU_MODEL_ACT_MAX, {0, 0, 0},\n"
+        "BITMCU_MODEL_MAX_IN,\n"
+        "    BITMCU_MODEL_N_FEATURES, BITMCU_MODEL_MAX_MAP, BITMCU_MODEL_ACT_MAX, "
+        "BITMCU_MODEL_N_FRONT, {0, 0},\n"
         "    BITMCU_MODEL_ARENA_WORDS, bitmcu_layers};\n\n"
     )
     out.append("#endif /* BITMCU_MODEL_H */\n")

@@ -1,6 +1,11 @@
 """The integer model as data: layers with packed integer weights, produced from a checkpoint.
 
-Semantics (mirrored by reference.py and csrc/bitmcu.c):
+Semantics (mirrored by reference.py and csrc/bitmcu.c). A convolutional front end (``front``,
+CNN models only) runs first, on the raw pixels, one channel at a time:
+  conv:  a = requant(sum_k level[c, k] * in[y + k // 3, x + k % 3], shift)   3x3, no padding
+  pool:  a = max over 2x2 blocks
+  requant(v, s) = min(act_max, (relu(v) + 2^(s-1)) >> s), s fixed per layer (calibrated)
+and its flattened outputs (channel-major) are the pixels of the fully connected part:
   a0 = shiftnorm(pixels)                      uint8 pixels, 0 = background
   acc_l = sum_i level_l[o, i] * a_l[i]        int32 accumulators
   a_{l+1} = shiftnorm(relu(acc_l))            activations 0..act_max (unsigned)
@@ -60,6 +65,56 @@ class FCLayer:
 
 
 @dataclass
+class ConvLayer:
+    """3x3 convolution, no padding, per channel: ``conv1`` (1 -> C, the image) or ``dw``
+    (depthwise, C -> C). Weights: Scheme.pack of the (C, 9) levels."""
+
+    op: str  # "conv1" | "dw"
+    scheme: str
+    channels: int
+    side: int  # input side
+    shift: int  # requantization shift
+    weights: np.ndarray
+
+    @classmethod
+    def from_levels(cls, op: str, scheme: str, levels: np.ndarray, side: int, shift: int):
+        sch = get_scheme(scheme)
+        levels = np.asarray(levels).reshape(len(levels), 9)
+        return cls(op, sch.name, len(levels), side, int(shift), sch.pack(levels))
+
+    def levels(self) -> np.ndarray:
+        """(C, 9) int32 levels, row-major 3x3 kernels."""
+        return get_scheme(self.scheme).unpack(self.weights, self.channels, 9)
+
+    @property
+    def out_side(self) -> int:
+        return self.side - 2
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.weights.size)
+
+
+@dataclass
+class PoolLayer:
+    """2x2 max-pool, stride 2, per channel."""
+
+    channels: int
+    side: int  # input side
+    op: str = field(default="pool", init=False)
+    scheme: str = field(default="", init=False)
+    shift: int = field(default=0, init=False)
+
+    @property
+    def out_side(self) -> int:
+        return self.side // 2
+
+    @property
+    def nbytes(self) -> int:
+        return 0
+
+
+@dataclass
 class IntModel:
     input_size: int  # side of the square uint8 input image
     n_classes: int
@@ -67,14 +122,28 @@ class IntModel:
     layers: list[FCLayer]
     config_hash: int  # uint32, from the training config
     name: str = "model"
+    front: list = field(default_factory=list)  # ConvLayer | PoolLayer, CNN models only
 
     @property
     def n_input(self) -> int:
+        """Pixels of the input image."""
         return self.input_size * self.input_size
 
     @property
+    def n_features(self) -> int:
+        """Inputs of the first fully connected layer."""
+        if not self.front:
+            return self.n_input
+        return self.front[0].channels * self.front[-1].out_side ** 2
+
+    @property
+    def max_map(self) -> int:
+        """Largest per-channel feature map the front end writes (bytes)."""
+        return max((L.out_side ** 2 for L in self.front), default=0)
+
+    @property
     def max_in(self) -> int:
-        return max([self.n_input] + [L.n_in for L in self.layers])
+        return max([self.n_features] + [L.n_in for L in self.layers])
 
     @property
     def max_out(self) -> int:
@@ -82,12 +151,16 @@ class IntModel:
 
     @property
     def arena_words(self) -> int:
-        """int32 words: max_out accumulators + a nonzero list of 2 bytes per input."""
-        return self.max_out + (self.max_in + 1) // 2
+        """int32 words: max_out accumulators + a nonzero list of 2 bytes per input; with a
+        front end also the features and two per-channel feature map buffers (bytes)."""
+        words = self.max_out + (self.max_in + 1) // 2
+        if self.front:
+            words += (self.n_features + 3) // 4 + 2 * ((self.max_map + 3) // 4)
+        return words
 
     @property
     def weight_bytes(self) -> int:
-        return sum(L.nbytes for L in self.layers)
+        return sum(L.nbytes for L in self.front) + sum(L.nbytes for L in self.layers)
 
     def validate(self) -> IntModel:
         """Check shapes, schemes and that no int32 accumulator can overflow."""
@@ -95,7 +168,34 @@ class IntModel:
             raise BitmcuError(f"activation maximum {self.act_max} must be 1..255 (8-bit)")
         if not self.layers:
             raise BitmcuError("the integer model has no layers")
-        n = self.n_input
+        side, chans = self.input_size, None
+        for i, L in enumerate(self.front):
+            if L.side != side:
+                raise BitmcuError(f"front layer {i} ({L.op}): takes {L.side}x{L.side} maps but "
+                                  f"receives {side}x{side}")
+            if chans is not None and L.channels != chans:
+                raise BitmcuError(f"front layer {i} ({L.op}): {L.channels} channels, expected "
+                                  f"{chans}")
+            if (L.op == "conv1") != (i == 0):
+                raise BitmcuError(f"front layer {i}: the front end starts with one conv1 layer")
+            if L.out_side < 1 or (L.op == "pool" and side % 2):
+                raise BitmcuError(f"front layer {i} ({L.op}) cannot take a {side}x{side} map")
+            if L.op in ("conv1", "dw"):
+                sch = get_scheme(L.scheme)
+                if not sch.exportable or L.weights.shape != sch.packed_shape(L.channels, 9):
+                    raise BitmcuError(f"front layer {i} ({L.op}): weights of scheme {L.scheme!r}"
+                                      f" have shape {L.weights.shape}")
+                if not 0 <= L.shift <= 31:
+                    raise BitmcuError(f"front layer {i}: shift {L.shift} must be 0..31")
+                bound = int(np.abs(L.levels().astype(np.int64)).sum(axis=1).max()) * 255
+                if bound > INT32_MAX:
+                    raise BitmcuError(f"front layer {i}: worst-case accumulator {bound} "
+                                      "overflows int32")
+            side, chans = L.out_side, L.channels
+        if self.front and self.front[0].channels * side * side > MAX_DIM:
+            raise BitmcuError(f"the front end makes {self.front[0].channels * side * side} "
+                              f"features; at most {MAX_DIM}")
+        n = self.n_features
         for i, L in enumerate(self.layers):
             sch = get_scheme(L.scheme)
             if not sch.exportable:
@@ -133,10 +233,13 @@ class IntModel:
                 "input_size": self.input_size, "n_classes": self.n_classes,
                 "act_max": self.act_max, "config_hash": self.config_hash,
                 "layers": [{"op": L.op, "scheme": L.scheme, "n_in": L.n_in, "n_out": L.n_out,
-                            "relu": L.relu} for L in self.layers]}
+                            "relu": L.relu} for L in self.layers],
+                "front": [{"op": L.op, "scheme": L.scheme, "channels": L.channels,
+                           "side": L.side, "shift": L.shift} for L in self.front]}
+        conv_w = {f"f{i}": L.weights for i, L in enumerate(self.front) if L.op != "pool"}
         buf = io.BytesIO()
         np.savez(buf, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
-                 **{f"w{i}": L.weights for i, L in enumerate(self.layers)})
+                 **{f"w{i}": L.weights for i, L in enumerate(self.layers)}, **conv_w)
         return buf.getvalue()
 
     def save(self, path: str | Path) -> None:
@@ -151,6 +254,9 @@ class IntModel:
             with np.load(path, allow_pickle=False) as z:
                 meta = json.loads(bytes(z["meta"]).decode())
                 weights = [z[f"w{i}"] for i in range(len(meta["layers"]))]
+                front = [PoolLayer(m["channels"], m["side"]) if m["op"] == "pool" else
+                         ConvLayer(m["op"], m["scheme"], m["channels"], m["side"], m["shift"],
+                                   z[f"f{i}"]) for i, m in enumerate(meta.get("front", []))]
         except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
             raise BitmcuError(f"{path}: not a readable bitmcu integer model ({e})") from None
         if meta.get("format") != "bitmcu-ir" or meta.get("format_version") != FORMAT_VERSION:
@@ -158,7 +264,7 @@ class IntModel:
         layers = [FCLayer(m["scheme"], m["n_in"], m["n_out"], w, m["relu"])
                   for m, w in zip(meta["layers"], weights, strict=True)]
         return cls(meta["input_size"], meta["n_classes"], meta["act_max"], layers,
-                   meta["config_hash"], meta.get("name", "model")).validate()
+                   meta["config_hash"], meta.get("name", "model"), front).validate()
 
 
 def from_checkpoint(blob: dict) -> IntModel:
@@ -167,8 +273,6 @@ def from_checkpoint(blob: dict) -> IntModel:
 
     cfg = blob["cfg"]
     where = blob["path"]
-    if cfg.model.family != "fc":
-        raise BitmcuError(f"{where}: model family {cfg.model.family!r} cannot be exported yet")
     if cfg.model.norm != "rms":
         raise BitmcuError(f"{where}: export needs model.norm='rms' (folded into ShiftNorm); "
                           f"this run uses {cfg.model.norm!r}")
@@ -185,8 +289,29 @@ def from_checkpoint(blob: dict) -> IntModel:
     n = len(model.layers)
     layers = [FCLayer.from_levels(L.scheme.name, L.integer_weight().numpy(), relu=i < n - 1)
               for i, L in enumerate(model.layers)]
+    front = _front(model, cfg, where) if cfg.model.family == "cnn" else []
     return IntModel(cfg.data.size, blob["n_classes"], act_max_for(cfg.model.act_bits), layers,
-                    zlib.crc32(cfg.hash().encode()), cfg.name).validate()
+                    zlib.crc32(cfg.hash().encode()), cfg.name, front).validate()
+
+
+def _front(model, cfg, where) -> list:
+    from .models import ACT_MAX, QuantConv2d
+
+    conv_scheme = cfg.model.conv_scheme or cfg.model.scheme
+    if not get_scheme(conv_scheme).exportable:
+        raise BitmcuError(f"{where}: the convolutions use scheme {conv_scheme!r} (float), which "
+                          "cannot be exported; train with a quantized model.conv_scheme")
+    if act_max_for(cfg.model.act_bits) != ACT_MAX:
+        raise BitmcuError(f"{where}: CNN export needs model.act_bits=8")
+    front, side = [], cfg.data.size
+    for i, L in enumerate([model.conv1, *model.stages]):
+        if isinstance(L, QuantConv2d):
+            front.append(ConvLayer.from_levels("conv1" if i == 0 else "dw", L.scheme.name,
+                                               L.integer_weight().numpy(), side, int(L.shift)))
+        else:
+            front.append(PoolLayer(cfg.model.channels, side))
+        side = front[-1].out_side
+    return front
 
 
 def act_max_for(bits: int) -> int:

@@ -46,7 +46,7 @@ class FCModel(nn.Module):
                 x = torch.relu(x)
         return x * self.log_temperature.exp()
 
-    def update_clips(self) -> None:
+    def update_clips(self, calib: torch.Tensor | None = None) -> None:
         for layer in self.layers:
             layer.update_clip()
 
@@ -83,31 +83,88 @@ def cnn_shapes(cfg: Config) -> list[int]:
     return sides
 
 
+ACT_MAX = 255  # activations between integer conv layers: uint8
+
+
+def requant(acc: torch.Tensor, shift: int, act_max: int = ACT_MAX) -> torch.Tensor:
+    """ReLU, then (v + 2^(s-1)) >> s clamped to act_max, on integer-valued tensors, with the
+    straight-through estimator (backward: relu(v) / 2^s). The engine's rounding rule."""
+    v = torch.relu(acc)
+    scaled = v / (1 << shift)
+    exact = torch.floor((v + ((1 << shift) >> 1)) / (1 << shift)).clamp(max=act_max)
+    return scaled + (exact - scaled).detach()
+
+
 class QuantConv2d(nn.Conv2d):
-    """3x3 convolution (full or depthwise) with fake-quantized weights, per-tensor clipping."""
+    """3x3 convolution (first: 1 -> C, or depthwise) computed exactly in integers.
+
+    Input: integer-valued activations (pixels 0..255 for the first layer). The weights are the
+    scheme's integer levels (straight-through estimator), the accumulators exact integers, and
+    the output is requantized to uint8 by a fixed per-layer shift (``shift``), calibrated on
+    training images until the clipping freezes. The integer engine computes the same numbers.
+    With the float scheme ``none`` the layer is an ordinary float convolution (teachers).
+    """
 
     def __init__(self, c_in: int, c_out: int, scheme: str, groups: int = 1):
         super().__init__(c_in, c_out, 3, groups=groups, bias=False)
         self.scheme = get_scheme(scheme)
         self.register_buffer("clip", torch.ones(()))
+        self.register_buffer("shift", torch.zeros((), dtype=torch.int64))
         self.update_clip()
+
+    @property
+    def integer(self) -> bool:
+        return self.scheme.exportable
 
     @torch.no_grad()
     def update_clip(self) -> None:
-        if self.scheme.exportable:
+        if self.integer:
             self.clip.copy_(octav_clip(self.weight, effective_bits(self.scheme.n_levels())))
 
+    def step(self) -> torch.Tensor:
+        return self.clip / self.scheme.max_level()
+
+    @torch.no_grad()
+    def integer_weight(self) -> torch.Tensor:
+        """(C, 9) integer levels."""
+        w = self.weight.flatten(1)
+        if self.scheme.centered:
+            w = w - w.mean(dim=-1, keepdim=True)
+        return self.scheme.quantize_int(w, self.step()).to(torch.int32)
+
+    def accumulate(self, x: torch.Tensor) -> torch.Tensor:
+        """Exact integer accumulators of the convolution (float tensor holding integers)."""
+        w = self.weight.flatten(1)
+        if self.scheme.centered:
+            w = w - w.mean(dim=-1, keepdim=True)
+        units = w / self.step()
+        q = self.scheme.quantize_int(units.detach(), torch.ones((), device=w.device))
+        w_ste = (units + (q - units).detach()).view_as(self.weight)
+        acc = self._conv_forward(x, w_ste, None)
+        return acc + (acc.round() - acc).detach()
+
+    @torch.no_grad()
+    def calibrate(self, x: torch.Tensor) -> None:
+        """Smallest shift that brings the largest accumulator on ``x`` into uint8 range."""
+        m = int(self.accumulate(x).max().clamp_min(0).item())
+        s = 0
+        while (m >> s) > ACT_MAX:
+            s += 1
+        self.shift.fill_(s)
+
     def forward(self, x):
-        w = self.weight
-        if self.scheme.exportable:
-            w = self.scheme.fake_quant(w.flatten(1), self.clip / self.scheme.max_level())
-            w = w.view_as(self.weight)
-        return self._conv_forward(x, w, None)
+        if not self.integer:
+            return torch.relu(self._conv_forward(x, self.weight, None))
+        return requant(self.accumulate(x), int(self.shift))
 
 
 class CNNModel(nn.Module):
     """3x3 conv 1 -> C, then per channel depthwise 3x3 convs and 2x2 max-pools (no padding,
-    ReLU after each conv), flatten, then the fully connected head of :class:`FCModel`."""
+    ReLU after each conv), flatten, then the fully connected head of :class:`FCModel`.
+
+    With quantized conv weights the convolutional front end is exact integer arithmetic on the
+    raw pixels (see :class:`QuantConv2d`); with ``conv_scheme: none`` it is a float network.
+    """
 
     def __init__(self, cfg: Config, n_classes: int):
         super().__init__()
@@ -122,22 +179,30 @@ class CNNModel(nn.Module):
         self.n_features = m.channels * sides[-1] * sides[-1]
         self.head = FCModel(cfg, n_classes, n_in=self.n_features)
 
+    def features(self, x: torch.Tensor, calibrate: bool = False) -> torch.Tensor:
+        x = x.reshape(x.shape[0], 1, x.shape[-2], x.shape[-1]).float()
+        if not self.conv1.integer:
+            x = x / 255.0
+        for layer in [self.conv1, *self.stages]:
+            if calibrate and isinstance(layer, QuantConv2d) and layer.integer:
+                layer.calibrate(x)
+            x = layer(x)
+        return x.flatten(1)
+
     def forward(self, x):
-        x = x.reshape(x.shape[0], 1, x.shape[-2], x.shape[-1]).float() / 255.0
-        x = torch.relu(self.conv1(x))
-        for st in self.stages:
-            x = torch.relu(st(x)) if isinstance(st, QuantConv2d) else st(x)
-        return self.head(x.flatten(1), scaled=True)
+        return self.head(self.features(x), scaled=True)
 
     @property
     def layers(self):
         return self.head.layers
 
-    def update_clips(self) -> None:
-        self.conv1.update_clip()
-        for st in self.stages:
-            if isinstance(st, QuantConv2d):
-                st.update_clip()
+    def update_clips(self, calib: torch.Tensor | None = None) -> None:
+        for layer in [self.conv1, *self.stages]:
+            if isinstance(layer, QuantConv2d):
+                layer.update_clip()
+        if calib is not None:
+            with torch.no_grad():
+                self.features(calib, calibrate=True)
         self.head.update_clips()
 
 

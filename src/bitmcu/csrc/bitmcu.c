@@ -319,6 +319,132 @@ static void shiftnorm_relu(const int32_t *acc, uint16_t n, uint32_t act_max, bit
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* convolutional front end: one channel at a time                                             */
+
+/* Level k of output row r of a layer's packed weights, any scheme (front-end layers decode
+ * their 9 weights per channel once with it). */
+static int32_t level_at(const bitmcu_layer *L, uint32_t r, uint32_t k) {
+    const uint8_t *row = L->weights + r * L->row_bytes;
+    switch (L->scheme) {
+    case BITMCU_SCHEME_BINARY:
+    case BITMCU_SCHEME_BINARY_BALANCED:
+        return 2 * (int32_t)code_at(row, k, 1) - 1;
+    case BITMCU_SCHEME_TERNARY: {
+        const uint32_t q = ((k << 7) + (k << 6) + (k << 3) + (k << 2) + k) >> 10; /* k / 5 */
+        const uint32_t t = k - ((q << 2) + q);
+        const uint32_t m = trit_masks(row[q]);
+        return (int32_t)((m >> t) & 1u) - (int32_t)((m >> (t + 8u)) & 1u);
+    }
+    case BITMCU_SCHEME_2BITSYM:
+        return 2 * (int32_t)code_at(row, k, 2) - 3;
+    case BITMCU_SCHEME_4BITSYM: { /* rows interleaved in pairs */
+        const uint8_t b = L->weights[(r >> 1) * L->row_bytes + k];
+        return 2 * (int32_t)((b >> ((r & 1u) << 2)) & 15u) - 15;
+    }
+    case BITMCU_SCHEME_4BIT:
+        return cond_neg((int32_t)(code_at(row, k, 4) & 7u), code_at(row, k, 4) >> 3);
+    case BITMCU_SCHEME_FP130:
+        return cond_neg((int32_t)(1u << (code_at(row, k, 4) & 7u)), code_at(row, k, 4) >> 3);
+    case BITMCU_SCHEME_NF4: {
+        const uint32_t c = code_at(row, k, 4);
+        return cond_neg((int32_t)nf4_mag[c], c < 7u ? 1u : 0u);
+    }
+    default: /* 8bit */
+        return (int32_t)row[k] - (int32_t)((row[k] & 0x80u) << 1);
+    }
+}
+
+/* w * x for a decoded level w (|w| <= 128) and an activation x (0..255). */
+BITMCU_INLINE int32_t smul(int32_t w, uint32_t x) {
+#if BITMCU_HAS_MUL
+    return w * (int32_t)x;
+#else
+    const uint32_t neg = (uint32_t)w >> 31;
+    const uint32_t m = neg ? (uint32_t)-w : (uint32_t)w;
+    return cond_neg((int32_t)umul_code(m, x, 8), neg);
+#endif
+}
+
+/* One channel of a 3x3 convolution without padding, requantized by a fixed shift:
+ * in (side, side) -> out (side - 2, side - 2). */
+BITMCU_HOT(bitmcu_conv3x3) void bitmcu_conv3x3(const int32_t w[9], uint32_t shift,
+                                                uint32_t act_max, const uint8_t *in, uint16_t side,
+                                                uint8_t *out) {
+    const uint32_t o = (uint32_t)side - 2u, s = side;
+    for (uint32_t y = 0; y < o; y++) {
+        const uint8_t *r = in + y * s;
+        for (uint32_t x = 0; x < o; x++, r++) {
+            int32_t acc = 0;
+            for (uint32_t dy = 0; dy < 3u; dy++) {
+                const uint8_t *p = r + dy * s;
+                acc += smul(w[3u * dy], p[0]) + smul(w[3u * dy + 1u], p[1]) +
+                       smul(w[3u * dy + 2u], p[2]);
+            }
+            *out++ = acc > 0 ? (uint8_t)shift_round((uint32_t)acc, shift, act_max) : 0u;
+        }
+    }
+}
+
+/* One channel of a 2x2 max-pool, stride 2: in (side, side) -> out (side / 2, side / 2). */
+static void maxpool2(const uint8_t *in, uint16_t side, uint8_t *out) {
+    const uint32_t o = side / 2u, s = side;
+    for (uint32_t y = 0; y < o; y++) {
+        const uint8_t *r = in + 2u * y * s;
+        for (uint32_t x = 0; x < o; x++, r += 2) {
+            uint8_t m = r[0] > r[1] ? r[0] : r[1];
+            m = r[s] > m ? r[s] : m;
+            *out++ = r[s + 1u] > m ? r[s + 1u] : m;
+        }
+    }
+}
+
+/* The front end for every channel: image -> features (n_features bytes, channel-major). */
+static bitmcu_status front_end(const bitmcu_model *model, const uint8_t *input, uint8_t *feat,
+                               uint8_t *buf_a, uint8_t *buf_b) {
+    const bitmcu_layer *layers = model->layers;
+    const uint16_t channels = layers[0].n_out;
+    if ((uint32_t)layers[0].n_in * layers[0].n_in != model->n_input) {
+        return BITMCU_ERR_LAYER;
+    }
+    for (uint16_t c = 0; c < channels; c++) {
+        const uint8_t *src = input;
+        uint8_t *dst = buf_a;
+        uint16_t side = layers[0].n_in;
+        for (uint16_t l = 0; l < model->n_front; l++) {
+            const bitmcu_layer *L = &layers[l];
+            const uint32_t out_side = L->op == BITMCU_OP_POOL ? side / 2u : side - 2u;
+            if (L->n_in != side || L->n_out != channels || side < 3u ||
+                (L->op == BITMCU_OP_CONV1) != (l == 0) || out_side * out_side > model->max_map) {
+                return BITMCU_ERR_LAYER;
+            }
+            if (L->op == BITMCU_OP_POOL) {
+                maxpool2(src, side, dst);
+                side = (uint16_t)(side / 2u);
+            } else if (L->op == BITMCU_OP_CONV1 || L->op == BITMCU_OP_DW) {
+                int32_t w[9];
+                for (uint32_t k = 0; k < 9u; k++) {
+                    w[k] = level_at(L, c, k);
+                }
+                bitmcu_conv3x3(w, L->shift, model->act_max, src, side, dst);
+                side = (uint16_t)(side - 2u);
+            } else {
+                return BITMCU_ERR_LAYER;
+            }
+            src = dst;
+            dst = dst == buf_a ? buf_b : buf_a;
+        }
+        const uint32_t n = (uint32_t)side * side;
+        if ((uint32_t)(c + 1u) * n > model->n_features) {
+            return BITMCU_ERR_LAYER;
+        }
+        for (uint32_t i = 0; i < n; i++) {
+            feat[c * n + i] = src[i];
+        }
+    }
+    return BITMCU_OK;
+}
+
+/* ------------------------------------------------------------------------------------------ */
 /* runner                                                                                     */
 
 bitmcu_status bitmcu_run(const bitmcu_model *model, const uint8_t *input, int32_t *arena,
@@ -332,19 +458,37 @@ bitmcu_status bitmcu_run(const bitmcu_model *model, const uint8_t *input, int32_
     if (model->version != BITMCU_FORMAT_VERSION) {
         return BITMCU_ERR_VERSION;
     }
+    const uint32_t nz_words = ((uint32_t)model->max_in + 1u) / 2u;
+    const uint32_t feat_words = ((uint32_t)model->n_features + 3u) / 4u;
+    const uint32_t map_words = ((uint32_t)model->max_map + 3u) / 4u;
     if (arena_words < model->arena_words ||
-        model->arena_words < BITMCU_ARENA_WORDS(model->max_out, model->max_in)) {
+        model->arena_words < BITMCU_ARENA_WORDS(model->max_out, model->max_in, model->n_features,
+                                                model->max_map)) {
         return BITMCU_ERR_ARENA;
     }
-    int32_t *acc = arena;                                   /* (max_out) */
-    uint8_t *nz = (uint8_t *)(arena + model->max_out);      /* (max_in, 2) */
-    if (model->n_input > model->max_in || model->n_classes > model->max_out) {
+    int32_t *acc = arena;                                        /* (max_out) */
+    uint8_t *nz = (uint8_t *)(arena + model->max_out);           /* (max_in, 2) */
+    uint8_t *feat = (uint8_t *)(arena + model->max_out + nz_words); /* (n_features) */
+    uint8_t *buf_a = (uint8_t *)(arena + model->max_out + nz_words + feat_words); /* (max_map) */
+    uint8_t *buf_b = buf_a + 4u * map_words;                     /* (max_map) */
+    const uint16_t n_pixels = model->n_front ? model->n_features : model->n_input;
+    if (n_pixels > model->max_in || model->n_classes > model->max_out ||
+        model->n_front >= model->n_layers) {
         return BITMCU_ERR_LAYER;
     }
+    const uint8_t *pixels = input;
+    if (model->n_front) {
+        BITMCU_TRACE(2u, 0u);
+        const bitmcu_status st = front_end(model, input, feat, buf_a, buf_b);
+        if (st != BITMCU_OK) {
+            return st;
+        }
+        pixels = feat;
+    }
     bitmcu_act act;
-    shiftnorm_input(input, model->n_input, model->act_max, &act, nz);
-    const bitmcu_layer *L = model->layers;
-    for (uint16_t l = 0; l < model->n_layers; l++, L++) {
+    shiftnorm_input(pixels, n_pixels, model->act_max, &act, nz);
+    const bitmcu_layer *L = model->layers + model->n_front;
+    for (uint16_t l = model->n_front; l < model->n_layers; l++, L++) {
         if (L->op != BITMCU_OP_FC || !L->kernel || L->n_in > model->max_in ||
             L->n_out > model->max_out) {
             return BITMCU_ERR_LAYER;

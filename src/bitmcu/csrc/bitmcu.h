@@ -54,7 +54,12 @@ typedef enum {
 } bitmcu_status;
 
 /* Layer ops. */
-typedef enum { BITMCU_OP_FC = 1 } bitmcu_op;
+typedef enum {
+    BITMCU_OP_FC = 1,    /* fully connected */
+    BITMCU_OP_CONV1 = 2, /* 3x3 convolution of the image into channel c (front end) */
+    BITMCU_OP_DW = 3,    /* depthwise 3x3 convolution of channel c (front end) */
+    BITMCU_OP_POOL = 4   /* 2x2 max-pool of channel c (front end) */
+} bitmcu_op;
 
 /* Weight schemes: ids are stable and equal to the Python registry's Scheme.id. */
 typedef enum {
@@ -84,16 +89,18 @@ struct bitmcu_layer;
 typedef void (*bitmcu_kernel)(const struct bitmcu_layer *layer, const bitmcu_act *act,
                               int32_t *acc);
 
+/* One layer. FC: n_in inputs, n_out outputs. Front end (CONV1/DW/POOL): n_in = side of the
+ * square input map, n_out = channels, weights (CONV1/DW) = 9 levels per channel. */
 typedef struct bitmcu_layer {
     uint8_t op;              /* bitmcu_op */
-    uint8_t scheme;          /* bitmcu_scheme */
-    uint8_t relu;            /* 1: ShiftNorm+ReLU to the next layer; 0: output logits */
-    uint8_t reserved;
+    uint8_t scheme;          /* bitmcu_scheme (0 for POOL) */
+    uint8_t relu;            /* FC: 1 = ShiftNorm+ReLU to the next layer; 0 = output logits */
+    uint8_t shift;           /* CONV1/DW: requantization shift */
     uint16_t n_in, n_out;
-    uint16_t row_bytes;      /* packed bytes per output row */
-    uint16_t reserved2;
-    const uint8_t *weights;  /* (n_out, row_bytes) packed codes, LSB-first */
-    bitmcu_kernel kernel;
+    uint16_t row_bytes;      /* packed bytes per output row (per row pair for 4bitsym) */
+    uint16_t reserved;
+    const uint8_t *weights;  /* packed codes (layout: the scheme's, see quant/schemes.py) */
+    bitmcu_kernel kernel;    /* FC only */
 } bitmcu_layer;
 
 typedef struct {
@@ -104,16 +111,22 @@ typedef struct {
     uint16_t n_input;        /* input pixels (uint8) */
     uint16_t n_classes;
     uint16_t max_out;        /* widest layer output (accumulators) */
-    uint16_t max_in;         /* widest layer input (nonzero list), input pixels included */
+    uint16_t max_in;         /* widest FC input (nonzero list), its input pixels included */
+    uint16_t n_features;     /* front end: flattened outputs (channels * side^2); else 0 */
+    uint16_t max_map;        /* front end: largest per-channel map it writes (bytes); else 0 */
     uint8_t act_max;         /* largest activation value (255 for 8-bit) */
-    uint8_t reserved[3];
+    uint8_t n_front;         /* leading CONV1/DW/POOL layers (0: fully connected model) */
+    uint8_t reserved[2];
     uint32_t arena_words;    /* int32 words of arena the model needs */
     const bitmcu_layer *layers;
 } bitmcu_model;
 
 /* Arena words needed: one int32 accumulator per output of the widest layer, then the nonzero
- * list, two bytes per input of the widest layer input. */
-#define BITMCU_ARENA_WORDS(max_out, max_in) ((uint32_t)(max_out) + ((uint32_t)(max_in) + 1u) / 2u)
+ * list, two bytes per input of the widest layer input; with a front end also the features and
+ * two per-channel map buffers (bytes). */
+#define BITMCU_ARENA_WORDS(max_out, max_in, n_features, max_map)                           \
+    ((uint32_t)(max_out) + ((uint32_t)(max_in) + 1u) / 2u + ((uint32_t)(n_features) + 3u) / 4u + \
+     ((n_features) ? 2u * (((uint32_t)(max_map) + 3u) / 4u) : 0u))
 
 /* Run one inference. input: (n_input) uint8 pixels; arena: arena_words int32 words;
  * logits: (n_classes) int32 out; pred: index of the largest logit (first on ties), may be NULL. */
@@ -129,5 +142,9 @@ void bitmcu_fc_4bit(const bitmcu_layer *layer, const bitmcu_act *act, int32_t *a
 void bitmcu_fc_fp130(const bitmcu_layer *layer, const bitmcu_act *act, int32_t *acc);
 void bitmcu_fc_nf4(const bitmcu_layer *layer, const bitmcu_act *act, int32_t *acc);
 void bitmcu_fc_8bit(const bitmcu_layer *layer, const bitmcu_act *act, int32_t *acc);
+
+/* One channel of a 3x3 convolution (no padding) requantized by `shift`; w: the 9 levels. */
+void bitmcu_conv3x3(const int32_t w[9], uint32_t shift, uint32_t act_max, const uint8_t *in,
+                    uint16_t side, uint8_t *out);
 
 #endif /* BITMCU_H */

@@ -251,7 +251,7 @@ def train(cfg: Config, run_dir: Path | None = None, resume: str | Path | None = 
         for epoch in range(start_epoch, cfg.train.epochs):
             t0 = time.perf_counter()
             if epoch < cfg.model.clip_until:
-                model.update_clips()
+                model.update_clips(calib=data.train_x[:1000].to(device))
             bar = None if quiet else tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
                                           leave=False, dynamic_ncols=True, disable=None)
             tr_loss, tr_acc = _train_epoch(model, opt, data, cfg, epoch, device, bar, teacher)

@@ -134,3 +134,25 @@ def test_bitmcu_run_goes_all_the_way(tmp_path):
     for word in ("accuracy:", "weights:", "ch32v002:", "cycles per inference", "== reference: yes"):
         assert word in r.stdout
     assert (tmp_path / "r" / "summary.json").is_file()
+
+
+@pytest.mark.parametrize("conv_scheme", ["fp130", "8bit"])
+def test_cnn_through_firmware_on_both_chips(tmp_path, conv_scheme):
+    from bitmcu.config import load_config
+    from bitmcu.train import train
+    from bitmcu.verify import verify
+    from tests.conftest import tiny_overrides
+
+    cfg = load_config(None, tiny_overrides(**{
+        "model.family": "cnn", "model.channels": 6, "model.conv_scheme": conv_scheme,
+        "model.hidden": "[16]", "train.epochs": 2, "data.train_limit": 1000}))
+    run = train(cfg, run_dir=tmp_path / "run", quiet=True)
+    ver = verify(run)  # raises on any logit difference
+    assert ver.int_acc == ver.c_acc["mul"] == ver.c_acc["nomul"]
+    rep = export(run, tmp_path / "exp")
+    assert [r["op"] for r in rep.layers] == ["conv1", "dw", "pool", "dw", "pool", "fc", "fc"]
+    for mcu in ("ch32v003", "ch32v002"):
+        info = build_firmware(tmp_path / "exp", mcu, tmp_path / mcu, n_images=3)
+        prof = profile(info.elf)
+        assert prof.mismatches == 0 and [i.pred for i in prof.inferences] == info.expected
+        assert prof.ram["total"] <= prof.ram["size"]

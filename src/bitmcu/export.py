@@ -34,10 +34,10 @@ class ExportReport:
 
     def text(self) -> str:
         lines = [f"model {self.name} for target {self.target}",
-                 f"{'layer':>5} {'op':<4}{'scheme':<16}{'shape':>10} {'bytes':>7} {'acc bound':>12}"]
+                 f"{'layer':>5} {'op':<6}{'scheme':<16}{'shape':>20} {'bytes':>7} {'acc bound':>12}"]
         for r in self.layers:
-            lines.append(f"{r['index']:>5} {r['op']:<4}{r['scheme']:<16}"
-                         f"{str(r['n_in']) + '->' + str(r['n_out']):>10} {r['bytes']:>7} "
+            lines.append(f"{r['index']:>5} {r['op']:<6}{r['scheme']:<16}"
+                         f"{str(r['n_in']) + '->' + str(r['n_out']):>20} {r['bytes']:>7} "
                          f"{r['acc_bound']:>12}")
         lines.append(f"total weight bytes: {self.weight_bytes} ({self.weight_bytes / 1024:.2f} KB)")
         lines.append(f"arena bytes: {self.arena_bytes}")
@@ -48,9 +48,16 @@ class ExportReport:
 
 
 def model_report(model: IntModel, target: str, float_acc=None, int_acc=None, n_test=0):
-    layers = [{"index": i, "op": L.op, "scheme": L.scheme, "n_in": L.n_in, "n_out": L.n_out,
-               "bytes": L.nbytes, "acc_bound": L.accumulator_bound(model.act_max)}
-              for i, L in enumerate(model.layers)]
+    layers = [{"index": i, "op": L.op, "scheme": L.scheme or "-",
+               "n_in": f"{L.channels}x{L.side}x{L.side}" if L.op != "conv1" else
+               f"{L.side}x{L.side}", "n_out": f"{L.channels}x{L.out_side}x{L.out_side}",
+               "bytes": L.nbytes, "acc_bound": "-" if L.op == "pool" else
+               int(abs(L.levels().astype("int64")).sum(axis=1).max()) * 255}
+              for i, L in enumerate(model.front)]
+    layers += [{"index": len(model.front) + i, "op": L.op, "scheme": L.scheme, "n_in": L.n_in,
+                "n_out": L.n_out, "bytes": L.nbytes,
+                "acc_bound": L.accumulator_bound(model.act_max)}
+               for i, L in enumerate(model.layers)]
     return ExportReport(model.name, target, layers, model.weight_bytes, model.arena_words * 4,
                         float_acc, int_acc, n_test)
 

@@ -366,23 +366,48 @@ BITMCU_INLINE int32_t smul(int32_t w, uint32_t x) {
 }
 
 /* One channel of a 3x3 convolution without padding, requantized by a fixed shift:
- * in (side, side) -> out (side - 2, side - 2). */
-BITMCU_HOT(bitmcu_conv3x3) void bitmcu_conv3x3(const int32_t w[9], uint32_t shift,
-                                                uint32_t act_max, const uint8_t *in, uint16_t side,
-                                                uint8_t *out) {
-    const uint32_t o = (uint32_t)side - 2u, s = side;
-    for (uint32_t y = 0; y < o; y++) {
-        const uint8_t *r = in + y * s;
-        for (uint32_t x = 0; x < o; x++, r++) {
-            int32_t acc = 0;
-            for (uint32_t dy = 0; dy < 3u; dy++) {
-                const uint8_t *p = r + dy * s;
-                acc += smul(w[3u * dy], p[0]) + smul(w[3u * dy + 1u], p[1]) +
-                       smul(w[3u * dy + 2u], p[2]);
-            }
-            *out++ = acc > 0 ? (uint8_t)shift_round((uint32_t)acc, shift, act_max) : 0u;
+ * in (side, side) -> out (side - 2, side - 2). `mul(k, x)` is level k times activation x. */
+#define BITMCU_CONV3X3(mul)                                                                \
+    do {                                                                                   \
+        const uint32_t o_ = (uint32_t)side - 2u, s_ = side;                                \
+        for (uint32_t y_ = 0; y_ < o_; y_++) {                                             \
+            const uint8_t *r_ = in + y_ * s_;                                              \
+            for (uint32_t x_ = 0; x_ < o_; x_++, r_++) {                                   \
+                const uint8_t *p0 = r_, *p1 = r_ + s_, *p2 = r_ + 2u * s_;                 \
+                const int32_t acc_ = mul(0, p0[0]) + mul(1, p0[1]) + mul(2, p0[2]) +       \
+                                     mul(3, p1[0]) + mul(4, p1[1]) + mul(5, p1[2]) +       \
+                                     mul(6, p2[0]) + mul(7, p2[1]) + mul(8, p2[2]);        \
+                *out++ = acc_ > 0 ? (uint8_t)shift_round((uint32_t)acc_, shift, act_max) : 0u; \
+            }                                                                              \
+        }                                                                                  \
+    } while (0)
+
+#define BITMCU_MUL_LEVEL(k, x) smul(w[k], (x))
+#define BITMCU_MUL_POW2(k, x) cond_neg((int32_t)(((uint32_t)(x) << e[k]) & en[k]), sg[k])
+
+/* Not BITMCU_HOT: its two unrolled paths are too large for the CH32V003's 2 KB of SRAM. */
+void bitmcu_conv3x3(const int32_t w[9], uint32_t shift, uint32_t act_max, const uint8_t *in,
+                    uint16_t side, uint8_t *out) {
+#if !BITMCU_HAS_MUL
+    /* Without a multiplier, levels that are all 0 or +-2^e (binary, ternary, fp130) take the
+     * shift-only path: one shift and a conditional negation per tap. */
+    uint32_t e[9], en[9], sg[9], pow2 = 1;
+    for (uint32_t k = 0; k < 9u; k++) {
+        sg[k] = (uint32_t)w[k] >> 31;
+        const uint32_t m = sg[k] ? (uint32_t)-w[k] : (uint32_t)w[k];
+        en[k] = m ? 0xFFFFFFFFu : 0u;
+        e[k] = 0;
+        while (m > (1u << e[k]) && e[k] < 31u) {
+            e[k]++;
         }
+        pow2 &= (m == 0u || m == (1u << e[k])) ? 1u : 0u;
     }
+    if (pow2) {
+        BITMCU_CONV3X3(BITMCU_MUL_POW2);
+        return;
+    }
+#endif
+    BITMCU_CONV3X3(BITMCU_MUL_LEVEL);
 }
 
 /* One channel of a 2x2 max-pool, stride 2: in (side, side) -> out (side / 2, side / 2). */

@@ -22,6 +22,10 @@ if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv"
   python3 -m venv .venv
 fi
+# a local CPU build of torch, where the machine keeps one (pip finds it through find-links)
+if [ -z "${PIP_FIND_LINKS:-}" ] && ls /opt/wheels/torch-2.13.0* >/dev/null 2>&1; then
+  export PIP_FIND_LINKS=/opt/wheels
+fi
 stamp=.venv/.bitmcu-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "setup: installing Python packages into .venv (torch CPU build first)"

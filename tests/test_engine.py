@@ -17,14 +17,16 @@ from bitmcu.verify import compare_c_reference
 SCHEMES = [s.name for s in REGISTRY.values() if s.exportable]
 
 
-def random_model(rng, schemes, size=6, widths=(23, 17), n_classes=5, act_max=255):
+def random_model(rng, schemes, size=6, widths=(23, 17), n_classes=5, act_max=255,
+                 bias_unit=False):
     dims = [size * size, *widths, n_classes]
     layers = []
     for i, (a, b) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
         sch = REGISTRY[schemes[i % len(schemes)]]
-        levels = rng.choice(np.array(sch.levels), size=(b, a))
+        levels = rng.choice(np.array(sch.levels), size=(b, a + int(bias_unit)))
         layers.append(FCLayer.from_levels(sch.name, levels, relu=i < len(dims) - 2))
-    return IntModel(size, n_classes, act_max, layers, 0xC0FFEE, "random").validate()
+    return IntModel(size, n_classes, act_max, layers, 0xC0FFEE, "random",
+                    bias_unit=bias_unit).validate()
 
 
 def random_images(rng, n, npx):
@@ -49,10 +51,11 @@ def test_random_layer_per_scheme(scheme):
     assert np.abs(ref).max() > 0
 
 
+@pytest.mark.parametrize("bias_unit", [False, True])
 @pytest.mark.parametrize("scheme", SCHEMES)
-def test_random_model_per_scheme(scheme):
+def test_random_model_per_scheme(scheme, bias_unit):
     rng = np.random.default_rng(100 + REGISTRY[scheme].id)
-    model = random_model(rng, [scheme])
+    model = random_model(rng, [scheme], bias_unit=bias_unit)
     x = random_images(rng, 300, model.n_input)
     ref, outs = compare_c_reference(model, x)
     for c in outs.values():

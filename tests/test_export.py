@@ -70,3 +70,18 @@ def test_cli_export_and_verify(tiny_run, tmp_path):
     r = subprocess.run([sys.executable, "-m", "bitmcu.cli", "verify", str(tiny_run), "--limit",
                         "100"], capture_output=True, text=True)
     assert r.returncode == 0 and "equal the numpy reference's for every image" in r.stdout
+
+
+def test_bias_unit_model_exports_and_verifies(tmp_path):
+    from bitmcu.config import load_config
+    from bitmcu.train import train
+
+    from .conftest import tiny_overrides
+
+    cfg = load_config(None, tiny_overrides(**{"model.bias_unit": "true", "train.epochs": 2,
+                                              "model.hidden": "[20, 12]"}))
+    run = train(cfg, run_dir=tmp_path / "r", quiet=True)
+    res = verify(run)
+    assert res.c_acc["nomul"] == res.int_acc and abs(res.int_acc - res.float_acc) <= 0.02
+    rep = export(run, tmp_path / "e")
+    assert [(r["n_in"], r["n_out"]) for r in rep.layers] == [(257, 20), (21, 12), (13, 10)]

@@ -136,8 +136,8 @@ def test_bitmcu_run_goes_all_the_way(tmp_path):
     assert (tmp_path / "r" / "summary.json").is_file()
 
 
-@pytest.mark.parametrize("conv_scheme", ["fp130", "8bit"])
-def test_cnn_through_firmware_on_both_chips(tmp_path, conv_scheme):
+@pytest.mark.parametrize("conv_scheme, bias_unit", [("fp130", True), ("8bit", False)])
+def test_cnn_through_firmware_on_both_chips(tmp_path, conv_scheme, bias_unit):
     from bitmcu.config import load_config
     from bitmcu.train import train
     from bitmcu.verify import verify
@@ -145,7 +145,8 @@ def test_cnn_through_firmware_on_both_chips(tmp_path, conv_scheme):
 
     cfg = load_config(None, tiny_overrides(**{
         "model.family": "cnn", "model.channels": 6, "model.conv_scheme": conv_scheme,
-        "model.hidden": "[16]", "train.epochs": 2, "data.train_limit": 1000}))
+        "model.hidden": "[16]", "train.epochs": 2, "data.train_limit": 1000,
+        "model.bias_unit": str(bias_unit).lower()}))
     run = train(cfg, run_dir=tmp_path / "run", quiet=True)
     ver = verify(run)  # raises on any logit difference
     assert ver.int_acc == ver.c_acc["mul"] == ver.c_acc["nomul"]

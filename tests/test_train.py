@@ -108,7 +108,8 @@ def test_schedules():
      "train.schedule": "step"},
     {"model.scheme": "fp130", "model.clip": "std", "model.layer_schemes": "[8bit, nf4]",
      "augment.elastic": "2.0", "train.dampen": "0.5"},
-    {"model.family": "cnn", "model.channels": "4", "model.conv_scheme": "8bit"},
+    {"model.family": "cnn", "model.channels": "4", "model.conv_scheme": "8bit",
+     "model.bias_unit": "true"},
 ])
 def test_variants_train(tmp_path, sets):
     cfg = load_config(None, tiny_overrides(**{"train.epochs": 2, "model.hidden": "[16]",

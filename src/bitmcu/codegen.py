@@ -67,6 +67,7 @@ def model_header(model: IntModel, command: str) -> str:
         "MAX_IN": model.max_in,
         "N_FEATURES": model.n_features if model.front else 0,
         "MAX_MAP": model.max_map,
+        "BIAS_UNIT": int(model.bias_unit),
         "ARENA_WORDS": f"{model.arena_words}u",
         "WEIGHT_BYTES": f"{model.weight_bytes}u",
         "CONFIG_HASH": f"0x{model.config_hash:08x}u",
@@ -108,7 +109,7 @@ def model_header(model: IntModel, command: str) -> str:
         "    BITMCU_MODEL_N_INPUT, BITMCU_MODEL_N_CLASSES, BITMCU_MODEL_MAX_OUT, "
         "BITMCU_MODEL_MAX_IN,\n"
         "    BITMCU_MODEL_N_FEATURES, BITMCU_MODEL_MAX_MAP, BITMCU_MODEL_ACT_MAX, "
-        "BITMCU_MODEL_N_FRONT, {0, 0},\n"
+        "BITMCU_MODEL_N_FRONT, BITMCU_MODEL_BIAS_UNIT, 0,\n"
         "    BITMCU_MODEL_ARENA_WORDS, bitmcu_layers};\n\n"
     )
     out.append("#endif /* BITMCU_MODEL_H */\n")

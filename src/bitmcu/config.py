@@ -50,7 +50,9 @@ class ModelConfig:
     scheme: str = "4bitsym"  # weight scheme of every layer (see `bitmcu schemes`)
     layer_schemes: list[str | None] = field(default_factory=list)  # per-layer override, or null
     norm: Literal["rms", "layer", "batch"] = "rms"  # normalization before each linear layer
-    bias: bool = False
+    bias: bool = False  # float biases (training only: the integer engine has none)
+    bias_unit: bool = False  # append each layer's largest input as one more input: a bias
+    #                          that scales with the input, exact in the integer engine
     scale: Literal["per_tensor", "per_channel"] = "per_tensor"  # weight scale granularity
     clip: Literal["octav", "std"] = "octav"  # how the clipping range is chosen
     clip_std: float = 2.5  # with clip=std: clipping range in weight standard deviations

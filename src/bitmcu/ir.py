@@ -7,6 +7,7 @@ CNN models only) runs first, on the raw pixels, one channel at a time:
   requant(v, s) = min(act_max, (relu(v) + 2^(s-1)) >> s), s fixed per layer (calibrated)
 and its flattened outputs (channel-major) are the pixels of the fully connected part:
   a0 = shiftnorm(pixels)                      uint8 pixels, 0 = background
+  (bias_unit: a_l gets one more element, max(a_l), before every FC layer)
   acc_l = sum_i level_l[o, i] * a_l[i]        int32 accumulators
   a_{l+1} = shiftnorm(relu(acc_l))            activations 0..act_max (unsigned)
   logits = acc_last, prediction = argmax (first on ties)
@@ -123,6 +124,7 @@ class IntModel:
     config_hash: int  # uint32, from the training config
     name: str = "model"
     front: list = field(default_factory=list)  # ConvLayer | PoolLayer, CNN models only
+    bias_unit: bool = False  # each FC layer's last input is the largest of the others
 
     @property
     def n_input(self) -> int:
@@ -201,8 +203,9 @@ class IntModel:
             if not sch.exportable:
                 raise BitmcuError(f"layer {i}: scheme {L.scheme!r} (float) cannot be exported; "
                                   "train with a quantized scheme")
-            if L.n_in != n:
-                raise BitmcuError(f"layer {i}: takes {L.n_in} inputs but receives {n}")
+            if L.n_in != n + int(self.bias_unit):
+                raise BitmcuError(f"layer {i}: takes {L.n_in} inputs but receives "
+                                  f"{n + int(self.bias_unit)}")
             if max(L.n_in, L.n_out) > MAX_DIM:
                 raise BitmcuError(f"layer {i}: {L.n_out}x{L.n_in} exceeds the engine's "
                                   f"{MAX_DIM} limit per dimension")
@@ -232,6 +235,7 @@ class IntModel:
         meta = {"format": "bitmcu-ir", "format_version": FORMAT_VERSION, "name": self.name,
                 "input_size": self.input_size, "n_classes": self.n_classes,
                 "act_max": self.act_max, "config_hash": self.config_hash,
+                "bias_unit": self.bias_unit,
                 "layers": [{"op": L.op, "scheme": L.scheme, "n_in": L.n_in, "n_out": L.n_out,
                             "relu": L.relu} for L in self.layers],
                 "front": [{"op": L.op, "scheme": L.scheme, "channels": L.channels,
@@ -264,7 +268,8 @@ class IntModel:
         layers = [FCLayer(m["scheme"], m["n_in"], m["n_out"], w, m["relu"])
                   for m, w in zip(meta["layers"], weights, strict=True)]
         return cls(meta["input_size"], meta["n_classes"], meta["act_max"], layers,
-                   meta["config_hash"], meta.get("name", "model"), front).validate()
+                   meta["config_hash"], meta.get("name", "model"), front,
+                   bool(meta.get("bias_unit", False))).validate()
 
 
 def from_checkpoint(blob: dict) -> IntModel:
@@ -291,7 +296,8 @@ def from_checkpoint(blob: dict) -> IntModel:
               for i, L in enumerate(model.layers)]
     front = _front(model, cfg, where) if cfg.model.family == "cnn" else []
     return IntModel(cfg.data.size, blob["n_classes"], act_max_for(cfg.model.act_bits), layers,
-                    zlib.crc32(cfg.hash().encode()), cfg.name, front).validate()
+                    zlib.crc32(cfg.hash().encode()), cfg.name, front,
+                    cfg.model.bias_unit).validate()
 
 
 def _front(model, cfg, where) -> list:

@@ -24,11 +24,13 @@ class FCModel(nn.Module):
         m = cfg.model
         widths = [n_in or cfg.data.size * cfg.data.size, *m.hidden, n_classes]
         schemes = cfg.layer_scheme_names(len(widths) - 1)
+        self.bias_unit = m.bias_unit
+        extra = int(m.bias_unit)
         self.act_bits = m.act_bits
         self.act_unsigned = m.norm == "rms"  # RMS keeps ReLU outputs >= 0
         self.norms = nn.ModuleList(make_norm(m.norm, w) for w in widths[:-1])
         self.layers = nn.ModuleList(
-            QuantLinear(a, b, s, bias=m.bias, per_channel=m.scale == "per_channel",
+            QuantLinear(a + extra, b, s, bias=m.bias, per_channel=m.scale == "per_channel",
                         clip_method=m.clip, clip_std=m.clip_std)
             for a, b, s in zip(widths[:-1], widths[1:], schemes, strict=True)
         )
@@ -41,6 +43,8 @@ class FCModel(nn.Module):
             x = x / 255.0  # pixels
         for i, (norm, layer) in enumerate(zip(self.norms, self.layers, strict=True)):
             x = act_fake_quant(norm(x), self.act_bits, self.act_unsigned)
+            if self.bias_unit:  # the largest input, as in the integer engine
+                x = torch.cat([x, x.detach().amax(dim=-1, keepdim=True)], dim=-1)
             x = layer(x)
             if i < len(self.layers) - 1:
                 x = torch.relu(x)

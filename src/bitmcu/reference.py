@@ -89,6 +89,8 @@ def run(model: IntModel, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     a = shiftnorm_input(x, model.act_max)
     acc = None
     for layer in model.layers:
+        if model.bias_unit:
+            a = np.concatenate([a, a.max(axis=1, keepdims=True)], axis=1)
         acc = fc(layer, a)
         if layer.relu:
             a = shiftnorm_relu(acc, model.act_max)

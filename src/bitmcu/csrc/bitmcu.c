@@ -271,9 +271,19 @@ static uint16_t nz_push(uint8_t *nz, uint16_t k, uint32_t *prev, uint32_t i, uin
     return (uint16_t)(k + 1u);
 }
 
+/* Bias unit: one more input, index n, holding the largest activation. */
+static void push_bias_unit(bitmcu_act *a, uint8_t *nz, uint16_t k, uint32_t prev, uint16_t n,
+                           uint32_t vmax) {
+    if (vmax) {
+        k = nz_push(nz, k, &prev, n, vmax);
+        a->sum += (int32_t)vmax;
+    }
+    a->n_nz = k;
+}
+
 /* Input pixels -> nonzero list. */
-static void shiftnorm_input(const uint8_t *in, uint16_t n, uint32_t act_max, bitmcu_act *a,
-                            uint8_t *nz) {
+static void shiftnorm_input(const uint8_t *in, uint16_t n, uint32_t act_max, uint8_t bias_unit,
+                            bitmcu_act *a, uint8_t *nz) {
     uint32_t m = 0;
     for (uint16_t i = 0; i < n; i++) {
         m = in[i] > m ? in[i] : m;
@@ -292,11 +302,14 @@ static void shiftnorm_input(const uint8_t *in, uint16_t n, uint32_t act_max, bit
     a->nz = nz;
     a->n_nz = k;
     a->sum = sum;
+    if (bias_unit) {
+        push_bias_unit(a, nz, k, prev, n, shift_round(m, s, act_max));
+    }
 }
 
 /* ReLU(acc) -> ShiftNorm -> nonzero list. */
-static void shiftnorm_relu(const int32_t *acc, uint16_t n, uint32_t act_max, bitmcu_act *a,
-                           uint8_t *nz) {
+static void shiftnorm_relu(const int32_t *acc, uint16_t n, uint32_t act_max, uint8_t bias_unit,
+                           bitmcu_act *a, uint8_t *nz) {
     uint32_t m = 0;
     for (uint16_t i = 0; i < n; i++) {
         const uint32_t v = acc[i] > 0 ? (uint32_t)acc[i] : 0u;
@@ -316,6 +329,9 @@ static void shiftnorm_relu(const int32_t *acc, uint16_t n, uint32_t act_max, bit
     a->nz = nz;
     a->n_nz = k;
     a->sum = sum;
+    if (bias_unit) {
+        push_bias_unit(a, nz, k, prev, n, shift_round(m, s, act_max));
+    }
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -511,7 +527,11 @@ bitmcu_status bitmcu_run(const bitmcu_model *model, const uint8_t *input, int32_
         pixels = feat;
     }
     bitmcu_act act;
-    shiftnorm_input(pixels, n_pixels, model->act_max, &act, nz);
+    const uint8_t bias_unit = model->bias_unit;
+    if (n_pixels + bias_unit > model->max_in) {
+        return BITMCU_ERR_LAYER;
+    }
+    shiftnorm_input(pixels, n_pixels, model->act_max, bias_unit, &act, nz);
     const bitmcu_layer *L = model->layers + model->n_front;
     for (uint16_t l = model->n_front; l < model->n_layers; l++, L++) {
         if (L->op != BITMCU_OP_FC || !L->kernel || L->n_in > model->max_in ||
@@ -521,7 +541,10 @@ bitmcu_status bitmcu_run(const bitmcu_model *model, const uint8_t *input, int32_
         BITMCU_TRACE(2u, l);
         L->kernel(L, &act, acc);
         if (L->relu) {
-            shiftnorm_relu(acc, L->n_out, model->act_max, &act, nz);
+            if (L->n_out + bias_unit > model->max_in) {
+                return BITMCU_ERR_LAYER;
+            }
+            shiftnorm_relu(acc, L->n_out, model->act_max, bias_unit, &act, nz);
         }
     }
     uint16_t best = 0;

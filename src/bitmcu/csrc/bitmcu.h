@@ -116,7 +116,8 @@ typedef struct {
     uint16_t max_map;        /* front end: largest per-channel map it writes (bytes); else 0 */
     uint8_t act_max;         /* largest activation value (255 for 8-bit) */
     uint8_t n_front;         /* leading CONV1/DW/POOL layers (0: fully connected model) */
-    uint8_t reserved[2];
+    uint8_t bias_unit;       /* 1: each FC layer's last input is the largest of the others */
+    uint8_t reserved;
     uint32_t arena_words;    /* int32 words of arena the model needs */
     const bitmcu_layer *layers;
 } bitmcu_model;

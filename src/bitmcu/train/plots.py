@@ -55,9 +55,10 @@ def plot_weights(model, path: Path) -> None:
 
 def plot_first_layer(model, size: int, path: Path, max_tiles: int = 64) -> None:
     layer = model.layers[0]
-    if layer.weight.shape[1] != size * size:  # the first layer does not see pixels (cnn)
+    if layer.weight.shape[1] not in (size * size, size * size + 1):  # no pixels (cnn)
         return
     w = (layer.integer_weight() if layer.scheme.exportable else layer.weight.detach()).numpy()
+    w = w[:, : size * size]  # without the bias unit
     n = min(max_tiles, w.shape[0])
     cols = int(math.ceil(math.sqrt(n)))
     rows = int(math.ceil(n / cols))

@@ -113,7 +113,8 @@ class QuantConv2d(nn.Conv2d):
         super().__init__(c_in, c_out, 3, groups=groups, bias=False)
         self.scheme = get_scheme(scheme)
         self.register_buffer("clip", torch.ones(()))
-        self.register_buffer("shift", torch.zeros((), dtype=torch.int64))
+        if self.integer:
+            self.register_buffer("shift", torch.zeros((), dtype=torch.int64))
         self.update_clip()
 
     @property

@@ -42,6 +42,9 @@ def test_firmware_runs_in_the_emulator_and_matches_the_reference(tiny_export, tm
     assert has_mul == CHIPS[mcu].has_mul  # V003: no multiply instruction anywhere
     if hot == "sram":
         assert "20000000 <bitmcu_fc_4bitsym>" in dis
+    # a fully connected model links no convolution code and no unused kernels
+    for unused in ("<bitmcu_front_end>", "<bitmcu_conv3x3>", "<bitmcu_fc_8bit>"):
+        assert unused not in dis
 
 
 def test_sram_kernels_are_faster(tiny_export, tmp_path):

@@ -110,7 +110,8 @@ def model_header(model: IntModel, command: str) -> str:
         "BITMCU_MODEL_MAX_IN,\n"
         "    BITMCU_MODEL_N_FEATURES, BITMCU_MODEL_MAX_MAP, BITMCU_MODEL_ACT_MAX, "
         "BITMCU_MODEL_N_FRONT, BITMCU_MODEL_BIAS_UNIT, 0,\n"
-        "    BITMCU_MODEL_ARENA_WORDS, bitmcu_layers};\n\n"
+        f"    BITMCU_MODEL_ARENA_WORDS, bitmcu_layers, "
+        f"{'bitmcu_front_end' if model.front else 'NULL'}}};\n\n"
     )
     out.append("#endif /* BITMCU_MODEL_H */\n")
     return "".join(out)

@@ -440,7 +440,7 @@ static void maxpool2(const uint8_t *in, uint16_t side, uint8_t *out) {
 }
 
 /* The front end for every channel: image -> features (n_features bytes, channel-major). */
-static bitmcu_status front_end(const bitmcu_model *model, const uint8_t *input, uint8_t *feat,
+bitmcu_status bitmcu_front_end(const bitmcu_model *model, const uint8_t *input, uint8_t *feat,
                                uint8_t *buf_a, uint8_t *buf_b) {
     const bitmcu_layer *layers = model->layers;
     const uint16_t channels = layers[0].n_out;
@@ -519,8 +519,11 @@ bitmcu_status bitmcu_run(const bitmcu_model *model, const uint8_t *input, int32_
     }
     const uint8_t *pixels = input;
     if (model->n_front) {
+        if (!model->front) {
+            return BITMCU_ERR_LAYER;
+        }
         BITMCU_TRACE(2u, 0u);
-        const bitmcu_status st = front_end(model, input, feat, buf_a, buf_b);
+        const bitmcu_status st = model->front(model, input, feat, buf_a, buf_b);
         if (st != BITMCU_OK) {
             return st;
         }

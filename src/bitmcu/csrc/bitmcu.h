@@ -103,7 +103,13 @@ typedef struct bitmcu_layer {
     bitmcu_kernel kernel;    /* FC only */
 } bitmcu_layer;
 
-typedef struct {
+struct bitmcu_model;
+/* The convolutional front end: image -> features (referenced only by CNN model tables, so FC
+ * firmware does not link it). */
+typedef bitmcu_status (*bitmcu_front_fn)(const struct bitmcu_model *model, const uint8_t *input,
+                                         uint8_t *feat, uint8_t *buf_a, uint8_t *buf_b);
+
+typedef struct bitmcu_model {
     uint32_t magic;          /* BITMCU_MAGIC */
     uint16_t version;        /* BITMCU_FORMAT_VERSION */
     uint16_t n_layers;
@@ -120,6 +126,7 @@ typedef struct {
     uint8_t reserved;
     uint32_t arena_words;    /* int32 words of arena the model needs */
     const bitmcu_layer *layers;
+    bitmcu_front_fn front;   /* bitmcu_front_end for CNN models, NULL otherwise */
 } bitmcu_model;
 
 /* Arena words needed: one int32 accumulator per output of the widest layer, then the nonzero
@@ -143,6 +150,10 @@ void bitmcu_fc_4bit(const bitmcu_layer *layer, const bitmcu_act *act, int32_t *a
 void bitmcu_fc_fp130(const bitmcu_layer *layer, const bitmcu_act *act, int32_t *acc);
 void bitmcu_fc_nf4(const bitmcu_layer *layer, const bitmcu_act *act, int32_t *acc);
 void bitmcu_fc_8bit(const bitmcu_layer *layer, const bitmcu_act *act, int32_t *acc);
+
+/* The front end of CNN models: every channel, image -> features (channel-major). */
+bitmcu_status bitmcu_front_end(const bitmcu_model *model, const uint8_t *input, uint8_t *feat,
+                               uint8_t *buf_a, uint8_t *buf_b);
 
 /* One channel of a 3x3 convolution (no padding) requantized by `shift`; w: the 9 levels. */
 void bitmcu_conv3x3(const int32_t w[9], uint32_t shift, uint32_t act_max, const uint8_t *in,

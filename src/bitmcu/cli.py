@@ -146,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "model and N embedded test images.")
     f.add_argument("export_dir", help="folder written by `bitmcu export`")
     f.add_argument("--mcu", required=True, help="ch32v003 | ch32v002")
-    f.add_argument("--images", type=int, default=8, help="test images to embed (default 8)")
+    f.add_argument("--images", type=int, default=4, help="test images to embed (default 4)")
     f.add_argument("--hot-loops", default="sram", help="sram | flash: where the kernels run "
                    "(default sram)")
     f.add_argument("--out", type=Path, help="output folder (default EXPORT_DIR/firmware-MCU)")

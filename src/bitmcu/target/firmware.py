@@ -69,19 +69,22 @@ def linker_script(chip, min_stack: int = MIN_STACK) -> str:
     return text
 
 
-def _overflow_error(stderr: str, chip) -> BitmcuError | None:
+def _overflow_error(stderr: str, chip, image_bytes: int = 0) -> BitmcuError | None:
     m = re.findall(r"region [`']?(\w+)'? overflowed by (\d+) bytes", stderr)
     if not m:
         return None
     region, over = m[0]
     size = (chip.flash_kb if region == "FLASH" else chip.ram_kb) * 1024
     what = "flash" if region == "FLASH" else f"RAM (including {MIN_STACK} bytes kept for the stack)"
+    hint = ""
+    if region == "FLASH" and image_bytes:
+        hint = f"; each embedded test image takes {image_bytes} bytes: try fewer --images"
     return BitmcuError(f"firmware does not fit the {chip.name}: {what} overflowed by {over} bytes "
-                       f"({size} bytes available in {region})")
+                       f"({size} bytes available in {region}){hint}")
 
 
 def build_firmware(export_dir: str | Path, mcu: str, out: str | Path | None = None,
-                   n_images: int = 8, hot_loops: str = "sram", opt: str = DEFAULT_OPT) -> FirmwareInfo:
+                   n_images: int = 4, hot_loops: str = "sram", opt: str = DEFAULT_OPT) -> FirmwareInfo:
     """Compile and link the firmware; writes firmware.elf/.bin/.hex/.map and firmware.json."""
     chip = get_chip(mcu)
     if hot_loops not in HOT:
@@ -119,7 +122,7 @@ def build_firmware(export_dir: str | Path, mcu: str, out: str | Path | None = No
                "-lgcc", "-o", str(t / "firmware.elf")]
         r = subprocess.run(cmd, capture_output=True, text=True, cwd=t)
         if r.returncode != 0:
-            raise _overflow_error(r.stderr, chip) or BitmcuError(
+            raise _overflow_error(r.stderr, chip, model.n_input) or BitmcuError(
                 f"building the {chip.name} firmware failed:\n{r.stderr.strip()[-3000:]}")
         for fmt, ext in (("binary", "bin"), ("ihex", "hex")):
             subprocess.run([objcopy, "-O", fmt, str(t / "firmware.elf"), str(t / f"firmware.{ext}")],

@@ -47,6 +47,14 @@ def test_firmware_runs_in_the_emulator_and_matches_the_reference(tiny_export, tm
         assert unused not in dis
 
 
+def test_relative_paths(tiny_export, tmp_path, monkeypatch):
+    shutil.copytree(tiny_export, tmp_path / "exp")
+    monkeypatch.chdir(tmp_path)
+    info = build_firmware("exp", "ch32v002", n_images=2)
+    assert profile(info.elf).mismatches == 0
+    assert (tmp_path / "exp" / "firmware-ch32v002" / "firmware.elf").is_file()
+
+
 def test_sram_kernels_are_faster(tiny_export, tmp_path):
     cyc = {}
     for hot in ("sram", "flash"):

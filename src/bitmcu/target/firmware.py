@@ -102,7 +102,7 @@ def build_firmware(export_dir: str | Path, mcu: str, out: str | Path | None = No
     _, expected = reference.run(model, images)
     gcc, objcopy = find_tool(GCC), find_tool(OBJCOPY)
 
-    out = Path(out) if out else export_dir / f"firmware-{chip.name}"
+    out = (Path(out) if out else export_dir / f"firmware-{chip.name}").resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".bitmcu-fw-", dir=out.parent) as tmp:
         t = Path(tmp)

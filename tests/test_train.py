@@ -108,12 +108,12 @@ def test_schedules():
      "train.schedule": "step"},
     {"model.scheme": "fp130", "model.clip": "std", "model.layer_schemes": "[8bit, nf4]",
      "augment.elastic": "2.0", "train.dampen": "0.5"},
-    {"model.family": "cnn", "model.channels": "4", "model.conv_scheme": "8bit",
-     "model.bias_unit": "true"},
+    {"model.family": "cnn", "model.channels": "6", "model.conv_scheme": "8bit",
+     "model.bias_unit": "true", "train.lr": "0.01", "data.train_limit": "2000"},
 ])
 def test_variants_train(tmp_path, sets):
-    cfg = load_config(None, tiny_overrides(**{"train.epochs": 2, "model.hidden": "[16]",
-                                              "data.train_limit": 800}, **sets))
+    base = {"train.epochs": 2, "model.hidden": "[16]", "data.train_limit": 800}
+    cfg = load_config(None, tiny_overrides(**{**base, **sets}))
     run = train(cfg, run_dir=tmp_path / "r", quiet=True)
     m = load_checkpoint(run)["metrics"]
     assert m[1]["train_loss"] < m[0]["train_loss"] and m[1]["test_acc"] > 0.2

@@ -52,7 +52,7 @@ def model_report(model: IntModel, target: str, float_acc=None, int_acc=None, n_t
                "n_in": f"{L.channels}x{L.side}x{L.side}" if L.op != "conv1" else
                f"{L.side}x{L.side}", "n_out": f"{L.channels}x{L.out_side}x{L.out_side}",
                "bytes": L.nbytes, "acc_bound": "-" if L.op == "pool" else
-               int(abs(L.levels().astype("int64")).sum(axis=1).max()) * 255}
+               L.accumulator_bound(model.act_max)}
               for i, L in enumerate(model.front)]
     layers += [{"index": len(model.front) + i, "op": L.op, "scheme": L.scheme, "n_in": L.n_in,
                 "n_out": L.n_out, "bytes": L.nbytes,
@@ -129,15 +129,12 @@ def write_export(model: IntModel, out: str | Path, test_x: np.ndarray, test_y: n
             os.replace(f, out / f.name)
 
 
-def read_export(export_dir: str | Path) -> tuple[IntModel, dict]:
-    """An export folder's integer model and report."""
+def read_export(export_dir: str | Path) -> IntModel:
+    """An export folder's integer model."""
     d = Path(export_dir)
     if not (d / "model.npz").is_file() or not (d / "model.h").is_file():
         raise BitmcuError(f"{d}: not a bitmcu export folder (needs model.npz and model.h from "
                           "`bitmcu export`)")
-    rep = {}
-    if (d / "report.json").is_file():
-        rep = json.loads((d / "report.json").read_text())
-    return IntModel.load(d / "model.npz"), rep
+    return IntModel.load(d / "model.npz")
 
 

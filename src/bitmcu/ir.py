@@ -61,8 +61,12 @@ class FCLayer:
         return int(self.weights.size)
 
     def accumulator_bound(self, act_max: int) -> int:
-        """Largest |accumulator| any input can produce: max over rows of sum|w| * act_max."""
-        return int(np.abs(self.levels().astype(np.int64)).sum(axis=1).max(initial=0)) * act_max
+        return accumulator_bound(self.levels(), act_max)
+
+
+def accumulator_bound(levels: np.ndarray, act_max: int) -> int:
+    """Largest |accumulator| any input of 0..act_max can produce: max over rows of sum|w|."""
+    return int(np.abs(levels.astype(np.int64)).sum(axis=1).max(initial=0)) * act_max
 
 
 @dataclass
@@ -90,6 +94,9 @@ class ConvLayer:
     @property
     def out_side(self) -> int:
         return self.side - 2
+
+    def accumulator_bound(self, act_max: int) -> int:
+        return accumulator_bound(self.levels(), act_max)
 
     @property
     def nbytes(self) -> int:
@@ -189,7 +196,7 @@ class IntModel:
                                       f" have shape {L.weights.shape}")
                 if not 0 <= L.shift <= 31:
                     raise BitmcuError(f"front layer {i}: shift {L.shift} must be 0..31")
-                bound = int(np.abs(L.levels().astype(np.int64)).sum(axis=1).max()) * 255
+                bound = L.accumulator_bound(self.act_max)
                 if bound > INT32_MAX:
                     raise BitmcuError(f"front layer {i}: worst-case accumulator {bound} "
                                       "overflows int32")

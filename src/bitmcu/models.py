@@ -7,9 +7,8 @@ import torch.nn as nn
 
 from .config import Config
 from .errors import BitmcuError, choices
-from .nn import QuantLinear, act_fake_quant, make_norm
-from .quant import get_scheme, octav_clip
-from .quant.clip import effective_bits
+from .nn import QuantLinear, QuantWeights, act_fake_quant, make_norm
+from .quant import get_scheme
 
 
 class FCModel(nn.Module):
@@ -99,7 +98,7 @@ def requant(acc: torch.Tensor, shift: int, act_max: int = ACT_MAX) -> torch.Tens
     return scaled + (exact - scaled).detach()
 
 
-class QuantConv2d(nn.Conv2d):
+class QuantConv2d(QuantWeights, nn.Conv2d):
     """3x3 convolution (first: 1 -> C, or depthwise) computed exactly in integers.
 
     Input: integer-valued activations (pixels 0..255 for the first layer). The weights are the
@@ -109,39 +108,20 @@ class QuantConv2d(nn.Conv2d):
     With the float scheme ``none`` the layer is an ordinary float convolution (teachers).
     """
 
-    def __init__(self, c_in: int, c_out: int, scheme: str, groups: int = 1):
-        super().__init__(c_in, c_out, 3, groups=groups, bias=False)
-        self.scheme = get_scheme(scheme)
-        self.register_buffer("clip", torch.ones(()))
-        if self.integer:
+    def __init__(self, c_in: int, c_out: int, scheme: str, groups: int = 1,
+                 clip_method: str = "octav", clip_std: float = 2.5):
+        nn.Conv2d.__init__(self, c_in, c_out, 3, groups=groups, bias=False)
+        if get_scheme(scheme).exportable:
             self.register_buffer("shift", torch.zeros((), dtype=torch.int64))
-        self.update_clip()
+        self._init_quant(scheme, c_out, clip_method=clip_method, clip_std=clip_std)
 
     @property
     def integer(self) -> bool:
         return self.scheme.exportable
 
-    @torch.no_grad()
-    def update_clip(self) -> None:
-        if self.integer:
-            self.clip.copy_(octav_clip(self.weight, effective_bits(self.scheme.n_levels())))
-
-    def step(self) -> torch.Tensor:
-        return self.clip / self.scheme.max_level()
-
-    @torch.no_grad()
-    def integer_weight(self) -> torch.Tensor:
-        """(C, 9) integer levels."""
-        w = self.weight.flatten(1)
-        if self.scheme.centered:
-            w = w - w.mean(dim=-1, keepdim=True)
-        return self.scheme.quantize_int(w, self.step()).to(torch.int32)
-
     def accumulate(self, x: torch.Tensor) -> torch.Tensor:
         """Exact integer accumulators of the convolution (float tensor holding integers)."""
-        w = self.weight.flatten(1)
-        if self.scheme.centered:
-            w = w - w.mean(dim=-1, keepdim=True)
+        w = self.latent_weight()
         units = w / self.step()
         q = self.scheme.quantize_int(units.detach(), torch.ones((), device=w.device))
         w_ste = (units + (q - units).detach()).view_as(self.weight)
@@ -176,10 +156,11 @@ class CNNModel(nn.Module):
         m = cfg.model
         sides = cnn_shapes(cfg)
         cs = m.conv_scheme or m.scheme
-        self.conv1 = QuantConv2d(1, m.channels, cs)
+        clip = {"clip_method": m.clip, "clip_std": m.clip_std}
+        self.conv1 = QuantConv2d(1, m.channels, cs, **clip)
         self.stages = nn.ModuleList()
         for st in m.conv:
-            self.stages.append(QuantConv2d(m.channels, m.channels, cs, groups=m.channels)
+            self.stages.append(QuantConv2d(m.channels, m.channels, cs, groups=m.channels, **clip)
                                if st == "dw" else nn.MaxPool2d(2))
         self.n_features = m.channels * sides[-1] * sides[-1]
         self.head = FCModel(cfg, n_classes, n_in=self.n_features)

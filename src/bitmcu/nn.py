@@ -43,16 +43,14 @@ def act_fake_quant(x: torch.Tensor, bits: int = 8, unsigned: bool = False) -> to
     return x + (q - x).detach()
 
 
-class QuantLinear(nn.Linear):
-    """Linear layer whose weights are fake-quantized with a registered scheme.
+class QuantWeights:
+    """Weight quantization shared by :class:`QuantLinear` and the convolutions: a registered
+    scheme, a clipping range (``clip``, per tensor or per output channel) updated by
+    :meth:`update_clip` once per epoch until it is frozen and saved in the state dict, and the
+    integer levels of the weights viewed as an (out, fan-in) matrix."""
 
-    The clipping range (``clip``, per tensor or per output channel) is a buffer updated by
-    :meth:`update_clip` once per epoch until it is frozen; it travels with the state dict.
-    """
-
-    def __init__(self, n_in: int, n_out: int, scheme: str, bias: bool = False,
-                 per_channel: bool = False, clip_method: str = "octav", clip_std: float = 2.5):
-        super().__init__(n_in, n_out, bias=bias)
+    def _init_quant(self, scheme: str, n_out: int, per_channel: bool = False,
+                    clip_method: str = "octav", clip_std: float = 2.5) -> None:
         self.scheme = get_scheme(scheme)
         self.per_channel = per_channel
         self.clip_method = clip_method
@@ -60,13 +58,19 @@ class QuantLinear(nn.Linear):
         self.register_buffer("clip", torch.ones(n_out if per_channel else ()))
         self.update_clip()
 
+    def latent_weight(self) -> torch.Tensor:
+        """(out, fan-in) float weights as the scheme quantizes them (row mean removed if
+        the scheme is centered)."""
+        w = self.weight.flatten(1)
+        if self.scheme.centered:
+            w = w - w.mean(dim=-1, keepdim=True)
+        return w
+
     @torch.no_grad()
     def update_clip(self) -> None:
         if not self.scheme.exportable:
             return
-        w = self.weight
-        if self.scheme.centered:
-            w = w - w.mean(dim=-1, keepdim=True)
+        w = self.latent_weight()
         dim = 0 if self.per_channel else None
         if self.clip_method == "octav":
             c = octav_clip(w, effective_bits(self.scheme.n_levels()), dim=dim)
@@ -79,16 +83,10 @@ class QuantLinear(nn.Linear):
         s = self.clip / self.scheme.max_level() if self.scheme.exportable else self.clip
         return s.unsqueeze(1) if self.per_channel else s
 
-    def quantized_weight(self) -> torch.Tensor:
-        return self.scheme.fake_quant(self.weight, self.step())
-
     @torch.no_grad()
     def integer_weight(self) -> torch.Tensor:
-        """The integer levels the deployed model uses, shape (out, in)."""
-        w = self.weight
-        if self.scheme.centered:
-            w = w - w.mean(dim=-1, keepdim=True)
-        return self.scheme.quantize_int(w, self.step()).to(torch.int32)
+        """The integer levels the deployed model uses, shape (out, fan-in)."""
+        return self.scheme.quantize_int(self.latent_weight(), self.step()).to(torch.int32)
 
     def dampening(self) -> torch.Tensor:
         """Mean squared distance of the latent weights to their quantized values, in steps.
@@ -98,12 +96,22 @@ class QuantLinear(nn.Linear):
         """
         if not self.scheme.exportable:
             return self.weight.new_zeros(())
-        w = self.weight
-        if self.scheme.centered:
-            w = w - w.mean(dim=-1, keepdim=True)
+        w = self.latent_weight()
         step = self.step()
         q = self.scheme.quantize_int(w.detach(), step) * step
         return (((w - q) / step) ** 2).mean()
+
+
+class QuantLinear(QuantWeights, nn.Linear):
+    """Linear layer whose weights are fake-quantized with a registered scheme."""
+
+    def __init__(self, n_in: int, n_out: int, scheme: str, bias: bool = False,
+                 per_channel: bool = False, clip_method: str = "octav", clip_std: float = 2.5):
+        nn.Linear.__init__(self, n_in, n_out, bias=bias)
+        self._init_quant(scheme, n_out, per_channel, clip_method, clip_std)
+
+    def quantized_weight(self) -> torch.Tensor:
+        return self.scheme.fake_quant(self.weight, self.step())
 
     def forward(self, x):
         return nn.functional.linear(x, self.quantized_weight(), self.bias)

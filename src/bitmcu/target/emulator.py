@@ -138,7 +138,7 @@ def profile(elf_path: str | Path, mcu: str | None = None, max_insns: int = 500_0
     model = CycleModel(chip)
     blocks: dict[tuple[int, int], object] = {}
     st = {"cycles": 0.0, "insns": 0, "prev": None, "block_start": 0.0, "block_insn0": 0,
-          "cur": None, "flash_reads": 0, "events": [], "oob": None}
+          "cur": None, "events": [], "oob": None}
     ram_end = RAM_BASE + chip.ram_kb * 1024
     flash_end = FLASH_BASE + chip.flash_kb * 1024
 

@@ -90,7 +90,7 @@ def build_firmware(export_dir: str | Path, mcu: str, out: str | Path | None = No
     if hot_loops not in HOT:
         raise BitmcuError(f"--hot-loops {hot_loops!r} is not allowed; use {choices(HOT)}")
     export_dir = Path(export_dir)
-    model, _ = read_export(export_dir)
+    model = read_export(export_dir)
     test = export_dir / "test_set.npz"
     if not test.is_file():
         raise BitmcuError(f"{export_dir}: test_set.npz missing; re-run `bitmcu export`")

@@ -156,7 +156,8 @@ def _train_epoch(model, opt, data: Dataset, cfg: Config, epoch: int, device, bar
             sel = torch.rand(len(idx), generator=gen) < aug.fraction
             if sel.any():
                 orig = data.train_orig[idx[sel]].float().unsqueeze(1)
-                xb[sel] = downscale(augmenter(orig, gen), cfg.data.size).squeeze(1).float()
+                xb[sel] = downscale(augmenter(orig, gen), cfg.data.size,
+                                    cfg.data.resize).squeeze(1).float()
         yb = data.train_y[idx]
         lr = lr_at(cfg, epoch + s / steps)
         for g in opt.param_groups:

@@ -81,7 +81,7 @@ def one(config: str, overrides: list[str], out: str, threads: int) -> dict:
 def _fmt_chip(r: dict) -> str:
     if "error" in r:
         return r["error"]
-    return f"{r['cycles']:,} | {r['flash']:,} | {r['ram']:,}"
+    return f"{r['cycles']:,} / {r['flash']:,} / {r['ram']:,}"
 
 
 def train_teacher(config: str, out: Path) -> dict:

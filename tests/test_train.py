@@ -145,3 +145,22 @@ def test_distillation_from_a_teacher_run(tiny_run, tmp_path):
     bad = load_config(None, tiny_overrides(**{"train.teacher": str(tiny_run), "data.size": 12}))
     with pytest.raises(BitmcuError, match="train.teacher.*16x16.*12x12"):
         train(bad, run_dir=tmp_path / "bad", quiet=True)
+
+
+def test_weight_average_resumes_exactly_and_is_what_the_run_delivers(tmp_path):
+    sets = tiny_overrides(**{"train.epochs": 4, "train.ema": 0.99, "augment.until": 2,
+                             "train.schedule": "constant", "data.train_limit": 800})
+    ref = train(load_config(None, sets), run_dir=tmp_path / "ref", quiet=True)
+    half = load_config(None, sets + ["train.epochs=2"])
+    run = train(half, run_dir=tmp_path / "run", quiet=True)
+    train(None, resume=run, epochs=4, quiet=True)
+    a, b = load_checkpoint(ref), load_checkpoint(run)
+    for key in ("model", "live"):
+        for k, v in a[key].items():
+            assert torch.equal(v, b[key][k]), (key, k)
+    # the delivered model is the average, not the optimizer's last weights
+    assert not torch.equal(a["model"]["layers.0.weight"], a["live"]["layers.0.weight"])
+    live = model_from_checkpoint(a, live=True)
+    assert torch.equal(live.state_dict()["layers.0.weight"], a["live"]["layers.0.weight"])
+    with pytest.raises(BitmcuError, match="train.ema.*must be in"):
+        load_config(None, ["train.ema=1.0"])

@@ -38,6 +38,8 @@ class AugmentConfig:
     scale: float = 0.1  # max relative zoom in or out
     elastic: float = 0.0  # elastic displacement in pixels of the 28x28 original; 0 = off
     elastic_sigma: float = 4.0  # smoothness of the elastic field in pixels
+    until: int | None = None  # augment only in epochs before this one (null: every epoch);
+    #                           the last epochs then fit the clean images the model will see
 
 
 @dataclass
@@ -78,6 +80,8 @@ class TrainConfig:
     distill_temperature: float = 2.0  # softmax temperature of the distillation loss
     dampen: float = 0.0  # oscillation dampening: weight of mean((w - q(w))^2 / step^2), ramped
     #                      linearly from 0 to this value over training (Nagel et al., 2022)
+    ema: float = 0.0  # decay of an exponential moving average of the weights, per step; the
+    #                   averaged model is evaluated, checkpointed and exported (0 = off)
     device: str = "auto"  # auto | cpu | cuda
     threads: int | None = None  # torch CPU threads (None: torch default)
 
@@ -225,6 +229,10 @@ def _check(cfg: Config) -> Config:
         raise BitmcuError(
             f"config key 'train.distill_temperature': {cfg.train.distill_temperature} must be > 0"
         )
+    if not 0.0 <= cfg.train.ema < 1.0:
+        raise BitmcuError(f"config key 'train.ema': {cfg.train.ema} must be in [0, 1)")
+    if cfg.augment.until is not None and cfg.augment.until < 0:
+        raise BitmcuError(f"config key 'augment.until': {cfg.augment.until} must be >= 0")
     if cfg.train.dampen < 0:
         raise BitmcuError(f"config key 'train.dampen': {cfg.train.dampen} must be >= 0")
     if cfg.train.lr <= 0:

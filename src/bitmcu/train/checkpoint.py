@@ -16,7 +16,9 @@ FORMAT_VERSION = 1
 
 
 def save_checkpoint(path: Path, model, optimizer, cfg: Config, n_classes: int, epoch: int,
-                    metrics: list[dict]) -> None:
+                    metrics: list[dict], live=None) -> None:
+    """``model`` is the model the run delivers; ``live``, where it differs (weight averaging),
+    the model the optimizer trains, kept so that a resumed run continues exactly."""
     blob = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -28,6 +30,8 @@ def save_checkpoint(path: Path, model, optimizer, cfg: Config, n_classes: int, e
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "metrics": metrics,
     }
+    if live is not None:
+        blob["live"] = live.state_dict()
     tmp = path.with_suffix(".pt.part")
     torch.save(blob, tmp)
     os.replace(tmp, path)
@@ -68,12 +72,14 @@ def load_checkpoint(run: str | Path) -> dict:
     return blob
 
 
-def model_from_checkpoint(blob: dict):
+def model_from_checkpoint(blob: dict, live: bool = False):
+    """The run's model; with ``live``, the optimizer's weights where the run averages weights."""
     from ..models import build_model
 
     model = build_model(blob["cfg"], blob["n_classes"])
+    state = blob["live"] if live and "live" in blob else blob["model"]
     try:
-        model.load_state_dict(blob["model"])
+        model.load_state_dict(state)
     except (RuntimeError, KeyError, TypeError) as e:
         first = str(e).strip().splitlines()[0]
         raise BitmcuError(

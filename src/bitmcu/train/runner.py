@@ -110,6 +110,35 @@ def load_teacher(cfg: Config, data: Dataset, device):
     return Teacher(teacher, data.train_x, device)
 
 
+class WeightAverage:
+    """Exponential moving average of a model's parameters, updated after every optimizer step.
+
+    QAT weights keep crossing quantization thresholds until the last step, so the quantized model
+    of any single step is noisy; the average settles. Buffers (clipping ranges, calibrated shifts)
+    are copied, not averaged: they are set by calibration, not by gradient steps.
+    """
+
+    def __init__(self, model, decay: float):
+        import copy
+
+        self.decay = decay
+        self.model = copy.deepcopy(model)
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))  # short memory while the run starts
+        for a, p in zip(self.model.parameters(), model.parameters(), strict=True):
+            a.lerp_(p, 1 - d)
+        self.copy_buffers(model)
+
+    @torch.no_grad()
+    def copy_buffers(self, model) -> None:
+        for a, b in zip(self.model.buffers(), model.buffers(), strict=True):
+            a.copy_(b)
+
+
 class Teacher:
     """A frozen model whose logits on the clean training images are computed once."""
 
@@ -138,7 +167,7 @@ def _loss(cfg: Config, out, yb, teacher_out):
 
 
 def _train_epoch(model, opt, data: Dataset, cfg: Config, epoch: int, device, bar,
-                 teacher=None) -> tuple[float, float]:
+                 teacher=None, average: WeightAverage | None = None) -> tuple[float, float]:
     gen = epoch_generator(cfg.seed, epoch)
     n = len(data.train_x)
     bs = cfg.train.batch_size
@@ -152,7 +181,7 @@ def _train_epoch(model, opt, data: Dataset, cfg: Config, epoch: int, device, bar
         idx = perm[s * bs : (s + 1) * bs]
         xb = data.train_x[idx].float()
         sel = None
-        if aug.enabled and aug.fraction > 0:
+        if aug.enabled and aug.fraction > 0 and (aug.until is None or epoch < aug.until):
             sel = torch.rand(len(idx), generator=gen) < aug.fraction
             if sel.any():
                 orig = data.train_orig[idx[sel]].float().unsqueeze(1)
@@ -172,6 +201,8 @@ def _train_epoch(model, opt, data: Dataset, cfg: Config, epoch: int, device, bar
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if average is not None:
+            average.update(model, epoch * steps + s)
         tot_loss += loss.item() * len(idx)
         tot_ok += (out.argmax(1) == yb).sum().item()
         seen += len(idx)
@@ -232,11 +263,16 @@ def train(cfg: Config, run_dir: Path | None = None, resume: str | Path | None = 
         if blob["n_classes"] != data.n_classes:
             raise BitmcuError(f"{resume}: checkpoint has {blob['n_classes']} classes, data has "
                               f"{data.n_classes}")
-        model = model_from_checkpoint(blob)
+        model = model_from_checkpoint(blob, live=True)
         opt = make_optimizer(cfg, model)
         if blob.get("optimizer") is not None:
             opt.load_state_dict(blob["optimizer"])
     model.to(device)
+    average = None
+    if cfg.train.ema > 0:
+        average = WeightAverage(model, cfg.train.ema)
+        if blob is not None:
+            average.model.load_state_dict(blob["model"])
     teacher = load_teacher(cfg, data, device)
 
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -253,18 +289,22 @@ def train(cfg: Config, run_dir: Path | None = None, resume: str | Path | None = 
             t0 = time.perf_counter()
             if epoch < cfg.model.clip_until:
                 model.update_clips(calib=data.train_x[:1000].to(device))
+                if average is not None:
+                    average.copy_buffers(model)
             bar = None if quiet else tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
                                           leave=False, dynamic_ncols=True, disable=None)
-            tr_loss, tr_acc = _train_epoch(model, opt, data, cfg, epoch, device, bar, teacher)
+            tr_loss, tr_acc = _train_epoch(model, opt, data, cfg, epoch, device, bar, teacher,
+                                           average)
             if bar is not None:
                 bar.close()
-            ev = evaluate(model, data.test_x, data.test_y, device)
+            final = model if average is None else average.model
+            ev = evaluate(final, data.test_x, data.test_y, device)
             m = {"epoch": epoch + 1, "train_loss": tr_loss, "train_acc": tr_acc,
                  "test_loss": ev.loss, "test_acc": ev.acc, "lr": lr_at(cfg, epoch + 1),
                  "seconds": time.perf_counter() - t0}
             metrics.append(m)
-            save_checkpoint(run_dir / "checkpoint.pt", model, opt, cfg, data.n_classes, epoch + 1,
-                            metrics)
+            save_checkpoint(run_dir / "checkpoint.pt", final, opt, cfg, data.n_classes, epoch + 1,
+                            metrics, live=None if average is None else model)
             _write_metrics(run_dir / "metrics.jsonl", metrics)
             if tb is not None:
                 for k, v in m.items():
@@ -279,8 +319,9 @@ def train(cfg: Config, run_dir: Path | None = None, resume: str | Path | None = 
         signal.signal(signal.SIGTERM, old)
         if tb is not None:
             tb.close()
-    model.cpu()
-    write_plots(model, cfg, metrics, run_dir)
+    final = model if average is None else average.model
+    final.cpu()
+    write_plots(final, cfg, metrics, run_dir)
     return run_dir
 
 

@@ -339,6 +339,9 @@ static void shiftnorm_relu(const int32_t *acc, uint16_t n, uint32_t act_max, uin
 
 /* Level k of output row r of a layer's packed weights, any scheme (front-end layers decode
  * their 9 weights per channel once with it). */
+#if defined(__GNUC__) && BITMCU_HAS_MUL
+__attribute__((noinline)) /* stays in flash when the front end runs from SRAM */
+#endif
 static int32_t level_at(const bitmcu_layer *L, uint32_t r, uint32_t k) {
     const uint8_t *row = L->weights + r * L->row_bytes;
     switch (L->scheme) {
@@ -370,61 +373,149 @@ static int32_t level_at(const bitmcu_layer *L, uint32_t r, uint32_t k) {
     }
 }
 
-/* w * x for a decoded level w (|w| <= 128) and an activation x (0..255). */
-BITMCU_INLINE int32_t smul(int32_t w, uint32_t x) {
+/* Outputs of one conv row at most: inputs are at most 28x28 (the MNIST source resolution). */
+#define BITMCU_CONV_MAX_SIDE 28u
+
+/* ReLU and requantization by a fixed shift of one conv output: the one rounding rule. */
+BITMCU_INLINE uint8_t conv_out(int32_t v, uint32_t shift, uint32_t round, uint32_t act_max) {
+    const uint32_t q = v > 0 ? ((uint32_t)v + round) >> shift : 0u;
+    return (uint8_t)(q > act_max ? act_max : q);
+}
+
+/* How a row pass of a 3x3 convolution combines its three taps with the row sums. */
+typedef enum { CONV_FIRST, CONV_ADD, CONV_LAST } conv_pass;
+
 #if BITMCU_HAS_MUL
-    return w * (int32_t)x;
-#else
-    const uint32_t neg = (uint32_t)w >> 31;
-    const uint32_t m = neg ? (uint32_t)-w : (uint32_t)w;
-    return cond_neg((int32_t)umul_code(m, x, 8), neg);
-#endif
+/* Row sum s of output x by `pass`. FIRST: acc = s; ADD: acc += s; LAST: out = requantized
+ * acc + s. */
+BITMCU_INLINE void conv_put(int32_t *acc, uint8_t *out, uint32_t x, int32_t s, conv_pass pass,
+                            uint32_t shift, uint32_t round, uint32_t act_max) {
+    if (pass == CONV_FIRST) {
+        acc[x] = s;
+    } else if (pass == CONV_ADD) {
+        acc[x] += s;
+    } else {
+        out[x] = conv_out(acc[x] + s, shift, round, act_max);
+    }
+}
+
+/* One kernel row over one input row: w0 * r[x] + w1 * r[x + 1] + w2 * r[x + 2] for x < n,
+ * two outputs per step over a sliding window whose last two pixels stay in registers (one
+ * load and three multiplies per output). */
+BITMCU_INLINE void conv_row_mul(const uint8_t *r, const int32_t *w, int32_t *acc, uint8_t *out,
+                                uint32_t n, conv_pass pass, uint32_t shift, uint32_t act_max) {
+    const int32_t w0 = w[0], w1 = w[1], w2 = w[2];
+    const uint32_t round = shift ? 1u << (shift - 1u) : 0u;
+    int32_t a = r[0], b = r[1];
+    uint32_t x = 0;
+    for (; x + 1u < n; x += 2u) {
+        const int32_t c = r[x + 2u], d = r[x + 3u];
+        conv_put(acc, out, x, w0 * a + w1 * b + w2 * c, pass, shift, round, act_max);
+        conv_put(acc, out, x + 1u, w0 * b + w1 * c + w2 * d, pass, shift, round, act_max);
+        a = c;
+        b = d;
+    }
+    if (x < n) {
+        conv_put(acc, out, x, w0 * a + w1 * b + w2 * r[x + 2u], pass, shift, round, act_max);
+    }
 }
 
 /* One channel of a 3x3 convolution without padding, requantized by a fixed shift:
- * in (side, side) -> out (side - 2, side - 2). `mul(k, x)` is level k times activation x. */
-#define BITMCU_CONV3X3(mul)                                                                \
-    do {                                                                                   \
-        const uint32_t o_ = (uint32_t)side - 2u, s_ = side;                                \
-        for (uint32_t y_ = 0; y_ < o_; y_++) {                                             \
-            const uint8_t *r_ = in + y_ * s_;                                              \
-            for (uint32_t x_ = 0; x_ < o_; x_++, r_++) {                                   \
-                const uint8_t *p0 = r_, *p1 = r_ + s_, *p2 = r_ + 2u * s_;                 \
-                const int32_t acc_ = mul(0, p0[0]) + mul(1, p0[1]) + mul(2, p0[2]) +       \
-                                     mul(3, p1[0]) + mul(4, p1[1]) + mul(5, p1[2]) +       \
-                                     mul(6, p2[0]) + mul(7, p2[1]) + mul(8, p2[2]);        \
-                *out++ = acc_ > 0 ? (uint8_t)shift_round((uint32_t)acc_, shift, act_max) : 0u; \
-            }                                                                              \
-        }                                                                                  \
-    } while (0)
-
-#define BITMCU_MUL_LEVEL(k, x) smul(w[k], (x))
-#define BITMCU_MUL_POW2(k, x) cond_neg((int32_t)(((uint32_t)(x) << e[k]) & en[k]), sg[k])
-
-/* Not BITMCU_HOT: its two unrolled paths are too large for the CH32V003's 2 KB of SRAM. */
+ * in (side, side) -> out (side - 2, side - 2), one output row at a time in three row passes.
+ * `w` holds the nine decoded levels. */
+BITMCU_HOT(bitmcu_conv3x3)
 void bitmcu_conv3x3(const int32_t w[9], uint32_t shift, uint32_t act_max, const uint8_t *in,
                     uint16_t side, uint8_t *out) {
-#if !BITMCU_HAS_MUL
-    /* Without a multiplier, levels that are all 0 or +-2^e (binary, ternary, fp130) take the
-     * shift-only path: one shift and a conditional negation per tap. */
-    uint32_t e[9], en[9], sg[9], pow2 = 1;
-    for (uint32_t k = 0; k < 9u; k++) {
-        sg[k] = (uint32_t)w[k] >> 31;
-        const uint32_t m = sg[k] ? (uint32_t)-w[k] : (uint32_t)w[k];
-        en[k] = m ? 0xFFFFFFFFu : 0u;
-        e[k] = 0;
-        while (m > (1u << e[k]) && e[k] < 31u) {
-            e[k]++;
-        }
-        pow2 &= (m == 0u || m == (1u << e[k])) ? 1u : 0u;
+    int32_t acc[BITMCU_CONV_MAX_SIDE];
+    const uint32_t n = (uint32_t)side - 2u;
+    for (uint32_t y = 0; y < n; y++, in += side, out += n) {
+        conv_row_mul(in, w, acc, out, n, CONV_FIRST, shift, act_max);
+        conv_row_mul(in + side, w + 3, acc, out, n, CONV_ADD, shift, act_max);
+        conv_row_mul(in + 2u * side, w + 6, acc, out, n, CONV_LAST, shift, act_max);
     }
-    if (pow2) {
-        BITMCU_CONV3X3(BITMCU_MUL_POW2);
-        return;
-    }
-#endif
-    BITMCU_CONV3X3(BITMCU_MUL_LEVEL);
 }
+#else
+/* One kernel row of three nonzero power-of-two levels +-2^e over one input row, shifts only:
+ * sum of ((r[x + k] << e_k) ^ m_k) with m_k = 0 or all ones; for a negative level that is
+ * -(r << e) - 1, and the caller adds back one per negative level in `bias`. */
+BITMCU_INLINE void conv_row_pow2(const uint8_t *r, const uint8_t *e, const uint32_t *m,
+                                 int32_t bias, int32_t *acc, uint32_t n, conv_pass pass) {
+    const uint32_t e0 = e[0], e1 = e[1], e2 = e[2], m0 = m[0], m1 = m[1], m2 = m[2];
+    for (uint32_t x = 0; x < n; x++) {
+        const uint32_t s = (((uint32_t)r[x] << e0) ^ m0) + (((uint32_t)r[x + 1] << e1) ^ m1) +
+                           (((uint32_t)r[x + 2] << e2) ^ m2);
+        if (pass == CONV_FIRST) {
+            acc[x] = (int32_t)s + bias;
+        } else {
+            acc[x] += (int32_t)s;
+        }
+    }
+}
+
+/* acc[x] += w * r[x] for x < n by shift-and-add over the bits of |w| (|w| <= 128). */
+BITMCU_INLINE void conv_tap(const uint8_t *r, int32_t w, int32_t *acc, uint32_t n) {
+    const uint32_t neg = (uint32_t)w >> 31;
+    const uint32_t mag = neg ? (uint32_t)-w : (uint32_t)w;
+    for (uint32_t x = 0; x < n; x++) {
+        acc[x] += cond_neg((int32_t)umul_code(mag, r[x], 8), neg);
+    }
+}
+
+/* One channel of a 3x3 convolution without padding, requantized by a fixed shift:
+ * in (side, side) -> out (side - 2, side - 2), one output row at a time. A kernel row of three
+ * nonzero powers of two (every row of fp130, most of binary) takes one fused shift-only pass;
+ * other rows go tap by tap, skipping zero levels. */
+void bitmcu_conv3x3(const int32_t w[9], uint32_t shift, uint32_t act_max, const uint8_t *in,
+                    uint16_t side, uint8_t *out) {
+    int32_t acc[BITMCU_CONV_MAX_SIDE];
+    uint8_t e[9];
+    uint32_t m[9], fast = 0;
+    int32_t bias = 0;
+    for (uint32_t k = 0; k < 9u; k++) {
+        const uint32_t mag = w[k] < 0 ? (uint32_t)-w[k] : (uint32_t)w[k];
+        uint32_t b = 0;
+        while ((1u << b) < mag) {
+            b++;
+        }
+        e[k] = (uint8_t)b;
+        m[k] = w[k] < 0 ? 0xFFFFFFFFu : 0u;
+        if (mag == (1u << b)) {
+            fast |= 1u << k;
+        }
+    }
+    uint32_t fast_rows = 0; /* bit ky: kernel row ky takes the fused pass */
+    for (uint32_t ky = 0, k = 0; ky < 3u; ky++, k += 3u) {
+        if (((fast >> k) & 7u) == 7u) {
+            fast_rows |= 1u << ky;
+            bias += (int32_t)(m[k] & 1u) + (int32_t)(m[k + 1u] & 1u) + (int32_t)(m[k + 2u] & 1u);
+        }
+    }
+    const uint32_t n = (uint32_t)side - 2u;
+    const uint32_t round = shift ? 1u << (shift - 1u) : 0u;
+    for (uint32_t y = 0; y < n; y++, in += side, out += n) {
+        const uint8_t *r = in;
+        for (uint32_t ky = 0, k = 0; ky < 3u; ky++, k += 3u, r += side) {
+            if ((fast_rows >> ky) & 1u) {
+                conv_row_pow2(r, e + k, m + k, bias, acc, n, ky ? CONV_ADD : CONV_FIRST);
+                continue;
+            }
+            if (ky == 0u) {
+                for (uint32_t x = 0; x < n; x++) {
+                    acc[x] = bias;
+                }
+            }
+            for (uint32_t kx = 0; kx < 3u; kx++) {
+                if (w[k + kx]) {
+                    conv_tap(r + kx, w[k + kx], acc, n);
+                }
+            }
+        }
+        for (uint32_t x = 0; x < n; x++) {
+            out[x] = conv_out(acc[x], shift, round, act_max);
+        }
+    }
+}
+#endif
 
 /* One channel of a 2x2 max-pool, stride 2: in (side, side) -> out (side / 2, side / 2). */
 static void maxpool2(const uint8_t *in, uint16_t side, uint8_t *out) {
@@ -439,7 +530,11 @@ static void maxpool2(const uint8_t *in, uint16_t side, uint8_t *out) {
     }
 }
 
-/* The front end for every channel: image -> features (n_features bytes, channel-major). */
+/* The front end for every channel: image -> features (n_features bytes, channel-major). In
+ * SRAM where the convolution is (multiply builds: the CH32V002 has the room, the CH32V003 not). */
+#if BITMCU_HAS_MUL
+BITMCU_HOT(bitmcu_front_end)
+#endif
 bitmcu_status bitmcu_front_end(const bitmcu_model *model, const uint8_t *input, uint8_t *feat,
                                uint8_t *buf_a, uint8_t *buf_b) {
     const bitmcu_layer *layers = model->layers;
@@ -455,6 +550,7 @@ bitmcu_status bitmcu_front_end(const bitmcu_model *model, const uint8_t *input, 
             const bitmcu_layer *L = &layers[l];
             const uint32_t out_side = L->op == BITMCU_OP_POOL ? side / 2u : side - 2u;
             if (L->n_in != side || L->n_out != channels || side < 3u ||
+                side > BITMCU_CONV_MAX_SIDE ||
                 (L->op == BITMCU_OP_CONV1) != (l == 0) || out_side * out_side > model->max_map) {
                 return BITMCU_ERR_LAYER;
             }

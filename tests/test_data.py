@@ -137,6 +137,24 @@ def test_download_with_bad_checksum_is_refused(tmp_path, monkeypatch):
     assert not (tmp_path / "cache" / "datasets" / "mnist" / "t10k-labels-idx1-ubyte.gz").exists()
 
 
+def test_archive_checksums_are_checked_before_unpacking(tmp_path, monkeypatch):
+    """Fashion-MNIST publishes sha256 of its .gz archives: a changed archive is refused."""
+    _fake_mirror(tmp_path, monkeypatch, corrupt=False)
+    mirror = tmp_path / "mirror"
+    monkeypatch.setitem(ds.MIRRORS, "fashion-mnist", [mirror.as_uri() + "/"])
+    sums = {f.name[:-3]: hashlib.sha256(f.read_bytes()).hexdigest() for f in mirror.glob("*.gz")}
+    monkeypatch.setitem(ds.SHA256_GZ, "fashion-mnist", sums)
+    d = load_dataset("fashion-mnist", size=16, data_dir=str(tmp_path / "nothing-here"))
+    assert d.test_x.shape == (10, 16, 16)
+
+    monkeypatch.setenv("BITMCU_CACHE", str(tmp_path / "cache2"))
+    bad = mirror / "t10k-images-idx3-ubyte.gz"
+    bad.write_bytes(gzip.compress(gzip.decompress(bad.read_bytes()), compresslevel=1, mtime=1))
+    with pytest.raises(BitmcuError, match="t10k-images-idx3-ubyte.*sha256.*archive"):
+        load_dataset("fashion-mnist", data_dir=str(tmp_path / "nothing-here"))
+    assert not (tmp_path / "cache2" / "datasets" / "fashion-mnist" / "t10k-images-idx3-ubyte.gz").exists()
+
+
 @pytest.mark.skipif(full_mnist_dir() is None, reason="full MNIST not available")
 def test_full_mnist_from_data_dir():
     d = load_dataset("mnist", size=16, data_dir=str(full_mnist_dir()), download=False)

@@ -441,13 +441,14 @@ void bitmcu_conv3x3(const int32_t w[9], uint32_t shift, uint32_t act_max, const 
 BITMCU_INLINE void conv_row_pow2(const uint8_t *r, const uint8_t *e, const uint32_t *m,
                                  int32_t bias, int32_t *acc, uint32_t n, conv_pass pass) {
     const uint32_t e0 = e[0], e1 = e[1], e2 = e[2], m0 = m[0], m1 = m[1], m2 = m[2];
-    for (uint32_t x = 0; x < n; x++) {
-        const uint32_t s = (((uint32_t)r[x] << e0) ^ m0) + (((uint32_t)r[x + 1] << e1) ^ m1) +
-                           (((uint32_t)r[x + 2] << e2) ^ m2);
+    const int32_t *const end = acc + n;
+    for (; acc < end; acc++, r++) {
+        const uint32_t s = (((uint32_t)r[0] << e0) ^ m0) + (((uint32_t)r[1] << e1) ^ m1) +
+                           (((uint32_t)r[2] << e2) ^ m2);
         if (pass == CONV_FIRST) {
-            acc[x] = (int32_t)s + bias;
+            *acc = (int32_t)s + bias;
         } else {
-            acc[x] += (int32_t)s;
+            *acc += (int32_t)s;
         }
     }
 }
@@ -458,6 +459,15 @@ BITMCU_INLINE void conv_tap(const uint8_t *r, int32_t w, int32_t *acc, uint32_t 
     const uint32_t mag = neg ? (uint32_t)-w : (uint32_t)w;
     for (uint32_t x = 0; x < n; x++) {
         acc[x] += cond_neg((int32_t)umul_code(mag, r[x], 8), neg);
+    }
+}
+
+/* The taps of one kernel row one by one, skipping zero levels. */
+BITMCU_INLINE void conv_row_taps(const uint8_t *r, const int32_t *w, int32_t *acc, uint32_t n) {
+    for (uint32_t kx = 0; kx < 3u; kx++) {
+        if (w[kx]) {
+            conv_tap(r + kx, w[kx], acc, n);
+        }
     }
 }
 
@@ -494,20 +504,20 @@ void bitmcu_conv3x3(const int32_t w[9], uint32_t shift, uint32_t act_max, const 
     const uint32_t round = shift ? 1u << (shift - 1u) : 0u;
     for (uint32_t y = 0; y < n; y++, in += side, out += n) {
         const uint8_t *r = in;
-        for (uint32_t ky = 0, k = 0; ky < 3u; ky++, k += 3u, r += side) {
+        if (fast_rows & 1u) {
+            conv_row_pow2(r, e, m, bias, acc, n, CONV_FIRST);
+        } else {
+            for (uint32_t x = 0; x < n; x++) {
+                acc[x] = bias;
+            }
+            conv_row_taps(r, w, acc, n);
+        }
+        for (uint32_t ky = 1, k = 3; ky < 3u; ky++, k += 3u) {
+            r += side;
             if ((fast_rows >> ky) & 1u) {
-                conv_row_pow2(r, e + k, m + k, bias, acc, n, ky ? CONV_ADD : CONV_FIRST);
-                continue;
-            }
-            if (ky == 0u) {
-                for (uint32_t x = 0; x < n; x++) {
-                    acc[x] = bias;
-                }
-            }
-            for (uint32_t kx = 0; kx < 3u; kx++) {
-                if (w[k + kx]) {
-                    conv_tap(r + kx, w[k + kx], acc, n);
-                }
+                conv_row_pow2(r, e + k, m + k, 0, acc, n, CONV_ADD);
+            } else {
+                conv_row_taps(r, w + k, acc, n);
             }
         }
         for (uint32_t x = 0; x < n; x++) {

@@ -107,7 +107,7 @@ def reference(args) -> None:
         extra = [f"train.teacher={teacher['run']}"]
     jobs = [(args.config, [f"seed={s}", *extra, *args.set], str(args.out / f"{args.config}-s{s}"))
             for s in args.seeds]
-    threads = max(1, (os.cpu_count() or 2) // args.jobs)
+    threads = args.threads or max(1, (os.cpu_count() or 2) // args.jobs)
     with ProcessPoolExecutor(args.jobs) as ex:
         results = list(ex.map(one, *zip(*jobs, strict=True), [threads] * len(jobs)))
     accs = [r["float_acc"] for r in results]
@@ -142,7 +142,7 @@ def schemes(args) -> None:
     jobs = [("reference", [f"model.scheme={n}", f"model.hidden={args.hidden}",
                            f"train.epochs={args.epochs}", f"name=scheme-{n}", *args.set],
              str(args.out / f"scheme-{n}")) for n in names]
-    threads = max(1, (os.cpu_count() or 2) // args.jobs)
+    threads = args.threads or max(1, (os.cpu_count() or 2) // args.jobs)
     with ProcessPoolExecutor(args.jobs) as ex:
         results = list(ex.map(one, *zip(*jobs, strict=True), [threads] * len(jobs)))
     lines = [f"Every scheme, 256-{'-'.join(str(h) for h in json.loads(args.hidden))}-10, "
@@ -176,6 +176,7 @@ def main() -> None:
         s.add_argument("--set", action="append", default=[])
         s.add_argument("--out", type=Path, default=ROOT / "runs" / "bench")
         s.add_argument("--tag", default="", help="suffix of the results file name")
+        s.add_argument("--threads", type=int, help="torch threads per run (default: cores / jobs)")
     sub.choices["reference"].add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     sub.choices["reference"].add_argument("--config", default="reference")
     sub.choices["reference"].add_argument("--teacher", help="config of a teacher to train first "

@@ -11,7 +11,7 @@ from bitmcu.export import export, model_report, write_export
 from bitmcu.ir import FCLayer, IntModel
 from bitmcu.target.chips import CHIPS
 from bitmcu.target.emulator import profile
-from bitmcu.target.firmware import GCC, build_firmware, files_dir, linker_script
+from bitmcu.target.firmware import GCC, build_firmware, files_dir, linker_script, worst_stack
 
 pytestmark = pytest.mark.skipif(shutil.which(GCC) is None, reason=f"{GCC} not installed")
 
@@ -35,6 +35,7 @@ def test_firmware_runs_in_the_emulator_and_matches_the_reference(tiny_export, tm
     assert [n for n, _ in prof.inferences[0].segments] == ["input", "layer 0", "layer 1"]
     assert sum(c for _, c in prof.inferences[0].segments) == prof.inferences[0].cycles
     assert 0 < prof.ram["stack_peak"] < 512 and prof.ram["total"] <= prof.ram["size"]
+    assert info.stack_bound >= prof.ram["stack_peak"]  # the static bound covers what ran
     assert prof.flash["total"] <= 16 * 1024
     dis = subprocess.run(["riscv64-unknown-elf-objdump", "-d", info.elf], capture_output=True,
                          text=True).stdout
@@ -72,6 +73,34 @@ def test_model_too_large_for_flash_names_region_and_bytes(tmp_path):
     write_export(model, tmp_path / "big", x, np.arange(4), model_report(model, "ch32v003"))
     with pytest.raises(BitmcuError, match=r"flash overflowed by \d+ bytes \(16384 bytes"):
         build_firmware(tmp_path / "big", "ch32v003", tmp_path / "fw", n_images=2)
+    assert not (tmp_path / "fw").exists()
+
+
+def test_worst_case_stack_from_the_call_graph(tmp_path):
+    (tmp_path / "a.ci").write_text(
+        'node: { title: "main" label: "main\\nfw_main.c:1:1\\n64 bytes (static)" }\n'
+        'node: { title: "run" label: "run\\nbitmcu.c:1:1\\n80 bytes (static)" }\n'
+        'node: { title: "__indirect_call" label: "Indirect Call Placeholder" shape : ellipse }\n'
+        'node: { title: "front" label: "front\\nbitmcu.c:2:1\\n120 bytes (static)" }\n'
+        'node: { title: "conv" label: "conv\\nbitmcu.c:3:1\\n312 bytes (static)" }\n'
+        'node: { title: "fc" label: "fc\\nbitmcu.c:4:1\\n40 bytes (static)" }\n'
+        'edge: { sourcename: "main" targetname: "run" }\n'
+        'edge: { sourcename: "run" targetname: "__indirect_call" }\n'
+        'edge: { sourcename: "front" targetname: "conv" }\n'
+        'edge: { sourcename: "front" targetname: "__mulsi3" }\n')
+    assert worst_stack([tmp_path / "a.ci"]) == 64 + 80 + 120 + 312
+    (tmp_path / "b.ci").write_text(
+        'node: { title: "main" label: "main\\nx.c:1:1\\n64 bytes (dynamic)" }\n')
+    assert worst_stack([tmp_path / "b.ci"]) is None  # unbounded: no claim
+
+
+def test_stack_that_does_not_fit_is_refused(tiny_export, tmp_path, monkeypatch):
+    import bitmcu.target.firmware as fw
+
+    monkeypatch.setattr(fw, "worst_stack", lambda files: 4096)
+    with pytest.raises(BitmcuError, match=r"ch32v003: RAM overflowed by \d+ bytes .*worst-case "
+                                          r"stack 4096 > 2048 bytes"):
+        build_firmware(tiny_export, "ch32v003", tmp_path / "fw", n_images=2)
     assert not (tmp_path / "fw").exists()
 
 
@@ -168,3 +197,4 @@ def test_cnn_through_firmware_on_both_chips(tmp_path, conv_scheme, bias_unit):
         prof = profile(info.elf)
         assert prof.mismatches == 0 and [i.pred for i in prof.inferences] == info.expected
         assert prof.ram["total"] <= prof.ram["size"]
+        assert info.stack_bound >= prof.ram["stack_peak"]

@@ -176,7 +176,8 @@ def _cmd_firmware(a) -> int:
 
     info = build_firmware(a.export_dir, a.mcu, a.out, a.images, a.hot_loops)
     print(f"built {info.elf} (+ .bin, .hex) for {info.mcu}: {info.n_images} test images, "
-          f"kernels in {info.hot_loops}")
+          f"kernels in {info.hot_loops}"
+          + (f", worst-case stack {info.stack_bound} bytes" if info.stack_bound else ""))
     print(f"profile it with: bitmcu profile {info.elf}")
     return 0
 

@@ -56,6 +56,7 @@ class FirmwareInfo:
     hot_loops: str
     labels: list[int]
     expected: list[int]  # numpy reference predictions of the embedded images
+    stack_bound: int | None = None  # worst-case stack bytes (static call-graph analysis)
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2) + "\n")
@@ -81,6 +82,50 @@ def _overflow_error(stderr: str, chip, image_bytes: int = 0) -> BitmcuError | No
         hint = f"; each embedded test image takes {image_bytes} bytes: try fewer --images"
     return BitmcuError(f"firmware does not fit the {chip.name}: {what} overflowed by {over} bytes "
                        f"({size} bytes available in {region}){hint}")
+
+
+_CI_NODE = re.compile(r'node: \{ title: "([^"]+)" label: "[^"]*?\\n(\d+) bytes \((\w+)\)')
+_CI_EDGE = re.compile(r'edge: \{ sourcename: "([^"]+)" targetname: "([^"]+)"')
+
+
+def worst_stack(callgraph_files: list[Path], root: str = "main") -> int | None:
+    """Worst-case stack bytes of ``root`` from GCC's ``-fcallgraph-info=su`` files.
+
+    The deepest call chain of static frame sizes; an indirect call (the model's kernel and front
+    end pointers) may reach any function with a frame, except those already on the chain (the
+    engine does not recurse). Library helpers without a frame (libgcc's __mulsi3) count 0.
+    None where GCC wrote no call graph or a frame is not static (then it cannot be bounded here).
+    """
+    frames: dict[str, int] = {}
+    calls: dict[str, set[str]] = {}
+    for f in callgraph_files:
+        text = f.read_text()
+        for name, size, kind in _CI_NODE.findall(text):
+            if kind != "static":
+                return None
+            frames[name] = max(frames.get(name, 0), int(size))
+        for a, b in _CI_EDGE.findall(text):
+            calls.setdefault(a, set()).add(b)
+    if root not in frames:
+        return None
+
+    def depth(fn: str, chain: frozenset) -> int:
+        targets = calls.get(fn, set())
+        if "__indirect_call" in targets:
+            targets = (targets - {"__indirect_call"}) | set(frames)
+        below = [depth(t, chain | {t}) for t in targets if t not in chain]
+        return frames.get(fn, 0) + max(below, default=0)
+
+    return depth(root, frozenset({root}))
+
+
+def _ram_use(elf_path: Path) -> tuple[int, int]:
+    from elftools.elf.elffile import ELFFile
+
+    with elf_path.open("rb") as f:
+        elf = ELFFile(f)
+        size = {s.name: s["sh_size"] for s in elf.iter_sections()}
+    return size.get(".data", 0), size.get(".bss", 0)
 
 
 def build_firmware(export_dir: str | Path, mcu: str, out: str | Path | None = None,
@@ -119,11 +164,22 @@ def build_firmware(export_dir: str | Path, mcu: str, out: str | Path | None = No
                "-fno-builtin", hot, "-include", str(t / "fw_trace.h"), f"-I{t}",
                str(t / "startup.S"), str(t / "fw_main.c"), str(t / "bitmcu.c"), str(t / "mem.c"),
                "-T", str(t / "link.ld"), "-Wl,--gc-sections", f"-Wl,-Map={t / 'firmware.map'}",
-               "-lgcc", "-o", str(t / "firmware.elf")]
+               "-fcallgraph-info=su", "-lgcc", "-o", str(t / "firmware.elf")]
         r = subprocess.run(cmd, capture_output=True, text=True, cwd=t)
         if r.returncode != 0:
             raise _overflow_error(r.stderr, chip, model.n_input) or BitmcuError(
                 f"building the {chip.name} firmware failed:\n{r.stderr.strip()[-3000:]}")
+        graphs = sorted(t.glob("*.ci"))
+        stack = worst_stack(graphs)
+        for g in graphs:
+            g.unlink()
+        data, bss = _ram_use(t / "firmware.elf")
+        ram = chip.ram_kb * 1024
+        if stack is not None and data + bss + stack > ram:
+            raise BitmcuError(
+                f"firmware does not fit the {chip.name}: RAM overflowed by "
+                f"{data + bss + stack - ram} bytes (data {data} + arena and buffers {bss} + "
+                f"worst-case stack {stack} > {ram} bytes)")
         for fmt, ext in (("binary", "bin"), ("ihex", "hex")):
             subprocess.run([objcopy, "-O", fmt, str(t / "firmware.elf"), str(t / f"firmware.{ext}")],
                            check=True, capture_output=True)
@@ -131,7 +187,7 @@ def build_firmware(export_dir: str | Path, mcu: str, out: str | Path | None = No
             f"'{c}'" if any(ch in c for ch in " ()\"") else c for c in cmd) + "\n")
         info = FirmwareInfo(chip.name, str(out / "firmware.elf"), str(out / "firmware.bin"),
                             str(out / "firmware.hex"), n_images, hot_loops,
-                            [int(v) for v in labels], [int(v) for v in expected])
+                            [int(v) for v in labels], [int(v) for v in expected], stack)
         info.save(t / "firmware.json")
         out.mkdir(exist_ok=True)
         for f in sorted(t.iterdir()):

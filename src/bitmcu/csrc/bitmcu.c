@@ -473,12 +473,32 @@ BITMCU_INLINE void conv_row_pow2(const uint8_t *r, const uint8_t *e, const uint3
     }
 }
 
-/* acc[x] += w * r[x] for x < n by shift-and-add over the bits of |w| (|w| <= 128). */
+/* acc[x] +- (r[x] << e) for x < n: one signed power-of-two digit of a level. */
+BITMCU_INLINE void conv_digit(const uint8_t *r, uint32_t e, uint32_t neg, int32_t *acc,
+                              uint32_t n) {
+    if (neg) {
+        for (uint32_t x = 0; x < n; x++) {
+            acc[x] -= (int32_t)((uint32_t)r[x] << e);
+        }
+    } else {
+        for (uint32_t x = 0; x < n; x++) {
+            acc[x] += (int32_t)((uint32_t)r[x] << e);
+        }
+    }
+}
+
+/* acc[x] += w * r[x] for x < n, shifts and adds only: |w| in non-adjacent form (signed digits
+ * +-2^e, no two adjacent; at most 4 for |w| <= 128, 2.4 on average for 8-bit levels), one pass
+ * per digit. */
 BITMCU_INLINE void conv_tap(const uint8_t *r, int32_t w, int32_t *acc, uint32_t n) {
     const uint32_t neg = (uint32_t)w >> 31;
-    const uint32_t mag = neg ? (uint32_t)-w : (uint32_t)w;
-    for (uint32_t x = 0; x < n; x++) {
-        acc[x] += cond_neg((int32_t)umul_code(mag, r[x], 8), neg);
+    uint32_t mag = neg ? (uint32_t)-w : (uint32_t)w;
+    for (uint32_t e = 0; mag; e++, mag >>= 1) {
+        if (mag & 1u) {
+            const uint32_t down = (mag & 3u) == 3u; /* ...11: digit -1 here, carry upwards */
+            conv_digit(r, e, down ^ neg, acc, n);
+            mag = down ? mag + 1u : mag - 1u;
+        }
     }
 }
 

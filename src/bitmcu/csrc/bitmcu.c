@@ -272,7 +272,7 @@ static uint32_t shift_for(uint32_t m, uint32_t act_max) {
 }
 
 /* (v + round) >> s, clamped to act_max: the one rounding rule of the engine. */
-static uint32_t shift_round(uint32_t v, uint32_t s, uint32_t act_max) {
+BITMCU_INLINE uint32_t shift_round(uint32_t v, uint32_t s, uint32_t act_max) {
     const uint32_t r = s ? (v + (1u << (s - 1u))) >> s : v;
     return r > act_max ? act_max : r;
 }
@@ -396,10 +396,9 @@ static int32_t level_at(const bitmcu_layer *L, uint32_t r, uint32_t k) {
 /* Outputs of one conv row at most: inputs are at most 28x28 (the MNIST source resolution). */
 #define BITMCU_CONV_MAX_SIDE 28u
 
-/* ReLU and requantization by a fixed shift of one conv output: the one rounding rule. */
-BITMCU_INLINE uint8_t conv_out(int32_t v, uint32_t shift, uint32_t round, uint32_t act_max) {
-    const uint32_t q = v > 0 ? ((uint32_t)v + round) >> shift : 0u;
-    return (uint8_t)(q > act_max ? act_max : q);
+/* ReLU, then requantization of one conv output by its layer's fixed shift. */
+BITMCU_INLINE uint8_t conv_out(int32_t v, uint32_t shift, uint32_t act_max) {
+    return (uint8_t)(v > 0 ? shift_round((uint32_t)v, shift, act_max) : 0u);
 }
 
 /* How a row pass of a 3x3 convolution combines its three taps with the row sums. */
@@ -409,13 +408,13 @@ typedef enum { CONV_FIRST, CONV_ADD, CONV_LAST } conv_pass;
 /* Row sum s of output x by `pass`. FIRST: acc = s; ADD: acc += s; LAST: out = requantized
  * acc + s. */
 BITMCU_INLINE void conv_put(int32_t *acc, uint8_t *out, uint32_t x, int32_t s, conv_pass pass,
-                            uint32_t shift, uint32_t round, uint32_t act_max) {
+                            uint32_t shift, uint32_t act_max) {
     if (pass == CONV_FIRST) {
         acc[x] = s;
     } else if (pass == CONV_ADD) {
         acc[x] += s;
     } else {
-        out[x] = conv_out(acc[x] + s, shift, round, act_max);
+        out[x] = conv_out(acc[x] + s, shift, act_max);
     }
 }
 
@@ -425,18 +424,17 @@ BITMCU_INLINE void conv_put(int32_t *acc, uint8_t *out, uint32_t x, int32_t s, c
 BITMCU_INLINE void conv_row_mul(const uint8_t *r, const int32_t *w, int32_t *acc, uint8_t *out,
                                 uint32_t n, conv_pass pass, uint32_t shift, uint32_t act_max) {
     const int32_t w0 = w[0], w1 = w[1], w2 = w[2];
-    const uint32_t round = shift ? 1u << (shift - 1u) : 0u;
     int32_t a = r[0], b = r[1];
     uint32_t x = 0;
     for (; x + 1u < n; x += 2u) {
         const int32_t c = r[x + 2u], d = r[x + 3u];
-        conv_put(acc, out, x, w0 * a + w1 * b + w2 * c, pass, shift, round, act_max);
-        conv_put(acc, out, x + 1u, w0 * b + w1 * c + w2 * d, pass, shift, round, act_max);
+        conv_put(acc, out, x, w0 * a + w1 * b + w2 * c, pass, shift, act_max);
+        conv_put(acc, out, x + 1u, w0 * b + w1 * c + w2 * d, pass, shift, act_max);
         a = c;
         b = d;
     }
     if (x < n) {
-        conv_put(acc, out, x, w0 * a + w1 * b + w2 * r[x + 2u], pass, shift, round, act_max);
+        conv_put(acc, out, x, w0 * a + w1 * b + w2 * r[x + 2u], pass, shift, act_max);
     }
 }
 
@@ -541,7 +539,6 @@ void bitmcu_conv3x3(const int32_t w[9], uint32_t shift, uint32_t act_max, const 
         }
     }
     const uint32_t n = (uint32_t)side - 2u;
-    const uint32_t round = shift ? 1u << (shift - 1u) : 0u;
     for (uint32_t y = 0; y < n; y++, in += side, out += n) {
         const uint8_t *r = in;
         if (fast_rows & 1u) {
@@ -561,7 +558,7 @@ void bitmcu_conv3x3(const int32_t w[9], uint32_t shift, uint32_t act_max, const 
             }
         }
         for (uint32_t x = 0; x < n; x++) {
-            out[x] = conv_out(acc[x], shift, round, act_max);
+            out[x] = conv_out(acc[x], shift, act_max);
         }
     }
 }

@@ -51,9 +51,9 @@ def one(config: str, overrides: list[str], out: str, threads: int) -> dict:
 
     cfg = load_config(config, overrides + [f"train.threads={threads}"])
     run = Path(out)
-    if (run / "checkpoint.pt").exists() and load_checkpoint(run)["epoch"] == cfg.train.epochs:
-        blob = load_checkpoint(run)  # a finished run is evaluated, not trained again
-        wall = sum(m["seconds"] for m in blob["metrics"])
+    blob = load_checkpoint(run) if (run / "checkpoint.pt").exists() else None
+    if blob is not None and blob["epoch"] == cfg.train.epochs:
+        wall = sum(m["seconds"] for m in blob["metrics"])  # finished: evaluated, not trained
     else:
         t0 = time.perf_counter()
         run = train_run(cfg, run_dir=run, quiet=True, log=lambda *a: None)

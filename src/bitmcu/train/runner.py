@@ -273,6 +273,7 @@ def train(cfg: Config, run_dir: Path | None = None, resume: str | Path | None = 
         average = WeightAverage(model, cfg.train.ema)
         if blob is not None:
             average.model.load_state_dict(blob["model"])
+    final = model if average is None else average.model  # what the run delivers
     teacher = load_teacher(cfg, data, device)
 
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -297,7 +298,6 @@ def train(cfg: Config, run_dir: Path | None = None, resume: str | Path | None = 
                                            average)
             if bar is not None:
                 bar.close()
-            final = model if average is None else average.model
             ev = evaluate(final, data.test_x, data.test_y, device)
             m = {"epoch": epoch + 1, "train_loss": tr_loss, "train_acc": tr_acc,
                  "test_loss": ev.loss, "test_acc": ev.acc, "lr": lr_at(cfg, epoch + 1),
@@ -319,7 +319,6 @@ def train(cfg: Config, run_dir: Path | None = None, resume: str | Path | None = 
         signal.signal(signal.SIGTERM, old)
         if tb is not None:
             tb.close()
-    final = model if average is None else average.model
     final.cpu()
     write_plots(final, cfg, metrics, run_dir)
     return run_dir

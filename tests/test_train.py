@@ -145,6 +145,10 @@ def test_distillation_from_a_teacher_run(tiny_run, tmp_path):
     bad = load_config(None, tiny_overrides(**{"train.teacher": str(tiny_run), "data.size": 12}))
     with pytest.raises(BitmcuError, match="train.teacher.*16x16.*12x12"):
         train(bad, run_dir=tmp_path / "bad", quiet=True)
+    bad = load_config(None, tiny_overrides(**{"train.teacher": str(tiny_run),
+                                              "data.resize": "bilinear"}))
+    with pytest.raises(BitmcuError, match=r"train.teacher.*\(area downscaling\).*\(bilinear\)"):
+        train(bad, run_dir=tmp_path / "bad2", quiet=True)
 
 
 def test_weight_average_resumes_exactly_and_is_what_the_run_delivers(tmp_path):

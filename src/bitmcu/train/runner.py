@@ -98,11 +98,12 @@ def load_teacher(cfg: Config, data: Dataset, device):
     if not cfg.train.teacher:
         return None
     blob = load_checkpoint(cfg.train.teacher)
-    if blob["n_classes"] != data.n_classes or blob["cfg"].data.size != cfg.data.size:
+    td = blob["cfg"].data
+    if (blob["n_classes"], td.size, td.resize) != (data.n_classes, cfg.data.size, cfg.data.resize):
         raise BitmcuError(
             f"train.teacher {cfg.train.teacher}: has {blob['n_classes']} classes at "
-            f"{blob['cfg'].data.size}x{blob['cfg'].data.size}; this run needs {data.n_classes} "
-            f"at {cfg.data.size}x{cfg.data.size}"
+            f"{td.size}x{td.size} ({td.resize} downscaling); this run needs {data.n_classes} at "
+            f"{cfg.data.size}x{cfg.data.size} ({cfg.data.resize}): train the teacher on the same data"
         )
     teacher = model_from_checkpoint(blob).to(device)
     for p in teacher.parameters():

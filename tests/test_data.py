@@ -73,6 +73,23 @@ def test_augmenter_is_batched_deterministic_and_moves_pixels():
     assert a.sum() > 0.7 * x.sum()  # mass mostly kept
 
 
+def test_elastic_blur_matrix_is_a_reflected_gaussian_blur():
+    import torch.nn.functional as F
+
+    from bitmcu.data.transforms import _blur_matrix, _gaussian_kernel
+
+    k = _gaussian_kernel(4.0)
+    r = len(k) // 2
+    v = torch.rand(3, 28)
+    conv = F.conv1d(F.pad(v.unsqueeze(1), (r, r), mode="reflect"), k.view(1, 1, -1)).squeeze(1)
+    assert torch.allclose(v @ _blur_matrix(28, 4.0).T, conv, atol=1e-6)
+    for n in (1, 2, 5):  # kernel wider than the image: reflected again, still a blur
+        m = _blur_matrix(n, 4.0)
+        assert m.shape == (n, n) and torch.allclose(m.sum(1), torch.ones(n)) and (m >= 0).all()
+    small = Augmenter(elastic=2.0)(torch.rand(4, 1, 6, 6), torch.Generator().manual_seed(0))
+    assert small.shape == (4, 1, 6, 6) and torch.isfinite(small).all()
+
+
 def test_npz_user_data_and_errors(tmp_path):
     d = load_dataset(str(SUBSET), size=16)
     assert d.train_x.shape == (2000, 16, 16) and d.test_x.shape == (500, 16, 16)

@@ -7,6 +7,7 @@ normalization layer, which is scale-invariant, so the integer engine takes the r
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -51,6 +52,22 @@ def _gaussian_kernel(sigma: float) -> torch.Tensor:
     return k / k.sum()
 
 
+@functools.lru_cache(maxsize=8)
+def _blur_matrix(n: int, sigma: float) -> torch.Tensor:
+    """(n, n) matrix of a 1-D Gaussian blur with reflected borders: ``M @ v`` blurs ``v``.
+
+    One small matrix product per axis is many times faster than a 1-channel convolution."""
+    k = _gaussian_kernel(sigma)
+    r = len(k) // 2
+    m = torch.zeros(n, n)
+    period = max(1, 2 * (n - 1))  # reflection at 0 and n - 1, repeated for wide kernels
+    for i in range(n):
+        for t in range(-r, r + 1):
+            j = (i + t) % period
+            m[i, min(j, period - j)] += k[t + r]
+    return m
+
+
 class Augmenter:
     """Random rotation, translation, scale and optional elastic distortion of a batch."""
 
@@ -80,12 +97,8 @@ class Augmenter:
         grid = F.affine_grid(theta, [b, 1, h, w], align_corners=False)
         if self.elastic > 0:
             field = torch.rand(b, 2, h, w, generator=gen) * 2 - 1
-            k = _gaussian_kernel(self.elastic_sigma)
-            pad = len(k) // 2
-            field = F.conv2d(F.pad(field.reshape(-1, 1, h, w), (pad, pad, 0, 0), mode="reflect"),
-                             k.view(1, 1, 1, -1))
-            field = F.conv2d(F.pad(field, (0, 0, pad, pad), mode="reflect"), k.view(1, 1, -1, 1))
-            field = field.reshape(b, 2, h, w)
+            field = (_blur_matrix(h, self.elastic_sigma) @ field
+                     @ _blur_matrix(w, self.elastic_sigma).T)
             field = field / field.abs().amax(dim=(2, 3), keepdim=True).clamp_min(1e-6)
             disp = field.permute(0, 2, 3, 1) * (self.elastic * 2 / torch.tensor([w, h]))
             grid = grid + disp.to(x.device)

@@ -39,6 +39,26 @@ def machine() -> str:
             f"torch {torch.__version__}")
 
 
+RUN_DETAILS = {"train.threads", "train.device", "data.data_dir"}  # how a run ran, not what it is
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def config_changes(stored: dict, wanted: dict) -> list[str]:
+    """Keys whose value differs between a finished run's config and the one asked for."""
+    a, b = _flat(stored), _flat(wanted)
+    return [f"{k}: {a.get(k)!r} in the run, {b.get(k)!r} asked" for k in sorted(a.keys() | b.keys())
+            if k not in RUN_DETAILS and a.get(k) != b.get(k)]
+
+
 def one(config: str, overrides: list[str], out: str, threads: int) -> dict:
     """Train one model and take it through export, verify, firmware (both chips) and profile."""
     from bitmcu.config import load_config
@@ -52,6 +72,9 @@ def one(config: str, overrides: list[str], out: str, threads: int) -> dict:
     cfg = load_config(config, overrides + [f"train.threads={threads}"])
     run = Path(out)
     blob = load_checkpoint(run) if (run / "checkpoint.pt").exists() else None
+    if blob is not None and (changes := config_changes(blob["cfg"].to_dict(), cfg.to_dict())):
+        raise SystemExit(f"{run} holds a run made with other settings ({'; '.join(changes)}); "
+                         "remove it or choose another --out")
     if blob is not None and blob["epoch"] == cfg.train.epochs:
         wall = sum(m["seconds"] for m in blob["metrics"])  # finished: evaluated, not trained
     else:

@@ -34,6 +34,7 @@ def test_override_types_are_parsed():
         ("train", ["expected key=value"]),
         ("train=3", ["'train' is a section"]),
         ("train.dampen=-1", ["train.dampen", "-1"]),
+        ("train.sam=-0.1", ["train.sam", "-0.1", ">= 0"]),
     ],
 )
 def test_bad_config_names_key_value_and_allowed(override, words):

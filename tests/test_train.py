@@ -10,6 +10,7 @@ import torch
 from bitmcu.config import load_config
 from bitmcu.errors import BitmcuError
 from bitmcu.train import load_checkpoint, lr_at, model_from_checkpoint, train
+from bitmcu.train.runner import _sharpness_aware
 
 from .conftest import tiny_overrides
 
@@ -103,7 +104,8 @@ def test_schedules():
 
 
 @pytest.mark.parametrize("sets", [
-    {"model.scheme": "ternary", "model.norm": "layer", "model.scale": "per_channel"},
+    {"model.scheme": "ternary", "model.norm": "layer", "model.scale": "per_channel",
+     "train.sam": "0.05"},
     {"model.scheme": "none", "model.norm": "batch", "train.optimizer": "adam",
      "train.schedule": "step"},
     {"model.scheme": "fp130", "model.clip": "std", "model.layer_schemes": "[8bit, nf4]",
@@ -117,6 +119,38 @@ def test_variants_train(tmp_path, sets):
     run = train(cfg, run_dir=tmp_path / "r", quiet=True)
     m = load_checkpoint(run)["metrics"]
     assert m[1]["train_loss"] < m[0]["train_loss"] and m[1]["test_acc"] > 0.2
+
+
+def test_sharpness_aware_step_uses_the_gradient_at_the_perturbed_weights():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.Tanh(), torch.nn.Linear(4, 3))
+    x, y = torch.randn(16, 5), torch.randint(0, 3, (16,))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+
+    def objective():
+        out = model(x)
+        return out, torch.nn.functional.cross_entropy(out, y)
+
+    before = [p.detach().clone() for p in model.parameters()]
+    objective()[1].backward()
+    g = [p.grad.clone() for p in model.parameters()]
+    rho = 0.3
+    norm = torch.sqrt(sum((gi ** 2).sum() for gi in g))
+    with torch.no_grad():  # expected: the plain gradient at w + rho g / |g|
+        for p, gi in zip(model.parameters(), g, strict=True):
+            p.add_(gi * rho / norm)
+    opt.zero_grad()
+    objective()[1].backward()
+    want = [p.grad.clone() for p in model.parameters()]
+    with torch.no_grad():
+        for p, b in zip(model.parameters(), before, strict=True):
+            p.copy_(b)
+    opt.zero_grad()
+    objective()[1].backward()
+    _sharpness_aware(model, opt, objective, rho)
+    for p, b, w, gi in zip(model.parameters(), before, want, g, strict=True):
+        assert torch.allclose(p, b, atol=1e-7)  # weights restored
+        assert torch.allclose(p.grad, w, atol=1e-6) and not torch.allclose(p.grad, gi)
 
 
 def test_cli_errors_are_one_line(tmp_path, tiny_run):

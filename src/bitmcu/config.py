@@ -82,6 +82,8 @@ class TrainConfig:
     #                      linearly from 0 to this value over training (Nagel et al., 2022)
     ema: float = 0.0  # decay of an exponential moving average of the weights, per step; the
     #                   averaged model is evaluated, checkpointed and exported (0 = off)
+    sam: float = 0.0  # sharpness-aware minimization: radius rho of the weight perturbation
+    #                   (Foret et al., 2021); each step costs a second forward/backward (0 = off)
     device: str = "auto"  # auto | cpu | cuda
     threads: int | None = None  # torch CPU threads (None: torch default)
 
@@ -233,6 +235,8 @@ def _check(cfg: Config) -> Config:
         raise BitmcuError(f"config key 'train.ema': {cfg.train.ema} must be in [0, 1)")
     if cfg.augment.until is not None and cfg.augment.until < 0:
         raise BitmcuError(f"config key 'augment.until': {cfg.augment.until} must be >= 0")
+    if cfg.train.sam < 0:
+        raise BitmcuError(f"config key 'train.sam': {cfg.train.sam} must be >= 0")
     if cfg.train.dampen < 0:
         raise BitmcuError(f"config key 'train.dampen': {cfg.train.dampen} must be >= 0")
     if cfg.train.lr <= 0:

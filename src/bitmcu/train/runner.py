@@ -7,6 +7,7 @@ epoch ends exactly where an uninterrupted run with the same seed ends (on CPU).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -167,6 +168,31 @@ def _loss(cfg: Config, out, yb, teacher_out):
     return (1 - a) * ce + a * kd
 
 
+def _objective(model, cfg: Config, xb, yb, t_out, ramp: float):
+    """Forward pass and training loss (labels, teacher, ramped oscillation dampening)."""
+    out = model(xb)
+    loss = _loss(cfg, out, yb, t_out)
+    if ramp > 0:
+        loss = loss + ramp * sum(layer.dampening() for layer in model.layers)
+    return out, loss
+
+
+def _sharpness_aware(model, opt, objective, rho: float) -> None:
+    """Replace the gradients by those at the worst nearby weights: w + rho * g / |g| (SAM).
+    The step then starts from the original weights with the perturbed point's gradient."""
+    params = [p for p in model.parameters() if p.grad is not None]
+    with torch.no_grad():
+        norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))
+        eps = [p.grad * (rho / (norm + 1e-12)) for p in params]
+        for p, e in zip(params, eps, strict=True):
+            p.add_(e)
+    opt.zero_grad(set_to_none=True)
+    objective()[1].backward()
+    with torch.no_grad():
+        for p, e in zip(params, eps, strict=True):
+            p.sub_(e)
+
+
 def _train_epoch(model, opt, data: Dataset, cfg: Config, epoch: int, device, bar,
                  teacher=None, average: WeightAverage | None = None) -> tuple[float, float]:
     gen = epoch_generator(cfg.seed, epoch)
@@ -193,14 +219,14 @@ def _train_epoch(model, opt, data: Dataset, cfg: Config, epoch: int, device, bar
         for g in opt.param_groups:
             g["lr"] = lr
         xb, yb = xb.to(device), yb.to(device)
-        out = model(xb)
         t_out = None if teacher is None else teacher.logits(idx, xb, sel)
-        loss = _loss(cfg, out, yb, t_out)
-        if cfg.train.dampen > 0:
-            ramp = cfg.train.dampen * (epoch + s / steps) / cfg.train.epochs
-            loss = loss + ramp * sum(layer.dampening() for layer in model.layers)
+        ramp = cfg.train.dampen * (epoch + s / steps) / cfg.train.epochs
+        objective = functools.partial(_objective, model, cfg, xb, yb, t_out, ramp)
+        out, loss = objective()
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if cfg.train.sam > 0:
+            _sharpness_aware(model, opt, objective, cfg.train.sam)
         opt.step()
         if average is not None:
             average.update(model, epoch * steps + s)

@@ -111,7 +111,8 @@ def test_schedules():
     {"model.scheme": "fp130", "model.clip": "std", "model.layer_schemes": "[8bit, nf4]",
      "augment.elastic": "2.0", "train.dampen": "0.5"},
     {"model.family": "cnn", "model.channels": "6", "model.conv_scheme": "8bit",
-     "model.bias_unit": "true", "train.lr": "0.01", "data.train_limit": "2000"},
+     "model.bias_unit": "true", "train.lr": "0.01", "data.train_limit": "2000",
+     "model.quant_from": "1"},
 ])
 def test_variants_train(tmp_path, sets):
     base = {"train.epochs": 2, "model.hidden": "[16]", "data.train_limit": 800}
@@ -151,6 +152,26 @@ def test_sharpness_aware_step_uses_the_gradient_at_the_perturbed_weights():
     for p, b, w, gi in zip(model.parameters(), before, want, g, strict=True):
         assert torch.allclose(p, b, atol=1e-7)  # weights restored
         assert torch.allclose(p.grad, w, atol=1e-6) and not torch.allclose(p.grad, gi)
+
+
+def test_float_warm_up_then_quantized(tmp_path):
+    sets = tiny_overrides(**{"train.epochs": 2, "data.train_limit": 800})
+    plain = load_checkpoint(train(load_config(None, sets), run_dir=tmp_path / "a", quiet=True))
+    warm = train(load_config(None, sets + ["model.quant_from=1"]), run_dir=tmp_path / "b",
+                 quiet=True)
+    blob = load_checkpoint(warm)
+    assert blob["metrics"][0]["train_loss"] != plain["metrics"][0]["train_loss"]
+    model = model_from_checkpoint(blob)
+    layer = model.layers[0]
+    x = torch.rand(4, layer.in_features)
+    assert layer.quantize  # what is delivered is quantized
+    q = layer(x)
+    layer.quantize = False
+    f = layer(x)
+    assert torch.allclose(f, torch.nn.functional.linear(x, layer.latent_weight()))
+    assert not torch.allclose(f, q)
+    with pytest.raises(BitmcuError, match="model.quant_from.*2.*below train.epochs"):
+        load_config(None, sets + ["model.quant_from=2"])
 
 
 def test_cli_errors_are_one_line(tmp_path, tiny_run):

@@ -59,6 +59,7 @@ class ModelConfig:
     clip: Literal["octav", "std"] = "octav"  # how the clipping range is chosen
     clip_std: float = 2.5  # with clip=std: clipping range in weight standard deviations
     clip_until: int = 20  # update clipping every epoch until this epoch, then freeze
+    quant_from: int = 0  # float weights (no weight quantization) before this epoch
     act_bits: int = 8  # activation fake-quantization bits
 
 
@@ -235,6 +236,10 @@ def _check(cfg: Config) -> Config:
         raise BitmcuError(f"config key 'train.ema': {cfg.train.ema} must be in [0, 1)")
     if cfg.augment.until is not None and cfg.augment.until < 0:
         raise BitmcuError(f"config key 'augment.until': {cfg.augment.until} must be >= 0")
+    if not 0 <= cfg.model.quant_from < cfg.train.epochs:
+        raise BitmcuError(f"config key 'model.quant_from': {cfg.model.quant_from} must be >= 0 "
+                          f"and below train.epochs ({cfg.train.epochs}): the delivered model "
+                          f"must be trained quantized")
     if cfg.train.sam < 0:
         raise BitmcuError(f"config key 'train.sam': {cfg.train.sam} must be >= 0")
     if cfg.train.dampen < 0:

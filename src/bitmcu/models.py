@@ -123,8 +123,10 @@ class QuantConv2d(QuantWeights, nn.Conv2d):
         """Exact integer accumulators of the convolution (float tensor holding integers)."""
         w = self.latent_weight()
         units = w / self.step()
-        q = self.scheme.quantize_int(units.detach(), torch.ones((), device=w.device))
-        w_ste = (units + (q - units).detach()).view_as(self.weight)
+        if self.quantize:
+            q = self.scheme.quantize_int(units.detach(), torch.ones((), device=w.device))
+            units = units + (q - units).detach()
+        w_ste = units.view_as(self.weight)
         acc = self._conv_forward(x, w_ste, None)
         return acc + (acc.round() - acc).detach()
 

@@ -56,6 +56,7 @@ class QuantWeights:
         self.clip_method = clip_method
         self.clip_std = clip_std
         self.register_buffer("clip", torch.ones(n_out if per_channel else ()))
+        self.quantize = True  # False: float weights (training warm-up, `model.quant_from`)
         self.update_clip()
 
     def latent_weight(self) -> torch.Tensor:
@@ -111,6 +112,8 @@ class QuantLinear(QuantWeights, nn.Linear):
         self._init_quant(scheme, n_out, per_channel, clip_method, clip_std)
 
     def quantized_weight(self) -> torch.Tensor:
+        if not self.quantize:
+            return self.latent_weight()
         return self.scheme.fake_quant(self.weight, self.step())
 
     def forward(self, x):

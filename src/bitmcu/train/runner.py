@@ -26,6 +26,7 @@ from ..config import Config
 from ..data import Augmenter, Dataset, downscale, load_dataset
 from ..errors import BitmcuError
 from ..models import build_model
+from ..nn import QuantWeights
 from .checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 
 
@@ -315,6 +316,7 @@ def train(cfg: Config, run_dir: Path | None = None, resume: str | Path | None = 
         steps = math.ceil(len(data.train_x) / cfg.train.batch_size)
         for epoch in range(start_epoch, cfg.train.epochs):
             t0 = time.perf_counter()
+            _set_quantize(model, average, epoch >= cfg.model.quant_from)
             if epoch < cfg.model.clip_until:
                 model.update_clips(calib=data.train_x[:1000].to(device))
                 if average is not None:
@@ -344,11 +346,20 @@ def train(cfg: Config, run_dir: Path | None = None, resume: str | Path | None = 
         raise KeyboardInterrupt from None
     finally:
         signal.signal(signal.SIGTERM, old)
+        _set_quantize(model, average, True)
         if tb is not None:
             tb.close()
     final.cpu()
     write_plots(final, cfg, metrics, run_dir)
     return run_dir
+
+
+def _set_quantize(model, average: WeightAverage | None, on: bool) -> None:
+    """Quantized (on) or float weights (the warm-up before `model.quant_from`)."""
+    for m in [model, *([] if average is None else [average.model])]:
+        for layer in m.modules():
+            if isinstance(layer, QuantWeights):
+                layer.quantize = on
 
 
 def _write_metrics(path: Path, metrics: list[dict]) -> None:

@@ -273,7 +273,7 @@ static uint32_t shift_for(uint32_t m, uint32_t act_max) {
 
 /* (v + round) >> s, clamped to act_max: the one rounding rule of the engine. */
 BITMCU_INLINE uint32_t shift_round(uint32_t v, uint32_t s, uint32_t act_max) {
-    const uint32_t r = s ? (v + (1u << (s - 1u))) >> s : v;
+    const uint32_t r = (v + ((1u << s) >> 1u)) >> s; /* s = 0: v */
     return r > act_max ? act_max : r;
 }
 

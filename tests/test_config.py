@@ -30,6 +30,7 @@ def test_override_types_are_parsed():
         ("model.hidden=[64, 0]", ["model.hidden", "below 1"]),
         ("model.layer_schemes=[null, null, null, binary]", ["layer_schemes", "4 entries", "3"]),
         ("data.size=40", ["data.size", "28"]),
+        ("data.crop=12", ["data.crop", "12", "from data.size (16) to 28"]),
         ("model.layer_schemes=[8bit, foo]", ["model.layer_schemes[1]", "'foo'"]),
         ("train", ["expected key=value"]),
         ("train=3", ["'train' is a section"]),

@@ -62,6 +62,19 @@ def test_downscale_area_keeps_background_and_range():
         downscale(x, 16, "nearest")
 
 
+def test_downscale_crop_keeps_the_central_square():
+    x = torch.zeros(2, 28, 28, dtype=torch.uint8)
+    x[0, 4:24, 4:24] = 255  # the 20x20 centre fills the whole 16x16 image once cropped to 20
+    x[1, 0:3, :] = 255  # ink only in the top three rows: cropped away by crop=22
+    y = downscale(x, 16, crop=20)
+    assert (y[0] == 255).all()
+    assert (downscale(x, 16)[0, 0] == 0).all()  # uncropped: the border stays background
+    assert (downscale(x, 16, crop=22)[1] == 0).all()
+    assert (downscale(x, 16, crop=28) == downscale(x, 16)).all()
+    with pytest.raises(BitmcuError, match="data.crop 30 is larger than the 28x28"):
+        downscale(x, 16, crop=30)
+
+
 def test_augmenter_is_batched_deterministic_and_moves_pixels():
     x = torch.zeros(64, 1, 28, 28)
     x[:, :, 8:20, 12:16] = 255

@@ -26,6 +26,7 @@ class DataConfig:
     data_dir: str | None = None  # folder with one subfolder per data set; else $BITMCU_DATA, cache
     size: int = 16  # side of the square input image the model sees (and the chip samples)
     resize: Literal["area", "bilinear"] = "area"  # downscale filter (both antialiased)
+    crop: int | None = None  # downscale only the central crop x crop square; None = whole image
     train_limit: int | None = None  # use only the first N training images (quick runs)
 
 
@@ -218,6 +219,9 @@ def _check(cfg: Config) -> Config:
     positive("data.size", cfg.data.size, 4)
     if cfg.data.size > 28:
         raise BitmcuError(f"config key 'data.size': {cfg.data.size} is larger than the 28x28 source")
+    if cfg.data.crop is not None and not cfg.data.size <= cfg.data.crop <= 28:
+        raise BitmcuError(f"config key 'data.crop': {cfg.data.crop} is not allowed; use a side "
+                          f"from data.size ({cfg.data.size}) to 28, or null for the whole image")
     positive("train.epochs", cfg.train.epochs)
     positive("train.batch_size", cfg.train.batch_size)
     positive("train.step_size", cfg.train.step_size)

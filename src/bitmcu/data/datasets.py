@@ -266,8 +266,11 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
 
 
 def load_dataset(name: str, size: int = 16, resize: str = "area", data_dir: str | None = None,
-                 train_limit: int | None = None, download: bool = True) -> Dataset:
-    """Load a data set and its ``size x size`` downscaled copy (cached on disk)."""
+                 train_limit: int | None = None, download: bool = True,
+                 crop: int | None = None) -> Dataset:
+    """Load a data set and its ``size x size`` downscaled copy (cached on disk).
+
+    ``crop``: downscale only the central ``crop x crop`` square of each image."""
     if name.endswith(".npz"):
         path = Path(name).expanduser()
         if not path.is_file():
@@ -279,6 +282,10 @@ def load_dataset(name: str, size: int = 16, resize: str = "area", data_dir: str 
         raise BitmcuError(
             f"data.size {size} is larger than the data set's images ({arrays['train_x'].shape[-1]})"
         )
+    if crop is not None and crop > arrays["train_x"].shape[-1]:
+        raise BitmcuError(
+            f"data.crop {crop} is larger than the data set's images ({arrays['train_x'].shape[-1]})"
+        )
     if name == "emnist-letters":  # labels 1..26
         arrays["train_y"] = arrays["train_y"] - 1
         arrays["test_y"] = arrays["test_y"] - 1
@@ -288,18 +295,20 @@ def load_dataset(name: str, size: int = 16, resize: str = "area", data_dir: str 
     t = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
     t["train_y"] = t["train_y"].long()
     t["test_y"] = t["test_y"].long()
-    small = _downscaled(name, t, size, resize)
+    small = _downscaled(name, t, size, resize, crop)
     n_classes = int(max(t["train_y"].max(), t["test_y"].max())) + 1
     return Dataset(name, t["train_x"], t["train_y"], t["test_x"], t["test_y"],
                    small["train_x"], small["test_x"], n_classes)
 
 
-def _downscaled(name: str, t: dict, size: int, resize: str) -> dict[str, torch.Tensor]:
+def _downscaled(name: str, t: dict, size: int, resize: str,
+                crop: int | None) -> dict[str, torch.Tensor]:
     h = hashlib.sha256()
     for k in ("train_x", "test_x"):
         h.update(str(tuple(t[k].shape)).encode())
         h.update(t[k].numpy().tobytes())
-    key = f"{Path(name).stem}-{size}-{resize}-{h.hexdigest()[:16]}.npz"
+    framing = "" if crop is None else f"-crop{crop}"
+    key = f"{Path(name).stem}-{size}-{resize}{framing}-{h.hexdigest()[:16]}.npz"
     path = cache_dir() / "prepared" / key
     if path.is_file():
         try:
@@ -307,7 +316,7 @@ def _downscaled(name: str, t: dict, size: int, resize: str) -> dict[str, torch.T
                 return {k: torch.from_numpy(z[k]) for k in ("train_x", "test_x")}
         except (OSError, ValueError, KeyError):
             pass  # corrupted cache entry: rebuild it
-    out = {k: downscale(t[k], size, resize) for k in ("train_x", "test_x")}
+    out = {k: downscale(t[k], size, resize, crop=crop) for k in ("train_x", "test_x")}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".part.npz")

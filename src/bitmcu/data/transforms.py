@@ -18,9 +18,23 @@ from ..errors import BitmcuError, choices
 RESIZE_MODES = ("area", "bilinear")
 
 
-def downscale(x: torch.Tensor, size: int, mode: str = "area", chunk: int = 8192) -> torch.Tensor:
+def center_crop(x: torch.Tensor, crop: int | None) -> torch.Tensor:
+    """The central ``crop x crop`` square of images (..., H, W); ``None`` keeps them whole."""
+    h, w = x.shape[-2:]
+    if crop is None or crop == h == w:
+        return x
+    if crop > min(h, w):
+        raise BitmcuError(f"data.crop {crop} is larger than the {h}x{w} images")
+    top, left = (h - crop) // 2, (w - crop) // 2
+    return x[..., top : top + crop, left : left + crop]
+
+
+def downscale(x: torch.Tensor, size: int, mode: str = "area", chunk: int = 8192,
+              crop: int | None = None) -> torch.Tensor:
     """(N, H, W) or (N, 1, H, W) pixels 0..255 -> (N, size, size) uint8, antialiased.
 
+    ``crop`` first keeps only the central ``crop x crop`` square (MNIST digits fill the central
+    20x20 of their 28x28 frame, so a crop spends more of the input pixels on the digit).
     ``area`` averages the source pixels under each target pixel; ``bilinear`` uses the
     antialiased bilinear filter. Output values are rounded to whole pixel values, as a camera or
     ADC of the device would deliver them.
@@ -30,6 +44,7 @@ def downscale(x: torch.Tensor, size: int, mode: str = "area", chunk: int = 8192)
     squeeze = x.dim() == 3
     if squeeze:
         x = x.unsqueeze(1)
+    x = center_crop(x, crop)
     outs = []
     for i in range(0, x.shape[0], chunk):
         xb = x[i : i + chunk].float()

@@ -92,7 +92,7 @@ def evaluate(model, x: torch.Tensor, y: torch.Tensor, device=None, batch: int = 
 
 def load_data(cfg: Config) -> Dataset:
     d = cfg.data
-    return load_dataset(d.dataset, d.size, d.resize, d.data_dir, d.train_limit)
+    return load_dataset(d.dataset, d.size, d.resize, d.data_dir, d.train_limit, crop=d.crop)
 
 
 def load_teacher(cfg: Config, data: Dataset, device):
@@ -101,11 +101,14 @@ def load_teacher(cfg: Config, data: Dataset, device):
         return None
     blob = load_checkpoint(cfg.train.teacher)
     td = blob["cfg"].data
-    if (blob["n_classes"], td.size, td.resize) != (data.n_classes, cfg.data.size, cfg.data.resize):
+    d = cfg.data
+    if (blob["n_classes"], td.size, td.resize, td.crop) != (data.n_classes, d.size, d.resize,
+                                                           d.crop):
         raise BitmcuError(
             f"train.teacher {cfg.train.teacher}: has {blob['n_classes']} classes at "
-            f"{td.size}x{td.size} ({td.resize} downscaling); this run needs {data.n_classes} at "
-            f"{cfg.data.size}x{cfg.data.size} ({cfg.data.resize}): train the teacher on the same data"
+            f"{td.size}x{td.size} ({td.resize} downscaling, crop {td.crop}); this run needs "
+            f"{data.n_classes} at {d.size}x{d.size} ({d.resize}, crop {d.crop}): train the "
+            "teacher on the same data"
         )
     teacher = model_from_checkpoint(blob).to(device)
     for p in teacher.parameters():
@@ -213,8 +216,8 @@ def _train_epoch(model, opt, data: Dataset, cfg: Config, epoch: int, device, bar
             sel = torch.rand(len(idx), generator=gen) < aug.fraction
             if sel.any():
                 orig = data.train_orig[idx[sel]].float().unsqueeze(1)
-                xb[sel] = downscale(augmenter(orig, gen), cfg.data.size,
-                                    cfg.data.resize).squeeze(1).float()
+                xb[sel] = downscale(augmenter(orig, gen), cfg.data.size, cfg.data.resize,
+                                    crop=cfg.data.crop).squeeze(1).float()
         yb = data.train_y[idx]
         lr = lr_at(cfg, epoch + s / steps)
         for g in opt.param_groups:

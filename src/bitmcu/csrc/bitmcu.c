@@ -114,10 +114,35 @@ BITMCU_HOT(bitmcu_fc_binary) void bitmcu_fc_binary(const bitmcu_layer *L, const 
     fc_affine(L, a, acc, 1, 2, -1);
 }
 
-/* 2bitsym: level = 2c - 3 */
+/* 2bitsym: level = 2c - 3. Rows are interleaved in fours (bits 2k..2k+1 of a byte: row 4g+k),
+ * so one byte load per nonzero activation feeds four accumulators. */
 BITMCU_HOT(bitmcu_fc_2bitsym) void bitmcu_fc_2bitsym(const bitmcu_layer *L, const bitmcu_act *a,
                                                       int32_t *acc) {
-    fc_affine(L, a, acc, 2, 2, -3);
+    const uint8_t *w = L->weights; /* (ceil(n_out / 4), row_bytes = n_in) */
+    const int32_t bias = -3 * a->sum;
+    for (uint16_t o = 0; o < L->n_out; o = (uint16_t)(o + 4u), w += L->row_bytes) {
+        const uint8_t *p = a->nz, *end = a->nz + 2u * a->n_nz;
+        uint32_t i = 0, s[4] = {0, 0, 0, 0};
+        for (; p != end; p += 2) {
+            i += p[0];
+            const uint32_t x = p[1], c = w[i];
+#if BITMCU_HAS_MUL
+            s[0] += (c & 3u) * x;
+            s[1] += ((c >> 2) & 3u) * x;
+            s[2] += ((c >> 4) & 3u) * x;
+            s[3] += (c >> 6) * x;
+#else
+            const uint32_t x2 = x << 1;
+            s[0] += (x & bit_mask(c, 0)) + (x2 & bit_mask(c, 1));
+            s[1] += (x & bit_mask(c, 2)) + (x2 & bit_mask(c, 3));
+            s[2] += (x & bit_mask(c, 4)) + (x2 & bit_mask(c, 5));
+            s[3] += (x & bit_mask(c, 6)) + (x2 & bit_mask(c, 7));
+#endif
+        }
+        for (uint32_t k = 0; k < 4u && o + k < L->n_out; k++) {
+            acc[o + k] = 2 * (int32_t)s[k] + bias;
+        }
+    }
 }
 
 /* 4bitsym: level = 2c - 15. Rows are interleaved in pairs (low nibble: even row, high nibble:
@@ -374,8 +399,10 @@ static int32_t level_at(const bitmcu_layer *L, uint32_t r, uint32_t k) {
         const uint32_t m = trit_masks[row[q]];
         return (int32_t)((m >> t) & 1u) - (int32_t)((m >> (t + 8u)) & 1u);
     }
-    case BITMCU_SCHEME_2BITSYM:
-        return 2 * (int32_t)code_at(row, k, 2) - 3;
+    case BITMCU_SCHEME_2BITSYM: { /* rows interleaved in fours */
+        const uint8_t b = L->weights[(r >> 2) * L->row_bytes + k];
+        return 2 * (int32_t)((b >> ((r & 3u) << 1)) & 3u) - 3;
+    }
     case BITMCU_SCHEME_4BITSYM: { /* rows interleaved in pairs */
         const uint8_t b = L->weights[(r >> 1) * L->row_bytes + k];
         return 2 * (int32_t)((b >> ((r & 1u) << 2)) & 15u) - 15;

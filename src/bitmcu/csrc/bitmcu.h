@@ -21,7 +21,7 @@
 #include <stdint.h>
 
 #define BITMCU_MAGIC 0x554D4942u /* "BIMU" little-endian */
-#define BITMCU_FORMAT_VERSION 1u
+#define BITMCU_FORMAT_VERSION 2u
 
 #ifndef BITMCU_HAS_MUL
 #if defined(__riscv) && !defined(__riscv_mul) && !defined(__riscv_zmmul)
@@ -97,7 +97,7 @@ typedef struct bitmcu_layer {
     uint8_t relu;            /* FC: 1 = ShiftNorm+ReLU to the next layer; 0 = output logits */
     uint8_t shift;           /* CONV1/DW: requantization shift */
     uint16_t n_in, n_out;
-    uint16_t row_bytes;      /* packed bytes per output row (per row pair for 4bitsym) */
+    uint16_t row_bytes;      /* packed bytes per output row (4bitsym: row pair; 2bitsym: 4 rows) */
     uint16_t reserved;
     const uint8_t *weights;  /* packed codes (layout: the scheme's, see quant/schemes.py) */
     bitmcu_kernel kernel;    /* FC only */

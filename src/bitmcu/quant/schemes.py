@@ -183,9 +183,33 @@ class Ternary(Scheme):
 
 
 class TwoBitSym(Scheme):
-    """Four symmetric levels without zero: -3, -1, +1, +3 (code c -> 2c - 3)."""
+    """Four symmetric levels without zero: -3, -1, +1, +3 (code c -> 2c - 3).
+
+    Layout: rows interleaved in fours, so that one byte load feeds four output rows: byte j of
+    group g holds row 4g+k's code for input j in bits 2k..2k+1 (missing last rows get code 0).
+    Packed shape: (ceil(n_out / 4), n_in).
+    """
 
     name, id, bits, levels, c_kernel = "2bitsym", 4, 2, (-3, -1, 1, 3), "fc_2bitsym"
+
+    @classmethod
+    def packed_shape(cls, n_out, n_in):
+        return (-(-n_out // 4), n_in)
+
+    @classmethod
+    def pack(cls, q):
+        codes = cls.encode(np.asarray(q, dtype=np.int32))
+        n_out, n_in = codes.shape
+        padded = np.zeros((4 * cls.packed_shape(n_out, n_in)[0], n_in), dtype=np.uint8)
+        padded[:n_out] = codes
+        return (padded[0::4] | padded[1::4] << 2 | padded[2::4] << 4 | padded[3::4] << 6)
+
+    @classmethod
+    def unpack(cls, packed, n_out, n_in):
+        codes = np.empty((4 * packed.shape[0], n_in), dtype=np.uint8)
+        for k in range(4):
+            codes[k::4] = (packed >> (2 * k)) & 3
+        return cls.decode(codes[:n_out])
 
 
 class FourBitSym(Scheme):

@@ -4,15 +4,19 @@
   python benchmarks/bench.py schemes [--epochs 20] [--jobs 2]
 
 Each writes benchmarks/results/<name>.json and a markdown table <name>.md, and prints the table.
-Full MNIST is read from $BITMCU_DATA (or ../shared/datasets).
+Full MNIST is read from $BITMCU_DATA (or ../shared/datasets). The code benchmarked is this
+checkout's src/ (so a second git worktree benchmarks its own code), whatever is installed.
+SIGTERM or Ctrl-C stops the training workers too.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import platform
+import signal
 import statistics
 import sys
 import time
@@ -22,6 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
+sys.path.insert(0, str(ROOT / "src"))
 
 
 def machine() -> str:
@@ -190,7 +195,16 @@ def _write(name: str, results: list[dict], lines: list[str]) -> None:
     print(text)
 
 
+def _stop(signum, frame) -> None:
+    """Stop the pool's workers with this process: the pool would otherwise wait for them."""
+    for child in multiprocessing.active_children():
+        child.terminate()
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="what", required=True)
     for name in ("reference", "schemes"):

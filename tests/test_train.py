@@ -202,8 +202,12 @@ def test_distillation_from_a_teacher_run(tiny_run, tmp_path):
         train(bad, run_dir=tmp_path / "bad", quiet=True)
     bad = load_config(None, tiny_overrides(**{"train.teacher": str(tiny_run),
                                               "data.resize": "bilinear"}))
-    with pytest.raises(BitmcuError, match=r"train.teacher.*\(area downscaling\).*\(bilinear\)"):
+    with pytest.raises(BitmcuError, match=r"train.teacher.*\(area downscaling\).*\(bilinear down"):
         train(bad, run_dir=tmp_path / "bad2", quiet=True)
+    bad = load_config(None, tiny_overrides(**{"train.teacher": str(tiny_run), "data.crop": 16}))
+    with pytest.raises(BitmcuError, match=r"\(area downscaling\); .*\(area downscaling of the "
+                                          r"central 16x16\)"):
+        train(bad, run_dir=tmp_path / "bad3", quiet=True)
 
 
 def test_weight_average_resumes_exactly_and_is_what_the_run_delivers(tmp_path):

@@ -101,14 +101,14 @@ def load_teacher(cfg: Config, data: Dataset, device):
         return None
     blob = load_checkpoint(cfg.train.teacher)
     td = blob["cfg"].data
-    d = cfg.data
-    if (blob["n_classes"], td.size, td.resize, td.crop) != (data.n_classes, d.size, d.resize,
-                                                           d.crop):
+    def inputs(n_classes, d) -> str:
+        crop = "" if d.crop is None else f" of the central {d.crop}x{d.crop}"
+        return f"{n_classes} classes at {d.size}x{d.size} ({d.resize} downscaling{crop})"
+
+    if inputs(blob["n_classes"], td) != inputs(data.n_classes, cfg.data):
         raise BitmcuError(
-            f"train.teacher {cfg.train.teacher}: has {blob['n_classes']} classes at "
-            f"{td.size}x{td.size} ({td.resize} downscaling, crop {td.crop}); this run needs "
-            f"{data.n_classes} at {d.size}x{d.size} ({d.resize}, crop {d.crop}): train the "
-            "teacher on the same data"
+            f"train.teacher {cfg.train.teacher}: has {inputs(blob['n_classes'], td)}; this run "
+            f"needs {inputs(data.n_classes, cfg.data)}: train the teacher on the same data"
         )
     teacher = model_from_checkpoint(blob).to(device)
     for p in teacher.parameters():

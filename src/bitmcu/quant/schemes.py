@@ -182,65 +182,50 @@ class Ternary(Scheme):
         return cls.decode(codes.reshape(packed.shape[0], -1)[:, :n_in])
 
 
-class TwoBitSym(Scheme):
-    """Four symmetric levels without zero: -3, -1, +1, +3 (code c -> 2c - 3).
+class InterleavedRows:
+    """Layout of the schemes whose C kernel feeds several output rows from one byte load: the
+    8 // bits rows of group g share a byte per input, row g * (8 // bits) + k's code for input
+    j in bits k * bits .. (k + 1) * bits - 1 of byte j (missing last rows get code 0).
+    Packed shape: (ceil(n_out / (8 // bits)), n_in)."""
 
-    Layout: rows interleaved in fours, so that one byte load feeds four output rows: byte j of
-    group g holds row 4g+k's code for input j in bits 2k..2k+1 (missing last rows get code 0).
-    Packed shape: (ceil(n_out / 4), n_in).
-    """
+    @classmethod
+    def packed_shape(cls, n_out, n_in):
+        return (-(-n_out // (8 // cls.bits)), n_in)
+
+    @classmethod
+    def pack(cls, q):
+        codes = cls.encode(np.asarray(q, dtype=np.int32))
+        n_out, n_in = codes.shape
+        group = 8 // cls.bits
+        padded = np.zeros((group * cls.packed_shape(n_out, n_in)[0], n_in), dtype=np.uint8)
+        padded[:n_out] = codes
+        packed = np.zeros(cls.packed_shape(n_out, n_in), dtype=np.uint8)
+        for k in range(group):
+            packed |= padded[k::group] << (k * cls.bits)
+        return packed
+
+    @classmethod
+    def unpack(cls, packed, n_out, n_in):
+        group, mask = 8 // cls.bits, (1 << cls.bits) - 1
+        codes = np.empty((group * packed.shape[0], n_in), dtype=np.uint8)
+        for k in range(group):
+            codes[k::group] = (packed >> (k * cls.bits)) & mask
+        return cls.decode(codes[:n_out])
+
+
+class TwoBitSym(InterleavedRows, Scheme):
+    """Four symmetric levels without zero: -3, -1, +1, +3 (code c -> 2c - 3). Rows interleaved
+    in fours (:class:`InterleavedRows`)."""
 
     name, id, bits, levels, c_kernel = "2bitsym", 4, 2, (-3, -1, 1, 3), "fc_2bitsym"
 
-    @classmethod
-    def packed_shape(cls, n_out, n_in):
-        return (-(-n_out // 4), n_in)
 
-    @classmethod
-    def pack(cls, q):
-        codes = cls.encode(np.asarray(q, dtype=np.int32))
-        n_out, n_in = codes.shape
-        padded = np.zeros((4 * cls.packed_shape(n_out, n_in)[0], n_in), dtype=np.uint8)
-        padded[:n_out] = codes
-        return (padded[0::4] | padded[1::4] << 2 | padded[2::4] << 4 | padded[3::4] << 6)
-
-    @classmethod
-    def unpack(cls, packed, n_out, n_in):
-        codes = np.empty((4 * packed.shape[0], n_in), dtype=np.uint8)
-        for k in range(4):
-            codes[k::4] = (packed >> (2 * k)) & 3
-        return cls.decode(codes[:n_out])
-
-
-class FourBitSym(Scheme):
-    """Sixteen symmetric levels without zero: odd -15..+15 (code c -> 2c - 15).
-
-    Layout: rows interleaved in pairs, so that one byte load feeds two output rows: byte j of
-    pair p holds row 2p's code for input j in its low nibble and row 2p+1's in its high nibble
-    (an odd last row is paired with code 0). Packed shape: (ceil(n_out / 2), n_in).
-    """
+class FourBitSym(InterleavedRows, Scheme):
+    """Sixteen symmetric levels without zero: odd -15..+15 (code c -> 2c - 15). Rows interleaved
+    in pairs (:class:`InterleavedRows`): low nibble row 2p, high nibble row 2p + 1."""
 
     name, id, bits, c_kernel = "4bitsym", 5, 4, "fc_4bitsym"
     levels = tuple(range(-15, 16, 2))
-
-    @classmethod
-    def packed_shape(cls, n_out, n_in):
-        return (-(-n_out // 2), n_in)
-
-    @classmethod
-    def pack(cls, q):
-        codes = cls.encode(np.asarray(q, dtype=np.int32))
-        n_out, n_in = codes.shape
-        padded = np.zeros((2 * cls.packed_shape(n_out, n_in)[0], n_in), dtype=np.uint8)
-        padded[:n_out] = codes
-        return (padded[0::2] | (padded[1::2] << 4)).astype(np.uint8)
-
-    @classmethod
-    def unpack(cls, packed, n_out, n_in):
-        codes = np.empty((2 * packed.shape[0], n_in), dtype=np.uint8)
-        codes[0::2] = packed & 15
-        codes[1::2] = packed >> 4
-        return cls.decode(codes[:n_out])
 
 
 class FourBit(Scheme):

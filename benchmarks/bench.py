@@ -95,21 +95,32 @@ def one(config: str, overrides: list[str], out: str, threads: int) -> dict:
            "c_acc": ver.c_acc, "logit_mismatches": 0, "n_test": ver.n,
            "weight_bytes": rep.weight_bytes, "arena_bytes": rep.arena_bytes}
     for mcu in ("ch32v003", "ch32v002"):
-        try:
-            fw = build_firmware(Path(out) / "export", mcu, n_images=4)
-            prof = profile(fw.elf)
-            res[mcu] = {"cycles": prof.median_cycles(), "flash": prof.flash["total"],
-                        "ram": prof.ram["total"], "stack": prof.ram["stack_peak"],
-                        "mismatches": prof.mismatches, "segments": prof.segment_medians()}
-        except Exception as e:  # a model too big for the chip is a result, not a crash
-            res[mcu] = {"error": str(e).splitlines()[0]}
+        res[mcu] = _on_chip(Path(out) / "export", mcu, build_firmware, profile)
     return res
+
+
+def _on_chip(export_dir: Path, mcu: str, build_firmware, profile, images=(4, 2, 1)) -> dict:
+    """Build and profile the firmware with as many embedded test images as fit the flash."""
+    for n in images:
+        try:
+            fw = build_firmware(export_dir, mcu, n_images=n)
+        except Exception as e:  # a model too big for the chip is a result, not a crash
+            error = str(e).splitlines()[0]
+            if "flash overflowed" in error and n != images[-1]:
+                continue  # the images themselves may be what does not fit
+            return {"error": error}
+        prof = profile(fw.elf)
+        return {"cycles": prof.median_cycles(), "flash": prof.flash["total"],
+                "ram": prof.ram["total"], "stack": prof.ram["stack_peak"], "images": n,
+                "mismatches": prof.mismatches, "segments": prof.segment_medians()}
+    raise ValueError("no image counts to try")
 
 
 def _fmt_chip(r: dict) -> str:
     if "error" in r:
         return r["error"]
-    return f"{r['cycles']:,} / {r['flash']:,} / {r['ram']:,}"
+    images = f" ({r['images']} images)" if r.get("images", 4) != 4 else ""
+    return f"{r['cycles']:,} / {r['flash']:,} / {r['ram']:,}{images}"
 
 
 def train_teacher(config: str, out: Path) -> dict:

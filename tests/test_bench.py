@@ -18,3 +18,34 @@ def test_config_changes_names_what_differs_and_ignores_how_a_run_ran():
     other = load_config("reference", ["augment.until=120", "seed=3"]).to_dict()
     assert bench.config_changes(base, other) == [
         "augment.until: 135 in the run, 120 asked", "seed: 0 in the run, 3 asked"]
+
+
+def test_on_chip_embeds_fewer_test_images_when_they_overflow_the_flash():
+    from types import SimpleNamespace
+
+    from bitmcu.errors import BitmcuError
+
+    tried = []
+
+    def build(export_dir, mcu, n_images):
+        tried.append(n_images)
+        if n_images > 2:
+            raise BitmcuError(f"firmware does not fit the {mcu}: flash overflowed by 148 bytes")
+        return SimpleNamespace(elf="fw.elf")
+
+    def profile(elf):
+        return SimpleNamespace(median_cycles=lambda: 1000, flash={"total": 16000},
+                               ram={"total": 3000, "stack_peak": 400}, mismatches=0,
+                               segment_medians=lambda: {})
+
+    r = bench._on_chip(Path("x"), "ch32v002", build, profile)
+    assert tried == [4, 2] and r["images"] == 2
+    assert bench._fmt_chip(r) == "1,000 / 16,000 / 3,000 (2 images)"
+
+    def ram_overflow(export_dir, mcu, n_images):  # fewer images do not help: one try
+        tried.append(n_images)
+        raise BitmcuError("firmware does not fit the ch32v003: RAM overflowed by 192 bytes")
+
+    tried.clear()
+    r = bench._on_chip(Path("x"), "ch32v003", ram_overflow, profile)
+    assert tried == [4] and bench._fmt_chip(r).startswith("firmware does not fit")

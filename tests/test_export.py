@@ -25,6 +25,9 @@ def test_export_writes_a_complete_deterministic_package(tiny_run, tmp_path):
     assert abs(rep.int_acc - rep.float_acc) <= 0.02 and rep.n_test == 500
     report = json.loads((tmp_path / "a" / "report.json").read_text())
     assert report["arena_bytes"] == 4 * (24 + 128)
+    assert report["input"] == ("16x16 uint8 pixels, 0 = background: area downscaling of the "
+                               "whole source image")
+    assert "input: 16x16 uint8 pixels" in (tmp_path / "a" / "report.txt").read_text()
 
 
 def test_example_program_builds_and_agrees(tiny_run, tmp_path):
@@ -85,3 +88,12 @@ def test_bias_unit_model_exports_and_verifies(tmp_path):
     assert res.c_acc["nomul"] == res.int_acc and abs(res.int_acc - res.float_acc) <= 0.02
     rep = export(run, tmp_path / "e")
     assert [(r["n_in"], r["n_out"]) for r in rep.layers] == [(257, 20), (21, 12), (13, 10)]
+
+
+def test_report_says_how_the_device_must_frame_its_images():
+    from bitmcu.config import load_config
+    from bitmcu.export import input_description
+
+    d = load_config(None, ["data.crop=22", "data.resize=bilinear"]).data
+    assert input_description(d) == ("16x16 uint8 pixels, 0 = background: bilinear downscaling "
+                                    "of the central 22x22 of the source image")

@@ -31,9 +31,13 @@ class ExportReport:
     float_acc: float | None
     int_acc: float | None
     n_test: int
+    input: str = ""  # what the model expects as input, as the device must deliver it
 
     def text(self) -> str:
-        lines = [f"model {self.name} for target {self.target}",
+        lines = [f"model {self.name} for target {self.target}"]
+        if self.input:
+            lines.append(f"input: {self.input}")
+        lines += [
                  f"{'layer':>5} {'op':<6}{'scheme':<16}{'shape':>20} {'bytes':>7} {'acc bound':>12}"]
         for r in self.layers:
             lines.append(f"{r['index']:>5} {r['op']:<6}{r['scheme']:<16}"
@@ -47,7 +51,16 @@ class ExportReport:
         return "\n".join(lines)
 
 
-def model_report(model: IntModel, target: str, float_acc=None, int_acc=None, n_test=0):
+def input_description(data_cfg) -> str:
+    """How the training images were made, which is how the device must make its images."""
+    d = data_cfg
+    source = ("the whole source image" if d.crop is None
+              else f"the central {d.crop}x{d.crop} of the source image")
+    return f"{d.size}x{d.size} uint8 pixels, 0 = background: {d.resize} downscaling of {source}"
+
+
+def model_report(model: IntModel, target: str, float_acc=None, int_acc=None, n_test=0,
+                 input_desc: str = ""):
     layers = [{"index": i, "op": L.op, "scheme": L.scheme or "-",
                "n_in": f"{L.channels}x{L.side}x{L.side}" if L.op != "conv1" else
                f"{L.side}x{L.side}", "n_out": f"{L.channels}x{L.out_side}x{L.out_side}",
@@ -59,7 +72,7 @@ def model_report(model: IntModel, target: str, float_acc=None, int_acc=None, n_t
                 "acc_bound": L.accumulator_bound(model.act_max)}
                for i, L in enumerate(model.layers)]
     return ExportReport(model.name, target, layers, model.weight_bytes, model.arena_words * 4,
-                        float_acc, int_acc, n_test)
+                        float_acc, int_acc, n_test, input_desc)
 
 
 def load_int_model(run: str | Path) -> tuple[IntModel, dict]:
@@ -95,7 +108,7 @@ def export(run: str | Path, out: str | Path, target: str = "generic", data_dir: 
         _, pred = reference.run(model, test_x)
         int_acc = float((pred == test_y).mean())
         n_test = len(test_y)
-    report = model_report(model, target, float_acc, int_acc, n_test)
+    report = model_report(model, target, float_acc, int_acc, n_test, input_description(cfg.data))
 
     write_export(model, out, test_x, test_y, report, target, n_images, command)
     return report

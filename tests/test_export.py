@@ -92,8 +92,7 @@ def test_bias_unit_model_exports_and_verifies(tmp_path):
 
 def test_report_says_how_the_device_must_frame_its_images():
     from bitmcu.config import load_config
-    from bitmcu.export import input_description
 
     d = load_config(None, ["data.crop=22", "data.resize=bilinear"]).data
-    assert input_description(d) == ("16x16 uint8 pixels, 0 = background: bilinear downscaling "
+    assert d.input_description() == ("16x16 uint8 pixels, 0 = background: bilinear downscaling "
                                     "of the central 22x22 of the source image")

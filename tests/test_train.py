@@ -202,11 +202,11 @@ def test_distillation_from_a_teacher_run(tiny_run, tmp_path):
         train(bad, run_dir=tmp_path / "bad", quiet=True)
     bad = load_config(None, tiny_overrides(**{"train.teacher": str(tiny_run),
                                               "data.resize": "bilinear"}))
-    with pytest.raises(BitmcuError, match=r"train.teacher.*\(area downscaling\).*\(bilinear down"):
+    with pytest.raises(BitmcuError, match=r"train.teacher.*: area downscaling.*: bilinear down"):
         train(bad, run_dir=tmp_path / "bad2", quiet=True)
     bad = load_config(None, tiny_overrides(**{"train.teacher": str(tiny_run), "data.crop": 16}))
-    with pytest.raises(BitmcuError, match=r"\(area downscaling\); .*\(area downscaling of the "
-                                          r"central 16x16\)"):
+    with pytest.raises(BitmcuError, match=r"area downscaling of the whole source image; .*area "
+                                          r"downscaling of the central 16x16 of the source"):
         train(bad, run_dir=tmp_path / "bad3", quiet=True)
 
 

@@ -29,6 +29,13 @@ class DataConfig:
     crop: int | None = None  # downscale only the central crop x crop square; None = whole image
     train_limit: int | None = None  # use only the first N training images (quick runs)
 
+    def input_description(self) -> str:
+        """How the images are made, which is how the device must make its images too."""
+        source = ("the whole source image" if self.crop is None
+                  else f"the central {self.crop}x{self.crop} of the source image")
+        return (f"{self.size}x{self.size} uint8 pixels, 0 = background: {self.resize} "
+                f"downscaling of {source}")
+
 
 @dataclass
 class AugmentConfig:

@@ -51,14 +51,6 @@ class ExportReport:
         return "\n".join(lines)
 
 
-def input_description(data_cfg) -> str:
-    """How the training images were made, which is how the device must make its images."""
-    d = data_cfg
-    source = ("the whole source image" if d.crop is None
-              else f"the central {d.crop}x{d.crop} of the source image")
-    return f"{d.size}x{d.size} uint8 pixels, 0 = background: {d.resize} downscaling of {source}"
-
-
 def model_report(model: IntModel, target: str, float_acc=None, int_acc=None, n_test=0,
                  input_desc: str = ""):
     layers = [{"index": i, "op": L.op, "scheme": L.scheme or "-",
@@ -108,7 +100,8 @@ def export(run: str | Path, out: str | Path, target: str = "generic", data_dir: 
         _, pred = reference.run(model, test_x)
         int_acc = float((pred == test_y).mean())
         n_test = len(test_y)
-    report = model_report(model, target, float_acc, int_acc, n_test, input_description(cfg.data))
+    report = model_report(model, target, float_acc, int_acc, n_test,
+                          cfg.data.input_description())
 
     write_export(model, out, test_x, test_y, report, target, n_images, command)
     return report

@@ -100,16 +100,11 @@ def load_teacher(cfg: Config, data: Dataset, device):
     if not cfg.train.teacher:
         return None
     blob = load_checkpoint(cfg.train.teacher)
-    td = blob["cfg"].data
-    def inputs(n_classes, d) -> str:
-        crop = "" if d.crop is None else f" of the central {d.crop}x{d.crop}"
-        return f"{n_classes} classes at {d.size}x{d.size} ({d.resize} downscaling{crop})"
-
-    if inputs(blob["n_classes"], td) != inputs(data.n_classes, cfg.data):
-        raise BitmcuError(
-            f"train.teacher {cfg.train.teacher}: has {inputs(blob['n_classes'], td)}; this run "
-            f"needs {inputs(data.n_classes, cfg.data)}: train the teacher on the same data"
-        )
+    has = f'{blob["n_classes"]} classes, {blob["cfg"].data.input_description()}'
+    needs = f"{data.n_classes} classes, {cfg.data.input_description()}"
+    if has != needs:
+        raise BitmcuError(f"train.teacher {cfg.train.teacher}: has {has}; this run needs "
+                          f"{needs}: train the teacher on the same data")
     teacher = model_from_checkpoint(blob).to(device)
     for p in teacher.parameters():
         p.requires_grad_(False)

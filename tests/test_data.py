@@ -86,6 +86,28 @@ def test_augmenter_is_batched_deterministic_and_moves_pixels():
     assert a.sum() > 0.7 * x.sum()  # mass mostly kept
 
 
+def test_shear_slants_a_vertical_bar_and_leaves_rows_alone():
+    x = torch.zeros(8, 1, 28, 28)
+    x[:, :, 4:24, 13:15] = 255
+    aug = Augmenter(rotation=0, translate=0, scale=0, shear=30)
+    a = aug(x, torch.Generator().manual_seed(3))
+    cols = torch.arange(28.0)
+
+    def centre(rows):  # ink-weighted mean column of some rows, per image
+        ink = rows.sum(dim=1)
+        return (ink * cols).sum(dim=1) / ink.sum(dim=1)
+
+    top, bottom = centre(a[:, 0, 5:9]), centre(a[:, 0, 19:23])
+    tilt = (top - bottom).abs()
+    assert tilt.max() > 2 and tilt.min() > 0.1  # every bar leans, by up to tan(30) * 14 px
+    assert torch.allclose(a[:, 0, 8:20].sum(dim=2), x[:, 0, 8:20].sum(dim=2), rtol=0.02)
+    # without shear the random stream is the one configs without the option always had
+    plain = Augmenter(rotation=10, translate=0.1, scale=0.1, elastic=2.0)
+    same = Augmenter(rotation=10, translate=0.1, scale=0.1, elastic=2.0, shear=0.0)
+    assert torch.equal(plain(x, torch.Generator().manual_seed(4)),
+                       same(x, torch.Generator().manual_seed(4)))
+
+
 def test_elastic_blur_matrix_is_a_reflected_gaussian_blur():
     import torch.nn.functional as F
 

@@ -42,6 +42,7 @@ class AugmentConfig:
     enabled: bool = True
     fraction: float = 0.5  # share of each batch that is augmented; the rest stays clean
     rotation: float = 10.0  # max rotation in degrees
+    shear: float = 0.0  # max horizontal shear (slant) in degrees; 0 = off
     translate: float = 0.1  # max shift as a fraction of the image side
     scale: float = 0.1  # max relative zoom in or out
     elastic: float = 0.0  # elastic displacement in pixels of the 28x28 original; 0 = off
@@ -235,6 +236,8 @@ def _check(cfg: Config) -> Config:
     positive("train.restart_period", cfg.train.restart_period)
     if not 2 <= cfg.model.act_bits <= 8:
         raise BitmcuError(f"config key 'model.act_bits': {cfg.model.act_bits} must be 2..8")
+    if not 0.0 <= cfg.augment.shear <= 45.0:
+        raise BitmcuError(f"config key 'augment.shear': {cfg.augment.shear} must be 0..45 degrees")
     if not 0.0 <= cfg.augment.fraction <= 1.0:
         raise BitmcuError(f"config key 'augment.fraction': {cfg.augment.fraction} must be 0..1")
     if not 0.0 <= cfg.train.distill <= 1.0:

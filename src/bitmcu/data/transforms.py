@@ -84,15 +84,17 @@ def _blur_matrix(n: int, sigma: float) -> torch.Tensor:
 
 
 class Augmenter:
-    """Random rotation, translation, scale and optional elastic distortion of a batch."""
+    """Random rotation, translation, scale, optional shear (slant) and optional elastic
+    distortion of a batch."""
 
     def __init__(self, rotation: float = 10.0, translate: float = 0.1, scale: float = 0.1,
-                 elastic: float = 0.0, elastic_sigma: float = 4.0):
+                 elastic: float = 0.0, elastic_sigma: float = 4.0, shear: float = 0.0):
         self.rotation = rotation
         self.translate = translate
         self.scale = scale
         self.elastic = elastic
         self.elastic_sigma = elastic_sigma
+        self.shear = shear
 
     def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """(B, 1, H, W) float pixels -> augmented (B, 1, H, W) float pixels."""
@@ -106,8 +108,12 @@ class Augmenter:
         tx = uniform(-self.translate, self.translate) * 2
         ty = uniform(-self.translate, self.translate) * 2
         cos, sin = torch.cos(ang) / zoom, torch.sin(ang) / zoom
+        # horizontal shear x += k * y (the slant of handwriting) after the rotation; drawn only
+        # when asked for, so that configs without it keep their random stream
+        k = (torch.tan(uniform(-self.shear, self.shear) * (math.pi / 180)) if self.shear > 0
+             else torch.zeros(b))
         theta = torch.stack(
-            [torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1
+            [torch.stack([cos, cos * k - sin, tx], 1), torch.stack([sin, sin * k + cos, ty], 1)], 1
         ).to(x.device)
         grid = F.affine_grid(theta, [b, 1, h, w], align_corners=False)
         if self.elastic > 0:

@@ -200,7 +200,8 @@ def _train_epoch(model, opt, data: Dataset, cfg: Config, epoch: int, device, bar
     perm = torch.randperm(n, generator=gen)
     steps = math.ceil(n / bs)
     aug = cfg.augment
-    augmenter = Augmenter(aug.rotation, aug.translate, aug.scale, aug.elastic, aug.elastic_sigma)
+    augmenter = Augmenter(aug.rotation, aug.translate, aug.scale, aug.elastic, aug.elastic_sigma,
+                          aug.shear)
     model.train()
     tot_loss, tot_ok, seen = 0.0, 0, 0
     for s in range(steps):

@@ -37,6 +37,7 @@ def test_override_types_are_parsed():
         ("train.dampen=-1", ["train.dampen", "-1"]),
         ("train.sam=-0.1", ["train.sam", "-0.1", ">= 0"]),
         ("augment.shear=60", ["augment.shear", "60", "0..45"]),
+        ("train.teacher=[]", ["train.teacher", "empty", "a list of runs"]),
     ],
 )
 def test_bad_config_names_key_value_and_allowed(override, words):

@@ -200,6 +200,10 @@ def test_distillation_from_a_teacher_run(tiny_run, tmp_path):
     bad = load_config(None, tiny_overrides(**{"train.teacher": str(tiny_run), "data.size": 12}))
     with pytest.raises(BitmcuError, match="train.teacher.*16x16.*12x12"):
         train(bad, run_dir=tmp_path / "bad", quiet=True)
+    bad = load_config(None, tiny_overrides(**{"train.teacher": f"[{tiny_run}, {run}]",
+                                              "data.size": 12}))
+    with pytest.raises(BitmcuError, match=f"train.teacher {tiny_run}: .*16x16.*12x12"):
+        train(bad, run_dir=tmp_path / "bad-ensemble", quiet=True)
     bad = load_config(None, tiny_overrides(**{"train.teacher": str(tiny_run),
                                               "data.resize": "bilinear"}))
     with pytest.raises(BitmcuError, match=r"train.teacher.*: area downscaling.*: bilinear down"):
@@ -208,6 +212,29 @@ def test_distillation_from_a_teacher_run(tiny_run, tmp_path):
     with pytest.raises(BitmcuError, match=r"area downscaling of the whole source image; .*area "
                                           r"downscaling of the central 16x16 of the source"):
         train(bad, run_dir=tmp_path / "bad3", quiet=True)
+
+
+def test_an_ensemble_teacher_averages_its_members_logits(tiny_run):
+    from bitmcu.train.runner import Teacher, load_data
+
+    blob = load_checkpoint(tiny_run)
+    data = load_data(blob["cfg"])
+    one = model_from_checkpoint(blob)
+    zero = model_from_checkpoint(blob)
+    with torch.no_grad():
+        for p in zero.parameters():
+            p.zero_()
+    x = data.train_x[:50]
+    idx = torch.arange(50)
+    aug = torch.zeros(50, dtype=torch.bool)
+    aug[::3] = True
+    single = Teacher([one], x, "cpu").logits(idx, x.flip(-1), aug)
+    pair = Teacher([one, one], x, "cpu").logits(idx, x.flip(-1), aug)
+    with torch.no_grad():
+        assert torch.allclose(pair, single)
+        assert torch.allclose(single[aug], one(x.flip(-1)[aug]))
+        mixed = Teacher([one, zero], x, "cpu").logits(idx, x, None)
+        assert torch.allclose(mixed, (one(x) + zero(x)) / 2, atol=1e-5)
 
 
 def test_weight_average_resumes_exactly_and_is_what_the_run_delivers(tmp_path):

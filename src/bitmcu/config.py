@@ -85,7 +85,8 @@ class TrainConfig:
     restart_period: int = 10  # schedule=cosine_restarts: epochs of the first cycle
     halve_lr_at: int | None = None  # halve the learning rate once at this epoch
     label_smoothing: float = 0.0
-    teacher: str | None = None  # run dir or checkpoint of a model to distill from
+    teacher: str | list[str] | None = None  # run dir or checkpoint to distill from, or a list of
+    #                                         them (an ensemble: their logits are averaged)
     distill: float = 0.5  # with a teacher: weight of the distillation loss (rest: labels)
     distill_temperature: float = 2.0  # softmax temperature of the distillation loss
     dampen: float = 0.0  # oscillation dampening: weight of mean((w - q(w))^2 / step^2), ramped
@@ -240,6 +241,9 @@ def _check(cfg: Config) -> Config:
         raise BitmcuError(f"config key 'augment.shear': {cfg.augment.shear} must be 0..45 degrees")
     if not 0.0 <= cfg.augment.fraction <= 1.0:
         raise BitmcuError(f"config key 'augment.fraction': {cfg.augment.fraction} must be 0..1")
+    if cfg.train.teacher == []:
+        raise BitmcuError("config key 'train.teacher': [] is empty; give a run, a list of runs, "
+                          "or null for no teacher")
     if not 0.0 <= cfg.train.distill <= 1.0:
         raise BitmcuError(f"config key 'train.distill': {cfg.train.distill} must be 0..1")
     if cfg.train.distill_temperature <= 0:

@@ -96,19 +96,23 @@ def load_data(cfg: Config) -> Dataset:
 
 
 def load_teacher(cfg: Config, data: Dataset, device):
-    """The model to distill from (``train.teacher``), checked against the data."""
-    if not cfg.train.teacher:
+    """The model or ensemble to distill from (``train.teacher``), checked against the data."""
+    runs = cfg.train.teacher
+    if not runs:
         return None
-    blob = load_checkpoint(cfg.train.teacher)
-    has = f'{blob["n_classes"]} classes, {blob["cfg"].data.input_description()}'
-    needs = f"{data.n_classes} classes, {cfg.data.input_description()}"
-    if has != needs:
-        raise BitmcuError(f"train.teacher {cfg.train.teacher}: has {has}; this run needs "
-                          f"{needs}: train the teacher on the same data")
-    teacher = model_from_checkpoint(blob).to(device)
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    return Teacher(teacher, data.train_x, device)
+    models = []
+    for run in [runs] if isinstance(runs, str) else runs:
+        blob = load_checkpoint(run)
+        has = f'{blob["n_classes"]} classes, {blob["cfg"].data.input_description()}'
+        needs = f"{data.n_classes} classes, {cfg.data.input_description()}"
+        if has != needs:
+            raise BitmcuError(f"train.teacher {run}: has {has}; this run needs {needs}: train "
+                              "the teacher on the same data")
+        model = model_from_checkpoint(blob).to(device)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        models.append(model)
+    return Teacher(models, data.train_x, device)
 
 
 class WeightAverage:
@@ -141,19 +145,22 @@ class WeightAverage:
 
 
 class Teacher:
-    """A frozen model whose logits on the clean training images are computed once."""
+    """Frozen models whose mean logits on the clean training images are computed once."""
 
-    def __init__(self, model, train_x: torch.Tensor, device, batch: int = 1000):
-        self.model = model
+    def __init__(self, models: list, train_x: torch.Tensor, device, batch: int = 1000):
+        self.models = models
         with torch.no_grad():
-            self.clean = torch.cat([model(train_x[i : i + batch].to(device))
+            self.clean = torch.cat([self._mean(train_x[i : i + batch].to(device))
                                     for i in range(0, len(train_x), batch)])
+
+    def _mean(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(x) for m in self.models]).mean(dim=0)
 
     @torch.no_grad()
     def logits(self, idx: torch.Tensor, xb: torch.Tensor, augmented: torch.Tensor | None):
         out = self.clean[idx].clone()
         if augmented is not None and augmented.any():
-            out[augmented] = self.model(xb[augmented])
+            out[augmented] = self._mean(xb[augmented])
         return out
 
 

@@ -37,8 +37,8 @@ class ExportReport:
         lines = [f"model {self.name} for target {self.target}"]
         if self.input:
             lines.append(f"input: {self.input}")
-        lines += [
-                 f"{'layer':>5} {'op':<6}{'scheme':<16}{'shape':>20} {'bytes':>7} {'acc bound':>12}"]
+        lines.append(f"{'layer':>5} {'op':<6}{'scheme':<16}{'shape':>20} {'bytes':>7} "
+                     f"{'acc bound':>12}")
         for r in self.layers:
             lines.append(f"{r['index']:>5} {r['op']:<6}{r['scheme']:<16}"
                          f"{str(r['n_in']) + '->' + str(r['n_out']):>20} {r['bytes']:>7} "

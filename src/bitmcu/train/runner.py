@@ -100,11 +100,11 @@ def load_teacher(cfg: Config, data: Dataset, device):
     runs = cfg.train.teacher
     if not runs:
         return None
+    needs = f"{data.n_classes} classes, {cfg.data.input_description()}"
     models = []
     for run in [runs] if isinstance(runs, str) else runs:
         blob = load_checkpoint(run)
         has = f'{blob["n_classes"]} classes, {blob["cfg"].data.input_description()}'
-        needs = f"{data.n_classes} classes, {cfg.data.input_description()}"
         if has != needs:
             raise BitmcuError(f"train.teacher {run}: has {has}; this run needs {needs}: train "
                               "the teacher on the same data")

@@ -179,7 +179,8 @@ def test_bitmcu_run_goes_all_the_way(tmp_path):
 @pytest.mark.parametrize("conv_scheme, bias_unit", [("fp130", True), ("8bit", False)])
 def test_cnn_through_firmware_on_both_chips(tmp_path, conv_scheme, bias_unit):
     from bitmcu.config import load_config
-    from bitmcu.train import train
+    from bitmcu.train import load_checkpoint, model_from_checkpoint, train
+    from bitmcu.train.stats import layer_stats
     from bitmcu.verify import verify
     from tests.conftest import tiny_overrides
 
@@ -192,6 +193,10 @@ def test_cnn_through_firmware_on_both_chips(tmp_path, conv_scheme, bias_unit):
     assert ver.int_acc == ver.c_acc["mul"] == ver.c_acc["nomul"]
     rep = export(run, tmp_path / "exp")
     assert [r["op"] for r in rep.layers] == ["conv1", "dw", "pool", "dw", "pool", "fc", "fc"]
+    stats = layer_stats(model_from_checkpoint(load_checkpoint(run)))  # `bitmcu info`
+    assert [s.name for s in stats] == ["conv1", "dw1", "dw2", "fc0", "fc1"]
+    assert [s.scheme for s in stats[:3]] == [conv_scheme] * 3 and stats[0].shape == (6, 9)
+    assert sum(s.bytes for s in stats) == rep.weight_bytes
     for mcu in ("ch32v003", "ch32v002"):
         info = build_firmware(tmp_path / "exp", mcu, tmp_path / mcu, n_images=3)
         prof = profile(info.elf)

@@ -36,6 +36,10 @@ class FCModel(nn.Module):
         # CE temperature: the integer model's argmax ignores it
         self.log_temperature = nn.Parameter(torch.tensor(0.0))
 
+    def weight_layers(self) -> list[tuple[str, nn.Module]]:
+        """(name, layer) of every layer with weights, input first."""
+        return [(f"fc{i}", L) for i, L in enumerate(self.layers)]
+
     def forward(self, x: torch.Tensor, scaled: bool = False) -> torch.Tensor:
         x = x.reshape(x.shape[0], -1).float()  # (B, n_in)
         if not scaled:
@@ -185,6 +189,12 @@ class CNNModel(nn.Module):
     @property
     def layers(self):
         return self.head.layers
+
+    def weight_layers(self) -> list[tuple[str, nn.Module]]:
+        """(name, layer) of every layer with weights: the convolutions, then the head's."""
+        convs = [self.conv1, *(s for s in self.stages if isinstance(s, QuantConv2d))]
+        names = ["conv1", *(f"dw{i}" for i in range(1, len(convs)))]
+        return [*zip(names, convs, strict=True), *self.head.weight_layers()]
 
     def update_clips(self, calib: torch.Tensor | None = None) -> None:
         for layer in [self.conv1, *self.stages]:

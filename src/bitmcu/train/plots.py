@@ -41,12 +41,12 @@ def plot_weights(model, path: Path) -> None:
     fig, axes = plt.subplots(1, len(stats), figsize=(4 * len(stats), 3.2), squeeze=False)
     for ax, s in zip(axes[0], stats, strict=True):
         if len(s.levels) > 32:
-            q = model.layers[s.index].integer_weight().numpy().ravel()
+            q = dict(model.weight_layers())[s.name].integer_weight().numpy().ravel()
             ax.hist(q, bins=64)
         else:
             ax.bar([str(v) for v in s.levels], s.counts)
             ax.tick_params(axis="x", labelrotation=90, labelsize=7)
-        ax.set_title(f"L{s.index} {s.scheme} {s.shape[0]}x{s.shape[1]}\n"
+        ax.set_title(f"{s.name} {s.scheme} {s.shape[0]}x{s.shape[1]}\n"
                      f"entropy {s.entropy:.2f} of {math.log2(len(s.levels)):.2f} bits", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

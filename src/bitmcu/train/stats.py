@@ -10,9 +10,9 @@ import numpy as np
 
 @dataclass
 class LayerStats:
-    index: int
+    name: str  # conv1, dw1, ... (convolutions of a CNN), fc0, fc1, ...
     scheme: str
-    shape: tuple[int, int]  # (out, in)
+    shape: tuple[int, int]  # (out, in); a 3x3 convolution: (channels, 9)
     params: int
     bits: float  # storage bits per weight
     bytes: int  # packed weight bytes
@@ -28,11 +28,11 @@ class LayerStats:
 
 def layer_stats(model) -> list[LayerStats]:
     out = []
-    for i, layer in enumerate(model.layers):
+    for name, layer in model.weight_layers():
         sch = layer.scheme
-        n_out, n_in = layer.weight.shape
+        n_out, n_in = layer.weight.flatten(1).shape
         if not sch.exportable:
-            out.append(LayerStats(i, sch.name, (n_out, n_in), n_out * n_in, 32.0, n_out * n_in * 4,
+            out.append(LayerStats(name, sch.name, (n_out, n_in), n_out * n_in, 32.0, n_out * n_in * 4,
                                   [], [], 0.0))
             continue
         q = layer.integer_weight().numpy()
@@ -41,7 +41,7 @@ def layer_stats(model) -> list[LayerStats]:
         p = np.asarray(counts, dtype=float) / q.size
         ent = float(-(p[p > 0] * np.log2(p[p > 0])).sum())
         nbytes = sch.weight_bytes(n_out, n_in)
-        out.append(LayerStats(i, sch.name, (n_out, n_in), n_out * n_in, nbytes * 8 / (n_out * n_in),
+        out.append(LayerStats(name, sch.name, (n_out, n_in), n_out * n_in, nbytes * 8 / (n_out * n_in),
                               nbytes, lv.tolist(), [int(c) for c in counts], ent))
     return out
 
@@ -51,7 +51,7 @@ def format_info(stats: list[LayerStats]) -> str:
              f" {'entropy':>8} {'of avail':>8}"]
     for s in stats:
         lines.append(
-            f"{s.index:>5} {s.scheme:<16}{f'{s.shape[0]}x{s.shape[1]}':>12} {s.params:>8}"
+            f"{s.name:>5} {s.scheme:<16}{f'{s.shape[0]}x{s.shape[1]}':>12} {s.params:>8}"
             f" {s.bits:>5.2f} {s.bytes:>7} {s.entropy:>8.2f} {100 * s.entropy_ratio:>7.1f}%"
         )
     total = sum(s.bytes for s in stats)

@@ -254,22 +254,3 @@ def test_weight_average_resumes_exactly_and_is_what_the_run_delivers(tmp_path):
     assert torch.equal(live.state_dict()["layers.0.weight"], a["live"]["layers.0.weight"])
     with pytest.raises(BitmcuError, match="train.ema.*must be in"):
         load_config(None, ["train.ema=1.0"])
-
-
-def test_conv_act_bits_widens_the_maps_between_convolutions():
-    from bitmcu.models import build_model
-
-    x = torch.randint(0, 256, (64, 16, 16)).float()
-    maps = {}
-    for bits in (8, 16):
-        cfg = load_config(None, ["model.family=cnn", "model.channels=4", "model.conv_scheme=8bit",
-                                 f"model.conv_act_bits={bits}"])
-        torch.manual_seed(0)
-        model = build_model(cfg, 10)
-        model.update_clips(calib=x)
-        maps[bits] = model.conv1(x.unsqueeze(1))
-        assert maps[bits].max() <= (1 << bits) - 1
-        assert torch.equal(maps[bits], maps[bits].round())
-    assert maps[16].max() > 255  # the calibration keeps the accumulators' resolution
-    with pytest.raises(BitmcuError, match="model.conv_act_bits.*8..16"):
-        load_config(None, ["model.conv_act_bits=17"])

@@ -57,7 +57,6 @@ class ModelConfig:
     channels: int = 16  # cnn: channels of the first 3x3 convolution
     conv: list[str] = field(default_factory=lambda: ["dw", "pool", "dw", "pool"])  # cnn stages
     conv_scheme: str | None = None  # cnn: weight scheme of the convolutions (null: model.scheme)
-    conv_act_bits: int = 8  # cnn: bits of the unsigned activations between convolutions
     hidden: list[int] = field(default_factory=lambda: [64, 64])  # hidden layer widths
     scheme: str = "4bitsym"  # weight scheme of every layer (see `bitmcu schemes`)
     layer_schemes: list[str | None] = field(default_factory=list)  # per-layer override, or null
@@ -238,9 +237,6 @@ def _check(cfg: Config) -> Config:
     positive("train.restart_period", cfg.train.restart_period)
     if not 2 <= cfg.model.act_bits <= 8:
         raise BitmcuError(f"config key 'model.act_bits': {cfg.model.act_bits} must be 2..8")
-    if not 8 <= cfg.model.conv_act_bits <= 16:
-        raise BitmcuError(f"config key 'model.conv_act_bits': {cfg.model.conv_act_bits} must be "
-                          "8..16")
     if not 0.0 <= cfg.augment.shear <= 45.0:
         raise BitmcuError(f"config key 'augment.shear': {cfg.augment.shear} must be 0..45 degrees")
     if not 0.0 <= cfg.augment.fraction <= 1.0:

@@ -316,9 +316,6 @@ def _front(model, cfg, where) -> list:
                           "cannot be exported; train with a quantized model.conv_scheme")
     if act_max_for(cfg.model.act_bits) != ACT_MAX:
         raise BitmcuError(f"{where}: CNN export needs model.act_bits=8")
-    if cfg.model.conv_act_bits != 8:
-        raise BitmcuError(f"{where}: model.conv_act_bits is {cfg.model.conv_act_bits}; the engine's "
-                          "feature maps hold 8 bits, so CNN export needs model.conv_act_bits=8")
     front, side = [], cfg.data.size
     for i, L in enumerate([model.conv1, *model.stages]):
         if isinstance(L, QuantConv2d):

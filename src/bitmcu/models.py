@@ -113,9 +113,8 @@ class QuantConv2d(QuantWeights, nn.Conv2d):
     """
 
     def __init__(self, c_in: int, c_out: int, scheme: str, groups: int = 1,
-                 clip_method: str = "octav", clip_std: float = 2.5, act_max: int = ACT_MAX):
+                 clip_method: str = "octav", clip_std: float = 2.5):
         nn.Conv2d.__init__(self, c_in, c_out, 3, groups=groups, bias=False)
-        self.act_max = act_max
         if get_scheme(scheme).exportable:
             self.register_buffer("shift", torch.zeros((), dtype=torch.int64))
         self._init_quant(scheme, c_out, clip_method=clip_method, clip_std=clip_std)
@@ -137,17 +136,17 @@ class QuantConv2d(QuantWeights, nn.Conv2d):
 
     @torch.no_grad()
     def calibrate(self, x: torch.Tensor) -> None:
-        """Smallest shift that brings the largest accumulator on ``x`` into the activation range."""
+        """Smallest shift that brings the largest accumulator on ``x`` into uint8 range."""
         m = int(self.accumulate(x).max().clamp_min(0).item())
         s = 0
-        while (m >> s) > self.act_max:
+        while (m >> s) > ACT_MAX:
             s += 1
         self.shift.fill_(s)
 
     def forward(self, x):
         if not self.integer:
             return torch.relu(self._conv_forward(x, self.weight, None))
-        return requant(self.accumulate(x), int(self.shift), self.act_max)
+        return requant(self.accumulate(x), int(self.shift))
 
 
 class CNNModel(nn.Module):
@@ -163,8 +162,7 @@ class CNNModel(nn.Module):
         m = cfg.model
         sides = cnn_shapes(cfg)
         cs = m.conv_scheme or m.scheme
-        clip = {"clip_method": m.clip, "clip_std": m.clip_std,
-                "act_max": (1 << m.conv_act_bits) - 1}
+        clip = {"clip_method": m.clip, "clip_std": m.clip_std}
         self.conv1 = QuantConv2d(1, m.channels, cs, **clip)
         self.stages = nn.ModuleList()
         for st in m.conv:

@@ -29,7 +29,8 @@ from .errors import BitmcuError
 from .quant import get_scheme
 
 MAGIC = 0x554D4942  # "BIMU", also in bitmcu.h
-FORMAT_VERSION = 2  # BITMCU_FORMAT_VERSION in bitmcu.h (2: 2bitsym rows in fours)
+FORMAT_VERSION = 3  # BITMCU_FORMAT_VERSION in bitmcu.h (2: 2bitsym rows in fours, 3: binary
+#                    rows in eights)
 INT32_MAX = 2**31 - 1
 MAX_DIM = 65535  # uint16 dimensions in the layer table
 TERNARY_MAX_IN = 1024  # the ternary kernel divides by 5 with (i * 205) >> 10

@@ -21,13 +21,11 @@
 /* ------------------------------------------------------------------------------------------ */
 /* arithmetic helpers                                                                         */
 
-#if !BITMCU_HAS_MUL
 /* All ones when bit b of c is set, else zero (two instructions: shift left, arithmetic shift
  * right; right shifts of negative values are arithmetic on every compiler we support). */
 BITMCU_INLINE uint32_t bit_mask(uint32_t c, unsigned b) {
     return (uint32_t)((int32_t)(c << (31u - b)) >> 31);
 }
-#endif
 
 /* c * x for an unsigned `bits`-bit code c and activation x (0..255). Without a multiplier:
  * unrolled shift-and-add over the code's bits (`bits` is a constant after inlining). */
@@ -60,45 +58,6 @@ BITMCU_INLINE uint32_t code_at(const uint8_t *row, uint32_t i, unsigned bits) {
     return ((uint32_t)row[i >> per_byte_log2] >> shift) & ((1u << bits) - 1u);
 }
 
-/* Sums over the nonzero activations of code * x for two rows at once (rows r0 and r1, codes
- * of `bits` bits): the list entry is decoded once for both. */
-BITMCU_INLINE void dot_codes2(const uint8_t *r0, const uint8_t *r1, const bitmcu_act *a,
-                              unsigned bits, int32_t *out0, int32_t *out1) {
-    const unsigned per_byte_log2 = bits == 1u ? 3u : bits == 2u ? 2u : bits == 4u ? 1u : 0u;
-    const uint8_t *p = a->nz, *end = a->nz + 2u * a->n_nz;
-    uint32_t i = 0, s0 = 0, s1 = 0;
-    for (; p != end; p += 2) {
-        i += p[0];
-        const uint32_t x = p[1];
-        const uint32_t byte = i >> per_byte_log2;
-        const uint32_t shift = (i & ((1u << per_byte_log2) - 1u)) * bits;
-        s0 += umul_code(((uint32_t)r0[byte] >> shift) & ((1u << bits) - 1u), x, bits);
-        s1 += umul_code(((uint32_t)r1[byte] >> shift) & ((1u << bits) - 1u), x, bits);
-    }
-    *out0 = (int32_t)s0;
-    *out1 = (int32_t)s1;
-}
-
-/* Kernel body of the schemes whose level is alpha * code + beta: acc = alpha * sum(code * x)
- * + beta * sum(x), two rows per pass over the nonzero list. */
-BITMCU_INLINE void fc_affine(const bitmcu_layer *L, const bitmcu_act *a, int32_t *acc,
-                             unsigned bits, int32_t alpha, int32_t beta) {
-    const uint8_t *row = L->weights;
-    const int32_t bias = beta * a->sum;
-    uint16_t o = 0;
-    for (; o + 1u < L->n_out; o = (uint16_t)(o + 2u), row += 2u * L->row_bytes) {
-        int32_t s0, s1;
-        dot_codes2(row, row + L->row_bytes, a, bits, &s0, &s1);
-        acc[o] = alpha * s0 + bias;
-        acc[o + 1u] = alpha * s1 + bias;
-    }
-    if (o < L->n_out) {
-        int32_t s0, s1;
-        dot_codes2(row, row, a, bits, &s0, &s1);
-        acc[o] = alpha * s0 + bias;
-    }
-}
-
 /* Loop header shared by the kernels that decode each code themselves: walks the nonzero list
  * of `a` with index `i` and value `x`. */
 #define BITMCU_FOR_NZ(a, i, x)                                                   \
@@ -108,10 +67,32 @@ BITMCU_INLINE void fc_affine(const bitmcu_layer *L, const bitmcu_act *a, int32_t
 /* ------------------------------------------------------------------------------------------ */
 /* kernels: one per scheme; acc[o] = sum_i level(o, i) * x[i]                                  */
 
-/* binary: level = 2c - 1 */
+/* binary: level = 2c - 1, so acc = 2 * sum(c * x) - sum(x). Rows are interleaved in eights
+ * (bit k of a byte: row 8g+k), so one byte load per nonzero activation feeds eight sums (two
+ * passes of four rows each were measured slower: the second pass walks the list again). */
 BITMCU_HOT(bitmcu_fc_binary) void bitmcu_fc_binary(const bitmcu_layer *L, const bitmcu_act *a,
                                                     int32_t *acc) {
-    fc_affine(L, a, acc, 1, 2, -1);
+    const int32_t bias = -(int32_t)a->sum;
+    const uint8_t *w = L->weights;
+    for (uint16_t o = 0; o < L->n_out; o = (uint16_t)(o + 8u), w += L->row_bytes) {
+        const uint8_t *p = a->nz, *end = a->nz + 2u * a->n_nz;
+        uint32_t i = 0, s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        for (; p != end; p += 2) {
+            i += p[0];
+            const uint32_t x = p[1], c = w[i];
+            s[0] += x & bit_mask(c, 0);
+            s[1] += x & bit_mask(c, 1);
+            s[2] += x & bit_mask(c, 2);
+            s[3] += x & bit_mask(c, 3);
+            s[4] += x & bit_mask(c, 4);
+            s[5] += x & bit_mask(c, 5);
+            s[6] += x & bit_mask(c, 6);
+            s[7] += x & bit_mask(c, 7);
+        }
+        for (uint32_t k = 0; k < 8u && o + k < L->n_out; k++) {
+            acc[o + k] = 2 * (int32_t)s[k] + bias;
+        }
+    }
 }
 
 /* 2bitsym: level = 2c - 3. Rows are interleaved in fours (bits 2k..2k+1 of a byte: row 4g+k),
@@ -390,9 +371,11 @@ __attribute__((noinline)) /* stays in flash when the front end runs from SRAM */
 static int32_t level_at(const bitmcu_layer *L, uint32_t r, uint32_t k) {
     const uint8_t *row = L->weights + r * L->row_bytes;
     switch (L->scheme) {
-    case BITMCU_SCHEME_BINARY:
-    case BITMCU_SCHEME_BINARY_BALANCED:
-        return 2 * (int32_t)code_at(row, k, 1) - 1;
+    case BITMCU_SCHEME_BINARY: /* rows interleaved in eights */
+    case BITMCU_SCHEME_BINARY_BALANCED: {
+        const uint8_t b = L->weights[(r >> 3) * L->row_bytes + k];
+        return 2 * (int32_t)((b >> (r & 7u)) & 1u) - 1;
+    }
     case BITMCU_SCHEME_TERNARY: {
         const uint32_t q = ((k << 7) + (k << 6) + (k << 3) + (k << 2) + k) >> 10; /* k / 5 */
         const uint32_t t = k - ((q << 2) + q);

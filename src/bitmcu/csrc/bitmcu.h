@@ -21,7 +21,7 @@
 #include <stdint.h>
 
 #define BITMCU_MAGIC 0x554D4942u /* "BIMU" little-endian */
-#define BITMCU_FORMAT_VERSION 2u
+#define BITMCU_FORMAT_VERSION 3u
 
 #ifndef BITMCU_HAS_MUL
 #if defined(__riscv) && !defined(__riscv_mul) && !defined(__riscv_zmmul)

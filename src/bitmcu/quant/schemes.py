@@ -144,44 +144,6 @@ def scheme_names() -> list[str]:
 # ---------------------------------------------------------------------------- schemes
 
 
-class Binary(Scheme):
-    """Sign of the weight: -1 or +1 (code bit 1 = +1)."""
-
-    name, id, bits, levels, c_kernel = "binary", 1, 1, (-1, 1), "fc_binary"
-
-
-class BinaryBalanced(Scheme):
-    """Binary with the row mean removed before the sign, so +1 and -1 are used about equally."""
-
-    name, id, bits, levels, c_kernel = "binary_balanced", 2, 1, (-1, 1), "fc_binary"
-    centered = True
-
-
-class Ternary(Scheme):
-    """-1, 0, +1 (1.58 bits), packed 5 trits per byte in base 3 (1.6 bits per weight)."""
-
-    name, id, bits, levels, c_kernel = "ternary", 3, 2, (-1, 0, 1), "fc_ternary"
-
-    @classmethod
-    def row_bytes(cls, n_in: int) -> int:
-        return -(-n_in // 5)
-
-    @classmethod
-    def pack(cls, q: np.ndarray) -> np.ndarray:
-        codes = cls.encode(np.asarray(q, dtype=np.int32)).astype(np.uint32)  # trit = level + 1
-        out, n_in = codes.shape
-        padded = np.ones((out, cls.row_bytes(n_in) * 5), dtype=np.uint32)  # pad with level 0
-        padded[:, :n_in] = codes
-        padded = padded.reshape(out, -1, 5)
-        return (padded * np.array([1, 3, 9, 27, 81], dtype=np.uint32)).sum(axis=2).astype(np.uint8)
-
-    @classmethod
-    def unpack(cls, packed: np.ndarray, n_out: int, n_in: int) -> np.ndarray:
-        p = packed.astype(np.int32)[:, :, None]
-        codes = (p // np.array([1, 3, 9, 27, 81])) % 3
-        return cls.decode(codes.reshape(packed.shape[0], -1)[:, :n_in])
-
-
 class InterleavedRows:
     """Layout of the schemes whose C kernel feeds several output rows from one byte load: the
     8 // bits rows of group g share a byte per input, row g * (8 // bits) + k's code for input
@@ -211,6 +173,45 @@ class InterleavedRows:
         for k in range(group):
             codes[k::group] = (packed >> (k * cls.bits)) & mask
         return cls.decode(codes[:n_out])
+
+
+class Binary(InterleavedRows, Scheme):
+    """Sign of the weight: -1 or +1 (code bit 1 = +1). Rows interleaved in eights
+    (:class:`InterleavedRows`): bit k of byte j of group g is row 8g + k's code for input j."""
+
+    name, id, bits, levels, c_kernel = "binary", 1, 1, (-1, 1), "fc_binary"
+
+
+class BinaryBalanced(Binary):
+    """Binary with the row mean removed before the sign, so +1 and -1 are used about equally."""
+
+    name, id = "binary_balanced", 2
+    centered = True
+
+
+class Ternary(Scheme):
+    """-1, 0, +1 (1.58 bits), packed 5 trits per byte in base 3 (1.6 bits per weight)."""
+
+    name, id, bits, levels, c_kernel = "ternary", 3, 2, (-1, 0, 1), "fc_ternary"
+
+    @classmethod
+    def row_bytes(cls, n_in: int) -> int:
+        return -(-n_in // 5)
+
+    @classmethod
+    def pack(cls, q: np.ndarray) -> np.ndarray:
+        codes = cls.encode(np.asarray(q, dtype=np.int32)).astype(np.uint32)  # trit = level + 1
+        out, n_in = codes.shape
+        padded = np.ones((out, cls.row_bytes(n_in) * 5), dtype=np.uint32)  # pad with level 0
+        padded[:, :n_in] = codes
+        padded = padded.reshape(out, -1, 5)
+        return (padded * np.array([1, 3, 9, 27, 81], dtype=np.uint32)).sum(axis=2).astype(np.uint8)
+
+    @classmethod
+    def unpack(cls, packed: np.ndarray, n_out: int, n_in: int) -> np.ndarray:
+        p = packed.astype(np.int32)[:, :, None]
+        codes = (p // np.array([1, 3, 9, 27, 81])) % 3
+        return cls.decode(codes.reshape(packed.shape[0], -1)[:, :n_in])
 
 
 class TwoBitSym(InterleavedRows, Scheme):

@@ -99,7 +99,10 @@ def one(config: str, overrides: list[str], out: str, threads: int) -> dict:
     return res
 
 
-def _on_chip(export_dir: Path, mcu: str, build_firmware, profile, images=(4, 2, 1)) -> dict:
+IMAGE_COUNTS = (4, 2, 1)  # test images embedded in the firmware: the first that fits the flash
+
+
+def _on_chip(export_dir: Path, mcu: str, build_firmware, profile, images=IMAGE_COUNTS) -> dict:
     """Build and profile the firmware with as many embedded test images as fit the flash."""
     for n in images:
         try:
@@ -119,7 +122,9 @@ def _on_chip(export_dir: Path, mcu: str, build_firmware, profile, images=(4, 2, 
 def _fmt_chip(r: dict) -> str:
     if "error" in r:
         return r["error"]
-    images = f" ({r['images']} images)" if r.get("images", 4) != 4 else ""
+    # result files written before the image count was recorded used the first count
+    n = r.get("images", IMAGE_COUNTS[0])
+    images = f" ({n} images)" if n != IMAGE_COUNTS[0] else ""
     return f"{r['cycles']:,} / {r['flash']:,} / {r['ram']:,}{images}"
 
 

@@ -1,4 +1,4 @@
-"""The benchmark script reuses a finished run only when it was made with the settings asked for."""
+"""The benchmark scripts: run reuse, image counts, ensembles."""
 
 import importlib.util
 from pathlib import Path
@@ -49,3 +49,19 @@ def test_on_chip_embeds_fewer_test_images_when_they_overflow_the_flash():
     tried.clear()
     r = bench._on_chip(Path("x"), "ch32v003", ram_overflow, profile)
     assert tried == [4] and bench._fmt_chip(r).startswith("firmware does not fit")
+
+
+def test_ensemble_of_a_run_with_itself_is_that_run(tiny_run):
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "ensemble.py"
+    r = subprocess.run([sys.executable, str(script), str(tiny_run), str(tiny_run)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    first, second, overlap = r.stdout.strip().splitlines()
+    alone = first.split(": ")[1].split("%")[0]
+    assert first.endswith(f"ensemble of the first 1: {alone}%")
+    assert second.endswith(f"ensemble of the first 2: {alone}%")
+    every, half, anyone = (int(s.split(": ")[-1]) for s in overlap.split(", "))
+    assert every == half == anyone > 0  # the same images, all of them wrong twice

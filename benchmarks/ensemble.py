@@ -13,13 +13,11 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 
 def main() -> None:
-    from bitmcu.train import load_checkpoint, load_data, model_from_checkpoint
+    from bitmcu.train import evaluate, load_checkpoint, load_data, model_from_checkpoint
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+", help="run directories or checkpoints")
@@ -32,16 +30,12 @@ def main() -> None:
         elif blob["cfg"].data.input_description() != framing:
             raise SystemExit(f"{run}: its input is {blob['cfg'].data.input_description()}, the "
                              f"first run's {framing}; an ensemble needs the same input")
-        model = model_from_checkpoint(blob).eval()
-        with torch.no_grad():
-            logits = torch.cat([model(data.test_x[i : i + 2000].float())
-                                for i in range(0, len(data.test_x), 2000)])
-        wrong = wrong + (logits.argmax(1) != data.test_y).int()
-        p = logits.softmax(1)
+        ev = evaluate(model_from_checkpoint(blob), data.test_x, data.test_y)
+        wrong = wrong + (ev.pred != ev.labels)
+        p = ev.logits.softmax(1)
         total = p if total is None else total + p
-        acc = (logits.argmax(1) == data.test_y).float().mean().item()
-        ens = (total.argmax(1) == data.test_y).float().mean().item()
-        print(f"{run}: {100 * acc:.2f}%   ensemble of the first {k}: "
+        ens = float((total.argmax(1).numpy() == ev.labels).mean())
+        print(f"{run}: {100 * ev.acc:.2f}%   ensemble of the first {k}: "
               f"{100 * ens:.2f}%", flush=True)
     n = len(args.runs)
     print(f"test images misclassified by every run: {int((wrong == n).sum())}, by at least half "

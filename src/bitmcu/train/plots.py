@@ -38,10 +38,11 @@ def plot_weights(model, path: Path) -> None:
     stats = [s for s in layer_stats(model) if s.levels]
     if not stats:
         return
+    layers = dict(model.weight_layers())
     fig, axes = plt.subplots(1, len(stats), figsize=(4 * len(stats), 3.2), squeeze=False)
     for ax, s in zip(axes[0], stats, strict=True):
         if len(s.levels) > 32:
-            q = dict(model.weight_layers())[s.name].integer_weight().numpy().ravel()
+            q = layers[s.name].integer_weight().numpy().ravel()
             ax.hist(q, bins=64)
         else:
             ax.bar([str(v) for v in s.levels], s.counts)

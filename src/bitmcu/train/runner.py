@@ -69,6 +69,7 @@ class EvalResult:
     acc: float
     pred: np.ndarray
     labels: np.ndarray
+    logits: torch.Tensor  # (n, classes), on the CPU
 
     def confusion(self, n_classes: int) -> np.ndarray:
         cm = np.zeros((n_classes, n_classes), dtype=np.int64)
@@ -80,14 +81,15 @@ class EvalResult:
 def evaluate(model, x: torch.Tensor, y: torch.Tensor, device=None, batch: int = 2000) -> EvalResult:
     device = device or torch.device("cpu")
     model.eval()
-    preds, loss = [], 0.0
+    outs, loss = [], 0.0
     for i in range(0, len(x), batch):
         out = model(x[i : i + batch].to(device))
         loss += F.cross_entropy(out, y[i : i + batch].to(device), reduction="sum").item()
-        preds.append(out.argmax(1).cpu())
-    pred = torch.cat(preds).numpy()
+        outs.append(out.cpu())
+    logits = torch.cat(outs)
+    pred = logits.argmax(1).numpy()
     labels = y.numpy()
-    return EvalResult(loss / max(1, len(x)), float((pred == labels).mean()), pred, labels)
+    return EvalResult(loss / max(1, len(x)), float((pred == labels).mean()), pred, labels, logits)
 
 
 def load_data(cfg: Config) -> Dataset:

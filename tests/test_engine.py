@@ -213,3 +213,31 @@ def test_cnn_other_shapes_and_sanitizers():
         bad = random_cnn(rng, "8bit", size=12, stages=("pool", "dw"))
         bad.front[1] = PoolLayer(bad.front[1].channels, 9)
         bad.validate()
+
+
+def ink_boxes(rng, n, side):
+    """Images whose ink fills a random rectangle (any size, any position, edges and corners
+    included), as the conv kernels skip what lies outside the nonzero pixels' box."""
+    x = np.zeros((n, side, side), dtype=np.uint8)
+    for i in range(n):
+        if i < 4:  # one pixel in each corner
+            x[i, (i // 2) * (side - 1), (i % 2) * (side - 1)] = 1 + 60 * i
+            continue
+        y0, x0 = rng.integers(0, side, 2)
+        y1, x1 = rng.integers(y0 + 1, side + 1), rng.integers(x0 + 1, side + 1)
+        x[i, y0:y1, x0:x1] = rng.integers(0, 256, (y1 - y0, x1 - x0))
+        x[i, y0, x0] = x[i, y1 - 1, x1 - 1] = 255  # the rectangle is the box
+    return x.reshape(n, side * side)
+
+
+@pytest.mark.parametrize("conv_scheme", ["8bit", "fp130"])
+def test_cnn_ink_in_part_of_the_image(conv_scheme):
+    rng = np.random.default_rng(31)
+    for size, stages in ((16, ("dw", "pool", "dw", "pool")), (12, ("pool", "dw"))):
+        model = random_cnn(rng, conv_scheme, channels=6, size=size, stages=stages)
+        x = ink_boxes(rng, 80, size)
+        ref, outs = compare_c_reference(model, x)
+        for c in outs.values():
+            np.testing.assert_array_equal(c, ref)
+        feats = reference.front_end(model, x)
+        assert (feats[4:] > 0).any(axis=1).mean() > 0.5  # the ink reaches the features

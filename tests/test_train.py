@@ -212,6 +212,11 @@ def test_distillation_from_a_teacher_run(tiny_run, tmp_path):
     with pytest.raises(BitmcuError, match=r"area downscaling of the whole source image; .*area "
                                           r"downscaling of the central 16x16 of the source"):
         train(bad, run_dir=tmp_path / "bad3", quiet=True)
+    bad = load_config(None, tiny_overrides(**{"train.teacher": f"[{tiny_run}, {tmp_path / 'no'}]"}))
+    with pytest.raises(BitmcuError, match=r"'train.teacher': .*no: no checkpoint found.*train the "
+                                          r"teacher first"):
+        train(bad, run_dir=tmp_path / "bad4", quiet=True)
+    assert not (tmp_path / "bad4").exists()
 
 
 def test_an_ensemble_teacher_averages_its_members_logits(tiny_run):

@@ -105,7 +105,11 @@ def load_teacher(cfg: Config, data: Dataset, device):
     needs = f"{data.n_classes} classes, {cfg.data.input_description()}"
     models = []
     for run in [runs] if isinstance(runs, str) else runs:
-        blob = load_checkpoint(run)
+        try:
+            blob = load_checkpoint(run)
+        except BitmcuError as e:
+            raise BitmcuError(f"config key 'train.teacher': {e}; train the teacher first (a "
+                              "config that names teachers says how in its comment)") from None
         has = f'{blob["n_classes"]} classes, {blob["cfg"].data.input_description()}'
         if has != needs:
             raise BitmcuError(f"train.teacher {run}: has {has}; this run needs {needs}: train "

@@ -108,8 +108,9 @@ def load_teacher(cfg: Config, data: Dataset, device):
         try:
             blob = load_checkpoint(run)
         except BitmcuError as e:
-            raise BitmcuError(f"config key 'train.teacher': {e}; train the teacher first (a "
-                              "config that names teachers says how in its comment)") from None
+            hint = ("" if Path(run).exists() else "; train the teacher first (a config that "
+                    "names teachers says how in its comment)")
+            raise BitmcuError(f"config key 'train.teacher': {e}{hint}") from None
         has = f'{blob["n_classes"]} classes, {blob["cfg"].data.input_description()}'
         if has != needs:
             raise BitmcuError(f"train.teacher {run}: has {has}; this run needs {needs}: train "

@@ -597,17 +597,15 @@ BITMCU_INLINE void conv_row_taps_nz(const uint8_t *r, const int32_t *w, int32_t 
 
 /* One channel of a 3x3 convolution without padding, requantized by a fixed shift:
  * in (side, side) -> out (side - 2, side - 2), one output row at a time. The convolutions have
- * no bias, so an output whose window lies outside the input's nonzero rectangle (map_box) is
+ * no bias, so an output whose window lies outside the input's nonzero rectangle `b` (map_box) is
  * zero: only the others are computed, from the input rows inside the rectangle. A kernel row of
  * three nonzero powers of two (every row of fp130, most of binary) takes one fused shift-only
  * pass over them; other rows go tap by tap, skipping zero levels, over the outputs whose window
  * meets that input row's own nonzero pixels (on MNIST about half of the first two convolutions'
  * work; the CH32V003's 8-bit CNN takes a fifth fewer cycles). */
-void bitmcu_conv3x3(const int32_t w[9], uint32_t shift, uint32_t act_max, const uint8_t *in,
-                    uint16_t side, uint8_t *out) {
+static void conv3x3_box(const int32_t w[9], uint32_t shift, uint32_t act_max, const uint8_t *in,
+                        uint16_t side, const uint8_t b[4], uint8_t *out) {
     int32_t acc[BITMCU_CONV_MAX_SIDE];
-    uint8_t b[4];
-    map_box(in, side, b);
     uint8_t e[9];
     uint32_t m[9], fast = 0;
     for (uint32_t k = 0; k < 9u; k++) {
@@ -677,6 +675,13 @@ void bitmcu_conv3x3(const int32_t w[9], uint32_t shift, uint32_t act_max, const 
         }
     }
 }
+
+void bitmcu_conv3x3(const int32_t w[9], uint32_t shift, uint32_t act_max, const uint8_t *in,
+                    uint16_t side, uint8_t *out) {
+    uint8_t b[4];
+    map_box(in, side, b);
+    conv3x3_box(w, shift, act_max, in, side, b, out);
+}
 #endif
 
 /* One channel of a 2x2 max-pool, stride 2: in (side, side) -> out (side / 2, side / 2). */
@@ -704,6 +709,10 @@ bitmcu_status bitmcu_front_end(const bitmcu_model *model, const uint8_t *input, 
     if ((uint32_t)layers[0].n_in * layers[0].n_in != model->n_input) {
         return BITMCU_ERR_LAYER;
     }
+#if !BITMCU_HAS_MUL
+    uint8_t image_box[4];
+    map_box(input, layers[0].n_in, image_box);
+#endif
     for (uint16_t c = 0; c < channels; c++) {
         const uint8_t *src = input;
         uint8_t *dst = buf_a;
@@ -724,7 +733,15 @@ bitmcu_status bitmcu_front_end(const bitmcu_model *model, const uint8_t *input, 
                 for (uint32_t k = 0; k < 9u; k++) {
                     w[k] = level_at(L, c, k);
                 }
+#if BITMCU_HAS_MUL
                 bitmcu_conv3x3(w, L->shift, model->act_max, src, side, dst);
+#else
+                if (l == 0u) { /* every channel convolves the same image */
+                    conv3x3_box(w, L->shift, model->act_max, src, side, image_box, dst);
+                } else {
+                    bitmcu_conv3x3(w, L->shift, model->act_max, src, side, dst);
+                }
+#endif
                 side = (uint16_t)(side - 2u);
             } else {
                 return BITMCU_ERR_LAYER;

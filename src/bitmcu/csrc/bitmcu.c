@@ -403,6 +403,20 @@ static int32_t level_at(const bitmcu_layer *L, uint32_t r, uint32_t k) {
     }
 }
 
+/* The nine levels of channel c's 3x3 kernel in front-end layer L (8-bit weights directly). */
+static void kernel_levels(const bitmcu_layer *L, uint32_t c, int32_t w[9]) {
+    if (L->scheme == BITMCU_SCHEME_8BIT) {
+        const uint8_t *row = L->weights + c * L->row_bytes;
+        for (uint32_t k = 0; k < 9u; k++) {
+            w[k] = (int32_t)row[k] - (int32_t)((row[k] & 0x80u) << 1);
+        }
+        return;
+    }
+    for (uint32_t k = 0; k < 9u; k++) {
+        w[k] = level_at(L, c, k);
+    }
+}
+
 /* Outputs of one conv row at most: inputs are at most 28x28 (the MNIST source resolution). */
 #define BITMCU_CONV_MAX_SIDE 28u
 
@@ -730,9 +744,7 @@ bitmcu_status bitmcu_front_end(const bitmcu_model *model, const uint8_t *input, 
                 side = (uint16_t)(side / 2u);
             } else if (L->op == BITMCU_OP_CONV1 || L->op == BITMCU_OP_DW) {
                 int32_t w[9];
-                for (uint32_t k = 0; k < 9u; k++) {
-                    w[k] = level_at(L, c, k);
-                }
+                kernel_levels(L, c, w);
 #if BITMCU_HAS_MUL
                 bitmcu_conv3x3(w, L->shift, model->act_max, src, side, dst);
 #else

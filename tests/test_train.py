@@ -92,6 +92,25 @@ def test_corrupted_and_foreign_checkpoints(tmp_path, tiny_run):
         load_checkpoint(tmp_path / "nowhere")
 
 
+def test_checkpoint_with_a_retired_config_key(tmp_path, tiny_run):
+    """A run stored with a key removed since loads where the key held the behaviour kept, and
+    is refused, naming the key and value, where it held another."""
+    blob = torch.load(tiny_run / "checkpoint.pt", weights_only=True)
+    blob["config"]["model"]["conv_act_bits"] = 8
+    torch.save(blob, tmp_path / "old.pt")
+    old = load_checkpoint(tmp_path / "old.pt")
+    assert old["cfg"] == load_checkpoint(tiny_run)["cfg"]
+    model_from_checkpoint(old)
+    blob["config"]["model"]["conv_act_bits"] = 16
+    torch.save(blob, tmp_path / "wide.pt")
+    with pytest.raises(BitmcuError, match="'model.conv_act_bits' = 16.*retrain"):
+        load_checkpoint(tmp_path / "wide.pt")
+    blob["config"]["model"].update(conv_act_bits=8, no_such_key=1)
+    torch.save(blob, tmp_path / "unknown.pt")
+    with pytest.raises(BitmcuError, match="unknown config key 'model.no_such_key'"):
+        load_checkpoint(tmp_path / "unknown.pt")
+
+
 def test_schedules():
     cfg = load_config(None, ["train.epochs=10", "train.lr=1.0"])
     assert lr_at(cfg, 0) == 1.0 and abs(lr_at(cfg, 5) - 0.5) < 1e-9 and lr_at(cfg, 10) < 1e-9

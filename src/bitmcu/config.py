@@ -275,6 +275,29 @@ def config_from_dict(data: dict) -> Config:
     return _check(_build(Config, data))
 
 
+# Keys of earlier versions, each with the value under which a run trained then behaves as every
+# run does now. A stored config (a checkpoint's) that holds one at that value still loads; at
+# another value it describes a model this version cannot rebuild, and is refused.
+RETIRED_KEYS: dict[str, Any] = {
+    "model.conv_act_bits": 8,  # 8-bit maps between the convolutions, the only ones exported
+}
+
+
+def drop_retired_keys(data: dict) -> dict:
+    """A copy of a stored config without its retired keys (see :data:`RETIRED_KEYS`)."""
+    data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for key, kept in RETIRED_KEYS.items():
+        section, name = key.split(".")
+        values = data.get(section)
+        if not isinstance(values, dict) or name not in values:
+            continue
+        if values[name] != kept:
+            raise BitmcuError(f"config key '{key}' = {values[name]!r}: this bitmcu no longer "
+                              f"supports it (runs now behave as with {kept!r}); retrain the run")
+        del values[name]
+    return data
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """Parse ``key=value``; the value is read as YAML (``3``, ``0.1``, ``[64, 64]``, ``null``)."""
     if "=" not in text:

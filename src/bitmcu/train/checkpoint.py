@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from .. import __version__
-from ..config import Config, config_from_dict
+from ..config import Config, config_from_dict, drop_retired_keys
 from ..errors import BitmcuError
 
 FORMAT = "bitmcu-checkpoint"
@@ -65,7 +65,7 @@ def load_checkpoint(run: str | Path) -> dict:
         if key not in blob:
             raise BitmcuError(f"{path}: checkpoint is missing '{key}'")
     try:
-        blob["cfg"] = config_from_dict(blob["config"])
+        blob["cfg"] = config_from_dict(drop_retired_keys(blob["config"]))
     except BitmcuError as e:
         raise BitmcuError(f"{path}: checkpoint config is invalid: {e}") from None
     blob["path"] = path

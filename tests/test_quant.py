@@ -91,3 +91,34 @@ def test_c_nf4_table_matches_the_scheme():
     levels = get_scheme("nf4").levels
     assert mags == [abs(v) for v in levels]
     assert [i for i, v in enumerate(levels) if v < 0] == list(range(7))  # codes 0..6 negative
+
+
+@pytest.mark.parametrize("shift", [0, 1, 5])
+def test_conv_requant_value_and_gradient(shift):
+    """The one-pass requantization equals the engine rule (relu, round half up by the shift,
+    clamp to 255) and passes relu(v) / 2^shift's gradient straight through."""
+    from bitmcu.models import requant
+
+    acc = torch.randint(-3000, 12000, (4, 3, 7, 5)).float()
+    acc[0, 0, 0, :3] = torch.tensor([0.0, 1.0, -1.0])
+    x = acc.clone().requires_grad_()
+    out = requant(x, shift)
+    v = acc.long().clamp_min(0)
+    expect = ((v + ((1 << shift) >> 1)) >> shift).clamp_max(255)
+    assert torch.equal(out.long(), expect)
+    g = torch.randn_like(acc)
+    out.backward(g)
+    assert torch.equal(x.grad, g * (acc > 0) / (1 << shift))
+
+
+@pytest.mark.parametrize("side", [12, 7])
+def test_maxpool_without_gradients_equals_max_pool2d(side):
+    from bitmcu.models import MaxPool2x2
+
+    x = torch.randint(0, 256, (3, 4, side, side)).float()
+    pool = MaxPool2x2()
+    with torch.no_grad():
+        fast = pool(x)
+    assert torch.equal(fast, torch.nn.functional.max_pool2d(x, 2))
+    y = x.clone().requires_grad_()
+    assert torch.equal(pool(y), fast)  # with gradients: max_pool2d itself

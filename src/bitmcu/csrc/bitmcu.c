@@ -251,15 +251,23 @@ BITMCU_HOT(bitmcu_fc_ternary) void bitmcu_fc_ternary(const bitmcu_layer *L, cons
                                                       int32_t *acc) {
     const uint8_t *row = L->weights;
     for (uint16_t o = 0; o < L->n_out; o++, row += L->row_bytes) {
+        /* the byte w holds the trits of the current input and the four beside it; t is the
+         * input's place in it, followed along the list (no division), and m its masks */
+        const uint8_t *w = row;
+        uint32_t t = 0, m = trit_masks[*w];
         int32_t s = 0;
-        uint32_t i = 0, xu = 0;
-        BITMCU_FOR_NZ(a, i, xu) {
-            /* i / 5 for i < 1024 as (i * 205) >> 10, with shifts only */
-            const uint32_t q = ((i << 7) + (i << 6) + (i << 3) + (i << 2) + i) >> 10;
-            const uint32_t t = i - ((q << 2) + q);
-            const uint32_t m = trit_masks[row[q]];
-            const int32_t x = (int32_t)xu;
-            s += (x & -(int32_t)((m >> t) & 1u)) - (x & -(int32_t)((m >> (t + 8u)) & 1u));
+        for (const uint8_t *p = a->nz, *end = a->nz + 2u * a->n_nz; p != end; p += 2) {
+            t += p[0];
+            if (t >= 5u) {
+                do {
+                    t -= 5u;
+                    w++;
+                } while (t >= 5u);
+                m = trit_masks[*w];
+            }
+            const int32_t x = (int32_t)p[1];
+            const uint32_t mt = m >> t;
+            s += (x & -(int32_t)(mt & 1u)) - (x & -(int32_t)((mt >> 8) & 1u));
         }
         acc[o] = s;
     }

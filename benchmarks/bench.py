@@ -115,6 +115,7 @@ def _on_chip(export_dir: Path, mcu: str, build_firmware, profile, images=IMAGE_C
         prof = profile(fw.elf)
         return {"cycles": prof.median_cycles(), "flash": prof.flash["total"],
                 "ram": prof.ram["total"], "stack": prof.ram["stack_peak"], "images": n,
+                "kernels": fw.hot_loops,
                 "mismatches": prof.mismatches, "segments": prof.segment_medians()}
     raise ValueError("no image counts to try")
 
@@ -124,8 +125,10 @@ def _fmt_chip(r: dict) -> str:
         return r["error"]
     # result files written before the image count was recorded used the first count
     n = r.get("images", IMAGE_COUNTS[0])
-    images = f" ({n} images)" if n != IMAGE_COUNTS[0] else ""
-    return f"{r['cycles']:,} / {r['flash']:,} / {r['ram']:,}{images}"
+    notes = [f"{n} images"] if n != IMAGE_COUNTS[0] else []
+    if r.get("kernels") == "flash":  # auto placement: SRAM would overflow the RAM
+        notes.append("kernels in flash")
+    return f"{r['cycles']:,} / {r['flash']:,} / {r['ram']:,}" + (f" ({', '.join(notes)})" if notes else "")
 
 
 def train_teacher(config: str, out: Path) -> dict:

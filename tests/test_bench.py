@@ -31,7 +31,7 @@ def test_on_chip_embeds_fewer_test_images_when_they_overflow_the_flash():
         tried.append(n_images)
         if n_images > 2:
             raise BitmcuError(f"firmware does not fit the {mcu}: flash overflowed by 148 bytes")
-        return SimpleNamespace(elf="fw.elf")
+        return SimpleNamespace(elf="fw.elf", hot_loops="flash" if n_images == 2 else "sram")
 
     def profile(elf):
         return SimpleNamespace(median_cycles=lambda: 1000, flash={"total": 16000},
@@ -40,7 +40,7 @@ def test_on_chip_embeds_fewer_test_images_when_they_overflow_the_flash():
 
     r = bench._on_chip(Path("x"), "ch32v002", build, profile)
     assert tried == [4, 2] and r["images"] == 2
-    assert bench._fmt_chip(r) == "1,000 / 16,000 / 3,000 (2 images)"
+    assert bench._fmt_chip(r) == "1,000 / 16,000 / 3,000 (2 images, kernels in flash)"
 
     def ram_overflow(export_dir, mcu, n_images):  # fewer images do not help: one try
         tried.append(n_images)

@@ -2,6 +2,7 @@
 
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -62,6 +63,31 @@ def test_sram_kernels_are_faster(tiny_export, tmp_path):
         info = build_firmware(tiny_export, "ch32v003", tmp_path / hot, n_images=3, hot_loops=hot)
         cyc[hot] = profile(info.elf).median_cycles()
     assert cyc["sram"] < cyc["flash"]
+
+
+def test_auto_placement_moves_the_kernels_to_flash_only_where_sram_overflows(
+        tiny_export, tmp_path, monkeypatch):
+    from bitmcu.target import firmware as fw
+
+    auto = build_firmware(tiny_export, "ch32v003", tmp_path / "auto", n_images=2)
+    assert auto.hot_loops == "sram" and auto.hot_loops_note == ""
+    # the RAM left free with the kernels in SRAM and in flash
+    free = {}
+    for hot in ("sram", "flash"):
+        info = build_firmware(tiny_export, "ch32v003", tmp_path / hot, n_images=2, hot_loops=hot)
+        data, bss = fw._ram_use(Path(info.elf))
+        free[hot] = 2048 - data - bss - info.stack_bound
+    assert free["flash"] > free["sram"] >= 0
+    # a RAM need between the two: auto falls back to flash and says why; sram is refused
+    extra = free["sram"] + 1
+    real = fw._ram_use
+    monkeypatch.setattr(fw, "_ram_use", lambda elf: (real(elf)[0], real(elf)[1] + extra))
+    info = build_firmware(tiny_export, "ch32v003", tmp_path / "auto2", n_images=2)
+    assert info.hot_loops == "flash"
+    assert info.hot_loops_note == "in SRAM they would overflow the RAM by 1 bytes"
+    assert profile(info.elf).mismatches == 0
+    with pytest.raises(BitmcuError, match="RAM overflowed by 1 bytes"):
+        build_firmware(tiny_export, "ch32v003", tmp_path / "sram2", n_images=2, hot_loops="sram")
 
 
 def test_model_too_large_for_flash_names_region_and_bytes(tmp_path):

@@ -147,8 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("export_dir", help="folder written by `bitmcu export`")
     f.add_argument("--mcu", required=True, help="ch32v003 | ch32v002")
     f.add_argument("--images", type=int, default=4, help="test images to embed (default 4)")
-    f.add_argument("--hot-loops", default="sram", help="sram | flash: where the kernels run "
-                   "(default sram)")
+    f.add_argument("--hot-loops", default="auto", help="auto | sram | flash: where the kernels "
+                   "run (default auto: SRAM, the faster, unless the RAM would overflow)")
     f.add_argument("--out", type=Path, help="output folder (default EXPORT_DIR/firmware-MCU)")
     f.set_defaults(func=_cmd_firmware)
 
@@ -177,6 +177,7 @@ def _cmd_firmware(a) -> int:
     info = build_firmware(a.export_dir, a.mcu, a.out, a.images, a.hot_loops)
     print(f"built {info.elf} (+ .bin, .hex) for {info.mcu}: {info.n_images} test images, "
           f"kernels in {info.hot_loops}"
+          + (f" ({info.hot_loops_note})" if info.hot_loops_note else "")
           + (f", worst-case stack {info.stack_bound} bytes" if info.stack_bound else ""))
     print(f"profile it with: bitmcu profile {info.elf}")
     return 0

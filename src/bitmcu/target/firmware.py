@@ -28,7 +28,7 @@ GCC = "riscv64-unknown-elf-gcc"
 OBJCOPY = "riscv64-unknown-elf-objcopy"
 INSTALL_HINT = ("install Debian's RISC-V cross compiler: apt-get install gcc-riscv64-unknown-elf "
                 "binutils-riscv64-unknown-elf picolibc-riscv64-unknown-elf")
-HOT = ("sram", "flash")
+HOT = ("auto", "sram", "flash")  # auto: SRAM where the firmware still fits, else flash
 MIN_STACK = 256
 # Pre-RA instruction scheduling raises register pressure past RV32E's 16 registers and makes the
 # hot loops spill to the stack (measured: 324k vs 241k cycles for the reference model on CH32V003).
@@ -53,10 +53,11 @@ class FirmwareInfo:
     bin: str
     hex: str
     n_images: int
-    hot_loops: str
+    hot_loops: str  # where the kernels run: sram or flash
     labels: list[int]
     expected: list[int]  # numpy reference predictions of the embedded images
     stack_bound: int | None = None  # worst-case stack bytes (static call-graph analysis)
+    hot_loops_note: str = ""  # why auto placement chose flash
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2) + "\n")
@@ -70,6 +71,14 @@ def linker_script(chip, min_stack: int = MIN_STACK) -> str:
     return text
 
 
+class RamOverflow(BitmcuError):
+    """The firmware's RAM (data, arena, stack) exceeds the chip's by `over` bytes."""
+
+    def __init__(self, message: str, over: int):
+        super().__init__(message)
+        self.over = over
+
+
 def _overflow_error(stderr: str, chip, image_bytes: int = 0) -> BitmcuError | None:
     m = re.findall(r"region [`']?(\w+)'? overflowed by (\d+) bytes", stderr)
     if not m:
@@ -80,8 +89,9 @@ def _overflow_error(stderr: str, chip, image_bytes: int = 0) -> BitmcuError | No
     hint = ""
     if region == "FLASH" and image_bytes:
         hint = f"; each embedded test image takes {image_bytes} bytes: try fewer --images"
-    return BitmcuError(f"firmware does not fit the {chip.name}: {what} overflowed by {over} bytes "
-                       f"({size} bytes available in {region}){hint}")
+    message = (f"firmware does not fit the {chip.name}: {what} overflowed by {over} bytes "
+               f"({size} bytes available in {region}){hint}")
+    return BitmcuError(message) if region == "FLASH" else RamOverflow(message, int(over))
 
 
 _CI_NODE = re.compile(r'node: \{ title: "([^"]+)" label: "[^"]*?\\n(\d+) bytes \((\w+)\)')
@@ -129,8 +139,12 @@ def _ram_use(elf_path: Path) -> tuple[int, int]:
 
 
 def build_firmware(export_dir: str | Path, mcu: str, out: str | Path | None = None,
-                   n_images: int = 4, hot_loops: str = "sram", opt: str = DEFAULT_OPT) -> FirmwareInfo:
-    """Compile and link the firmware; writes firmware.elf/.bin/.hex/.map and firmware.json."""
+                   n_images: int = 4, hot_loops: str = "auto", opt: str = DEFAULT_OPT) -> FirmwareInfo:
+    """Compile and link the firmware; writes firmware.elf/.bin/.hex/.map and firmware.json.
+
+    ``hot_loops``: where the kernels run; ``auto`` puts them in SRAM (faster: no flash wait
+    states) unless the RAM would then overflow, and in flash otherwise (``hot_loops_note`` says
+    why)."""
     chip = get_chip(mcu)
     if hot_loops not in HOT:
         raise BitmcuError(f"--hot-loops {hot_loops!r} is not allowed; use {choices(HOT)}")
@@ -145,7 +159,8 @@ def build_firmware(export_dir: str | Path, mcu: str, out: str | Path | None = No
         raise BitmcuError(f"--images {n_images}: choose 1..{len(images)} (images in the export)")
     images, labels = images[:n_images], labels[:n_images]
     _, expected = reference.run(model, images)
-    gcc, objcopy = find_tool(GCC), find_tool(OBJCOPY)
+    find_tool(GCC)
+    objcopy = find_tool(OBJCOPY)
 
     out = (Path(out) if out else export_dir / f"firmware-{chip.name}").resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -158,38 +173,54 @@ def build_firmware(export_dir: str | Path, mcu: str, out: str | Path | None = No
         (t / "test_images.h").write_text(images_header(images, labels, expected,
                                                        f"bitmcu firmware {export_dir}"))
         (t / "link.ld").write_text(linker_script(chip))
-        hot = f"-DBITMCU_HOT_IN_SRAM={int(hot_loops == 'sram')}"
-        cmd = [gcc, *chip.cflags, *opt.split(), "-std=c99", "-Wall", "-Wextra", "-ffreestanding",
-               "-nostdlib", "-ffunction-sections", "-fdata-sections", "-msmall-data-limit=8",
-               "-fno-builtin", hot, "-include", str(t / "fw_trace.h"), f"-I{t}",
-               str(t / "startup.S"), str(t / "fw_main.c"), str(t / "bitmcu.c"), str(t / "mem.c"),
-               "-T", str(t / "link.ld"), "-Wl,--gc-sections", f"-Wl,-Map={t / 'firmware.map'}",
-               "-fcallgraph-info=su", "-lgcc", "-o", str(t / "firmware.elf")]
-        r = subprocess.run(cmd, capture_output=True, text=True, cwd=t)
-        if r.returncode != 0:
-            raise _overflow_error(r.stderr, chip, model.n_input) or BitmcuError(
-                f"building the {chip.name} firmware failed:\n{r.stderr.strip()[-3000:]}")
-        graphs = sorted(t.glob("*.ci"))
-        stack = worst_stack(graphs)
-        for g in graphs:
-            g.unlink()
-        data, bss = _ram_use(t / "firmware.elf")
-        ram = chip.ram_kb * 1024
-        if stack is not None and data + bss + stack > ram:
-            raise BitmcuError(
-                f"firmware does not fit the {chip.name}: RAM overflowed by "
-                f"{data + bss + stack - ram} bytes (data {data} + arena and buffers {bss} + "
-                f"worst-case stack {stack} > {ram} bytes)")
+        note = ""
+        for place in ("sram", "flash") if hot_loops == "auto" else (hot_loops,):
+            try:
+                cmd, stack = _link(t, chip, place, opt, model.n_input)
+                break
+            except RamOverflow as e:
+                if hot_loops != "auto" or place == "flash":
+                    raise
+                note = f"in SRAM they would overflow the RAM by {e.over} bytes"
         for fmt, ext in (("binary", "bin"), ("ihex", "hex")):
             subprocess.run([objcopy, "-O", fmt, str(t / "firmware.elf"), str(t / f"firmware.{ext}")],
                            check=True, capture_output=True)
         (t / "build.sh").write_text("# command that built firmware.elf\n" + " ".join(
             f"'{c}'" if any(ch in c for ch in " ()\"") else c for c in cmd) + "\n")
         info = FirmwareInfo(chip.name, str(out / "firmware.elf"), str(out / "firmware.bin"),
-                            str(out / "firmware.hex"), n_images, hot_loops,
-                            [int(v) for v in labels], [int(v) for v in expected], stack)
+                            str(out / "firmware.hex"), n_images, place,
+                            [int(v) for v in labels], [int(v) for v in expected], stack, note)
         info.save(t / "firmware.json")
         out.mkdir(exist_ok=True)
         for f in sorted(t.iterdir()):
             os.replace(f, out / f.name)
     return info
+
+
+def _link(t: Path, chip, hot_loops: str, opt: str, image_bytes: int) -> tuple[list[str], int | None]:
+    """Compile and link t/firmware.elf with the kernels in `hot_loops`; the command and the
+    worst-case stack. Raises RamOverflow where data, arena and stack exceed the chip's RAM."""
+    gcc = find_tool(GCC)
+    hot = f"-DBITMCU_HOT_IN_SRAM={int(hot_loops == 'sram')}"
+    cmd = [gcc, *chip.cflags, *opt.split(), "-std=c99", "-Wall", "-Wextra", "-ffreestanding",
+           "-nostdlib", "-ffunction-sections", "-fdata-sections", "-msmall-data-limit=8",
+           "-fno-builtin", hot, "-include", str(t / "fw_trace.h"), f"-I{t}",
+           str(t / "startup.S"), str(t / "fw_main.c"), str(t / "bitmcu.c"), str(t / "mem.c"),
+           "-T", str(t / "link.ld"), "-Wl,--gc-sections", f"-Wl,-Map={t / 'firmware.map'}",
+           "-fcallgraph-info=su", "-lgcc", "-o", str(t / "firmware.elf")]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=t)
+    if r.returncode != 0:
+        raise _overflow_error(r.stderr, chip, image_bytes) or BitmcuError(
+            f"building the {chip.name} firmware failed:\n{r.stderr.strip()[-3000:]}")
+    graphs = sorted(t.glob("*.ci"))
+    stack = worst_stack(graphs)
+    for g in graphs:
+        g.unlink()
+    data, bss = _ram_use(t / "firmware.elf")
+    ram = chip.ram_kb * 1024
+    if stack is not None and data + bss + stack > ram:
+        over = data + bss + stack - ram
+        raise RamOverflow(
+            f"firmware does not fit the {chip.name}: RAM overflowed by {over} bytes (data {data} "
+            f"+ arena and buffers {bss} + worst-case stack {stack} > {ram} bytes)", over)
+    return cmd, stack

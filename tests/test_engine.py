@@ -79,6 +79,23 @@ def test_mixed_schemes_wide_gaps_and_act_bits():
         np.testing.assert_array_equal(c, ref)
 
 
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_first_layer_with_gaps_wider_than_255_per_scheme(scheme):
+    """Every kernel walks the filler entries of long zero runs (value 0) without effect."""
+    rng = np.random.default_rng(31 + REGISTRY[scheme].id)
+    model = random_model(rng, [scheme, "4bitsym"], size=20, widths=(13, 5), n_classes=4)
+    x = random_images(rng, 12, model.n_input)
+    x[:6] = 0
+    x[0, 0] = x[0, 399] = 200
+    x[1, 399] = 9
+    x[2, 0] = 255
+    x[3, 1] = x[3, 300] = x[3, 301] = 17
+    x[4, 257] = 3
+    ref, outs = compare_c_reference(model, x)
+    for c in outs.values():
+        np.testing.assert_array_equal(c, ref)
+
+
 @pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler")
 def test_sanitizers_on_random_models_of_every_scheme():
     rng = np.random.default_rng(11)

@@ -130,30 +130,55 @@ BITMCU_HOT(bitmcu_fc_2bitsym) void bitmcu_fc_2bitsym(const bitmcu_layer *L, cons
  * odd row), so one byte load per nonzero activation feeds two accumulators. */
 BITMCU_HOT(bitmcu_fc_4bitsym) void bitmcu_fc_4bitsym(const bitmcu_layer *L, const bitmcu_act *a,
                                                       int32_t *acc) {
-    const uint8_t *w = L->weights; /* (ceil(n_out / 2), row_bytes = n_in) */
     const int32_t bias = -15 * a->sum;
+#if BITMCU_HAS_MUL
+    const uint8_t *w = L->weights; /* (ceil(n_out / 2), row_bytes = n_in) */
     for (uint16_t o = 0; o < L->n_out; o = (uint16_t)(o + 2u), w += L->row_bytes) {
         const uint8_t *p = a->nz, *end = a->nz + 2u * a->n_nz;
         uint32_t i = 0, s0 = 0, s1 = 0;
         for (; p != end; p += 2) {
             i += p[0];
             const uint32_t x = p[1], c = w[i];
-#if BITMCU_HAS_MUL
             s0 += (c & 15u) * x;
             s1 += (c >> 4) * x;
-#else
-            const uint32_t x2 = x << 1, x4 = x << 2, x8 = x << 3;
-            s0 += (x & bit_mask(c, 0)) + (x2 & bit_mask(c, 1)) + (x4 & bit_mask(c, 2)) +
-                  (x8 & bit_mask(c, 3));
-            s1 += (x & bit_mask(c, 4)) + (x2 & bit_mask(c, 5)) + (x4 & bit_mask(c, 6)) +
-                  (x8 & bit_mask(c, 7));
-#endif
         }
         acc[o] = 2 * (int32_t)s0 + bias;
         if (o + 1u < L->n_out) {
             acc[o + 1u] = 2 * (int32_t)s1 + bias;
         }
     }
+#else
+    /* one nonzero activation at a time: the 16 products c * x by repeated addition, then each
+     * byte's two codes pick theirs (a load each instead of a shift-and-add multiplication) */
+    const uint32_t pairs = L->n_out >> 1;
+    for (uint16_t o = 0; o < L->n_out; o++) {
+        acc[o] = 0;
+    }
+    uint32_t i = 0, x = 0;
+    BITMCU_FOR_NZ(a, i, x) {
+        if (x == 0u) { /* a filler entry of a long gap */
+            continue;
+        }
+        int32_t t[16];
+        int32_t v = 0;
+        for (uint32_t c = 0; c < 16u; c++, v += (int32_t)x) {
+            t[c] = v;
+        }
+        const uint8_t *w = L->weights + i;
+        int32_t *s = acc;
+        for (uint32_t g = 0; g < pairs; g++, w += L->row_bytes, s += 2) {
+            const uint32_t c = *w;
+            s[0] += t[c & 15u];
+            s[1] += t[c >> 4];
+        }
+        if (L->n_out & 1u) {
+            s[0] += t[*w & 15u];
+        }
+    }
+    for (uint16_t o = 0; o < L->n_out; o++) {
+        acc[o] = 2 * acc[o] + bias;
+    }
+#endif
 }
 
 /* Schemes decoded per weight into a signed term, one row at a time. */
@@ -192,9 +217,58 @@ BITMCU_INLINE void fc_terms(const bitmcu_layer *L, const bitmcu_act *a, int32_t 
     }
 }
 
+#if !BITMCU_HAS_MUL
+/* The 16 products level(c) * x of a 4-bit scheme for one activation x, multiplier-free: 4bit's
+ * magnitudes by repeated addition, NF4's by its table's constants (the loop is unrolled, so each
+ * product is a constant multiplication the compiler turns into shifts and adds). */
+BITMCU_INLINE void term_table(uint32_t x, term_kind kind, int32_t t[16]) {
+    if (kind == TERM_4BIT) {
+        int32_t v = 0;
+        for (uint32_t m = 0; m < 8u; m++, v += (int32_t)x) {
+            t[m] = v;
+            t[8u + m] = -v;
+        }
+        return;
+    }
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC unroll 16
+#endif
+    for (uint32_t c = 0; c < 16u; c++) {
+        t[c] = cond_neg((int32_t)(x * nf4_mag[c]), c < 7u ? 1u : 0u);
+    }
+}
+
+/* 4-bit codes without a multiplier, one nonzero activation at a time: its 16 products are
+ * built once, then every output adds the one its code picks (a load instead of a shift-and-add
+ * multiplication per weight). */
+BITMCU_INLINE void fc_table4(const bitmcu_layer *L, const bitmcu_act *a, int32_t *acc,
+                             term_kind kind) {
+    for (uint16_t o = 0; o < L->n_out; o++) {
+        acc[o] = 0;
+    }
+    uint32_t i = 0, x = 0;
+    BITMCU_FOR_NZ(a, i, x) {
+        if (x == 0u) { /* a filler entry of a long gap */
+            continue;
+        }
+        int32_t t[16];
+        term_table(x, kind, t);
+        const uint8_t *w = L->weights + (i >> 1);
+        const uint32_t shift = (i & 1u) << 2;
+        for (int32_t *s = acc, *end = acc + L->n_out; s != end; s++, w += L->row_bytes) {
+            *s += t[(*w >> shift) & 15u];
+        }
+    }
+}
+#endif
+
 BITMCU_HOT(bitmcu_fc_4bit) void bitmcu_fc_4bit(const bitmcu_layer *L, const bitmcu_act *a,
                                                 int32_t *acc) {
+#if BITMCU_HAS_MUL
     fc_terms(L, a, acc, TERM_4BIT);
+#else
+    fc_table4(L, a, acc, TERM_4BIT);
+#endif
 }
 
 BITMCU_HOT(bitmcu_fc_fp130) void bitmcu_fc_fp130(const bitmcu_layer *L, const bitmcu_act *a,
@@ -204,7 +278,11 @@ BITMCU_HOT(bitmcu_fc_fp130) void bitmcu_fc_fp130(const bitmcu_layer *L, const bi
 
 BITMCU_HOT(bitmcu_fc_nf4) void bitmcu_fc_nf4(const bitmcu_layer *L, const bitmcu_act *a,
                                               int32_t *acc) {
+#if BITMCU_HAS_MUL
     fc_terms(L, a, acc, TERM_NF4);
+#else
+    fc_table4(L, a, acc, TERM_NF4);
+#endif
 }
 
 BITMCU_HOT(bitmcu_fc_8bit) void bitmcu_fc_8bit(const bitmcu_layer *L, const bitmcu_act *a,

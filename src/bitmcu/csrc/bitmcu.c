@@ -126,63 +126,9 @@ BITMCU_HOT(bitmcu_fc_2bitsym) void bitmcu_fc_2bitsym(const bitmcu_layer *L, cons
     }
 }
 
-/* 4bitsym: level = 2c - 15. Rows are interleaved in pairs (low nibble: even row, high nibble:
- * odd row), so one byte load per nonzero activation feeds two accumulators. */
-BITMCU_HOT(bitmcu_fc_4bitsym) void bitmcu_fc_4bitsym(const bitmcu_layer *L, const bitmcu_act *a,
-                                                      int32_t *acc) {
-    const int32_t bias = -15 * a->sum;
-#if BITMCU_HAS_MUL
-    const uint8_t *w = L->weights; /* (ceil(n_out / 2), row_bytes = n_in) */
-    for (uint16_t o = 0; o < L->n_out; o = (uint16_t)(o + 2u), w += L->row_bytes) {
-        const uint8_t *p = a->nz, *end = a->nz + 2u * a->n_nz;
-        uint32_t i = 0, s0 = 0, s1 = 0;
-        for (; p != end; p += 2) {
-            i += p[0];
-            const uint32_t x = p[1], c = w[i];
-            s0 += (c & 15u) * x;
-            s1 += (c >> 4) * x;
-        }
-        acc[o] = 2 * (int32_t)s0 + bias;
-        if (o + 1u < L->n_out) {
-            acc[o + 1u] = 2 * (int32_t)s1 + bias;
-        }
-    }
-#else
-    /* one nonzero activation at a time: the 16 products c * x by repeated addition, then each
-     * byte's two codes pick theirs (a load each instead of a shift-and-add multiplication) */
-    const uint32_t pairs = L->n_out >> 1;
-    for (uint16_t o = 0; o < L->n_out; o++) {
-        acc[o] = 0;
-    }
-    uint32_t i = 0, x = 0;
-    BITMCU_FOR_NZ(a, i, x) {
-        if (x == 0u) { /* a filler entry of a long gap */
-            continue;
-        }
-        int32_t t[16];
-        int32_t v = 0;
-        for (uint32_t c = 0; c < 16u; c++, v += (int32_t)x) {
-            t[c] = v;
-        }
-        const uint8_t *w = L->weights + i;
-        int32_t *s = acc;
-        for (uint32_t g = 0; g < pairs; g++, w += L->row_bytes, s += 2) {
-            const uint32_t c = *w;
-            s[0] += t[c & 15u];
-            s[1] += t[c >> 4];
-        }
-        if (L->n_out & 1u) {
-            s[0] += t[*w & 15u];
-        }
-    }
-    for (uint16_t o = 0; o < L->n_out; o++) {
-        acc[o] = 2 * acc[o] + bias;
-    }
-#endif
-}
-
-/* Schemes decoded per weight into a signed term, one row at a time. */
-typedef enum { TERM_4BIT, TERM_FP130, TERM_NF4, TERM_8BIT } term_kind;
+/* How a kernel turns a code and an activation into a term: per weight (signed_term, the first
+ * four) or, without a multiplier, through a table of the 16 products (term_table). */
+typedef enum { TERM_4BIT, TERM_FP130, TERM_NF4, TERM_8BIT, TERM_4BITSYM } term_kind;
 
 /* NormalFloat4 levels (x127): magnitudes; codes 0..6 are negative */
 static const uint8_t nf4_mag[16] = {127, 88, 67, 50, 36, 23, 12, 0, 10, 20, 31, 43, 56, 71, 92, 127};
@@ -219,9 +165,17 @@ BITMCU_INLINE void fc_terms(const bitmcu_layer *L, const bitmcu_act *a, int32_t 
 
 #if !BITMCU_HAS_MUL
 /* The 16 products level(c) * x of a 4-bit scheme for one activation x, multiplier-free: 4bit's
- * magnitudes by repeated addition, NF4's by its table's constants (the loop is unrolled, so each
- * product is a constant multiplication the compiler turns into shifts and adds). */
+ * magnitudes (and 4bitsym's codes: c * x) by repeated addition, NF4's by its table's constants
+ * (the loop is unrolled, so each product is a constant multiplication the compiler turns into
+ * shifts and adds). */
 BITMCU_INLINE void term_table(uint32_t x, term_kind kind, int32_t t[16]) {
+    if (kind == TERM_4BITSYM) {
+        int32_t v = 0;
+        for (uint32_t c = 0; c < 16u; c++, v += (int32_t)x) {
+            t[c] = v;
+        }
+        return;
+    }
     if (kind == TERM_4BIT) {
         int32_t v = 0;
         for (uint32_t m = 0; m < 8u; m++, v += (int32_t)x) {
@@ -240,7 +194,8 @@ BITMCU_INLINE void term_table(uint32_t x, term_kind kind, int32_t t[16]) {
 
 /* 4-bit codes without a multiplier, one nonzero activation at a time: its 16 products are
  * built once, then every output adds the one its code picks (a load instead of a shift-and-add
- * multiplication per weight). */
+ * multiplication per weight). Rows are packed one after another, except 4bitsym's: interleaved
+ * in pairs, one byte per input holding both rows' codes. */
 BITMCU_INLINE void fc_table4(const bitmcu_layer *L, const bitmcu_act *a, int32_t *acc,
                              term_kind kind) {
     for (uint16_t o = 0; o < L->n_out; o++) {
@@ -253,6 +208,19 @@ BITMCU_INLINE void fc_table4(const bitmcu_layer *L, const bitmcu_act *a, int32_t
         }
         int32_t t[16];
         term_table(x, kind, t);
+        if (kind == TERM_4BITSYM) {
+            const uint8_t *w = L->weights + i;
+            int32_t *s = acc;
+            for (uint32_t g = L->n_out >> 1; g != 0u; g--, w += L->row_bytes, s += 2) {
+                const uint32_t c = *w;
+                s[0] += t[c & 15u];
+                s[1] += t[c >> 4];
+            }
+            if (L->n_out & 1u) {
+                s[0] += t[*w & 15u];
+            }
+            continue;
+        }
         const uint8_t *w = L->weights + (i >> 1);
         const uint32_t shift = (i & 1u) << 2;
         for (int32_t *s = acc, *end = acc + L->n_out; s != end; s++, w += L->row_bytes) {
@@ -261,6 +229,35 @@ BITMCU_INLINE void fc_table4(const bitmcu_layer *L, const bitmcu_act *a, int32_t
     }
 }
 #endif
+
+/* 4bitsym: level = 2c - 15. Rows are interleaved in pairs (low nibble: even row, high nibble:
+ * odd row), so one byte load per nonzero activation feeds two accumulators. */
+BITMCU_HOT(bitmcu_fc_4bitsym) void bitmcu_fc_4bitsym(const bitmcu_layer *L, const bitmcu_act *a,
+                                                      int32_t *acc) {
+    const int32_t bias = -15 * a->sum;
+#if BITMCU_HAS_MUL
+    const uint8_t *w = L->weights; /* (ceil(n_out / 2), row_bytes = n_in) */
+    for (uint16_t o = 0; o < L->n_out; o = (uint16_t)(o + 2u), w += L->row_bytes) {
+        const uint8_t *p = a->nz, *end = a->nz + 2u * a->n_nz;
+        uint32_t i = 0, s0 = 0, s1 = 0;
+        for (; p != end; p += 2) {
+            i += p[0];
+            const uint32_t x = p[1], c = w[i];
+            s0 += (c & 15u) * x;
+            s1 += (c >> 4) * x;
+        }
+        acc[o] = 2 * (int32_t)s0 + bias;
+        if (o + 1u < L->n_out) {
+            acc[o + 1u] = 2 * (int32_t)s1 + bias;
+        }
+    }
+#else
+    fc_table4(L, a, acc, TERM_4BITSYM); /* acc = sum c * x */
+    for (uint16_t o = 0; o < L->n_out; o++) {
+        acc[o] = 2 * acc[o] + bias;
+    }
+#endif
+}
 
 BITMCU_HOT(bitmcu_fc_4bit) void bitmcu_fc_4bit(const bitmcu_layer *L, const bitmcu_act *a,
                                                 int32_t *acc) {

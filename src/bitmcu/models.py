@@ -101,7 +101,8 @@ class _Requant(torch.autograd.Function):
     def forward(ctx, acc, shift: int, act_max: int):
         inv = 1.0 / (1 << shift)  # a power of two: every step below is exact on integers
         ctx.inv = inv
-        ctx.save_for_backward(acc > 0)
+        if ctx.needs_input_grad[0]:
+            ctx.save_for_backward(acc > 0)
         return ((acc + ((1 << shift) >> 1)) * inv).floor_().clamp_(0, act_max)
 
     @staticmethod

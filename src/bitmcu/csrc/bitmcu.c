@@ -446,6 +446,11 @@ static void shiftnorm_relu(const int32_t *acc, uint16_t n, uint32_t act_max, uin
 /* ------------------------------------------------------------------------------------------ */
 /* convolutional front end: one channel at a time                                             */
 
+/* The level of an 8-bit code: the byte read as two's complement int8. */
+BITMCU_INLINE int32_t int8_level(uint32_t b) {
+    return (int32_t)b - (int32_t)((b & 0x80u) << 1);
+}
+
 /* Level k of output row r of a layer's packed weights, any scheme (front-end layers decode
  * their 9 weights per channel once with it). */
 #if defined(__GNUC__) && BITMCU_HAS_MUL
@@ -482,7 +487,7 @@ static int32_t level_at(const bitmcu_layer *L, uint32_t r, uint32_t k) {
         return cond_neg((int32_t)nf4_mag[c], c < 7u ? 1u : 0u);
     }
     default: /* 8bit */
-        return (int32_t)row[k] - (int32_t)((row[k] & 0x80u) << 1);
+        return int8_level(row[k]);
     }
 }
 
@@ -491,7 +496,7 @@ static void kernel_levels(const bitmcu_layer *L, uint32_t c, int32_t w[9]) {
     if (L->scheme == BITMCU_SCHEME_8BIT) {
         const uint8_t *row = L->weights + c * L->row_bytes;
         for (uint32_t k = 0; k < 9u; k++) {
-            w[k] = (int32_t)row[k] - (int32_t)((row[k] & 0x80u) << 1);
+            w[k] = int8_level(row[k]);
         }
         return;
     }

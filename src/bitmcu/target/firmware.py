@@ -159,8 +159,7 @@ def build_firmware(export_dir: str | Path, mcu: str, out: str | Path | None = No
         raise BitmcuError(f"--images {n_images}: choose 1..{len(images)} (images in the export)")
     images, labels = images[:n_images], labels[:n_images]
     _, expected = reference.run(model, images)
-    find_tool(GCC)
-    objcopy = find_tool(OBJCOPY)
+    gcc, objcopy = find_tool(GCC), find_tool(OBJCOPY)
 
     out = (Path(out) if out else export_dir / f"firmware-{chip.name}").resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -176,7 +175,7 @@ def build_firmware(export_dir: str | Path, mcu: str, out: str | Path | None = No
         note = ""
         for place in ("sram", "flash") if hot_loops == "auto" else (hot_loops,):
             try:
-                cmd, stack = _link(t, chip, place, opt, model.n_input)
+                cmd, stack = _link(gcc, t, chip, place, opt, model.n_input)
                 break
             except RamOverflow as e:
                 if hot_loops != "auto" or place == "flash":
@@ -197,10 +196,10 @@ def build_firmware(export_dir: str | Path, mcu: str, out: str | Path | None = No
     return info
 
 
-def _link(t: Path, chip, hot_loops: str, opt: str, image_bytes: int) -> tuple[list[str], int | None]:
+def _link(gcc: str, t: Path, chip, hot_loops: str, opt: str,
+          image_bytes: int) -> tuple[list[str], int | None]:
     """Compile and link t/firmware.elf with the kernels in `hot_loops`; the command and the
     worst-case stack. Raises RamOverflow where data, arena and stack exceed the chip's RAM."""
-    gcc = find_tool(GCC)
     hot = f"-DBITMCU_HOT_IN_SRAM={int(hot_loops == 'sram')}"
     cmd = [gcc, *chip.cflags, *opt.split(), "-std=c99", "-Wall", "-Wextra", "-ffreestanding",
            "-nostdlib", "-ffunction-sections", "-fdata-sections", "-msmall-data-limit=8",

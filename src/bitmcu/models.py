@@ -190,7 +190,16 @@ class QuantConv2d(QuantWeights, nn.Conv2d):
     def forward(self, x):
         if not self.integer:
             return torch.relu(self._conv_forward(x, self.weight, None))
-        return requant(self.accumulate(x), int(self.shift))
+        return requant(self.accumulate(x), self.shift_value())
+
+    def shift_value(self) -> int:
+        """``shift`` as a Python int, read from the buffer only when it changed (calibration,
+        loading, a move to another device): reading a GPU tensor waits for the GPU."""
+        t = self.shift
+        seen = self.__dict__.get("_shift_seen")
+        if seen is None or seen[0] is not t or seen[1] != t._version:
+            self.__dict__["_shift_seen"] = (t, t._version, int(t))
+        return self.__dict__["_shift_seen"][2]
 
 
 class CNNModel(nn.Module):

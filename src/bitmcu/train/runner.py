@@ -141,14 +141,15 @@ class WeightAverage:
     @torch.no_grad()
     def update(self, model, step: int) -> None:
         d = min(self.decay, (1 + step) / (10 + step))  # short memory while the run starts
-        for a, p in zip(self.model.parameters(), model.parameters(), strict=True):
-            a.lerp_(p, 1 - d)
+        torch._foreach_lerp_(list(self.model.parameters()), list(model.parameters()), 1 - d)
         self.copy_buffers(model)
 
     @torch.no_grad()
     def copy_buffers(self, model) -> None:
-        for a, b in zip(self.model.buffers(), model.buffers(), strict=True):
-            a.copy_(b)
+        mine, theirs = list(self.model.buffers()), list(model.buffers())
+        if len(mine) != len(theirs):
+            raise ValueError("weight average and model have different buffers")
+        torch._foreach_copy_(mine, theirs)
 
 
 class Teacher:
@@ -167,7 +168,8 @@ class Teacher:
     def logits(self, idx: torch.Tensor, xb: torch.Tensor, augmented: torch.Tensor | None):
         out = self.clean[idx].clone()
         if augmented is not None and augmented.any():
-            out[augmented] = self._mean(xb[augmented])
+            rows = augmented.nonzero().squeeze(1).to(xb.device)  # CPU mask: no wait for the GPU
+            out[rows] = self._mean(xb[rows])
         return out
 
 
@@ -217,7 +219,10 @@ def _train_epoch(model, opt, data: Dataset, cfg: Config, epoch: int, device, bar
     augmenter = Augmenter(aug.rotation, aug.translate, aug.scale, aug.elastic, aug.elastic_sigma,
                           aug.shear)
     model.train()
-    tot_loss, tot_ok, seen = 0.0, 0, 0
+    # running sums stay on the device: a .item() per step would wait for the GPU every step
+    tot_loss = torch.zeros((), dtype=torch.float64, device=device)
+    tot_ok = torch.zeros((), dtype=torch.int64, device=device)
+    seen = 0
     for s in range(steps):
         idx = perm[s * bs : (s + 1) * bs]
         xb = data.train_x[idx].float()
@@ -244,15 +249,15 @@ def _train_epoch(model, opt, data: Dataset, cfg: Config, epoch: int, device, bar
         opt.step()
         if average is not None:
             average.update(model, epoch * steps + s)
-        tot_loss += loss.item() * len(idx)
-        tot_ok += (out.argmax(1) == yb).sum().item()
+        tot_loss += loss.detach().double() * len(idx)
+        tot_ok += (out.detach().argmax(1) == yb).sum()
         seen += len(idx)
         if bar is not None:
             bar.update(1)
             if s % 20 == 0 or s == steps - 1:
-                bar.set_postfix(loss=f"{tot_loss / seen:.4f}", acc=f"{100 * tot_ok / seen:.2f}%",
-                                lr=f"{lr:.2e}")
-    return tot_loss / seen, tot_ok / seen
+                bar.set_postfix(loss=f"{tot_loss.item() / seen:.4f}",
+                                acc=f"{100 * tot_ok.item() / seen:.2f}%", lr=f"{lr:.2e}")
+    return tot_loss.item() / seen, tot_ok.item() / seen
 
 
 def new_run_dir(base: Path, name: str) -> Path:

@@ -60,6 +60,42 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
     assert [m["test_acc"] for m in a["metrics"]] == [m["test_acc"] for m in b["metrics"]]
 
 
+def _short_run(tmp_path, **extra):
+    cfg = load_config(None, tiny_overrides(**{"train.epochs": 1, **extra}))
+    return train(cfg, run_dir=tmp_path / "run", quiet=True)
+
+
+def test_resume_changes_only_where_and_how_long(tmp_path):
+    """A run trained on a GPU machine continues on a CPU one: train.device (and threads, epochs)
+    may change on resume; a key that changes what the run learns is refused, the run untouched."""
+    run = _short_run(tmp_path)
+    ckpt = run / "checkpoint.pt"
+    blob = torch.load(ckpt, weights_only=False)
+    blob["config"]["train"]["device"] = "cuda"  # as a run saved on a GPU machine
+    torch.save(blob, ckpt)
+    before = ckpt.read_bytes()
+    r = _cli("train", "--resume", str(run), "--set", "train.lr=0.1", "--quiet")
+    assert r.returncode != 0 and "train.epochs, train.device, train.threads" in r.stderr
+    assert "'train.lr'" in r.stderr and "Traceback" not in r.stderr
+    assert ckpt.read_bytes() == before
+    if not torch.cuda.is_available():
+        r = _cli("train", "--resume", str(run), "--set", "train.epochs=2", "--quiet")
+        assert r.returncode != 0 and "CUDA is not available" in r.stderr
+        assert ckpt.read_bytes() == before
+    r = _cli("train", "--resume", str(run), "--set", "train.device=cpu", "--set", "train.epochs=2",
+             "--quiet")
+    assert r.returncode == 0, r.stderr
+    after = load_checkpoint(run)
+    assert after["epoch"] == 2 and after["cfg"].train.device == "cpu"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_resume_on_cuda_moves_the_optimizer_state(tmp_path):
+    run = _short_run(tmp_path, **{"train.device": "cuda"})
+    train(None, resume=run, epochs=2, quiet=True)
+    assert load_checkpoint(run)["epoch"] == 2
+
+
 def test_existing_run_dir_is_not_overwritten(tiny_run):
     cfg = load_config(None, tiny_overrides())
     with pytest.raises(BitmcuError, match="already holds a run.*--resume"):

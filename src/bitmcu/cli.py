@@ -15,17 +15,9 @@ def _cmd_train(a) -> int:
     from .train import train
 
     if a.resume:
-        if a.config or [s for s in a.set if not s.startswith("train.epochs=")]:
-            raise BitmcuError("--resume continues a run with its saved config; only "
-                              "--set train.epochs=N may be given with it")
-        epochs = None
-        if a.set:
-            from .config import parse_override
-
-            epochs = parse_override(a.set[-1])[1]
-            if not isinstance(epochs, int) or epochs < 1:
-                raise BitmcuError(f"train.epochs: {epochs!r} is not a positive integer")
-        run = train(None, resume=a.resume, epochs=epochs, quiet=a.quiet)
+        if a.config:
+            raise BitmcuError(f"--resume continues a run with its saved config; drop {a.config!r}")
+        run = train(None, resume=a.resume, overrides=a.set, quiet=a.quiet)
     else:
         cfg = load_config(a.config, a.set)
         run = train(cfg, run_dir=a.out, quiet=a.quiet)

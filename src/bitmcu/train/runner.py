@@ -22,7 +22,7 @@ import torch.nn.functional as F
 import yaml
 from tqdm import tqdm
 
-from ..config import Config
+from ..config import Config, apply_overrides, config_from_dict, parse_override
 from ..data import Augmenter, Dataset, downscale, load_dataset
 from ..errors import BitmcuError
 from ..models import build_model
@@ -277,14 +277,29 @@ def _on_sigterm(signum, frame):
     raise _Terminated()
 
 
+# What a resumed run may change: how long it trains and where, not what it learns.
+RESUME_KEYS = ("train.epochs", "train.device", "train.threads")
+
+
+def resume_config(cfg: Config, overrides: list[str]) -> Config:
+    """The saved config with ``--set`` overrides of RESUME_KEYS applied (others refused)."""
+    for text in overrides:
+        key = parse_override(text)[0]
+        if key not in RESUME_KEYS:
+            raise BitmcuError(f"--resume continues a run with its saved config; --set may change "
+                              f"only {', '.join(RESUME_KEYS)}, not {key!r}")
+    return config_from_dict(apply_overrides(cfg.to_dict(), overrides))
+
+
 def train(cfg: Config, run_dir: Path | None = None, resume: str | Path | None = None,
-          epochs: int | None = None, quiet: bool = False, log=print) -> Path:
-    """Train (or resume) a run; returns the run directory. Raises KeyboardInterrupt when stopped."""
+          epochs: int | None = None, quiet: bool = False, log=print,
+          overrides: list[str] | None = None) -> Path:
+    """Train (or resume) a run; returns the run directory. Raises KeyboardInterrupt when stopped.
+    A resumed run takes ``overrides`` of RESUME_KEYS (``epochs`` is train.epochs=N)."""
     if resume is not None:
         blob = load_checkpoint(resume)
-        cfg = blob["cfg"]
-        if epochs is not None:
-            cfg.train.epochs = epochs
+        changes = list(overrides or []) + ([] if epochs is None else [f"train.epochs={epochs}"])
+        cfg = resume_config(blob["cfg"], changes) if changes else blob["cfg"]
         run_dir = blob["path"].parent
         start_epoch = blob["epoch"]
         metrics = list(blob["metrics"])[:start_epoch]
@@ -309,7 +324,8 @@ def train(cfg: Config, run_dir: Path | None = None, resume: str | Path | None = 
         if blob["n_classes"] != data.n_classes:
             raise BitmcuError(f"{resume}: checkpoint has {blob['n_classes']} classes, data has "
                               f"{data.n_classes}")
-        model = model_from_checkpoint(blob, live=True)
+        # on its device before the optimizer state is loaded: the state follows the parameters
+        model = model_from_checkpoint(blob, live=True).to(device)
         opt = make_optimizer(cfg, model)
         if blob.get("optimizer") is not None:
             opt.load_state_dict(blob["optimizer"])

@@ -122,3 +122,22 @@ def test_maxpool_without_gradients_equals_max_pool2d(side):
     assert torch.equal(fast, torch.nn.functional.max_pool2d(x, 2))
     y = x.clone().requires_grad_()
     assert torch.equal(pool(y), fast)  # with gradients: max_pool2d itself
+
+
+def test_conv_sees_every_change_of_its_shift():
+    """The conv layer keeps its shift as a Python int between changes (no GPU read-back per
+    step); calibration-style fills, loading and inference-mode models must all be seen."""
+    from bitmcu.models import QuantConv2d, requant
+
+    torch.manual_seed(0)
+    conv = QuantConv2d(1, 4, "8bit")
+    x = torch.randint(0, 256, (2, 1, 10, 10)).float()
+    for shift in (2, 6, 0):
+        conv.shift.fill_(shift)
+        assert torch.equal(conv(x), requant(conv.accumulate(x), shift))
+    conv.load_state_dict({**conv.state_dict(), "shift": torch.tensor(4)})
+    assert conv.shift_value() == 4 and torch.equal(conv(x), requant(conv.accumulate(x), 4))
+    with torch.inference_mode():
+        frozen = QuantConv2d(1, 4, "8bit")
+        frozen.shift.fill_(3)
+        assert frozen.shift_value() == 3

@@ -196,6 +196,8 @@ class QuantConv2d(QuantWeights, nn.Conv2d):
         """``shift`` as a Python int, read from the buffer only when it changed (calibration,
         loading, a move to another device): reading a GPU tensor waits for the GPU."""
         t = self.shift
+        if t.is_inference():  # made under torch.inference_mode(): no version counter to watch
+            return int(t)
         seen = self.__dict__.get("_shift_seen")
         if seen is None or seen[0] is not t or seen[1] != t._version:
             self.__dict__["_shift_seen"] = (t, t._version, int(t))

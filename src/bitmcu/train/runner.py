@@ -318,18 +318,15 @@ def train(cfg: Config, run_dir: Path | None = None, resume: str | Path | None = 
     device = pick_device(cfg.train.device)
     data = load_data(cfg)
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg, data.n_classes)
-    opt = make_optimizer(cfg, model)
-    if blob is not None:
-        if blob["n_classes"] != data.n_classes:
-            raise BitmcuError(f"{resume}: checkpoint has {blob['n_classes']} classes, data has "
-                              f"{data.n_classes}")
-        # on its device before the optimizer state is loaded: the state follows the parameters
-        model = model_from_checkpoint(blob, live=True).to(device)
-        opt = make_optimizer(cfg, model)
-        if blob.get("optimizer") is not None:
-            opt.load_state_dict(blob["optimizer"])
+    if blob is not None and blob["n_classes"] != data.n_classes:
+        raise BitmcuError(f"{resume}: checkpoint has {blob['n_classes']} classes, data has "
+                          f"{data.n_classes}")
+    model = build_model(cfg, data.n_classes) if blob is None else model_from_checkpoint(blob, live=True)
+    # on its device before the optimizer exists: a loaded optimizer state follows the parameters
     model.to(device)
+    opt = make_optimizer(cfg, model)
+    if blob is not None and blob.get("optimizer") is not None:
+        opt.load_state_dict(blob["optimizer"])
     average = None
     if cfg.train.ema > 0:
         average = WeightAverage(model, cfg.train.ema)

@@ -38,11 +38,16 @@ def test_override_types_are_parsed():
         ("train.sam=-0.1", ["train.sam", "-0.1", ">= 0"]),
         ("augment.shear=60", ["augment.shear", "60", "0..45"]),
         ("train.teacher=[]", ["train.teacher", "empty", "a list of runs"]),
+        ("model.family=convnet", ["model.conv[0]", "'dw'", "convnet", "'conv'"]),
+        ("model.family=convnet | model.conv=[conv] | model.scheme=ternary",
+         ["convnet", "float teacher", "'ternary'", "model.scheme=none"]),
+        ("model.family=convnet | model.scheme=none | model.conv=[conv,pool,pool,pool,pool,pool]",
+         ["model.conv[5]", "'pool'", "1x1"]),
     ],
 )
 def test_bad_config_names_key_value_and_allowed(override, words):
     with pytest.raises(BitmcuError) as e:
-        load_config(None, [override])
+        load_config(None, override.split(" | "))
     for w in words:
         assert w in str(e.value)
 

@@ -314,3 +314,26 @@ def test_weight_average_resumes_exactly_and_is_what_the_run_delivers(tmp_path):
     assert torch.equal(live.state_dict()["layers.0.weight"], a["live"]["layers.0.weight"])
     with pytest.raises(BitmcuError, match="train.ema.*must be in"):
         load_config(None, ["train.ema=1.0"])
+
+
+def test_a_convnet_teacher_trains_teaches_a_cnn_and_refuses_export(tmp_path):
+    """The float convnet family mixes channels; it trains, distills into a deployable cnn, and
+    export names why it cannot be exported."""
+    from bitmcu.ir import from_checkpoint
+
+    cfg = load_config("teacher-convnet", tiny_overrides(**{
+        "model.channels": 4, "model.conv": "[conv, pool, conv, pool]", "model.hidden": "[16]",
+        "train.epochs": 2, "data.train_limit": 800, "data.resize": "area"}))
+    teacher = train(cfg, run_dir=tmp_path / "teacher", quiet=True)
+    blob = load_checkpoint(teacher)
+    model = model_from_checkpoint(blob)
+    assert [n for n, _ in model.weight_layers()] == ["conv1", "conv2", "fc0", "fc1"]
+    assert model.n_features == 8 * 4 * 4
+    assert blob["metrics"][-1]["test_acc"] > 0.3
+    with pytest.raises(BitmcuError, match="convnet is a float teacher and cannot be exported"):
+        from_checkpoint(blob)
+    student = load_config("cnn-ch32v002", tiny_overrides(**{
+        "model.channels": 4, "model.hidden": "[8]", "train.epochs": 1, "data.train_limit": 400,
+        "data.resize": "area", "train.teacher": str(teacher), "train.distill": 0.9}))
+    run = train(student, run_dir=tmp_path / "student", quiet=True)
+    assert from_checkpoint(load_checkpoint(run)).front  # the student exports

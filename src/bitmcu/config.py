@@ -53,7 +53,7 @@ class AugmentConfig:
 
 @dataclass
 class ModelConfig:
-    family: Literal["fc", "cnn"] = "fc"
+    family: Literal["fc", "cnn", "convnet"] = "fc"  # convnet: a float teacher, not exportable
     channels: int = 16  # cnn: channels of the first 3x3 convolution
     conv: list[str] = field(default_factory=lambda: ["dw", "pool", "dw", "pool"])  # cnn stages
     conv_scheme: str | None = None  # cnn: weight scheme of the convolutions (null: model.scheme)
@@ -217,6 +217,15 @@ def _check(cfg: Config) -> Config:
         from .models import cnn_shapes
 
         cnn_shapes(cfg)  # raises on impossible shapes
+    if cfg.model.family == "convnet":
+        from .models import convnet_shapes
+
+        convnet_shapes(cfg)
+        quantized = [s for s in [cfg.model.scheme, cfg.model.conv_scheme,
+                                 *cfg.model.layer_schemes] if s not in (None, "none")]
+        if quantized:
+            raise BitmcuError(f"model.family convnet is a float teacher: its schemes must be "
+                              f"'none', not {quantized[0]!r} (set model.scheme=none)")
     if any(h < 1 for h in cfg.model.hidden):
         raise BitmcuError(f"config key 'model.hidden': {cfg.model.hidden} has a width below 1")
     cfg.layer_scheme_names(len(cfg.model.hidden) + 1)

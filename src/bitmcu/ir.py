@@ -286,6 +286,9 @@ def from_checkpoint(blob: dict) -> IntModel:
 
     cfg = blob["cfg"]
     where = blob["path"]
+    if cfg.model.family == "convnet":
+        raise BitmcuError(f"{where}: model.family convnet is a float teacher and cannot be "
+                          "exported; use the run as train.teacher of a cnn or fc model")
     if cfg.model.norm != "rms":
         raise BitmcuError(f"{where}: export needs model.norm='rms' (folded into ShiftNorm); "
                           f"this run uses {cfg.model.norm!r}")

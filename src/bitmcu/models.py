@@ -259,9 +259,84 @@ class CNNModel(nn.Module):
         self.head.update_clips()
 
 
+CONVNET_STAGES = ("conv", "pool")
+
+
+def convnet_shapes(cfg: Config) -> list[tuple[int, int]]:
+    """(channels, side) after each stage of a ``convnet``; errors name the stage.
+
+    Every ``conv`` keeps the side (padding 1); every ``pool`` halves it and doubles the width of
+    the convolutions after it.
+
+    >>> from bitmcu.config import Config, ModelConfig
+    >>> convnet_shapes(Config(model=ModelConfig(family="convnet", channels=8,
+    ...                                         conv=["conv", "pool", "conv", "pool"])))
+    [(8, 16), (8, 8), (16, 8), (16, 4)]
+    """
+    m = cfg.model
+    if m.channels < 1:
+        raise BitmcuError(f"config key 'model.channels': {m.channels} must be >= 1")
+    width, channels, side, shapes = m.channels, 1, cfg.data.size, []
+    for i, st in enumerate(m.conv):
+        if st not in CONVNET_STAGES:
+            raise BitmcuError(f"config key 'model.conv[{i}]': {st!r} is not allowed with "
+                              f"model.family convnet; use {choices(CONVNET_STAGES)}")
+        if st == "pool":
+            if side < 2 or side % 2:
+                raise BitmcuError(f"config key 'model.conv[{i}]': 'pool' cannot be applied to a "
+                                  f"{side}x{side} feature map (stages {m.conv} on a "
+                                  f"{cfg.data.size}x{cfg.data.size} input)")
+            side, width = side // 2, width * 2
+        else:
+            channels = width
+        shapes.append((channels, side))
+    return shapes
+
+
+class ConvNetModel(nn.Module):
+    """A float teacher: 3x3 convolutions across all channels (padding 1, batch norm, ReLU) and
+    2x2 max-pools, then the fully connected head of :class:`FCModel`.
+
+    Its convolutions mix channels, which the deployable ``cnn`` family cannot afford in 2-4 KB of
+    RAM; it is trained only to teach such models (``train.teacher``) and cannot be exported.
+    """
+
+    def __init__(self, cfg: Config, n_classes: int):
+        super().__init__()
+        layers, channels = [], 1
+        for st, (c, _side) in zip(cfg.model.conv, convnet_shapes(cfg), strict=True):
+            if st == "pool":
+                layers.append(nn.MaxPool2d(2))
+            else:
+                layers += [nn.Conv2d(channels, c, 3, padding=1, bias=False), nn.BatchNorm2d(c),
+                           nn.ReLU()]
+                channels = c
+        self.body = nn.Sequential(*layers)
+        c, side = convnet_shapes(cfg)[-1] if cfg.model.conv else (1, cfg.data.size)
+        self.n_features = c * side * side
+        self.head = FCModel(cfg, n_classes, n_in=self.n_features)
+
+    def forward(self, x):
+        x = x.reshape(x.shape[0], 1, x.shape[-2], x.shape[-1]).float() / 255.0
+        return self.head(self.body(x).flatten(1), scaled=True)
+
+    @property
+    def layers(self):
+        return self.head.layers
+
+    def weight_layers(self) -> list[tuple[str, nn.Module]]:
+        convs = [L for L in self.body if isinstance(L, nn.Conv2d)]
+        return [*((f"conv{i + 1}", L) for i, L in enumerate(convs)), *self.head.weight_layers()]
+
+    def update_clips(self, calib: torch.Tensor | None = None) -> None:
+        self.head.update_clips()
+
+
 def build_model(cfg: Config, n_classes: int) -> nn.Module:
     if cfg.model.family == "fc":
         return FCModel(cfg, n_classes)
     if cfg.model.family == "cnn":
         return CNNModel(cfg, n_classes)
+    if cfg.model.family == "convnet":
+        return ConvNetModel(cfg, n_classes)
     raise ValueError(cfg.model.family)  # config validation rejects other families first

@@ -29,11 +29,11 @@ class LayerStats:
 def layer_stats(model) -> list[LayerStats]:
     out = []
     for name, layer in model.weight_layers():
-        sch = layer.scheme
+        sch = getattr(layer, "scheme", None)  # None: a plain float layer (convnet teachers)
         n_out, n_in = layer.weight.flatten(1).shape
-        if not sch.exportable:
-            out.append(LayerStats(name, sch.name, (n_out, n_in), n_out * n_in, 32.0, n_out * n_in * 4,
-                                  [], [], 0.0))
+        if sch is None or not sch.exportable:
+            out.append(LayerStats(name, sch.name if sch else "none", (n_out, n_in), n_out * n_in,
+                                  32.0, n_out * n_in * 4, [], [], 0.0))
             continue
         q = layer.integer_weight().numpy()
         lv = np.asarray(sch.levels)

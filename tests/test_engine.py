@@ -1,5 +1,7 @@
 """C engine == numpy reference, bit for bit, for every scheme (with and without multiplier)."""
 
+import dataclasses
+import itertools
 import shutil
 import subprocess
 
@@ -11,7 +13,7 @@ from bitmcu.codegen import model_header
 from bitmcu.errors import BitmcuError
 from bitmcu.hostc import WARNINGS, HostModel, engine_dir
 from bitmcu.ir import INT32_MAX, FCLayer, IntModel
-from bitmcu.quant import REGISTRY
+from bitmcu.quant import REGISTRY, get_scheme
 from bitmcu.verify import compare_c_reference
 
 SCHEMES = [s.name for s in REGISTRY.values() if s.exportable]
@@ -188,13 +190,16 @@ def random_cnn(rng, conv_scheme, fc_scheme="4bitsym", channels=5, size=16,
             front.append(PoolLayer(channels, side))
             a = reference.maxpool2(a)
         else:
+            st, _, mult = st.partition("*")  # dw*K: a depth multiplier
+            mult = int(mult or 1)
+            channels *= mult
             levels = rng.choice(np.array(sch.levels), size=(channels, 9))
-            raw = reference.conv3x3(ConvLayer.from_levels(st, conv_scheme, levels, side, 0), a,
-                                    2**40)
+            raw = reference.conv3x3(ConvLayer.from_levels(st, conv_scheme, levels, side, 0, mult),
+                                    a, 2**40)
             shift = 0
             while (int(raw.max()) >> shift) > 255:
                 shift += 1
-            front.append(ConvLayer.from_levels(st, conv_scheme, levels, side, shift))
+            front.append(ConvLayer.from_levels(st, conv_scheme, levels, side, shift, mult))
             a = reference.requant(raw, shift, 255)
         side = front[-1].out_side
     dims = [channels * side * side, *hidden, n_classes]
@@ -258,3 +263,31 @@ def test_cnn_ink_in_part_of_the_image(conv_scheme):
             np.testing.assert_array_equal(c, ref)
         feats = reference.front_end(model, x)
         assert (feats[4:] > 0).any(axis=1).mean() > 0.5  # the ink reaches the features
+
+
+@pytest.mark.parametrize("conv_scheme", ["8bit", "fp130"])
+def test_cnn_depth_multipliers(conv_scheme):
+    """dw*K stages: each map that feeds K channels is computed once and kept; C == reference."""
+    rng = np.random.default_rng(41)
+    for size, stages in ((16, ("dw", "pool", "dw*2", "pool")), (16, ("dw*3", "pool", "dw*2", "pool")),
+                         (14, ("dw*2", "dw*2", "pool", "dw"))):
+        model = random_cnn(rng, conv_scheme, channels=3, size=size, stages=stages)
+        kept = [L for L, nxt in itertools.pairwise(model.front) if getattr(nxt, "mult", 1) > 1]
+        assert model.map_bytes == 2 * ((model.max_map + 3) // 4 * 4) + sum(
+            (L.out_side ** 2 + 3) // 4 * 4 for L in kept)
+        x = np.concatenate([ink_boxes(rng, 20, size), random_images(rng, 20, size * size)])
+        ref, outs = compare_c_reference(model, x, sanitize=size == 14)
+        for c in outs.values():
+            np.testing.assert_array_equal(c, ref)
+        # output channel k of a dw*K layer convolves input channel k // K
+        L = next(L for L in model.front if getattr(L, "mult", 1) > 1)
+        a = rng.integers(0, 256, (2, L.channels // L.mult, L.side, L.side))
+        out = reference.conv3x3(L, a, 255)
+        one = dataclasses.replace(L, channels=1, mult=1, weights=get_scheme(L.scheme).pack(
+            L.levels()[L.mult + 1 : L.mult + 2]))
+        np.testing.assert_array_equal(out[:, L.mult + 1 : L.mult + 2],
+                                      reference.conv3x3(one, a[:, 1:2], 255))
+    bad = random_cnn(rng, "8bit", channels=3, stages=("dw", "pool", "dw*2", "pool"))
+    bad.front[3] = dataclasses.replace(bad.front[3], mult=3)
+    with pytest.raises(BitmcuError, match=r"front layer 3 \(dw\): 6 channels, expected 9"):
+        bad.validate()

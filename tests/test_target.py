@@ -202,8 +202,8 @@ def test_bitmcu_run_goes_all_the_way(tmp_path):
     assert (tmp_path / "r" / "summary.json").is_file()
 
 
-@pytest.mark.parametrize("conv_scheme, bias_unit", [("fp130", True), ("8bit", False)])
-def test_cnn_through_firmware_on_both_chips(tmp_path, conv_scheme, bias_unit):
+@pytest.mark.parametrize("conv_scheme, bias_unit, mult", [("fp130", True, 1), ("8bit", False, 2)])
+def test_cnn_through_firmware_on_both_chips(tmp_path, conv_scheme, bias_unit, mult):
     from bitmcu.config import load_config
     from bitmcu.train import load_checkpoint, model_from_checkpoint, train
     from bitmcu.train.stats import layer_stats
@@ -213,7 +213,7 @@ def test_cnn_through_firmware_on_both_chips(tmp_path, conv_scheme, bias_unit):
     cfg = load_config(None, tiny_overrides(**{
         "model.family": "cnn", "model.channels": 6, "model.conv_scheme": conv_scheme,
         "model.hidden": "[16]", "train.epochs": 2, "data.train_limit": 1000,
-        "model.bias_unit": str(bias_unit).lower()}))
+        "model.bias_unit": str(bias_unit).lower(), "model.conv": f"[dw, pool, dw*{mult}, pool]"}))
     run = train(cfg, run_dir=tmp_path / "run", quiet=True)
     ver = verify(run)  # raises on any logit difference
     assert ver.int_acc == ver.c_acc["mul"] == ver.c_acc["nomul"]
@@ -222,6 +222,7 @@ def test_cnn_through_firmware_on_both_chips(tmp_path, conv_scheme, bias_unit):
     stats = layer_stats(model_from_checkpoint(load_checkpoint(run)))  # `bitmcu info`
     assert [s.name for s in stats] == ["conv1", "dw1", "dw2", "fc0", "fc1"]
     assert [s.scheme for s in stats[:3]] == [conv_scheme] * 3 and stats[0].shape == (6, 9)
+    assert stats[2].shape == (6 * mult, 9) and stats[3].shape[1] == 6 * mult * 4 + bias_unit
     assert sum(s.bytes for s in stats) == rep.weight_bytes
     for mcu in ("ch32v003", "ch32v002"):
         info = build_firmware(tmp_path / "exp", mcu, tmp_path / mcu, n_images=3)

@@ -66,7 +66,7 @@ def model_header(model: IntModel, command: str) -> str:
         "MAX_OUT": model.max_out,
         "MAX_IN": model.max_in,
         "N_FEATURES": model.n_features if model.front else 0,
-        "MAX_MAP": model.max_map,
+        "MAP_BYTES": model.map_bytes,
         "BIAS_UNIT": int(model.bias_unit),
         "ARENA_WORDS": f"{model.arena_words}u",
         "WEIGHT_BYTES": f"{model.weight_bytes}u",
@@ -80,13 +80,15 @@ def model_header(model: IntModel, command: str) -> str:
             rows.append(f"    {{BITMCU_OP_POOL, 0, 0, 0, {L.side}, {L.channels}, 0, 0, NULL, NULL}},"
                         f" /* front {i}: 2x2 max-pool, {L.side}x{L.side} */\n")
             continue
-        out.append(f"/* front {i}: {L.op} 3x3 {L.scheme}, {L.channels} channels, "
+        out.append(f"/* front {i}: {L.op} 3x3 {L.scheme}, {L.channels} channels"
+                   f"{f' ({L.mult} per input channel)' if L.mult > 1 else ''}, "
                    f"{L.side}x{L.side} in, shift {L.shift}, {L.nbytes} bytes */\n")
         out.append(f"static const uint8_t bitmcu_f{i}[{L.weights.shape[0]} * {L.weights.shape[1]}]"
                    " = {\n" + c_bytes(L.weights) + "\n};\n\n")
         op = "BITMCU_OP_CONV1" if L.op == "conv1" else "BITMCU_OP_DW"
         rows.append(f"    {{{op}, BITMCU_SCHEME_{c_ident(L.scheme)}, 0, {L.shift}, {L.side}, "
-                    f"{L.channels}, {L.weights.shape[1]}, 0, bitmcu_f{i}, NULL}},\n")
+                    f"{L.channels}, {L.weights.shape[1]}, {L.mult if L.op == 'dw' else 0}, "
+                    f"bitmcu_f{i}, NULL}},\n")
     for i, L in enumerate(model.layers):
         sch = get_scheme(L.scheme)
         out.append(f"/* layer {i}: fc {L.scheme} {L.n_in} -> {L.n_out}, {L.nbytes} bytes */\n")
@@ -98,7 +100,7 @@ def model_header(model: IntModel, command: str) -> str:
         )
     n = len(model.front) + len(model.layers)
     out.append(f"static const bitmcu_layer bitmcu_layers[{n}] = {{\n")
-    out.append("    /* op, scheme, relu, shift, n_in, n_out, row_bytes, reserved, weights, "
+    out.append("    /* op, scheme, relu, shift, n_in, n_out, row_bytes, mult, weights, "
                "kernel */\n")
     out += rows
     out.append("};\n\n")
@@ -108,7 +110,7 @@ def model_header(model: IntModel, command: str) -> str:
         "BITMCU_MODEL_CONFIG_HASH,\n"
         "    BITMCU_MODEL_N_INPUT, BITMCU_MODEL_N_CLASSES, BITMCU_MODEL_MAX_OUT, "
         "BITMCU_MODEL_MAX_IN,\n"
-        "    BITMCU_MODEL_N_FEATURES, BITMCU_MODEL_MAX_MAP, BITMCU_MODEL_ACT_MAX, "
+        "    BITMCU_MODEL_N_FEATURES, BITMCU_MODEL_MAP_BYTES, BITMCU_MODEL_ACT_MAX, "
         "BITMCU_MODEL_N_FRONT, BITMCU_MODEL_BIAS_UNIT, 0,\n"
         f"    BITMCU_MODEL_ARENA_WORDS, bitmcu_layers, "
         f"{'bitmcu_front_end' if model.front else 'NULL'}}};\n\n"

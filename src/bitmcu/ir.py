@@ -17,6 +17,7 @@ shiftnorm(v) = min(act_max, (v + 2^(s-1)) >> s) with the smallest s such that ma
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
 import zlib
@@ -29,8 +30,9 @@ from .errors import BitmcuError
 from .quant import get_scheme
 
 MAGIC = 0x554D4942  # "BIMU", also in bitmcu.h
-FORMAT_VERSION = 3  # BITMCU_FORMAT_VERSION in bitmcu.h (2: 2bitsym rows in fours, 3: binary
-#                    rows in eights)
+MAX_FRONT = 12  # BITMCU_MAX_FRONT in bitmcu.h: front end layers
+FORMAT_VERSION = 4  # BITMCU_FORMAT_VERSION in bitmcu.h (2: 2bitsym rows in fours, 3: binary
+#                    rows in eights, 4: depth multipliers, map_bytes)
 INT32_MAX = 2**31 - 1
 MAX_DIM = 65535  # uint16 dimensions in the layer table
 TERNARY_MAX_IN = 1024  # the ternary kernel divides by 5 with (i * 205) >> 10
@@ -73,20 +75,23 @@ def accumulator_bound(levels: np.ndarray, act_max: int) -> int:
 @dataclass
 class ConvLayer:
     """3x3 convolution, no padding, per channel: ``conv1`` (1 -> C, the image) or ``dw``
-    (depthwise, C -> C). Weights: Scheme.pack of the (C, 9) levels."""
+    (depthwise, C/mult -> C: output channel k convolves input channel k // mult).
+    Weights: Scheme.pack of the (C, 9) levels."""
 
     op: str  # "conv1" | "dw"
     scheme: str
-    channels: int
+    channels: int  # output channels
     side: int  # input side
     shift: int  # requantization shift
     weights: np.ndarray
+    mult: int = 1  # dw: output channels per input channel (depth multiplier)
 
     @classmethod
-    def from_levels(cls, op: str, scheme: str, levels: np.ndarray, side: int, shift: int):
+    def from_levels(cls, op: str, scheme: str, levels: np.ndarray, side: int, shift: int,
+                    mult: int = 1):
         sch = get_scheme(scheme)
         levels = np.asarray(levels).reshape(len(levels), 9)
-        return cls(op, sch.name, len(levels), side, int(shift), sch.pack(levels))
+        return cls(op, sch.name, len(levels), side, int(shift), sch.pack(levels), int(mult))
 
     def levels(self) -> np.ndarray:
         """(C, 9) int32 levels, row-major 3x3 kernels."""
@@ -144,12 +149,23 @@ class IntModel:
         """Inputs of the first fully connected layer."""
         if not self.front:
             return self.n_input
-        return self.front[0].channels * self.front[-1].out_side ** 2
+        return self.front[-1].channels * self.front[-1].out_side ** 2
 
     @property
     def max_map(self) -> int:
         """Largest per-channel feature map the front end writes (bytes)."""
         return max((L.out_side ** 2 for L in self.front), default=0)
+
+    @property
+    def map_bytes(self) -> int:
+        """Bytes of the front end's map buffers: two of the largest map, taken in turns, and one
+        more for each map that feeds a depth multiplier (its K channels all read it)."""
+        if not self.front:
+            return 0
+        r4 = lambda n: (n + 3) // 4 * 4  # noqa: E731
+        kept = sum(r4(L.out_side ** 2) for L, nxt in itertools.pairwise(self.front)
+                   if nxt.op == "dw" and nxt.mult > 1)
+        return 2 * r4(self.max_map) + kept
 
     @property
     def max_in(self) -> int:
@@ -162,10 +178,10 @@ class IntModel:
     @property
     def arena_words(self) -> int:
         """int32 words: max_out accumulators + a nonzero list of 2 bytes per input; with a
-        front end also the features and two per-channel feature map buffers (bytes)."""
+        front end also the features and the map buffers (``map_bytes``)."""
         words = self.max_out + (self.max_in + 1) // 2
         if self.front:
-            words += (self.n_features + 3) // 4 + 2 * ((self.max_map + 3) // 4)
+            words += (self.n_features + 3) // 4 + self.map_bytes // 4
         return words
 
     @property
@@ -183,9 +199,13 @@ class IntModel:
             if L.side != side:
                 raise BitmcuError(f"front layer {i} ({L.op}): takes {L.side}x{L.side} maps but "
                                   f"receives {side}x{side}")
-            if chans is not None and L.channels != chans:
+            mult = getattr(L, "mult", 1)
+            if mult < 1 or (L.op != "dw" and mult != 1):
+                raise BitmcuError(f"front layer {i} ({L.op}): depth multiplier {mult} is not "
+                                  "allowed (dw layers: >= 1, others: 1)")
+            if chans is not None and L.channels != chans * mult:
                 raise BitmcuError(f"front layer {i} ({L.op}): {L.channels} channels, expected "
-                                  f"{chans}")
+                                  f"{chans * mult}")
             if (L.op == "conv1") != (i == 0):
                 raise BitmcuError(f"front layer {i}: the front end starts with one conv1 layer")
             if L.out_side < 1 or (L.op == "pool" and side % 2):
@@ -202,8 +222,11 @@ class IntModel:
                     raise BitmcuError(f"front layer {i}: worst-case accumulator {bound} "
                                       "overflows int32")
             side, chans = L.out_side, L.channels
-        if self.front and self.front[0].channels * side * side > MAX_DIM:
-            raise BitmcuError(f"the front end makes {self.front[0].channels * side * side} "
+        if len(self.front) > MAX_FRONT:
+            raise BitmcuError(f"the front end has {len(self.front)} layers; the engine takes at "
+                              f"most {MAX_FRONT}")
+        if self.front and chans * side * side > MAX_DIM:
+            raise BitmcuError(f"the front end makes {chans * side * side} "
                               f"features; at most {MAX_DIM}")
         n = self.n_features
         for i, L in enumerate(self.layers):
@@ -247,7 +270,8 @@ class IntModel:
                 "layers": [{"op": L.op, "scheme": L.scheme, "n_in": L.n_in, "n_out": L.n_out,
                             "relu": L.relu} for L in self.layers],
                 "front": [{"op": L.op, "scheme": L.scheme, "channels": L.channels,
-                           "side": L.side, "shift": L.shift} for L in self.front]}
+                           "side": L.side, "shift": L.shift, "mult": getattr(L, "mult", 1)}
+                          for L in self.front]}
         conv_w = {f"f{i}": L.weights for i, L in enumerate(self.front) if L.op != "pool"}
         buf = io.BytesIO()
         np.savez(buf, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
@@ -268,7 +292,8 @@ class IntModel:
                 weights = [z[f"w{i}"] for i in range(len(meta["layers"]))]
                 front = [PoolLayer(m["channels"], m["side"]) if m["op"] == "pool" else
                          ConvLayer(m["op"], m["scheme"], m["channels"], m["side"], m["shift"],
-                                   z[f"f{i}"]) for i, m in enumerate(meta.get("front", []))]
+                                   z[f"f{i}"], m.get("mult", 1))
+                         for i, m in enumerate(meta.get("front", []))]
         except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
             raise BitmcuError(f"{path}: not a readable bitmcu integer model ({e})") from None
         if meta.get("format") != "bitmcu-ir" or meta.get("format_version") != FORMAT_VERSION:
@@ -320,13 +345,15 @@ def _front(model, cfg, where) -> list:
                           "cannot be exported; train with a quantized model.conv_scheme")
     if act_max_for(cfg.model.act_bits) != ACT_MAX:
         raise BitmcuError(f"{where}: CNN export needs model.act_bits=8")
-    front, side = [], cfg.data.size
+    front, side, chans = [], cfg.data.size, 1
     for i, L in enumerate([model.conv1, *model.stages]):
         if isinstance(L, QuantConv2d):
             front.append(ConvLayer.from_levels("conv1" if i == 0 else "dw", L.scheme.name,
-                                               L.integer_weight().numpy(), side, int(L.shift)))
+                                               L.integer_weight().numpy(), side, int(L.shift),
+                                               mult=L.out_channels // L.in_channels if i else 1))
+            chans = L.out_channels
         else:
-            front.append(PoolLayer(cfg.model.channels, side))
+            front.append(PoolLayer(chans, side))
         side = front[-1].out_side
     return front
 

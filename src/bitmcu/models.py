@@ -58,7 +58,19 @@ class FCModel(nn.Module):
             layer.update_clip()
 
 
-CONV_STAGES = ("dw", "pool")
+CONV_STAGES = ("dw", "dw*K", "pool")
+
+
+def cnn_stage(st: str, i: int) -> tuple[str, int]:
+    """A ``model.conv`` entry -> (op, depth multiplier): ``dw`` (1), ``dw*K`` (each channel
+    feeds K channels, each with its own kernel) or ``pool``."""
+    op, star, k = str(st).partition("*")
+    if op == "pool" and not star:
+        return "pool", 1
+    if op == "dw" and (not star or (k.isdigit() and int(k) >= 1)):
+        return "dw", int(k) if star else 1
+    raise BitmcuError(f"config key 'model.conv[{i}]': {st!r} is not allowed; use "
+                      f"{choices(CONV_STAGES)} (K a whole number >= 1)")
 
 
 def cnn_shapes(cfg: Config) -> list[int]:
@@ -77,17 +89,29 @@ def cnn_shapes(cfg: Config) -> list[int]:
         raise BitmcuError(f"model.family cnn: a {cfg.data.size}x{cfg.data.size} input is too small "
                           "for a 3x3 convolution")
     for i, st in enumerate(m.conv):
-        if st not in CONV_STAGES:
-            raise BitmcuError(f"config key 'model.conv[{i}]': {st!r} is not allowed; use "
-                              f"{choices(CONV_STAGES)}")
-        new = side - 2 if st == "dw" else side // 2
-        if new < 1 or (st == "pool" and side % 2):
+        op, _ = cnn_stage(st, i)
+        new = side - 2 if op == "dw" else side // 2
+        if new < 1 or (op == "pool" and side % 2):
             raise BitmcuError(
                 f"config key 'model.conv[{i}]': {st!r} cannot be applied to a {side}x{side} "
                 f"feature map (stages {m.conv} on a {cfg.data.size}x{cfg.data.size} input)")
         side = new
         sides.append(side)
     return sides
+
+
+def cnn_channels(cfg: Config) -> list[int]:
+    """Channels after the first convolution and after each stage (``dw*K`` multiplies them).
+
+    >>> from bitmcu.config import Config, ModelConfig
+    >>> cnn_channels(Config(model=ModelConfig(family="cnn", channels=8,
+    ...                                       conv=["dw", "pool", "dw*2", "pool"])))
+    [8, 8, 8, 16, 16]
+    """
+    chans = [cfg.model.channels]
+    for i, st in enumerate(cfg.model.conv):
+        chans.append(chans[-1] * cnn_stage(st, i)[1])
+    return chans
 
 
 ACT_MAX = 255  # activations between integer conv layers: uint8
@@ -206,7 +230,9 @@ class QuantConv2d(QuantWeights, nn.Conv2d):
 
 class CNNModel(nn.Module):
     """3x3 conv 1 -> C, then per channel depthwise 3x3 convs and 2x2 max-pools (no padding,
-    ReLU after each conv), flatten, then the fully connected head of :class:`FCModel`.
+    ReLU after each conv), flatten, then the fully connected head of :class:`FCModel`. A
+    ``dw*K`` stage gives each channel K output channels (a depth multiplier; PyTorch's grouped
+    convolution order: output k reads input k // K).
 
     With quantized conv weights the convolutional front end is exact integer arithmetic on the
     raw pixels (see :class:`QuantConv2d`); with ``conv_scheme: none`` it is a float network.
@@ -218,12 +244,14 @@ class CNNModel(nn.Module):
         sides = cnn_shapes(cfg)
         cs = m.conv_scheme or m.scheme
         clip = {"clip_method": m.clip, "clip_std": m.clip_std}
+        chans = cnn_channels(cfg)
         self.conv1 = QuantConv2d(1, m.channels, cs, **clip)
         self.stages = nn.ModuleList()
-        for st in m.conv:
-            self.stages.append(QuantConv2d(m.channels, m.channels, cs, groups=m.channels, **clip)
-                               if st == "dw" else MaxPool2x2())
-        self.n_features = m.channels * sides[-1] * sides[-1]
+        for i, st in enumerate(m.conv):
+            c_in, c_out = chans[i], chans[i + 1]
+            self.stages.append(QuantConv2d(c_in, c_out, cs, groups=c_in, **clip)
+                               if cnn_stage(st, i)[0] == "dw" else MaxPool2x2())
+        self.n_features = chans[-1] * sides[-1] * sides[-1]
         self.head = FCModel(cfg, n_classes, n_in=self.n_features)
 
     def features(self, x: torch.Tensor, calibrate: bool = False) -> torch.Tensor:

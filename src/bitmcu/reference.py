@@ -56,8 +56,11 @@ def requant(acc: np.ndarray, shift: int, act_max: int) -> np.ndarray:
 
 
 def conv3x3(layer: ConvLayer, a: np.ndarray, act_max: int) -> np.ndarray:
-    """(N, C or 1, H, W) activations -> (N, C, H-2, W-2) requantized activations."""
+    """(N, C / mult or 1, H, W) activations -> (N, C, H-2, W-2) requantized activations; output
+    channel k convolves input channel k // mult."""
     w = layer.levels().astype(np.int64).reshape(layer.channels, 3, 3)
+    if layer.mult > 1:
+        a = np.repeat(a, layer.mult, axis=1)
     h = a.shape[2] - 2
     acc = np.zeros((a.shape[0], layer.channels, h, h), dtype=np.int64)
     for dy in range(3):

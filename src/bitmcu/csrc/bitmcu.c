@@ -800,61 +800,111 @@ static void maxpool2(const uint8_t *in, uint16_t side, uint8_t *out) {
 }
 
 /* The front end for every channel: image -> features (n_features bytes, channel-major). In
- * SRAM where the convolution is (multiply builds: the CH32V002 has the room, the CH32V003 not). */
+ * SRAM where the convolution is (multiply builds: the CH32V002 has the room, the CH32V003 not).
+ *
+ * The final channels are produced one after another. Each layer's map lives in one of two
+ * buffers of the largest map, taken in turns, except a map that feeds a depth multiplier
+ * (DW with mult K > 1): it gets its own buffer and is computed once for its K channels. A layer
+ * is recomputed when its channel changes: every `span` final channels, the number of final
+ * channels one of its channels feeds. */
 #if BITMCU_HAS_MUL
 BITMCU_HOT(bitmcu_front_end)
 #endif
 bitmcu_status bitmcu_front_end(const bitmcu_model *model, const uint8_t *input, uint8_t *feat,
-                               uint8_t *buf_a, uint8_t *buf_b) {
+                               uint8_t *maps) {
     const bitmcu_layer *layers = model->layers;
-    const uint16_t channels = layers[0].n_out;
-    if ((uint32_t)layers[0].n_in * layers[0].n_in != model->n_input) {
+    const uint32_t n_front = model->n_front;
+    uint16_t at[BITMCU_MAX_FRONT];   /* byte offset of each layer's map in `maps` */
+    uint16_t span[BITMCU_MAX_FRONT]; /* final channels per channel of the layer */
+    uint16_t left[BITMCU_MAX_FRONT]; /* final channels its current map still feeds */
+    uint16_t chan[BITMCU_MAX_FRONT]; /* its next channel */
+    if (n_front == 0u || n_front > BITMCU_MAX_FRONT ||
+        (uint32_t)layers[0].n_in * layers[0].n_in != model->n_input) {
         return BITMCU_ERR_LAYER;
+    }
+    /* Check the chain and find the largest map. */
+    uint32_t side = layers[0].n_in, max_map = 0, channels = 1;
+    for (uint32_t l = 0; l < n_front; l++) {
+        const bitmcu_layer *L = &layers[l];
+        const uint32_t out_side = L->op == BITMCU_OP_POOL ? side / 2u : side - 2u;
+        const uint32_t mult = L->op == BITMCU_OP_DW ? L->mult : 1u;
+        if (L->n_in != side || side < 3u || side > BITMCU_CONV_MAX_SIDE ||
+            (L->op == BITMCU_OP_CONV1) != (l == 0u) || mult == 0u ||
+            (l && L->n_out != channels * mult) ||
+            (L->op != BITMCU_OP_POOL && L->op != BITMCU_OP_CONV1 && L->op != BITMCU_OP_DW)) {
+            return BITMCU_ERR_LAYER;
+        }
+        max_map = out_side * out_side > max_map ? out_side * out_side : max_map;
+        side = out_side;
+        channels = L->n_out;
+    }
+    const uint32_t n = side * side; /* final map */
+    if (channels * n != model->n_features) {
+        return BITMCU_ERR_LAYER;
+    }
+    /* Spans, from the last layer back. */
+    span[n_front - 1u] = 1u;
+    for (uint32_t l = n_front - 1u; l-- > 0u;) {
+        const bitmcu_layer *next = &layers[l + 1u];
+        span[l] = (uint16_t)(span[l + 1u] * (next->op == BITMCU_OP_DW ? next->mult : 1u));
+    }
+    /* Buffers, in computing order: a map that feeds a multiplier keeps its own, the others
+     * take the turn buffer their input is not in (the image is in neither). */
+    const uint32_t turn = (max_map + 3u) & ~3u;
+    uint32_t used = 2u * turn, prev = turn;
+    for (uint32_t l = 0; l < n_front; l++) {
+        const bitmcu_layer *L = &layers[l];
+        const uint32_t out_side = L->op == BITMCU_OP_POOL ? L->n_in / 2u : L->n_in - 2u;
+        if (l + 1u < n_front && layers[l + 1u].op == BITMCU_OP_DW && layers[l + 1u].mult > 1u) {
+            at[l] = (uint16_t)used;
+            used += (out_side * out_side + 3u) & ~3u;
+        } else {
+            at[l] = (uint16_t)(prev == 0u ? turn : 0u);
+        }
+        prev = at[l];
+        left[l] = 0u;
+        chan[l] = 0u;
+    }
+    if (used > model->map_bytes) {
+        return BITMCU_ERR_ARENA;
     }
 #if !BITMCU_HAS_MUL
     uint8_t image_box[4];
     map_box(input, layers[0].n_in, image_box);
 #endif
-    for (uint16_t c = 0; c < channels; c++) {
-        const uint8_t *src = input;
-        uint8_t *dst = buf_a;
-        uint16_t side = layers[0].n_in;
-        for (uint16_t l = 0; l < model->n_front; l++) {
+    for (uint32_t f = 0; f < channels; f++) {
+        uint32_t l = 0;
+        while (left[l]) { /* the first layer whose channel changes (the last one always does) */
+            l++;
+        }
+        for (; l < n_front; l++) {
             const bitmcu_layer *L = &layers[l];
-            const uint32_t out_side = L->op == BITMCU_OP_POOL ? side / 2u : side - 2u;
-            if (L->n_in != side || L->n_out != channels || side < 3u ||
-                side > BITMCU_CONV_MAX_SIDE ||
-                (L->op == BITMCU_OP_CONV1) != (l == 0) || out_side * out_side > model->max_map) {
-                return BITMCU_ERR_LAYER;
-            }
+            const uint8_t *src = l ? maps + at[l - 1u] : input;
+            uint8_t *dst = maps + at[l];
             if (L->op == BITMCU_OP_POOL) {
-                maxpool2(src, side, dst);
-                side = (uint16_t)(side / 2u);
-            } else if (L->op == BITMCU_OP_CONV1 || L->op == BITMCU_OP_DW) {
+                maxpool2(src, L->n_in, dst);
+            } else {
                 int32_t w[9];
-                kernel_levels(L, c, w);
+                kernel_levels(L, chan[l], w);
 #if BITMCU_HAS_MUL
-                bitmcu_conv3x3(w, L->shift, model->act_max, src, side, dst);
+                bitmcu_conv3x3(w, L->shift, model->act_max, src, L->n_in, dst);
 #else
                 if (l == 0u) { /* every channel convolves the same image */
-                    conv3x3_box(w, L->shift, model->act_max, src, side, image_box, dst);
+                    conv3x3_box(w, L->shift, model->act_max, src, L->n_in, image_box, dst);
                 } else {
-                    bitmcu_conv3x3(w, L->shift, model->act_max, src, side, dst);
+                    bitmcu_conv3x3(w, L->shift, model->act_max, src, L->n_in, dst);
                 }
 #endif
-                side = (uint16_t)(side - 2u);
-            } else {
-                return BITMCU_ERR_LAYER;
             }
-            src = dst;
-            dst = dst == buf_a ? buf_b : buf_a;
+            chan[l]++;
+            left[l] = span[l];
         }
-        const uint32_t n = (uint32_t)side * side;
-        if ((uint32_t)(c + 1u) * n > model->n_features) {
-            return BITMCU_ERR_LAYER;
-        }
+        const uint8_t *last = maps + at[n_front - 1u];
         for (uint32_t i = 0; i < n; i++) {
-            feat[c * n + i] = src[i];
+            feat[f * n + i] = last[i];
+        }
+        for (l = 0; l < n_front; l++) {
+            left[l]--;
         }
     }
     return BITMCU_OK;
@@ -876,17 +926,15 @@ bitmcu_status bitmcu_run(const bitmcu_model *model, const uint8_t *input, int32_
     }
     const uint32_t nz_words = ((uint32_t)model->max_in + 1u) / 2u;
     const uint32_t feat_words = ((uint32_t)model->n_features + 3u) / 4u;
-    const uint32_t map_words = ((uint32_t)model->max_map + 3u) / 4u;
     if (arena_words < model->arena_words ||
         model->arena_words < BITMCU_ARENA_WORDS(model->max_out, model->max_in, model->n_features,
-                                                model->max_map)) {
+                                                model->map_bytes)) {
         return BITMCU_ERR_ARENA;
     }
     int32_t *acc = arena;                                        /* (max_out) */
     uint8_t *nz = (uint8_t *)(arena + model->max_out);           /* (max_in, 2) */
     uint8_t *feat = (uint8_t *)(arena + model->max_out + nz_words); /* (n_features) */
-    uint8_t *buf_a = (uint8_t *)(arena + model->max_out + nz_words + feat_words); /* (max_map) */
-    uint8_t *buf_b = buf_a + 4u * map_words;                     /* (max_map) */
+    uint8_t *maps = (uint8_t *)(arena + model->max_out + nz_words + feat_words); /* (map_bytes) */
     const uint16_t n_pixels = model->n_front ? model->n_features : model->n_input;
     if (n_pixels > model->max_in || model->n_classes > model->max_out ||
         model->n_front >= model->n_layers) {
@@ -898,7 +946,7 @@ bitmcu_status bitmcu_run(const bitmcu_model *model, const uint8_t *input, int32_
             return BITMCU_ERR_LAYER;
         }
         BITMCU_TRACE(2u, 0u);
-        const bitmcu_status st = model->front(model, input, feat, buf_a, buf_b);
+        const bitmcu_status st = model->front(model, input, feat, maps);
         if (st != BITMCU_OK) {
             return st;
         }

@@ -21,7 +21,8 @@
 #include <stdint.h>
 
 #define BITMCU_MAGIC 0x554D4942u /* "BIMU" little-endian */
-#define BITMCU_FORMAT_VERSION 3u
+#define BITMCU_FORMAT_VERSION 4u
+#define BITMCU_MAX_FRONT 12u /* front end layers at most */
 
 #ifndef BITMCU_HAS_MUL
 #if defined(__riscv) && !defined(__riscv_mul) && !defined(__riscv_zmmul)
@@ -90,7 +91,8 @@ typedef void (*bitmcu_kernel)(const struct bitmcu_layer *layer, const bitmcu_act
                               int32_t *acc);
 
 /* One layer. FC: n_in inputs, n_out outputs. Front end (CONV1/DW/POOL): n_in = side of the
- * square input map, n_out = channels, weights (CONV1/DW) = 9 levels per channel. */
+ * square input map, n_out = output channels, weights (CONV1/DW) = 9 levels per channel; a DW
+ * layer's output channel k convolves input channel k / mult. */
 typedef struct bitmcu_layer {
     uint8_t op;              /* bitmcu_op */
     uint8_t scheme;          /* bitmcu_scheme (0 for POOL) */
@@ -98,7 +100,7 @@ typedef struct bitmcu_layer {
     uint8_t shift;           /* CONV1/DW: requantization shift */
     uint16_t n_in, n_out;
     uint16_t row_bytes;      /* packed bytes per output row (4bitsym: row pair; 2bitsym: 4 rows) */
-    uint16_t reserved;
+    uint16_t mult;           /* DW: output channels per input channel (depth multiplier); else 0 */
     const uint8_t *weights;  /* packed codes (layout: the scheme's, see quant/schemes.py) */
     bitmcu_kernel kernel;    /* FC only */
 } bitmcu_layer;
@@ -107,7 +109,7 @@ struct bitmcu_model;
 /* The convolutional front end: image -> features (referenced only by CNN model tables, so FC
  * firmware does not link it). */
 typedef bitmcu_status (*bitmcu_front_fn)(const struct bitmcu_model *model, const uint8_t *input,
-                                         uint8_t *feat, uint8_t *buf_a, uint8_t *buf_b);
+                                         uint8_t *feat, uint8_t *maps);
 
 typedef struct bitmcu_model {
     uint32_t magic;          /* BITMCU_MAGIC */
@@ -119,7 +121,8 @@ typedef struct bitmcu_model {
     uint16_t max_out;        /* widest layer output (accumulators) */
     uint16_t max_in;         /* widest FC input (nonzero list), its input pixels included */
     uint16_t n_features;     /* front end: flattened outputs (channels * side^2); else 0 */
-    uint16_t max_map;        /* front end: largest per-channel map it writes (bytes); else 0 */
+    uint16_t map_bytes;      /* front end: bytes of its map buffers (two of the largest map,
+                              * one more per map that feeds a depth multiplier); else 0 */
     uint8_t act_max;         /* largest activation value (255 for 8-bit) */
     uint8_t n_front;         /* leading CONV1/DW/POOL layers (0: fully connected model) */
     uint8_t bias_unit;       /* 1: each FC layer's last input is the largest of the others */
@@ -131,10 +134,10 @@ typedef struct bitmcu_model {
 
 /* Arena words needed: one int32 accumulator per output of the widest layer, then the nonzero
  * list, two bytes per input of the widest layer input; with a front end also the features and
- * two per-channel map buffers (bytes). */
-#define BITMCU_ARENA_WORDS(max_out, max_in, n_features, max_map)                           \
+ * its map buffers (map_bytes, a multiple of 4). */
+#define BITMCU_ARENA_WORDS(max_out, max_in, n_features, map_bytes)                         \
     ((uint32_t)(max_out) + ((uint32_t)(max_in) + 1u) / 2u + ((uint32_t)(n_features) + 3u) / 4u + \
-     ((n_features) ? 2u * (((uint32_t)(max_map) + 3u) / 4u) : 0u))
+     ((n_features) ? ((uint32_t)(map_bytes) + 3u) / 4u : 0u))
 
 /* Run one inference. input: (n_input) uint8 pixels; arena: arena_words int32 words;
  * logits: (n_classes) int32 out; pred: index of the largest logit (first on ties), may be NULL. */
@@ -151,9 +154,10 @@ void bitmcu_fc_fp130(const bitmcu_layer *layer, const bitmcu_act *act, int32_t *
 void bitmcu_fc_nf4(const bitmcu_layer *layer, const bitmcu_act *act, int32_t *acc);
 void bitmcu_fc_8bit(const bitmcu_layer *layer, const bitmcu_act *act, int32_t *acc);
 
-/* The front end of CNN models: every channel, image -> features (channel-major). */
+/* The front end of CNN models: every channel, image -> features (channel-major); maps:
+ * map_bytes of scratch. */
 bitmcu_status bitmcu_front_end(const bitmcu_model *model, const uint8_t *input, uint8_t *feat,
-                               uint8_t *buf_a, uint8_t *buf_b);
+                               uint8_t *maps);
 
 /* One channel of a 3x3 convolution (no padding) requantized by `shift`; w: the 9 levels. */
 void bitmcu_conv3x3(const int32_t w[9], uint32_t shift, uint32_t act_max, const uint8_t *in,

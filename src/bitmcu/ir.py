@@ -30,7 +30,7 @@ from .errors import BitmcuError
 from .quant import get_scheme
 
 MAGIC = 0x554D4942  # "BIMU", also in bitmcu.h
-MAX_FRONT = 12  # BITMCU_MAX_FRONT in bitmcu.h: front end layers
+MAX_FRONT = 8  # BITMCU_MAX_FRONT in bitmcu.h: front end layers
 FORMAT_VERSION = 4  # BITMCU_FORMAT_VERSION in bitmcu.h (2: 2bitsym rows in fours, 3: binary
 #                    rows in eights, 4: depth multipliers, map_bytes)
 INT32_MAX = 2**31 - 1

@@ -799,31 +799,21 @@ static void maxpool2(const uint8_t *in, uint16_t side, uint8_t *out) {
     }
 }
 
-/* The front end for every channel: image -> features (n_features bytes, channel-major). In
- * SRAM where the convolution is (multiply builds: the CH32V002 has the room, the CH32V003 not).
- *
- * The final channels are produced one after another. Each layer's map lives in one of two
- * buffers of the largest map, taken in turns, except a map that feeds a depth multiplier
- * (DW with mult K > 1): it gets its own buffer and is computed once for its K channels. A layer
- * is recomputed when its channel changes: every `span` final channels, the number of final
- * channels one of its channels feeds. */
-#if BITMCU_HAS_MUL
-BITMCU_HOT(bitmcu_front_end)
+/* Checks the front end's layer chain and places its maps: `at` gets each layer's byte offset
+ * in the map buffers, `final` the bytes of the final map. */
+#if defined(__GNUC__)
+__attribute__((noinline)) /* stays in flash when the front end runs from SRAM */
 #endif
-bitmcu_status bitmcu_front_end(const bitmcu_model *model, const uint8_t *input, uint8_t *feat,
-                               uint8_t *maps) {
+static bitmcu_status front_plan(const bitmcu_model *model, uint16_t *at, uint32_t *final) {
     const bitmcu_layer *layers = model->layers;
     const uint32_t n_front = model->n_front;
-    uint16_t at[BITMCU_MAX_FRONT];   /* byte offset of each layer's map in `maps` */
-    uint16_t span[BITMCU_MAX_FRONT]; /* final channels per channel of the layer */
-    uint16_t left[BITMCU_MAX_FRONT]; /* final channels its current map still feeds */
-    uint16_t chan[BITMCU_MAX_FRONT]; /* its next channel */
     if (n_front == 0u || n_front > BITMCU_MAX_FRONT ||
         (uint32_t)layers[0].n_in * layers[0].n_in != model->n_input) {
         return BITMCU_ERR_LAYER;
     }
-    /* Check the chain and find the largest map. */
-    uint32_t side = layers[0].n_in, max_map = 0, channels = 1;
+    /* Check the chain; place the maps: first the kept ones after the two turn buffers (whose
+     * size, the largest map, is known only at the end), turn buffers marked 0 and 1. */
+    uint32_t side = layers[0].n_in, max_map = 0, channels = 1, kept = 0, turn = 1;
     for (uint32_t l = 0; l < n_front; l++) {
         const bitmcu_layer *L = &layers[l];
         const uint32_t out_side = L->op == BITMCU_OP_POOL ? side / 2u : side - 2u;
@@ -834,50 +824,63 @@ bitmcu_status bitmcu_front_end(const bitmcu_model *model, const uint8_t *input, 
             (L->op != BITMCU_OP_POOL && L->op != BITMCU_OP_CONV1 && L->op != BITMCU_OP_DW)) {
             return BITMCU_ERR_LAYER;
         }
-        max_map = out_side * out_side > max_map ? out_side * out_side : max_map;
+        const uint32_t bytes = out_side * out_side;
+        if (l + 1u < n_front && layers[l + 1u].op == BITMCU_OP_DW && layers[l + 1u].mult > 1u) {
+            at[l] = (uint16_t)(2u + kept); /* kept: 2 + offset after the turn buffers */
+            kept += (bytes + 3u) & ~3u;
+        } else {
+            turn ^= 1u; /* the turn buffer the input is not in (the image is in neither) */
+            at[l] = (uint16_t)turn;
+        }
+        max_map = bytes > max_map ? bytes : max_map;
         side = out_side;
         channels = L->n_out;
     }
-    const uint32_t n = side * side; /* final map */
-    if (channels * n != model->n_features) {
+    const uint32_t size = (max_map + 3u) & ~3u; /* a turn buffer */
+    *final = side * side;
+    if (channels * *final != model->n_features || 2u * size + kept > model->map_bytes) {
         return BITMCU_ERR_LAYER;
     }
-    /* Spans, from the last layer back. */
-    span[n_front - 1u] = 1u;
-    for (uint32_t l = n_front - 1u; l-- > 0u;) {
-        const bitmcu_layer *next = &layers[l + 1u];
-        span[l] = (uint16_t)(span[l + 1u] * (next->op == BITMCU_OP_DW ? next->mult : 1u));
-    }
-    /* Buffers, in computing order: a map that feeds a multiplier keeps its own, the others
-     * take the turn buffer their input is not in (the image is in neither). */
-    const uint32_t turn = (max_map + 3u) & ~3u;
-    uint32_t used = 2u * turn, prev = turn;
     for (uint32_t l = 0; l < n_front; l++) {
-        const bitmcu_layer *L = &layers[l];
-        const uint32_t out_side = L->op == BITMCU_OP_POOL ? L->n_in / 2u : L->n_in - 2u;
-        if (l + 1u < n_front && layers[l + 1u].op == BITMCU_OP_DW && layers[l + 1u].mult > 1u) {
-            at[l] = (uint16_t)used;
-            used += (out_side * out_side + 3u) & ~3u;
-        } else {
-            at[l] = (uint16_t)(prev == 0u ? turn : 0u);
-        }
-        prev = at[l];
-        left[l] = 0u;
-        chan[l] = 0u;
+        at[l] = (uint16_t)(at[l] < 2u ? at[l] * size : 2u * size + at[l] - 2u);
     }
-    if (used > model->map_bytes) {
-        return BITMCU_ERR_ARENA;
+    return BITMCU_OK;
+}
+
+/* The front end for every channel: image -> features (n_features bytes, channel-major). In
+ * SRAM where the convolution is (multiply builds: the CH32V002 has the room, the CH32V003 not).
+ *
+ * The final channels are produced one after another, counted like an odometer with one digit
+ * per layer: the first convolution's channel, then for each DW*K which of its K channels (other
+ * layers have one). A layer is recomputed when its digit or one before it moves. Maps live in
+ * two buffers of the largest map, taken in turns, except a map that feeds a DW*K (K > 1): it
+ * keeps its own buffer while its K channels are computed from it. */
+#if BITMCU_HAS_MUL
+BITMCU_HOT(bitmcu_front_end)
+#endif
+bitmcu_status bitmcu_front_end(const bitmcu_model *model, const uint8_t *input, uint8_t *feat,
+                               uint8_t *maps) {
+    const bitmcu_layer *layers = model->layers;
+    const uint32_t n_front = model->n_front;
+    uint16_t at[BITMCU_MAX_FRONT];    /* byte offset of each layer's map in `maps` */
+    uint16_t digit[BITMCU_MAX_FRONT]; /* odometer digit of each layer */
+    uint16_t chan[BITMCU_MAX_FRONT];  /* the layer's next channel */
+    uint32_t n;                       /* bytes of the final map */
+    const bitmcu_status st = front_plan(model, at, &n);
+    if (st != BITMCU_OK) {
+        return st;
+    }
+    for (uint32_t l = 0; l < n_front; l++) {
+        digit[l] = 0u;
+        chan[l] = 0u;
     }
 #if !BITMCU_HAS_MUL
     uint8_t image_box[4];
     map_box(input, layers[0].n_in, image_box);
 #endif
-    for (uint32_t f = 0; f < channels; f++) {
-        uint32_t l = 0;
-        while (left[l]) { /* the first layer whose channel changes (the last one always does) */
-            l++;
-        }
-        for (; l < n_front; l++) {
+    uint32_t from = 0; /* the first layer to recompute */
+    for (;;) {
+        for (uint32_t l = from; l < n_front; l++) {
             const bitmcu_layer *L = &layers[l];
             const uint8_t *src = l ? maps + at[l - 1u] : input;
             uint8_t *dst = maps + at[l];
@@ -897,17 +900,25 @@ bitmcu_status bitmcu_front_end(const bitmcu_model *model, const uint8_t *input, 
 #endif
             }
             chan[l]++;
-            left[l] = span[l];
         }
         const uint8_t *last = maps + at[n_front - 1u];
         for (uint32_t i = 0; i < n; i++) {
-            feat[f * n + i] = last[i];
+            feat[i] = last[i];
         }
-        for (l = 0; l < n_front; l++) {
-            left[l]--;
+        feat += n;
+        /* Advance the odometer from the last digit; done when the first one wraps. */
+        for (from = n_front; from-- > 0u;) {
+            const bitmcu_layer *L = &layers[from];
+            const uint32_t base = from == 0u ? L->n_out : L->op == BITMCU_OP_DW ? L->mult : 1u;
+            if (++digit[from] < base) {
+                break;
+            }
+            digit[from] = 0u;
+            if (from == 0u) {
+                return BITMCU_OK;
+            }
         }
     }
-    return BITMCU_OK;
 }
 
 /* ------------------------------------------------------------------------------------------ */

@@ -22,7 +22,7 @@
 
 #define BITMCU_MAGIC 0x554D4942u /* "BIMU" little-endian */
 #define BITMCU_FORMAT_VERSION 4u
-#define BITMCU_MAX_FRONT 12u /* front end layers at most */
+#define BITMCU_MAX_FRONT 8u /* front end layers at most */
 
 #ifndef BITMCU_HAS_MUL
 #if defined(__riscv) && !defined(__riscv_mul) && !defined(__riscv_zmmul)

@@ -41,6 +41,8 @@ def test_override_types_are_parsed():
         ("model.family=convnet", ["model.conv[0]", "'dw'", "convnet", "'conv'"]),
         ("model.family=cnn | model.conv=[dw, dw*0]", ["model.conv[1]", "'dw*0'", "'dw*K'"]),
         ("model.family=cnn | model.conv=[dw, pool, dwx2]", ["model.conv[2]", "'dwx2'", "'pool'"]),
+        ("model.family=cnn | model.conv=[pool, dw, dw, dw, dw, dw, dw, dw]",
+         ["model.conv", "8 stages", "at most 7"]),
         ("model.family=convnet | model.conv=[conv] | model.scheme=ternary",
          ["convnet", "float teacher", "'ternary'", "model.scheme=none"]),
         ("model.family=convnet | model.scheme=none | model.conv=[conv,pool,pool,pool,pool,pool]",

@@ -272,7 +272,7 @@ def test_cnn_depth_multipliers(conv_scheme):
     for size, stages in ((16, ("dw", "pool", "dw*2", "pool")), (16, ("dw*3", "pool", "dw*2", "pool")),
                          (14, ("dw*2", "dw*2", "pool", "dw"))):
         model = random_cnn(rng, conv_scheme, channels=3, size=size, stages=stages)
-        kept = [L for L, nxt in itertools.pairwise(model.front) if getattr(nxt, "mult", 1) > 1]
+        kept = [L for L, nxt in itertools.pairwise(model.front) if nxt.mult > 1]
         assert model.map_bytes == 2 * ((model.max_map + 3) // 4 * 4) + sum(
             (L.out_side ** 2 + 3) // 4 * 4 for L in kept)
         x = np.concatenate([ink_boxes(rng, 20, size), random_images(rng, 20, size * size)])
@@ -280,7 +280,7 @@ def test_cnn_depth_multipliers(conv_scheme):
         for c in outs.values():
             np.testing.assert_array_equal(c, ref)
         # output channel k of a dw*K layer convolves input channel k // K
-        L = next(L for L in model.front if getattr(L, "mult", 1) > 1)
+        L = next(L for L in model.front if L.mult > 1)
         a = rng.integers(0, 256, (2, L.channels // L.mult, L.side, L.side))
         out = reference.conv3x3(L, a, 255)
         one = dataclasses.replace(L, channels=1, mult=1, weights=get_scheme(L.scheme).pack(

@@ -118,6 +118,7 @@ class PoolLayer:
     op: str = field(default="pool", init=False)
     scheme: str = field(default="", init=False)
     shift: int = field(default=0, init=False)
+    mult: int = field(default=1, init=False)
 
     @property
     def out_side(self) -> int:
@@ -199,13 +200,12 @@ class IntModel:
             if L.side != side:
                 raise BitmcuError(f"front layer {i} ({L.op}): takes {L.side}x{L.side} maps but "
                                   f"receives {side}x{side}")
-            mult = getattr(L, "mult", 1)
-            if mult < 1 or (L.op != "dw" and mult != 1):
-                raise BitmcuError(f"front layer {i} ({L.op}): depth multiplier {mult} is not "
+            if L.mult < 1 or (L.op != "dw" and L.mult != 1):
+                raise BitmcuError(f"front layer {i} ({L.op}): depth multiplier {L.mult} is not "
                                   "allowed (dw layers: >= 1, others: 1)")
-            if chans is not None and L.channels != chans * mult:
+            if chans is not None and L.channels != chans * L.mult:
                 raise BitmcuError(f"front layer {i} ({L.op}): {L.channels} channels, expected "
-                                  f"{chans * mult}")
+                                  f"{chans * L.mult}")
             if (L.op == "conv1") != (i == 0):
                 raise BitmcuError(f"front layer {i}: the front end starts with one conv1 layer")
             if L.out_side < 1 or (L.op == "pool" and side % 2):
@@ -270,7 +270,7 @@ class IntModel:
                 "layers": [{"op": L.op, "scheme": L.scheme, "n_in": L.n_in, "n_out": L.n_out,
                             "relu": L.relu} for L in self.layers],
                 "front": [{"op": L.op, "scheme": L.scheme, "channels": L.channels,
-                           "side": L.side, "shift": L.shift, "mult": getattr(L, "mult", 1)}
+                           "side": L.side, "shift": L.shift, "mult": L.mult}
                           for L in self.front]}
         conv_w = {f"f{i}": L.weights for i, L in enumerate(self.front) if L.op != "pool"}
         buf = io.BytesIO()

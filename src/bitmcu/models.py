@@ -7,6 +7,7 @@ import torch.nn as nn
 
 from .config import Config
 from .errors import BitmcuError, choices
+from .ir import MAX_FRONT
 from .nn import QuantLinear, QuantWeights, act_fake_quant, make_norm
 from .quant import get_scheme
 
@@ -83,6 +84,9 @@ def cnn_shapes(cfg: Config) -> list[int]:
     m = cfg.model
     if m.channels < 1:
         raise BitmcuError(f"config key 'model.channels': {m.channels} must be >= 1")
+    if len(m.conv) >= MAX_FRONT:
+        raise BitmcuError(f"config key 'model.conv': {len(m.conv)} stages; the engine runs at most "
+                          f"{MAX_FRONT - 1} after the first convolution")
     side = cfg.data.size - 2
     sides = [side]
     if side < 1:

@@ -219,6 +219,7 @@ def test_cnn_through_firmware_on_both_chips(tmp_path, conv_scheme, bias_unit, mu
     assert ver.int_acc == ver.c_acc["mul"] == ver.c_acc["nomul"]
     rep = export(run, tmp_path / "exp")
     assert [r["op"] for r in rep.layers] == ["conv1", "dw", "pool", "dw", "pool", "fc", "fc"]
+    assert (rep.layers[3]["n_in"], rep.layers[3]["n_out"]) == ("6x6x6", f"{6 * mult}x4x4")
     stats = layer_stats(model_from_checkpoint(load_checkpoint(run)))  # `bitmcu info`
     assert [s.name for s in stats] == ["conv1", "dw1", "dw2", "fc0", "fc1"]
     assert [s.scheme for s in stats[:3]] == [conv_scheme] * 3 and stats[0].shape == (6, 9)

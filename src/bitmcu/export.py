@@ -54,7 +54,7 @@ class ExportReport:
 def model_report(model: IntModel, target: str, float_acc=None, int_acc=None, n_test=0,
                  input_desc: str = ""):
     layers = [{"index": i, "op": L.op, "scheme": L.scheme or "-",
-               "n_in": f"{L.channels}x{L.side}x{L.side}" if L.op != "conv1" else
+               "n_in": f"{L.channels // L.mult}x{L.side}x{L.side}" if L.op != "conv1" else
                f"{L.side}x{L.side}", "n_out": f"{L.channels}x{L.out_side}x{L.out_side}",
                "bytes": L.nbytes, "acc_bound": "-" if L.op == "pool" else
                L.accumulator_bound(model.act_max)}

@@ -335,16 +335,13 @@ class ConvNetModel(nn.Module):
 
     def __init__(self, cfg: Config, n_classes: int):
         super().__init__()
-        layers, channels = [], 1
-        for st, (c, _side) in zip(cfg.model.conv, convnet_shapes(cfg), strict=True):
-            if st == "pool":
-                layers.append(nn.MaxPool2d(2))
-            else:
-                layers += [nn.Conv2d(channels, c, 3, padding=1, bias=False), nn.BatchNorm2d(c),
-                           nn.ReLU()]
-                channels = c
+        shapes = [(1, cfg.data.size), *convnet_shapes(cfg)]  # (channels, side) in and out
+        layers = []
+        for st, (c_in, _), (c, _) in zip(cfg.model.conv, shapes, shapes[1:], strict=False):
+            layers += ([nn.MaxPool2d(2)] if st == "pool" else
+                       [nn.Conv2d(c_in, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU()])
         self.body = nn.Sequential(*layers)
-        c, side = convnet_shapes(cfg)[-1] if cfg.model.conv else (1, cfg.data.size)
+        c, side = shapes[-1]
         self.n_features = c * side * side
         self.head = FCModel(cfg, n_classes, n_in=self.n_features)
 

@@ -221,6 +221,23 @@ def test_random_cnn_per_conv_scheme(scheme):
     assert feats.shape == (60, model.n_features) and 0 < feats.max() <= 255
 
 
+def test_cnn_front_end_entry_point_follows_the_conv_schemes():
+    """All-8-bit convolutions get the entry point without the any-scheme decoder; that entry
+    point refuses a model with another conv scheme instead of misreading its weights."""
+    rng = np.random.default_rng(23)
+    assert "bitmcu_layers, bitmcu_front_end_8bit}" in model_header(random_cnn(rng, "8bit"), "t")
+    model = random_cnn(rng, "fp130")
+    header = model_header(model, "t")
+    assert "bitmcu_layers, bitmcu_front_end}" in header
+    host = HostModel(header.replace("bitmcu_layers, bitmcu_front_end}",
+                                    "bitmcu_layers, bitmcu_front_end_8bit}"))
+    try:
+        with pytest.raises(BitmcuError, match="status 4"):
+            host.run(random_images(rng, 5, model.n_input), model.n_classes)
+    finally:
+        host.close()
+
+
 def test_cnn_other_shapes_and_sanitizers():
     rng = np.random.default_rng(17)
     model = random_cnn(rng, "8bit", "2bitsym", channels=3, size=12, stages=("pool", "dw"),

@@ -45,7 +45,8 @@ def test_firmware_runs_in_the_emulator_and_matches_the_reference(tiny_export, tm
     if hot == "sram":
         assert "20000000 <bitmcu_fc_4bitsym>" in dis
     # a fully connected model links no convolution code and no unused kernels
-    for unused in ("<bitmcu_front_end>", "<bitmcu_conv3x3>", "<bitmcu_fc_8bit>"):
+    for unused in ("<bitmcu_front_end>", "<bitmcu_front_end_8bit>", "<bitmcu_conv3x3>",
+                   "<bitmcu_fc_8bit>"):
         assert unused not in dis
 
 
@@ -231,3 +232,10 @@ def test_cnn_through_firmware_on_both_chips(tmp_path, conv_scheme, bias_unit, mu
         assert prof.mismatches == 0 and [i.pred for i in prof.inferences] == info.expected
         assert prof.ram["total"] <= prof.ram["size"]
         assert info.stack_bound >= prof.ram["stack_peak"]
+        # all-8-bit convolutions: the entry point without the any-scheme weight decoder
+        dis = subprocess.run(["riscv64-unknown-elf-objdump", "-d", info.elf], capture_output=True,
+                             text=True).stdout
+        entry = "bitmcu_front_end_8bit" if conv_scheme == "8bit" else "bitmcu_front_end"
+        assert f"<{entry}>:" in dis
+        if mcu == "ch32v002":  # there the decoder is a function of its own, kept in flash
+            assert ("<level_at" in dis) == (conv_scheme != "8bit")

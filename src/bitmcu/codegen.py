@@ -104,6 +104,11 @@ def model_header(model: IntModel, command: str) -> str:
                "kernel */\n")
     out += rows
     out.append("};\n\n")
+    # all-8-bit front ends take the entry point without the any-scheme decoder (less flash)
+    front = "NULL"
+    if model.front:
+        only8 = all(L.scheme == "8bit" for L in model.front if L.op != "pool")
+        front = "bitmcu_front_end_8bit" if only8 else "bitmcu_front_end"
     out.append(
         "static const bitmcu_model bitmcu_model_data = {\n"
         "    BITMCU_MAGIC, BITMCU_FORMAT_VERSION, BITMCU_MODEL_N_LAYERS, "
@@ -113,7 +118,7 @@ def model_header(model: IntModel, command: str) -> str:
         "    BITMCU_MODEL_N_FEATURES, BITMCU_MODEL_MAP_BYTES, BITMCU_MODEL_ACT_MAX, "
         "BITMCU_MODEL_N_FRONT, BITMCU_MODEL_BIAS_UNIT, 0,\n"
         f"    BITMCU_MODEL_ARENA_WORDS, bitmcu_layers, "
-        f"{'bitmcu_front_end' if model.front else 'NULL'}}};\n\n"
+        f"{front}}};\n\n"
     )
     out.append("#endif /* BITMCU_MODEL_H */\n")
     return "".join(out)

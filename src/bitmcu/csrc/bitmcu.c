@@ -390,38 +390,17 @@ static void push_bias_unit(bitmcu_act *a, uint8_t *nz, uint16_t k, uint32_t prev
     a->n_nz = k;
 }
 
-/* Input pixels -> nonzero list. */
-static void shiftnorm_input(const uint8_t *in, uint16_t n, uint32_t act_max, uint8_t bias_unit,
-                            bitmcu_act *a, uint8_t *nz) {
-    uint32_t m = 0;
-    for (uint16_t i = 0; i < n; i++) {
-        m = in[i] > m ? in[i] : m;
-    }
-    const uint32_t s = shift_for(m, act_max);
-    uint16_t k = 0;
-    uint32_t prev = 0;
-    int32_t sum = 0;
-    for (uint16_t i = 0; i < n; i++) {
-        const uint32_t v = shift_round(in[i], s, act_max);
-        if (v) {
-            k = nz_push(nz, k, &prev, i, v);
-            sum += (int32_t)v;
-        }
-    }
-    a->nz = nz;
-    a->n_nz = k;
-    a->sum = sum;
-    if (bias_unit) {
-        push_bias_unit(a, nz, k, prev, n, shift_round(m, s, act_max));
-    }
+/* ShiftNorm to the nonzero list: of the input pixels (pix) or, pix NULL, of ReLU(acc). One
+ * function for both (the pixel test per value costs little; two copies cost flash). */
+BITMCU_INLINE uint32_t relu_at(const int32_t *acc, const uint8_t *pix, uint16_t i) {
+    return pix ? pix[i] : acc[i] > 0 ? (uint32_t)acc[i] : 0u;
 }
 
-/* ReLU(acc) -> ShiftNorm -> nonzero list. */
-static void shiftnorm_relu(const int32_t *acc, uint16_t n, uint32_t act_max, uint8_t bias_unit,
-                           bitmcu_act *a, uint8_t *nz) {
+static void shiftnorm(const int32_t *acc, const uint8_t *pix, uint16_t n, uint32_t act_max,
+                      uint8_t bias_unit, bitmcu_act *a, uint8_t *nz) {
     uint32_t m = 0;
     for (uint16_t i = 0; i < n; i++) {
-        const uint32_t v = acc[i] > 0 ? (uint32_t)acc[i] : 0u;
+        const uint32_t v = relu_at(acc, pix, i);
         m = v > m ? v : m;
     }
     const uint32_t s = shift_for(m, act_max);
@@ -429,7 +408,7 @@ static void shiftnorm_relu(const int32_t *acc, uint16_t n, uint32_t act_max, uin
     uint32_t prev = 0;
     int32_t sum = 0;
     for (uint16_t i = 0; i < n; i++) {
-        const uint32_t v = acc[i] > 0 ? shift_round((uint32_t)acc[i], s, act_max) : 0u;
+        const uint32_t v = shift_round(relu_at(acc, pix, i), s, act_max);
         if (v) {
             k = nz_push(nz, k, &prev, i, v);
             sum += (int32_t)v;
@@ -492,12 +471,16 @@ static int32_t level_at(const bitmcu_layer *L, uint32_t r, uint32_t k) {
 }
 
 /* The nine levels of channel c's 3x3 kernel in front-end layer L (8-bit weights directly). */
+BITMCU_INLINE void kernel_levels_8bit(const bitmcu_layer *L, uint32_t c, int32_t w[9]) {
+    const uint8_t *row = L->weights + c * L->row_bytes;
+    for (uint32_t k = 0; k < 9u; k++) {
+        w[k] = int8_level(row[k]);
+    }
+}
+
 static void kernel_levels(const bitmcu_layer *L, uint32_t c, int32_t w[9]) {
     if (L->scheme == BITMCU_SCHEME_8BIT) {
-        const uint8_t *row = L->weights + c * L->row_bytes;
-        for (uint32_t k = 0; k < 9u; k++) {
-            w[k] = int8_level(row[k]);
-        }
+        kernel_levels_8bit(L, c, w);
         return;
     }
     for (uint32_t k = 0; k < 9u; k++) {
@@ -799,12 +782,14 @@ static void maxpool2(const uint8_t *in, uint16_t side, uint8_t *out) {
     }
 }
 
-/* Checks the front end's layer chain and places its maps: `at` gets each layer's byte offset
- * in the map buffers, `final` the bytes of the final map. */
+/* Checks the front end's layer chain (any_scheme 0: every convolution must be 8-bit) and places
+ * its maps: `at` gets each layer's byte offset in the map buffers, `final` the bytes of the final
+ * map. */
 #if defined(__GNUC__)
 __attribute__((noinline)) /* stays in flash when the front end runs from SRAM */
 #endif
-static bitmcu_status front_plan(const bitmcu_model *model, uint16_t *at, uint32_t *final) {
+static bitmcu_status front_plan(const bitmcu_model *model, uint32_t any_scheme, uint16_t *at,
+                                uint32_t *final) {
     const bitmcu_layer *layers = model->layers;
     const uint32_t n_front = model->n_front;
     if (n_front == 0u || n_front > BITMCU_MAX_FRONT ||
@@ -821,7 +806,8 @@ static bitmcu_status front_plan(const bitmcu_model *model, uint16_t *at, uint32_
         if (L->n_in != side || side < 3u || side > BITMCU_CONV_MAX_SIDE ||
             (L->op == BITMCU_OP_CONV1) != (l == 0u) || mult == 0u ||
             (l && L->n_out != channels * mult) ||
-            (L->op != BITMCU_OP_POOL && L->op != BITMCU_OP_CONV1 && L->op != BITMCU_OP_DW)) {
+            (L->op != BITMCU_OP_POOL && L->op != BITMCU_OP_CONV1 && L->op != BITMCU_OP_DW) ||
+            (!any_scheme && L->op != BITMCU_OP_POOL && L->scheme != BITMCU_SCHEME_8BIT)) {
             return BITMCU_ERR_LAYER;
         }
         const uint32_t bytes = out_side * out_side;
@@ -854,19 +840,17 @@ static bitmcu_status front_plan(const bitmcu_model *model, uint16_t *at, uint32_
  * per layer: the first convolution's channel, then for each DW*K which of its K channels (other
  * layers have one). A layer is recomputed when its digit or one before it moves. Maps live in
  * two buffers of the largest map, taken in turns, except a map that feeds a DW*K (K > 1): it
- * keeps its own buffer while its K channels are computed from it. */
-#if BITMCU_HAS_MUL
-BITMCU_HOT(bitmcu_front_end)
-#endif
-bitmcu_status bitmcu_front_end(const bitmcu_model *model, const uint8_t *input, uint8_t *feat,
-                               uint8_t *maps) {
+ * keeps its own buffer while its K channels are computed from it. any_scheme 0: the convolutions
+ * are all 8-bit and decoded directly. */
+BITMCU_INLINE bitmcu_status front_end(const bitmcu_model *model, const uint8_t *input,
+                                      uint8_t *feat, uint8_t *maps, uint32_t any_scheme) {
     const bitmcu_layer *layers = model->layers;
     const uint32_t n_front = model->n_front;
     uint16_t at[BITMCU_MAX_FRONT];    /* byte offset of each layer's map in `maps` */
     uint16_t digit[BITMCU_MAX_FRONT]; /* odometer digit of each layer */
     uint16_t chan[BITMCU_MAX_FRONT];  /* the layer's next channel */
     uint32_t n;                       /* bytes of the final map */
-    const bitmcu_status st = front_plan(model, at, &n);
+    const bitmcu_status st = front_plan(model, any_scheme, at, &n);
     if (st != BITMCU_OK) {
         return st;
     }
@@ -888,7 +872,11 @@ bitmcu_status bitmcu_front_end(const bitmcu_model *model, const uint8_t *input, 
                 maxpool2(src, L->n_in, dst);
             } else {
                 int32_t w[9];
-                kernel_levels(L, chan[l], w);
+                if (any_scheme) {
+                    kernel_levels(L, chan[l], w);
+                } else {
+                    kernel_levels_8bit(L, chan[l], w);
+                }
 #if BITMCU_HAS_MUL
                 bitmcu_conv3x3(w, L->shift, model->act_max, src, L->n_in, dst);
 #else
@@ -919,6 +907,24 @@ bitmcu_status bitmcu_front_end(const bitmcu_model *model, const uint8_t *input, 
             }
         }
     }
+}
+
+#if BITMCU_HAS_MUL
+BITMCU_HOT(bitmcu_front_end)
+#endif
+bitmcu_status bitmcu_front_end(const bitmcu_model *model, const uint8_t *input, uint8_t *feat,
+                               uint8_t *maps) {
+    return front_end(model, input, feat, maps, 1u);
+}
+
+/* The same for models whose convolutions are all 8-bit: without the any-scheme decoder (and its
+ * tables), which a firmware then does not link. */
+#if BITMCU_HAS_MUL
+BITMCU_HOT(bitmcu_front_end_8bit)
+#endif
+bitmcu_status bitmcu_front_end_8bit(const bitmcu_model *model, const uint8_t *input,
+                                    uint8_t *feat, uint8_t *maps) {
+    return front_end(model, input, feat, maps, 0u);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -968,7 +974,7 @@ bitmcu_status bitmcu_run(const bitmcu_model *model, const uint8_t *input, int32_
     if (n_pixels + bias_unit > model->max_in) {
         return BITMCU_ERR_LAYER;
     }
-    shiftnorm_input(pixels, n_pixels, model->act_max, bias_unit, &act, nz);
+    shiftnorm(NULL, pixels, n_pixels, model->act_max, bias_unit, &act, nz);
     const bitmcu_layer *L = model->layers + model->n_front;
     for (uint16_t l = model->n_front; l < model->n_layers; l++, L++) {
         if (L->op != BITMCU_OP_FC || !L->kernel || L->n_in > model->max_in ||
@@ -981,7 +987,7 @@ bitmcu_status bitmcu_run(const bitmcu_model *model, const uint8_t *input, int32_
             if (L->n_out + bias_unit > model->max_in) {
                 return BITMCU_ERR_LAYER;
             }
-            shiftnorm_relu(acc, L->n_out, model->act_max, bias_unit, &act, nz);
+            shiftnorm(acc, NULL, L->n_out, model->act_max, bias_unit, &act, nz);
         }
     }
     uint16_t best = 0;

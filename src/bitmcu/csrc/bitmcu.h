@@ -129,7 +129,7 @@ typedef struct bitmcu_model {
     uint8_t reserved;
     uint32_t arena_words;    /* int32 words of arena the model needs */
     const bitmcu_layer *layers;
-    bitmcu_front_fn front;   /* bitmcu_front_end for CNN models, NULL otherwise */
+    bitmcu_front_fn front;   /* bitmcu_front_end(_8bit) for CNN models, else NULL */
 } bitmcu_model;
 
 /* Arena words needed: one int32 accumulator per output of the widest layer, then the nonzero
@@ -158,6 +158,9 @@ void bitmcu_fc_8bit(const bitmcu_layer *layer, const bitmcu_act *act, int32_t *a
  * map_bytes of scratch. */
 bitmcu_status bitmcu_front_end(const bitmcu_model *model, const uint8_t *input, uint8_t *feat,
                                uint8_t *maps);
+/* The same for models whose convolutions are all 8-bit (BITMCU_ERR_LAYER otherwise): less code. */
+bitmcu_status bitmcu_front_end_8bit(const bitmcu_model *model, const uint8_t *input,
+                                    uint8_t *feat, uint8_t *maps);
 
 /* One channel of a 3x3 convolution (no padding) requantized by `shift`; w: the 9 levels. */
 void bitmcu_conv3x3(const int32_t w[9], uint32_t shift, uint32_t act_max, const uint8_t *in,

@@ -770,7 +770,7 @@ void bitmcu_conv3x3(const int32_t w[9], uint32_t shift, uint32_t act_max, const 
 #endif
 
 /* One channel of a 2x2 max-pool, stride 2: in (side, side) -> out (side / 2, side / 2). */
-static void maxpool2(const uint8_t *in, uint16_t side, uint8_t *out) {
+BITMCU_INLINE void maxpool2(const uint8_t *in, uint16_t side, uint8_t *out) {
     const uint32_t o = side / 2u, s = side;
     for (uint32_t y = 0; y < o; y++) {
         const uint8_t *r = in + 2u * y * s;

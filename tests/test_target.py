@@ -91,6 +91,36 @@ def test_auto_placement_moves_the_kernels_to_flash_only_where_sram_overflows(
         build_firmware(tiny_export, "ch32v003", tmp_path / "sram2", n_images=2, hot_loops="sram")
 
 
+def test_auto_placement_moves_the_least_used_kernel_to_flash_first(tmp_path, monkeypatch):
+    from bitmcu.target import firmware as fw
+
+    rng = np.random.default_rng(5)
+    layers = [FCLayer.from_levels("ternary", rng.integers(-1, 2, (40, 256)), relu=True),
+              FCLayer.from_levels("4bitsym", rng.choice(np.arange(-15, 16, 2), (10, 40)),
+                                  relu=False)]
+    model = IntModel(16, 10, 255, layers, 1, "two kernels").validate()
+    x = rng.integers(0, 256, (4, 256)).astype(np.uint8)
+    write_export(model, tmp_path / "exp", x, np.arange(4), model_report(model, "ch32v002"))
+    assert fw.hot_kernels(model) == ["bitmcu_fc_4bitsym", "bitmcu_fc_ternary"]
+    sram = build_firmware(tmp_path / "exp", "ch32v002", tmp_path / "sram", n_images=2,
+                          hot_loops="sram")
+    data, bss = fw._ram_use(Path(sram.elf))
+    extra = 4096 - data - bss - sram.stack_bound + 1  # all in SRAM overflows by 1 byte
+    real = fw._ram_use
+    monkeypatch.setattr(fw, "_ram_use", lambda elf: (real(elf)[0], real(elf)[1] + extra))
+    info = build_firmware(tmp_path / "exp", "ch32v002", tmp_path / "auto", n_images=2)
+    assert info.hot_loops == "sram" and info.flash_kernels == ["bitmcu_fc_4bitsym"]
+    assert info.hot_loops_note == ("but bitmcu_fc_4bitsym in flash: with all in SRAM the RAM "
+                                   "would overflow by 1 bytes")
+    dis = subprocess.run(["riscv64-unknown-elf-objdump", "-d", info.elf], capture_output=True,
+                         text=True).stdout
+    assert "20000000 <bitmcu_fc_ternary>:" in dis
+    addr = next(line.split()[0] for line in dis.splitlines() if "<bitmcu_fc_4bitsym>:" in line)
+    assert int(addr, 16) < 0x20000000  # in flash
+    prof = profile(info.elf)
+    assert prof.mismatches == 0 and [i.pred for i in prof.inferences] == info.expected
+
+
 def test_model_too_large_for_flash_names_region_and_bytes(tmp_path):
     rng = np.random.default_rng(0)
     layers = [FCLayer.from_levels("8bit", rng.integers(-127, 128, (80, 256)), relu=True),

@@ -104,11 +104,7 @@ def model_header(model: IntModel, command: str) -> str:
                "kernel */\n")
     out += rows
     out.append("};\n\n")
-    # all-8-bit front ends take the entry point without the any-scheme decoder (less flash)
-    front = "NULL"
-    if model.front:
-        only8 = all(L.scheme == "8bit" for L in model.front if L.op != "pool")
-        front = "bitmcu_front_end_8bit" if only8 else "bitmcu_front_end"
+    front = front_entry(model) or "NULL"
     out.append(
         "static const bitmcu_model bitmcu_model_data = {\n"
         "    BITMCU_MAGIC, BITMCU_FORMAT_VERSION, BITMCU_MODEL_N_LAYERS, "
@@ -122,6 +118,15 @@ def model_header(model: IntModel, command: str) -> str:
     )
     out.append("#endif /* BITMCU_MODEL_H */\n")
     return "".join(out)
+
+
+def front_entry(model: IntModel) -> str | None:
+    """The C front-end function of a CNN model (None without a front end): all-8-bit
+    convolutions take the entry point without the any-scheme weight decoder (less flash)."""
+    if not model.front:
+        return None
+    only8 = all(L.scheme == "8bit" for L in model.front if L.op != "pool")
+    return "bitmcu_front_end_8bit" if only8 else "bitmcu_front_end"
 
 
 def images_header(images: np.ndarray, labels: np.ndarray, preds: np.ndarray, command: str) -> str:

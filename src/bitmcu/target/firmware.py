@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from .. import reference
-from ..codegen import images_header
+from ..codegen import front_entry, images_header
 from ..errors import BitmcuError, choices
 from ..export import read_export
+from ..quant import get_scheme
 from .chips import get_chip
 
 GCC = "riscv64-unknown-elf-gcc"
@@ -53,22 +54,39 @@ class FirmwareInfo:
     bin: str
     hex: str
     n_images: int
-    hot_loops: str  # where the kernels run: sram or flash
+    hot_loops: str  # where the kernels run: sram or flash (sram: but those in flash_kernels)
     labels: list[int]
     expected: list[int]  # numpy reference predictions of the embedded images
     stack_bound: int | None = None  # worst-case stack bytes (static call-graph analysis)
     hot_loops_note: str = ""  # why auto placement chose flash
+    flash_kernels: list[str] | None = None  # sram placement: hot kernels kept in flash anyway
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2) + "\n")
 
 
-def linker_script(chip, min_stack: int = MIN_STACK) -> str:
+def linker_script(chip, min_stack: int = MIN_STACK, flash_hot: list[str] = ()) -> str:
+    """The linker script; `flash_hot`: hot kernels (BITMCU_HOT sections) placed in flash."""
     text = (files_dir() / "link.ld.in").read_text()
+    keep = "".join(f"        *(.ramfunc.{name})\n" for name in flash_hot).rstrip("\n")
     for k, v in {"MCU": chip.name, "FLASH_KB": chip.flash_kb, "RAM_KB": chip.ram_kb,
-                 "MIN_STACK": min_stack}.items():
+                 "MIN_STACK": min_stack, "FLASH_HOT": keep}.items():
         text = text.replace(f"@{k}@", str(v))
     return text
+
+
+def hot_kernels(model) -> list[str]:
+    """The model's hot kernels (BITMCU_HOT functions), the least worth keeping in SRAM first:
+    the fc kernels by the weights they go through, then the front end and the convolution (the
+    most work of a CNN)."""
+    work: dict[str, int] = {}
+    for L in model.layers:
+        name = f"bitmcu_{get_scheme(L.scheme).c_kernel}"
+        work[name] = work.get(name, 0) + L.n_in * L.n_out
+    names = sorted(work, key=lambda n: work[n])
+    if model.front:
+        names += [front_entry(model), "bitmcu_conv3x3"]
+    return names
 
 
 class RamOverflow(BitmcuError):
@@ -171,16 +189,27 @@ def build_firmware(export_dir: str | Path, mcu: str, out: str | Path | None = No
             shutil.copy(files_dir() / f, t / f)
         (t / "test_images.h").write_text(images_header(images, labels, expected,
                                                        f"bitmcu firmware {export_dir}"))
-        (t / "link.ld").write_text(linker_script(chip))
-        note = ""
-        for place in ("sram", "flash") if hot_loops == "auto" else (hot_loops,):
-            try:
-                cmd, stack = _link(gcc, t, chip, place, opt, model.n_input)
-                break
-            except RamOverflow as e:
-                if hot_loops != "auto" or place == "flash":
-                    raise
-                note = f"in SRAM they would overflow the RAM by {e.over} bytes"
+        note, place, flash_hot = "", hot_loops, []
+        if hot_loops != "auto":
+            cmd, stack = _link(gcc, t, chip, place, opt, model.n_input)
+        else:  # all in SRAM; else the fewest, least used kernels in flash; else all in flash
+            names, over = hot_kernels(model), 0
+            for i in range(len(names)):
+                try:
+                    cmd, stack = _link(gcc, t, chip, "sram", opt, model.n_input, names[:i])
+                    place, flash_hot = "sram", names[:i]
+                    break
+                except RamOverflow as e:
+                    if i == 0:
+                        over = e.over
+            else:
+                cmd, stack = _link(gcc, t, chip, "flash", opt, model.n_input)
+                place = "flash"
+            if place == "flash":
+                note = f"in SRAM they would overflow the RAM by {over} bytes"
+            elif flash_hot:
+                note = (f"but {', '.join(flash_hot)} in flash: with all in SRAM the RAM would "
+                        f"overflow by {over} bytes")
         for fmt, ext in (("binary", "bin"), ("ihex", "hex")):
             subprocess.run([objcopy, "-O", fmt, str(t / "firmware.elf"), str(t / f"firmware.{ext}")],
                            check=True, capture_output=True)
@@ -188,7 +217,8 @@ def build_firmware(export_dir: str | Path, mcu: str, out: str | Path | None = No
             f"'{c}'" if any(ch in c for ch in " ()\"") else c for c in cmd) + "\n")
         info = FirmwareInfo(chip.name, str(out / "firmware.elf"), str(out / "firmware.bin"),
                             str(out / "firmware.hex"), n_images, place,
-                            [int(v) for v in labels], [int(v) for v in expected], stack, note)
+                            [int(v) for v in labels], [int(v) for v in expected], stack, note,
+                            flash_hot or None)
         info.save(t / "firmware.json")
         out.mkdir(exist_ok=True)
         for f in sorted(t.iterdir()):
@@ -196,10 +226,12 @@ def build_firmware(export_dir: str | Path, mcu: str, out: str | Path | None = No
     return info
 
 
-def _link(gcc: str, t: Path, chip, hot_loops: str, opt: str,
-          image_bytes: int) -> tuple[list[str], int | None]:
-    """Compile and link t/firmware.elf with the kernels in `hot_loops`; the command and the
-    worst-case stack. Raises RamOverflow where data, arena and stack exceed the chip's RAM."""
+def _link(gcc: str, t: Path, chip, hot_loops: str, opt: str, image_bytes: int,
+          flash_hot: list[str] = ()) -> tuple[list[str], int | None]:
+    """Compile and link t/firmware.elf with the kernels in `hot_loops` (sram: but `flash_hot`
+    in flash); the command and the worst-case stack. Raises RamOverflow where data, arena and
+    stack exceed the chip's RAM."""
+    (t / "link.ld").write_text(linker_script(chip, flash_hot=flash_hot))
     hot = f"-DBITMCU_HOT_IN_SRAM={int(hot_loops == 'sram')}"
     cmd = [gcc, *chip.cflags, *opt.split(), "-std=c99", "-Wall", "-Wextra", "-ffreestanding",
            "-nostdlib", "-ffunction-sections", "-fdata-sections", "-msmall-data-limit=8",

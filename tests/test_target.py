@@ -101,7 +101,7 @@ def test_auto_placement_moves_the_least_used_kernel_to_flash_first(tmp_path, mon
     model = IntModel(16, 10, 255, layers, 1, "two kernels").validate()
     x = rng.integers(0, 256, (4, 256)).astype(np.uint8)
     write_export(model, tmp_path / "exp", x, np.arange(4), model_report(model, "ch32v002"))
-    assert fw.hot_kernels(model) == ["bitmcu_fc_4bitsym", "bitmcu_fc_ternary"]
+    assert fw.hot_kernels(model, CHIPS["ch32v002"]) == ["bitmcu_fc_4bitsym", "bitmcu_fc_ternary"]
     sram = build_firmware(tmp_path / "exp", "ch32v002", tmp_path / "sram", n_images=2,
                           hot_loops="sram")
     data, bss = fw._ram_use(Path(sram.elf))

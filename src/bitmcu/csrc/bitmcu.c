@@ -443,11 +443,7 @@ BITMCU_INLINE uint32_t shift_round(uint32_t v, uint32_t s, uint32_t act_max) {
     return r > act_max ? act_max : r;
 }
 
-/* Append (index, value) to the nonzero list at nz; returns the new entry count. Not inlined:
- * two call sites, a few hundred calls per inference. */
-#if defined(__GNUC__)
-__attribute__((noinline))
-#endif
+/* Append (index, value) to the nonzero list at nz; returns the new entry count. */
 static uint16_t nz_push(uint8_t *nz, uint16_t k, uint32_t *prev, uint32_t i, uint32_t v) {
     while (i - *prev > 255u) {
         nz[2u * k] = 255u;
@@ -461,18 +457,9 @@ static uint16_t nz_push(uint8_t *nz, uint16_t k, uint32_t *prev, uint32_t i, uin
     return (uint16_t)(k + 1u);
 }
 
-/* Bias unit: one more input, index n, holding the largest activation. */
-static void push_bias_unit(bitmcu_act *a, uint8_t *nz, uint16_t k, uint32_t prev, uint16_t n,
-                           uint32_t vmax) {
-    if (vmax) {
-        k = nz_push(nz, k, &prev, n, vmax);
-        a->sum += (int32_t)vmax;
-    }
-    a->n_nz = k;
-}
-
-/* ShiftNorm to the nonzero list: of the input pixels (pix) or, pix NULL, of ReLU(acc). One
- * function for both (the pixel test per value costs little; two copies cost flash). */
+/* ShiftNorm to the nonzero list: of the input pixels (pix) or, pix NULL, of ReLU(acc); with a
+ * bias unit one more input, index n, holding the largest value. One function and one loop for
+ * all of it (a test per value costs little; copies cost flash). */
 BITMCU_INLINE uint32_t relu_at(const int32_t *acc, const uint8_t *pix, uint16_t i) {
     return pix ? pix[i] : acc[i] > 0 ? (uint32_t)acc[i] : 0u;
 }
@@ -488,8 +475,9 @@ static void shiftnorm(const int32_t *acc, const uint8_t *pix, uint16_t n, uint32
     uint16_t k = 0;
     uint32_t prev = 0;
     int32_t sum = 0;
-    for (uint16_t i = 0; i < n; i++) {
-        const uint32_t v = shift_round(relu_at(acc, pix, i), s, act_max);
+    const uint32_t end = (uint32_t)n + (bias_unit ? 1u : 0u);
+    for (uint32_t i = 0; i < end; i++) {
+        const uint32_t v = shift_round(i < n ? relu_at(acc, pix, (uint16_t)i) : m, s, act_max);
         if (v) {
             k = nz_push(nz, k, &prev, i, v);
             sum += (int32_t)v;
@@ -498,9 +486,6 @@ static void shiftnorm(const int32_t *acc, const uint8_t *pix, uint16_t n, uint32
     a->nz = nz;
     a->n_nz = k;
     a->sum = sum;
-    if (bias_unit) {
-        push_bias_unit(a, nz, k, prev, n, shift_round(m, s, act_max));
-    }
 }
 
 /* ------------------------------------------------------------------------------------------ */

@@ -75,16 +75,16 @@ def linker_script(chip, min_stack: int = MIN_STACK, flash_hot: list[str] = ()) -
     return text
 
 
-def hot_kernels(model) -> list[str]:
-    """The model's hot kernels (BITMCU_HOT functions), the least worth keeping in SRAM first:
-    the fc kernels by the weights they go through, then the front end and the convolution (the
-    most work of a CNN)."""
+def hot_kernels(model, chip) -> list[str]:
+    """The model's hot kernels (BITMCU_HOT functions) on `chip`, the least worth keeping in SRAM
+    first: the fc kernels by the weights they go through, then the front end and the convolution
+    (the most work of a CNN; hot only with a multiplier: without one they need the RAM)."""
     work: dict[str, int] = {}
     for L in model.layers:
         name = f"bitmcu_{get_scheme(L.scheme).c_kernel}"
         work[name] = work.get(name, 0) + L.n_in * L.n_out
     names = sorted(work, key=lambda n: work[n])
-    if model.front:
+    if model.front and chip.has_mul:
         names += [front_entry(model), "bitmcu_conv3x3"]
     return names
 
@@ -193,7 +193,7 @@ def build_firmware(export_dir: str | Path, mcu: str, out: str | Path | None = No
         if hot_loops != "auto":
             cmd, stack = _link(gcc, t, chip, place, opt, model.n_input)
         else:  # all in SRAM; else the fewest, least used kernels in flash; else all in flash
-            names, over = hot_kernels(model), 0
+            names, over = hot_kernels(model, chip), 0
             for i in range(len(names)):
                 try:
                     cmd, stack = _link(gcc, t, chip, "sram", opt, model.n_input, names[:i])

@@ -14,6 +14,8 @@ from bitmcu.target.chips import CHIPS
 from bitmcu.target.emulator import profile
 from bitmcu.target.firmware import GCC, build_firmware, files_dir, linker_script, worst_stack
 
+from .conftest import ROOT, full_mnist_dir
+
 pytestmark = pytest.mark.skipif(shutil.which(GCC) is None, reason=f"{GCC} not installed")
 
 
@@ -270,3 +272,18 @@ def test_cnn_through_firmware_on_both_chips(tmp_path, conv_scheme, bias_unit, mu
         if mcu == "ch32v002":  # there the decoder is a function of its own, kept in flash
             assert ("<level_at" in dis) == (conv_scheme != "8bit")
             assert "<maxpool2>:" not in dis  # inlined: the front end runs wholly from SRAM
+
+
+@pytest.mark.skipif(full_mnist_dir() is None, reason="full MNIST not available")
+def test_shipped_ch32v002_model_keeps_its_figures(tmp_path):
+    """models/cnn-ch32v002-ternary: the accuracy its README states, on the full test set, and a
+    CH32V002 firmware that fits with two test images and predicts as the reference."""
+    run = ROOT / "models" / "cnn-ch32v002-ternary"
+    rep = export(run, tmp_path / "exp", target="ch32v002", data_dir=str(full_mnist_dir()))
+    assert rep.n_test == 10000 and rep.weight_bytes == 11696 <= 12 * 1024
+    assert round(100 * rep.float_acc, 2) == 99.62 and round(100 * rep.int_acc, 2) == 99.61
+    info = build_firmware(tmp_path / "exp", "ch32v002", tmp_path / "fw", n_images=2)
+    prof = profile(info.elf)
+    assert prof.mismatches == 0 and [i.pred for i in prof.inferences] == info.expected
+    assert prof.flash["total"] <= 16 * 1024 and prof.ram["total"] <= 4 * 1024
+    assert prof.median_cycles() < 2_736_250  # the prior art's 64-channel CNN

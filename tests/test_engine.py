@@ -154,6 +154,23 @@ def test_ir_roundtrip_and_validation(tmp_path):
         bad.validate()
 
 
+@pytest.mark.parametrize("scheme, byte", [("ternary", 243), ("8bit", 0x80), ("4bit", 0x08)])
+def test_codes_a_scheme_never_writes_are_refused(scheme, byte):
+    """A ternary byte above 242, the 8-bit code -128, the 4-bit 'minus zero': the kernels' tables
+    and the accumulator bounds assume they never occur, so such a model is refused."""
+    rng = np.random.default_rng(9)
+    model = random_model(rng, [scheme])
+    model.layers[0].weights[2, 1] = byte
+    with pytest.raises(BitmcuError, match=f"layer 0: packed weights hold codes that {scheme} "
+                                          "does not write"):
+        model.validate()
+    if scheme != "4bit":  # front-end kernels decode the same codes
+        cnn = random_cnn(rng, scheme)
+        cnn.front[1].weights[0, 0] = byte
+        with pytest.raises(BitmcuError, match=r"front layer 1 \(dw\): packed weights hold"):
+            cnn.validate()
+
+
 def test_accumulator_bound_from_actual_weights():
     w = np.zeros((3, 200), dtype=int)
     w[1, :100] = 127

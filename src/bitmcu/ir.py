@@ -129,6 +129,18 @@ class PoolLayer:
         return 0
 
 
+def _check_codes(where: str, scheme: str, weights: np.ndarray, levels: np.ndarray) -> None:
+    """Refuse packed weights that the scheme's own packing of their levels would not write."""
+    sch = get_scheme(scheme)
+    try:
+        same = bool(np.isin(levels, sch.levels).all()) and np.array_equal(sch.pack(levels), weights)
+    except BitmcuError:
+        same = False
+    if not same:
+        raise BitmcuError(f"{where}: packed weights hold codes that {scheme} does not write (a "
+                          "damaged or edited model file)")
+
+
 @dataclass
 class IntModel:
     input_size: int  # side of the square uint8 input image
@@ -190,7 +202,9 @@ class IntModel:
         return sum(L.nbytes for L in self.front) + sum(L.nbytes for L in self.layers)
 
     def validate(self) -> IntModel:
-        """Check shapes, schemes and that no int32 accumulator can overflow."""
+        """Check shapes, schemes, that every packed code is one its scheme writes (the C kernels
+        trust them: a ternary byte above 242 reads past the decoding table's meaning) and that
+        no int32 accumulator can overflow."""
         if not 1 <= self.act_max <= 255:
             raise BitmcuError(f"activation maximum {self.act_max} must be 1..255 (8-bit)")
         if not self.layers:
@@ -215,6 +229,7 @@ class IntModel:
                 if not sch.exportable or L.weights.shape != sch.packed_shape(L.channels, 9):
                     raise BitmcuError(f"front layer {i} ({L.op}): weights of scheme {L.scheme!r}"
                                       f" have shape {L.weights.shape}")
+                _check_codes(f"front layer {i} ({L.op})", L.scheme, L.weights, L.levels())
                 if not 0 <= L.shift <= 31:
                     raise BitmcuError(f"front layer {i}: shift {L.shift} must be 0..31")
                 bound = L.accumulator_bound(self.act_max)
@@ -247,6 +262,7 @@ class IntModel:
             if L.weights.dtype != np.uint8 or L.weights.shape != shape:
                 raise BitmcuError(f"layer {i}: packed weights have shape {L.weights.shape}, "
                                   f"expected {shape} uint8")
+            _check_codes(f"layer {i}", L.scheme, L.weights, L.levels())
             if L.relu != (i < len(self.layers) - 1):
                 raise BitmcuError(f"layer {i}: only the last layer may skip ShiftNorm+ReLU")
             bound = L.accumulator_bound(self.act_max)

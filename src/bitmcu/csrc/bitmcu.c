@@ -358,70 +358,56 @@ static const uint16_t trit_table[256] = {
 };
 #endif
 
-/* Level of trit t of a byte whose table entry is m. */
-BITMCU_INLINE int32_t trit_level(uint32_t m, uint32_t t) {
+/* Bit places per trit in a table entry. */
 #if BITMCU_HAS_MUL
-    return (int32_t)((m >> (t << 1)) & 3u) - 1;
+#define TRIT_STEP 2u
 #else
-    return (int32_t)((m >> t) & 1u) - (int32_t)((m >> (t + 8u)) & 1u);
+#define TRIT_STEP 1u
+#endif
+
+/* x times the trit at bit place `place` of table entry m: with a multiplier x * (level + 1),
+ * the caller subtracting the activation sum; without one x * level by the two masks. */
+BITMCU_INLINE uint32_t trit_term(uint32_t m, uint32_t place, uint32_t x) {
+#if BITMCU_HAS_MUL
+    return ((m >> place) & 3u) * x;
+#else
+    const uint32_t mt = m >> place;
+    return (x & -(mt & 1u)) - (x & -((mt >> 8) & 1u));
 #endif
 }
 
-/* Two rows per pass over the nonzero list: the byte w holds the trits of the current input and
- * the four beside it in the first row (w[second] in the second); t is the input's place in it,
- * followed along the list (no division), m0 and m1 the bytes' table entries. An odd last row
- * is passed with itself as its second row, whose sum is dropped. */
+/* Two rows per pass over the nonzero list: the bytes w0 and w1 hold the trits of the current
+ * input and the four beside it in the two rows; `place` is the input's bit place in their table
+ * entries m0 and m1, followed along the list (no division). An odd last row is passed with
+ * itself as its second row, whose sum is dropped. */
 BITMCU_HOT(bitmcu_fc_ternary) void bitmcu_fc_ternary(const bitmcu_layer *L, const bitmcu_act *a,
                                                       int32_t *acc) {
     const uint8_t *row = L->weights;
     const uint32_t rb = L->row_bytes;
+    const int32_t bias = BITMCU_HAS_MUL ? a->sum : 0;
     for (uint16_t o = 0; o < L->n_out; o = (uint16_t)(o + 2u), row += 2u * rb) {
         const uint32_t second = o + 1u < L->n_out ? rb : 0u;
         const uint8_t *w0 = row, *w1 = row + second;
-        uint32_t t = 0, m0 = trit_table[*w0], m1 = trit_table[*w1];
-#if BITMCU_HAS_MUL
-        uint32_t s0 = 0, s1 = 0; /* sum of trit * x; t counts in steps of 2 (bit place) */
+        uint32_t place = 0, m0 = trit_table[*w0], m1 = trit_table[*w1], s0 = 0, s1 = 0;
         for (const uint8_t *p = a->nz, *end = a->nz + 2u * a->n_nz; p != end; p += 2) {
-            t += (uint32_t)p[0] << 1;
-            if (t >= 10u) {
+            place += (uint32_t)p[0] * TRIT_STEP;
+            if (place >= 5u * TRIT_STEP) {
                 do {
-                    t -= 10u;
+                    place -= 5u * TRIT_STEP;
                     w0++;
                     w1++;
-                } while (t >= 10u);
+                } while (place >= 5u * TRIT_STEP);
                 m0 = trit_table[*w0];
                 m1 = trit_table[*w1];
             }
             const uint32_t x = p[1];
-            s0 += ((m0 >> t) & 3u) * x;
-            s1 += ((m1 >> t) & 3u) * x;
+            s0 += trit_term(m0, place, x);
+            s1 += trit_term(m1, place, x);
         }
-        acc[o] = (int32_t)s0 - a->sum;
+        acc[o] = (int32_t)s0 - bias;
         if (second) {
-            acc[o + 1u] = (int32_t)s1 - a->sum;
+            acc[o + 1u] = (int32_t)s1 - bias;
         }
-#else
-        int32_t s0 = 0, s1 = 0;
-        for (const uint8_t *p = a->nz, *end = a->nz + 2u * a->n_nz; p != end; p += 2) {
-            t += p[0];
-            if (t >= 5u) {
-                do {
-                    t -= 5u;
-                    w0++;
-                    w1++;
-                } while (t >= 5u);
-                m0 = trit_table[*w0];
-                m1 = trit_table[*w1];
-            }
-            const uint32_t x = p[1], mt0 = m0 >> t, mt1 = m1 >> t;
-            s0 += (int32_t)((x & -(mt0 & 1u)) - (x & -((mt0 >> 8) & 1u)));
-            s1 += (int32_t)((x & -(mt1 & 1u)) - (x & -((mt1 >> 8) & 1u)));
-        }
-        acc[o] = s0;
-        if (second) {
-            acc[o + 1u] = s1;
-        }
-#endif
     }
 }
 
@@ -512,7 +498,8 @@ static int32_t level_at(const bitmcu_layer *L, uint32_t r, uint32_t k) {
     case BITMCU_SCHEME_TERNARY: {
         const uint32_t q = ((k << 7) + (k << 6) + (k << 3) + (k << 2) + k) >> 10; /* k / 5 */
         const uint32_t t = k - ((q << 2) + q);
-        return trit_level(trit_table[row[q]], t);
+        const uint32_t v = trit_term(trit_table[row[q]], t * TRIT_STEP, 1u); /* level (+ 1) */
+        return (int32_t)v - (BITMCU_HAS_MUL ? 1 : 0);
     }
     case BITMCU_SCHEME_2BITSYM: { /* rows interleaved in fours */
         const uint8_t b = L->weights[(r >> 2) * L->row_bytes + k];

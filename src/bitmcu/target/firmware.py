@@ -58,7 +58,7 @@ class FirmwareInfo:
     labels: list[int]
     expected: list[int]  # numpy reference predictions of the embedded images
     stack_bound: int | None = None  # worst-case stack bytes (static call-graph analysis)
-    hot_loops_note: str = ""  # why auto placement chose flash
+    hot_loops_note: str = ""  # why auto placement moved kernels to flash
     flash_kernels: list[str] | None = None  # sram placement: hot kernels kept in flash anyway
 
     def save(self, path: Path) -> None:

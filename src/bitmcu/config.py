@@ -21,13 +21,38 @@ from .errors import BitmcuError, choices
 
 
 @dataclass
+class DiceConfig:
+    """Variation of the dice renderer (``data.dataset: dice``); [min, max] ranges are drawn
+    uniformly per image. Lengths are in units of the die's half-side unless said otherwise."""
+
+    seed: int = 0  # the training set's seed; the test set uses seed + 1
+    train: int = 60000  # training images
+    test: int = 10000  # test images
+    rotation: float = 30.0  # max rotation in degrees (either way)
+    scale: list[float] = field(default_factory=lambda: [0.62, 0.85])  # die half-side / image half-side
+    offset: float = 0.6  # max shift, as a fraction of the room beside the die
+    shear: float = 0.08  # max horizontal shear of the face
+    perspective: float = 0.06  # max projective tilt (slight perspective)
+    corner: list[float] = field(default_factory=lambda: [0.15, 0.4])  # corner radius
+    outline: float = 0.9  # share of dice drawn with their rounded-square outline (rest: none)
+    outline_width: list[float] = field(default_factory=lambda: [0.08, 0.14])
+    pip_radius: list[float] = field(default_factory=lambda: [0.12, 0.17])
+    pip_spread: list[float] = field(default_factory=lambda: [0.5, 0.58])  # corner pips' offset
+    brightness: list[float] = field(default_factory=lambda: [0.75, 1.0])  # lit pixels, 0..1
+    background: float = 0.05  # max background level, 0..1 (contrast)
+    noise: float = 0.02  # standard deviation of Gaussian pixel noise, 0..1
+    antialias: bool = True  # shade edge pixels by their distance to the edge (else hard edges)
+
+
+@dataclass
 class DataConfig:
-    dataset: str = "mnist"  # mnist | fashion-mnist | emnist-<split> | path/to/file.npz
+    dataset: str = "mnist"  # mnist | fashion-mnist | emnist-<split> | dice | path/to/file.npz
     data_dir: str | None = None  # folder with one subfolder per data set; else $BITMCU_DATA, cache
     size: int = 16  # side of the square input image the model sees (and the chip samples)
     resize: Literal["area", "bilinear"] = "area"  # downscale filter (both antialiased)
     crop: int | None = None  # downscale only the central crop x crop square; None = whole image
     train_limit: int | None = None  # use only the first N training images (quick runs)
+    dice: DiceConfig = field(default_factory=DiceConfig)  # dataset dice: the renderer's variation
 
     def input_description(self) -> str:
         """How the images are made, which is how the device must make its images too."""
@@ -235,7 +260,14 @@ def _check(cfg: Config) -> Config:
             raise BitmcuError(f"config key '{key}': {v!r} must be >= {lo}")
 
     positive("data.size", cfg.data.size, 4)
-    if cfg.data.size > 28:
+    if cfg.data.dataset == "dice":
+        from .data.dice import check_config
+
+        check_config(cfg.data.dice)
+        if cfg.data.size > 64:
+            raise BitmcuError(f"config key 'data.size': {cfg.data.size}: the dice renderer draws "
+                              "4..64 pixels per side")
+    elif cfg.data.size > 28:
         raise BitmcuError(f"config key 'data.size': {cfg.data.size} is larger than the 28x28 source")
     if cfg.data.crop is not None and not cfg.data.size <= cfg.data.crop <= 28:
         raise BitmcuError(f"config key 'data.crop': {cfg.data.crop} is not allowed; use a side "

@@ -198,7 +198,8 @@ def load_raw(name: str, data_dir: str | None = None, download: bool = True) -> d
     """The four arrays of a named data set (original resolution)."""
     if name not in DATASETS:
         raise BitmcuError(
-            f"data.dataset: unknown data set {name!r}; use {choices(DATASETS)} or a path to an .npz"
+            f"data.dataset: unknown data set {name!r}; use {choices(DATASETS + ('dice',))} or a "
+            "path to an .npz"
         )
     folder, files = _files_for(name)
     dirs = search_dirs(data_dir)
@@ -267,11 +268,21 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
 
 def load_dataset(name: str, size: int = 16, resize: str = "area", data_dir: str | None = None,
                  train_limit: int | None = None, download: bool = True,
-                 crop: int | None = None) -> Dataset:
+                 crop: int | None = None, dice=None) -> Dataset:
     """Load a data set and its ``size x size`` downscaled copy (cached on disk).
 
-    ``crop``: downscale only the central ``crop x crop`` square of each image."""
-    if name.endswith(".npz"):
+    ``crop``: downscale only the central ``crop x crop`` square of each image. ``dice``: the
+    renderer's :class:`~bitmcu.config.DiceConfig` for ``name == "dice"`` (default variation
+    when None); its images are rendered at ``size`` and are their own originals."""
+    if name == "dice":
+        from ..config import DiceConfig
+        from .dice import dice_arrays
+
+        if crop is not None:
+            raise BitmcuError("data.crop does not apply to data.dataset dice (the renderer "
+                              "frames the die itself); set data.crop=null")
+        arrays = dice_arrays(dice or DiceConfig(), size, cache_dir())
+    elif name.endswith(".npz"):
         path = Path(name).expanduser()
         if not path.is_file():
             raise BitmcuError(f"data.dataset: npz file {path} does not exist")

@@ -94,7 +94,8 @@ def evaluate(model, x: torch.Tensor, y: torch.Tensor, device=None, batch: int = 
 
 def load_data(cfg: Config) -> Dataset:
     d = cfg.data
-    return load_dataset(d.dataset, d.size, d.resize, d.data_dir, d.train_limit, crop=d.crop)
+    return load_dataset(d.dataset, d.size, d.resize, d.data_dir, d.train_limit, crop=d.crop,
+                        dice=d.dice)
 
 
 def load_teacher(cfg: Config, data: Dataset, device):

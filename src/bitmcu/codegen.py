@@ -50,12 +50,89 @@ def banner(command: str, what: str) -> str:
     )
 
 
-def model_header(model: IntModel, command: str) -> str:
-    """The whole model.h: defines, packed weights, layer table, model table."""
+def _header_start(model: IntModel, command: str) -> list[str]:
     out = [banner(command, f"model.h - integer model '{model.name}' for the bitmcu engine")]
     out.append("#ifndef BITMCU_MODEL_H\n#define BITMCU_MODEL_H\n\n#include \"bitmcu.h\"\n\n")
     out.append(f"#if BITMCU_FORMAT_VERSION != {FORMAT_VERSION}u\n"
                f"#error \"model.h was generated for engine format {FORMAT_VERSION}\"\n#endif\n\n")
+    return out
+
+
+def _model_table(front: str, kind: str) -> str:
+    return (
+        "static const bitmcu_model bitmcu_model_data = {\n"
+        "    BITMCU_MAGIC, BITMCU_FORMAT_VERSION, BITMCU_MODEL_N_LAYERS, "
+        "BITMCU_MODEL_CONFIG_HASH,\n"
+        "    BITMCU_MODEL_N_INPUT, BITMCU_MODEL_N_CLASSES, BITMCU_MODEL_MAX_OUT, "
+        "BITMCU_MODEL_MAX_IN,\n"
+        "    BITMCU_MODEL_N_FEATURES, BITMCU_MODEL_MAP_BYTES, BITMCU_MODEL_ACT_MAX, "
+        f"BITMCU_MODEL_N_FRONT, BITMCU_MODEL_BIAS_UNIT, {kind},\n"
+        f"    BITMCU_MODEL_ARENA_WORDS, bitmcu_layers, "
+        f"{front}}};\n\n"
+    )
+
+
+def decoder_header(model: IntModel, command: str) -> str:
+    """model.h of a decoder: each layer's int8 biases and then its codes in one array (the
+    table points at the codes), fc layers then stages."""
+    out = _header_start(model, command)
+    defs = {
+        "KIND": "BITMCU_KIND_DECODER",
+        "LATENT": model.latent,
+        "LATENT_SCALE": f"{model.latent_scale}u",
+        "N_INPUT": model.latent,
+        "OUTPUT_SIDE": model.input_size,
+        "N_CLASSES": model.n_classes,
+        "N_LAYERS": len(model.layers) + len(model.stages),
+        "N_FRONT": 0,
+        "ACT_MAX": model.act_max,
+        "MAX_OUT": model.max_out,
+        "MAX_IN": model.max_in,
+        "N_FEATURES": model.input_size,
+        "MAP_BYTES": sum(model.ring_bytes),
+        "BAND_ROWS": model.stages[-1].factor,
+        "BIAS_UNIT": 0,
+        "ARENA_WORDS": f"{model.arena_words}u",
+        "WEIGHT_BYTES": f"{model.weight_bytes}u",
+        "CONFIG_HASH": f"0x{model.config_hash:08x}u",
+    }
+    out += [f"#define BITMCU_MODEL_{k} {v}\n" for k, v in defs.items()]
+    out.append("\n")
+    rows = []
+    for i, L in enumerate([*model.layers, *model.stages]):
+        sch = get_scheme(L.scheme)
+        if L.op == "fc":
+            what = f"fc {L.scheme} {L.n_in} -> {L.n_out}, shift {L.shift}"
+            mult = model.chunk_rows if i == len(model.layers) - 1 else 0
+            op, relu, n_in = "BITMCU_OP_FC", 1, L.n_in
+        else:
+            what = (f"stage {L.op} {L.scheme} {L.c_in} -> {L.c_out} channels, {L.side}x{L.side} "
+                    f"in, shift {L.shift}")
+            op, relu, n_in, mult = "BITMCU_OP_STAGE", L.factor, L.c_in, L.side
+        blob = np.concatenate([L.bias.view(np.uint8), L.weights.ravel()])
+        out.append(f"/* layer {i}: {what}; {L.n_out} int8 biases, then {L.weights.size} bytes "
+                   "of codes */\n")
+        out.append(f"static const uint8_t bitmcu_w{i}[{L.n_out} + {L.weights.shape[0]} * "
+                   f"{L.weights.shape[1]}] = {{\n" + c_bytes(blob) + "\n};\n\n")
+        rows.append(f"    {{{op}, BITMCU_SCHEME_{c_ident(sch.name)}, {relu}, {L.shift}, {n_in}, "
+                    f"{L.n_out}, {L.weights.shape[1]}, {mult}, bitmcu_w{i} + {L.n_out}, "
+                    f"bitmcu_{sch.c_kernel}}},\n")
+    n = len(rows)
+    out.append(f"static const bitmcu_layer bitmcu_layers[{n}] = {{\n")
+    out.append("    /* op, scheme, relu (stages: factor), shift, n_in, n_out, row_bytes, mult "
+               "(fc: chunk, stages: side), weights, kernel */\n")
+    out += rows
+    out.append("};\n\n")
+    out.append(_model_table("NULL", "BITMCU_KIND_DECODER"))
+    out.append("#endif /* BITMCU_MODEL_H */\n")
+    return "".join(out)
+
+
+def model_header(model: IntModel, command: str) -> str:
+    """The whole model.h: defines, packed weights, layer table, model table."""
+    if model.generative:
+        return decoder_header(model, command)
+    out = _header_start(model, command)
     defs = {
         "INPUT_SIZE": model.input_size,
         "N_INPUT": model.n_input,
@@ -104,18 +181,7 @@ def model_header(model: IntModel, command: str) -> str:
                "kernel */\n")
     out += rows
     out.append("};\n\n")
-    front = front_entry(model) or "NULL"
-    out.append(
-        "static const bitmcu_model bitmcu_model_data = {\n"
-        "    BITMCU_MAGIC, BITMCU_FORMAT_VERSION, BITMCU_MODEL_N_LAYERS, "
-        "BITMCU_MODEL_CONFIG_HASH,\n"
-        "    BITMCU_MODEL_N_INPUT, BITMCU_MODEL_N_CLASSES, BITMCU_MODEL_MAX_OUT, "
-        "BITMCU_MODEL_MAX_IN,\n"
-        "    BITMCU_MODEL_N_FEATURES, BITMCU_MODEL_MAP_BYTES, BITMCU_MODEL_ACT_MAX, "
-        "BITMCU_MODEL_N_FRONT, BITMCU_MODEL_BIAS_UNIT, 0,\n"
-        f"    BITMCU_MODEL_ARENA_WORDS, bitmcu_layers, "
-        f"{front}}};\n\n"
-    )
+    out.append(_model_table(front_entry(model) or "NULL", "BITMCU_KIND_CLASSIFIER"))
     out.append("#endif /* BITMCU_MODEL_H */\n")
     return "".join(out)
 

@@ -78,7 +78,12 @@ class AugmentConfig:
 
 @dataclass
 class ModelConfig:
-    family: Literal["fc", "cnn", "convnet"] = "fc"  # convnet: a float teacher, not exportable
+    family: Literal["fc", "cnn", "convnet", "decoder"] = "fc"  # convnet: a float teacher, not
+    #                     exportable; decoder: conditional generation (latent + class -> image)
+    latent: int = 16  # decoder: latent size
+    start: int = 4  # decoder: side of the first map (the fc layers' output)
+    output: Literal["clamp"] = "clamp"  # decoder: pixels = min(255, relu(acc + 2^(s-1)) >> s)
+    temperature: float = 1.0  # decoder: latent scale when sampling (the chip's sampler too)
     channels: int = 16  # cnn: channels of the first 3x3 convolution
     conv: list[str] = field(default_factory=lambda: ["dw", "pool", "dw", "pool"])  # cnn stages
     conv_scheme: str | None = None  # cnn: weight scheme of the convolutions (null: model.scheme)
@@ -118,6 +123,8 @@ class TrainConfig:
     #                      linearly from 0 to this value over training (Nagel et al., 2022)
     ema: float = 0.0  # decay of an exponential moving average of the weights, per step; the
     #                   averaged model is evaluated, checkpointed and exported (0 = off)
+    kl_weight: float = 1.0  # decoder (CVAE): weight of the KL term beside the summed squared
+    #                         pixel error (pixels 0..1)
     sam: float = 0.0  # sharpness-aware minimization: radius rho of the weight perturbation
     #                   (Foret et al., 2021); each step costs a second forward/backward (0 = off)
     device: str = "auto"  # auto | cpu | cuda
@@ -140,6 +147,11 @@ class Config:
         """Stable short hash of the model-defining part of the config."""
         blob = json.dumps(dataclasses.asdict(self.model), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:8]
+
+    def n_weight_layers(self) -> int:
+        """Layers that model.layer_schemes can name: the fc layers, then a decoder's stages."""
+        extra = len(self.model.conv) if self.model.family == "decoder" else 0
+        return len(self.model.hidden) + 1 + extra
 
     def layer_scheme_names(self, n_layers: int) -> list[str]:
         over = list(self.model.layer_schemes)
@@ -251,9 +263,13 @@ def _check(cfg: Config) -> Config:
         if quantized:
             raise BitmcuError(f"model.family convnet is a float teacher: its schemes must be "
                               f"'none', not {quantized[0]!r} (set model.scheme=none)")
+    if cfg.model.family == "decoder":
+        from .models import decoder_shapes
+
+        decoder_shapes(cfg)
     if any(h < 1 for h in cfg.model.hidden):
         raise BitmcuError(f"config key 'model.hidden': {cfg.model.hidden} has a width below 1")
-    cfg.layer_scheme_names(len(cfg.model.hidden) + 1)
+    cfg.layer_scheme_names(cfg.n_weight_layers())
 
     def positive(key, v, lo=1):
         if v < lo:

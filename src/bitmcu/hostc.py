@@ -74,6 +74,80 @@ int main(int argc, char **argv) {
 """
 
 
+DECODER_SHIM = """\
+#include <string.h>
+
+#include "bitmcu.h"
+#include "model.h"
+
+#define SIDE BITMCU_MODEL_OUTPUT_SIDE
+typedef struct { uint8_t *image; } target;
+
+static void put_rows(void *ctx, const uint8_t *rows, uint16_t y0, uint16_t n_rows,
+                     uint16_t width) {
+    memcpy(((target *)ctx)->image + (size_t)y0 * width, rows, (size_t)n_rows * width);
+}
+
+/* n images, each from seed[i] (latent sampled by the engine) and class[i]; writes
+ * n * SIDE * SIDE pixels and n * latent latent values. Returns 0 or -status. */
+int bitmcu_host_generate_batch(const uint32_t *seeds, const uint16_t *classes, int32_t n,
+                               uint8_t *images, int8_t *latents);
+int bitmcu_host_generate_batch(const uint32_t *seeds, const uint16_t *classes, int32_t n,
+                               uint8_t *images, int8_t *latents) {
+    static int32_t arena[BITMCU_MODEL_ARENA_WORDS];
+    for (int32_t i = 0; i < n; i++) {
+        uint32_t state = bitmcu_seed_state(seeds[i]);
+        int8_t *z = latents + (size_t)i * BITMCU_MODEL_LATENT;
+        bitmcu_sample_latent(&state, z, BITMCU_MODEL_LATENT, BITMCU_MODEL_LATENT_SCALE);
+        target t = {images + (size_t)i * SIDE * SIDE};
+        bitmcu_status st = bitmcu_generate(&bitmcu_model_data, z, classes[i], arena,
+                                           BITMCU_MODEL_ARENA_WORDS, put_rows, &t);
+        if (st != BITMCU_OK) {
+            return -(int)st;
+        }
+    }
+    return 0;
+}
+"""
+
+DECODER_MAIN = """\
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "bitmcu.h"
+#include "model.h"
+
+int bitmcu_host_generate_batch(const uint32_t *seeds, const uint16_t *classes, int32_t n,
+                               uint8_t *images, int8_t *latents);
+
+/* usage: prog SEEDS.bin CLASSES.bin N IMAGES.bin LATENTS.bin */
+int main(int argc, char **argv) {
+    if (argc != 6) return 2;
+    int32_t n = (int32_t)atoi(argv[3]);
+    size_t npx = (size_t)n * BITMCU_MODEL_OUTPUT_SIDE * BITMCU_MODEL_OUTPUT_SIDE;
+    size_t nz = (size_t)n * BITMCU_MODEL_LATENT;
+    uint32_t *seeds = malloc((size_t)n * 4 + 4);
+    uint16_t *classes = malloc((size_t)n * 2 + 2);
+    uint8_t *images = malloc(npx + 1);
+    int8_t *latents = malloc(nz + 1);
+    FILE *f = fopen(argv[1], "rb");
+    if (!f || fread(seeds, 4, (size_t)n, f) != (size_t)n) return 3;
+    fclose(f);
+    f = fopen(argv[2], "rb");
+    if (!f || fread(classes, 2, (size_t)n, f) != (size_t)n) return 3;
+    fclose(f);
+    if (bitmcu_host_generate_batch(seeds, classes, n, images, latents) != 0) return 4;
+    f = fopen(argv[4], "wb");
+    if (!f || fwrite(images, 1, npx, f) != npx) return 5;
+    fclose(f);
+    f = fopen(argv[5], "wb");
+    if (!f || fwrite(latents, 1, nz, f) != nz) return 5;
+    fclose(f);
+    return 0;
+}
+"""
+
+
 def engine_dir() -> Path:
     """Folder with bitmcu.c and bitmcu.h (package data)."""
     return Path(str(resources.files("bitmcu") / "csrc"))
@@ -97,14 +171,15 @@ class HostModel:
     """A model header compiled for this machine."""
 
     def __init__(self, model_h: str, has_mul: bool = True, cc: str | None = None,
-                 sanitize: bool = False, workdir: Path | None = None):
+                 sanitize: bool = False, workdir: Path | None = None, decoder: bool = False):
         self._tmp = None
         if workdir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="bitmcu-host-")
             workdir = Path(self._tmp.name)
         self.dir = Path(workdir)
         (self.dir / "model.h").write_text(model_h)
-        (self.dir / "shim.c").write_text(HOST_SHIM)
+        self.decoder = decoder
+        (self.dir / "shim.c").write_text(DECODER_SHIM if decoder else HOST_SHIM)
         for f in ("bitmcu.c", "bitmcu.h"):
             shutil.copy(engine_dir() / f, self.dir / f)
         self.sanitize = sanitize
@@ -112,7 +187,7 @@ class HostModel:
         flags = WARNINGS + [f"-DBITMCU_HAS_MUL={int(has_mul)}", f"-I{self.dir}"]
         srcs = [str(self.dir / "shim.c"), str(self.dir / "bitmcu.c")]
         if sanitize:
-            (self.dir / "main.c").write_text(HOST_MAIN)
+            (self.dir / "main.c").write_text(DECODER_MAIN if decoder else HOST_MAIN)
             self.exe = self.dir / "host_model"
             # the harness (file I/O, malloc) is not held to the engine's warning set
             _compile([cc, "-std=c99", *SANITIZE, f"-I{self.dir}", "-c",
@@ -125,9 +200,10 @@ class HostModel:
             so = self.dir / "libbitmcu_model.so"
             _compile([cc, *flags, "-O2", "-fPIC", "-shared", *srcs, "-o", str(so)], "engine")
             self.lib = ctypes.CDLL(str(so))
-            self.lib.bitmcu_host_run_batch.argtypes = [ctypes.c_void_p, ctypes.c_int32,
-                                                       ctypes.c_void_p]
-            self.lib.bitmcu_host_run_batch.restype = ctypes.c_int
+            fn = self.lib.bitmcu_host_generate_batch if decoder else self.lib.bitmcu_host_run_batch
+            fn.argtypes = [ctypes.c_void_p] * (2 if decoder else 1) + [ctypes.c_int32] + \
+                [ctypes.c_void_p] * (2 if decoder else 1)
+            fn.restype = ctypes.c_int
 
     def run(self, images: np.ndarray, n_classes: int) -> np.ndarray:
         """(N, n_input) uint8 -> (N, n_classes) int32 logits computed by the C engine."""
@@ -147,6 +223,32 @@ class HostModel:
         if r.returncode != 0:
             raise BitmcuError(f"sanitizer build failed (exit {r.returncode}):\n{r.stderr[-3000:]}")
         return np.frombuffer(out.read_bytes(), dtype=np.int32).reshape(n, n_classes).copy()
+
+    def generate(self, seeds, classes, side: int, latent: int) -> tuple[np.ndarray, np.ndarray]:
+        """(N,) seeds and classes -> ((N, side, side) uint8 images, (N, latent) int8 latents)
+        generated by the C engine (its own PRNG and latent sampler)."""
+        seeds = np.ascontiguousarray(np.asarray(seeds, dtype=np.int64) & 0xFFFFFFFF,
+                                     dtype=np.uint32)
+        classes = np.ascontiguousarray(classes, dtype=np.uint16)
+        n = len(seeds)
+        images = np.zeros((n, side, side), dtype=np.uint8)
+        z = np.zeros((n, latent), dtype=np.int8)
+        if self.lib is not None:
+            rc = self.lib.bitmcu_host_generate_batch(seeds.ctypes.data, classes.ctypes.data, n,
+                                                     images.ctypes.data, z.ctypes.data)
+            if rc != 0:
+                raise BitmcuError(f"C engine returned status {-rc}")
+            return images, z
+        files = [self.dir / f for f in ("seeds.bin", "classes.bin", "images.bin", "z.bin")]
+        files[0].write_bytes(seeds.tobytes())
+        files[1].write_bytes(classes.tobytes())
+        env = dict(os.environ, ASAN_OPTIONS="detect_leaks=0")
+        r = subprocess.run([str(self.exe), str(files[0]), str(files[1]), str(n), str(files[2]),
+                            str(files[3])], capture_output=True, text=True, env=env)
+        if r.returncode != 0:
+            raise BitmcuError(f"sanitizer build failed (exit {r.returncode}):\n{r.stderr[-3000:]}")
+        images = np.frombuffer(files[2].read_bytes(), dtype=np.uint8).reshape(n, side, side)
+        return images.copy(), np.frombuffer(files[3].read_bytes(), dtype=np.int8).reshape(n, latent)
 
     def close(self) -> None:
         if self._tmp is not None:

@@ -12,6 +12,16 @@ and its flattened outputs (channel-major) are the pixels of the fully connected 
   a_{l+1} = shiftnorm(relu(acc_l))            activations 0..act_max (unsigned)
   logits = acc_last, prediction = argmax (first on ties)
 shiftnorm(v) = min(act_max, (v + 2^(s-1)) >> s) with the smallest s such that max(v) >> s <= act_max.
+
+A decoder (``latent`` > 0) generates an image from an int8 latent z and a class c:
+  a0 = [relu(z), relu(-z), onehot(c) * CLASS_VALUE]      2 * latent + n_classes inputs
+  a_{l+1} = requant(acc_l, shift_l)                       every fc layer, fixed shifts
+  the last fc layer's outputs are the first map (channels, start, start), channel-major,
+  or the image itself when there are no stages; then per stage (StageLayer):
+  acc[y, x, k] = sum_i level[k, i] * window(y, x)[i]      window: the 3x3 neighbourhood of
+      (y, x) over every input channel, index ci * 9 + dy * 3 + dx, zeros outside the map
+  out = requant(acc, shift); ``up`` stages (factor 2) place output k = c * 4 + dy * 2 + dx at
+      (c, 2y + dy, 2x + dx) (pixel shuffle); the last stage's outputs are the pixels.
 """
 
 from __future__ import annotations
@@ -31,11 +41,15 @@ from .quant import get_scheme
 
 MAGIC = 0x554D4942  # "BIMU", also in bitmcu.h
 MAX_FRONT = 8  # BITMCU_MAX_FRONT in bitmcu.h: front end layers
-FORMAT_VERSION = 4  # BITMCU_FORMAT_VERSION in bitmcu.h (2: 2bitsym rows in fours, 3: binary
-#                    rows in eights, 4: depth multipliers, map_bytes)
+FORMAT_VERSION = 5  # BITMCU_FORMAT_VERSION in bitmcu.h (2: 2bitsym rows in fours, 3: binary
+#                    rows in eights, 4: depth multipliers, map_bytes, 5: decoders)
 INT32_MAX = 2**31 - 1
 MAX_DIM = 65535  # uint16 dimensions in the layer table
 TERNARY_MAX_IN = 1024  # the ternary kernel divides by 5 with (i * 205) >> 10
+LATENT_UNIT = 32  # integer latent units per 1.0 of z (a decoder's int8 latent is z * 32)
+CLASS_VALUE = LATENT_UNIT  # a decoder's class input value: 1.0 in latent units
+CHUNK_ROWS = 32  # a decoder's last fc layer is computed this many outputs at a time
+RING_ROWS = 4  # rows a decoder stage keeps of its input map (all of a map with fewer)
 
 
 @dataclass
@@ -47,13 +61,17 @@ class FCLayer:
     n_out: int
     weights: np.ndarray  # Scheme.packed_shape(n_out, n_in) uint8
     relu: bool  # ShiftNorm + ReLU after this layer (False for the logits layer)
+    shift: int | None = None  # decoders: fixed requantization shift (classifiers: ShiftNorm)
+    bias: np.ndarray | None = None  # decoders: (n_out,) int8 biases in output units
     op: str = field(default="fc", init=False)
 
     @classmethod
-    def from_levels(cls, scheme: str, levels: np.ndarray, relu: bool) -> FCLayer:
+    def from_levels(cls, scheme: str, levels: np.ndarray, relu: bool,
+                    shift: int | None = None, bias: np.ndarray | None = None) -> FCLayer:
         sch = get_scheme(scheme)
         levels = np.asarray(levels)
-        return cls(sch.name, int(levels.shape[1]), int(levels.shape[0]), sch.pack(levels), relu)
+        return cls(sch.name, int(levels.shape[1]), int(levels.shape[0]), sch.pack(levels), relu,
+                   shift, bias)
 
     def levels(self) -> np.ndarray:
         """(n_out, n_in) int32 integer weights."""
@@ -61,7 +79,7 @@ class FCLayer:
 
     @property
     def nbytes(self) -> int:
-        return int(self.weights.size)
+        return int(self.weights.size) + (0 if self.bias is None else int(self.bias.size))
 
     def accumulator_bound(self, act_max: int) -> int:
         return accumulator_bound(self.levels(), act_max)
@@ -129,6 +147,58 @@ class PoolLayer:
         return 0
 
 
+@dataclass
+class StageLayer:
+    """A decoder stage: 3x3 convolution (padding 1) over every input channel, computed per
+    pixel as an fc layer of the 3x3 window (``c_in * 9`` inputs, ``c_out * factor^2`` rows in
+    the scheme's packing); factor 2 places the outputs of each pixel as a 2x2 block of every
+    output channel (pixel shuffle)."""
+
+    scheme: str
+    c_in: int
+    c_out: int  # channels of the output map
+    side: int  # input side
+    factor: int  # 1 (conv) or 2 (up)
+    shift: int
+    weights: np.ndarray  # Scheme.packed_shape(c_out * factor^2, c_in * 9)
+    bias: np.ndarray  # (c_out * factor^2,) int8 biases in output units
+
+    @property
+    def op(self) -> str:
+        return "up" if self.factor == 2 else "conv"
+
+    @property
+    def n_in(self) -> int:
+        return self.c_in * 9
+
+    @property
+    def n_out(self) -> int:
+        return self.c_out * self.factor * self.factor
+
+    @property
+    def out_side(self) -> int:
+        return self.side * self.factor
+
+    @classmethod
+    def from_levels(cls, scheme: str, levels: np.ndarray, c_in: int, side: int, factor: int,
+                    shift: int, bias: np.ndarray) -> StageLayer:
+        sch = get_scheme(scheme)
+        levels = np.asarray(levels).reshape(len(levels), c_in * 9)
+        return cls(sch.name, c_in, len(levels) // factor**2, side, factor, int(shift),
+                   sch.pack(levels), np.asarray(bias, dtype=np.int8))
+
+    def levels(self) -> np.ndarray:
+        """(c_out * factor^2, c_in * 9) int32 levels."""
+        return get_scheme(self.scheme).unpack(self.weights, self.n_out, self.n_in)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.weights.size) + int(self.bias.size)
+
+    def accumulator_bound(self, act_max: int) -> int:
+        return accumulator_bound(self.levels(), act_max)
+
+
 def _check_codes(where: str, scheme: str, weights: np.ndarray, levels: np.ndarray) -> None:
     """Refuse packed weights that the scheme's own packing of their levels would not write."""
     sch = get_scheme(scheme)
@@ -151,7 +221,44 @@ class IntModel:
     name: str = "model"
     front: list = field(default_factory=list)  # ConvLayer | PoolLayer, CNN models only
     bias_unit: bool = False  # each FC layer's last input is the largest of the others
+    latent: int = 0  # decoders: latent size (0: a classifier); input_size is the image's side
+    stages: list = field(default_factory=list)  # decoders: StageLayer after the fc layers
+    latent_scale: int = 0  # decoders: the latent sampler's multiplier (rng.latent_scale)
 
+    @property
+    def generative(self) -> bool:
+        return self.latent > 0
+
+    @property
+    def start(self) -> tuple[int, int]:
+        """A decoder's first map (channels, side): the last fc layer's output."""
+        if self.stages:
+            return self.stages[0].c_in, self.stages[0].side
+        return 1, self.input_size
+
+    @property
+    def chunk_rows(self) -> int:
+        """Outputs of a decoder's last fc layer computed at a time: CHUNK_ROWS, or one image
+        row without stages, or all of them where that does not fit the scheme's row groups."""
+        last = self.layers[-1]
+        chunk = CHUNK_ROWS if self.stages else self.input_size
+        if chunk >= last.n_out or chunk % get_scheme(last.scheme).row_group:
+            return last.n_out
+        return chunk
+
+    @property
+    def ring_bytes(self) -> list[int]:
+        """Bytes of each decoder stage's input buffer: all of the first map, then RING_ROWS
+        rows of every later one (multiples of 4)."""
+        r4 = lambda n: (n + 3) // 4 * 4  # noqa: E731
+        return [r4(st.c_in * st.side * (st.side if i == 0 else min(st.side, RING_ROWS)))
+                for i, st in enumerate(self.stages)]
+
+    @property
+    def band_bytes(self) -> int:
+        """Rows of output pixels a decoder hands over at once (a band), in bytes."""
+        rows = self.stages[-1].factor if self.stages else 1
+        return rows * self.input_size
     @property
     def n_input(self) -> int:
         """Pixels of the input image."""
@@ -182,24 +289,32 @@ class IntModel:
 
     @property
     def max_in(self) -> int:
+        if self.generative:
+            return max(L.n_in for L in [*self.layers, *self.stages])
         return max([self.n_features] + [L.n_in for L in self.layers])
 
     @property
     def max_out(self) -> int:
+        if self.generative:
+            return max([L.n_out for L in self.layers[:-1]] + [self.chunk_rows] +
+                       [st.n_out for st in self.stages])
         return max(L.n_out for L in self.layers)
 
     @property
     def arena_words(self) -> int:
         """int32 words: max_out accumulators + a nonzero list of 2 bytes per input; with a
-        front end also the features and the map buffers (``map_bytes``)."""
+        front end also the features and the map buffers (``map_bytes``); a decoder's stage
+        input buffers (``ring_bytes``) and its band of output rows."""
         words = self.max_out + (self.max_in + 1) // 2
+        if self.generative:
+            return words + sum(self.ring_bytes) // 4 + (self.band_bytes + 3) // 4
         if self.front:
             words += (self.n_features + 3) // 4 + self.map_bytes // 4
         return words
 
     @property
     def weight_bytes(self) -> int:
-        return sum(L.nbytes for L in self.front) + sum(L.nbytes for L in self.layers)
+        return sum(L.nbytes for L in [*self.front, *self.layers, *self.stages])
 
     def validate(self) -> IntModel:
         """Check shapes, schemes, that every packed code is one its scheme writes (the C kernels
@@ -209,6 +324,8 @@ class IntModel:
             raise BitmcuError(f"activation maximum {self.act_max} must be 1..255 (8-bit)")
         if not self.layers:
             raise BitmcuError("the integer model has no layers")
+        if self.generative:
+            return self._validate_decoder()
         side, chans = self.input_size, None
         for i, L in enumerate(self.front):
             if L.side != side:
@@ -277,18 +394,74 @@ class IntModel:
             raise BitmcuError(f"last layer has {n} outputs but the model has {self.n_classes} classes")
         return self
 
+    def _validate_decoder(self) -> IntModel:
+        if self.front or self.bias_unit:
+            raise BitmcuError("a decoder has no convolutional front end and no bias unit")
+        if not 1 <= self.latent_scale <= 255:
+            raise BitmcuError(f"latent scale {self.latent_scale} must be 1..255")
+        c0, s0 = self.start
+        n = 2 * self.latent + self.n_classes
+        for i, L in enumerate(self.layers):
+            want_out = c0 * s0 * s0 if i == len(self.layers) - 1 else L.n_out
+            self._check_weights(f"layer {i}", L, n, want_out)
+            if L.shift is None or not L.relu:
+                raise BitmcuError(f"layer {i}: a decoder's fc layers requantize by a fixed shift")
+            n = L.n_out
+        side, chans = s0, c0
+        for i, st in enumerate(self.stages):
+            if st.factor not in (1, 2) or st.side != side or st.c_in != chans:
+                raise BitmcuError(f"stage {i}: takes {st.c_in} channels of {st.side}x{st.side} "
+                                  f"(factor {st.factor}) but receives {chans} of {side}x{side}")
+            self._check_weights(f"stage {i}", st, st.n_in, st.n_out)
+            side, chans = st.out_side, st.c_out
+        if (chans, side) != (1, self.input_size):
+            raise BitmcuError(f"the decoder makes {chans} channel(s) of {side}x{side}, not one "
+                              f"image of {self.input_size}x{self.input_size}")
+        if self.arena_words * 4 > 65535 * 4:
+            raise BitmcuError("the decoder's arena exceeds the engine's limit")
+        return self
+
+    def _check_weights(self, where: str, L, n_in: int, n_out: int) -> None:
+        """A decoder layer's scheme, shape, codes, shift and accumulator bound."""
+        sch = get_scheme(L.scheme)
+        if not sch.exportable:
+            raise BitmcuError(f"{where}: scheme {L.scheme!r} (float) cannot be exported")
+        if L.n_in != n_in or L.n_out != n_out or max(n_in, n_out) > MAX_DIM:
+            raise BitmcuError(f"{where}: {L.n_out}x{L.n_in}, expected {n_out}x{n_in}")
+        if sch.name == "ternary" and n_in > TERNARY_MAX_IN:
+            raise BitmcuError(f"{where}: ternary layers take at most {TERNARY_MAX_IN} inputs")
+        shape = sch.packed_shape(n_out, n_in)
+        if L.weights.dtype != np.uint8 or L.weights.shape != shape:
+            raise BitmcuError(f"{where}: packed weights have shape {L.weights.shape}, "
+                              f"expected {shape} uint8")
+        _check_codes(where, L.scheme, L.weights, L.levels())
+        if L.bias is None or L.bias.dtype != np.int8 or L.bias.shape != (n_out,):
+            raise BitmcuError(f"{where}: a decoder layer needs ({n_out},) int8 biases")
+        if not 0 <= L.shift <= 31:
+            raise BitmcuError(f"{where}: shift {L.shift} must be 0..31")
+        bound = L.accumulator_bound(self.act_max)
+        if bound > INT32_MAX:
+            raise BitmcuError(f"{where}: worst-case accumulator {bound} overflows int32")
+
     # ---------------------------------------------------------------- serialization
     def to_bytes(self) -> bytes:
         meta = {"format": "bitmcu-ir", "format_version": FORMAT_VERSION, "name": self.name,
                 "input_size": self.input_size, "n_classes": self.n_classes,
                 "act_max": self.act_max, "config_hash": self.config_hash,
-                "bias_unit": self.bias_unit,
+                "bias_unit": self.bias_unit, "latent": self.latent,
+                "latent_scale": self.latent_scale,
                 "layers": [{"op": L.op, "scheme": L.scheme, "n_in": L.n_in, "n_out": L.n_out,
-                            "relu": L.relu} for L in self.layers],
+                            "relu": L.relu, "shift": L.shift} for L in self.layers],
+                "stages": [{"scheme": st.scheme, "c_in": st.c_in, "c_out": st.c_out,
+                            "side": st.side, "factor": st.factor, "shift": st.shift}
+                           for st in self.stages],
                 "front": [{"op": L.op, "scheme": L.scheme, "channels": L.channels,
                            "side": L.side, "shift": L.shift, "mult": L.mult}
                           for L in self.front]}
         conv_w = {f"f{i}": L.weights for i, L in enumerate(self.front) if L.op != "pool"}
+        conv_w.update({f"s{i}": st.weights for i, st in enumerate(self.stages)})
+        conv_w.update({f"sb{i}": st.bias for i, st in enumerate(self.stages)})
+        conv_w.update({f"b{i}": L.bias for i, L in enumerate(self.layers) if L.bias is not None})
         buf = io.BytesIO()
         np.savez(buf, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
                  **{f"w{i}": L.weights for i, L in enumerate(self.layers)}, **conv_w)
@@ -310,15 +483,21 @@ class IntModel:
                          ConvLayer(m["op"], m["scheme"], m["channels"], m["side"], m["shift"],
                                    z[f"f{i}"], m.get("mult", 1))
                          for i, m in enumerate(meta.get("front", []))]
+                stages = [StageLayer(m["scheme"], m["c_in"], m["c_out"], m["side"], m["factor"],
+                                     m["shift"], z[f"s{i}"], z[f"sb{i}"])
+                          for i, m in enumerate(meta.get("stages", []))]
+                biases = [z[f"b{i}"] if f"b{i}" in z.files else None
+                          for i in range(len(meta["layers"]))]
         except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
             raise BitmcuError(f"{path}: not a readable bitmcu integer model ({e})") from None
         if meta.get("format") != "bitmcu-ir" or meta.get("format_version") != FORMAT_VERSION:
             raise BitmcuError(f"{path}: not a bitmcu integer model of format {FORMAT_VERSION}")
-        layers = [FCLayer(m["scheme"], m["n_in"], m["n_out"], w, m["relu"])
-                  for m, w in zip(meta["layers"], weights, strict=True)]
+        layers = [FCLayer(m["scheme"], m["n_in"], m["n_out"], w, m["relu"], m.get("shift"), b)
+                  for m, w, b in zip(meta["layers"], weights, biases, strict=True)]
         return cls(meta["input_size"], meta["n_classes"], meta["act_max"], layers,
                    meta["config_hash"], meta.get("name", "model"), front,
-                   bool(meta.get("bias_unit", False))).validate()
+                   bool(meta.get("bias_unit", False)), meta.get("latent", 0), stages,
+                   meta.get("latent_scale", 0)).validate()
 
 
 def from_checkpoint(blob: dict) -> IntModel:
@@ -338,11 +517,13 @@ def from_checkpoint(blob: dict) -> IntModel:
     if cfg.model.scale != "per_tensor":
         raise BitmcuError(f"{where}: export needs model.scale='per_tensor'; this run uses "
                           f"{cfg.model.scale!r}")
-    for i, s in enumerate(cfg.layer_scheme_names(len(cfg.model.hidden) + 1)):
+    for i, s in enumerate(cfg.layer_scheme_names(cfg.n_weight_layers())):
         if not get_scheme(s).exportable:
             raise BitmcuError(f"{where}: layer {i} uses scheme {s!r} (float), which cannot be "
                               "exported; train with a quantized scheme")
     model = model_from_checkpoint(blob)
+    if cfg.model.family == "decoder":
+        return _decoder(model, cfg, blob["n_classes"])
     n = len(model.layers)
     layers = [FCLayer.from_levels(L.scheme.name, L.integer_weight().numpy(), relu=i < n - 1)
               for i, L in enumerate(model.layers)]
@@ -350,6 +531,21 @@ def from_checkpoint(blob: dict) -> IntModel:
     return IntModel(cfg.data.size, blob["n_classes"], act_max_for(cfg.model.act_bits), layers,
                     zlib.crc32(cfg.hash().encode()), cfg.name, front,
                     cfg.model.bias_unit).validate()
+
+
+def _decoder(model, cfg, n_classes: int) -> IntModel:
+    from .rng import latent_scale
+
+    biases = model.integer_biases()
+    layers = [FCLayer.from_levels(L.scheme.name, L.integer_weight().numpy(), True,
+                                  L.shift_value(), b) for L, b in zip(model.fcs, biases, strict=False)]
+    stages = [StageLayer.from_levels(L.scheme.name, L.integer_weight().numpy(), c_in, side, f,
+                                     L.shift_value(), b)
+              for L, (c_in, side), f, b in zip(model.stages, model.shapes, model.factors,
+                                               biases[len(layers):], strict=False)]
+    return IntModel(cfg.data.size, n_classes, act_max_for(8), layers,
+                    zlib.crc32(cfg.hash().encode()), cfg.name, latent=cfg.model.latent,
+                    stages=stages, latent_scale=latent_scale(cfg.model.temperature)).validate()
 
 
 def _front(model, cfg, where) -> list:

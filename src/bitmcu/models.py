@@ -7,7 +7,7 @@ import torch.nn as nn
 
 from .config import Config
 from .errors import BitmcuError, choices
-from .ir import MAX_FRONT
+from .ir import CLASS_VALUE, LATENT_UNIT, MAX_FRONT
 from .nn import QuantLinear, QuantWeights, act_fake_quant, make_norm
 from .quant import get_scheme
 
@@ -126,17 +126,41 @@ class _Requant(torch.autograd.Function):
     took eight elementwise passes forward)."""
 
     @staticmethod
-    def forward(ctx, acc, shift: int, act_max: int):
+    def forward(ctx, acc, shift: int, act_max: int, through: bool = False):
         inv = 1.0 / (1 << shift)  # a power of two: every step below is exact on integers
         ctx.inv = inv
-        if ctx.needs_input_grad[0]:
+        ctx.through = through
+        if ctx.needs_input_grad[0] and not through:
             ctx.save_for_backward(acc > 0)
         return ((acc + ((1 << shift) >> 1)) * inv).floor_().clamp_(0, act_max)
 
     @staticmethod
     def backward(ctx, grad):
+        if ctx.through:
+            return grad * ctx.inv, None, None, None
         (positive,) = ctx.saved_tensors
-        return grad * positive * ctx.inv, None, None
+        return grad * positive * ctx.inv, None, None, None
+
+
+class _RequantBias(torch.autograd.Function):
+    """A decoder layer's output: clamp(((acc + 2^(s-1)) >> s) + bias, 0, act_max) with int8
+    biases in output units; straight-through gradients where the output is above 0 (with
+    ``through``: everywhere, for the pixels)."""
+
+    @staticmethod
+    def forward(ctx, acc, bias, shift: int, act_max: int, through: bool):
+        inv = 1.0 / (1 << shift)  # a power of two: exact on integers
+        v = ((acc + ((1 << shift) >> 1)) * inv).floor_() + bias
+        ctx.inv = inv
+        ctx.save_for_backward(torch.ones_like(v, dtype=torch.bool) if through else v > 0)
+        ctx.dims = [d for d in range(v.dim()) if d != 1]
+        return v.clamp_(0, act_max)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (live,) = ctx.saved_tensors
+        g = grad * live
+        return g * ctx.inv, g.sum(dim=ctx.dims, keepdim=True), None, None, None
 
 
 class _RoundSTE(torch.autograd.Function):
@@ -151,11 +175,13 @@ class _RoundSTE(torch.autograd.Function):
         return grad
 
 
-def requant(acc: torch.Tensor, shift: int, act_max: int = ACT_MAX) -> torch.Tensor:
+def requant(acc: torch.Tensor, shift: int, act_max: int = ACT_MAX,
+            through: bool = False) -> torch.Tensor:
     """ReLU, then (v + 2^(s-1)) >> s clamped to act_max, on integer-valued tensors, with the
-    straight-through estimator (backward: relu(v) / 2^s). The engine's rounding rule.
+    straight-through estimator (backward: relu(v) / 2^s; with ``through`` v / 2^s everywhere,
+    so that an output stuck at 0 or at act_max still learns). The engine's rounding rule.
     (A negative v needs no ReLU: (v + 2^(s-1)) / 2^s < 1/2 floors to at most 0.)"""
-    return _Requant.apply(acc, shift, act_max)
+    return _Requant.apply(acc, shift, act_max, through)
 
 
 class MaxPool2x2(nn.MaxPool2d):
@@ -174,51 +200,42 @@ class MaxPool2x2(nn.MaxPool2d):
                              torch.maximum(x[..., 1::2, 0::2], x[..., 1::2, 1::2]))
 
 
-class QuantConv2d(QuantWeights, nn.Conv2d):
-    """3x3 convolution (first: 1 -> C, or depthwise) computed exactly in integers.
+class IntegerLayer(QuantWeights):
+    """A layer computed exactly in integers: the scheme's integer levels (straight-through
+    estimator) times integer-valued inputs give exact integer accumulators, requantized to
+    0..255 by a fixed shift (``shift``) calibrated on training data until the clipping freezes.
+    The integer engine computes the same numbers. Subclasses give ``_integer_op(x, w)``."""
 
-    Input: integer-valued activations (pixels 0..255 for the first layer). The weights are the
-    scheme's integer levels (straight-through estimator), the accumulators exact integers, and
-    the output is requantized to uint8 by a fixed per-layer shift (``shift``), calibrated on
-    training images until the clipping freezes. The integer engine computes the same numbers.
-    With the float scheme ``none`` the layer is an ordinary float convolution (teachers).
-    """
-
-    def __init__(self, c_in: int, c_out: int, scheme: str, groups: int = 1,
-                 clip_method: str = "octav", clip_std: float = 2.5):
-        nn.Conv2d.__init__(self, c_in, c_out, 3, groups=groups, bias=False)
+    def _init_integer(self, scheme: str, n_out: int, clip_method: str, clip_std: float) -> None:
         if get_scheme(scheme).exportable:
             self.register_buffer("shift", torch.zeros((), dtype=torch.int64))
-        self._init_quant(scheme, c_out, clip_method=clip_method, clip_std=clip_std)
+        self._init_quant(scheme, n_out, clip_method=clip_method, clip_std=clip_std)
 
     @property
     def integer(self) -> bool:
         return self.scheme.exportable
 
     def accumulate(self, x: torch.Tensor) -> torch.Tensor:
-        """Exact integer accumulators of the convolution (float tensor holding integers)."""
+        """Exact integer accumulators of the layer (float tensor holding integers)."""
         w = self.latent_weight()
         units = w / self.step()
         if self.quantize:
             q = self.scheme.quantize_int(units.detach(), torch.ones((), device=w.device))
             units = units + (q - units).detach()
-        w_ste = units.view_as(self.weight)
-        acc = self._conv_forward(x, w_ste, None)
-        return _RoundSTE.apply(acc)
+        return _RoundSTE.apply(self._integer_op(x, units.view_as(self.weight)))
 
     @torch.no_grad()
-    def calibrate(self, x: torch.Tensor) -> None:
-        """Smallest shift that brings the largest accumulator on ``x`` into uint8 range."""
-        m = int(self.accumulate(x).max().clamp_min(0).item())
+    def calibrate(self, x: torch.Tensor, quantile: float | None = None) -> None:
+        """Smallest shift that brings the largest accumulator on ``x`` (or its ``quantile``:
+        the few above it saturate) into uint8 range."""
+        acc = self.accumulate(x)
+        top = acc.max() if quantile is None else torch.quantile(
+            acc.flatten()[:: max(1, acc.numel() // 1_000_000)].float(), quantile)
+        m = int(top.clamp_min(0).item())
         s = 0
         while (m >> s) > ACT_MAX:
             s += 1
         self.shift.fill_(s)
-
-    def forward(self, x):
-        if not self.integer:
-            return torch.relu(self._conv_forward(x, self.weight, None))
-        return requant(self.accumulate(x), self.shift_value())
 
     def shift_value(self) -> int:
         """``shift`` as a Python int, read from the buffer only when it changed (calibration,
@@ -230,6 +247,52 @@ class QuantConv2d(QuantWeights, nn.Conv2d):
         if seen is None or seen[0] is not t or seen[1] != t._version:
             self.__dict__["_shift_seen"] = (t, t._version, int(t))
         return self.__dict__["_shift_seen"][2]
+
+
+class QuantConv2d(IntegerLayer, nn.Conv2d):
+    """3x3 convolution computed exactly in integers (see :class:`IntegerLayer`): the first
+    (1 -> C) and depthwise convolutions of a cnn (no padding), a decoder's stages (padding 1).
+
+    Input: integer-valued activations (pixels 0..255 for the first layer). With the float
+    scheme ``none`` the layer is an ordinary float convolution (teachers).
+    """
+
+    def __init__(self, c_in: int, c_out: int, scheme: str, groups: int = 1,
+                 clip_method: str = "octav", clip_std: float = 2.5, padding: int = 0):
+        nn.Conv2d.__init__(self, c_in, c_out, 3, groups=groups, bias=False, padding=padding)
+        self._init_integer(scheme, c_out, clip_method, clip_std)
+
+    def _integer_op(self, x, w):
+        return self._conv_forward(x, w, None)
+
+    def forward(self, x):
+        if not self.integer:
+            return torch.relu(self._conv_forward(x, self.weight, None))
+        return requant(self.accumulate(x), self.shift_value())
+
+
+def int8_bias(b: torch.Tensor) -> torch.Tensor:
+    """Float biases -> their int8 values in output units (round, clamp), straight-through."""
+    q = b.clamp(-128, 127)
+    return q + (q.round() - q).detach()
+
+
+def bias_view(b: torch.Tensor, dim: int) -> torch.Tensor:
+    """Biases (n_out,) shaped to add along dim 1 of a (B, n_out, ...) tensor of `dim` dims."""
+    return b.reshape(1, -1, *([1] * (dim - 2)))
+
+
+class IntLinear(IntegerLayer, nn.Linear):
+    """Fully connected layer computed exactly in integers (see :class:`IntegerLayer`): a
+    decoder's fc layers, whose fixed shifts keep the absolute scale an image needs."""
+
+    def __init__(self, n_in: int, n_out: int, scheme: str, clip_method: str = "octav",
+                 clip_std: float = 2.5):
+        nn.Linear.__init__(self, n_in, n_out, bias=False)
+        self._init_integer(scheme, n_out, clip_method, clip_std)
+
+    def _integer_op(self, x, w):
+        return nn.functional.linear(x, w)
 
 
 class CNNModel(nn.Module):
@@ -361,7 +424,171 @@ class ConvNetModel(nn.Module):
         self.head.update_clips()
 
 
+# ------------------------------------------------------------------------------ decoder
+
+DECODER_STAGES = ("up*K", "conv*K")
+BIAS_SCALE = 32.0  # output units per unit of a decoder bias parameter (Adam moves it as fast
+#                    as a weight)
+
+
+def decoder_stage(st: str, i: int) -> tuple[int, int]:
+    """A decoder ``model.conv`` entry -> (upscale factor, output channels): ``up*K`` is a 3x3
+    convolution (padding 1) to 4K channels whose 2x2 groups become the pixels of a map of twice
+    the side (sub-pixel convolution, ``pixel_shuffle``); ``conv*K`` keeps the side."""
+    op, star, k = str(st).partition("*")
+    if op in ("up", "conv") and star and k.isdigit() and int(k) >= 1:
+        return (2 if op == "up" else 1), int(k)
+    raise BitmcuError(f"config key 'model.conv[{i}]': {st!r} is not allowed with model.family "
+                      f"decoder; use {choices(DECODER_STAGES)} (K output channels, >= 1)")
+
+
+def decoder_shapes(cfg: Config) -> list[tuple[int, int]]:
+    """(channels, side) of the first map and after each stage; errors name the key.
+
+    >>> from bitmcu.config import Config, DataConfig, ModelConfig
+    >>> decoder_shapes(Config(data=DataConfig(dataset="dice", size=32), model=ModelConfig(
+    ...     family="decoder", channels=8, start=4, conv=["up*8", "up*8", "up*1"])))
+    [(8, 4), (8, 8), (8, 16), (1, 32)]
+    """
+    m = cfg.model
+    if m.latent < 1:
+        raise BitmcuError(f"config key 'model.latent': {m.latent} must be >= 1 (latent size)")
+    if not m.conv:
+        raise BitmcuError("config key 'model.conv': a decoder needs at least one stage (up*K "
+                          "or conv*K, the last one *1), e.g. [up*8, up*8, up*1]")
+    if m.channels < 1 or m.start < 1:
+        raise BitmcuError(f"config keys 'model.channels' and 'model.start': {m.channels} "
+                          f"channels of side {m.start} must both be >= 1")
+    shapes = [(m.channels, m.start)]
+    for i, st in enumerate(m.conv):
+        f, k = decoder_stage(st, i)
+        shapes.append((k, shapes[-1][1] * f))
+    if shapes[-1] != (1, cfg.data.size):
+        raise BitmcuError(f"config key 'model.conv': stages {m.conv} from a {m.start}x{m.start} "
+                          f"map make {shapes[-1][0]} channel(s) of {shapes[-1][1]}x{shapes[-1][1]}"
+                          f"; the output must be 1 channel of data.size {cfg.data.size}x"
+                          f"{cfg.data.size} (the last stage ends in *1, and start * 2^ups = size)")
+    if not 0 < m.temperature <= 2:
+        raise BitmcuError(f"config key 'model.temperature': {m.temperature} must be in (0, 2]")
+    return shapes
+
+
+def latent_input(z: torch.Tensor, y: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """The first fc layer's input: [relu(z), relu(-z), one-hot(class) * CLASS_VALUE], z in
+    integer latent units. Unsigned, as every activation of the engine; the two signs have
+    their own weight columns, and each class its own column (its bias)."""
+    onehot = nn.functional.one_hot(y, n_classes).to(z.dtype) * CLASS_VALUE
+    return torch.cat([torch.relu(z), torch.relu(-z), onehot], dim=1)
+
+
+def quantize_latent(z: torch.Tensor) -> torch.Tensor:
+    """Float z -> its integer latent units (round, clamp to int8's -127..127), STE."""
+    q = (z * LATENT_UNIT).clamp(-127, 127)
+    return q + (q.round() - q).detach()
+
+
+class DecoderModel(nn.Module):
+    """Conditional decoder: (latent z, class) -> image, exact integer arithmetic throughout.
+
+    fc layers (:class:`IntLinear`, fixed-shift requantization plus an int8 bias per output,
+    ReLU) from
+    :func:`latent_input` to the first map (channels x start x start, or the image itself
+    without stages), then :func:`decoder_stage` convolutions at growing resolution; the last
+    one's requantization is the output function (pixels 0..255). A float encoder (training
+    only, never exported) makes it a conditional VAE: image + class -> mean and log-variance.
+    """
+
+    def __init__(self, cfg: Config, n_classes: int):
+        super().__init__()
+        m = cfg.model
+        self.n_classes, self.latent, self.size = n_classes, m.latent, cfg.data.size
+        shapes = decoder_shapes(cfg)
+        self.shapes = shapes
+        c0, s0 = shapes[0]
+        widths = [2 * m.latent + n_classes, *m.hidden, c0 * s0 * s0]
+        schemes = cfg.layer_scheme_names(cfg.n_weight_layers())
+        clip = {"clip_method": m.clip, "clip_std": m.clip_std}
+        self.fcs = nn.ModuleList(IntLinear(a, b, s, **clip) for a, b, s in
+                                 zip(widths[:-1], widths[1:], schemes, strict=False))
+        self.factors = [decoder_stage(st, i)[0] for i, st in enumerate(m.conv)]
+        self.stages = nn.ModuleList(
+            QuantConv2d(c_in, c_out * f * f, s, padding=1, **clip)
+            for (c_in, _), (c_out, _), f, s in zip(shapes[:-1], shapes[1:], self.factors,
+                                                   schemes[len(self.fcs):], strict=True))
+        self.biases = nn.ParameterList(nn.Parameter(torch.zeros(L.weight.shape[0]))
+                                       for L in [*self.fcs, *self.stages])
+        for L in [*self.fcs, *self.stages]:
+            if not L.integer:
+                raise BitmcuError(f"model.family decoder: every layer is integer arithmetic; "
+                                  f"scheme {L.scheme.name!r} is float, use a quantized scheme")
+        # the output's shift is calibrated once, at the start: its weights then learn the
+        # brightness (recalibrating by the brightest pixel would pin it down)
+        self.register_buffer("output_calibrated", torch.zeros((), dtype=torch.bool))
+        self.calib_quantile = 0.999
+        n_pix = cfg.data.size * cfg.data.size
+        self.encoder = nn.Sequential(nn.Linear(n_pix + n_classes, 512), nn.ReLU(),
+                                     nn.Linear(512, 256), nn.ReLU(), nn.Linear(256, 2 * m.latent))
+
+    @property
+    def layers(self):
+        return [*self.fcs, *self.stages]
+
+    @torch.no_grad()
+    def integer_biases(self) -> list:
+        """Each layer's int8 biases (numpy), as the integer engine adds them."""
+        return [int8_bias(b * BIAS_SCALE).to(torch.int8).cpu().numpy() for b in self.biases]
+
+    def weight_layers(self) -> list[tuple[str, nn.Module]]:
+        return [*((f"fc{i}", L) for i, L in enumerate(self.fcs)),
+                *((f"up{i}" if f == 2 else f"conv{i}", L)
+                  for i, (L, f) in enumerate(zip(self.stages, self.factors, strict=True)))]
+
+    def encode(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images (B, S, S) 0..255 and classes -> latent mean and log-variance (B, latent)."""
+        h = torch.cat([x.reshape(len(x), -1).float() / 255.0,
+                       nn.functional.one_hot(y, self.n_classes).float()], dim=1)
+        mu, logvar = self.encoder(h).chunk(2, dim=1)
+        return mu, logvar.clamp(-12, 6)
+
+    def decode(self, zq: torch.Tensor, y: torch.Tensor, calibrate: bool = False) -> torch.Tensor:
+        """Integer latent (B, latent) in latent units and classes -> pixels (B, S, S), 0..255."""
+        a = latent_input(zq, y, self.n_classes)
+        layers = self.layers
+        for i, L in enumerate(layers):
+            if i == len(self.fcs):
+                c0, s0 = self.shapes[0]
+                a = a.reshape(len(a), c0, s0, s0)
+            if calibrate and (i < len(layers) - 1 or not self.output_calibrated):
+                L.calibrate(a, self.calib_quantile)
+            acc = L.accumulate(a)
+            b = bias_view(int8_bias(self.biases[i] * BIAS_SCALE), acc.dim())
+            a = _RequantBias.apply(acc, b, L.shift_value(), ACT_MAX, i == len(layers) - 1)
+            if i >= len(self.fcs) and self.factors[i - len(self.fcs)] == 2:
+                a = nn.functional.pixel_shuffle(a, 2)
+        return a.reshape(len(a), self.size, self.size)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator | None = None):
+        """CVAE pass: (reconstruction (B, S, S), mu, logvar)."""
+        mu, logvar = self.encode(x, y)
+        eps = torch.randn(mu.shape, generator=gen).to(mu.device) if gen is not None else \
+            torch.randn_like(mu)
+        z = mu + eps * torch.exp(0.5 * logvar)
+        return self.decode(quantize_latent(z), y), mu, logvar
+
+    def update_clips(self, calib: tuple | None = None) -> None:
+        for L in self.layers:
+            L.update_clip()
+        if calib is not None:
+            x, y = calib
+            with torch.no_grad():
+                mu, _ = self.encode(x, y)
+                self.decode(quantize_latent(mu), y, calibrate=True)
+                self.output_calibrated.fill_(True)
+
+
 def build_model(cfg: Config, n_classes: int) -> nn.Module:
+    if cfg.model.family == "decoder":
+        return DecoderModel(cfg, n_classes)
     if cfg.model.family == "fc":
         return FCModel(cfg, n_classes)
     if cfg.model.family == "cnn":

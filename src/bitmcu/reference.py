@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .ir import INT32_MAX, ConvLayer, FCLayer, IntModel
+from .ir import CLASS_VALUE, INT32_MAX, ConvLayer, FCLayer, IntModel, StageLayer
 
 
 def shift_for(m: np.ndarray, act_max: int) -> np.ndarray:
@@ -98,3 +98,60 @@ def run(model: IntModel, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if layer.relu:
             a = shiftnorm_relu(acc, model.act_max)
     return acc, acc.argmax(axis=1)
+
+
+# ------------------------------------------------------------------------------ decoders
+
+
+def requant_bias(acc: np.ndarray, shift: int, bias: np.ndarray, act_max: int) -> np.ndarray:
+    """A decoder layer's output: clamp(((acc + 2^(s-1)) >> s) + bias, 0, act_max), bias (n_out,)
+    int8 in output units, >> arithmetic (floor)."""
+    v = (acc.astype(np.int64) + ((1 << shift) >> 1)) >> shift
+    return np.clip(v + bias.astype(np.int64), 0, act_max)
+
+
+def latent_input(model: IntModel, z: np.ndarray, cls: np.ndarray) -> np.ndarray:
+    """(N, latent) int8 latents and (N,) classes -> (N, 2 * latent + n_classes) activations
+    [relu(z), relu(-z), onehot(class) * CLASS_VALUE]."""
+    z = np.asarray(z).astype(np.int64)
+    onehot = np.zeros((len(z), model.n_classes), dtype=np.int64)
+    onehot[np.arange(len(z)), np.asarray(cls)] = CLASS_VALUE
+    return np.concatenate([np.maximum(z, 0), np.maximum(-z, 0), onehot], axis=1)
+
+
+def windows3x3(m: np.ndarray) -> np.ndarray:
+    """(N, C, H, W) maps -> (N, H, W, C * 9) 3x3 neighbourhoods (zeros outside), index
+    c * 9 + dy * 3 + dx."""
+    n, c, h, w = m.shape
+    p = np.zeros((n, c, h + 2, w + 2), dtype=np.int64)
+    p[:, :, 1:-1, 1:-1] = m
+    taps = [p[:, :, dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)]
+    return np.stack(taps, axis=2).reshape(n, c * 9, h, w).transpose(0, 2, 3, 1)
+
+
+def stage(st: StageLayer, m: np.ndarray, act_max: int) -> np.ndarray:
+    """(N, c_in, H, H) -> (N, c_out, H * factor, H * factor): per pixel an fc layer of its
+    3x3 window, requantized, then (factor 2) each pixel's outputs k = c * 4 + dy * 2 + dx
+    placed at (c, 2y + dy, 2x + dx)."""
+    n, _, h, _ = m.shape
+    win = windows3x3(m).reshape(n * h * h, st.n_in)
+    acc = win @ st.levels().astype(np.int64).T
+    if np.abs(acc).max(initial=0) > INT32_MAX:
+        raise OverflowError("accumulator exceeds int32; IntModel.validate should have refused")
+    out = requant_bias(acc, st.shift, st.bias, act_max)
+    out = out.reshape(n, h, h, st.c_out, st.factor, st.factor)
+    return out.transpose(0, 3, 1, 4, 2, 5).reshape(n, st.c_out, h * st.factor, h * st.factor)
+
+
+def generate(model: IntModel, z: np.ndarray, cls: np.ndarray) -> np.ndarray:
+    """(N, latent) int8 latents and (N,) classes -> (N, side, side) uint8 generated images."""
+    if not model.generative:
+        raise ValueError("generate() takes a decoder; this model is a classifier")
+    a = latent_input(model, z, cls)
+    for layer in model.layers:
+        a = requant_bias(fc(layer, a).astype(np.int64), layer.shift, layer.bias, model.act_max)
+    c0, s0 = model.start
+    m = a.reshape(len(a), c0, s0, s0)
+    for st in model.stages:
+        m = stage(st, m, model.act_max)
+    return m.reshape(len(a), model.input_size, model.input_size).astype(np.uint8)

@@ -980,6 +980,270 @@ bitmcu_status bitmcu_front_end_8bit(const bitmcu_model *model, const uint8_t *in
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* randomness: the PRNG and the latent sampler (mirrored by bitmcu/rng.py)                    */
+
+uint32_t bitmcu_xorshift32(uint32_t *state) {
+    uint32_t x = *state;
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    *state = x;
+    return x;
+}
+
+uint32_t bitmcu_seed_state(uint32_t seed) {
+    return seed ? seed : BITMCU_XORSHIFT_ZERO;
+}
+
+void bitmcu_sample_latent(uint32_t *state, int8_t *z, uint16_t n, uint32_t scale) {
+    for (uint16_t i = 0; i < n; i++) {
+        const uint32_t w = bitmcu_xorshift32(state);
+        const int32_t g = (int32_t)((w & 255u) + ((w >> 8) & 255u) + ((w >> 16) & 255u) +
+                                    (w >> 24)) - 510;
+        /* g * scale without a multiplier: scale's bits, shift and add (two's complement) */
+        uint32_t p = 0;
+        for (uint32_t b = 0; b < 8u; b++) {
+            p += ((uint32_t)g << b) & bit_mask(scale, b);
+        }
+        int32_t v = ((int32_t)p + 128) >> 8;
+        v = v > 127 ? 127 : v < -127 ? -127 : v;
+        z[i] = (int8_t)v;
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* decoders: latent + class -> image, band by band                                             */
+
+/* A decoder layer's int8 biases, one per output row, stored just before its codes. */
+BITMCU_INLINE const int8_t *layer_bias(const bitmcu_layer *L) {
+    return (const int8_t *)(L->weights - L->n_out);
+}
+
+/* clamp(((acc + 2^(s-1)) >> s) + bias, 0, act_max): a decoder layer's output function. */
+BITMCU_INLINE uint32_t requant_bias(int32_t acc, uint32_t shift, int32_t bias, uint32_t act_max) {
+    const int32_t v = ((acc + (int32_t)((1u << shift) >> 1u)) >> shift) + bias;
+    return v < 0 ? 0u : (uint32_t)v > act_max ? act_max : (uint32_t)v;
+}
+
+/* Rows that share their packed bytes (interleaved schemes): the step of a row chunk. */
+static uint32_t row_group(uint8_t scheme) {
+    return scheme == BITMCU_SCHEME_BINARY || scheme == BITMCU_SCHEME_BINARY_BALANCED ? 8u
+           : scheme == BITMCU_SCHEME_2BITSYM                                        ? 4u
+           : scheme == BITMCU_SCHEME_4BITSYM                                        ? 2u
+                                                                                    : 1u;
+}
+
+/* The first fc layer's input: [relu(z), relu(-z), onehot(class) * CLASS_VALUE]. */
+static void latent_act(const int8_t *z, uint16_t n, uint16_t cls, bitmcu_act *a, uint8_t *nz) {
+    uint16_t k = 0;
+    uint32_t prev = 0;
+    int32_t sum = 0;
+    for (uint32_t sign = 0; sign < 2u; sign++) {
+        for (uint32_t i = 0; i < n; i++) {
+            const int32_t v = sign ? -(int32_t)z[i] : (int32_t)z[i];
+            if (v > 0) {
+                k = nz_push(nz, k, &prev, sign * n + i, (uint32_t)v);
+                sum += v;
+            }
+        }
+    }
+    k = nz_push(nz, k, &prev, 2u * n + cls, BITMCU_CLASS_VALUE);
+    a->nz = nz;
+    a->n_nz = k;
+    a->sum = sum + BITMCU_CLASS_VALUE;
+}
+
+/* Requantized fc outputs to the next layer's nonzero list. */
+static void requant_act(const bitmcu_layer *L, const int32_t *acc, uint32_t act_max,
+                        bitmcu_act *a, uint8_t *nz) {
+    const int8_t *bias = layer_bias(L);
+    uint16_t k = 0;
+    uint32_t prev = 0;
+    int32_t sum = 0;
+    for (uint32_t i = 0; i < L->n_out; i++) {
+        const uint32_t v = requant_bias(acc[i], L->shift, bias[i], act_max);
+        if (v) {
+            k = nz_push(nz, k, &prev, i, v);
+            sum += (int32_t)v;
+        }
+    }
+    a->nz = nz;
+    a->n_nz = k;
+    a->sum = sum;
+}
+
+/* One decoder stage's buffers: its input map (channels x kept rows x side; row y in slot
+ * y & mask) and how many of its own rows it has computed. */
+typedef struct {
+    uint8_t *in;
+    uint16_t mask; /* 0xffff: the whole map is kept */
+    uint16_t kept; /* rows kept */
+    uint16_t done;
+} stage_state;
+
+/* Row y of stage L: per pixel the nonzero list of its 3x3 window (zeros outside), the fc kernel
+ * of the window, then each output row requantized into the next buffer `out` (`out_mask`,
+ * `out_kept` rows of 2 * side with factor 2). */
+static void stage_row(const bitmcu_layer *L, const stage_state *st, uint32_t y, uint32_t act_max,
+                      int32_t *acc, uint8_t *nz, uint8_t *out, uint32_t out_mask,
+                      uint32_t out_kept) {
+    const uint32_t side = L->mult, c_in = L->n_in, f = L->relu;
+    const int8_t *bias = layer_bias(L);
+    bitmcu_layer view = *L; /* the window's fc layer */
+    view.n_in = (uint16_t)((c_in << 3) + c_in);
+    const uint32_t out_side = f == 2u ? side << 1 : side;
+    for (uint32_t x = 0; x < side; x++) {
+        uint16_t k = 0;
+        uint32_t prev = 0, idx = 0;
+        int32_t sum = 0;
+        for (uint32_t c = 0; c < c_in; c++) {
+            const uint8_t *plane = st->in + c * st->kept * side;
+            for (uint32_t dy = 0; dy < 3u; dy++) {
+                const uint32_t yy = y + dy - 1u; /* wraps above the map: skipped */
+                for (uint32_t dx = 0; dx < 3u; dx++, idx++) {
+                    const uint32_t xx = x + dx - 1u;
+                    if (yy >= side || xx >= side) {
+                        continue;
+                    }
+                    const uint32_t v = plane[(yy & st->mask) * side + xx];
+                    if (v) {
+                        k = nz_push(nz, k, &prev, idx, v);
+                        sum += (int32_t)v;
+                    }
+                }
+            }
+        }
+        bitmcu_act a = {nz, k, sum};
+        view.kernel(&view, &a, acc);
+        for (uint32_t r = 0; r < L->n_out; r++) {
+            const uint8_t v = (uint8_t)requant_bias(acc[r], L->shift, bias[r], act_max);
+            const uint32_t c = f == 2u ? r >> 2 : r;
+            const uint32_t oy = f == 2u ? (y << 1) + ((r >> 1) & 1u) : y;
+            const uint32_t ox = f == 2u ? (x << 1) + (r & 1u) : x;
+            out[(c * out_kept + (oy & out_mask)) * out_side + ox] = v;
+        }
+    }
+}
+
+bitmcu_status bitmcu_generate(const bitmcu_model *model, const int8_t *z, uint16_t cls,
+                              int32_t *arena, size_t arena_words, bitmcu_emit_fn emit,
+                              void *ctx) {
+    if (!model || !z || !arena || !emit) {
+        return BITMCU_ERR_ARG;
+    }
+    if (model->magic != BITMCU_MAGIC) {
+        return BITMCU_ERR_MAGIC;
+    }
+    if (model->version != BITMCU_FORMAT_VERSION) {
+        return BITMCU_ERR_VERSION;
+    }
+    const bitmcu_layer *layers = model->layers;
+    uint32_t n_fc = 0;
+    while (n_fc < model->n_layers && layers[n_fc].op == BITMCU_OP_FC) {
+        n_fc++;
+    }
+    const uint32_t n_st = model->n_layers - n_fc;
+    if (model->kind != BITMCU_KIND_DECODER || cls >= model->n_classes || !n_fc || !n_st ||
+        n_st > BITMCU_MAX_STAGES) {
+        return BITMCU_ERR_LAYER;
+    }
+    /* the chain: fc layers, then stages whose sides and channels follow on */
+    stage_state st[BITMCU_MAX_STAGES];
+    const uint32_t nz_words = ((uint32_t)model->max_in + 1u) / 2u;
+    uint8_t *buf = (uint8_t *)(arena + model->max_out + nz_words);
+    uint32_t bytes = 0, chans = layers[n_fc].n_in, side = layers[n_fc].mult;
+    for (uint32_t s = 0; s < n_st; s++) {
+        const bitmcu_layer *L = layers + n_fc + s;
+        const uint32_t whole = s == 0 || side <= 4u;
+        if (L->op != BITMCU_OP_STAGE || !L->kernel || L->n_in != chans || L->mult != side ||
+            (L->relu != 1u && L->relu != 2u) || 9u * L->n_in > model->max_in ||
+            L->n_out > model->max_out) {
+            return BITMCU_ERR_LAYER;
+        }
+        st[s].in = buf + bytes;
+        st[s].kept = (uint16_t)(whole ? side : 4u);
+        st[s].mask = (uint16_t)(whole ? 0xffffu : 3u);
+        st[s].done = 0;
+        bytes += (chans * st[s].kept * side + 3u) & ~3u;
+        chans = L->relu == 2u ? (uint32_t)L->n_out >> 2 : L->n_out;
+        side = side * L->relu;
+    }
+    const bitmcu_layer *last = layers + model->n_layers - 1;
+    const uint32_t band_rows = last->relu;
+    if (chans != 1u || side != model->n_features || bytes != model->map_bytes ||
+        arena_words < model->arena_words ||
+        model->arena_words < model->max_out + nz_words + (bytes + band_rows * side + 3u) / 4u) {
+        return chans != 1u || side != model->n_features ? BITMCU_ERR_LAYER : BITMCU_ERR_ARENA;
+    }
+    uint8_t *band = buf + bytes;
+    int32_t *acc = arena;
+    uint8_t *nz = (uint8_t *)(arena + model->max_out);
+    const uint32_t act_max = model->act_max;
+
+    /* fc layers: the latent to the first map, the last one a chunk of outputs at a time */
+    bitmcu_act act;
+    if (layers[0].n_in != 2u * model->n_input + model->n_classes) {
+        return BITMCU_ERR_LAYER;
+    }
+    latent_act(z, model->n_input, cls, &act, nz);
+    for (uint32_t l = 0; l < n_fc; l++) {
+        const bitmcu_layer *L = layers + l;
+        if (!L->kernel || L->n_in > model->max_in ||
+            (l + 1u < n_fc ? L->n_out > model->max_out || L->n_out != layers[l + 1u].n_in
+                           : L->n_out != layers[n_fc].n_in * st[0].kept * layers[n_fc].mult)) {
+            return BITMCU_ERR_LAYER;
+        }
+        BITMCU_TRACE(2u, l);
+        if (l + 1u < n_fc) {
+            L->kernel(L, &act, acc);
+            requant_act(L, acc, act_max, &act, nz);
+            continue;
+        }
+        const uint32_t chunk = L->mult ? L->mult : L->n_out;
+        const uint32_t group = row_group(L->scheme);
+        if (chunk > model->max_out || chunk % group) {
+            return BITMCU_ERR_LAYER;
+        }
+        const int8_t *bias = layer_bias(L);
+        bitmcu_layer view = *L;
+        for (uint32_t o = 0; o < L->n_out; o += chunk) {
+            view.n_out = (uint16_t)(L->n_out - o < chunk ? L->n_out - o : chunk);
+            view.weights = L->weights + o / group * L->row_bytes;
+            L->kernel(&view, &act, acc);
+            for (uint32_t i = 0; i < view.n_out; i++) {
+                st[0].in[o + i] = (uint8_t)requant_bias(acc[i], L->shift, bias[o + i], act_max);
+            }
+        }
+    }
+
+    /* stages, row by row: the last stage whose input rows are there computes its next row */
+    const uint32_t top = n_st - 1u;
+    while (st[top].done < last->mult) {
+        uint32_t s = top;
+        while (s > 0u) {
+            const bitmcu_layer *L = layers + n_fc + s;
+            const uint32_t need = st[s].done + 1u < L->mult ? st[s].done + 1u : L->mult - 1u;
+            if ((uint32_t)st[s - 1u].done * layers[n_fc + s - 1u].relu > need) {
+                break;
+            }
+            s--;
+        }
+        const bitmcu_layer *L = layers + n_fc + s;
+        BITMCU_TRACE(2u, n_fc + s);
+        if (s < top) {
+            stage_row(L, &st[s], st[s].done, act_max, acc, nz, st[s + 1u].in, st[s + 1u].mask,
+                      st[s + 1u].kept);
+        } else {
+            stage_row(L, &st[s], st[s].done, act_max, acc, nz, band, band_rows - 1u, band_rows);
+            emit(ctx, band, (uint16_t)(st[s].done * band_rows), (uint16_t)band_rows,
+                 (uint16_t)side);
+        }
+        st[s].done++;
+    }
+    return BITMCU_OK;
+}
+
+/* ------------------------------------------------------------------------------------------ */
 /* runner                                                                                     */
 
 bitmcu_status bitmcu_run(const bitmcu_model *model, const uint8_t *input, int32_t *arena,

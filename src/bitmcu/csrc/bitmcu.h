@@ -21,8 +21,11 @@
 #include <stdint.h>
 
 #define BITMCU_MAGIC 0x554D4942u /* "BIMU" little-endian */
-#define BITMCU_FORMAT_VERSION 4u
+#define BITMCU_FORMAT_VERSION 5u
 #define BITMCU_MAX_FRONT 8u /* front end layers at most */
+#define BITMCU_MAX_STAGES 8u /* decoder stages at most */
+#define BITMCU_CLASS_VALUE 32 /* a decoder's class input value (1.0 in latent units) */
+#define BITMCU_XORSHIFT_ZERO 0x9E3779B9u /* the PRNG state of seed 0 */
 
 #ifndef BITMCU_HAS_MUL
 #if defined(__riscv) && !defined(__riscv_mul) && !defined(__riscv_zmmul)
@@ -59,8 +62,16 @@ typedef enum {
     BITMCU_OP_FC = 1,    /* fully connected */
     BITMCU_OP_CONV1 = 2, /* 3x3 convolution of the image into channel c (front end) */
     BITMCU_OP_DW = 3,    /* depthwise 3x3 convolution of channel c (front end) */
-    BITMCU_OP_POOL = 4   /* 2x2 max-pool of channel c (front end) */
+    BITMCU_OP_POOL = 4,  /* 2x2 max-pool of channel c (front end) */
+    BITMCU_OP_STAGE = 5  /* decoder stage: 3x3 convolution over all channels, per pixel an fc
+                          * layer of its window, optionally pixel-shuffled to twice the side */
 } bitmcu_op;
+
+/* Model kinds. */
+typedef enum {
+    BITMCU_KIND_CLASSIFIER = 0, /* image -> logits (bitmcu_run) */
+    BITMCU_KIND_DECODER = 1     /* latent + class -> image (bitmcu_generate) */
+} bitmcu_kind;
 
 /* Weight schemes: ids are stable and equal to the Python registry's Scheme.id. */
 typedef enum {
@@ -92,7 +103,13 @@ typedef void (*bitmcu_kernel)(const struct bitmcu_layer *layer, const bitmcu_act
 
 /* One layer. FC: n_in inputs, n_out outputs. Front end (CONV1/DW/POOL): n_in = side of the
  * square input map, n_out = output channels, weights (CONV1/DW) = 9 levels per channel; a DW
- * layer's output channel k convolves input channel k / mult. */
+ * layer's output channel k convolves input channel k / mult.
+ * Decoders: every layer requantizes by its fixed `shift` and adds an int8 bias per output row;
+ * the n_out biases sit just before the packed codes (weights - n_out). FC: relu = 1, mult =
+ * outputs computed at a time (the last fc layer; 0: all). STAGE: relu = upscale factor (1 or
+ * 2), n_in = input channels (the fc view takes their 9 * n_in window values), n_out = rows
+ * (output channels * factor^2, row k of a pixel goes to channel k / 4 at (2y + (k / 2) % 2,
+ * 2x + k % 2) with factor 2), mult = side of the input map. */
 typedef struct bitmcu_layer {
     uint8_t op;              /* bitmcu_op */
     uint8_t scheme;          /* bitmcu_scheme (0 for POOL) */
@@ -126,7 +143,8 @@ typedef struct bitmcu_model {
     uint8_t act_max;         /* largest activation value (255 for 8-bit) */
     uint8_t n_front;         /* leading CONV1/DW/POOL layers (0: fully connected model) */
     uint8_t bias_unit;       /* 1: each FC layer's last input is the largest of the others */
-    uint8_t reserved;
+    uint8_t kind;            /* bitmcu_kind; a decoder: n_input = latent size, n_features =
+                              * image side, map_bytes = its stages' input buffers, n_front = 0 */
     uint32_t arena_words;    /* int32 words of arena the model needs */
     const bitmcu_layer *layers;
     bitmcu_front_fn front;   /* bitmcu_front_end(_8bit) for CNN models, else NULL */
@@ -143,6 +161,24 @@ typedef struct bitmcu_model {
  * logits: (n_classes) int32 out; pred: index of the largest logit (first on ties), may be NULL. */
 bitmcu_status bitmcu_run(const bitmcu_model *model, const uint8_t *input, int32_t *arena,
                          size_t arena_words, int32_t *logits, uint16_t *pred);
+
+/* Generated rows handed over by bitmcu_generate: n_rows rows of `width` uint8 pixels, from
+ * image row y0 on (a band; the image is never whole in RAM). */
+typedef void (*bitmcu_emit_fn)(void *ctx, const uint8_t *rows, uint16_t y0, uint16_t n_rows,
+                               uint16_t width);
+
+/* Generate one image with a decoder: z (n_input int8 latent values), cls < n_classes;
+ * arena: arena_words int32 words; emit receives the image band by band, top to bottom. */
+bitmcu_status bitmcu_generate(const bitmcu_model *model, const int8_t *z, uint16_t cls,
+                              int32_t *arena, size_t arena_words, bitmcu_emit_fn emit, void *ctx);
+
+/* The PRNG: xorshift32 (x ^= x << 13; x ^= x >> 17; x ^= x << 5); a state is never 0. */
+uint32_t bitmcu_xorshift32(uint32_t *state);
+/* The state of a seed: the seed itself, BITMCU_XORSHIFT_ZERO for 0. */
+uint32_t bitmcu_seed_state(uint32_t seed);
+/* n latent values: per value one PRNG word, g = sum of its four bytes - 510, z = clamp((g *
+ * scale + 128) >> 8, -127, 127); scale: BITMCU_MODEL_LATENT_SCALE (the temperature's). */
+void bitmcu_sample_latent(uint32_t *state, int8_t *z, uint16_t n, uint32_t scale);
 
 /* Kernels, one per scheme (the model table points at the ones it uses). */
 void bitmcu_fc_binary(const bitmcu_layer *layer, const bitmcu_act *act, int32_t *acc);

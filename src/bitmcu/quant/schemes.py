@@ -39,6 +39,7 @@ class Scheme:
     bits: ClassVar[int]  # storage bits per weight (ternary: 8 bits per 5 weights)
     levels: ClassVar[tuple[int, ...]]  # sorted integer levels
     c_kernel: ClassVar[str | None]
+    row_group: ClassVar[int] = 1  # rows that share their packed bytes (interleaved rows)
     centered: ClassVar[bool] = False  # quantize w - mean(w) (BinaryBalanced)
     exportable: ClassVar[bool] = True
 
@@ -180,6 +181,7 @@ class Binary(InterleavedRows, Scheme):
     (:class:`InterleavedRows`): bit k of byte j of group g is row 8g + k's code for input j."""
 
     name, id, bits, levels, c_kernel = "binary", 1, 1, (-1, 1), "fc_binary"
+    row_group = 8
 
 
 class BinaryBalanced(Binary):
@@ -219,6 +221,7 @@ class TwoBitSym(InterleavedRows, Scheme):
     in fours (:class:`InterleavedRows`)."""
 
     name, id, bits, levels, c_kernel = "2bitsym", 4, 2, (-3, -1, 1, 3), "fc_2bitsym"
+    row_group = 4
 
 
 class FourBitSym(InterleavedRows, Scheme):
@@ -226,6 +229,7 @@ class FourBitSym(InterleavedRows, Scheme):
     in pairs (:class:`InterleavedRows`): low nibble row 2p, high nibble row 2p + 1."""
 
     name, id, bits, c_kernel = "4bitsym", 5, 4, "fc_4bitsym"
+    row_group = 2
     levels = tuple(range(-15, 16, 2))
 
 

@@ -23,10 +23,16 @@ def plot_curves(metrics: list[dict], path: Path) -> None:
     a1.set_ylabel("loss")
     a1.set_yscale("log")
     a1.legend()
-    a2.plot(ep, [100 * m["train_acc"] for m in metrics], label="train")
-    a2.plot(ep, [100 * m["test_acc"] for m in metrics], label="test")
+    if "test_acc" in metrics[0]:
+        a2.plot(ep, [100 * m["train_acc"] for m in metrics], label="train")
+        a2.plot(ep, [100 * m["test_acc"] for m in metrics], label="test")
+        a2.set_ylabel("accuracy (%)")
+    else:  # a decoder: reconstruction error per pixel
+        a2.plot(ep, [m["train_mse"] for m in metrics], label="train (sampled latent)")
+        a2.plot(ep, [m["test_mse"] for m in metrics], label="test (mean latent)")
+        a2.set_ylabel("squared error per pixel (0..1)")
+        a2.set_yscale("log")
     a2.set_xlabel("epoch")
-    a2.set_ylabel("accuracy (%)")
     a2.legend()
     a2.grid(alpha=0.3)
     fig.tight_layout()
@@ -56,7 +62,7 @@ def plot_weights(model, path: Path) -> None:
 
 def plot_first_layer(model, size: int, path: Path, max_tiles: int = 64) -> None:
     layer = model.layers[0]
-    if layer.weight.shape[1] not in (size * size, size * size + 1):  # no pixels (cnn)
+    if hasattr(model, "decode") or layer.weight.shape[1] not in (size * size, size * size + 1):  # no pixels (cnn)
         return
     w = (layer.integer_weight() if layer.scheme.exportable else layer.weight.detach()).numpy()
     w = w[:, : size * size]  # without the bias unit

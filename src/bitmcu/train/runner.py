@@ -261,6 +261,69 @@ def _train_epoch(model, opt, data: Dataset, cfg: Config, epoch: int, device, bar
     return tot_loss.item() / seen, tot_ok.item() / seen
 
 
+def decoder_loss(cfg: Config, recon, x, mu, logvar) -> tuple[torch.Tensor, torch.Tensor,
+                                                            torch.Tensor]:
+    """CVAE loss per image: summed squared pixel error (pixels 0..1) + kl_weight * KL(q || N(0, 1));
+    returns (loss, reconstruction error, KL), each a batch mean."""
+    rec = ((recon - x) / 255.0).pow(2).flatten(1).sum(1).mean()
+    kl = (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp())).sum(1).mean()
+    return rec + cfg.train.kl_weight * kl, rec, kl
+
+
+def _train_decoder_epoch(model, opt, data: Dataset, cfg: Config, epoch: int, device, bar,
+                         average: WeightAverage | None = None) -> tuple[float, float]:
+    """One epoch of CVAE training (augmentation does not apply: the decoder learns the images
+    as they are). Returns (mean loss, mean squared error per pixel)."""
+    gen = epoch_generator(cfg.seed, epoch)
+    n, bs = len(data.train_x), cfg.train.batch_size
+    perm = torch.randperm(n, generator=gen)
+    steps = math.ceil(n / bs)
+    model.train()
+    tot = torch.zeros(2, dtype=torch.float64, device=device)
+    for s in range(steps):
+        idx = perm[s * bs : (s + 1) * bs]
+        xb, yb = data.train_x[idx].float().to(device), data.train_y[idx].to(device)
+        lr = lr_at(cfg, epoch + s / steps)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        recon, mu, logvar = model(xb, yb, gen)
+        loss, rec, _ = decoder_loss(cfg, recon, xb, mu, logvar)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if average is not None:
+            average.update(model, epoch * steps + s)
+        tot += torch.stack([loss.detach(), rec.detach()]).double() * len(idx)
+        if bar is not None:
+            bar.update(1)
+            if s % 20 == 0 or s == steps - 1:
+                bar.set_postfix(loss=f"{tot[0].item() / min(n, (s + 1) * bs):.3f}",
+                                lr=f"{lr:.2e}")
+    tot = (tot / n).tolist()
+    return tot[0], tot[1] / (data.size * data.size)
+
+
+@torch.no_grad()
+def evaluate_decoder(model, cfg: Config, x: torch.Tensor, y: torch.Tensor, device=None,
+                     batch: int = 2000) -> dict:
+    """Test loss, reconstruction error per pixel and KL of a decoder (latent = the encoder's
+    mean, no sampling noise)."""
+    device = device or torch.device("cpu")
+    model.eval()
+    tot = np.zeros(3)
+    for i in range(0, len(x), batch):
+        xb, yb = x[i : i + batch].float().to(device), y[i : i + batch].to(device)
+        mu, logvar = model.encode(xb, yb)
+        from ..models import quantize_latent
+
+        recon = model.decode(quantize_latent(mu), yb)
+        loss, rec, kl = decoder_loss(cfg, recon, xb, mu, logvar)
+        tot += np.array([loss.item(), rec.item(), kl.item()]) * len(xb)
+    tot /= max(1, len(x))
+    return {"test_loss": float(tot[0]), "test_mse": float(tot[1] / x.shape[-1] ** 2),
+            "test_kl": float(tot[2])}
+
+
 def new_run_dir(base: Path, name: str) -> Path:
     run = base / name
     i = 1
@@ -335,6 +398,10 @@ def train(cfg: Config, run_dir: Path | None = None, resume: str | Path | None = 
             average.model.load_state_dict(blob["model"])
     final = model if average is None else average.model  # what the run delivers
     teacher = load_teacher(cfg, data, device)
+    decoder = cfg.model.family == "decoder"
+    if decoder and teacher is not None:
+        raise BitmcuError("config key 'train.teacher': a decoder (model.family decoder) is not "
+                          "distilled; set train.teacher=null")
 
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
@@ -350,19 +417,29 @@ def train(cfg: Config, run_dir: Path | None = None, resume: str | Path | None = 
             t0 = time.perf_counter()
             _set_quantize(model, average, epoch >= cfg.model.quant_from)
             if epoch < cfg.model.clip_until:
-                model.update_clips(calib=data.train_x[:1000].to(device))
+                calib = data.train_x[:1000].to(device)
+                model.update_clips(calib=(calib, data.train_y[:1000].to(device)) if decoder
+                                   else calib)
                 if average is not None:
                     average.copy_buffers(model)
             bar = None if quiet else tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
                                           leave=False, dynamic_ncols=True, disable=None)
-            tr_loss, tr_acc = _train_epoch(model, opt, data, cfg, epoch, device, bar, teacher,
-                                           average)
+            if decoder:
+                tr_loss, tr_mse = _train_decoder_epoch(model, opt, data, cfg, epoch, device, bar,
+                                                       average)
+            else:
+                tr_loss, tr_acc = _train_epoch(model, opt, data, cfg, epoch, device, bar,
+                                               teacher, average)
             if bar is not None:
                 bar.close()
-            ev = evaluate(final, data.test_x, data.test_y, device)
-            m = {"epoch": epoch + 1, "train_loss": tr_loss, "train_acc": tr_acc,
-                 "test_loss": ev.loss, "test_acc": ev.acc, "lr": lr_at(cfg, epoch + 1),
-                 "seconds": time.perf_counter() - t0}
+            if decoder:
+                m = {"epoch": epoch + 1, "train_loss": tr_loss, "train_mse": tr_mse,
+                     **evaluate_decoder(final, cfg, data.test_x, data.test_y, device)}
+            else:
+                ev = evaluate(final, data.test_x, data.test_y, device)
+                m = {"epoch": epoch + 1, "train_loss": tr_loss, "train_acc": tr_acc,
+                     "test_loss": ev.loss, "test_acc": ev.acc}
+            m.update(lr=lr_at(cfg, epoch + 1), seconds=time.perf_counter() - t0)
             metrics.append(m)
             save_checkpoint(run_dir / "checkpoint.pt", final, opt, cfg, data.n_classes, epoch + 1,
                             metrics, live=None if average is None else model)
@@ -371,7 +448,11 @@ def train(cfg: Config, run_dir: Path | None = None, resume: str | Path | None = 
                 for k, v in m.items():
                     if k != "epoch":
                         tb.add_scalar(k, v, epoch + 1)
-            if not quiet:
+            if not quiet and decoder:
+                log(f"epoch {epoch + 1:>3}/{cfg.train.epochs}  loss {tr_loss:.4f}  "
+                    f"test loss {m['test_loss']:.4f} (mse/pixel {m['test_mse']:.5f}, kl "
+                    f"{m['test_kl']:.2f})  ({m['seconds']:.1f}s)")
+            elif not quiet:
                 log(f"epoch {epoch + 1:>3}/{cfg.train.epochs}  loss {tr_loss:.4f}  "
                     f"train {100 * tr_acc:.2f}%  test {100 * ev.acc:.2f}%  ({m['seconds']:.1f}s)")
     except _Terminated:

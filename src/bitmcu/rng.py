@@ -1,0 +1,65 @@
+"""The one PRNG and the one integer Gaussian latent sampler, mirrored by csrc/bitmcu.c.
+
+    xorshift32:  x ^= x << 13; x ^= x >> 17; x ^= x << 5   (uint32, never 0)
+    seed -> state: the seed itself, or XORSHIFT_ZERO for seed 0
+    latent value: w = xorshift32(); g = sum of w's four bytes - 510   (-510..510)
+                  z = clamp((g * scale + 128) >> 8, -127, 127)      (int8, arithmetic shift)
+
+g is a sum of four uniform bytes (Irwin-Hall): mean 0, variance 4 * (256^2 - 1) / 12 = 21845,
+close to Gaussian. ``scale`` = round(temperature * 256 * LATENT_UNIT / sqrt(21845)), so that
+at temperature 1 z has the standard deviation of LATENT_UNIT (32) latent units, the N(0, 1)
+prior the decoder was trained with (0.992 of it at scale 55). Functions take arrays of seeds
+and work on all of them at once.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .ir import LATENT_UNIT
+
+XORSHIFT_ZERO = 0x9E3779B9  # the state of seed 0 (xorshift32 stays at 0 from 0)
+BYTE_SUM_MEAN = 510  # mean of the sum of four uniform bytes
+BYTE_SUM_VAR = 4 * (256**2 - 1) / 12  # its variance: 21845
+
+
+def seed_state(seeds) -> np.ndarray:
+    """uint32 states of the given seeds (taken modulo 2^32)."""
+    s = (np.asarray(seeds, dtype=np.int64) & 0xFFFFFFFF).astype(np.uint32)
+    return np.where(s == 0, np.uint32(XORSHIFT_ZERO), s)
+
+
+def xorshift32(state: np.ndarray) -> np.ndarray:
+    """The next state (= the output) of each uint32 state."""
+    x = np.asarray(state, dtype=np.uint32).copy()
+    x ^= x << np.uint32(13)
+    x ^= x >> np.uint32(17)
+    x ^= x << np.uint32(5)
+    return x
+
+
+def latent_scale(temperature: float) -> int:
+    """The sampler's multiplier for a temperature (1.0: the training prior's scale)."""
+    k = round(temperature * 256 * LATENT_UNIT / math.sqrt(BYTE_SUM_VAR))
+    if not 1 <= k <= 255:
+        raise ValueError(f"temperature {temperature} gives latent scale {k}; allowed 1..255")
+    return k
+
+
+def sample_latent(state: np.ndarray, n: int, scale: int) -> tuple[np.ndarray, np.ndarray]:
+    """n latent values per state: ((N, n) int8 latents, the states after them)."""
+    x = np.asarray(state, dtype=np.uint32)
+    z = np.empty((len(x), n), dtype=np.int8)
+    for i in range(n):
+        x = xorshift32(x)
+        w = x.astype(np.int64)
+        g = (w & 255) + ((w >> 8) & 255) + ((w >> 16) & 255) + (w >> 24) - BYTE_SUM_MEAN
+        z[:, i] = np.clip((g * scale + 128) >> 8, -127, 127)
+    return z, x
+
+
+def latents_for(seeds, n: int, scale: int) -> np.ndarray:
+    """(N, n) int8 latents of the given seeds: what the engine samples for each seed."""
+    return sample_latent(seed_state(seeds), n, scale)[0]

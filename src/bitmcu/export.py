@@ -12,10 +12,12 @@ from pathlib import Path
 import numpy as np
 
 from . import reference
-from .codegen import EXAMPLE_MAIN, MAKEFILE, images_header, model_header
+from .codegen import (DECODER_MAIN, EXAMPLE_MAIN, MAKEFILE, images_header, model_header,
+                      samples_header)
 from .errors import BitmcuError, choices
 from .hostc import engine_dir
 from .ir import IntModel, from_checkpoint
+from .rng import latents_for
 
 # target -> whether the core multiplies (selects kernel forms at compile time)
 TARGETS = {"generic": True, "ch32v003": False, "ch32v002": True, "cortex-m0": True}
@@ -63,8 +65,25 @@ def model_report(model: IntModel, target: str, float_acc=None, int_acc=None, n_t
                 "n_out": L.n_out, "bytes": L.nbytes,
                 "acc_bound": L.accumulator_bound(model.act_max)}
                for i, L in enumerate(model.layers)]
+    layers += [{"index": len(model.layers) + i, "op": st.op, "scheme": st.scheme,
+                "n_in": f"{st.c_in}x{st.side}x{st.side}",
+                "n_out": f"{st.c_out}x{st.out_side}x{st.out_side}", "bytes": st.nbytes,
+                "acc_bound": st.accumulator_bound(model.act_max)}
+               for i, st in enumerate(model.stages)]
     return ExportReport(model.name, target, layers, model.weight_bytes, model.arena_words * 4,
                         float_acc, int_acc, n_test, input_desc)
+
+
+def fnv1a(data: np.ndarray) -> int:
+    """32-bit FNV-1a of the bytes of an array (the example program's image checksum).
+
+    >>> hex(fnv1a(np.frombuffer(b"a", dtype=np.uint8)))
+    '0xe40c292c'
+    """
+    h = 0x811C9DC5
+    for b in np.asarray(data, dtype=np.uint8).ravel().tobytes():
+        h = ((h ^ b) * 0x01000193) & 0xFFFFFFFF
+    return h
 
 
 def load_int_model(run: str | Path) -> tuple[IntModel, dict]:
@@ -95,6 +114,8 @@ def export(run: str | Path, out: str | Path, target: str = "generic", data_dir: 
     data = load_data(cfg)
     test_x = data.test_x.numpy()
     test_y = data.test_y.numpy()
+    if model.generative:
+        evaluate = False  # a decoder is judged by `bitmcu judge`, not by test accuracy
     if evaluate:
         float_acc = eval_float(model_from_checkpoint(blob), data.test_x, data.test_y).acc
         _, pred = reference.run(model, test_x)
@@ -112,14 +133,23 @@ def write_export(model: IntModel, out: str | Path, test_x: np.ndarray, test_y: n
                  command: str = "bitmcu export") -> None:
     """Write an export folder for an integer model; all files appear at once or none do."""
     k = min(n_images, len(test_x))
-    _, ref_pred = reference.run(model, test_x[:k])
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".bitmcu-export-", dir=out.parent) as tmp:
         t = Path(tmp)
         (t / "model.h").write_text(model_header(model, command))
-        (t / "test_images.h").write_text(images_header(test_x[:k], test_y[:k], ref_pred, command))
-        (t / "main.c").write_text(EXAMPLE_MAIN)
+        if model.generative:  # seeds 1..k, classes in turn, the reference's image checksums
+            seeds, classes = np.arange(1, k + 1), np.arange(k) % model.n_classes
+            images = reference.generate(model, latents_for(seeds, model.latent,
+                                                           model.latent_scale), classes)
+            (t / "test_samples.h").write_text(samples_header(seeds, classes, command,
+                                                             [fnv1a(im) for im in images]))
+            (t / "main.c").write_text(DECODER_MAIN)
+        else:
+            _, ref_pred = reference.run(model, test_x[:k])
+            (t / "test_images.h").write_text(images_header(test_x[:k], test_y[:k], ref_pred,
+                                                           command))
+            (t / "main.c").write_text(EXAMPLE_MAIN)
         (t / "Makefile").write_text(MAKEFILE)
         for f in ("bitmcu.c", "bitmcu.h"):
             shutil.copy(engine_dir() / f, t / f)

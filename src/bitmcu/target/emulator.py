@@ -4,13 +4,17 @@ breakdown, flash and RAM use with the measured peak stack.
 Protocol with the firmware: it writes events to the 32-bit word ``bitmcu_marker`` (a plain RAM
 word on the chip): ``event << 24 | arg`` with event 1 = image start (arg: index), 2 = layer start
 (arg: layer), 3 = image end (arg: prediction), 4 = done (stops the run). Any ELF linked with the
-project's startup code and linker script that writes these markers can be profiled.
+project's startup code and linker script that writes these markers can be profiled. A decoder's
+firmware also stores each generated pixel to the word ``bitmcu_pixels``; the profiler collects
+them per image. A layer that starts many times in one image (a decoder's stages, which run row by
+row) is charged all the cycles spent in it.
 """
 
 from __future__ import annotations
 
 import json
 import statistics
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +41,7 @@ class Inference:
     cycles: int
     insns: int
     segments: list[tuple[str, int]] = field(default_factory=list)  # (name, cycles)
+    pixels: bytes = b""  # a decoder's generated image, as stored to bitmcu_pixels
 
 
 @dataclass
@@ -45,8 +50,9 @@ class Profile:
     inferences: list[Inference]
     flash: dict[str, int]  # text, rodata, data (load copy), total, size
     ram: dict[str, int]  # data, bss, stack_peak, total, size
-    mismatches: int | None  # predictions different from the numpy reference's
+    mismatches: int | None  # predictions (decoders: images) different from the reference's
     total_insns: int
+    generative: bool = False
 
     def median_cycles(self) -> int:
         return int(statistics.median(i.cycles for i in self.inferences))
@@ -77,10 +83,11 @@ class Profile:
                      f"{f['rodata']:,}, data {f['data']:,})")
         lines.append(f"RAM:   {r['total']:,} of {r['size']:,} bytes (data {r['data']:,}, bss "
                      f"{r['bss']:,}, peak stack {r['stack_peak']:,})")
+        what = "generated images" if self.generative else "predictions"
         if self.mismatches is not None:
-            lines.append("predictions equal the numpy reference's for every image"
+            lines.append(f"{what} equal the numpy reference's for every image"
                          if self.mismatches == 0 else
-                         f"{self.mismatches} predictions DIFFER from the numpy reference")
+                         f"{self.mismatches} {what} DIFFER from the numpy reference")
         return "\n".join(lines)
 
 
@@ -138,7 +145,7 @@ def profile(elf_path: str | Path, mcu: str | None = None, max_insns: int = 500_0
     model = CycleModel(chip)
     blocks: dict[tuple[int, int], object] = {}
     st = {"cycles": 0.0, "insns": 0, "prev": None, "block_start": 0.0, "block_insn0": 0,
-          "cur": None, "events": [], "oob": None}
+          "cur": None, "events": [], "oob": None, "pixels": bytearray()}
     ram_end = RAM_BASE + chip.ram_kb * 1024
     flash_end = FLASH_BASE + chip.flash_kb * 1024
 
@@ -168,9 +175,14 @@ def profile(elf_path: str | Path, mcu: str | None = None, max_insns: int = 500_0
             k = b.addrs.index(pc)
             cyc = st["block_start"] + b.cum_cycles[k]
             ins = st["block_insn0"] + b.cum_insns[k]
-        st["events"].append((value >> 24, value & 0xFFFFFF, cyc, ins))
+        st["events"].append((value >> 24, value & 0xFFFFFF, cyc, ins, bytes(st["pixels"])))
+        if value >> 24 == EV_IMAGE:
+            st["pixels"].clear()
         if value >> 24 == EV_DONE:
             uc.emu_stop()
+
+    def on_pixel(uc, access, addr, size, value, _):
+        st["pixels"].append(value & 0xFF)
 
     def on_oob(uc, access, addr, size, value, _):
         if st["oob"] is None:
@@ -179,6 +191,10 @@ def profile(elf_path: str | Path, mcu: str | None = None, max_insns: int = 500_0
     uc.hook_add(UC_HOOK_BLOCK, on_block)
     uc.hook_add(UC_HOOK_MEM_READ, on_flash_read, begin=FLASH_BASE, end=flash_end - 1)
     uc.hook_add(UC_HOOK_MEM_WRITE, on_marker, begin=marker, end=marker + 3)
+    generative = "bitmcu_pixels" in syms
+    if generative:
+        uc.hook_add(UC_HOOK_MEM_WRITE, on_pixel, begin=syms["bitmcu_pixels"],
+                    end=syms["bitmcu_pixels"] + 3)
     uc.hook_add(UC_HOOK_MEM_WRITE | UC_HOOK_MEM_READ, on_oob, begin=ram_end,
                 end=RAM_BASE + MAP_RAM - 1)
     try:
@@ -209,29 +225,32 @@ def profile(elf_path: str | Path, mcu: str | None = None, max_insns: int = 500_0
            "size": chip.ram_kb * 1024}
     mismatches = None
     if "expected" in meta and len(meta["expected"]) == len(infs):
-        mismatches = sum(i.pred != e for i, e in zip(infs, meta["expected"], strict=True))
+        got = [zlib.crc32(i.pixels) for i in infs] if generative else [i.pred for i in infs]
+        mismatches = sum(g != e for g, e in zip(got, meta["expected"], strict=True))
     if not infs:
         raise BitmcuError(f"{elf_path}: ran to DONE but wrote no image start/end markers")
-    return Profile(chip.name, infs, flash, ram, mismatches, st["insns"])
+    return Profile(chip.name, infs, flash, ram, mismatches, st["insns"], generative)
 
 
 def _inferences(events) -> list[Inference]:
-    out, cur, last = [], None, None
-    for ev, arg, cyc, ins in events:
+    out, cur, last, seg = [], None, None, {}
+    for ev, arg, cyc, ins, pixels in events:
         if ev == EV_IMAGE:
             cur = Inference(arg, -1, 0, 0)
-            start = (cyc, ins)
+            start, seg = (cyc, ins), {}
             last = ("input", cyc)
         elif cur is None:
             continue
         elif ev == EV_LAYER:
-            cur.segments.append((last[0], int(cyc - last[1])))
+            seg[last[0]] = seg.get(last[0], 0) + int(cyc - last[1])
             last = (f"layer {arg}", cyc)
         elif ev == EV_END:
-            cur.segments.append((last[0], int(cyc - last[1])))
+            seg[last[0]] = seg.get(last[0], 0) + int(cyc - last[1])
+            cur.segments = list(seg.items())
             cur.pred = arg
             cur.cycles = int(cyc - start[0])
             cur.insns = int(ins - start[1])
+            cur.pixels = pixels
             out.append(cur)
             cur = None
     return out

@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import zlib
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
@@ -19,10 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from .. import reference
-from ..codegen import front_entry, images_header
+from ..codegen import front_entry, images_header, samples_header
 from ..errors import BitmcuError, choices
 from ..export import read_export
 from ..quant import get_scheme
+from ..rng import latents_for
 from .chips import get_chip
 
 GCC = "riscv64-unknown-elf-gcc"
@@ -34,6 +36,11 @@ MIN_STACK = 256
 # Pre-RA instruction scheduling raises register pressure past RV32E's 16 registers and makes the
 # hot loops spill to the stack (measured: 324k vs 241k cycles for the reference model on CH32V003).
 DEFAULT_OPT = "-O2 -fno-schedule-insns"
+
+
+def sample_seeds(n: int) -> np.ndarray:
+    """The seeds of a decoder firmware's n embedded samples: 1..n (class: index % classes)."""
+    return np.arange(1, n + 1)
 
 
 def files_dir() -> Path:
@@ -56,7 +63,8 @@ class FirmwareInfo:
     n_images: int
     hot_loops: str  # where the kernels run: sram or flash (sram: but those in flash_kernels)
     labels: list[int]
-    expected: list[int]  # numpy reference predictions of the embedded images
+    expected: list[int]  # numpy reference predictions of the embedded images (decoders: the
+    #                      crc32 of the reference's pixels of each (seed, class) sample)
     stack_bound: int | None = None  # worst-case stack bytes (static call-graph analysis)
     hot_loops_note: str = ""  # why auto placement moved kernels to flash
     flash_kernels: list[str] | None = None  # sram placement: hot kernels kept in flash anyway
@@ -83,6 +91,9 @@ def hot_kernels(model, chip) -> list[str]:
     for L in model.layers:
         name = f"bitmcu_{get_scheme(L.scheme).c_kernel}"
         work[name] = work.get(name, 0) + L.n_in * L.n_out
+    for st in model.stages:  # a decoder stage runs its kernel once per pixel
+        name = f"bitmcu_{get_scheme(st.scheme).c_kernel}"
+        work[name] = work.get(name, 0) + st.n_in * st.n_out * st.side * st.side
     names = sorted(work, key=lambda n: work[n])
     if model.front and chip.has_mul:
         names += [front_entry(model), "bitmcu_conv3x3"]
@@ -169,14 +180,23 @@ def build_firmware(export_dir: str | Path, mcu: str, out: str | Path | None = No
     export_dir = Path(export_dir)
     model = read_export(export_dir)
     test = export_dir / "test_set.npz"
-    if not test.is_file():
+    if not test.is_file() and not model.generative:
         raise BitmcuError(f"{export_dir}: test_set.npz missing; re-run `bitmcu export`")
-    with np.load(test) as z:
-        images, labels = z["images"], z["labels"]
+    if model.generative:
+        images = labels = np.zeros(100)  # samples: (seed, class) pairs, made below
+    else:
+        with np.load(test) as z:
+            images, labels = z["images"], z["labels"]
     if not 1 <= n_images <= len(images):
         raise BitmcuError(f"--images {n_images}: choose 1..{len(images)} (images in the export)")
     images, labels = images[:n_images], labels[:n_images]
-    _, expected = reference.run(model, images)
+    if model.generative:  # (seed, class) pairs; expected: crc32 of the reference's pixels
+        labels = np.arange(n_images) % model.n_classes
+        expected = [zlib.crc32(im.tobytes()) for im in
+                    reference.generate(model, latents_for(sample_seeds(n_images), model.latent,
+                                                          model.latent_scale), labels)]
+    else:
+        _, expected = reference.run(model, images)
     gcc, objcopy = find_tool(GCC), find_tool(OBJCOPY)
 
     out = (Path(out) if out else export_dir / f"firmware-{chip.name}").resolve()
@@ -187,23 +207,29 @@ def build_firmware(export_dir: str | Path, mcu: str, out: str | Path | None = No
             shutil.copy(export_dir / f, t / f)
         for f in ("startup.S", "fw_main.c", "fw_trace.h", "mem.c"):
             shutil.copy(files_dir() / f, t / f)
-        (t / "test_images.h").write_text(images_header(images, labels, expected,
-                                                       f"bitmcu firmware {export_dir}"))
+        if model.generative:
+            shutil.copy(files_dir() / "fw_gen.c", t / "fw_main.c")
+            (t / "test_samples.h").write_text(samples_header(sample_seeds(n_images), labels,
+                                                             f"bitmcu firmware {export_dir}"))
+        else:
+            (t / "test_images.h").write_text(images_header(images, labels, expected,
+                                                           f"bitmcu firmware {export_dir}"))
         note, place, flash_hot = "", hot_loops, []
+        image_bytes = 0 if model.generative else model.n_input  # flash per embedded image
         if hot_loops != "auto":
-            cmd, stack = _link(gcc, t, chip, place, opt, model.n_input)
+            cmd, stack = _link(gcc, t, chip, place, opt, image_bytes)
         else:  # all in SRAM; else the fewest, least used kernels in flash; else all in flash
             names, over = hot_kernels(model, chip), 0
             for i in range(len(names)):
                 try:
-                    cmd, stack = _link(gcc, t, chip, "sram", opt, model.n_input, names[:i])
+                    cmd, stack = _link(gcc, t, chip, "sram", opt, image_bytes, names[:i])
                     place, flash_hot = "sram", names[:i]
                     break
                 except RamOverflow as e:
                     if i == 0:
                         over = e.over
             else:
-                cmd, stack = _link(gcc, t, chip, "flash", opt, model.n_input)
+                cmd, stack = _link(gcc, t, chip, "flash", opt, image_bytes)
                 place = "flash"
             if place == "flash":
                 note = f"in SRAM they would overflow the RAM by {over} bytes"

@@ -62,7 +62,8 @@ def plot_weights(model, path: Path) -> None:
 
 def plot_first_layer(model, size: int, path: Path, max_tiles: int = 64) -> None:
     layer = model.layers[0]
-    if hasattr(model, "decode") or layer.weight.shape[1] not in (size * size, size * size + 1):  # no pixels (cnn)
+    pixels = (size * size, size * size + 1)
+    if hasattr(model, "decode") or layer.weight.shape[1] not in pixels:  # no pixels (cnn, decoder)
         return
     w = (layer.integer_weight() if layer.scheme.exportable else layer.weight.detach()).numpy()
     w = w[:, : size * size]  # without the bias unit

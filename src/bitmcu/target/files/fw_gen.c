@@ -1,0 +1,36 @@
+/* fw_gen.c - bitmcu firmware for decoders: generate an image for each embedded (seed, class)
+ * pair and hand its pixels, band by band, to the word bitmcu_pixels (one store per pixel; the
+ * profiler reads them back), as a display driver would receive them. Marker events: 1 = image
+ * start (arg: index), 2 = layer start (arg: layer), 3 = image end (arg: class, 0xFFFF on an
+ * error), 4 = done (written by startup.S). */
+#include "bitmcu.h"
+#include "model.h"
+#include "test_samples.h"
+
+volatile uint32_t bitmcu_marker;
+volatile uint32_t bitmcu_pixels;
+static int32_t arena[BITMCU_MODEL_ARENA_WORDS];
+
+static void emit(void *ctx, const uint8_t *rows, uint16_t y0, uint16_t n_rows, uint16_t width) {
+    (void)ctx;
+    (void)y0;
+    const uint32_t n = (uint32_t)n_rows * width;
+    for (uint32_t i = 0; i < n; i++) {
+        bitmcu_pixels = rows[i];
+    }
+}
+
+int main(void) {
+    int bad = 0;
+    for (uint32_t i = 0; i < BITMCU_N_SAMPLES; i++) {
+        int8_t z[BITMCU_MODEL_LATENT];
+        uint32_t state = bitmcu_seed_state(bitmcu_sample_seeds[i]);
+        bitmcu_marker = (1u << 24) | i;
+        bitmcu_sample_latent(&state, z, BITMCU_MODEL_LATENT, BITMCU_MODEL_LATENT_SCALE);
+        const bitmcu_status st = bitmcu_generate(&bitmcu_model_data, z, bitmcu_sample_classes[i],
+                                                 arena, BITMCU_MODEL_ARENA_WORDS, emit, 0);
+        bitmcu_marker = (3u << 24) | (st == BITMCU_OK ? bitmcu_sample_classes[i] : 0xFFFFu);
+        bad += (st != BITMCU_OK);
+    }
+    return bad;
+}

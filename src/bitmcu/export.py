@@ -12,8 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from . import reference
-from .codegen import (DECODER_MAIN, EXAMPLE_MAIN, MAKEFILE, images_header, model_header,
-                      samples_header)
+from .codegen import DECODER_MAIN, EXAMPLE_MAIN, MAKEFILE, images_header, model_header, samples_header
 from .errors import BitmcuError, choices
 from .hostc import engine_dir
 from .ir import IntModel, from_checkpoint

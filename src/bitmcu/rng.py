@@ -1,7 +1,9 @@
 """The one PRNG and the one integer Gaussian latent sampler, mirrored by csrc/bitmcu.c.
 
     xorshift32:  x ^= x << 13; x ^= x >> 17; x ^= x << 5   (uint32, never 0)
-    seed -> state: the seed itself, or XORSHIFT_ZERO for seed 0
+    seed -> state: seed ^ XORSHIFT_ZERO (XORSHIFT_ZERO where that is 0), then SEED_ROUNDS rounds
+                   of xorshift32 (nearby seeds start far apart: from a small state the first
+                   outputs of xorshift32 are small, which would bias the latent)
     latent value: w = xorshift32(); g = sum of w's four bytes - 510   (-510..510)
                   z = clamp((g * scale + 128) >> 8, -127, 127)      (int8, arithmetic shift)
 
@@ -20,15 +22,19 @@ import numpy as np
 
 from .ir import LATENT_UNIT
 
-XORSHIFT_ZERO = 0x9E3779B9  # the state of seed 0 (xorshift32 stays at 0 from 0)
+XORSHIFT_ZERO = 0x9E3779B9  # mixed into every seed (xorshift32 stays at 0 from 0)
+SEED_ROUNDS = 8
 BYTE_SUM_MEAN = 510  # mean of the sum of four uniform bytes
 BYTE_SUM_VAR = 4 * (256**2 - 1) / 12  # its variance: 21845
 
 
 def seed_state(seeds) -> np.ndarray:
     """uint32 states of the given seeds (taken modulo 2^32)."""
-    s = (np.asarray(seeds, dtype=np.int64) & 0xFFFFFFFF).astype(np.uint32)
-    return np.where(s == 0, np.uint32(XORSHIFT_ZERO), s)
+    s = (np.asarray(seeds, dtype=np.int64) & 0xFFFFFFFF).astype(np.uint32) ^ np.uint32(XORSHIFT_ZERO)
+    s = np.where(s == 0, np.uint32(XORSHIFT_ZERO), s)
+    for _ in range(SEED_ROUNDS):
+        s = xorshift32(s)
+    return s
 
 
 def xorshift32(state: np.ndarray) -> np.ndarray:

@@ -65,6 +65,8 @@ def verify(run: str | Path, data_dir: str | None = None, limit: int | None = Non
     from .train import evaluate, load_data, model_from_checkpoint
 
     model, blob = load_int_model(run)
+    if model.generative:
+        return verify_decoder(model, blob, 1000 if limit is None else limit, sanitize, cc)
     cfg = blob["cfg"]
     if data_dir:
         cfg.data.data_dir = data_dir
@@ -77,3 +79,68 @@ def verify(run: str | Path, data_dir: str | None = None, limit: int | None = Non
     ref, outs = compare_c_reference(model, xs, sanitize=sanitize, cc=cc)
     return VerifyResult(len(ys), float_acc, float((ref.argmax(1) == ys).mean()),
                         {k: float((v.argmax(1) == ys).mean()) for k, v in outs.items()})
+
+
+@dataclass
+class DecoderVerifyResult:
+    n: int
+    pixels: int  # pixels compared per engine
+    float_equal: int  # images of the float (QAT) decoder equal to the reference's
+    builds: list[str]
+
+    def text(self) -> str:
+        return (f"verified {self.n} (seed, class) samples: every one of {self.pixels:,} generated "
+                f"pixels of the C engine ({', '.join(self.builds)}) equals the numpy reference's;"
+                f"\nfloat (QAT) decoder: {self.float_equal} of {self.n} images equal the "
+                "reference's")
+
+
+def sample_inputs(model: IntModel, n: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """n (seed, class) pairs: seeds seed.., classes in turn."""
+    seeds = np.arange(seed, seed + n, dtype=np.int64)
+    return seeds, np.arange(n) % model.n_classes
+
+
+def compare_c_generate(model: IntModel, seeds: np.ndarray, classes: np.ndarray,
+                       builds=(True, False), sanitize: bool = False, cc: str | None = None):
+    """The reference's images of (seed, class) pairs; raise where the C engine's latents or any
+    pixel differ (with and without multiplier)."""
+    from .rng import latents_for
+
+    z = latents_for(seeds, model.latent, model.latent_scale)
+    ref = reference.generate(model, z, classes)
+    header = model_header(model, "bitmcu verify")
+    for has_mul in builds:
+        host = HostModel(header, has_mul=has_mul, cc=cc, sanitize=sanitize, decoder=True)
+        try:
+            images, cz = host.generate(seeds, classes, model.input_size, model.latent)
+        finally:
+            host.close()
+        name = "mul" if has_mul else "nomul"
+        if not np.array_equal(cz, z):
+            raise BitmcuError(f"C engine ({name}): its latent sampler differs from the reference")
+        diff = np.nonzero((images != ref).any(axis=(1, 2)))[0]
+        if len(diff):
+            i = int(diff[0])
+            raise BitmcuError(f"C engine ({name}) differs from the reference on {len(diff)} of "
+                              f"{len(seeds)} images ({int((images != ref).sum())} pixels); first: "
+                              f"seed {int(seeds[i])}, class {int(classes[i])}")
+    return ref
+
+
+def verify_decoder(model: IntModel, blob: dict, n: int, sanitize: bool = False,
+                   cc: str | None = None) -> DecoderVerifyResult:
+    import torch
+
+    from .train import model_from_checkpoint
+
+    seeds, classes = sample_inputs(model, n)
+    ref = compare_c_generate(model, seeds, classes, sanitize=sanitize, cc=cc)
+    from .rng import latents_for
+
+    z = latents_for(seeds, model.latent, model.latent_scale)
+    with torch.no_grad():
+        f = model_from_checkpoint(blob).decode(torch.from_numpy(z.astype(np.float32)),
+                                               torch.from_numpy(classes)).numpy()
+    same = int((f.astype(np.uint8) == ref).all(axis=(1, 2)).sum())
+    return DecoderVerifyResult(n, int(ref.size), same, ["mul", "nomul"])

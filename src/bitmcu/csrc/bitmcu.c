@@ -992,7 +992,12 @@ uint32_t bitmcu_xorshift32(uint32_t *state) {
 }
 
 uint32_t bitmcu_seed_state(uint32_t seed) {
-    return seed ? seed : BITMCU_XORSHIFT_ZERO;
+    uint32_t s = seed ^ BITMCU_XORSHIFT_ZERO;
+    s = s ? s : BITMCU_XORSHIFT_ZERO;
+    for (uint32_t i = 0; i < BITMCU_SEED_ROUNDS; i++) {
+        (void)bitmcu_xorshift32(&s);
+    }
+    return s;
 }
 
 void bitmcu_sample_latent(uint32_t *state, int8_t *z, uint16_t n, uint32_t scale) {

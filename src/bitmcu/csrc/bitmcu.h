@@ -25,7 +25,8 @@
 #define BITMCU_MAX_FRONT 8u /* front end layers at most */
 #define BITMCU_MAX_STAGES 8u /* decoder stages at most */
 #define BITMCU_CLASS_VALUE 32 /* a decoder's class input value (1.0 in latent units) */
-#define BITMCU_XORSHIFT_ZERO 0x9E3779B9u /* the PRNG state of seed 0 */
+#define BITMCU_XORSHIFT_ZERO 0x9E3779B9u /* mixed into every seed */
+#define BITMCU_SEED_ROUNDS 8u /* xorshift32 rounds from a seed to its state */
 
 #ifndef BITMCU_HAS_MUL
 #if defined(__riscv) && !defined(__riscv_mul) && !defined(__riscv_zmmul)
@@ -174,7 +175,8 @@ bitmcu_status bitmcu_generate(const bitmcu_model *model, const int8_t *z, uint16
 
 /* The PRNG: xorshift32 (x ^= x << 13; x ^= x >> 17; x ^= x << 5); a state is never 0. */
 uint32_t bitmcu_xorshift32(uint32_t *state);
-/* The state of a seed: the seed itself, BITMCU_XORSHIFT_ZERO for 0. */
+/* The state of a seed: seed ^ BITMCU_XORSHIFT_ZERO (that constant where this is 0), then
+ * BITMCU_SEED_ROUNDS rounds of xorshift32, so that nearby seeds start far apart. */
 uint32_t bitmcu_seed_state(uint32_t seed);
 /* n latent values: per value one PRNG word, g = sum of its four bytes - 510, z = clamp((g *
  * scale + 128) >> 8, -127, 127); scale: BITMCU_MODEL_LATENT_SCALE (the temperature's). */

@@ -1,0 +1,103 @@
+"""Sampling a decoder run: (seed, class) pairs -> images, by the float (QAT) decoder, the numpy
+integer reference or the host-compiled C engine, and grids of them as PNG.
+
+Every engine takes its latent from the same integer sampler (:mod:`bitmcu.rng`), so the three
+draw the same picture for the same seed: the float decoder's computation is exact integer
+arithmetic too, and the figures compare like with like.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .errors import BitmcuError, choices
+from .rng import latents_for
+
+ENGINES = ("float", "int", "c")
+
+
+def load_decoder(run: str | Path):
+    """(checkpoint blob, integer model) of a decoder run; a classifier run is refused."""
+    from .export import load_int_model
+
+    model, blob = load_int_model(run)
+    if not model.generative:
+        raise BitmcuError(f"{run}: a classifier (model.family {blob['cfg'].model.family}); "
+                          "sampling needs a decoder run (model.family decoder)")
+    return blob, model
+
+
+def sample_images(blob: dict, model, seeds: np.ndarray, classes: np.ndarray,
+                  engine: str = "int", has_mul: bool = True) -> np.ndarray:
+    """(N,) seeds and classes -> (N, side, side) uint8 images by `engine`."""
+    if engine not in ENGINES:
+        raise BitmcuError(f"--engine {engine!r} is not allowed; use {choices(ENGINES)}")
+    seeds, classes = np.asarray(seeds), np.asarray(classes)
+    if len(classes) and (classes.min() < 0 or classes.max() >= model.n_classes):
+        raise BitmcuError(f"classes must be 0..{model.n_classes - 1}")
+    z = latents_for(seeds, model.latent, model.latent_scale)
+    if engine == "int":
+        from . import reference
+
+        return reference.generate(model, z, classes)
+    if engine == "c":
+        from .codegen import model_header
+        from .hostc import HostModel
+
+        host = HostModel(model_header(model, "bitmcu sample"), has_mul=has_mul, decoder=True)
+        try:
+            return host.generate(seeds, classes, model.input_size, model.latent)[0]
+        finally:
+            host.close()
+    import torch
+
+    from .train import model_from_checkpoint
+
+    dec = model_from_checkpoint(blob)
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(z), 2000):
+            out.append(dec.decode(torch.from_numpy(z[i : i + 2000].astype(np.float32)),
+                                  torch.from_numpy(classes[i : i + 2000])).numpy())
+    return np.concatenate(out).astype(np.uint8) if out else np.zeros((0, model.input_size,
+                                                                        model.input_size), np.uint8)
+
+
+def grid(images: np.ndarray, rows: int, pad: int = 1) -> np.ndarray:
+    """(rows * cols, h, w) images -> one (rows, cols) tiled uint8 picture, padded."""
+    n, h, w = images.shape
+    cols = -(-n // rows)
+    out = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad), 96, dtype=np.uint8)
+    for k, im in enumerate(images):
+        r, c = divmod(k, cols)
+        out[pad + r * (h + pad) : pad + r * (h + pad) + h,
+            pad + c * (w + pad) : pad + c * (w + pad) + w] = im
+    return out
+
+
+def save_png(picture: np.ndarray, path: str | Path, scale: int = 4) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    big = np.kron(picture, np.ones((scale, scale), dtype=np.uint8))
+    tmp = path.with_name(path.name + ".part.png")
+    plt.imsave(tmp, big, cmap="gray", vmin=0, vmax=255)
+    tmp.replace(path)
+
+
+def sample_grid(run: str | Path, out: str | Path, per_class: int = 8, engine: str = "int",
+                seed: int = 1) -> np.ndarray:
+    """A PNG with one row per class of `per_class` samples (seeds seed, seed + 1, ...)."""
+    if per_class < 1:
+        raise BitmcuError(f"--per-class {per_class}: must be >= 1")
+    blob, model = load_decoder(run)
+    classes = np.repeat(np.arange(model.n_classes), per_class)
+    seeds = seed + np.arange(len(classes))
+    images = sample_images(blob, model, seeds, classes, engine)
+    save_png(grid(images, model.n_classes), out)
+    return images

@@ -1,0 +1,167 @@
+"""Decoders: training, the one PRNG and latent sampler, bit-exact generation by the numpy
+reference, the host C engine and the emulated firmware, and their errors."""
+
+import numpy as np
+import pytest
+
+from bitmcu import reference, rng
+from bitmcu.cli import main
+from bitmcu.codegen import model_header
+from bitmcu.config import load_config
+from bitmcu.errors import BitmcuError
+from bitmcu.hostc import HostModel
+from bitmcu.ir import IntModel
+
+from .conftest import tiny_overrides
+
+TINY = ["data.dataset=dice", "data.size=16", "data.dice.train=600", "data.dice.test=100",
+        "model.family=decoder", "model.latent=6", "model.hidden=[16]", "model.channels=4",
+        "model.start=4", "model.conv=[up*4, up*1]", "train.epochs=2", "train.batch_size=32",
+        "train.threads=1", "augment.enabled=false",
+        "model.layer_schemes=[ternary, 2bitsym, 8bit, binary]"]
+
+
+@pytest.fixture(scope="module")
+def tiny_decoder(tmp_path_factory):
+    from bitmcu.train import train
+
+    out = tmp_path_factory.mktemp("runs") / "dec"
+    return train(load_config(None, TINY), run_dir=out, quiet=True)
+
+
+@pytest.fixture(scope="module")
+def tiny_export(tiny_decoder, tmp_path_factory):
+    from bitmcu.export import export
+
+    out = tmp_path_factory.mktemp("exp") / "dec"
+    export(tiny_decoder, out, target="ch32v003")
+    return out
+
+
+def test_latent_sampler_statistics():
+    """Many seeds: mean 0 and the standard deviation training assumed (32 latent units)."""
+    k = rng.latent_scale(1.0)
+    z = rng.latents_for(np.arange(20000), 16, k).astype(np.float64)
+    assert abs(z.mean()) < 0.3
+    exact = np.sqrt(rng.BYTE_SUM_VAR) * k / 256  # the definition's standard deviation
+    assert abs(z.std() - exact) < 0.01 * exact
+    assert abs(exact / 32 - 1) < 0.01  # N(0, 1) in latent units, within 1%
+    assert rng.latent_scale(0.5) < k < rng.latent_scale(1.5)
+
+
+def test_xorshift_known_values():
+    """The standard xorshift32 (13, 17, 5) sequence from state 1; seeds 0 and XORSHIFT_ZERO
+    (whose mix is 0) get nonzero states."""
+    s = np.array([1], dtype=np.uint32)
+    out = []
+    for _ in range(3):
+        s = rng.xorshift32(s)
+        out.append(int(s[0]))
+    assert out == [270369, 67634689, 2647435461]
+    assert rng.seed_state([0, rng.XORSHIFT_ZERO]).all()
+
+
+def test_float_decoder_is_the_integer_model(tiny_decoder):
+    from bitmcu.generate import load_decoder, sample_images
+
+    blob, model = load_decoder(tiny_decoder)
+    seeds, classes = np.arange(200), np.arange(200) % 6
+    f = sample_images(blob, model, seeds, classes, "float")
+    i = sample_images(blob, model, seeds, classes, "int")
+    np.testing.assert_array_equal(f, i)
+    assert i.shape == (200, 16, 16) and i.max() > 0
+
+
+@pytest.mark.parametrize("has_mul", [True, False])
+def test_c_engine_generates_the_reference_pixels(tiny_decoder, has_mul):
+    from bitmcu.export import load_int_model
+
+    model, _ = load_int_model(tiny_decoder)
+    seeds = np.concatenate([np.arange(300), [2**32 - 1, 123456789]])
+    classes = np.arange(len(seeds)) % model.n_classes
+    host = HostModel(model_header(model, "test"), has_mul=has_mul, decoder=True)
+    try:
+        images, z = host.generate(seeds, classes, model.input_size, model.latent)
+    finally:
+        host.close()
+    np.testing.assert_array_equal(z, rng.latents_for(seeds, model.latent, model.latent_scale))
+    np.testing.assert_array_equal(images, reference.generate(model, z, classes))
+
+
+def test_verify_sanitized_and_cli(tiny_decoder, capsys):
+    assert main(["verify", str(tiny_decoder), "--limit", "60", "--sanitize"]) == 0
+    assert "equals the numpy reference" in capsys.readouterr().out
+
+
+def test_export_roundtrip_and_example(tiny_export):
+    import subprocess
+
+    model = IntModel.load(tiny_export / "model.npz")
+    assert model.generative and model.stages[-1].factor == 2
+    r = subprocess.run(["make", "-s"], cwd=tiny_export, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run(["./example"], cwd=tiny_export, capture_output=True, text=True)
+    assert r.returncode == 0 and "8/8 images equal to the reference" in r.stdout
+
+
+@pytest.mark.parametrize("mcu", ["ch32v003", "ch32v002"])
+def test_firmware_generates_the_reference_images(tiny_export, mcu, tmp_path):
+    from bitmcu.target.emulator import profile
+    from bitmcu.target.firmware import build_firmware, sample_seeds
+
+    model = IntModel.load(tiny_export / "model.npz")
+    info = build_firmware(tiny_export, mcu, tmp_path / mcu, n_images=3)
+    prof = profile(info.elf)
+    assert prof.mismatches == 0 and prof.generative
+    seeds = sample_seeds(3)
+    ref = reference.generate(model, rng.latents_for(seeds, model.latent, model.latent_scale),
+                             np.arange(3) % model.n_classes)
+    for k, inf in enumerate(prof.inferences):
+        np.testing.assert_array_equal(np.frombuffer(inf.pixels, np.uint8).reshape(16, 16), ref[k])
+    assert prof.ram["total"] <= prof.ram["size"] and prof.flash["total"] <= prof.flash["size"]
+
+
+def test_sample_grid(tiny_decoder, tmp_path, capsys):
+    out = tmp_path / "grid.png"
+    assert main(["sample", str(tiny_decoder), "--per-class", "3", "--engine", "c",
+                 "--out", str(out)]) == 0
+    assert out.is_file() and "18 samples" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("sets, msg", [
+    (["model.latent=0"], "model.latent"),
+    (["model.conv=[up*4, up*4]"], "model.conv"),
+    (["model.conv=[up*4, up*4, up*1]"], "model.conv"),
+    (["model.conv=[down*2]"], r"model.conv\[0\]"),
+    (["model.conv=[]"], "at least one stage"),
+    (["model.output=sigmoid"], "model.output"),
+    (["model.layer_schemes=[none]"], "float"),
+])
+def test_bad_decoder_configs(sets, msg):
+    with pytest.raises(BitmcuError, match=msg):
+        cfg = load_config(None, TINY + sets)
+        from bitmcu.models import build_model
+
+        build_model(cfg, 6)
+
+
+def test_classifier_commands_refuse_decoders_and_back(tiny_decoder, tiny_run, capsys):
+    assert main(["eval", str(tiny_decoder)]) == 2
+    assert "decoder" in capsys.readouterr().err
+    assert main(["sample", str(tiny_run), "--out", "/tmp/x.png"]) == 2
+    assert "classifier" in capsys.readouterr().err
+
+
+def test_damaged_decoder_model_is_refused(tiny_export, tmp_path):
+    model = IntModel.load(tiny_export / "model.npz")
+    model.stages[0].shift = 40
+    with pytest.raises(BitmcuError, match="shift"):
+        model.validate()
+    model.stages[0].shift = 3
+    model.layers[-1].bias = None
+    with pytest.raises(BitmcuError, match="int8 biases"):
+        model.validate()
+
+
+def test_tiny_overrides_still_classify():
+    assert load_config(None, tiny_overrides()).model.family == "fc"

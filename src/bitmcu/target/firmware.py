@@ -127,9 +127,13 @@ _CI_NODE = re.compile(r'node: \{ title: "([^"]+)" label: "[^"]*?\\n(\d+) bytes \
 _CI_EDGE = re.compile(r'edge: \{ sourcename: "([^"]+)" targetname: "([^"]+)"')
 
 
-def worst_stack(callgraph_files: list[Path], root: str = "main") -> int | None:
+def worst_stack(callgraph_files: list[Path], root: str = "main",
+                linked: set[str] | None = None) -> int | None:
     """Worst-case stack bytes of ``root`` from GCC's ``-fcallgraph-info=su`` files.
 
+    ``linked``: the functions the linker kept (the ELF's); an indirect call reaches only those
+    (a decoder's engine functions, compiled into every firmware but dropped by --gc-sections
+    from a classifier's, are no call target there).
     The deepest call chain of static frame sizes; an indirect call (the model's kernel and front
     end pointers) may reach any function with a frame, except those already on the chain (the
     engine does not recurse). Library helpers without a frame (libgcc's __mulsi3) count 0.
@@ -147,6 +151,8 @@ def worst_stack(callgraph_files: list[Path], root: str = "main") -> int | None:
             calls.setdefault(a, set()).add(b)
     if root not in frames:
         return None
+    if linked is not None:
+        frames = {k: v for k, v in frames.items() if k in linked or k == root}
 
     def depth(fn: str, chain: frozenset) -> int:
         targets = calls.get(fn, set())
@@ -156,6 +162,15 @@ def worst_stack(callgraph_files: list[Path], root: str = "main") -> int | None:
         return frames.get(fn, 0) + max(below, default=0)
 
     return depth(root, frozenset({root}))
+
+
+def _functions(elf_path: Path) -> set[str]:
+    """Names of the functions in an ELF."""
+    from elftools.elf.elffile import ELFFile
+
+    with elf_path.open("rb") as f:
+        tab = ELFFile(f).get_section_by_name(".symtab")
+        return {s.name for s in tab.iter_symbols() if s["st_info"]["type"] == "STT_FUNC"}
 
 
 def _ram_use(elf_path: Path) -> tuple[int, int]:
@@ -270,7 +285,7 @@ def _link(gcc: str, t: Path, chip, hot_loops: str, opt: str, image_bytes: int,
         raise _overflow_error(r.stderr, chip, image_bytes) or BitmcuError(
             f"building the {chip.name} firmware failed:\n{r.stderr.strip()[-3000:]}")
     graphs = sorted(t.glob("*.ci"))
-    stack = worst_stack(graphs)
+    stack = worst_stack(graphs, linked=_functions(t / "firmware.elf"))
     for g in graphs:
         g.unlink()
     data, bss = _ram_use(t / "firmware.elf")

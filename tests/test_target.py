@@ -156,7 +156,7 @@ def test_worst_case_stack_from_the_call_graph(tmp_path):
 def test_stack_that_does_not_fit_is_refused(tiny_export, tmp_path, monkeypatch):
     import bitmcu.target.firmware as fw
 
-    monkeypatch.setattr(fw, "worst_stack", lambda files: 4096)
+    monkeypatch.setattr(fw, "worst_stack", lambda files, **kw: 4096)
     with pytest.raises(BitmcuError, match=r"ch32v003: RAM overflowed by \d+ bytes .*worst-case "
                                           r"stack 4096 > 2048 bytes"):
         build_firmware(tiny_export, "ch32v003", tmp_path / "fw", n_images=2)

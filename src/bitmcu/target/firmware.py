@@ -152,7 +152,8 @@ def worst_stack(callgraph_files: list[Path], root: str = "main",
     if root not in frames:
         return None
     if linked is not None:
-        base = lambda n: n.split(".")[0]  # noqa: E731 (GCC's clones: name.constprop.0, ...)
+        # GCC titles static functions "file.c:name" and clones "name.constprop.0"
+        base = lambda n: n.rsplit(":", 1)[-1].split(".")[0]  # noqa: E731
         kept = {base(n) for n in linked}
         frames = {k: v for k, v in frames.items() if base(k) in kept or k == root}
 
@@ -287,11 +288,7 @@ def _link(gcc: str, t: Path, chip, hot_loops: str, opt: str, image_bytes: int,
         raise _overflow_error(r.stderr, chip, image_bytes) or BitmcuError(
             f"building the {chip.name} firmware failed:\n{r.stderr.strip()[-3000:]}")
     graphs = sorted(t.glob("*.ci"))
-    # classifiers: indirect calls reach only linked functions (the decoder engine is dropped);
-    # a decoder firmware keeps the bound over every compiled function (with the linked-only
-    # bound its measured stack overran the bound: a clone naming mismatch not yet found)
-    decoder = (t / "test_samples.h").exists()
-    stack = worst_stack(graphs, linked=None if decoder else _functions(t / "firmware.elf"))
+    stack = worst_stack(graphs, linked=_functions(t / "firmware.elf"))
     for g in graphs:
         g.unlink()
     data, bss = _ram_use(t / "firmware.elf")

@@ -1088,7 +1088,8 @@ typedef struct {
 
 /* Row y of stage L: per pixel the nonzero list of its 3x3 window (zeros outside), the fc kernel
  * of the window, then each output row requantized into the next buffer `out` (`out_mask`,
- * `out_kept` rows of 2 * side with factor 2). */
+ * `out_kept` rows of 2 * side with factor 2). No multiplication per pixel (the CH32V003 has no
+ * multiplier): row and plane addresses are computed once per row and stepped. */
 static void stage_row(const bitmcu_layer *L, const stage_state *st, uint32_t y, uint32_t act_max,
                       int32_t *acc, uint8_t *nz, uint8_t *out, uint32_t out_mask,
                       uint32_t out_kept) {
@@ -1096,23 +1097,31 @@ static void stage_row(const bitmcu_layer *L, const stage_state *st, uint32_t y, 
     const int8_t *bias = layer_bias(L);
     bitmcu_layer view = *L; /* the window's fc layer */
     view.n_in = (uint16_t)((c_in << 3) + c_in);
+    const uint32_t plane = (uint32_t)st->kept * side;
+    const uint8_t *rows[3]; /* the window's rows in channel 0; NULL above or below the map */
+    for (uint32_t dy = 0; dy < 3u; dy++) {
+        const uint32_t yy = y + dy - 1u; /* wraps above the map */
+        rows[dy] = yy < side ? st->in + (yy & st->mask) * side : NULL;
+    }
     const uint32_t out_side = f == 2u ? side << 1 : side;
+    const uint32_t out_plane = out_kept * out_side;
+    uint8_t *const out0 = out + ((f == 2u ? y << 1 : y) & out_mask) * out_side;
+    uint8_t *const out1 = out + (((y << 1) + 1u) & out_mask) * out_side; /* f == 2 only */
     for (uint32_t x = 0; x < side; x++) {
         uint16_t k = 0;
         uint32_t prev = 0, idx = 0;
         int32_t sum = 0;
-        for (uint32_t c = 0; c < c_in; c++) {
-            const uint8_t *plane = st->in + c * st->kept * side;
-            for (uint32_t dy = 0; dy < 3u; dy++) {
-                const uint32_t yy = y + dy - 1u; /* wraps above the map: skipped */
-                for (uint32_t dx = 0; dx < 3u; dx++, idx++) {
-                    const uint32_t xx = x + dx - 1u;
-                    if (yy >= side || xx >= side) {
-                        continue;
-                    }
-                    const uint32_t v = plane[(yy & st->mask) * side + xx];
+        for (uint32_t c = 0, off = 0; c < c_in; c++, off += plane) {
+            for (uint32_t dy = 0; dy < 3u; dy++, idx += 3u) {
+                if (!rows[dy]) {
+                    continue;
+                }
+                const uint8_t *r = rows[dy] + off;
+                for (uint32_t dx = 0; dx < 3u; dx++) {
+                    const uint32_t xx = x + dx - 1u; /* wraps left of the map */
+                    const uint32_t v = xx < side ? r[xx] : 0u;
                     if (v) {
-                        k = nz_push(nz, k, &prev, idx, v);
+                        k = nz_push(nz, k, &prev, idx + dx, v);
                         sum += (int32_t)v;
                     }
                 }
@@ -1120,12 +1129,19 @@ static void stage_row(const bitmcu_layer *L, const stage_state *st, uint32_t y, 
         }
         bitmcu_act a = {nz, k, sum};
         view.kernel(&view, &a, acc);
-        for (uint32_t r = 0; r < L->n_out; r++) {
-            const uint8_t v = (uint8_t)requant_bias(acc[r], L->shift, bias[r], act_max);
-            const uint32_t c = f == 2u ? r >> 2 : r;
-            const uint32_t oy = f == 2u ? (y << 1) + ((r >> 1) & 1u) : y;
-            const uint32_t ox = f == 2u ? (x << 1) + (r & 1u) : x;
-            out[(c * out_kept + (oy & out_mask)) * out_side + ox] = v;
+        if (f == 2u) { /* output rows 4c..4c+3: the 2x2 pixels of channel c at (2y, 2x) */
+            uint8_t *p0 = out0 + (x << 1), *p1 = out1 + (x << 1);
+            for (uint32_t r = 0; r < L->n_out; r += 4u, p0 += out_plane, p1 += out_plane) {
+                p0[0] = (uint8_t)requant_bias(acc[r], L->shift, bias[r], act_max);
+                p0[1] = (uint8_t)requant_bias(acc[r + 1u], L->shift, bias[r + 1u], act_max);
+                p1[0] = (uint8_t)requant_bias(acc[r + 2u], L->shift, bias[r + 2u], act_max);
+                p1[1] = (uint8_t)requant_bias(acc[r + 3u], L->shift, bias[r + 3u], act_max);
+            }
+        } else {
+            uint8_t *p = out0 + x;
+            for (uint32_t r = 0; r < L->n_out; r++, p += out_plane) {
+                *p = (uint8_t)requant_bias(acc[r], L->shift, bias[r], act_max);
+            }
         }
     }
 }
@@ -1161,7 +1177,8 @@ bitmcu_status bitmcu_generate(const bitmcu_model *model, const int8_t *z, uint16
         const bitmcu_layer *L = layers + n_fc + s;
         const uint32_t whole = s == 0 || side <= 4u;
         if (L->op != BITMCU_OP_STAGE || !L->kernel || L->n_in != chans || L->mult != side ||
-            (L->relu != 1u && L->relu != 2u) || 9u * L->n_in > model->max_in ||
+            (L->relu != 1u && L->relu != 2u) || (L->relu == 2u && (L->n_out & 3u)) ||
+            9u * L->n_in > model->max_in ||
             L->n_out > model->max_out) {
             return BITMCU_ERR_LAYER;
         }

@@ -153,6 +153,21 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", type=Path, required=True, help="PNG file to write")
     g.set_defaults(func=_cmd_sample)
 
+    j = sub.add_parser("judge", help="oracle accuracy, diversity, memorization and Frechet "
+                       "distance of a decoder's samples, per engine",
+                       description="Generate K samples per class with each engine and judge "
+                       "them by an independent classifier of the real images (the oracle).")
+    j.add_argument("run", help="decoder run directory or checkpoint file")
+    j.add_argument("--oracle", help="classifier run that judges (default runs/oracle-<data "
+                   "set>, trained by `bitmcu train oracle-<data set>`)")
+    j.add_argument("--per-class", type=int, default=1000, help="samples per class (default 1000)")
+    j.add_argument("--engines", default="float,int,c", help="comma-separated: float, int, c "
+                   "(default all three)")
+    j.add_argument("--seed", type=int, default=1, help="seed of the first sample (default 1)")
+    j.add_argument("--data-dir", help="folder with the data sets (overrides the run's)")
+    j.add_argument("--json", type=Path, help="also write the figures as JSON here")
+    j.set_defaults(func=_cmd_judge)
+
     f = sub.add_parser("firmware", help="build CH32V003/CH32V002 firmware from an export folder",
                        description="Build a bare-metal ELF (+ .bin/.hex) with the engine, the "
                        "model and N embedded test images.")
@@ -235,6 +250,18 @@ def _cmd_sample(a) -> int:
     images = sample_grid(a.run, a.out, a.per_class, a.engine, a.seed)
     print(f"wrote {a.out}: {len(images)} samples ({a.per_class} per class, seeds {a.seed}.."
           f"{a.seed + len(images) - 1}, engine {a.engine})")
+    return 0
+
+
+def _cmd_judge(a) -> int:
+    from .judge import judge, write_json
+
+    engines = [e.strip() for e in a.engines.split(",") if e.strip()]
+    res = judge(a.run, a.oracle, a.per_class, engines, a.seed, a.data_dir, quiet=False)
+    print(res.text())
+    if a.json:
+        write_json(res, a.json)
+        print(f"wrote {a.json}")
     return 0
 
 

@@ -1,0 +1,272 @@
+"""Judging a decoder: an independent float classifier (the oracle) trained on the real images of
+the same data set looks at K generated images per class, from each engine.
+
+Figures per engine (float QAT decoder, numpy integer reference, host-compiled C engine):
+
+- oracle accuracy per class: the share of a class's samples that the oracle calls that class;
+- diversity: the share of distinct images among the K of a class, and their mean pairwise
+  distance next to that of the same number of real test images of the class;
+- memorization: each sample's distance to its nearest training image (any class), next to the
+  real test images' distances to theirs; a sample closer to the training set than every real
+  test image is counted as a possible copy;
+- a Frechet distance between generated and real test images in the oracle's feature space (the
+  input of its last layer), next to the distance between two halves of the real test set.
+
+Distances are Euclidean between images with pixels scaled to 0..1.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import BitmcuError, choices
+from .generate import ENGINES, load_decoder, sample_images
+
+PAIRS_MAX = 500  # images per class in the pairwise-distance figure (cost grows with the square)
+
+
+@dataclass
+class EngineFigures:
+    engine: str
+    accuracy: list[float]  # per class
+    distinct: list[float]  # per class: distinct images / K
+    pairwise: list[float]  # per class: mean pairwise distance
+    nearest_train_median: float  # median distance of a sample to its nearest training image
+    nearest_train_min: float
+    copies: int  # samples closer to the training set than every real test image
+    exact_copies: int  # samples equal to a training image
+    frechet: float
+
+    @property
+    def mean_accuracy(self) -> float:
+        return float(np.mean(self.accuracy))
+
+
+@dataclass
+class Judgement:
+    run: str
+    oracle: str
+    oracle_test_accuracy: float
+    per_class: int
+    seed: int
+    classes: list[str]
+    real_pairwise: list[float]  # per class, real test images
+    real_nearest_train_median: float
+    real_nearest_train_min: float
+    real_frechet: float  # two halves of the real test set
+    feature_layer: str
+    engines: list[EngineFigures] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        for e, fig in zip(d["engines"], self.engines, strict=True):
+            e["mean_accuracy"] = fig.mean_accuracy
+        return d
+
+    def text(self) -> str:
+        k = self.per_class
+        out = [f"judge {self.run}: {k} samples per class (seeds {self.seed}.."
+               f"{self.seed + k * len(self.classes) - 1}), oracle {self.oracle} "
+               f"(test accuracy {100 * self.oracle_test_accuracy:.2f}%)"]
+        names = [e.engine for e in self.engines]
+        head = f"{'class':>6}" + "".join(f"{'acc ' + n:>11}{'distinct':>10}{'spread':>8}"
+                                         for n in names) + f"{'real spread':>13}"
+        out += ["", "oracle accuracy, distinct share and mean pairwise distance per class:", head]
+        for c, name in enumerate(self.classes):
+            row = f"{name:>6}"
+            for e in self.engines:
+                row += f"{100 * e.accuracy[c]:>10.2f}%{100 * e.distinct[c]:>9.1f}%" \
+                       f"{e.pairwise[c]:>8.2f}"
+            out.append(row + f"{self.real_pairwise[c]:>13.2f}")
+        out.append(f"{'all':>6}" + "".join(f"{100 * e.mean_accuracy:>10.2f}%{'':>18}"
+                                           for e in self.engines))
+        out += ["", f"memorization: distance to the nearest training image (median, min); "
+                f"real test images: {self.real_nearest_train_median:.2f}, "
+                f"{self.real_nearest_train_min:.2f}"]
+        for e in self.engines:
+            out.append(f"  {e.engine:<6} {e.nearest_train_median:.2f}, {e.nearest_train_min:.2f}"
+                       f"; {e.copies} closer than every real test image, {e.exact_copies} "
+                       "equal to a training image")
+        out += ["", f"Frechet distance to the real test images in the oracle's features "
+                f"({self.feature_layer}); two halves of the real test set: "
+                f"{self.real_frechet:.3f}"]
+        out += [f"  {e.engine:<6} {e.frechet:.3f}" for e in self.engines]
+        by = {e.engine: e for e in self.engines}
+        if "float" in by and "int" in by:
+            gap = 100 * (by["float"].mean_accuracy - by["int"].mean_accuracy)
+            out.append(f"\ninteger reference vs float decoder: {gap:+.2f} points of oracle "
+                       "accuracy (float minus integer)")
+        return "\n".join(out)
+
+
+# ------------------------------------------------------------------------------- the oracle
+
+
+def default_oracle(cfg) -> Path:
+    """runs/oracle-<data set>: where `bitmcu train oracle-<data set>` puts the oracle."""
+    name = Path(cfg.data.dataset).stem
+    return Path("runs") / f"oracle-{name}"
+
+
+def load_oracle(path: str | Path, cfg):
+    """(model, blob) of a trained classifier that judges images of the decoder's data set;
+    errors say how to train one or why it does not fit."""
+    from .train import load_checkpoint, model_from_checkpoint
+
+    path = Path(path)
+    name = Path(cfg.data.dataset).stem
+    if not path.exists():
+        raise BitmcuError(f"oracle {path} does not exist; train it first: bitmcu train "
+                          f"oracle-{name} --out {path} (or pass --oracle RUN)")
+    blob = load_checkpoint(path)
+    ocfg = blob["cfg"]
+    if ocfg.model.family == "decoder":
+        raise BitmcuError(f"oracle {path}: a decoder; the oracle is a classifier, e.g. "
+                          f"`bitmcu train oracle-{name}`")
+    has = (ocfg.data.dataset, ocfg.data.input_description(), blob["n_classes"])
+    needs = (cfg.data.dataset, cfg.data.input_description())
+    if has[:2] != needs:
+        raise BitmcuError(f"oracle {path} was trained on {has[0]} ({has[1]}); the decoder "
+                          f"makes {needs[0]} ({needs[1]}): train an oracle on the same data")
+    model = model_from_checkpoint(blob)
+    model.eval()
+    return model, blob
+
+
+def oracle_outputs(model, images: np.ndarray, batch: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+    """(predictions, features) of uint8 images: features are the input of the last layer."""
+    import torch
+
+    last = model.layers[-1]
+    seen: list[torch.Tensor] = []
+    hook = last.register_forward_pre_hook(lambda mod, args: seen.append(args[0].detach()))
+    preds, feats = [], []
+    try:
+        with torch.no_grad():
+            for i in range(0, len(images), batch):
+                seen.clear()
+                out = model(torch.from_numpy(np.ascontiguousarray(images[i : i + batch])))
+                preds.append(out.argmax(1).numpy())
+                feats.append(seen[-1].double().numpy())
+    finally:
+        hook.remove()
+    if not preds:
+        return np.zeros(0, np.int64), np.zeros((0, last.in_features))
+    return np.concatenate(preds), np.concatenate(feats)
+
+
+# ------------------------------------------------------------------------------- the figures
+
+
+def frechet(a: np.ndarray, b: np.ndarray) -> float:
+    """Frechet distance between Gaussians fitted to feature sets a and b (rows are samples):
+    |mu_a - mu_b|^2 + tr(Ca + Cb - 2 (Ca^1/2 Cb Ca^1/2)^1/2), by symmetric eigendecompositions."""
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    ca, cb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    w, v = np.linalg.eigh(ca)
+    root_a = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    cross = np.linalg.eigvalsh(root_a @ cb @ root_a)
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(ca) + np.trace(cb)
+                 - 2 * np.sqrt(np.clip(cross, 0, None)).sum())
+
+
+def _flat(images: np.ndarray) -> np.ndarray:
+    return images.reshape(len(images), -1).astype(np.float32) / 255.0
+
+
+def mean_pairwise(images: np.ndarray) -> float:
+    """Mean Euclidean distance over all pairs of distinct positions (0 for fewer than 2)."""
+    x = _flat(images[:PAIRS_MAX]).astype(np.float64)
+    n = len(x)
+    if n < 2:
+        return 0.0
+    sq = (x * x).sum(1)
+    d2 = np.clip(sq[:, None] + sq[None, :] - 2 * x @ x.T, 0, None)
+    return float(np.sqrt(d2)[np.triu_indices(n, 1)].mean())
+
+
+def nearest_distances(queries: np.ndarray, train: np.ndarray, chunk: int = 2048) -> np.ndarray:
+    """Per query image, the Euclidean distance to its nearest training image."""
+    q, t = _flat(queries), _flat(train)
+    tsq = (t * t).sum(1)
+    out = np.empty(len(q))
+    for i in range(0, len(q), chunk):
+        qc = q[i : i + chunk]
+        d2 = (qc * qc).sum(1)[:, None] + tsq[None, :] - 2 * qc @ t.T
+        out[i : i + chunk] = np.sqrt(np.clip(d2.min(1), 0, None))
+    return out
+
+
+def judge(run: str | Path, oracle: str | Path | None = None, per_class: int = 1000,
+          engines: list[str] | tuple[str, ...] = ENGINES, seed: int = 1,
+          data_dir: str | None = None, quiet: bool = True) -> Judgement:
+    """Generate `per_class` samples per class with each engine and judge them (see module)."""
+    from .train import evaluate, load_data
+
+    if per_class < 2:
+        raise BitmcuError(f"--per-class {per_class}: must be >= 2 (diversity needs pairs)")
+    for e in engines:
+        if e not in ENGINES:
+            raise BitmcuError(f"--engines: {e!r} is not allowed; use {choices(ENGINES)}")
+    blob, model = load_decoder(run)
+    cfg = blob["cfg"]
+    if data_dir:
+        cfg.data.data_dir = data_dir
+    oracle = Path(oracle) if oracle else default_oracle(cfg)
+    omodel, oblob = load_oracle(oracle, cfg)
+    if oblob["n_classes"] != model.n_classes:
+        raise BitmcuError(f"oracle {oracle} tells {oblob['n_classes']} classes apart; the "
+                          f"decoder makes {model.n_classes}")
+    data = load_data(cfg)
+    test_x, test_y = data.test_x.numpy(), data.test_y.numpy()
+    train_x = data.train_x.numpy()
+    ev = evaluate(omodel, data.test_x, data.test_y)
+    _, real_feats = oracle_outputs(omodel, test_x)
+
+    n = model.n_classes
+    classes = np.repeat(np.arange(n), per_class)
+    seeds = seed + np.arange(len(classes))
+    real = [test_x[test_y == c][:per_class] for c in range(n)]
+    real_near = nearest_distances(np.concatenate(real), train_x)
+    half = len(real_feats) // 2
+    names = getattr(data, "class_names", None) or [str(c) for c in range(n)]
+    if cfg.data.dataset == "dice":
+        names = [f"face {c + 1}" for c in range(n)]
+    out = Judgement(
+        run=str(run), oracle=str(oracle), oracle_test_accuracy=float(ev.acc),
+        per_class=per_class, seed=seed, classes=list(names),
+        real_pairwise=[mean_pairwise(r) for r in real],
+        real_nearest_train_median=float(np.median(real_near)),
+        real_nearest_train_min=float(real_near.min()),
+        real_frechet=frechet(real_feats[:half], real_feats[half:]),
+        feature_layer=f"input of its last layer, {real_feats.shape[1]} values")
+    train_keys = {im.tobytes() for im in train_x}
+    for engine in engines:
+        if not quiet:
+            print(f"  {engine}: generating {len(classes)} images", flush=True)
+        images = sample_images(blob, model, seeds, classes, engine)
+        pred, feats = oracle_outputs(omodel, images)
+        near = nearest_distances(images, train_x)
+        per = [images[classes == c] for c in range(n)]
+        out.engines.append(EngineFigures(
+            engine=engine,
+            accuracy=[float((pred[classes == c] == c).mean()) for c in range(n)],
+            distinct=[len({im.tobytes() for im in p}) / len(p) for p in per],
+            pairwise=[mean_pairwise(p) for p in per],
+            nearest_train_median=float(np.median(near)),
+            nearest_train_min=float(near.min()),
+            copies=int((near < real_near.min()).sum()),
+            exact_copies=sum(im.tobytes() in train_keys for im in images),
+            frechet=frechet(feats, real_feats)))
+    return out
+
+
+def write_json(j: Judgement, path: str | Path) -> None:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_text(json.dumps(j.to_dict(), indent=2) + "\n")
+    tmp.replace(path)

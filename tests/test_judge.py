@@ -93,3 +93,26 @@ def test_judge_errors(runs, tiny_run, tmp_path):
         judge(dec, oracle, per_class=1)
     with pytest.raises(BitmcuError, match="'gpu' is not allowed; use"):
         judge(dec, oracle, per_class=4, engines=["gpu"])
+
+
+def test_guided_decoder(runs, tiny_run, tmp_path):
+    """train.guide: the classifier's accuracy on prior samples is recorded per epoch, and the
+    guide must be a classifier of the decoder's data."""
+    import json as _json
+
+    from bitmcu.train import train
+
+    dec, oracle = runs
+    cfg = load_config(None, [*TINY, "train.epochs=1", f"train.guide={oracle}"])
+    out = train(cfg, run_dir=tmp_path / "g", quiet=True)
+    m = _json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert 0 <= m["train_guide_acc"] <= 1
+    for guide, words in ((dec, "is a decoder"), (tiny_run, "a classifier of .*mnist"),
+                         (tmp_path / "none", "train the guide classifier first")):
+        with pytest.raises(BitmcuError, match=words):
+            train(load_config(None, [*TINY, f"train.guide={guide}"]), run_dir=tmp_path / "x",
+                  quiet=True)
+    with pytest.raises(BitmcuError, match="'train.guide'.* guides a decoder's samples"):
+        load_config(None, [f"train.guide={oracle}"])
+    with pytest.raises(BitmcuError, match="'train.guide_weight': -1.0 must be >= 0"):
+        load_config(None, [*TINY, "train.guide_weight=-1"])

@@ -125,6 +125,9 @@ class TrainConfig:
     #                   averaged model is evaluated, checkpointed and exported (0 = off)
     kl_weight: float = 1.0  # decoder (CVAE): weight of the KL term beside the summed squared
     #                         pixel error (pixels 0..1)
+    guide: str | None = None  # decoder: a classifier run of the same data; its cross-entropy
+    #                           on images sampled from the prior joins the loss (class guidance)
+    guide_weight: float = 10.0  # decoder with a guide: weight of that cross-entropy
     sam: float = 0.0  # sharpness-aware minimization: radius rho of the weight perturbation
     #                   (Foret et al., 2021); each step costs a second forward/backward (0 = off)
     device: str = "auto"  # auto | cpu | cuda
@@ -301,6 +304,13 @@ def _check(cfg: Config) -> Config:
     if cfg.train.teacher == []:
         raise BitmcuError("config key 'train.teacher': [] is empty; give a run, a list of runs, "
                           "or null for no teacher")
+    if cfg.train.guide is not None and cfg.model.family != "decoder":
+        raise BitmcuError(f"config key 'train.guide': {cfg.train.guide!r} guides a decoder's "
+                          f"samples; model.family is {cfg.model.family!r} (use train.teacher to "
+                          "distill a classifier)")
+    if not 0.0 <= cfg.train.guide_weight < float("inf"):
+        raise BitmcuError(f"config key 'train.guide_weight': {cfg.train.guide_weight} must be "
+                          ">= 0")
     if not 0.0 <= cfg.train.distill <= 1.0:
         raise BitmcuError(f"config key 'train.distill': {cfg.train.distill} must be 0..1")
     if cfg.train.distill_temperature <= 0:

@@ -123,6 +123,32 @@ def load_teacher(cfg: Config, data: Dataset, device):
     return Teacher(models, data.train_x, device)
 
 
+def load_guide(cfg: Config, data: Dataset, device):
+    """The frozen classifier whose cross-entropy on a decoder's prior samples guides it
+    (``train.guide``), checked against the data; None without one."""
+    run = cfg.train.guide
+    if not run:
+        return None
+    try:
+        blob = load_checkpoint(run)
+    except BitmcuError as e:
+        hint = "" if Path(run).exists() else "; train the guide classifier first"
+        raise BitmcuError(f"config key 'train.guide': {e}{hint}") from None
+    needs = f"{data.n_classes} classes, {cfg.data.input_description()}"
+    has = f'{blob["n_classes"]} classes, {blob["cfg"].data.input_description()}'
+    if blob["cfg"].model.family == "decoder" or has != needs or \
+            blob["cfg"].data.dataset != cfg.data.dataset:
+        what = "a decoder" if blob["cfg"].model.family == "decoder" else \
+            f'a classifier of {blob["cfg"].data.dataset} ({has})'
+        raise BitmcuError(f"train.guide {run}: is {what}; the guide is a classifier of this "
+                          f"run's data ({cfg.data.dataset}, {needs})")
+    model = model_from_checkpoint(blob).to(device)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
 class WeightAverage:
     """Exponential moving average of a model's parameters, updated after every optimizer step.
 
@@ -270,16 +296,30 @@ def decoder_loss(cfg: Config, recon, x, mu, logvar) -> tuple[torch.Tensor, torch
     return rec + cfg.train.kl_weight * kl, rec, kl
 
 
+def guide_loss(model, guide, cfg: Config, n: int, n_classes: int, gen: torch.Generator, device):
+    """(cross-entropy, accuracy) of the guide on n images decoded from prior latents (at the
+    sampling temperature) and random classes: what the chip will draw, judged by a classifier."""
+    from ..models import quantize_latent
+
+    z = torch.randn(n, model.latent, generator=gen) * cfg.model.temperature
+    y = torch.randint(0, n_classes, (n,), generator=gen)
+    z, y = z.to(device), y.to(device)
+    logits = guide(model.decode(quantize_latent(z), y))
+    return F.cross_entropy(logits, y), (logits.argmax(1) == y).float().mean()
+
+
 def _train_decoder_epoch(model, opt, data: Dataset, cfg: Config, epoch: int, device, bar,
-                         average: WeightAverage | None = None) -> tuple[float, float]:
+                         average: WeightAverage | None = None,
+                         guide=None) -> tuple[float, float, float | None]:
     """One epoch of CVAE training (augmentation does not apply: the decoder learns the images
-    as they are). Returns (mean loss, mean squared error per pixel)."""
+    as they are), with a guide its cross-entropy on prior samples. Returns (mean loss, mean
+    squared error per pixel, the guide's accuracy on the prior samples or None)."""
     gen = epoch_generator(cfg.seed, epoch)
     n, bs = len(data.train_x), cfg.train.batch_size
     perm = torch.randperm(n, generator=gen)
     steps = math.ceil(n / bs)
     model.train()
-    tot = torch.zeros(2, dtype=torch.float64, device=device)
+    tot = torch.zeros(3, dtype=torch.float64, device=device)
     for s in range(steps):
         idx = perm[s * bs : (s + 1) * bs]
         xb, yb = data.train_x[idx].float().to(device), data.train_y[idx].to(device)
@@ -288,19 +328,23 @@ def _train_decoder_epoch(model, opt, data: Dataset, cfg: Config, epoch: int, dev
             g["lr"] = lr
         recon, mu, logvar = model(xb, yb, gen)
         loss, rec, _ = decoder_loss(cfg, recon, xb, mu, logvar)
+        hit = torch.zeros((), device=device)
+        if guide is not None:
+            ce, hit = guide_loss(model, guide, cfg, len(idx), data.n_classes, gen, device)
+            loss = loss + cfg.train.guide_weight * ce
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         if average is not None:
             average.update(model, epoch * steps + s)
-        tot += torch.stack([loss.detach(), rec.detach()]).double() * len(idx)
+        tot += torch.stack([loss.detach(), rec.detach(), hit.detach()]).double() * len(idx)
         if bar is not None:
             bar.update(1)
             if s % 20 == 0 or s == steps - 1:
                 bar.set_postfix(loss=f"{tot[0].item() / min(n, (s + 1) * bs):.3f}",
                                 lr=f"{lr:.2e}")
     tot = (tot / n).tolist()
-    return tot[0], tot[1] / (data.size * data.size)
+    return tot[0], tot[1] / (data.size * data.size), tot[2] if guide is not None else None
 
 
 @torch.no_grad()
@@ -401,7 +445,8 @@ def train(cfg: Config, run_dir: Path | None = None, resume: str | Path | None = 
     decoder = cfg.model.family == "decoder"
     if decoder and teacher is not None:
         raise BitmcuError("config key 'train.teacher': a decoder (model.family decoder) is not "
-                          "distilled; set train.teacher=null")
+                          "distilled; set train.teacher=null (train.guide guides its samples)")
+    guide = load_guide(cfg, data, device) if decoder else None
 
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
@@ -425,8 +470,8 @@ def train(cfg: Config, run_dir: Path | None = None, resume: str | Path | None = 
             bar = None if quiet else tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
                                           leave=False, dynamic_ncols=True, disable=None)
             if decoder:
-                tr_loss, tr_mse = _train_decoder_epoch(model, opt, data, cfg, epoch, device, bar,
-                                                       average)
+                tr_loss, tr_mse, tr_guide = _train_decoder_epoch(model, opt, data, cfg, epoch,
+                                                                 device, bar, average, guide)
             else:
                 tr_loss, tr_acc = _train_epoch(model, opt, data, cfg, epoch, device, bar,
                                                teacher, average)
@@ -434,6 +479,7 @@ def train(cfg: Config, run_dir: Path | None = None, resume: str | Path | None = 
                 bar.close()
             if decoder:
                 m = {"epoch": epoch + 1, "train_loss": tr_loss, "train_mse": tr_mse,
+                     **({} if tr_guide is None else {"train_guide_acc": tr_guide}),
                      **evaluate_decoder(final, cfg, data.test_x, data.test_y, device)}
             else:
                 ev = evaluate(final, data.test_x, data.test_y, device)
@@ -451,7 +497,9 @@ def train(cfg: Config, run_dir: Path | None = None, resume: str | Path | None = 
             if not quiet and decoder:
                 log(f"epoch {epoch + 1:>3}/{cfg.train.epochs}  loss {tr_loss:.4f}  "
                     f"test loss {m['test_loss']:.4f} (mse/pixel {m['test_mse']:.5f}, kl "
-                    f"{m['test_kl']:.2f})  ({m['seconds']:.1f}s)")
+                    f"{m['test_kl']:.2f})" + ("" if tr_guide is None else
+                                               f"  guide {100 * tr_guide:.1f}%")
+                    + f"  ({m['seconds']:.1f}s)")
             elif not quiet:
                 log(f"epoch {epoch + 1:>3}/{cfg.train.epochs}  loss {tr_loss:.4f}  "
                     f"train {100 * tr_acc:.2f}%  test {100 * ev.acc:.2f}%  ({m['seconds']:.1f}s)")

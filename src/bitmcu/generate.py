@@ -41,7 +41,10 @@ def sample_images(blob: dict, model, seeds: np.ndarray, classes: np.ndarray,
     if engine == "int":
         from . import reference
 
-        return reference.generate(model, z, classes)
+        parts = [reference.generate(model, z[i : i + 500], classes[i : i + 500])
+                 for i in range(0, len(z), 500)]  # bounded memory: the windows are int64
+        return np.concatenate(parts) if parts else np.zeros(
+            (0, model.input_size, model.input_size), np.uint8)
     if engine == "c":
         from .codegen import model_header
         from .hostc import HostModel

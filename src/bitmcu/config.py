@@ -97,7 +97,10 @@ class ModelConfig:
     scale: Literal["per_tensor", "per_channel"] = "per_tensor"  # weight scale granularity
     clip: Literal["octav", "std"] = "octav"  # how the clipping range is chosen
     clip_std: float = 2.5  # with clip=std: clipping range in weight standard deviations
-    clip_until: int = 20  # update clipping every epoch until this epoch, then freeze
+    clip_until: int | None = None  # update clipping (and a decoder's shifts) every epoch until
+    #                                this epoch, then freeze; None: 20, for a decoder 1 (a
+    #                                decoder's fixed shifts and biases do not survive a
+    #                                recalibration late in training)
     quant_from: int = 0  # float weights (no weight quantization) before this epoch
     act_bits: int = 8  # activation fake-quantization bits
 
@@ -150,6 +153,12 @@ class Config:
         """Stable short hash of the model-defining part of the config."""
         blob = json.dumps(dataclasses.asdict(self.model), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:8]
+
+    def clip_epochs(self) -> int:
+        """Epochs at whose start clipping ranges (and a decoder's shifts) are recalibrated."""
+        if self.model.clip_until is not None:
+            return self.model.clip_until
+        return 1 if self.model.family == "decoder" else 20
 
     def n_weight_layers(self) -> int:
         """Layers that model.layer_schemes can name: the fc layers, then a decoder's stages."""

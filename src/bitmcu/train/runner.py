@@ -461,7 +461,7 @@ def train(cfg: Config, run_dir: Path | None = None, resume: str | Path | None = 
         for epoch in range(start_epoch, cfg.train.epochs):
             t0 = time.perf_counter()
             _set_quantize(model, average, epoch >= cfg.model.quant_from)
-            if epoch < cfg.model.clip_until:
+            if epoch < cfg.clip_epochs():
                 calib = data.train_x[:1000].to(device)
                 model.update_clips(calib=(calib, data.train_y[:1000].to(device)) if decoder
                                    else calib)

@@ -165,3 +165,26 @@ def test_damaged_decoder_model_is_refused(tiny_export, tmp_path):
 
 def test_tiny_overrides_still_classify():
     assert load_config(None, tiny_overrides()).model.family == "fc"
+
+
+def test_requant_gradient_stops_at_both_ends_of_the_clamp():
+    """Hidden layers: gradient only where 0 < output < 255 (through the top of the clamp it let
+    weights grow into saturation); the output layer (through) passes it everywhere."""
+    import torch
+
+    from bitmcu.models import _RequantBias
+
+    acc = torch.tensor([[-64.0, 64.0, 1e6]], requires_grad=True)
+    bias = torch.zeros(1, 3)
+    for through, want in ((False, [0.0, 1 / 4, 0.0]), (True, [1 / 4] * 3)):
+        acc.grad = None
+        out = _RequantBias.apply(acc, bias, 2, 255, through)
+        assert out.tolist() == [[0.0, 16.0, 255.0]]
+        out.sum().backward()
+        assert acc.grad.tolist() == [want]
+
+
+def test_decoders_calibrate_at_the_first_epoch_only():
+    assert load_config(None, TINY).clip_epochs() == 1
+    assert load_config(None, [*TINY, "model.clip_until=3"]).clip_epochs() == 3
+    assert load_config(None, []).clip_epochs() == 20

@@ -72,6 +72,15 @@ def _model_table(front: str, kind: str) -> str:
     )
 
 
+def _define_lines(model: IntModel, defs: dict) -> list[str]:
+    """`#define BITMCU_MODEL_<key>` lines of `defs`, then the ones every model has (arena,
+    weight bytes, config hash), then a blank line."""
+    defs = {**defs, "ARENA_WORDS": f"{model.arena_words}u",
+            "WEIGHT_BYTES": f"{model.weight_bytes}u",
+            "CONFIG_HASH": f"0x{model.config_hash:08x}u"}
+    return [*(f"#define BITMCU_MODEL_{k} {v}\n" for k, v in defs.items()), "\n"]
+
+
 def decoder_header(model: IntModel, command: str) -> str:
     """model.h of a decoder: each layer's int8 biases and then its codes in one array (the
     table points at the codes), fc layers then stages."""
@@ -92,12 +101,8 @@ def decoder_header(model: IntModel, command: str) -> str:
         "MAP_BYTES": sum(model.ring_bytes),
         "BAND_ROWS": model.stages[-1].factor,
         "BIAS_UNIT": 0,
-        "ARENA_WORDS": f"{model.arena_words}u",
-        "WEIGHT_BYTES": f"{model.weight_bytes}u",
-        "CONFIG_HASH": f"0x{model.config_hash:08x}u",
     }
-    out += [f"#define BITMCU_MODEL_{k} {v}\n" for k, v in defs.items()]
-    out.append("\n")
+    out += _define_lines(model, defs)
     rows = []
     for i, L in enumerate([*model.layers, *model.stages]):
         sch = get_scheme(L.scheme)
@@ -145,12 +150,8 @@ def model_header(model: IntModel, command: str) -> str:
         "N_FEATURES": model.n_features if model.front else 0,
         "MAP_BYTES": model.map_bytes,
         "BIAS_UNIT": int(model.bias_unit),
-        "ARENA_WORDS": f"{model.arena_words}u",
-        "WEIGHT_BYTES": f"{model.weight_bytes}u",
-        "CONFIG_HASH": f"0x{model.config_hash:08x}u",
     }
-    out += [f"#define BITMCU_MODEL_{k} {v}\n" for k, v in defs.items()]
-    out.append("\n")
+    out += _define_lines(model, defs)
     rows = []
     for i, L in enumerate(model.front):
         if L.op == "pool":

@@ -188,3 +188,30 @@ def test_decoders_calibrate_at_the_first_epoch_only():
     assert load_config(None, TINY).clip_epochs() == 1
     assert load_config(None, [*TINY, "model.clip_until=3"]).clip_epochs() == 3
     assert load_config(None, []).clip_epochs() == 20
+
+
+def test_factor_objective_learns_the_renderer_latent(tmp_path):
+    import torch
+
+    from bitmcu.train import train
+    from bitmcu.train.runner import evaluate_decoder, load_data, load_factors
+
+    sets = [*TINY, "train.objective=factors", "data.dice.train=3000", "train.epochs=4",
+            "model.layer_schemes=[8bit, 8bit, 8bit, 8bit]", "train.lr=0.01"]
+    cfg = load_config(None, sets)
+    run = train(cfg, run_dir=tmp_path / "f", quiet=True)
+    from bitmcu.train import load_checkpoint, model_from_checkpoint
+
+    blob = load_checkpoint(run)
+    assert "test_kl" not in blob["metrics"][-1]  # the latent is given, not inferred
+    model = model_from_checkpoint(blob)
+    assert model.encoder is None
+    data = load_data(cfg)
+    factors = load_factors(cfg, data)
+    assert factors["train_z"].shape == (3000, 6) and factors["test_t"].shape == (100, 16, 16)
+    err = evaluate_decoder(model, cfg, data.test_x, data.test_y, factors=factors)["test_mse"]
+    # the decoder draws the die its latent describes: other dice's latents fit worse
+    wrong = dict(factors, test_z=factors["test_z"].roll(1, 0))
+    worse = evaluate_decoder(model, cfg, data.test_x, data.test_y, factors=wrong)["test_mse"]
+    assert err < 0.8 * worse, (err, worse)
+    assert torch.isfinite(torch.tensor(err))

@@ -5,7 +5,7 @@ import pytest
 
 from bitmcu.config import DiceConfig, load_config
 from bitmcu.data import load_dataset
-from bitmcu.data.dice import PIPS, render
+from bitmcu.data.dice import FACTORS, PIPS, render, render_factors
 from bitmcu.errors import BitmcuError
 
 
@@ -69,11 +69,30 @@ def test_dataset_dice_splits_and_cache(tmp_path):
     np.testing.assert_array_equal(again.test_x.numpy(), d.test_x.numpy())
 
 
+def test_factor_latents_draw_the_same_dice_clean():
+    # without the variation the latent does not carry, render() draws exactly the factor dice
+    cfg = DiceConfig(shear=0.0, perspective=0.0, outline=1.0, outline_width=[0.1, 0.1],
+                     background=0.0, noise=0.0)
+    x, _ = render(cfg, 700, 16, 4)
+    z, clean = render_factors(cfg, 700, 16, 4, len(FACTORS))
+    np.testing.assert_array_equal(clean, x)
+    # with it, the clean dice differ from the noisy ones but keep their pips
+    noisy, _ = render(DiceConfig(), 3000, 32, 1)
+    z, clean = render_factors(DiceConfig(), 3000, 32, 1, 5)
+    assert z.shape == (3000, 5) and z.dtype == np.float32
+    assert np.abs(z.mean(0)).max() < 0.08 and np.abs(z.std(0) - 1).max() < 0.08  # N(0, 1)
+    assert (clean != noisy).any(axis=(1, 2)).all()
+    # a latent carrying fewer factors leaves the rest at mid-range: less variation
+    _, two = render_factors(DiceConfig(), 3000, 32, 1, 2)
+    assert two.astype(float).std(0).mean() < clean.astype(float).std(0).mean()
+
+
 @pytest.mark.parametrize("key, value, msg", [
     ("data.dice.scale", "[0.9, 0.5]", "data.dice.scale"),
     ("data.dice.rotation", "-5", "data.dice.rotation"),
     ("data.dice.train", "0", "data.dice.train"),
     ("data.size", "80", "4..64"),
+    ("train.objective", "factors", "model.family"),
 ])
 def test_bad_dice_config(key, value, msg):
     with pytest.raises(BitmcuError, match=msg.replace(".", r"\.")):

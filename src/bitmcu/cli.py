@@ -33,9 +33,9 @@ def _summary(run: Path) -> None:
     m = blob["metrics"][-1] if blob["metrics"] else {}
     nbytes = sum(s.bytes for s in layer_stats(model_from_checkpoint(blob)))
     if "test_mse" in m:  # a decoder
+        kl = f"KL {m['test_kl']:.2f}, " if "test_kl" in m else ""  # none: factor latents
         print(f"done: {blob['epoch']} epochs, test squared error per pixel {m['test_mse']:.5f}, "
-              f"KL {m['test_kl']:.2f}, {nbytes} weight bytes; samples: bitmcu sample {run} "
-              "--out grid.png")
+              f"{kl}{nbytes} weight bytes; samples: bitmcu sample {run} --out grid.png")
     else:
         print(f"done: {blob['epoch']} epochs, test accuracy {100 * m.get('test_acc', 0):.2f}%, "
               f"{nbytes} weight bytes")

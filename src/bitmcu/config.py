@@ -126,6 +126,10 @@ class TrainConfig:
     #                      linearly from 0 to this value over training (Nagel et al., 2022)
     ema: float = 0.0  # decay of an exponential moving average of the weights, per step; the
     #                   averaged model is evaluated, checkpointed and exported (0 = off)
+    objective: Literal["cvae", "factors"] = "cvae"  # decoder: cvae (a float encoder infers each
+    #   image's latent) or factors (data.dataset dice only: each image's latent is the
+    #   renderer's own parameters, N(0, 1) by construction, and the target is that die drawn
+    #   clean: no noise, shear, perspective or background; see data/dice.py)
     kl_weight: float = 1.0  # decoder (CVAE): weight of the KL term beside the summed squared
     #                         pixel error (pixels 0..1)
     guide: str | None = None  # decoder: a classifier run of the same data; its cross-entropy
@@ -317,6 +321,12 @@ def _check(cfg: Config) -> Config:
         raise BitmcuError(f"config key 'train.guide': {cfg.train.guide!r} guides a decoder's "
                           f"samples; model.family is {cfg.model.family!r} (use train.teacher to "
                           "distill a classifier)")
+    if cfg.train.objective == "factors" and (cfg.model.family != "decoder"
+                                             or cfg.data.dataset != "dice"):
+        raise BitmcuError("config key 'train.objective': factors trains a decoder "
+                          "(model.family decoder) on the dice renderer's own parameters "
+                          f"(data.dataset dice); this run has model.family "
+                          f"{cfg.model.family!r}, data.dataset {cfg.data.dataset!r} (use cvae)")
     if not 0.0 <= cfg.train.guide_weight < float("inf"):
         raise BitmcuError(f"config key 'train.guide_weight': {cfg.train.guide_weight} must be "
                           ">= 0")

@@ -536,8 +536,10 @@ class DecoderModel(nn.Module):
         self.calib_quantile = None
         self.headroom = 1
         n_pix = cfg.data.size * cfg.data.size
-        self.encoder = nn.Sequential(nn.Linear(n_pix + n_classes, 512), nn.ReLU(),
-                                     nn.Linear(512, 256), nn.ReLU(), nn.Linear(256, 2 * m.latent))
+        # train.objective factors gives each image's latent: no encoder to train
+        self.encoder = None if cfg.train.objective == "factors" else nn.Sequential(
+            nn.Linear(n_pix + n_classes, 512), nn.ReLU(), nn.Linear(512, 256), nn.ReLU(),
+            nn.Linear(256, 2 * m.latent))
 
     @property
     def layers(self):
@@ -588,10 +590,10 @@ class DecoderModel(nn.Module):
     def update_clips(self, calib: tuple | None = None) -> None:
         for L in self.layers:
             L.update_clip()
-        if calib is not None:
-            x, y = calib
+        if calib is not None:  # (images, classes) or (images, classes, their given latents)
+            x, y, *given = calib
             with torch.no_grad():
-                mu, _ = self.encode(x, y)
+                mu = given[0] if given else self.encode(x, y)[0]
                 self.decode(quantize_latent(mu), y, calibrate=True)
                 self.output_calibrated.fill_(True)
 

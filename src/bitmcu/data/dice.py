@@ -130,6 +130,64 @@ def render(cfg, n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return images, params["face"].astype(np.int64)
 
 
+# The renderer's factors a decoder's latent can carry (``train.objective: factors``), most
+# visible first; a latent of n values carries the first n, the rest stay at their mid-range.
+FACTORS = ("angle", "scale", "dx", "dy", "radius", "spread", "fg", "corner")
+
+
+def factor_positions(cfg, p: dict[str, np.ndarray]) -> np.ndarray:
+    """(n, len(FACTORS)) where each factor of each die lies in its range, 0..1 (uniform)."""
+    def pos(v, lo, hi):
+        return np.clip((v - lo) / (hi - lo), 0, 1) if hi > lo else np.full_like(v, 0.5)
+
+    rot = np.deg2rad(cfg.rotation)
+    room = cfg.offset * np.maximum(1.0 - p["scale"] * np.sqrt(2.0, dtype=np.float32) * 0.85, 0)
+    span = np.where(room > 0, room, 1.0)
+    u = {"angle": pos(p["angle"], -rot, rot), "scale": pos(p["scale"], *cfg.scale),
+         "dx": np.where(room > 0, pos(p["dx"] / span, -1, 1), 0.5),
+         "dy": np.where(room > 0, pos(p["dy"] / span, -1, 1), 0.5),
+         "radius": pos(p["radius"], *cfg.pip_radius), "spread": pos(p["spread"], *cfg.pip_spread),
+         "fg": pos(p["fg"], *cfg.brightness), "corner": pos(p["corner"], *cfg.corner)}
+    return np.stack([u[k] for k in FACTORS], axis=1).astype(np.float32)
+
+
+def clean_params(cfg, p: dict[str, np.ndarray], n_factors: int) -> dict[str, np.ndarray]:
+    """The dice of p without the variation a latent of n_factors does not carry: factors past
+    the first n_factors at their mid-range, and no shear, perspective, background or noise,
+    the outline always drawn at its mid width."""
+    q = dict(p)
+    n = len(p["face"])
+    mid = {"angle": 0.0, "scale": np.mean(cfg.scale), "dx": 0.0, "dy": 0.0,
+           "radius": np.mean(cfg.pip_radius), "spread": np.mean(cfg.pip_spread),
+           "fg": np.mean(cfg.brightness), "corner": np.mean(cfg.corner)}
+    for k in FACTORS[n_factors:]:
+        q[k] = np.full(n, mid[k], dtype=np.float32)
+    for k in ("shear", "px", "py", "bg"):
+        q[k] = np.zeros(n, dtype=np.float32)
+    q["outline"] = np.ones(n, dtype=np.float32)
+    q["width"] = np.full(n, np.mean(cfg.outline_width), dtype=np.float32)
+    return q
+
+
+def render_factors(cfg, n: int, size: int, seed: int,
+                   n_factors: int) -> tuple[np.ndarray, np.ndarray]:
+    """The factor latents (n, n_factors) float32, N(0, 1) by construction (the inverse normal
+    CDF of each factor's position in its range), and the clean dice (n, size, size) uint8 of
+    the same parameters as :func:`render` draws for (n, seed): the training targets of a
+    decoder whose latent is the renderer's own parameters."""
+    rng = np.random.default_rng([seed, 0xD1CE])
+    params = draw_params(cfg, n, rng)  # the same stream as render(): the same dice
+    u = factor_positions(cfg, params)[:, :n_factors]
+    z = torch.special.ndtri(torch.from_numpy(np.clip(u, 0.0005, 0.9995))).numpy()
+    clean = clean_params(cfg, params, n_factors)
+    images = np.empty((n, size, size), dtype=np.uint8)
+    zero = np.zeros((CHUNK, size, size), dtype=np.float32)
+    for i in range(0, n, CHUNK):
+        chunk = {k: v[i : i + CHUNK] for k, v in clean.items()}
+        images[i : i + CHUNK] = _render_chunk(chunk, size, cfg.antialias, zero[: len(chunk["face"])])
+    return z, images
+
+
 def check_config(cfg) -> None:
     """Refuse ranges that make no sense, naming the key."""
     def pair(key, lo_hi, lo, hi):
@@ -153,21 +211,17 @@ def check_config(cfg) -> None:
             raise BitmcuError(f"config key 'data.dice.{key}': {getattr(cfg, key)} must be >= 1")
 
 
-def dice_arrays(cfg, size: int, cache) -> dict[str, np.ndarray]:
-    """Training and test sets (different seeds) of the dice renderer, cached under ``cache``."""
-    import dataclasses
-
-    desc = json.dumps({"size": size, **dataclasses.asdict(cfg), "v": 1}, sort_keys=True)
-    path = cache / "prepared" / f"dice-{size}-{hashlib.sha256(desc.encode()).hexdigest()[:16]}.npz"
+def _cached(cache, name: str, desc: dict, make) -> dict[str, np.ndarray]:
+    """The arrays make() returns, cached in ``cache/prepared`` under name and a hash of desc."""
+    key = hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:16]
+    path = cache / "prepared" / f"{name}-{key}.npz"
     if path.is_file():
         try:
             with np.load(path) as z:
-                return {k: z[k] for k in ("train_x", "train_y", "test_x", "test_y")}
+                return {k: z[k] for k in z.files}
         except (OSError, ValueError, KeyError):
             pass  # a damaged cache entry is rendered again
-    train_x, train_y = render(cfg, cfg.train, size, cfg.seed)
-    test_x, test_y = render(cfg, cfg.test, size, cfg.seed + 1)
-    out = {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y}
+    out = make()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.stem + f".{os.getpid()}.part.npz")
@@ -176,3 +230,34 @@ def dice_arrays(cfg, size: int, cache) -> dict[str, np.ndarray]:
     except OSError:
         pass  # a read-only cache is not an error
     return out
+
+
+def dice_arrays(cfg, size: int, cache) -> dict[str, np.ndarray]:
+    """Training and test sets (different seeds) of the dice renderer, cached under ``cache``."""
+    import dataclasses
+
+    def make():
+        train_x, train_y = render(cfg, cfg.train, size, cfg.seed)
+        test_x, test_y = render(cfg, cfg.test, size, cfg.seed + 1)
+        return {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y}
+
+    return _cached(cache, f"dice-{size}", {"size": size, **dataclasses.asdict(cfg), "v": 1}, make)
+
+
+def dice_factor_arrays(cfg, size: int, n_factors: int, cache) -> dict[str, np.ndarray]:
+    """The factor latents and clean targets (:func:`render_factors`) of the training and test
+    sets of :func:`dice_arrays`: train_z, train_t, test_z, test_t."""
+    import dataclasses
+
+    if not 1 <= n_factors <= len(FACTORS):
+        raise BitmcuError(f"train.objective factors: the latent carries 1..{len(FACTORS)} of the "
+                          f"renderer's factors ({', '.join(FACTORS)}); model.latent is "
+                          f"{n_factors}")
+
+    def make():
+        train_z, train_t = render_factors(cfg, cfg.train, size, cfg.seed, n_factors)
+        test_z, test_t = render_factors(cfg, cfg.test, size, cfg.seed + 1, n_factors)
+        return {"train_z": train_z, "train_t": train_t, "test_z": test_z, "test_t": test_t}
+
+    desc = {"size": size, "factors": n_factors, **dataclasses.asdict(cfg), "v": 1}
+    return _cached(cache, f"dice-factors-{size}", desc, make)

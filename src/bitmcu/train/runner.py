@@ -309,11 +309,15 @@ def guide_loss(model, guide, cfg: Config, n: int, n_classes: int, gen: torch.Gen
 
 
 def _train_decoder_epoch(model, opt, data: Dataset, cfg: Config, epoch: int, device, bar,
-                         average: WeightAverage | None = None,
-                         guide=None) -> tuple[float, float, float | None]:
-    """One epoch of CVAE training (augmentation does not apply: the decoder learns the images
-    as they are), with a guide its cross-entropy on prior samples. Returns (mean loss, mean
-    squared error per pixel, the guide's accuracy on the prior samples or None)."""
+                         average: WeightAverage | None = None, guide=None,
+                         factors: dict | None = None) -> tuple[float, float, float | None]:
+    """One epoch of decoder training (augmentation does not apply: the decoder learns the
+    images as they are): CVAE, or with ``factors`` (:func:`load_factors`) the clean die of
+    each image's renderer latent; with a guide its cross-entropy on prior samples. Returns
+    (mean loss, mean squared error per pixel, the guide's accuracy on the prior samples or
+    None)."""
+    from ..models import quantize_latent
+
     gen = epoch_generator(cfg.seed, epoch)
     n, bs = len(data.train_x), cfg.train.batch_size
     perm = torch.randperm(n, generator=gen)
@@ -322,12 +326,18 @@ def _train_decoder_epoch(model, opt, data: Dataset, cfg: Config, epoch: int, dev
     tot = torch.zeros(3, dtype=torch.float64, device=device)
     for s in range(steps):
         idx = perm[s * bs : (s + 1) * bs]
-        xb, yb = data.train_x[idx].float().to(device), data.train_y[idx].to(device)
+        yb = data.train_y[idx].to(device)
         lr = lr_at(cfg, epoch + s / steps)
         for g in opt.param_groups:
             g["lr"] = lr
-        recon, mu, logvar = model(xb, yb, gen)
-        loss, rec, _ = decoder_loss(cfg, recon, xb, mu, logvar)
+        if factors is None:
+            xb = data.train_x[idx].float().to(device)
+            recon, mu, logvar = model(xb, yb, gen)
+            loss, rec, _ = decoder_loss(cfg, recon, xb, mu, logvar)
+        else:
+            tb = factors["train_t"][idx].float().to(device)
+            recon = model.decode(quantize_latent(factors["train_z"][idx].to(device)), yb)
+            loss = rec = ((recon - tb) / 255.0).pow(2).flatten(1).sum(1).mean()
         hit = torch.zeros((), device=device)
         if guide is not None:
             ce, hit = guide_loss(model, guide, cfg, len(idx), data.n_classes, gen, device)
@@ -347,25 +357,46 @@ def _train_decoder_epoch(model, opt, data: Dataset, cfg: Config, epoch: int, dev
     return tot[0], tot[1] / (data.size * data.size), tot[2] if guide is not None else None
 
 
+def load_factors(cfg: Config, data: Dataset) -> dict[str, torch.Tensor] | None:
+    """``train.objective: factors``: each training and test image's renderer latent and clean
+    die (data/dice.py), as tensors (train_z, train_t, test_z, test_t); None for cvae."""
+    if cfg.train.objective != "factors":
+        return None
+    from ..data.datasets import cache_dir
+    from ..data.dice import dice_factor_arrays
+
+    a = dice_factor_arrays(cfg.data.dice, cfg.data.size, cfg.model.latent, cache_dir())
+    n = len(data.train_x)
+    return {k: torch.from_numpy(v[:n] if k.startswith("train") else v) for k, v in a.items()}
+
+
 @torch.no_grad()
 def evaluate_decoder(model, cfg: Config, x: torch.Tensor, y: torch.Tensor, device=None,
-                     batch: int = 2000) -> dict:
+                     batch: int = 2000, factors: dict | None = None) -> dict:
     """Test loss, reconstruction error per pixel and KL of a decoder (latent = the encoder's
-    mean, no sampling noise)."""
+    mean, no sampling noise); with ``factors``, the error of the clean dice drawn from the test
+    images' renderer latents (no KL: the latent is given, not inferred)."""
+    from ..models import quantize_latent
+
     device = device or torch.device("cpu")
     model.eval()
     tot = np.zeros(3)
     for i in range(0, len(x), batch):
-        xb, yb = x[i : i + batch].float().to(device), y[i : i + batch].to(device)
-        mu, logvar = model.encode(xb, yb)
-        from ..models import quantize_latent
-
-        recon = model.decode(quantize_latent(mu), yb)
-        loss, rec, kl = decoder_loss(cfg, recon, xb, mu, logvar)
-        tot += np.array([loss.item(), rec.item(), kl.item()]) * len(xb)
+        yb = y[i : i + batch].to(device)
+        if factors is None:
+            xb = x[i : i + batch].float().to(device)
+            mu, logvar = model.encode(xb, yb)
+            recon = model.decode(quantize_latent(mu), yb)
+            loss, rec, kl = decoder_loss(cfg, recon, xb, mu, logvar)
+        else:
+            tb = factors["test_t"][i : i + batch].float().to(device)
+            recon = model.decode(quantize_latent(factors["test_z"][i : i + batch].to(device)), yb)
+            loss = rec = ((recon - tb) / 255.0).pow(2).flatten(1).sum(1).mean()
+            kl = torch.zeros(())
+        tot += np.array([loss.item(), rec.item(), kl.item()]) * len(yb)
     tot /= max(1, len(x))
-    return {"test_loss": float(tot[0]), "test_mse": float(tot[1] / x.shape[-1] ** 2),
-            "test_kl": float(tot[2])}
+    out = {"test_loss": float(tot[0]), "test_mse": float(tot[1] / x.shape[-1] ** 2)}
+    return out if factors is not None else {**out, "test_kl": float(tot[2])}
 
 
 def new_run_dir(base: Path, name: str) -> Path:
@@ -447,6 +478,7 @@ def train(cfg: Config, run_dir: Path | None = None, resume: str | Path | None = 
         raise BitmcuError("config key 'train.teacher': a decoder (model.family decoder) is not "
                           "distilled; set train.teacher=null (train.guide guides its samples)")
     guide = load_guide(cfg, data, device) if decoder else None
+    factors = load_factors(cfg, data)
 
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
@@ -463,15 +495,18 @@ def train(cfg: Config, run_dir: Path | None = None, resume: str | Path | None = 
             _set_quantize(model, average, epoch >= cfg.model.quant_from)
             if epoch < cfg.clip_epochs():
                 calib = data.train_x[:1000].to(device)
-                model.update_clips(calib=(calib, data.train_y[:1000].to(device)) if decoder
-                                   else calib)
+                y_calib = data.train_y[:1000].to(device)
+                model.update_clips(calib=calib if not decoder else (calib, y_calib) if
+                                   factors is None else (calib, y_calib,
+                                                         factors["train_z"][:1000].to(device)))
                 if average is not None:
                     average.copy_buffers(model)
             bar = None if quiet else tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
                                           leave=False, dynamic_ncols=True, disable=None)
             if decoder:
                 tr_loss, tr_mse, tr_guide = _train_decoder_epoch(model, opt, data, cfg, epoch,
-                                                                 device, bar, average, guide)
+                                                                 device, bar, average, guide,
+                                                                 factors)
             else:
                 tr_loss, tr_acc = _train_epoch(model, opt, data, cfg, epoch, device, bar,
                                                teacher, average)
@@ -480,7 +515,8 @@ def train(cfg: Config, run_dir: Path | None = None, resume: str | Path | None = 
             if decoder:
                 m = {"epoch": epoch + 1, "train_loss": tr_loss, "train_mse": tr_mse,
                      **({} if tr_guide is None else {"train_guide_acc": tr_guide}),
-                     **evaluate_decoder(final, cfg, data.test_x, data.test_y, device)}
+                     **evaluate_decoder(final, cfg, data.test_x, data.test_y, device,
+                                        factors=factors)}
             else:
                 ev = evaluate(final, data.test_x, data.test_y, device)
                 m = {"epoch": epoch + 1, "train_loss": tr_loss, "train_acc": tr_acc,
@@ -496,8 +532,9 @@ def train(cfg: Config, run_dir: Path | None = None, resume: str | Path | None = 
                         tb.add_scalar(k, v, epoch + 1)
             if not quiet and decoder:
                 log(f"epoch {epoch + 1:>3}/{cfg.train.epochs}  loss {tr_loss:.4f}  "
-                    f"test loss {m['test_loss']:.4f} (mse/pixel {m['test_mse']:.5f}, kl "
-                    f"{m['test_kl']:.2f})" + ("" if tr_guide is None else
+                    f"test loss {m['test_loss']:.4f} (mse/pixel {m['test_mse']:.5f}"
+                    + (f", kl {m['test_kl']:.2f})" if "test_kl" in m else ")")
+                    + ("" if tr_guide is None else
                                                f"  guide {100 * tr_guide:.1f}%")
                     + f"  ({m['seconds']:.1f}s)")
             elif not quiet:

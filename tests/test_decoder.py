@@ -126,6 +126,8 @@ def test_sample_grid(tiny_decoder, tmp_path, capsys):
     assert main(["sample", str(tiny_decoder), "--per-class", "3", "--engine", "c",
                  "--out", str(out)]) == 0
     assert out.is_file() and "18 samples" in capsys.readouterr().out
+    assert main(["sample", str(tiny_decoder), "--temperature", "2.5", "--out", str(out)]) == 2
+    assert "--temperature 2.5: must be in (0, 2]" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("sets, msg", [

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from bitmcu import rng
 from bitmcu.cli import main
 from bitmcu.config import load_config
 from bitmcu.errors import BitmcuError
@@ -93,6 +94,19 @@ def test_judge_errors(runs, tiny_run, tmp_path):
         judge(dec, oracle, per_class=1)
     with pytest.raises(BitmcuError, match="'gpu' is not allowed; use"):
         judge(dec, oracle, per_class=4, engines=["gpu"])
+    with pytest.raises(BitmcuError, match=r"--temperature 3.0: must be in \(0, 2\]"):
+        judge(dec, oracle, per_class=4, temperature=3.0)
+
+
+def test_temperature_narrows_the_samples(runs):
+    dec, oracle = runs
+    hot = judge(dec, oracle, per_class=30, engines=["c"])
+    cold = judge(dec, oracle, per_class=30, engines=["c"], temperature=0.1)
+    assert (hot.temperature, cold.temperature) == (1.0, 0.1)
+    assert cold.latent_scale == rng.latent_scale(0.1) < hot.latent_scale == rng.latent_scale(1)
+    assert "temperature 0.1: latent scale" in cold.text()
+    # near the prior's mean the samples of a class lie close together
+    assert np.mean(cold.engines[0].pairwise) < 0.8 * np.mean(hot.engines[0].pairwise)
 
 
 def test_guided_decoder(runs, tiny_run, tmp_path):

@@ -150,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "reference, default) | c (the host-compiled C engine)")
     g.add_argument("--seed", type=int, default=1, help="seed of the first sample; the next "
                    "ones count up (default 1)")
+    g.add_argument("--temperature", type=float, help="sampling temperature, 0..2 (default: the "
+                   "run's model.temperature; 1 = the prior it was trained with)")
     g.add_argument("--out", type=Path, required=True, help="PNG file to write")
     g.set_defaults(func=_cmd_sample)
 
@@ -164,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("--engines", default="float,int,c", help="comma-separated: float, int, c "
                    "(default all three)")
     j.add_argument("--seed", type=int, default=1, help="seed of the first sample (default 1)")
+    j.add_argument("--temperature", type=float, help="sampling temperature, 0..2 (default: the "
+                   "run's model.temperature)")
     j.add_argument("--data-dir", help="folder with the data sets (overrides the run's)")
     j.add_argument("--json", type=Path, help="also write the figures as JSON here")
     j.set_defaults(func=_cmd_judge)
@@ -247,7 +251,7 @@ def _cmd_export(a) -> int:
 def _cmd_sample(a) -> int:
     from .generate import sample_grid
 
-    images = sample_grid(a.run, a.out, a.per_class, a.engine, a.seed)
+    images = sample_grid(a.run, a.out, a.per_class, a.engine, a.seed, a.temperature)
     print(f"wrote {a.out}: {len(images)} samples ({a.per_class} per class, seeds {a.seed}.."
           f"{a.seed + len(images) - 1}, engine {a.engine})")
     return 0
@@ -257,7 +261,8 @@ def _cmd_judge(a) -> int:
     from .judge import judge, write_json
 
     engines = [e.strip() for e in a.engines.split(",") if e.strip()]
-    res = judge(a.run, a.oracle, a.per_class, engines, a.seed, a.data_dir, quiet=False)
+    res = judge(a.run, a.oracle, a.per_class, engines, a.seed, a.data_dir, quiet=False,
+                temperature=a.temperature)
     print(res.text())
     if a.json:
         write_json(res, a.json)

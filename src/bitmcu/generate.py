@@ -18,14 +18,21 @@ from .rng import latents_for
 ENGINES = ("float", "int", "c")
 
 
-def load_decoder(run: str | Path):
-    """(checkpoint blob, integer model) of a decoder run; a classifier run is refused."""
+def load_decoder(run: str | Path, temperature: float | None = None):
+    """(checkpoint blob, integer model) of a decoder run; a classifier run is refused.
+    ``temperature`` replaces the run's sampling temperature (model.temperature), 0..2."""
     from .export import load_int_model
+    from .rng import latent_scale
 
     model, blob = load_int_model(run)
     if not model.generative:
         raise BitmcuError(f"{run}: a classifier (model.family {blob['cfg'].model.family}); "
                           "sampling needs a decoder run (model.family decoder)")
+    if temperature is not None:
+        if not 0 < temperature <= 2:
+            raise BitmcuError(f"--temperature {temperature}: must be in (0, 2] (1 = the prior "
+                              "the decoder was trained with)")
+        model.latent_scale = latent_scale(temperature)
     return blob, model
 
 
@@ -94,11 +101,11 @@ def save_png(picture: np.ndarray, path: str | Path, scale: int = 4) -> None:
 
 
 def sample_grid(run: str | Path, out: str | Path, per_class: int = 8, engine: str = "int",
-                seed: int = 1) -> np.ndarray:
+                seed: int = 1, temperature: float | None = None) -> np.ndarray:
     """A PNG with one row per class of `per_class` samples (seeds seed, seed + 1, ...)."""
     if per_class < 1:
         raise BitmcuError(f"--per-class {per_class}: must be >= 1")
-    blob, model = load_decoder(run)
+    blob, model = load_decoder(run, temperature)
     classes = np.repeat(np.arange(model.n_classes), per_class)
     seeds = seed + np.arange(len(classes))
     images = sample_images(blob, model, seeds, classes, engine)

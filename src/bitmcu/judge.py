@@ -59,6 +59,8 @@ class Judgement:
     real_nearest_train_min: float
     real_frechet: float  # two halves of the real test set
     feature_layer: str
+    latent_scale: int  # the sampler's multiplier (rng.latent_scale of the temperature)
+    temperature: float  # the sampling temperature (the run's model.temperature, or --temperature)
     engines: list[EngineFigures] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -70,7 +72,8 @@ class Judgement:
     def text(self) -> str:
         k = self.per_class
         out = [f"judge {self.run}: {k} samples per class (seeds {self.seed}.."
-               f"{self.seed + k * len(self.classes) - 1}), oracle {self.oracle} "
+               f"{self.seed + k * len(self.classes) - 1}, temperature {self.temperature:g}: latent "
+               f"scale {self.latent_scale}), oracle {self.oracle} "
                f"(test accuracy {100 * self.oracle_test_accuracy:.2f}%)"]
         names = [e.engine for e in self.engines]
         head = f"{'class':>6}" + "".join(f"{'acc ' + n:>11}{'distinct':>10}{'spread':>8}"
@@ -203,7 +206,8 @@ def nearest_distances(queries: np.ndarray, train: np.ndarray, chunk: int = 2048)
 
 def judge(run: str | Path, oracle: str | Path | None = None, per_class: int = 1000,
           engines: list[str] | tuple[str, ...] = ENGINES, seed: int = 1,
-          data_dir: str | None = None, quiet: bool = True) -> Judgement:
+          data_dir: str | None = None, quiet: bool = True,
+          temperature: float | None = None) -> Judgement:
     """Generate `per_class` samples per class with each engine and judge them (see module)."""
     from .train import evaluate, load_data
 
@@ -212,7 +216,7 @@ def judge(run: str | Path, oracle: str | Path | None = None, per_class: int = 10
     for e in engines:
         if e not in ENGINES:
             raise BitmcuError(f"--engines: {e!r} is not allowed; use {choices(ENGINES)}")
-    blob, model = load_decoder(run)
+    blob, model = load_decoder(run, temperature)
     cfg = blob["cfg"]
     if data_dir:
         cfg.data.data_dir = data_dir
@@ -243,7 +247,9 @@ def judge(run: str | Path, oracle: str | Path | None = None, per_class: int = 10
         real_nearest_train_median=float(np.median(real_near)),
         real_nearest_train_min=float(real_near.min()),
         real_frechet=frechet(real_feats[:half], real_feats[half:]),
-        feature_layer=f"input of its last layer, {real_feats.shape[1]} values")
+        feature_layer=f"input of its last layer, {real_feats.shape[1]} values",
+        latent_scale=model.latent_scale,
+        temperature=cfg.model.temperature if temperature is None else temperature)
     train_keys = {im.tobytes() for im in train_x}
     for engine in engines:
         if not quiet:

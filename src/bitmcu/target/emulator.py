@@ -103,6 +103,146 @@ def _symbols(elf: ELFFile) -> dict[str, int]:
     return {s.name: s["st_value"] for s in tab.iter_symbols() if s.name}
 
 
+class Machine:
+    """A firmware ELF loaded into Unicorn with the cycle model: flash and RAM mapped (RAM
+    painted, for the peak stack), a block hook that counts cycles and instructions, and a write
+    hook on the marker word. Peripherals are added with :meth:`map_io`; an access to RAM past the
+    chip's, or a callback's :meth:`fail`, ends the run with a clear error."""
+
+    def __init__(self, elf_path: str | Path, chip):
+        self.path, self.chip = Path(elf_path), chip
+        try:
+            f = self.path.open("rb")
+        except OSError as e:
+            raise BitmcuError(f"{self.path}: cannot open ({e.strerror})") from None
+        with f:
+            try:
+                elf = ELFFile(f)
+                if elf["e_machine"] != "EM_RISCV" or elf.elfclass != 32:
+                    raise BitmcuError(f"{self.path}: not a 32-bit RISC-V ELF")
+                segments = [(s["p_paddr"], s.data()) for s in elf.iter_segments()
+                            if s["p_type"] == "PT_LOAD" and s["p_filesz"] > 0]
+                self.sections = _sections(elf)
+                self.symbols = _symbols(elf)
+                self.entry = elf["e_entry"]
+            except ELFError as e:
+                raise BitmcuError(f"{self.path}: not a readable ELF file ({e})") from None
+        if "bitmcu_marker" not in self.symbols:
+            raise BitmcuError(f"{self.path}: no symbol bitmcu_marker; link with bitmcu's startup "
+                              "code and write the documented markers")
+        uc = self.uc = Uc(UC_ARCH_RISCV, UC_MODE_RISCV32)
+        uc.mem_map(FLASH_BASE, MAP_FLASH)
+        uc.mem_map(RAM_BASE, MAP_RAM)
+        uc.mem_write(RAM_BASE, bytes([PAINT]) * MAP_RAM)
+        for addr, data in segments:
+            uc.mem_write(addr, data)
+        self.model = CycleModel(chip)
+        self.blocks: dict[tuple[int, int], object] = {}
+        self.cycles, self.insns = 0.0, 0
+        self._prev = self._cur = None
+        self._block_start, self._block_insn0 = 0.0, 0
+        self.error: str | None = None
+        self.oob: int | None = None
+        self.on_marker = None  # fn(event, arg, cycles, insns) -> None
+        ram_end = RAM_BASE + chip.ram_kb * 1024
+        flash_end = FLASH_BASE + chip.flash_kb * 1024
+        uc.hook_add(UC_HOOK_BLOCK, self._on_block)
+        uc.hook_add(UC_HOOK_MEM_READ, self._on_flash_read, begin=FLASH_BASE, end=flash_end - 1)
+        marker = self.symbols["bitmcu_marker"]
+        uc.hook_add(UC_HOOK_MEM_WRITE, self._on_marker, begin=marker, end=marker + 3)
+        uc.hook_add(UC_HOOK_MEM_WRITE | UC_HOOK_MEM_READ, self._on_oob, begin=ram_end,
+                    end=RAM_BASE + MAP_RAM - 1)
+
+    def _on_block(self, uc, addr, size, _):
+        key = (addr, size)
+        b = self.blocks.get(key)
+        if b is None:
+            b = self.blocks[key] = self.model.decode_block(addr, bytes(uc.mem_read(addr, size)))
+        prev = self._prev
+        if prev is not None and (prev.last_kind == JUMP or
+                                 (prev.last_kind == BRANCH and addr != prev.end)):
+            self.cycles += self.model.branch_penalty(prev.last_addr)
+        self._block_start, self._block_insn0 = self.cycles, self.insns
+        self.cycles += b.cycles
+        self.insns += b.insns
+        self._prev = self._cur = b
+
+    def _on_flash_read(self, uc, access, addr, size, value, _):
+        self.cycles += self.chip.flash_read_extra
+
+    def now(self) -> tuple[float, int]:
+        """(cycles, instructions) up to the instruction executing now (a memory access's)."""
+        b, pc = self._cur, self.uc.reg_read(UC_RISCV_REG_PC)
+        if b is not None and pc in b.addrs:
+            k = b.addrs.index(pc)
+            return self._block_start + b.cum_cycles[k], self._block_insn0 + b.cum_insns[k]
+        return self.cycles, self.insns
+
+    def _on_marker(self, uc, access, addr, size, value, _):
+        if self.on_marker is not None:
+            cyc, ins = self.now()  # the block charged only up to the store
+            self.on_marker(value >> 24, value & 0xFFFFFF, cyc, ins)
+
+    def _on_oob(self, uc, access, addr, size, value, _):
+        if self.oob is None:
+            self.oob = addr
+
+    def hook_word(self, symbol: str, fn) -> bool:
+        """Call fn(value) on every store to the word ``symbol``; False where the ELF has none."""
+        if symbol not in self.symbols:
+            return False
+        a = self.symbols[symbol]
+        self.uc.hook_add(UC_HOOK_MEM_WRITE, lambda uc, acc, addr, size, value, _: fn(value),
+                         begin=a, end=a + 3)
+        return True
+
+    def map_io(self, base: int, size: int, read, write) -> None:
+        """Map a peripheral: read(offset, size) -> value, write(offset, size, value)."""
+        self.uc.mmio_map(base, size, lambda uc, off, sz, _: read(off, sz), None,
+                         lambda uc, off, sz, value, _: write(off, sz, value), None)
+
+    def fail(self, message: str) -> None:
+        """Stop the run; run() raises a BitmcuError with message."""
+        if self.error is None:
+            self.error = message
+        self.uc.emu_stop()
+
+    def stop(self) -> None:
+        self.uc.emu_stop()
+
+    def run(self, max_insns: int) -> None:
+        try:
+            self.uc.emu_start(self.entry, 0xFFFFFFFF, count=max_insns)
+        except UcError as e:
+            pc = self.uc.reg_read(UC_RISCV_REG_PC)
+            if self.error is None:
+                raise BitmcuError(f"{self.path}: the emulated firmware crashed at pc=0x{pc:08x} "
+                                  f"({e})") from None
+        if self.error is not None:
+            raise BitmcuError(f"{self.path}: {self.error}")
+        if self.oob is not None:
+            raise BitmcuError(f"{self.path}: the firmware accessed 0x{self.oob:08x}, beyond the "
+                              f"{self.chip.ram_kb} KB RAM of the {self.chip.name}")
+
+    def memory_use(self) -> tuple[dict[str, int], dict[str, int]]:
+        """(flash, RAM) use: sections, and the peak stack measured from the painted RAM."""
+        chip, secs = self.chip, self.sections
+        ram_now = bytes(self.uc.mem_read(RAM_BASE, chip.ram_kb * 1024))
+        text = secs.get(".text", (0, 0))[1]
+        rodata = secs.get(".rodata", (0, 0))[1]
+        data = secs.get(".data", (0, 0))[1]
+        bss = secs.get(".bss", (0, 0))[1]
+        bss_end = self.symbols.get("_bss_end", RAM_BASE + data + bss)
+        low = next((i for i in range(bss_end - RAM_BASE, len(ram_now)) if ram_now[i] != PAINT),
+                   len(ram_now))
+        stack = len(ram_now) - low
+        flash = {"text": text, "rodata": rodata, "data": data, "total": text + rodata + data,
+                 "size": chip.flash_kb * 1024}
+        ram = {"data": data, "bss": bss, "stack_peak": stack, "total": data + bss + stack,
+               "size": chip.ram_kb * 1024}
+        return flash, ram
+
+
 def profile(elf_path: str | Path, mcu: str | None = None, max_insns: int = 500_000_000) -> Profile:
     """Run an ELF to its DONE marker and profile it."""
     elf_path = Path(elf_path)
@@ -114,122 +254,31 @@ def profile(elf_path: str | Path, mcu: str | None = None, max_insns: int = 500_0
     if chip_name is None:
         raise BitmcuError(f"{elf_path}: no firmware.json beside it; give the chip with --mcu")
     chip = get_chip(chip_name)
-    try:
-        f = elf_path.open("rb")
-    except OSError as e:
-        raise BitmcuError(f"{elf_path}: cannot open ({e.strerror})") from None
-    with f:
-        try:
-            elf = ELFFile(f)
-            if elf["e_machine"] != "EM_RISCV" or elf.elfclass != 32:
-                raise BitmcuError(f"{elf_path}: not a 32-bit RISC-V ELF")
-            segments = [(s["p_paddr"], s.data()) for s in elf.iter_segments()
-                        if s["p_type"] == "PT_LOAD" and s["p_filesz"] > 0]
-            secs = _sections(elf)
-            syms = _symbols(elf)
-            entry = elf["e_entry"]
-        except ELFError as e:
-            raise BitmcuError(f"{elf_path}: not a readable ELF file ({e})") from None
-    if "bitmcu_marker" not in syms:
-        raise BitmcuError(f"{elf_path}: no symbol bitmcu_marker; link with bitmcu's startup code "
-                          "and write the documented markers")
-    marker = syms["bitmcu_marker"]
+    m = Machine(elf_path, chip)
+    events: list = []
+    pixels = bytearray()
 
-    uc = Uc(UC_ARCH_RISCV, UC_MODE_RISCV32)
-    uc.mem_map(FLASH_BASE, MAP_FLASH)
-    uc.mem_map(RAM_BASE, MAP_RAM)
-    uc.mem_write(RAM_BASE, bytes([PAINT]) * MAP_RAM)
-    for addr, data in segments:
-        uc.mem_write(addr, data)
+    def on_marker(event, arg, cyc, ins):
+        events.append((event, arg, cyc, ins, bytes(pixels)))
+        if event == EV_IMAGE:
+            pixels.clear()
+        if event == EV_DONE:
+            m.stop()
 
-    model = CycleModel(chip)
-    blocks: dict[tuple[int, int], object] = {}
-    st = {"cycles": 0.0, "insns": 0, "prev": None, "block_start": 0.0, "block_insn0": 0,
-          "cur": None, "events": [], "oob": None, "pixels": bytearray()}
-    ram_end = RAM_BASE + chip.ram_kb * 1024
-    flash_end = FLASH_BASE + chip.flash_kb * 1024
-
-    def on_block(uc, addr, size, _):
-        key = (addr, size)
-        b = blocks.get(key)
-        if b is None:
-            b = blocks[key] = model.decode_block(addr, bytes(uc.mem_read(addr, size)))
-        prev = st["prev"]
-        if prev is not None and (prev.last_kind == JUMP or
-                                 (prev.last_kind == BRANCH and addr != prev.end)):
-            st["cycles"] += model.branch_penalty(prev.last_addr)
-        st["block_start"] = st["cycles"]
-        st["block_insn0"] = st["insns"]
-        st["cycles"] += b.cycles
-        st["insns"] += b.insns
-        st["prev"] = st["cur"] = b
-
-    def on_flash_read(uc, access, addr, size, value, _):
-        st["cycles"] += chip.flash_read_extra
-
-    def on_marker(uc, access, addr, size, value, _):
-        # charge the block only up to the store that wrote the marker
-        b, pc = st["cur"], uc.reg_read(UC_RISCV_REG_PC)
-        cyc, ins = st["cycles"], st["insns"]
-        if b is not None and pc in b.addrs:
-            k = b.addrs.index(pc)
-            cyc = st["block_start"] + b.cum_cycles[k]
-            ins = st["block_insn0"] + b.cum_insns[k]
-        st["events"].append((value >> 24, value & 0xFFFFFF, cyc, ins, bytes(st["pixels"])))
-        if value >> 24 == EV_IMAGE:
-            st["pixels"].clear()
-        if value >> 24 == EV_DONE:
-            uc.emu_stop()
-
-    def on_pixel(uc, access, addr, size, value, _):
-        st["pixels"].append(value & 0xFF)
-
-    def on_oob(uc, access, addr, size, value, _):
-        if st["oob"] is None:
-            st["oob"] = addr
-
-    uc.hook_add(UC_HOOK_BLOCK, on_block)
-    uc.hook_add(UC_HOOK_MEM_READ, on_flash_read, begin=FLASH_BASE, end=flash_end - 1)
-    uc.hook_add(UC_HOOK_MEM_WRITE, on_marker, begin=marker, end=marker + 3)
-    generative = "bitmcu_pixels" in syms
-    if generative:
-        uc.hook_add(UC_HOOK_MEM_WRITE, on_pixel, begin=syms["bitmcu_pixels"],
-                    end=syms["bitmcu_pixels"] + 3)
-    uc.hook_add(UC_HOOK_MEM_WRITE | UC_HOOK_MEM_READ, on_oob, begin=ram_end,
-                end=RAM_BASE + MAP_RAM - 1)
-    try:
-        uc.emu_start(entry, 0xFFFFFFFF, count=max_insns)
-    except UcError as e:
-        pc = uc.reg_read(UC_RISCV_REG_PC)
-        raise BitmcuError(f"{elf_path}: the emulated firmware crashed at pc=0x{pc:08x} ({e})") from None
-    events = st["events"]
+    m.on_marker = on_marker
+    generative = m.hook_word("bitmcu_pixels", lambda v: pixels.append(v & 0xFF))
+    m.run(max_insns)
     if not events or events[-1][0] != EV_DONE:
         raise BitmcuError(f"{elf_path}: no DONE marker after {max_insns:,} instructions")
-    if st["oob"] is not None:
-        raise BitmcuError(f"{elf_path}: the firmware accessed 0x{st['oob']:08x}, beyond the "
-                          f"{chip.ram_kb} KB RAM of the {chip.name}")
-
     infs = _inferences(events)
-    ram_now = bytes(uc.mem_read(RAM_BASE, chip.ram_kb * 1024))
-    text = secs.get(".text", (0, 0))[1]
-    rodata = secs.get(".rodata", (0, 0))[1]
-    data = secs.get(".data", (0, 0))[1]
-    bss_end = syms.get("_bss_end", RAM_BASE + data + secs.get(".bss", (0, 0))[1])
-    low = next((i for i in range(bss_end - RAM_BASE, len(ram_now)) if ram_now[i] != PAINT),
-               len(ram_now))
-    stack = len(ram_now) - low
-    flash = {"text": text, "rodata": rodata, "data": data, "total": text + rodata + data,
-             "size": chip.flash_kb * 1024}
-    bss = secs.get(".bss", (0, 0))[1]
-    ram = {"data": data, "bss": bss, "stack_peak": stack, "total": data + bss + stack,
-           "size": chip.ram_kb * 1024}
+    flash, ram = m.memory_use()
     mismatches = None
     if "expected" in meta and len(meta["expected"]) == len(infs):
         got = [zlib.crc32(i.pixels) for i in infs] if generative else [i.pred for i in infs]
         mismatches = sum(g != e for g, e in zip(got, meta["expected"], strict=True))
     if not infs:
         raise BitmcuError(f"{elf_path}: ran to DONE but wrote no image start/end markers")
-    return Profile(chip.name, infs, flash, ram, mismatches, st["insns"], generative)
+    return Profile(chip.name, infs, flash, ram, mismatches, m.insns, generative)
 
 
 def _inferences(events) -> list[Inference]:

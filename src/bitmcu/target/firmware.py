@@ -232,33 +232,10 @@ def build_firmware(export_dir: str | Path, mcu: str, out: str | Path | None = No
         else:
             (t / "test_images.h").write_text(images_header(images, labels, expected,
                                                            f"bitmcu firmware {export_dir}"))
-        note, place, flash_hot = "", hot_loops, []
         image_bytes = 0 if model.generative else model.n_input  # flash per embedded image
-        if hot_loops != "auto":
-            cmd, stack = _link(gcc, t, chip, place, opt, image_bytes)
-        else:  # all in SRAM; else the fewest, least used kernels in flash; else all in flash
-            names, over = hot_kernels(model, chip), 0
-            for i in range(len(names)):
-                try:
-                    cmd, stack = _link(gcc, t, chip, "sram", opt, image_bytes, names[:i])
-                    place, flash_hot = "sram", names[:i]
-                    break
-                except RamOverflow as e:
-                    if i == 0:
-                        over = e.over
-            else:
-                cmd, stack = _link(gcc, t, chip, "flash", opt, image_bytes)
-                place = "flash"
-            if place == "flash":
-                note = f"in SRAM they would overflow the RAM by {over} bytes"
-            elif flash_hot:
-                note = (f"but {', '.join(flash_hot)} in flash: with all in SRAM the RAM would "
-                        f"overflow by {over} bytes")
-        for fmt, ext in (("binary", "bin"), ("ihex", "hex")):
-            subprocess.run([objcopy, "-O", fmt, str(t / "firmware.elf"), str(t / f"firmware.{ext}")],
-                           check=True, capture_output=True)
-        (t / "build.sh").write_text("# command that built firmware.elf\n" + " ".join(
-            f"'{c}'" if any(ch in c for ch in " ()\"") else c for c in cmd) + "\n")
+        cmd, stack, place, note, flash_hot = link_placed(gcc, t, model, chip, hot_loops, opt,
+                                                         image_bytes)
+        write_images(objcopy, t, cmd)
         info = FirmwareInfo(chip.name, str(out / "firmware.elf"), str(out / "firmware.bin"),
                             str(out / "firmware.hex"), n_images, place,
                             [int(v) for v in labels], [int(v) for v in expected], stack, note,
@@ -268,6 +245,38 @@ def build_firmware(export_dir: str | Path, mcu: str, out: str | Path | None = No
         for f in sorted(t.iterdir()):
             os.replace(f, out / f.name)
     return info
+
+
+def link_placed(gcc: str, t: Path, model, chip, hot_loops: str, opt: str, image_bytes: int = 0
+                ) -> tuple[list[str], int | None, str, str, list[str]]:
+    """Link t/firmware.elf with the kernels where ``hot_loops`` says (auto: all in SRAM; else
+    the fewest, least used kernels in flash; else all in flash). Returns (command, worst-case
+    stack, placement, why auto moved kernels to flash, the kernels kept in flash)."""
+    if hot_loops != "auto":
+        cmd, stack = _link(gcc, t, chip, hot_loops, opt, image_bytes)
+        return cmd, stack, hot_loops, "", []
+    names, over = hot_kernels(model, chip), 0
+    for i in range(len(names)):
+        try:
+            cmd, stack = _link(gcc, t, chip, "sram", opt, image_bytes, names[:i])
+        except RamOverflow as e:
+            if i == 0:
+                over = e.over
+            continue
+        note = "" if i == 0 else (f"but {', '.join(names[:i])} in flash: with all in SRAM the "
+                                  f"RAM would overflow by {over} bytes")
+        return cmd, stack, "sram", note, names[:i]
+    cmd, stack = _link(gcc, t, chip, "flash", opt, image_bytes)
+    return cmd, stack, "flash", f"in SRAM they would overflow the RAM by {over} bytes", []
+
+
+def write_images(objcopy: str, t: Path, cmd: list[str]) -> None:
+    """firmware.bin and firmware.hex beside t/firmware.elf, and build.sh with its command."""
+    for fmt, ext in (("binary", "bin"), ("ihex", "hex")):
+        subprocess.run([objcopy, "-O", fmt, str(t / "firmware.elf"), str(t / f"firmware.{ext}")],
+                       check=True, capture_output=True)
+    (t / "build.sh").write_text("# command that built firmware.elf\n" + " ".join(
+        f"'{c}'" if any(ch in c for ch in " ()\"") else c for c in cmd) + "\n")
 
 
 def _link(gcc: str, t: Path, chip, hot_loops: str, opt: str, image_bytes: int,

@@ -1,0 +1,1 @@
+"""The electronic die: its firmware (die.c), the emulated peripherals and display, rolls."""

@@ -1,0 +1,259 @@
+"""Rolling the die in the emulator: the die ELF in Unicorn with the peripheral models and the
+SSD1306 (die/peripherals.py, die/ssd1306.py), scripted button presses, and per roll the face
+drawn, the frame read back from the display's memory, the cycles and the I2C time.
+
+Presses: by default one roll at start-up and then, ``gap_ms`` after each roll ends, a press held
+``hold_ms``; or an explicit script of (start, length) presses in ms from reset. The run ends
+after the requested rolls, or once the script is over and the firmware waits for a press.
+
+The expected frame of a roll (:func:`expected_frame`) is what the numpy reference generates for
+the roll's PRNG state (read from the firmware's ``die_state``), scaled up and dithered as
+documented: it must equal the frame read from the display model, pixel for pixel.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import BitmcuError
+from ..target.chips import get_chip
+from ..target.emulator import Machine
+from .firmware import LEFT_COLUMN, DieFirmware
+from .peripherals import Peripherals, Press
+from .ssd1306 import SSD1306
+
+EV_ROLL, EV_LAYER, EV_END, EV_TX_START, EV_TX_END = 1, 2, 3, 5, 6
+BAYER = np.array([[0, 8, 2, 10], [12, 4, 14, 6], [3, 11, 1, 9], [15, 7, 13, 5]])
+
+
+@dataclass
+class Roll:
+    index: int
+    face: int  # 1..6, as the firmware drew it (0: the model reported an error)
+    state: int  # the PRNG state the roll started from (die_state)
+    press_cycle: int | None  # when the button went down (None: the roll at start-up)
+    start_cycle: int  # the roll's start (after the debounce)
+    end_cycle: int  # the last byte sent and the roll done
+    display_cycles: int  # in the I2C transfers of the picture (waits for the wire included)
+    i2c_bytes: int
+    i2c_wire_ms: float  # time the I2C bus was busy, at the SCL clock the firmware set
+    frame: np.ndarray = field(repr=False, default=None)  # (64, 128) bool, read from the display
+
+    @property
+    def generation_cycles(self) -> int:
+        return self.end_cycle - self.start_cycle - self.display_cycles
+
+    def press_to_display_ms(self, clock_hz: int) -> float | None:
+        if self.press_cycle is None:
+            return None
+        return (self.end_cycle - self.press_cycle) / clock_hz * 1e3
+
+
+@dataclass
+class DieRun:
+    firmware: DieFirmware
+    rolls: list[Roll]
+    ram: dict
+    flash: dict
+    clock_hz: int
+    scl_hz: float
+
+    def summary(self) -> dict:
+        pressed = [r for r in self.rolls if r.press_cycle is not None]
+        med = lambda v: float(np.median(v)) if len(v) else None  # noqa: E731
+        faces = [r.face for r in self.rolls]
+        return {
+            "rolls": len(self.rolls),
+            "faces": {str(f): faces.count(f) for f in range(1, 7)},
+            "uniformity_p": uniformity_p(faces),
+            "median_generation_cycles": med([r.generation_cycles for r in self.rolls]),
+            "median_display_cycles": med([r.display_cycles for r in self.rolls]),
+            "median_press_to_display_ms": med([r.press_to_display_ms(self.clock_hz)
+                                               for r in pressed]),
+            "median_i2c_wire_ms": med([r.i2c_wire_ms for r in self.rolls]),
+            "i2c_bytes_per_roll": med([r.i2c_bytes for r in self.rolls]),
+            "scl_hz": self.scl_hz, "flash": self.flash, "ram": self.ram}
+
+    def text(self) -> str:
+        s = self.summary()
+        lines = [f"{s['rolls']} emulated rolls on the {self.firmware.mcu}: faces "
+                 + ", ".join(f"{k}: {v}" for k, v in s["faces"].items())
+                 + f" (chi-square uniformity p = {s['uniformity_p']:.3f})"]
+        if s["median_generation_cycles"] is not None:
+            lines.append(f"  generation {s['median_generation_cycles']:,.0f} cycles "
+                         f"({s['median_generation_cycles'] / self.clock_hz * 1e3:.1f} ms), "
+                         f"display transfer {s['median_display_cycles']:,.0f} cycles "
+                         f"({s['median_display_cycles'] / self.clock_hz * 1e3:.1f} ms; "
+                         f"{s['i2c_bytes_per_roll']:.0f} I2C bytes, bus busy "
+                         f"{s['median_i2c_wire_ms']:.1f} ms at {s['scl_hz'] / 1e3:.0f} kHz), "
+                         "medians")
+        if s["median_press_to_display_ms"] is not None:
+            lines.append(f"  press to finished display: {s['median_press_to_display_ms']:.1f} ms "
+                         f"at {self.clock_hz / 1e6:.0f} MHz (debounce and I2C included), median")
+        r, f = self.ram, self.flash
+        lines.append(f"  flash {f['total']:,} of {f['size']:,} bytes; RAM {r['total']:,} of "
+                     f"{r['size']:,} bytes (peak stack {r['stack_peak']:,} measured)")
+        return "\n".join(lines)
+
+
+def uniformity_p(faces: list[int]) -> float:
+    """p-value of Pearson's chi-square test that faces 1..6 are uniform (5 degrees of
+    freedom); 1.0 for no rolls."""
+    import torch
+
+    n = len(faces)
+    if n == 0:
+        return 1.0
+    counts = np.array([faces.count(f) for f in range(1, 7)], dtype=float)
+    chi2 = float(((counts - n / 6) ** 2 / (n / 6)).sum())
+    return float(torch.special.gammaincc(torch.tensor(2.5, dtype=torch.float64),
+                                         torch.tensor(chi2 / 2, dtype=torch.float64)))
+
+
+def expected_frame(model, state: int, dither: str) -> tuple[int, np.ndarray]:
+    """(face 1..6, (64, 128) bool frame) the firmware must draw for a roll starting from PRNG
+    state ``state``: the face by rejection sampling (xorshift32 >> 29, again while >= 6), the
+    latent from the same state, the reference's image scaled to 64x64 and dithered (ordered:
+    pixel > 16 * bayer[y % 4][x % 4] + 8 in display coordinates; threshold: pixel >= 128),
+    at display columns 32..95."""
+    from .. import reference
+    from ..rng import sample_latent, xorshift32
+
+    s = np.array([state], dtype=np.uint32)
+    while True:
+        s = xorshift32(s)
+        v = int(s[0]) >> 29
+        if v < 6:
+            break
+    z, _ = sample_latent(s, model.latent, model.latent_scale)
+    img = reference.generate(model, z, np.array([v]))[0].astype(np.int64)
+    k = 64 // img.shape[0]
+    big = np.kron(img, np.ones((k, k), dtype=np.int64))
+    if dither == "ordered":
+        yy, xx = np.mgrid[0:64, 0:64]
+        lit = big > BAYER[yy % 4, xx % 4] * 16 + 8
+    else:
+        lit = big >= 128
+    frame = np.zeros((64, 128), dtype=bool)
+    frame[:, LEFT_COLUMN:LEFT_COLUMN + 64] = lit
+    return v + 1, frame
+
+
+def frame_image(frame: np.ndarray, side: int = 32) -> np.ndarray:
+    """The 64x64 picture of a frame, averaged back to the model's side x side (uint8, 0..255):
+    what the oracle judges."""
+    k = 64 // side
+    pic = frame[:, LEFT_COLUMN:LEFT_COLUMN + 64].astype(np.float64)
+    return (pic.reshape(side, k, side, k).mean(axis=(1, 3)) * 255).round().astype(np.uint8)
+
+
+def roll_die(die_dir: str | Path, rolls: int | None = None, presses: list[tuple[float, float]]
+             | None = None, seed: int = 0, gap_ms: float = 30.0, hold_ms: float = 60.0,
+             max_insns: int = 2_000_000_000) -> DieRun:
+    """Emulate the die firmware in ``die_dir`` (die.elf, die.json) for ``rolls`` rolls (the one
+    at start-up included) or the press script ``presses`` ((start, length) in ms from reset);
+    ``seed`` seeds the ADC's noise and the display's power-up memory."""
+    die_dir = Path(die_dir)
+    fw = DieFirmware.load(die_dir / "die.json")
+    chip = get_chip(fw.mcu)
+    clock = chip.clock_hz
+    ms = clock / 1e3
+    if (rolls is None) == (presses is None):
+        raise BitmcuError("give the number of rolls or a press script, not both")
+    if rolls is not None and rolls < 1:
+        raise BitmcuError(f"--emulate {rolls}: must be >= 1 roll")
+    m = Machine(die_dir / "die.elf", chip)
+    if "die_state" not in m.symbols:
+        raise BitmcuError(f"{die_dir / 'die.elf'}: no symbol die_state; not a bitmcu die firmware")
+    display = SSD1306(seed=seed)
+    port, pin = fw.options["button"][1], int(fw.options["button"][2])
+    p = Peripherals(m, display, (port, pin), adc_seed=seed)
+    if presses is not None:
+        p.presses = [Press(int(a * ms), int(n * ms)) for a, n in presses]
+        last = max((a + n for a, n in presses), default=0.0)
+        p.deadline = (last + 2 * fw.options["debounce_ms"] + 5) * ms
+    out: list[Roll] = []
+    cur: dict = {}
+
+    def read_state() -> int:
+        return int.from_bytes(m.uc.mem_read(m.symbols["die_state"], 4), "little")
+
+    def on_marker(event, arg, cyc, ins):
+        if event == EV_ROLL:
+            press = next((q.at for q in reversed(p.presses) if q.at <= cyc), None)
+            if out and press is not None and out[-1].press_cycle == press:
+                press = None  # a second roll from one press cannot be
+            cur.clear()
+            cur.update(index=arg, start=cyc, state=read_state(), press=press, tx=0.0,
+                       tx_at=None, bytes=p.i2c.wire_bytes, wire=p.i2c.wire_cycles)
+        elif event == EV_TX_START and cur:
+            cur["tx_at"] = cyc
+        elif event == EV_TX_END and cur and cur["tx_at"] is not None:
+            cur["tx"] += cyc - cur["tx_at"]
+            cur["tx_at"] = None
+        elif event == EV_END and cur:
+            r = Roll(cur["index"], arg if arg != 0xFFFF else 0, cur["state"], cur["press"],
+                     int(cur["start"]), int(cyc), int(cur["tx"]),
+                     p.i2c.wire_bytes - cur["bytes"],
+                     (p.i2c.wire_cycles - cur["wire"]) / ms, display.pixels())
+            out.append(r)
+            cur.clear()
+            if rolls is not None:
+                if len(out) >= rolls:
+                    m.stop()
+                else:
+                    p.presses.append(Press(int(cyc + gap_ms * ms), int(hold_ms * ms)))
+
+    m.on_marker = on_marker
+    m.run(max_insns)
+    if rolls is not None and len(out) < rolls:
+        raise BitmcuError(f"{die_dir / 'die.elf'}: {len(out)} of {rolls} rolls after "
+                          f"{max_insns:,} instructions")
+    flash, ram = m.memory_use()
+    scl = clock / p.i2c.period() if p.i2c.regs[0x1C] else float("nan")
+    return DieRun(fw, out, ram, flash, clock, scl)
+
+
+def check_frames(run: DieRun) -> list[int]:
+    """Indices of the rolls whose frame or face differs from the numpy reference's."""
+    from ..export import read_export
+
+    model = read_export(run.firmware.export)
+    bad = []
+    for r in run.rolls:
+        face, frame = expected_frame(model, r.state, run.firmware.options["dither"])
+        if face != r.face or not np.array_equal(frame, r.frame):
+            bad.append(r.index)
+    return bad
+
+
+def write_frames(run: DieRun, out: str | Path, scale: int = 3) -> dict[str, str]:
+    """Every frame as PNG, a contact sheet of all rolls and an animated GIF, into ``out``."""
+    from PIL import Image
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    pics = []
+    for r in run.rolls:
+        im = Image.fromarray((r.frame * 255).astype(np.uint8)).resize(
+            (128 * scale, 64 * scale), Image.NEAREST)
+        im.save(out / f"roll-{r.index:04d}.png")
+        pics.append(im)
+    cols = min(len(pics), 8)
+    rows = math.ceil(len(pics) / cols)
+    sheet = Image.new("L", (cols * (128 * scale + 4) + 4, rows * (64 * scale + 4) + 4), 96)
+    for k, im in enumerate(pics):
+        r, c = divmod(k, cols)
+        sheet.paste(im, (4 + c * (128 * scale + 4), 4 + r * (64 * scale + 4)))
+    sheet.save(out / "contact_sheet.png")
+    pics[0].save(out / "rolls.gif", save_all=True, append_images=pics[1:], duration=700, loop=0)
+    report = {"summary": run.summary(), "rolls": [
+        {k: v for k, v in asdict(r).items() if k != "frame"} for r in run.rolls]}
+    (out / "rolls.json").write_text(json.dumps(report, indent=2) + "\n")
+    return {"frames": str(out / "roll-*.png"), "sheet": str(out / "contact_sheet.png"),
+            "gif": str(out / "rolls.gif"), "json": str(out / "rolls.json")}

@@ -1,0 +1,275 @@
+/* die.c - bitmcu's electronic die for the CH32V003: at start-up and on every debounced press of
+ * the button it rolls a fair die (rejection sampling on the PRNG), samples a latent, generates
+ * the face with the decoder and streams it, band by band, to an SSD1306 128x64 OLED over I2C1:
+ * each pixel of the 32x32 (or 16x16) image becomes 2x2 (4x4) display pixels, a 64x64 picture
+ * in the middle of the screen,
+ * thresholded or ordered-dithered to 1 bit, one 8-row display page at a time (a 64-byte buffer,
+ * never a frame buffer). The seed mixes ADC noise with the SysTick count at the press.
+ *
+ * Marker events (the emulator's view; a plain RAM word on the chip): 1 = roll start (arg: roll
+ * index), 2 = layer start (the engine's trace), 5/6 = a display transfer starts/ends, 3 = roll
+ * end (arg: the face drawn, 1..6; 0xFFFF when the model reported an error). */
+#include "bitmcu.h"
+#include "ch32v003_regs.h"
+#include "die_config.h"
+#include "model.h"
+
+volatile uint32_t bitmcu_marker;
+static int32_t arena[BITMCU_MODEL_ARENA_WORDS];
+static uint8_t page[64];        /* the display page being filled: 64 columns x 8 rows */
+static uint8_t i2c_failed;      /* the display did not acknowledge: keep rolling without it */
+
+#define MARK(event, arg) (bitmcu_marker = ((uint32_t)(event) << 24) | (uint32_t)(arg))
+#define TICKS_PER_MS (DIE_CLOCK_HZ / 1000u)
+#define LEFT 32u /* first display column of the 64x64 picture */
+
+/* ------------------------------------------------------------------ clock, timer, pins */
+
+static void clock_init(void) {
+    /* HSI 24 MHz -> PLL x2 = 48 MHz; one flash wait state first */
+    FLASH_ACTLR = (FLASH_ACTLR & ~FLASH_LATENCY_MASK) | FLASH_LATENCY_1;
+    RCC_CFGR0 &= ~(RCC_HPRE_MASK | RCC_PLLSRC_HSE);
+    RCC_CTLR |= RCC_HSION | RCC_PLLON;
+    while (!(RCC_CTLR & RCC_PLLRDY)) {
+    }
+    RCC_CFGR0 = (RCC_CFGR0 & ~RCC_SW_MASK) | RCC_SW_PLL;
+    while ((RCC_CFGR0 & RCC_SWS_MASK) != RCC_SWS_PLL) {
+    }
+    STK_CMPLR = 0xFFFFFFFFu;
+    STK_CNTL = 0;
+    STK_CTLR = STK_STE | STK_STCLK_HCLK; /* free-running, no interrupt */
+}
+
+static uint32_t now(void) { return STK_CNTL; }
+
+static void pin_mode(uint32_t port, uint32_t pin, uint32_t mode) {
+    GPIO_CFGLR(port) = (GPIO_CFGLR(port) & ~(15u << (4u * pin))) | (mode << (4u * pin));
+}
+
+static int button_down(void) { return !(GPIO_INDR(DIE_BUTTON_PORT) & (1u << DIE_BUTTON_PIN)); }
+
+/* Wait for a press: the button up for DIE_DEBOUNCE_MS without a break, then down as long (a
+ * bounce, or a press shorter than that, is no press). Returns the time the press began. */
+static uint32_t wait_press(void) {
+    int down = button_down(), armed = 0;
+    uint32_t since = now();
+    for (;;) {
+        const int d = button_down();
+        const uint32_t t = now();
+        if (d != down) {
+            down = d;
+            since = t;
+        } else if (t - since >= DIE_DEBOUNCE_MS * TICKS_PER_MS) {
+            if (!down) {
+                armed = 1;
+            } else if (armed) {
+                return since;
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ entropy */
+
+static void adc_init(void) {
+    RCC_APB2PCENR |= RCC_ADC1EN | RCC_IOPDEN;
+    RCC_CFGR0 &= ~RCC_ADCPRE_MASK; /* ADC clock: HCLK / 2 */
+    pin_mode(DIE_ADC_PORT, DIE_ADC_PIN, GPIO_IN_ANALOG);
+    ADC1_RSQR1 = 0;                 /* one conversion */
+    ADC1_RSQR3 = DIE_ADC_CHANNEL;
+    ADC1_SAMPTR2 = 0;               /* the shortest sample time: the most noise */
+    ADC1_CTLR2 = ADC_ADON | ADC_EXTSEL_SWSTART | ADC_EXTTRIG;
+    ADC1_CTLR2 |= ADC_RSTCAL;
+    while (ADC1_CTLR2 & ADC_RSTCAL) {
+    }
+    ADC1_CTLR2 |= ADC_CAL;
+    while (ADC1_CTLR2 & ADC_CAL) {
+    }
+}
+
+static uint32_t adc_read(void) {
+    ADC1_CTLR2 |= ADC_SWSTART;
+    while (!(ADC1_STATR & ADC_EOC)) {
+    }
+    return ADC1_RDATAR & 0x3FFu;
+}
+
+/* 32 conversions of the floating pin: their two low bits, folded into one word */
+static uint32_t adc_noise(void) {
+    uint32_t w = 0;
+    for (uint32_t i = 0; i < 32u; i++) {
+        w = (w << 2 | w >> 30) ^ adc_read();
+    }
+    return w;
+}
+
+/* ------------------------------------------------------------------ I2C1 and the SSD1306 */
+
+static int i2c_wait(uint32_t flags) {
+    while (!(I2C1_STAR1 & flags)) {
+        if (I2C1_STAR1 & I2C_AF) {
+            I2C1_CTLR1 |= I2C_STOP;
+            i2c_failed = 1;
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static void i2c_init(void) {
+    RCC_APB2PCENR |= RCC_IOPCEN | RCC_AFIOEN;
+    RCC_APB1PCENR |= RCC_I2C1EN;
+    pin_mode(2, 1, GPIO_AF_OD_50MHZ); /* PC1 = SDA */
+    pin_mode(2, 2, GPIO_AF_OD_50MHZ); /* PC2 = SCL */
+    I2C1_CTLR2 = DIE_CLOCK_HZ / 1000000u; /* peripheral clock in MHz */
+    I2C1_CKCFGR = I2C_FS | (DIE_CLOCK_HZ / (3u * DIE_I2C_HZ));
+    I2C1_CTLR1 = I2C_PE;
+}
+
+/* One I2C write transaction to the display: control byte, then n bytes. */
+static void oled_send(uint8_t control, const uint8_t *bytes, uint32_t n, int repeat) {
+    if (i2c_failed) {
+        return;
+    }
+    while (I2C1_STAR2 & I2C_BUSY) {
+    }
+    I2C1_CTLR1 |= I2C_START;
+    if (!i2c_wait(I2C_SB)) {
+        return;
+    }
+    I2C1_DATAR = DIE_OLED_ADDR << 1;
+    if (!i2c_wait(I2C_ADDR)) {
+        return;
+    }
+    (void)I2C1_STAR2; /* reading STAR1 then STAR2 clears ADDR */
+    I2C1_DATAR = control;
+    for (uint32_t i = 0; i < n; i++) {
+        if (!i2c_wait(I2C_TXE)) {
+            return;
+        }
+        I2C1_DATAR = repeat ? bytes[0] : bytes[i];
+    }
+    if (!i2c_wait(I2C_BTF)) {
+        return;
+    }
+    I2C1_CTLR1 |= I2C_STOP;
+}
+
+static void oled_commands(const uint8_t *cmds, uint32_t n) { oled_send(0x00, cmds, n, 0); }
+
+static const uint8_t oled_init_cmds[] = {
+    0xAE,       /* display off */
+    0xD5, 0x80, /* clock divide ratio and oscillator frequency */
+    0xA8, 0x3F, /* multiplex ratio: 64 rows */
+    0xD3, 0x00, /* display offset */
+    0x40,       /* start line 0 */
+    0x8D, 0x14, /* charge pump on */
+    0x20, 0x00, /* horizontal addressing */
+    0xA1,       /* segment remap: column 127 -> SEG0 (the usual module orientation) */
+    0xC8,       /* COM scan from COM63: row 0 at the top */
+    0xDA, 0x12, /* COM pins: alternative configuration */
+    0x81, 0xCF, /* contrast */
+    0xD9, 0xF1, /* pre-charge period */
+    0xDB, 0x40, /* VCOMH deselect level */
+    0xA4,       /* show the display RAM */
+    0xA6,       /* not inverted */
+    0x2E,       /* no scrolling */
+    0x21, 0, 127, 0x22, 0, 7, /* the whole screen */
+};
+static const uint8_t oled_on[] = {0xAF};
+static const uint8_t oled_window[] = {0x21, LEFT, LEFT + 63u, 0x22, 0, 7};
+
+static void oled_init(void) {
+    static const uint8_t zero = 0;
+    oled_commands(oled_init_cmds, sizeof oled_init_cmds);
+    oled_send(0x40, &zero, 1024, 1); /* clear the display RAM */
+    oled_commands(oled_on, sizeof oled_on);
+}
+
+/* ------------------------------------------------------------------ picture: scale and dither */
+
+#if DIE_DITHER
+/* 4x4 Bayer matrix, thresholds 8..248 of the 2x2-scaled picture's display pixels */
+static const uint8_t bayer[4][4] = {{0, 8, 2, 10}, {12, 4, 14, 6}, {3, 11, 1, 9}, {15, 7, 13, 5}};
+#define LIT(p, x, y) ((p) > (uint32_t)bayer[(y) & 3u][(x) & 3u] * 16u + 8u)
+#else
+#define LIT(p, x, y) ((p) >= 128u)
+#endif
+
+/* The model's rows, as they are generated: each row fills DIE_SCALE display rows of the page
+ * being built, each pixel DIE_SCALE x DIE_SCALE display pixels; a full page goes to the display
+ * at once. */
+static void emit(void *ctx, const uint8_t *rows, uint16_t y0, uint16_t n_rows, uint16_t width) {
+    (void)ctx;
+    for (uint32_t r = 0; r < n_rows; r++) {
+        const uint8_t *px = rows + r * width;
+        const uint32_t y = DIE_SCALE * (y0 + r); /* first display row of this image row */
+        for (uint32_t x = 0; x < width; x++) {
+            const uint32_t p = px[x];
+            for (uint32_t dy = 0; dy < DIE_SCALE; dy++) {
+                const uint8_t bit = (uint8_t)(1u << ((y + dy) & 7u));
+                for (uint32_t dx = 0; dx < DIE_SCALE; dx++) {
+                    if (LIT(p, DIE_SCALE * x + dx, y + dy)) {
+                        page[DIE_SCALE * x + dx] |= bit;
+                    }
+                }
+            }
+        }
+        if (((y + DIE_SCALE - 1u) & 7u) == 7u) { /* the page is complete */
+            MARK(5, y >> 3);
+            oled_send(0x40, page, sizeof page, 0);
+            MARK(6, y >> 3);
+            for (uint32_t i = 0; i < sizeof page; i++) {
+                page[i] = 0;
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ the die */
+
+/* A face 0..5, uniform: three bits of the PRNG, drawn again when they are 6 or 7. */
+static uint32_t roll_face(uint32_t *state) {
+    for (;;) {
+        const uint32_t v = bitmcu_xorshift32(state) >> 29;
+        if (v < 6u) {
+            return v;
+        }
+    }
+}
+
+/* The PRNG state each roll starts from: the last one stirred with the new noise (a global, so
+ * that the emulator can check the roll against the numpy reference). */
+uint32_t die_state = 0x2545F491u;
+
+static void roll(uint32_t index, uint32_t entropy) {
+    int8_t z[BITMCU_MODEL_LATENT];
+    die_state = bitmcu_seed_state(die_state ^ entropy);
+    MARK(1, index);
+    uint32_t state = die_state;
+    const uint32_t face = roll_face(&state);
+    bitmcu_sample_latent(&state, z, BITMCU_MODEL_LATENT, BITMCU_MODEL_LATENT_SCALE);
+    oled_commands(oled_window, sizeof oled_window);
+    for (uint32_t i = 0; i < sizeof page; i++) {
+        page[i] = 0;
+    }
+    const bitmcu_status st = bitmcu_generate(&bitmcu_model_data, z, (uint16_t)face, arena,
+                                             BITMCU_MODEL_ARENA_WORDS, emit, 0);
+    MARK(3, st == BITMCU_OK ? face + 1u : 0xFFFFu);
+}
+
+int main(void) {
+    clock_init();
+    RCC_APB2PCENR |= RCC_IOPAEN | RCC_IOPCEN | RCC_IOPDEN;
+    pin_mode(DIE_BUTTON_PORT, DIE_BUTTON_PIN, GPIO_IN_PULL);
+    GPIO_BSHR(DIE_BUTTON_PORT) = 1u << DIE_BUTTON_PIN; /* pull-up: the button pulls to ground */
+    adc_init();
+    i2c_init();
+    oled_init();
+    uint32_t rolls = 0;
+    roll(rolls++, adc_noise() ^ now());
+    for (;;) {
+        const uint32_t pressed_at = wait_press();
+        roll(rolls++, adc_noise() ^ pressed_at);
+    }
+}

@@ -1,0 +1,311 @@
+"""Models of the CH32V003 peripherals the die firmware touches, mapped onto the emulator.
+
+RCC (the clock tree's enable and ready flags), FLASH (wait states), GPIO ports A, C and D (the
+button: scripted presses), AFIO, I2C1 (master transmitter with the status flags a polling driver
+waits on, timed by its SCL clock so that the transfer costs the cycles it costs on the chip),
+ADC1 (a seeded noise sequence) and SysTick (an up-counter of the core clock). Registers follow
+the CH32V003 reference manual's map. A read or write of a register no model covers stops the
+run with an error naming the address, as does a sequence the I2C model does not support.
+
+Time is the emulator's cycle count (the core clock, 48 MHz after the firmware's PLL set-up).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .ssd1306 import SSD1306, DisplayError
+
+IO_BASE, IO_SIZE = 0x40000000, 0x24000  # APB1, APB2 and AHB peripherals up to FLASH
+STK_BASE, STK_SIZE = 0xE000F000, 0x1000
+
+
+@dataclass
+class Press:
+    """The button held down from `at` for `hold` cycles (bounces: extra (start, length) pairs
+    in cycles, released during the press)."""
+    at: int
+    hold: int
+    bounces: list[tuple[int, int]] = field(default_factory=list)
+
+
+class Peripherals:
+    """Every modelled register, dispatched by address; ``machine`` gives the time."""
+
+    GPIO = {0x40010800: "A", 0x40011000: "C", 0x40011400: "D"}
+
+    def __init__(self, machine, display: SSD1306, button: tuple[str, int], adc_seed: int = 0):
+        self.m, self.display = machine, display
+        self.button_port, self.button_pin = button
+        self.presses: list[Press] = []
+        self.regs: dict[int, int] = {}
+        self.adc_rng = np.random.default_rng(adc_seed)
+        self.adc_value, self.adc_ready_at = 0, None
+        self.stk_base, self.stk_zero = 0, 0.0
+        self.deadline: float | None = None  # stop when the firmware reads the timer after it
+        self.i2c = I2CMaster(self)
+        machine.map_io(IO_BASE, IO_SIZE, lambda o, s: self.read(IO_BASE + o, s),
+                       lambda o, s, v: self.write(IO_BASE + o, s, v))
+        machine.map_io(STK_BASE, STK_SIZE, lambda o, s: self.read(STK_BASE + o, s),
+                       lambda o, s, v: self.write(STK_BASE + o, s, v))
+
+    def now(self) -> float:
+        return self.m.now()[0]
+
+    def fail(self, message: str) -> int:
+        self.m.fail(message)
+        return 0
+
+    def unknown(self, addr: int, what: str) -> int:
+        return self.fail(f"the firmware {what} 0x{addr:08x}, a peripheral register no model "
+                         "covers (modelled: RCC, FLASH, GPIOA/C/D, AFIO, I2C1, ADC1, SysTick)")
+
+    def button_down(self) -> bool:
+        t = self.now()
+        for p in self.presses:
+            if p.at <= t < p.at + p.hold:
+                return not any(p.at + a <= t < p.at + a + n for a, n in p.bounces)
+        return False
+
+    # ------------------------------------------------------------------ dispatch
+    def read(self, addr: int, size: int) -> int:
+        if size != 4 or addr & 3:
+            return self.fail(f"the firmware read {size} byte(s) at 0x{addr:08x}; the modelled "
+                             "peripherals take aligned 32-bit accesses")
+        try:
+            return self._read(addr)
+        except DisplayError as e:
+            return self.fail(str(e))
+
+    def write(self, addr: int, size: int, value: int) -> None:
+        if size != 4 or addr & 3:
+            self.fail(f"the firmware wrote {size} byte(s) at 0x{addr:08x}; the modelled "
+                      "peripherals take aligned 32-bit accesses")
+            return
+        try:
+            self._write(addr, value & 0xFFFFFFFF)
+        except DisplayError as e:
+            self.fail(str(e))
+
+    def _read(self, addr: int) -> int:
+        base, off = addr & ~0x3FF, addr & 0x3FF
+        if base == 0x40021000 and off in (0x00, 0x04, 0x14, 0x18, 0x1C):  # RCC
+            v = self.regs.get(addr, {0x00: 0x3, 0x14: 0x14}.get(off, 0))
+            if off == 0x00:  # ready flags follow their enables at once
+                v = (v & ~((1 << 1) | (1 << 25))) | ((v & 1) << 1) | ((v >> 24 & 1) << 25)
+            if off == 0x04:  # SWS follows SW
+                v = (v & ~0xC) | ((v & 3) << 2)
+            return v
+        if addr == 0x40022000:  # FLASH_ACTLR
+            return self.regs.get(addr, 0)
+        if base in self.GPIO and off in (0x00, 0x08, 0x0C):
+            if off == 0x08:  # INDR: pulled-up inputs read 1, the button pulls its pin low
+                v = self.regs.get(base + 0x0C, 0) & 0xFF
+                if self.GPIO[base] == self.button_port and self.button_down():
+                    v &= ~(1 << self.button_pin)
+                return v
+            return self.regs.get(addr, 0x44444444 if off == 0 else 0)
+        if base == 0x40010000 and off in (0x04,):  # AFIO_PCFR1
+            return self.regs.get(addr, 0)
+        if base == 0x40005400:
+            return self.i2c.read(off)
+        if base == 0x40012400 and off in (0x00, 0x08, 0x0C, 0x10, 0x2C, 0x34, 0x4C):
+            return self._adc_read(addr, off)
+        if addr in (STK_BASE, STK_BASE + 0x10):
+            return self.regs.get(addr, 0)
+        if addr == STK_BASE + 0x08:
+            return self._systick()
+        return self.unknown(addr, "read")
+
+    def _write(self, addr: int, v: int) -> None:
+        base, off = addr & ~0x3FF, addr & 0x3FF
+        if base == 0x40021000 and off in (0x00, 0x04, 0x14, 0x18, 0x1C):
+            self.regs[addr] = v
+        elif addr == 0x40022000:
+            self.regs[addr] = v
+        elif base in self.GPIO and off in (0x00, 0x0C):
+            self.regs[addr] = v
+        elif base in self.GPIO and off in (0x10, 0x14):  # BSHR (set / reset), BCR (reset)
+            out = self.regs.get(base + 0x0C, 0)
+            if off == 0x10:
+                out = (out | (v & 0xFFFF)) & ~(v >> 16)
+            else:
+                out &= ~(v & 0xFFFF)
+            self.regs[base + 0x0C] = out & 0xFFFF
+        elif base == 0x40010000 and off == 0x04:
+            self.regs[addr] = v
+        elif base == 0x40005400:
+            self.i2c.write(off, v)
+        elif base == 0x40012400 and off in (0x00, 0x08, 0x0C, 0x10, 0x2C, 0x34):
+            self._adc_write(addr, off, v)
+        elif addr == STK_BASE:
+            if v & 1 and not self.regs.get(addr, 0) & 1:
+                self.stk_zero = self.now()
+            self.regs[addr] = v
+        elif addr == STK_BASE + 0x08:  # CNTL: set the count
+            self.stk_base, self.stk_zero = v, self.now()
+        elif addr == STK_BASE + 0x10:
+            self.regs[addr] = v
+        else:
+            self.unknown(addr, "wrote")
+
+    # ------------------------------------------------------------------ SysTick, ADC
+    def _systick(self) -> int:
+        if self.deadline is not None and self.now() >= self.deadline:
+            self.m.stop()  # the script is over and the firmware waits (it polls the timer)
+        ctlr = self.regs.get(STK_BASE, 0)
+        if not ctlr & 1:
+            return self.stk_base
+        rate = 1.0 if ctlr & 4 else 1 / 8  # STCLK: HCLK, else HCLK / 8
+        return (self.stk_base + int((self.now() - self.stk_zero) * rate)) & 0xFFFFFFFF
+
+    ADC_CYCLES = 300  # one conversion (sample + 11 ADC clocks at HCLK / 2, with margin)
+
+    def _adc_read(self, addr: int, off: int) -> int:
+        if off == 0x00:  # STATR: EOC once the conversion time has passed
+            eoc = self.adc_ready_at is not None and self.now() >= self.adc_ready_at
+            return (self.regs.get(addr, 0) & ~2) | (2 if eoc else 0)
+        if off == 0x4C:  # RDATAR: reading clears EOC
+            self.adc_ready_at = None
+            return self.adc_value
+        return self.regs.get(addr, 0)
+
+    def _adc_write(self, addr: int, off: int, v: int) -> None:
+        if off == 0x08:  # CTLR2: calibration ends at once; SWSTART starts a conversion
+            if v & (1 << 22):
+                if not v & 1:
+                    self.fail("the firmware started an ADC conversion with ADC1 off (ADON 0)")
+                    return
+                self.adc_value = int(self.adc_rng.integers(380, 420))  # a floating pin's noise
+                self.adc_ready_at = self.now() + self.ADC_CYCLES
+            v &= ~((1 << 22) | (1 << 2) | (1 << 3))
+        self.regs[addr] = v
+
+
+class I2CMaster:
+    """I2C1 as a master transmitter (START, 7-bit address, data, STOP) to the SSD1306.
+
+    Each byte takes 9 SCL periods on the wire (SCL from CKCFGR's CCR and its mode: fast mode
+    f = PCLK / 3 CCR, standard mode f = PCLK / 2 CCR), START and STOP one period each. The data
+    register holds one byte beside the one being shifted out: TxE is set while it is free, BTF
+    once both are empty. A read from a device, another address than the display's, or a byte
+    written while TxE is clear stops the run with an error."""
+
+    def __init__(self, p: Peripherals):
+        self.p = p
+        self.regs = {0x00: 0, 0x04: 0, 0x08: 0, 0x0C: 0, 0x1C: 0}
+        self.state = "idle"  # idle, start, address, data
+        self.ready_at = 0.0  # when the current START / address / byte is done on the wire
+        self.queued: int | None = None  # the byte waiting in the data register
+        self.wire_bytes = 0  # bytes sent (address bytes included)
+        self.wire_cycles = 0.0  # cycles the bus was busy
+        self.addr_cleared = False
+
+    def period(self) -> float:
+        ccr = self.regs[0x1C] & 0xFFF
+        if not self.regs[0x00] & 1 or ccr == 0:
+            self.p.fail("I2C1 used before it was enabled and clocked (CTLR1.PE, CKCFGR.CCR)")
+            return 1.0
+        return 3 * ccr if self.regs[0x1C] & (1 << 15) else 2 * ccr
+
+    def _advance(self) -> None:
+        if self.queued is not None and self.p.now() >= self.ready_at:
+            self._shift(self.queued)  # it started when the byte before it was done
+            self.queued = None
+
+    def _shift(self, byte: int, start: float | None = None) -> None:
+        start = self.ready_at if start is None else start
+        self.ready_at = start + 9 * self.period()
+        self.wire_cycles += 9 * self.period()
+        self.wire_bytes += 1
+        self.p.display.write(byte)
+
+    def read(self, off: int) -> int:
+        self._advance()
+        t = self.p.now()
+        if off == 0x14:  # STAR1
+            v = 0
+            if self.state == "start" and t >= self.ready_at:
+                v |= 1  # SB
+            if self.state == "address" and t >= self.ready_at and not self.addr_cleared:
+                v |= 2  # ADDR
+            if self.state == "data":
+                if self.queued is None:
+                    v |= 1 << 7  # TxE
+                    if t >= self.ready_at:
+                        v |= 1 << 2  # BTF
+            return v
+        if off == 0x18:  # STAR2: reading it after STAR1 clears ADDR
+            if self.state == "address" and t >= self.ready_at:
+                self.addr_cleared = True
+                self.state = "data"
+            busy = self.state != "idle" or t < self.ready_at
+            return (2 if busy else 0) | (1 if self.state != "idle" else 0) | (
+                4 if self.state == "data" else 0)
+        if off == 0x10:
+            return 0
+        if off in self.regs:
+            return self.regs[off]
+        return self.p.unknown(0x40005400 + off, "read")
+
+    def write(self, off: int, v: int) -> None:
+        self._advance()
+        if off == 0x00:  # CTLR1
+            if v & (1 << 8):  # START
+                if self.state not in ("idle", "data"):
+                    self.p.fail(f"I2C1: START during the {self.state} phase")
+                    return
+                if self.state == "data":
+                    self.p.display.end()
+                start = max(self.p.now(), self.ready_at)
+                self.ready_at = start + self.period()
+                self.wire_cycles += self.period()
+                self.state = "start"
+            if v & (1 << 9):  # STOP, after what is still on the wire
+                if self.state == "data":
+                    if self.queued is not None:
+                        self._shift(self.queued)
+                        self.queued = None
+                    self.p.display.end()
+                self.ready_at = max(self.p.now(), self.ready_at) + self.period()
+                self.wire_cycles += self.period()
+                self.state = "idle"
+            self.regs[0x00] = v & ~((1 << 8) | (1 << 9))
+        elif off == 0x10:  # DATAR
+            if self.state == "start":
+                if self.p.now() < self.ready_at:
+                    self.p.fail("I2C1: address written before SB was set")
+                    return
+                if v & 1:
+                    self.p.fail(f"I2C1: read from 0x{v >> 1:02x}; the display is written only")
+                    return
+                if v >> 1 != self.p.display.address:
+                    self.p.fail(f"I2C1: no device at address 0x{v >> 1:02x} (the SSD1306 "
+                                f"answers at 0x{self.p.display.address:02x})")
+                    return
+                self._shift_address()
+                self.state, self.addr_cleared = "address", False
+                self.p.display.begin()
+            elif self.state == "data":
+                if self.queued is not None:
+                    self.p.fail("I2C1: a byte written to DATAR while TxE was clear (lost)")
+                    return
+                if self.p.now() >= self.ready_at:
+                    self._shift(v & 0xFF, self.p.now())
+                else:
+                    self.queued = v & 0xFF
+            else:
+                self.p.fail(f"I2C1: a byte written to DATAR in the {self.state} phase (the "
+                            "address is cleared by reading STAR1 then STAR2)")
+        elif off in self.regs:
+            self.regs[off] = v
+        else:
+            self.p.unknown(0x40005400 + off, "wrote")
+
+    def _shift_address(self) -> None:
+        start = max(self.p.now(), self.ready_at)
+        self.ready_at = start + 9 * self.period()
+        self.wire_cycles += 9 * self.period()
+        self.wire_bytes += 1

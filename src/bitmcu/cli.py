@@ -199,7 +199,59 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--mcu", default="ch32v003", help="ch32v003 | ch32v002 (default ch32v003)")
     r.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     r.set_defaults(func=_cmd_run)
+
+    d = sub.add_parser("die", help="the electronic die: firmware for a dice decoder, and its "
+                       "emulation down to the display",
+                       description="Build the die firmware (die.elf/.bin/.hex/.map, die.json) "
+                       "of a six-class dice decoder run or export; with --emulate N, roll it N "
+                       "times in the emulator (the start-up roll, then scripted presses) and "
+                       "write every frame the emulated SSD1306 shows.")
+    d.add_argument("source", help="decoder run directory or its export folder")
+    d.add_argument("--mcu", default="ch32v003", help="ch32v003 (default) | ch32v002")
+    d.add_argument("--button", default="PC3", help="button pin, to ground (default PC3)")
+    d.add_argument("--dither", default="ordered", help="ordered (4x4 Bayer, default) | threshold")
+    d.add_argument("--debounce-ms", type=int, default=20, help="button debounce (default 20 ms)")
+    d.add_argument("--out", type=Path, help="output folder (default: SOURCE-die)")
+    d.add_argument("--emulate", type=int, metavar="N", help="emulate N rolls; frames, contact "
+                   "sheet, GIF and rolls.json go to OUT/rolls")
+    d.add_argument("--seed", type=int, default=0, help="seed of the emulated ADC noise and "
+                   "display memory (default 0)")
+    d.add_argument("--oracle", help="with --emulate: a dice classifier run that judges the frames")
+    d.set_defaults(func=_cmd_die)
     return p
+
+
+def _cmd_die(a) -> int:
+    import json
+
+    from .die.emulate import check_frames, judge_frames, roll_die, write_frames
+    from .die.firmware import DieOptions, build_die
+
+    info = build_die(a.source, a.mcu, a.out, DieOptions(a.button, a.dither, a.debounce_ms))
+    print(info.text())
+    if a.emulate is None:
+        print(f"emulate it with: bitmcu die {a.source} --emulate 12")
+        return 0
+    run = roll_die(Path(info.elf).parent, rolls=a.emulate, seed=a.seed)
+    print(run.text())
+    files = write_frames(run, Path(info.elf).parent / "rolls")
+    bad = check_frames(run)
+    if a.oracle:
+        j = judge_frames(run, a.oracle)
+        print(f"  the oracle reads the face drawn on {100 * j['oracle_accuracy']:.2f}% of the "
+              "frames; distinct frames per face: " + ", ".join(
+                  f"{f}: {100 * v['distinct']:.0f}%" for f, v in j["per_face"].items()
+                  if v["rolls"]))
+        path = Path(files["json"])
+        report = json.loads(path.read_text())
+        report["oracle"] = j
+        path.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {files['sheet']}, {files['gif']}, {files['json']} and one PNG per roll")
+    if bad:
+        raise BitmcuError(f"{len(bad)} of {len(run.rolls)} frames differ from the numpy "
+                          f"reference's (rolls {bad[:10]})")
+    print(f"every frame equals the numpy reference's picture ({len(run.rolls)} rolls)")
+    return 0
 
 
 def _cmd_firmware(a) -> int:

@@ -27,7 +27,7 @@ from .firmware import LEFT_COLUMN, DieFirmware
 from .peripherals import Peripherals, Press
 from .ssd1306 import SSD1306
 
-EV_ROLL, EV_LAYER, EV_END, EV_TX_START, EV_TX_END = 1, 2, 3, 5, 6
+EV_ROLL, EV_LAYER, EV_END, EV_TX_START, EV_TX_END, EV_PATTERN = 1, 2, 3, 5, 6, 7
 BAYER = np.array([[0, 8, 2, 10], [12, 4, 14, 6], [3, 11, 1, 9], [15, 7, 13, 5]])
 
 
@@ -62,6 +62,8 @@ class DieRun:
     flash: dict
     clock_hz: int
     scl_hz: float
+    patterns: list = field(default_factory=list)  # frames of the test pattern (button held at
+    #                                               power-up), (64, 128) bool each
 
     def summary(self) -> dict:
         pressed = [r for r in self.rolls if r.press_cycle is not None]
@@ -179,6 +181,7 @@ def roll_die(die_dir: str | Path, rolls: int | None = None, presses: list[tuple[
         p.deadline = (last + 2 * fw.options["debounce_ms"] + 5) * ms
     out: list[Roll] = []
     cur: dict = {}
+    patterns: list = []
 
     def read_state() -> int:
         return int.from_bytes(m.uc.mem_read(m.symbols["die_state"], 4), "little")
@@ -191,6 +194,8 @@ def roll_die(die_dir: str | Path, rolls: int | None = None, presses: list[tuple[
             cur.clear()
             cur.update(index=arg, start=cyc, state=read_state(), press=press, tx=0.0,
                        tx_at=None, bytes=p.i2c.wire_bytes, wire=p.i2c.wire_cycles)
+        elif event == EV_PATTERN:
+            patterns.append(display.pixels())
         elif event == EV_TX_START and cur:
             cur["tx_at"] = cyc
         elif event == EV_TX_END and cur and cur["tx_at"] is not None:
@@ -216,7 +221,7 @@ def roll_die(die_dir: str | Path, rolls: int | None = None, presses: list[tuple[
                           f"{max_insns:,} instructions")
     flash, ram = m.memory_use()
     scl = clock / p.i2c.period() if p.i2c.regs[0x1C] else float("nan")
-    return DieRun(fw, out, ram, flash, clock, scl)
+    return DieRun(fw, out, ram, flash, clock, scl, patterns)
 
 
 def check_frames(run: DieRun) -> list[int]:
@@ -257,3 +262,25 @@ def write_frames(run: DieRun, out: str | Path, scale: int = 3) -> dict[str, str]
     (out / "rolls.json").write_text(json.dumps(report, indent=2) + "\n")
     return {"frames": str(out / "roll-*.png"), "sheet": str(out / "contact_sheet.png"),
             "gif": str(out / "rolls.gif"), "json": str(out / "rolls.json")}
+
+
+def judge_frames(run: DieRun, oracle: str | Path) -> dict:
+    """The oracle's reading of every frame (averaged back to the model's size) against the face
+    the firmware drew, per face and overall, and how many frames of a face are distinct."""
+    from ..config import load_config
+    from ..judge import load_oracle, oracle_outputs
+
+    side = run.firmware.image_side
+    omodel, _ = load_oracle(oracle, load_config(None, ["data.dataset=dice", f"data.size={side}"]))
+    images = np.stack([frame_image(r.frame, side) for r in run.rolls])
+    faces = np.array([r.face for r in run.rolls])
+    pred, _ = oracle_outputs(omodel, images)
+    per = {}
+    for f in range(1, 7):
+        sel = faces == f
+        frames = {run.rolls[i].frame.tobytes() for i in np.nonzero(sel)[0]}
+        per[str(f)] = {"rolls": int(sel.sum()),
+                       "oracle_accuracy": float((pred[sel] + 1 == f).mean()) if sel.any() else None,
+                       "distinct": len(frames) / max(1, int(sel.sum()))}
+    return {"oracle": str(oracle), "oracle_accuracy": float((pred + 1 == faces).mean()),
+            "per_face": per}

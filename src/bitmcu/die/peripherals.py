@@ -52,7 +52,7 @@ class Peripherals:
                        lambda o, s, v: self.write(STK_BASE + o, s, v))
 
     def now(self) -> float:
-        return self.m.now()[0]
+        return self.m.time()
 
     def fail(self, message: str) -> int:
         self.m.fail(message)

@@ -8,7 +8,8 @@
  *
  * Marker events (the emulator's view; a plain RAM word on the chip): 1 = roll start (arg: roll
  * index), 2 = layer start (the engine's trace), 5/6 = a display transfer starts/ends, 3 = roll
- * end (arg: the face drawn, 1..6; 0xFFFF when the model reported an error). */
+ * end (arg: the face drawn, 1..6; 0xFFFF when the model reported an error), 7 = the test
+ * pattern (button held at power-up) is on the display. */
 #include "bitmcu.h"
 #include "ch32v003_regs.h"
 #include "die_config.h"
@@ -48,10 +49,11 @@ static void pin_mode(uint32_t port, uint32_t pin, uint32_t mode) {
 
 static int button_down(void) { return !(GPIO_INDR(DIE_BUTTON_PORT) & (1u << DIE_BUTTON_PIN)); }
 
-/* Wait for a press: the button up for DIE_DEBOUNCE_MS without a break, then down as long (a
- * bounce, or a press shorter than that, is no press). Returns the time the press began. */
+/* Wait for a press: the button up (for DIE_DEBOUNCE_MS without a break, unless it is up on
+ * entry: the last press ended during the roll), then down as long (a bounce, or a press shorter
+ * than that, is no press). Returns the time the press began. */
 static uint32_t wait_press(void) {
-    int down = button_down(), armed = 0;
+    int down = button_down(), armed = !down;
     uint32_t since = now();
     for (;;) {
         const int d = button_down();
@@ -179,10 +181,15 @@ static const uint8_t oled_init_cmds[] = {
 static const uint8_t oled_on[] = {0xAF};
 static const uint8_t oled_window[] = {0x21, LEFT, LEFT + 63u, 0x22, 0, 7};
 
-static void oled_init(void) {
+static void oled_clear(void) {
     static const uint8_t zero = 0;
+    oled_commands(oled_init_cmds + sizeof oled_init_cmds - 6u, 6u); /* the whole screen */
+    oled_send(0x40, &zero, 1024, 1);
+}
+
+static void oled_init(void) {
     oled_commands(oled_init_cmds, sizeof oled_init_cmds);
-    oled_send(0x40, &zero, 1024, 1); /* clear the display RAM */
+    oled_clear();
     oled_commands(oled_on, sizeof oled_on);
 }
 
@@ -258,6 +265,23 @@ static void roll(uint32_t index, uint32_t entropy) {
     MARK(3, st == BITMCU_OK ? face + 1u : 0xFFFFu);
 }
 
+/* The wiring check: with the button held at power-up, an 8x8 checkerboard over the whole
+ * screen until it is released. */
+static void test_pattern(void) {
+    static uint8_t row[128];
+    oled_commands(oled_init_cmds + sizeof oled_init_cmds - 6u, 6u); /* the whole screen */
+    for (uint32_t p = 0; p < 8u; p++) {
+        for (uint32_t c = 0; c < 128u; c++) {
+            row[c] = (((c >> 3) ^ p) & 1u) ? 0xFFu : 0x00u;
+        }
+        oled_send(0x40, row, sizeof row, 0);
+    }
+    MARK(7, 0);
+    while (button_down()) {
+    }
+    oled_clear();
+}
+
 int main(void) {
     clock_init();
     RCC_APB2PCENR |= RCC_IOPAEN | RCC_IOPCEN | RCC_IOPDEN;
@@ -266,6 +290,9 @@ int main(void) {
     adc_init();
     i2c_init();
     oled_init();
+    if (button_down()) {
+        test_pattern();
+    }
     uint32_t rolls = 0;
     roll(rolls++, adc_noise() ^ now());
     for (;;) {

@@ -1,0 +1,218 @@
+"""The electronic die: its firmware in the emulator with the peripheral and display models,
+frames equal to the reference's, debouncing, the test pattern, fair rolls, and the errors of the
+display and I2C models."""
+
+import numpy as np
+import pytest
+
+from bitmcu.cli import main
+from bitmcu.config import load_config
+from bitmcu.die.emulate import check_frames, expected_frame, roll_die, uniformity_p
+from bitmcu.die.firmware import DieOptions, build_die
+from bitmcu.die.peripherals import Peripherals
+from bitmcu.die.ssd1306 import SSD1306, DisplayError
+from bitmcu.errors import BitmcuError
+
+# the smallest dice decoder the die takes: 32x32 from an 8x8 map, cheap to emulate
+TINY_DIE = ["data.dataset=dice", "data.size=32", "data.dice.train=300", "data.dice.test=60",
+            "model.family=decoder", "model.latent=2", "model.hidden=[8]", "model.channels=1",
+            "model.start=8", "model.conv=[up*1, up*1]", "train.epochs=1", "train.batch_size=32",
+            "train.threads=1", "augment.enabled=false"]
+
+
+@pytest.fixture(scope="module")
+def die_dir(tmp_path_factory):
+    from bitmcu.train import train
+
+    base = tmp_path_factory.mktemp("die")
+    run = train(load_config(None, TINY_DIE), run_dir=base / "run", quiet=True)
+    build_die(run, out=base / "die")
+    return base / "die"
+
+
+def checkerboard() -> np.ndarray:
+    y, x = np.mgrid[0:64, 0:128]
+    return (((x >> 3) ^ (y >> 3)) & 1).astype(bool)
+
+
+def test_scripted_presses_draw_the_reference_frames(die_dir):
+    run = roll_die(die_dir, presses=[(150, 40), (300, 40), (450, 60)])
+    assert [r.index for r in run.rolls] == [0, 1, 2, 3]  # the start-up roll, then one per press
+    assert run.rolls[0].press_cycle is None and all(r.press_cycle for r in run.rolls[1:])
+    assert check_frames(run) == []  # every pixel as the numpy reference + scaling + dithering
+    assert all(1 <= r.face <= 6 for r in run.rolls)
+    assert len({r.state for r in run.rolls}) == 4
+    assert all(r.i2c_bytes > 512 for r in run.rolls)  # 8 pages of 64 columns, and commands
+    assert run.scl_hz == pytest.approx(400e3, rel=0.01)
+    # the roll starts once the press is debounced: 20 ms after the button went down
+    for r in run.rolls[1:]:
+        assert 20 <= (r.start_cycle - r.press_cycle) / 48e3 < 22
+    assert run.ram["total"] <= 2048 and run.flash["total"] <= 16384
+
+
+def test_expected_frame_follows_the_state_and_the_dither(die_dir):
+    from bitmcu.export import read_export
+
+    model = read_export(die_dir / "export")
+    face, ordered = expected_frame(model, 0x12345678, "ordered")
+    face2, thresh = expected_frame(model, 0x12345678, "threshold")
+    assert face == face2 and 1 <= face <= 6
+    assert not ordered[:, :32].any() and not ordered[:, 96:].any()  # only the middle 64 columns
+    # thresholding draws 2x2 blocks of one value; ordered dithering need not
+    blocks = thresh[:, 32:96].reshape(32, 2, 32, 2)
+    assert (blocks == blocks[:, :1, :, :1]).all()
+
+
+def test_short_press_and_bounces_are_no_press(die_dir):
+    run = roll_die(die_dir, presses=[(150, 8), (250, 12)])  # shorter than the 20 ms debounce
+    assert len(run.rolls) == 1  # the start-up roll only
+
+
+def test_button_held_at_power_up_shows_the_test_pattern(die_dir):
+    run = roll_die(die_dir, presses=[(0, 120)])
+    assert len(run.patterns) == 1
+    np.testing.assert_array_equal(run.patterns[0], checkerboard())
+    assert len(run.rolls) == 1 and check_frames(run) == []  # then it rolls
+
+
+def test_rolls_are_fair_and_differ(die_dir):
+    run = roll_die(die_dir, rolls=30, gap_ms=1, hold_ms=21)
+    faces = [r.face for r in run.rolls]
+    assert uniformity_p(faces) > 0.01
+    assert len({r.frame.tobytes() for r in run.rolls}) > 25
+    assert check_frames(run) == []
+
+
+def test_uniformity_p():
+    assert uniformity_p([1, 2, 3, 4, 5, 6] * 10) == pytest.approx(1.0)
+    assert uniformity_p([1] * 60) < 1e-10
+    # chi-square 5.0 with 5 degrees of freedom: p = 0.4159 (tables)
+    assert uniformity_p([1] * 15 + [2] * 5 + [3] * 10 + [4] * 10 + [5] * 10 + [6] * 10) == \
+        pytest.approx(0.4159, abs=1e-3)
+
+
+def test_cli_die_and_bad_options(die_dir, tmp_path, capsys):
+    run = die_dir.parent / "run"
+    assert main(["die", str(run), "--out", str(tmp_path / "d"), "--emulate", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "every frame equals the numpy reference's picture (2 rolls)" in out
+    for f in ("die.elf", "die.bin", "die.hex", "die.map", "die.json", "rolls/contact_sheet.png",
+              "rolls/rolls.gif", "rolls/roll-0001.png", "rolls/rolls.json"):
+        assert (tmp_path / "d" / f).is_file(), f
+    with pytest.raises(BitmcuError, match="--button 'PC1' is not allowed"):
+        build_die(run, out=tmp_path / "x", options=DieOptions(button="PC1"))
+    with pytest.raises(BitmcuError, match="--dither 'floyd' is not allowed"):
+        build_die(run, out=tmp_path / "x", options=DieOptions(dither="floyd"))
+    assert not (tmp_path / "x").exists()  # nothing written
+
+
+# ------------------------------------------------------------------ the display and I2C models
+
+def test_ssd1306_decodes_the_addressing_modes():
+    d = SSD1306()
+    d.begin()
+    for b in (0x00, 0xAF, 0xA1, 0xC8, 0x20, 0x00, 0x21, 10, 11, 0x22, 2, 3):
+        d.write(b)
+    d.end()
+    d.begin()
+    for b in (0x40, 0xFF, 0x01, 0x80, 0x03):  # horizontal: (2,10) (2,11) then (3,10) (3,11)
+        d.write(b)
+    d.end()
+    assert list(d.ram[2, 10:12]) == [0xFF, 0x01] and list(d.ram[3, 10:12]) == [0x80, 0x03]
+    d.begin()
+    for b in (0x80, 0x20, 0x80, 0x02, 0x80, 0xB5, 0x80, 0x07, 0x80, 0x11, 0xC0, 0x5A):
+        d.write(b)  # Co = 1: a control byte before each; page mode, page 5, column 0x17
+    d.end()
+    assert d.ram[5, 0x17] == 0x5A
+    pix = d.pixels()
+    assert pix[16:24, 10].all() and pix[3 * 8 + 7, 10] and not pix[3 * 8 + 6, 10]
+
+
+@pytest.mark.parametrize("stream, msg", [
+    ([0x00, 0xFE], "command 0xfe is not supported"),
+    ([0x12], "control byte 0x12"),
+    ([0x00, 0x20, 0x03], "addressing mode 3 is invalid"),
+])
+def test_ssd1306_reports_what_it_does_not_support(stream, msg):
+    d = SSD1306()
+    d.begin()
+    with pytest.raises(DisplayError, match=msg):
+        for b in stream:
+            d.write(b)
+
+
+def test_ssd1306_unfinished_command():
+    d = SSD1306()
+    d.begin()
+    for b in (0x00, 0x21, 5):
+        d.write(b)
+    with pytest.raises(DisplayError, match="0x21 ended after 1 of its 2 argument bytes"):
+        d.end()
+
+
+class FakeMachine:
+    def __init__(self):
+        self.t, self.error = 0.0, None
+
+    def time(self):
+        return self.t
+
+    def map_io(self, *a):
+        pass
+
+    def fail(self, message):
+        self.error = self.error or message
+
+    def stop(self):
+        pass
+
+
+def i2c_ready():
+    m = FakeMachine()
+    p = Peripherals(m, SSD1306(), ("C", 3))
+    p.write(0x40005400 + 0x1C, 4, (1 << 15) | 40)  # fast mode, CCR 40: 400 kHz at 48 MHz
+    p.write(0x40005400, 4, 1)  # PE
+    return m, p
+
+
+def test_i2c_model_times_the_bytes_and_flags():
+    m, p = i2c_ready()
+    star1 = lambda: p.read(0x40005414, 4)  # noqa: E731
+    p.write(0x40005400, 4, 1 | 1 << 8)  # START
+    assert not star1() & 1
+    m.t += 120
+    assert star1() & 1  # SB after one SCL period
+    p.write(0x40005410, 4, 0x3C << 1)
+    m.t += 9 * 120
+    assert star1() & 2  # ADDR
+    p.read(0x40005418, 4)
+    p.write(0x40005410, 4, 0x00)  # control byte: shifting
+    assert star1() & 0x80 and not star1() & 4  # TxE (the data register is free), no BTF yet
+    p.write(0x40005410, 4, 0xAF)  # queued behind it
+    assert not star1() & 0x80
+    m.t += 2 * 9 * 120
+    assert star1() & 4  # both out: BTF
+    p.write(0x40005400, 4, 1 | 1 << 9)  # STOP
+    assert m.error is None and p.display.on and p.i2c.wire_bytes == 3
+
+
+@pytest.mark.parametrize("steps, msg", [
+    ([(0x10, 0x78)], "DATAR in the idle phase"),
+    ([(0x00, 1 | 1 << 8), ("wait",), (0x10, 0x3D << 1)], "no device at address 0x3d"),
+    ([(0x00, 1 | 1 << 8), ("wait",), (0x10, 0x79)], "read from 0x3c"),
+    ([(0x00, 1 | 1 << 8), (0x10, 0x78)], "address written before SB"),
+])
+def test_i2c_model_refuses_unsupported_sequences(steps, msg):
+    m, p = i2c_ready()
+    for s in steps:
+        if s[0] == "wait":
+            m.t += 1000
+        else:
+            p.write(0x40005400 + s[0], 4, s[1])
+    assert m.error is not None and msg in m.error
+
+
+def test_unmodelled_register_is_named():
+    m, p = i2c_ready()
+    p.read(0x40013800, 4)  # USART1
+    assert "0x40013800, a peripheral register no model covers" in m.error

@@ -160,6 +160,9 @@ class FakeMachine:
     def map_io(self, *a):
         pass
 
+    def wait_until(self, t):
+        self.t = max(self.t, t)
+
     def fail(self, message):
         self.error = self.error or message
 
@@ -179,21 +182,20 @@ def test_i2c_model_times_the_bytes_and_flags():
     m, p = i2c_ready()
     star1 = lambda: p.read(0x40005414, 4)  # noqa: E731
     p.write(0x40005400, 4, 1 | 1 << 8)  # START
-    assert not star1() & 1
-    m.t += 120
-    assert star1() & 1  # SB after one SCL period
+    assert star1() & 1 and m.t == 120  # SB after one SCL period: the poll waited that long
     p.write(0x40005410, 4, 0x3C << 1)
-    m.t += 9 * 120
-    assert star1() & 2  # ADDR
+    assert star1() & 2 and m.t == 120 + 9 * 120  # ADDR after the address byte
     p.read(0x40005418, 4)
     p.write(0x40005410, 4, 0x00)  # control byte: shifting
     assert star1() & 0x80 and not star1() & 4  # TxE (the data register is free), no BTF yet
     p.write(0x40005410, 4, 0xAF)  # queued behind it
-    assert not star1() & 0x80
-    m.t += 2 * 9 * 120
+    t0 = m.t
+    assert star1() & 0x80 and m.t == t0 + 9 * 120  # TxE once the first byte is out
+    m.t += 9 * 120
     assert star1() & 4  # both out: BTF
     p.write(0x40005400, 4, 1 | 1 << 9)  # STOP
     assert m.error is None and p.display.on and p.i2c.wire_bytes == 3
+    assert p.i2c.wire_cycles == 120 * (1 + 3 * 9 + 1)
 
 
 @pytest.mark.parametrize("steps, msg", [

@@ -191,7 +191,9 @@ class I2CMaster:
     f = PCLK / 3 CCR, standard mode f = PCLK / 2 CCR), START and STOP one period each. The data
     register holds one byte beside the one being shifted out: TxE is set while it is free, BTF
     once both are empty. A read from a device, another address than the display's, or a byte
-    written while TxE is clear stops the run with an error."""
+    written while TxE is clear stops the run with an error. A status read while nothing can
+    change before the wire is done moves the clock there (:meth:`Machine.wait_until`): the
+    firmware's polling loop would only spin until then."""
 
     def __init__(self, p: Peripherals):
         self.p = p
@@ -226,6 +228,14 @@ class I2CMaster:
         self._advance()
         t = self.p.now()
         if off == 0x14:  # STAR1
+            # a driver polls it until the flag it waits for comes: where none can come before
+            # the wire is done, the clock jumps there
+            waiting = t < self.ready_at and (self.state in ("start", "address") or
+                                             (self.state == "data" and self.queued is not None))
+            if waiting:
+                self.p.m.wait_until(self.ready_at)
+                self._advance()
+                t = self.p.now()
             v = 0
             if self.state == "start" and t >= self.ready_at:
                 v |= 1  # SB

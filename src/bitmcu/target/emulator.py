@@ -183,6 +183,11 @@ class Machine:
         :meth:`now`, late by at most one block)."""
         return self.cycles
 
+    def wait_until(self, cycles: float) -> None:
+        """A peripheral's status read that a polling loop repeats until ``cycles``: the loop only
+        waits, so the clock jumps there (the instructions it would have spun are not counted)."""
+        self.cycles = max(self.cycles, cycles)
+
     def _on_marker(self, uc, access, addr, size, value, _):
         if self.on_marker is not None:
             cyc, ins = self.now()  # the block charged only up to the store

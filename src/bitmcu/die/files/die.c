@@ -108,8 +108,9 @@ static uint32_t adc_noise(void) {
 /* ------------------------------------------------------------------ I2C1 and the SSD1306 */
 
 static int i2c_wait(uint32_t flags) {
-    while (!(I2C1_STAR1 & flags)) {
-        if (I2C1_STAR1 & I2C_AF) {
+    uint32_t s;
+    while (!((s = I2C1_STAR1) & flags)) {
+        if (s & I2C_AF) {
             I2C1_CTLR1 |= I2C_STOP;
             i2c_failed = 1;
             return 0;

@@ -269,13 +269,14 @@ static void roll(uint32_t index, uint32_t entropy) {
 /* The wiring check: with the button held at power-up, an 8x8 checkerboard over the whole
  * screen until it is released. */
 static void test_pattern(void) {
-    static uint8_t row[128];
     oled_commands(oled_init_cmds + sizeof oled_init_cmds - 6u, 6u); /* the whole screen */
     for (uint32_t p = 0; p < 8u; p++) {
-        for (uint32_t c = 0; c < 128u; c++) {
-            row[c] = (((c >> 3) ^ p) & 1u) ? 0xFFu : 0x00u;
+        for (uint32_t half = 0; half < 2u; half++) { /* 64 columns at a time, in page[] */
+            for (uint32_t c = 0; c < 64u; c++) {
+                page[c] = ((((64u * half + c) >> 3) ^ p) & 1u) ? 0xFFu : 0x00u;
+            }
+            oled_send(0x40, page, sizeof page, 0);
         }
-        oled_send(0x40, row, sizeof row, 0);
     }
     MARK(7, 0);
     while (button_down()) {

@@ -218,3 +218,29 @@ def test_unmodelled_register_is_named():
     m, p = i2c_ready()
     p.read(0x40013800, 4)  # USART1
     assert "0x40013800, a peripheral register no model covers" in m.error
+
+
+def test_shipped_die_model_keeps_its_figures(tmp_path):
+    """models/die-ch32v003: the sizes and cycles its README and benchmarks/RESULTS.md state
+    (the emulator is deterministic), and frames equal to the reference's."""
+    from pathlib import Path
+
+    from bitmcu.export import export
+    from bitmcu.target.emulator import profile
+    from bitmcu.target.firmware import build_firmware
+
+    model = Path(__file__).resolve().parents[1] / "models" / "die-ch32v003"
+    rep = export(model, tmp_path / "exp", target="ch32v003", evaluate=False)
+    assert rep.weight_bytes == 6588
+    info = build_die(tmp_path / "exp", out=tmp_path / "die")
+    assert info.latent_scale == 28 and info.hot_loops == "sram"  # temperature 0.5
+    assert info.flash["total"] == 11820 and info.ram["total"] == 2040
+    assert (info.ram["data"], info.ram["bss"], info.ram["stack_bound"]) == (332, 1176, 532)
+    run = roll_die(tmp_path / "die", rolls=2)
+    assert check_frames(run) == []
+    assert [r.face for r in run.rolls] == [5, 3]
+    assert [r.generation_cycles for r in run.rolls] == [3827240, 3905361]
+    assert [r.display_cycles for r in run.rolls] == [571760, 571760]
+    fw = build_firmware(tmp_path / "exp", "ch32v003", tmp_path / "fw", n_images=4)
+    prof = profile(fw.elf)
+    assert prof.mismatches == 0 and prof.median_cycles() == 3745776 <= 4_800_000

@@ -244,3 +244,12 @@ def test_shipped_die_model_keeps_its_figures(tmp_path):
     fw = build_firmware(tmp_path / "exp", "ch32v003", tmp_path / "fw", n_images=4)
     prof = profile(fw.elf)
     assert prof.mismatches == 0 and prof.median_cycles() == 3745776 <= 4_800_000
+
+
+def test_bad_press_scripts(die_dir):
+    with pytest.raises(BitmcuError, match="they overlap"):
+        roll_die(die_dir, presses=[(100, 50), (120, 40)])
+    with pytest.raises(BitmcuError, match="length > 0"):
+        roll_die(die_dir, presses=[(100, 0)])
+    with pytest.raises(BitmcuError, match="not both"):
+        roll_die(die_dir, rolls=2, presses=[(100, 30)])

@@ -13,6 +13,7 @@ documented: it must equal the frame read from the display model, pixel for pixel
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -176,7 +177,11 @@ def roll_die(die_dir: str | Path, rolls: int | None = None, presses: list[tuple[
     port, pin = fw.options["button"][1], int(fw.options["button"][2])
     p = Peripherals(m, display, (port, pin), adc_seed=seed)
     if presses is not None:
-        p.presses = [Press(int(a * ms), int(n * ms)) for a, n in presses]
+        if any(n <= 0 or a < 0 for a, n in presses):
+            raise BitmcuError("presses: each (start, length) in ms needs start >= 0, length > 0")
+        p.presses = [Press(int(a * ms), int(n * ms)) for a, n in sorted(presses)]
+        if any(q.at < r.at + r.hold for r, q in itertools.pairwise(p.presses)):
+            raise BitmcuError("presses: they overlap; a press starts after the last one ended")
         last = max((a + n for a, n in presses), default=0.0)
         p.deadline = (last + 2 * fw.options["debounce_ms"] + 5) * ms
     out: list[Roll] = []

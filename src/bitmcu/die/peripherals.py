@@ -63,10 +63,12 @@ class Peripherals:
                          "covers (modelled: RCC, FLASH, GPIOA/C/D, AFIO, I2C1, ADC1, SysTick)")
 
     def button_down(self) -> bool:
+        """Whether the button is down now; ``presses`` are in time order and do not overlap."""
         t = self.now()
-        for p in self.presses:
-            if p.at <= t < p.at + p.hold:
-                return not any(p.at + a <= t < p.at + a + n for a, n in p.bounces)
+        for p in reversed(self.presses):  # the latest that has begun decides
+            if p.at <= t:
+                return t < p.at + p.hold and not any(p.at + a <= t < p.at + a + n
+                                                     for a, n in p.bounces)
         return False
 
     # ------------------------------------------------------------------ dispatch

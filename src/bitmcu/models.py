@@ -557,6 +557,9 @@ class DecoderModel(nn.Module):
 
     def encode(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Images (B, S, S) 0..255 and classes -> latent mean and log-variance (B, latent)."""
+        if self.encoder is None:
+            raise BitmcuError("this decoder was trained on the renderer's factors "
+                              "(train.objective factors): it has no encoder")
         h = torch.cat([x.reshape(len(x), -1).float() / 255.0,
                        nn.functional.one_hot(y, self.n_classes).float()], dim=1)
         mu, logvar = self.encoder(h).chunk(2, dim=1)

@@ -130,9 +130,8 @@ def _sizes(elf_path: Path, chip, stack: int | None) -> tuple[dict, dict]:
     return flash, ram
 
 
-def resolve_export(source: str | Path, out: Path) -> Path:
-    """An export folder for ``source``: itself, or (a run) exported into out/export."""
-    source = Path(source)
+def resolve_export(source: Path, into: Path) -> Path:
+    """An export folder for ``source``: itself, or (a run) exported to ``into``."""
     if (source / "model.npz").is_file():
         return source
     from ..export import export
@@ -140,8 +139,8 @@ def resolve_export(source: str | Path, out: Path) -> Path:
     if not (source / "checkpoint.pt").is_file() and not source.is_file():
         raise BitmcuError(f"{source}: neither a bitmcu export (model.npz, model.h) nor a run "
                           "(checkpoint.pt)")
-    export(source, out / "export", target="ch32v003", command="bitmcu die")
-    return out / "export"
+    export(source, into, target="ch32v003", command="bitmcu die")
+    return into
 
 
 def build_die(source: str | Path, mcu: str = "ch32v003", out: str | Path | None = None,
@@ -157,21 +156,22 @@ def build_die(source: str | Path, mcu: str = "ch32v003", out: str | Path | None 
     out = Path(out) if out else source.with_name(source.name + "-die")
     out = out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
-    export_dir = resolve_export(source, out)
-    model = read_export(export_dir)
-    if not model.generative:
-        raise BitmcuError(f"{source}: a classifier; the die draws its faces with a decoder "
-                          "(model.family decoder) of six classes")
-    if model.n_classes != FACES:
-        raise BitmcuError(f"{source}: the decoder makes {model.n_classes} classes; a die needs "
-                          f"{FACES} (data.dataset dice)")
-    if model.input_size not in (16, 32):
-        raise BitmcuError(f"{source}: images of {model.input_size}x{model.input_size}; the die "
-                          "shows 32x32 (or 16x16) images as 64x64 display pixels")
-    scale = 64 // model.input_size
     gcc, objcopy = fw.find_tool(fw.GCC), fw.find_tool(fw.OBJCOPY)
+    # everything, the export of a run included, is made here and moved into out at the end
     with tempfile.TemporaryDirectory(prefix=".bitmcu-die-", dir=out.parent) as tmp:
         t = Path(tmp)
+        export_dir = resolve_export(source, t / "export")
+        model = read_export(export_dir)
+        if not model.generative:
+            raise BitmcuError(f"{source}: a classifier; the die draws its faces with a decoder "
+                              "(model.family decoder) of six classes")
+        if model.n_classes != FACES:
+            raise BitmcuError(f"{source}: the decoder makes {model.n_classes} classes; a die "
+                              f"needs {FACES} (data.dataset dice)")
+        if model.input_size not in (16, 32):
+            raise BitmcuError(f"{source}: images of {model.input_size}x{model.input_size}; the "
+                              "die shows 32x32 (or 16x16) images as 64x64 display pixels")
+        scale = 64 // model.input_size
         for f in ("model.h", "bitmcu.c", "bitmcu.h"):
             shutil.copy(export_dir / f, t / f)
         for f in ("startup.S", "fw_trace.h", "mem.c"):
@@ -184,12 +184,15 @@ def build_die(source: str | Path, mcu: str = "ch32v003", out: str | Path | None 
         flash, ram = _sizes(t / "firmware.elf", chip, stack)
         for ext in ("elf", "bin", "hex", "map"):
             (t / f"firmware.{ext}").rename(t / f"die.{ext}")
+        kept_export = out / "export" if export_dir == t / "export" else export_dir.resolve()
         info = DieFirmware(chip.name, str(out / "die.elf"), str(out / "die.bin"),
-                           str(out / "die.hex"), str(out / "die.map"), str(export_dir),
+                           str(out / "die.hex"), str(out / "die.map"), str(kept_export),
                            asdict(options), model.input_size, scale, model.latent,
                            model.latent_scale, flash, ram, place, note)
         info.save(t / "die.json")
         out.mkdir(exist_ok=True)
         for f in sorted(t.iterdir()):
+            if f.is_dir() and (out / f.name).is_dir():
+                shutil.rmtree(out / f.name)  # an older export
             os.replace(f, out / f.name)
     return info

@@ -287,11 +287,17 @@ def _train_epoch(model, opt, data: Dataset, cfg: Config, epoch: int, device, bar
     return tot_loss.item() / seen, tot_ok.item() / seen
 
 
+def pixel_error(recon, target) -> torch.Tensor:
+    """Summed squared pixel error per image (pixels 0..1), batch mean: a decoder's
+    reconstruction loss."""
+    return ((recon - target) / 255.0).pow(2).flatten(1).sum(1).mean()
+
+
 def decoder_loss(cfg: Config, recon, x, mu, logvar) -> tuple[torch.Tensor, torch.Tensor,
                                                             torch.Tensor]:
     """CVAE loss per image: summed squared pixel error (pixels 0..1) + kl_weight * KL(q || N(0, 1));
     returns (loss, reconstruction error, KL), each a batch mean."""
-    rec = ((recon - x) / 255.0).pow(2).flatten(1).sum(1).mean()
+    rec = pixel_error(recon, x)
     kl = (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp())).sum(1).mean()
     return rec + cfg.train.kl_weight * kl, rec, kl
 
@@ -337,7 +343,7 @@ def _train_decoder_epoch(model, opt, data: Dataset, cfg: Config, epoch: int, dev
         else:
             tb = factors["train_t"][idx].float().to(device)
             recon = model.decode(quantize_latent(factors["train_z"][idx].to(device)), yb)
-            loss = rec = ((recon - tb) / 255.0).pow(2).flatten(1).sum(1).mean()
+            loss = rec = pixel_error(recon, tb)
         hit = torch.zeros((), device=device)
         if guide is not None:
             ce, hit = guide_loss(model, guide, cfg, len(idx), data.n_classes, gen, device)
@@ -391,7 +397,7 @@ def evaluate_decoder(model, cfg: Config, x: torch.Tensor, y: torch.Tensor, devic
         else:
             tb = factors["test_t"][i : i + batch].float().to(device)
             recon = model.decode(quantize_latent(factors["test_z"][i : i + batch].to(device)), yb)
-            loss = rec = ((recon - tb) / 255.0).pow(2).flatten(1).sum(1).mean()
+            loss = rec = pixel_error(recon, tb)
             kl = torch.zeros(())
         tot += np.array([loss.item(), rec.item(), kl.item()]) * len(yb)
     tot /= max(1, len(x))

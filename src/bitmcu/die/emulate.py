@@ -157,10 +157,11 @@ def frame_image(frame: np.ndarray, side: int = 32) -> np.ndarray:
 
 def roll_die(die_dir: str | Path, rolls: int | None = None, presses: list[tuple[float, float]]
              | None = None, seed: int = 0, gap_ms: float = 30.0, hold_ms: float = 60.0,
-             max_insns: int = 2_000_000_000) -> DieRun:
+             max_insns: int | None = None) -> DieRun:
     """Emulate the die firmware in ``die_dir`` (die.elf, die.json) for ``rolls`` rolls (the one
     at start-up included) or the press script ``presses`` ((start, length) in ms from reset);
-    ``seed`` seeds the ADC's noise and the display's power-up memory."""
+    ``seed`` seeds the ADC's noise and the display's power-up memory; ``max_insns`` (default:
+    20M per roll or press, and 50M) bounds a firmware that stops rolling."""
     die_dir = Path(die_dir)
     fw = DieFirmware.load(die_dir / "die.json")
     chip = get_chip(fw.mcu)
@@ -170,6 +171,8 @@ def roll_die(die_dir: str | Path, rolls: int | None = None, presses: list[tuple[
         raise BitmcuError("give the number of rolls or a press script, not both")
     if rolls is not None and rolls < 1:
         raise BitmcuError(f"--emulate {rolls}: must be >= 1 roll")
+    if max_insns is None:  # a roll runs ~2.5M instructions (generation, display, polling)
+        max_insns = 50_000_000 + 20_000_000 * (rolls if rolls is not None else len(presses))
     m = Machine(die_dir / "die.elf", chip)
     if "die_state" not in m.symbols:
         raise BitmcuError(f"{die_dir / 'die.elf'}: no symbol die_state; not a bitmcu die firmware")

@@ -24,7 +24,7 @@ import numpy as np
 from ..errors import BitmcuError
 from ..target.chips import get_chip
 from ..target.emulator import Machine
-from .firmware import LEFT_COLUMN, DieFirmware
+from .firmware import LEFT_COLUMN, DieFirmware, DieOptions
 from .peripherals import Peripherals, Press
 from .ssd1306 import SSD1306
 
@@ -177,8 +177,7 @@ def roll_die(die_dir: str | Path, rolls: int | None = None, presses: list[tuple[
     if "die_state" not in m.symbols:
         raise BitmcuError(f"{die_dir / 'die.elf'}: no symbol die_state; not a bitmcu die firmware")
     display = SSD1306(seed=seed)
-    port, pin = fw.options["button"][1], int(fw.options["button"][2])
-    p = Peripherals(m, display, (port, pin), adc_seed=seed)
+    p = Peripherals(m, display, DieOptions(**fw.options).pin, adc_seed=seed)
     if presses is not None:
         if any(n <= 0 or a < 0 for a, n in presses):
             raise BitmcuError("presses: each (start, length) in ms needs start >= 0, length > 0")

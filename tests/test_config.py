@@ -47,6 +47,14 @@ def test_override_types_are_parsed():
          ["convnet", "float teacher", "'ternary'", "model.scheme=none"]),
         ("model.family=convnet | model.scheme=none | model.conv=[conv,pool,pool,pool,pool,pool]",
          ["model.conv[5]", "'pool'", "1x1"]),
+        ("data.train_limit=-5", ["data.train_limit", "-5", ">= 0"]),
+        ("train.gamma=-0.5", ["train.gamma", ">= 0"]),
+        ("model.clip_std=-1", ["model.clip_std", ">= 0"]),
+        ("augment.translate=-0.1", ["augment.translate", ">= 0"]),
+        ("train.lr=.nan", ["train.lr", "finite number"]),
+        ("train.kl_weight=.inf", ["train.kl_weight", "finite number"]),
+        ("name=/tmp/elsewhere", ["config key 'name'", "not a name", "--out"]),
+        ("name=..", ["config key 'name'", "not a name"]),
     ],
 )
 def test_bad_config_names_key_value_and_allowed(override, words):
@@ -81,3 +89,25 @@ def test_cnn_shapes_are_checked():
         load_config(None, ["model.family=cnn", "model.conv=[dw, pool, conv]"])
     with pytest.raises(BitmcuError, match=r"model.conv\[0\]': 'dw'.* 2x2 .* 4x4 input"):
         load_config(None, ["model.family=cnn", "data.size=4", "model.conv=[dw, dw]"])
+
+
+def test_a_folder_as_config_and_a_section_that_is_a_number_are_refused(tmp_path):
+    with pytest.raises(BitmcuError, match="is a folder; give a YAML file"):
+        load_config(str(tmp_path))
+    (tmp_path / "c.yaml").write_text("model: 5\n")
+    with pytest.raises(BitmcuError, match="config key 'model' is a section .*, not 5"):
+        load_config(str(tmp_path / "c.yaml"), ["model.hidden=[8]"])
+
+
+@pytest.mark.parametrize("args", [["verify", "r", "--limit", "0"],
+                                  ["export", "r", "--out", "o", "--images", "-1"],
+                                  ["sample", "r", "--per-class", "2.5", "--out", "a.png"],
+                                  ["firmware", "e", "--mcu", "ch32v003", "--images", "0"],
+                                  ["die", "d", "--emulate", "0"]])
+def test_counts_below_one_are_one_error_line(args, capsys):
+    from bitmcu.cli import main
+
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bitmcu: error: --") and "whole number >= 1" in err
+    assert err.count("\n") == 1

@@ -213,3 +213,72 @@ def test_full_mnist_from_data_dir():
     assert d.train_x.shape == (60000, 16, 16) and d.test_x.shape == (10000, 16, 16)
     assert d.train_y[:10].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
     assert d.test_y[:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
+
+
+def _npz(path, x_train, y_train, x_test, y_test):
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    return str(path)
+
+
+def test_float_images_in_0_1_are_scaled_to_bytes(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.random((40, 8, 8)).astype(np.float32)
+    d = load_dataset(_npz(tmp_path / "f.npz", x, np.arange(40) % 4, x[:8], np.arange(8) % 4),
+                     size=8)
+    assert d.train_orig.dtype == torch.uint8
+    np.testing.assert_array_equal(d.train_orig.numpy(), np.rint(x * 255).astype(np.uint8))
+
+
+@pytest.mark.parametrize("change, msg", [
+    ("nan", "NaN or infinite"),
+    ("float300", r"float images must be 0..1 \(scaled by 255\) or whole numbers 0..255"),
+    ("int16", r"image values must be 0..255, got 0..700 \(int16\)"),
+    ("test_size", r"training images are \(8, 8\), test images \(10, 10\)"),
+    ("corrupt_label", r"labels go up to 200 but classes 4, 5, 6, 7, 8, ... \(196 of 201\) never"),
+    ("count", "40 train images but 39 labels"),
+    ("empty_test", r"\(test images\): no images"),
+])
+def test_bad_data_is_one_clear_error(tmp_path, change, msg):
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 256, (40, 8, 8)).astype(np.uint8)
+    y = np.arange(40) % 4
+    xt, yt = x[:8], y[:8]
+    if change == "nan":
+        x = x / 255.0
+        x[3, 2, 2] = np.nan
+    elif change == "float300":
+        x = x.astype(np.float64) + 44.5
+    elif change == "int16":
+        x = x.astype(np.int16)
+        x[0, 0, 0] = 700
+        x[0, 0, 1] = 0
+    elif change == "test_size":
+        xt = rng.integers(0, 256, (8, 10, 10)).astype(np.uint8)
+    elif change == "corrupt_label":
+        y = y.copy()
+        y[7] = 200
+    elif change == "count":
+        y = y[:-1]
+    elif change == "empty_test":
+        xt, yt = xt[:0], yt[:0]
+    with pytest.raises(BitmcuError, match=msg):
+        load_dataset(_npz(tmp_path / "bad.npz", x, y, xt, yt), size=8)
+
+
+def test_idx_count_mismatch_and_overflowing_dimensions(tmp_path, monkeypatch):
+    rng = np.random.default_rng(2)
+    d = tmp_path / "data" / "mnist"
+    d.mkdir(parents=True)
+    files = {"train-images-idx3-ubyte": idx_bytes(rng.integers(0, 255, (30, 28, 28))),
+             "train-labels-idx1-ubyte": idx_bytes(np.arange(29) % 10),
+             "t10k-images-idx3-ubyte": idx_bytes(rng.integers(0, 255, (10, 28, 28))),
+             "t10k-labels-idx1-ubyte": idx_bytes(np.arange(10))}
+    for name, raw in files.items():
+        (d / name).write_bytes(raw)
+    monkeypatch.setenv("BITMCU_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(BitmcuError, match="30 train images but 29 labels"):
+        load_dataset("mnist", data_dir=str(tmp_path / "data"), download=False)
+    huge = bytes([0, 0, 0x08, 4]) + struct.pack(">IIII", 2**31, 2**31, 2**31, 2**31) + b"\0" * 8
+    (tmp_path / "huge").write_bytes(huge)
+    with pytest.raises(BitmcuError, match="size mismatch"):
+        read_idx(tmp_path / "huge")

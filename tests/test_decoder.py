@@ -217,3 +217,12 @@ def test_factor_objective_learns_the_renderer_latent(tmp_path):
     worse = evaluate_decoder(model, cfg, data.test_x, data.test_y, factors=wrong)["test_mse"]
     assert err < 0.8 * worse, (err, worse)
     assert torch.isfinite(torch.tensor(err))
+
+
+def test_fuzzed_decoder_tables_never_crash_the_engine(tiny_decoder):
+    from bitmcu.export import load_int_model
+
+    from .test_engine import _fuzz_both_ways
+
+    full, bare = _fuzz_both_ways(load_int_model(tiny_decoder)[0])
+    assert full.ran > 0 and bare.ran > full.ran

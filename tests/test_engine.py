@@ -129,8 +129,9 @@ def test_engine_checks_magic_and_version():
     for old, new, status in [("BITMCU_MAGIC, BITMCU_FORMAT_VERSION", "0x12345678u, "
                               "BITMCU_FORMAT_VERSION", 1),
                              ("BITMCU_MAGIC, BITMCU_FORMAT_VERSION", "BITMCU_MAGIC, 7u", 2),
-                             ("BITMCU_MODEL_ARENA_WORDS, bitmcu_layers", "4u, bitmcu_layers", 3)]:
-        host = HostModel(header.replace(old, new))
+                             ("BITMCU_MODEL_ARENA_WORDS, BITMCU_MODEL_TABLE_SUM",
+                              "4u, BITMCU_MODEL_TABLE_SUM", 3)]:
+        host = HostModel(header.replace(old, new), check=False)  # bitmcu_run's own checks
         try:
             with pytest.raises(BitmcuError, match=f"status {status}"):
                 host.run(x, model.n_classes)
@@ -246,8 +247,11 @@ def test_cnn_front_end_entry_point_follows_the_conv_schemes():
     model = random_cnn(rng, "fp130")
     header = model_header(model, "t")
     assert "bitmcu_layers, bitmcu_front_end}" in header
-    host = HostModel(header.replace("bitmcu_layers, bitmcu_front_end}",
-                                    "bitmcu_layers, bitmcu_front_end_8bit}"))
+    wrong = header.replace("bitmcu_layers, bitmcu_front_end}",
+                           "bitmcu_layers, bitmcu_front_end_8bit}")
+    with pytest.raises(BitmcuError, match="table check says BITMCU_ERR_LAYER"):
+        HostModel(wrong)
+    host = HostModel(wrong, check=False)  # bitmcu_run's own check
     try:
         with pytest.raises(BitmcuError, match="status 4"):
             host.run(random_images(rng, 5, model.n_input), model.n_classes)
@@ -325,3 +329,45 @@ def test_cnn_depth_multipliers(conv_scheme):
     bad.front[3] = dataclasses.replace(bad.front[3], mult=3)
     with pytest.raises(BitmcuError, match=r"front layer 3 \(dw\): 6 channels, expected 9"):
         bad.validate()
+
+
+def _fuzz_both_ways(model, trials=3000):
+    """bitmcu_check with checksums: every table that checks OK computes what the unmutated one
+    does. Without them: every table that checks OK runs without a sanitizer report, and a
+    mutation of fields that cannot matter never changes the output."""
+    from bitmcu.fuzz import fuzz_tables
+
+    full = fuzz_tables(model, trials, seed=1, sums=True)
+    assert full.changed == 0 and full.bad_emit == 0, full
+    assert full.status["unknown status"] == 0 and full.status["BITMCU_ERR_CHECKSUM"] > 0
+    assert sum(v > 0 for v in full.status.values()) >= 5, full  # errors are told apart
+    bare = fuzz_tables(model, trials, seed=2, sums=False, has_mul=False)
+    assert bare.neutral_changed == 0 and bare.bad_emit == 0 and bare.ran > 0, bare
+    assert bare.status["BITMCU_ERR_CHECKSUM"] == 0
+    return full, bare
+
+
+def test_fuzzed_fc_tables_never_crash_the_engine():
+    rng = np.random.default_rng(11)
+    _fuzz_both_ways(random_model(rng, ["4bitsym", "ternary", "binary"], bias_unit=True))
+
+
+def test_fuzzed_cnn_tables_never_crash_the_engine():
+    rng = np.random.default_rng(12)
+    _fuzz_both_ways(random_cnn(rng, "4bit", stages=("dw*2", "pool", "dw", "pool")))
+
+
+def test_host_model_refuses_a_table_whose_weights_were_changed():
+    rng = np.random.default_rng(13)
+    model = random_model(rng, ["8bit", "4bitsym"])
+    header = model_header(model, "test")
+    host = HostModel(header)  # the Python checksums are the ones the C engine computes
+    status, sums = host.check()
+    host.close()
+    assert status == 0 and sums[0] == sums[2] and sums[1] == sums[3]
+    first = header.index("static const uint8_t bitmcu_w0")
+    body = header.index("0x", first)
+    tampered = header[:body] + "0x00, 0x00" + header[body + 10:]
+    assert tampered != header
+    with pytest.raises(BitmcuError, match="BITMCU_ERR_CHECKSUM"):
+        HostModel(tampered)

@@ -15,10 +15,10 @@ def test_export_writes_a_complete_deterministic_package(tiny_run, tmp_path):
     files = {p.name for p in (tmp_path / "a").iterdir()}
     assert {"model.h", "bitmcu.c", "bitmcu.h", "main.c", "test_images.h", "Makefile",
             "model.npz", "report.txt", "report.json"} <= files
-    assert not list(tmp_path.glob(".bitmcu-export-*"))  # no temporary left
+    assert not list(tmp_path.glob(".a.bitmcu-stage-*"))  # no staging folder left
     h = (tmp_path / "a" / "model.h").read_text()
     assert "do not edit" in h and "command: bitmcu export tiny" in h
-    assert "static const bitmcu_layer bitmcu_layers[2]" in h and "bitmcu_fc_4bitsym" in h
+    assert "static const bitmcu_layer bitmcu_layers[2 + 1]" in h and "bitmcu_fc_4bitsym" in h
     export(tiny_run, tmp_path / "b", command="bitmcu export tiny")
     assert (tmp_path / "b" / "model.h").read_text() == h
     assert rep.weight_bytes == 256 * 24 // 2 + 24 * 10 // 2

@@ -7,11 +7,12 @@ the versions that made them.
 from __future__ import annotations
 
 import platform
+from dataclasses import dataclass
 
 import numpy as np
 
 from . import __version__
-from .ir import FORMAT_VERSION, IntModel
+from .ir import FORMAT_VERSION, MAGIC, IntModel
 from .quant import get_scheme
 
 
@@ -58,8 +59,136 @@ def _header_start(model: IntModel, command: str) -> list[str]:
     return out
 
 
-def _model_table(front: str, kind: str) -> str:
-    return (
+# bitmcu_op ids in bitmcu.h
+OPS = {"fc": 1, "conv1": 2, "dw": 3, "pool": 4, "stage": 5}
+
+
+@dataclass(frozen=True)
+class TableRow:
+    """One entry of the C layer table, as numbers (the checksum's) and the array it points at."""
+
+    op: str  # fc | conv1 | dw | pool | stage
+    scheme: str | None  # None for pool
+    relu: int  # fc: 1 = ShiftNorm+ReLU (decoders: always 1); stage: upscale factor
+    shift: int
+    n_in: int
+    n_out: int
+    row_bytes: int
+    mult: int
+    array: np.ndarray | None  # the layer's weight array (a decoder's biases, then its codes)
+    offset: int  # where in `array` the table's weights pointer points (a decoder's n_out)
+    name: str  # the array's C name
+    comment: str
+
+    @property
+    def numbers(self) -> list[int]:
+        """The fields table_sum covers, in bitmcu.h's order."""
+        return [OPS[self.op], 0 if self.scheme is None else get_scheme(self.scheme).id,
+                self.relu, self.shift, self.n_in, self.n_out, self.row_bytes, self.mult,
+                0 if self.array is None else int(self.array.size)]
+
+
+def table_rows(model: IntModel) -> list[TableRow]:
+    """The model's layer table, front end, fc layers and stages in order."""
+    rows = []
+    if model.generative:
+        for i, L in enumerate([*model.layers, *model.stages]):
+            if L.op == "fc":
+                what = f"fc {L.scheme} {L.n_in} -> {L.n_out}, shift {L.shift}"
+                mult = model.chunk_rows if i == len(model.layers) - 1 else 0
+                op, relu, n_in = "fc", 1, L.n_in
+            else:
+                what = (f"stage {L.op} {L.scheme} {L.c_in} -> {L.c_out} channels, "
+                        f"{L.side}x{L.side} in, shift {L.shift}")
+                op, relu, n_in, mult = "stage", L.factor, L.c_in, L.side
+            blob = np.concatenate([L.bias.view(np.uint8), L.weights.ravel()])
+            rows.append(TableRow(op, L.scheme, relu, L.shift, n_in, L.n_out,
+                                 L.weights.shape[1], mult, blob, L.n_out, f"bitmcu_w{i}",
+                                 f"layer {i}: {what}; {L.n_out} int8 biases, then "
+                                 f"{L.weights.size} bytes of codes"))
+        return rows
+    for i, L in enumerate(model.front):
+        if L.op == "pool":
+            rows.append(TableRow("pool", None, 0, 0, L.side, L.channels, 0, 0, None, 0, "NULL",
+                                 f"front {i}: 2x2 max-pool, {L.side}x{L.side}"))
+            continue
+        rows.append(TableRow(L.op, L.scheme, 0, L.shift, L.side, L.channels,
+                             L.weights.shape[1], L.mult if L.op == "dw" else 0, L.weights, 0,
+                             f"bitmcu_f{i}",
+                             f"front {i}: {L.op} 3x3 {L.scheme}, {L.channels} channels"
+                             f"{f' ({L.mult} per input channel)' if L.mult > 1 else ''}, "
+                             f"{L.side}x{L.side} in, shift {L.shift}, {L.nbytes} bytes"))
+    for i, L in enumerate(model.layers):
+        rows.append(TableRow("fc", L.scheme, int(L.relu), 0, L.n_in, L.n_out,
+                             L.weights.shape[1], 0, L.weights, 0, f"bitmcu_w{i}",
+                             f"layer {i}: fc {L.scheme} {L.n_in} -> {L.n_out}, {L.nbytes} "
+                             "bytes"))
+    return rows
+
+
+def model_fields(model: IntModel) -> list[int]:
+    """The bitmcu_model number fields that table_sum covers, in bitmcu.h's order."""
+    n_layers = len(model.front) + len(model.layers) + len(model.stages)
+    if model.generative:
+        return [MAGIC, FORMAT_VERSION, n_layers, model.config_hash, model.latent,
+                model.n_classes, model.max_out, model.max_in, model.input_size,
+                sum(model.ring_bytes), model.act_max, 0, 0, 1, model.arena_words]
+    return [MAGIC, FORMAT_VERSION, n_layers, model.config_hash, model.n_input, model.n_classes,
+            model.max_out, model.max_in, model.n_features if model.front else 0,
+            model.map_bytes, model.act_max, len(model.front), int(model.bias_unit), 0,
+            model.arena_words]
+
+
+FNV_START = 0x811C9DC5
+
+
+def fnv1a(data, h: int = FNV_START) -> int:
+    """32-bit FNV-1a of the bytes of an array (bitmcu_sums in C, the example program's image
+    checksum).
+
+    >>> hex(fnv1a(np.frombuffer(b"a", dtype=np.uint8)))
+    '0xe40c292c'
+    """
+    for b in np.asarray(data, dtype=np.uint8).ravel().tobytes():
+        h = ((h ^ b) * 0x01000193) & 0xFFFFFFFF
+    return h
+
+
+def table_sums(model: IntModel) -> tuple[int, int]:
+    """(table_sum, weight_sum) as bitmcu_sums computes them from the C table: FNV-1a of every
+    number field as 4 little-endian bytes (the model's, then each layer's), and of the
+    layers' weight arrays in order."""
+    numbers = model_fields(model) + [v for r in table_rows(model) for v in r.numbers]
+    t = fnv1a(np.asarray(numbers, dtype="<u4").view(np.uint8))
+    w = FNV_START
+    for r in table_rows(model):
+        if r.array is not None:
+            w = fnv1a(r.array, w)
+    return t, w
+
+
+def _table(model: IntModel, rows: list[TableRow], header: str, front: str, kind: str) -> list[str]:
+    """The weight arrays, the layer table (with its end marker) and the model table."""
+    out = []
+    for r in rows:
+        if r.array is None:
+            continue
+        out.append(f"/* {r.comment} */\n")
+        out.append(f"static const uint8_t {r.name}[{r.array.size}] = {{\n" + c_bytes(r.array) +
+                   "\n};\n\n")
+    out.append(f"static const bitmcu_layer bitmcu_layers[{len(rows)} + 1] = {{\n")
+    out.append(f"    /* {header} */\n")
+    for r in rows:
+        sch = "0" if r.scheme is None else f"BITMCU_SCHEME_{c_ident(r.scheme)}"
+        kernel = f"bitmcu_{get_scheme(r.scheme).c_kernel}" if r.op in ("fc", "stage") else "NULL"
+        ptr = "NULL" if r.array is None else r.name + (f" + {r.offset}" if r.offset else "")
+        tail = f" /* {r.comment} */" if r.array is None else ""
+        out.append(f"    {{BITMCU_OP_{r.op.upper()}, {sch}, {r.relu}, {r.shift}, {r.n_in}, "
+                   f"{r.n_out}, {r.row_bytes}, {r.mult}, {r.numbers[-1]}u, {ptr}, {kernel}}},"
+                   f"{tail}\n")
+    out.append("    {0, 0, 0, 0, 0, 0, 0, 0, 0u, NULL, NULL} /* end of the table */\n};\n\n")
+    t, w = table_sums(model)
+    out.append(
         "static const bitmcu_model bitmcu_model_data = {\n"
         "    BITMCU_MAGIC, BITMCU_FORMAT_VERSION, BITMCU_MODEL_N_LAYERS, "
         "BITMCU_MODEL_CONFIG_HASH,\n"
@@ -67,17 +196,19 @@ def _model_table(front: str, kind: str) -> str:
         "BITMCU_MODEL_MAX_IN,\n"
         "    BITMCU_MODEL_N_FEATURES, BITMCU_MODEL_MAP_BYTES, BITMCU_MODEL_ACT_MAX, "
         f"BITMCU_MODEL_N_FRONT, BITMCU_MODEL_BIAS_UNIT, {kind},\n"
-        f"    BITMCU_MODEL_ARENA_WORDS, bitmcu_layers, "
-        f"{front}}};\n\n"
-    )
+        f"    BITMCU_MODEL_ARENA_WORDS, BITMCU_MODEL_TABLE_SUM, BITMCU_MODEL_WEIGHT_SUM, "
+        f"bitmcu_layers, {front}}};\n\n")
+    return out
 
 
 def _define_lines(model: IntModel, defs: dict) -> list[str]:
     """`#define BITMCU_MODEL_<key>` lines of `defs`, then the ones every model has (arena,
-    weight bytes, config hash), then a blank line."""
+    weight bytes, config hash, checksums), then a blank line."""
+    t, w = table_sums(model)
     defs = {**defs, "ARENA_WORDS": f"{model.arena_words}u",
             "WEIGHT_BYTES": f"{model.weight_bytes}u",
-            "CONFIG_HASH": f"0x{model.config_hash:08x}u"}
+            "CONFIG_HASH": f"0x{model.config_hash:08x}u",
+            "TABLE_SUM": f"0x{t:08x}u", "WEIGHT_SUM": f"0x{w:08x}u"}
     return [*(f"#define BITMCU_MODEL_{k} {v}\n" for k, v in defs.items()), "\n"]
 
 
@@ -103,32 +234,9 @@ def decoder_header(model: IntModel, command: str) -> str:
         "BIAS_UNIT": 0,
     }
     out += _define_lines(model, defs)
-    rows = []
-    for i, L in enumerate([*model.layers, *model.stages]):
-        sch = get_scheme(L.scheme)
-        if L.op == "fc":
-            what = f"fc {L.scheme} {L.n_in} -> {L.n_out}, shift {L.shift}"
-            mult = model.chunk_rows if i == len(model.layers) - 1 else 0
-            op, relu, n_in = "BITMCU_OP_FC", 1, L.n_in
-        else:
-            what = (f"stage {L.op} {L.scheme} {L.c_in} -> {L.c_out} channels, {L.side}x{L.side} "
-                    f"in, shift {L.shift}")
-            op, relu, n_in, mult = "BITMCU_OP_STAGE", L.factor, L.c_in, L.side
-        blob = np.concatenate([L.bias.view(np.uint8), L.weights.ravel()])
-        out.append(f"/* layer {i}: {what}; {L.n_out} int8 biases, then {L.weights.size} bytes "
-                   "of codes */\n")
-        out.append(f"static const uint8_t bitmcu_w{i}[{L.n_out} + {L.weights.shape[0]} * "
-                   f"{L.weights.shape[1]}] = {{\n" + c_bytes(blob) + "\n};\n\n")
-        rows.append(f"    {{{op}, BITMCU_SCHEME_{c_ident(sch.name)}, {relu}, {L.shift}, {n_in}, "
-                    f"{L.n_out}, {L.weights.shape[1]}, {mult}, bitmcu_w{i} + {L.n_out}, "
-                    f"bitmcu_{sch.c_kernel}}},\n")
-    n = len(rows)
-    out.append(f"static const bitmcu_layer bitmcu_layers[{n}] = {{\n")
-    out.append("    /* op, scheme, relu (stages: factor), shift, n_in, n_out, row_bytes, mult "
-               "(fc: chunk, stages: side), weights, kernel */\n")
-    out += rows
-    out.append("};\n\n")
-    out.append(_model_table("NULL", "BITMCU_KIND_DECODER"))
+    out += _table(model, table_rows(model), "op, scheme, relu (stages: factor), shift, n_in, "
+                  "n_out, row_bytes, mult (fc: chunk, stages: side), nbytes, weights, kernel",
+                  "NULL", "BITMCU_KIND_DECODER")
     out.append("#endif /* BITMCU_MODEL_H */\n")
     return "".join(out)
 
@@ -152,37 +260,9 @@ def model_header(model: IntModel, command: str) -> str:
         "BIAS_UNIT": int(model.bias_unit),
     }
     out += _define_lines(model, defs)
-    rows = []
-    for i, L in enumerate(model.front):
-        if L.op == "pool":
-            rows.append(f"    {{BITMCU_OP_POOL, 0, 0, 0, {L.side}, {L.channels}, 0, 0, NULL, NULL}},"
-                        f" /* front {i}: 2x2 max-pool, {L.side}x{L.side} */\n")
-            continue
-        out.append(f"/* front {i}: {L.op} 3x3 {L.scheme}, {L.channels} channels"
-                   f"{f' ({L.mult} per input channel)' if L.mult > 1 else ''}, "
-                   f"{L.side}x{L.side} in, shift {L.shift}, {L.nbytes} bytes */\n")
-        out.append(f"static const uint8_t bitmcu_f{i}[{L.weights.shape[0]} * {L.weights.shape[1]}]"
-                   " = {\n" + c_bytes(L.weights) + "\n};\n\n")
-        op = "BITMCU_OP_CONV1" if L.op == "conv1" else "BITMCU_OP_DW"
-        rows.append(f"    {{{op}, BITMCU_SCHEME_{c_ident(L.scheme)}, 0, {L.shift}, {L.side}, "
-                    f"{L.channels}, {L.weights.shape[1]}, {L.mult if L.op == 'dw' else 0}, "
-                    f"bitmcu_f{i}, NULL}},\n")
-    for i, L in enumerate(model.layers):
-        sch = get_scheme(L.scheme)
-        out.append(f"/* layer {i}: fc {L.scheme} {L.n_in} -> {L.n_out}, {L.nbytes} bytes */\n")
-        out.append(f"static const uint8_t bitmcu_w{i}[{L.weights.shape[0]} * {L.weights.shape[1]}]"
-                   " = {\n" + c_bytes(L.weights) + "\n};\n\n")
-        rows.append(
-            f"    {{BITMCU_OP_FC, BITMCU_SCHEME_{c_ident(sch.name)}, {int(L.relu)}, 0, {L.n_in}, "
-            f"{L.n_out}, {L.weights.shape[1]}, 0, bitmcu_w{i}, bitmcu_{sch.c_kernel}}},\n"
-        )
-    n = len(model.front) + len(model.layers)
-    out.append(f"static const bitmcu_layer bitmcu_layers[{n}] = {{\n")
-    out.append("    /* op, scheme, relu, shift, n_in, n_out, row_bytes, mult, weights, "
-               "kernel */\n")
-    out += rows
-    out.append("};\n\n")
-    out.append(_model_table(front_entry(model) or "NULL", "BITMCU_KIND_CLASSIFIER"))
+    out += _table(model, table_rows(model), "op, scheme, relu, shift, n_in, n_out, row_bytes, "
+                  "mult, nbytes, weights, kernel", front_entry(model) or "NULL",
+                  "BITMCU_KIND_CLASSIFIER")
     out.append("#endif /* BITMCU_MODEL_H */\n")
     return "".join(out)
 
@@ -205,10 +285,12 @@ def images_header(images: np.ndarray, labels: np.ndarray, preds: np.ndarray, com
     out.append(f"static const uint8_t bitmcu_test_images[{n}][{npx}] = {{\n")
     out.append(",\n".join("    {\n" + c_bytes(im, indent="        ") + "\n    }" for im in images))
     out.append("\n};\n\n")
-    out.append(f"static const uint8_t bitmcu_test_labels[{n}] = {{"
+    # classes as bytes where they fit (most models: less flash), else 16 bits
+    ctype = "uint8_t" if max(int(np.max(labels)), int(np.max(preds))) < 256 else "uint16_t"
+    out.append(f"static const {ctype} bitmcu_test_labels[{n}] = {{"
                + ", ".join(str(int(v)) for v in labels) + "};\n")
     out.append(f"/* predictions of the numpy reference for the same images */\n"
-               f"static const uint8_t bitmcu_test_expected[{n}] = {{"
+               f"static const {ctype} bitmcu_test_expected[{n}] = {{"
                + ", ".join(str(int(v)) for v in preds) + "};\n\n")
     out.append("#endif /* BITMCU_TEST_IMAGES_H */\n")
     return "".join(out)

@@ -256,9 +256,42 @@ def _build(cls, data: dict, prefix: str = ""):
     return cls(**kwargs)
 
 
+# numbers that must not be negative (beyond those checked with their own range below)
+NON_NEGATIVE = ("data.train_limit", "augment.translate", "augment.rotation", "augment.scale",
+                "augment.elastic", "model.clip_std", "train.gamma", "train.weight_decay",
+                "train.label_smoothing", "train.kl_weight")
+
+
+def _walk(obj, prefix: str = ""):
+    """(key, value) of every leaf of a config."""
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        if dataclasses.is_dataclass(v):
+            yield from _walk(v, f"{prefix}{f.name}.")
+        else:
+            yield f"{prefix}{f.name}", v
+
+
 def _check(cfg: Config) -> Config:
     """Semantic checks beyond types."""
+    import math
+    import re
+
     from .quant import get_scheme  # registry lookup raises a clear error on unknown names
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*", cfg.name):
+        raise BitmcuError(f"config key 'name': {cfg.name!r} is not a name (letters, digits and "
+                          "._+- ; a path goes in --out)")
+    leaves = dict(_walk(cfg))
+    for key, v in leaves.items():
+        values = v if isinstance(v, list) else [v]
+        for x in values:
+            if isinstance(x, float) and not math.isfinite(x):
+                raise BitmcuError(f"config key '{key}': {v!r} must be a finite number")
+    for key in NON_NEGATIVE:
+        v = leaves.get(key)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and v < 0:
+            raise BitmcuError(f"config key '{key}': {v!r} must be >= 0")
 
     get_scheme(cfg.model.scheme, key="model.scheme")
     for i, s in enumerate(cfg.model.layer_schemes):
@@ -418,6 +451,9 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
                 if not dataclasses.is_dataclass(tp):
                     raise BitmcuError(f"config key '{'.'.join(parts[: depth + 1])}' has no sub-keys")
                 node = node.setdefault(p, {})
+                if not isinstance(node, dict):
+                    raise BitmcuError(f"config key '{'.'.join(parts[: depth + 1])}' is a section "
+                                      f"(a mapping of keys), not {node!r}")
                 cls = tp
     return data
 
@@ -439,6 +475,8 @@ def load_config(source: str | None = None, overrides: list[str] | None = None) -
         path = Path(source)
         if not path.exists() and not source.endswith((".yaml", ".yml")):
             path = config_dir() / f"{source}.yaml"
+        if path.is_dir():
+            raise BitmcuError(f"config {source!r} is a folder; give a YAML file or a named config")
         if not path.exists():
             raise BitmcuError(
                 f"config {source!r} not found; give a YAML file or one of: "

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from . import reference
-from .codegen import DECODER_MAIN, EXAMPLE_MAIN, MAKEFILE, images_header, model_header, samples_header
+from .codegen import DECODER_MAIN, EXAMPLE_MAIN, MAKEFILE, fnv1a, images_header, model_header, samples_header
 from .errors import BitmcuError, choices
 from .hostc import engine_dir
 from .ir import IntModel, from_checkpoint
+from .outdir import check_target, writing
 from .rng import latents_for
 
 # target -> whether the core multiplies (selects kernel forms at compile time)
@@ -73,18 +72,6 @@ def model_report(model: IntModel, target: str, float_acc=None, int_acc=None, n_t
                         float_acc, int_acc, n_test, input_desc)
 
 
-def fnv1a(data: np.ndarray) -> int:
-    """32-bit FNV-1a of the bytes of an array (the example program's image checksum).
-
-    >>> hex(fnv1a(np.frombuffer(b"a", dtype=np.uint8)))
-    '0xe40c292c'
-    """
-    h = 0x811C9DC5
-    for b in np.asarray(data, dtype=np.uint8).ravel().tobytes():
-        h = ((h ^ b) * 0x01000193) & 0xFFFFFFFF
-    return h
-
-
 def load_int_model(run: str | Path) -> tuple[IntModel, dict]:
     from .train import load_checkpoint
 
@@ -101,6 +88,9 @@ def export(run: str | Path, out: str | Path, target: str = "generic", data_dir: 
     """
     if target not in TARGETS:
         raise BitmcuError(f"--target {target!r} is not known; use {choices(TARGETS)}")
+    if n_images < 1:
+        raise BitmcuError(f"--images {n_images}: embed at least 1 test image")
+    check_target(Path(out).absolute(), "model.npz", "export")  # before the minutes of work
     model, blob = load_int_model(run)
     cfg = blob["cfg"]
     if data_dir:
@@ -130,12 +120,10 @@ def export(run: str | Path, out: str | Path, target: str = "generic", data_dir: 
 def write_export(model: IntModel, out: str | Path, test_x: np.ndarray, test_y: np.ndarray,
                  report: ExportReport, target: str = "generic", n_images: int = 8,
                  command: str = "bitmcu export") -> None:
-    """Write an export folder for an integer model; all files appear at once or none do."""
+    """Write an export folder for an integer model; all files appear at once or none do (the
+    folder, firmware builds inside it included, is replaced as a whole)."""
     k = min(n_images, len(test_x))
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".bitmcu-export-", dir=out.parent) as tmp:
-        t = Path(tmp)
+    with writing(out, "model.npz", "export") as t:
         (t / "model.h").write_text(model_header(model, command))
         if model.generative:  # seeds 1..k, classes in turn, the reference's image checksums
             seeds, classes = np.arange(1, k + 1), np.arange(k) % model.n_classes
@@ -159,17 +147,32 @@ def write_export(model: IntModel, out: str | Path, test_x: np.ndarray, test_y: n
         (t / "report.txt").write_text(report.text() + "\n")
         (t / "report.json").write_text(json.dumps(
             {**report.__dict__, "target": target, "has_mul": TARGETS[target]}, indent=2) + "\n")
-        out.mkdir(exist_ok=True)
-        for f in sorted(t.iterdir()):
-            os.replace(f, out / f.name)
 
 
-def read_export(export_dir: str | Path) -> IntModel:
-    """An export folder's integer model."""
+def read_export(export_dir: str | Path, check: bool = False) -> IntModel:
+    """An export folder's integer model; with ``check``, model.h is compiled for this machine
+    and must pass the engine's table check (its checksums included) and hold the checksums of
+    model.npz's model: the C table that firmware compiles is the model the reference runs."""
     d = Path(export_dir)
     if not (d / "model.npz").is_file() or not (d / "model.h").is_file():
         raise BitmcuError(f"{d}: not a bitmcu export folder (needs model.npz and model.h from "
                           "`bitmcu export`)")
-    return IntModel.load(d / "model.npz")
+    model = IntModel.load(d / "model.npz")
+    if check:
+        from .codegen import table_sums
+        from .hostc import HostModel
+
+        try:
+            host = HostModel((d / "model.h").read_text(), decoder=model.generative)
+        except BitmcuError as e:
+            raise BitmcuError(f"{d}: {e}; re-run `bitmcu export`") from None
+        try:
+            _, sums = host.check()
+        finally:
+            host.close()
+        if tuple(int(v) for v in sums[:2]) != table_sums(model):
+            raise BitmcuError(f"{d}: model.h and model.npz hold different models (their "
+                              "checksums differ); re-run `bitmcu export`")
+    return model
 
 

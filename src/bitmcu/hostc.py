@@ -22,6 +22,24 @@ from .errors import BitmcuError
 WARNINGS = ["-std=c99", "-Wall", "-Wextra", "-Wconversion", "-pedantic", "-Werror"]
 SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-g", "-O1"]
 
+# bitmcu_status in bitmcu.h: name and meaning
+STATUS = {
+    0: ("BITMCU_OK", "no error"),
+    1: ("BITMCU_ERR_MAGIC", "the model table is not a bitmcu model"),
+    2: ("BITMCU_ERR_VERSION", "the model was generated for another engine format version"),
+    3: ("BITMCU_ERR_ARENA", "the arena is smaller than the model needs"),
+    4: ("BITMCU_ERR_LAYER", "a layer's fields disagree with its op, scheme or neighbours"),
+    5: ("BITMCU_ERR_ARG", "a NULL pointer argument"),
+    6: ("BITMCU_ERR_MODEL", "the model's fields disagree with its layers"),
+    7: ("BITMCU_ERR_CHECKSUM", "the table or the weights are not the ones the export wrote"),
+}
+
+
+def status_text(status: int) -> str:
+    """'BITMCU_ERR_MAGIC (the model table is not a bitmcu model)' for a bitmcu_status."""
+    name, meaning = STATUS.get(status, (f"status {status}", "not a bitmcu_status"))
+    return f"{name} ({meaning})"
+
 HOST_SHIM = """\
 #include "bitmcu.h"
 #include "model.h"
@@ -40,6 +58,20 @@ int bitmcu_host_run_batch(const uint8_t *images, int32_t n, int32_t *logits) {
         }
     }
     return 0;
+}
+
+/* bitmcu_check of the model (with its checksums); the sums stored in and computed from it. */
+int bitmcu_host_check(uint32_t *sums);
+int bitmcu_host_check(uint32_t *sums) {
+    const bitmcu_status st = bitmcu_check(&bitmcu_model_data, 0u);
+    sums[0] = bitmcu_model_data.table_sum;
+    sums[1] = bitmcu_model_data.weight_sum;
+    sums[2] = sums[3] = 0u;
+    if (st != BITMCU_OK) {
+        return (int)st;
+    }
+    bitmcu_sums(&bitmcu_model_data, &sums[2], &sums[3]);
+    return (int)bitmcu_check(&bitmcu_model_data, BITMCU_CHECK_SUMS);
 }
 """
 
@@ -108,6 +140,20 @@ int bitmcu_host_generate_batch(const uint32_t *seeds, const uint16_t *classes, i
     }
     return 0;
 }
+
+/* bitmcu_check of the model (with its checksums); the sums stored in and computed from it. */
+int bitmcu_host_check(uint32_t *sums);
+int bitmcu_host_check(uint32_t *sums) {
+    const bitmcu_status st = bitmcu_check(&bitmcu_model_data, 0u);
+    sums[0] = bitmcu_model_data.table_sum;
+    sums[1] = bitmcu_model_data.weight_sum;
+    sums[2] = sums[3] = 0u;
+    if (st != BITMCU_OK) {
+        return (int)st;
+    }
+    bitmcu_sums(&bitmcu_model_data, &sums[2], &sums[3]);
+    return (int)bitmcu_check(&bitmcu_model_data, BITMCU_CHECK_SUMS);
+}
 """
 
 DECODER_MAIN = """\
@@ -171,7 +217,8 @@ class HostModel:
     """A model header compiled for this machine."""
 
     def __init__(self, model_h: str, has_mul: bool = True, cc: str | None = None,
-                 sanitize: bool = False, workdir: Path | None = None, decoder: bool = False):
+                 sanitize: bool = False, workdir: Path | None = None, decoder: bool = False,
+                 check: bool = True):
         self._tmp = None
         if workdir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="bitmcu-host-")
@@ -204,6 +251,23 @@ class HostModel:
             fn.argtypes = [ctypes.c_void_p] * (2 if decoder else 1) + [ctypes.c_int32] + \
                 [ctypes.c_void_p] * (2 if decoder else 1)
             fn.restype = ctypes.c_int
+            self.lib.bitmcu_host_check.argtypes = [ctypes.c_void_p]
+            self.lib.bitmcu_host_check.restype = ctypes.c_int
+            if check:
+                status, _ = self.check()
+                if status != 0:
+                    self.close()
+                    raise BitmcuError(f"model.h: the C engine's table check says "
+                                      f"{status_text(status)}")
+
+    def check(self) -> tuple[int, np.ndarray]:
+        """bitmcu_check of the compiled table with its checksums: (status, [table_sum and
+        weight_sum stored in the table, the same computed from it (0 where the table's
+        fields do not check)])."""
+        if self.lib is None:
+            raise BitmcuError("HostModel.check needs the shared-library build (sanitize=False)")
+        sums = np.zeros(4, dtype=np.uint32)
+        return int(self.lib.bitmcu_host_check(sums.ctypes.data)), sums
 
     def run(self, images: np.ndarray, n_classes: int) -> np.ndarray:
         """(N, n_input) uint8 -> (N, n_classes) int32 logits computed by the C engine."""
@@ -213,7 +277,7 @@ class HostModel:
         if self.lib is not None:
             rc = self.lib.bitmcu_host_run_batch(x.ctypes.data, n, logits.ctypes.data)
             if rc != 0:
-                raise BitmcuError(f"C engine returned status {-rc}")
+                raise BitmcuError(f"C engine returned status {-rc}: {status_text(-rc)}")
             return logits
         img, out = self.dir / "images.bin", self.dir / "logits.bin"
         img.write_bytes(x.tobytes())
@@ -237,7 +301,7 @@ class HostModel:
             rc = self.lib.bitmcu_host_generate_batch(seeds.ctypes.data, classes.ctypes.data, n,
                                                      images.ctypes.data, z.ctypes.data)
             if rc != 0:
-                raise BitmcuError(f"C engine returned status {-rc}")
+                raise BitmcuError(f"C engine returned status {-rc}: {status_text(-rc)}")
             return images, z
         files = [self.dir / f for f in ("seeds.bin", "classes.bin", "images.bin", "z.bin")]
         files[0].write_bytes(seeds.tobytes())

@@ -41,8 +41,9 @@ from .quant import get_scheme
 
 MAGIC = 0x554D4942  # "BIMU", also in bitmcu.h
 MAX_FRONT = 8  # BITMCU_MAX_FRONT in bitmcu.h: front end layers
-FORMAT_VERSION = 5  # BITMCU_FORMAT_VERSION in bitmcu.h (2: 2bitsym rows in fours, 3: binary
-#                    rows in eights, 4: depth multipliers, map_bytes, 5: decoders)
+FORMAT_VERSION = 6  # BITMCU_FORMAT_VERSION in bitmcu.h (2: 2bitsym rows in fours, 3: binary
+#                    rows in eights, 4: depth multipliers, map_bytes, 5: decoders, 6: nbytes,
+#                    checksums, the table's end marker)
 INT32_MAX = 2**31 - 1
 MAX_DIM = 65535  # uint16 dimensions in the layer table
 TERNARY_MAX_IN = 1024  # the ternary kernel divides by 5 with (i * 205) >> 10

@@ -1338,3 +1338,237 @@ bitmcu_status bitmcu_run(const bitmcu_model *model, const uint8_t *input, int32_
     }
     return BITMCU_OK;
 }
+
+/* ------------------------------------------------------------------------------------------ */
+/* table check (bitmcu_check) and checksums; mirrored by bitmcu/codegen.py's table_sums        */
+
+/* Rows sharing their packed bytes and packed bytes per row of k weights; 0: unknown scheme. */
+static uint32_t packed_row_bytes(uint32_t scheme, uint32_t k) {
+    switch (scheme) {
+    case BITMCU_SCHEME_BINARY:
+    case BITMCU_SCHEME_BINARY_BALANCED:
+    case BITMCU_SCHEME_2BITSYM:
+    case BITMCU_SCHEME_4BITSYM:
+    case BITMCU_SCHEME_8BIT:
+        return k;
+    case BITMCU_SCHEME_TERNARY:
+        return (k + 4u) / 5u;
+    case BITMCU_SCHEME_4BIT:
+    case BITMCU_SCHEME_FP130:
+    case BITMCU_SCHEME_NF4:
+        return (k + 1u) / 2u;
+    default:
+        return 0u;
+    }
+}
+
+static bitmcu_kernel scheme_kernel(uint32_t scheme) {
+    switch (scheme) {
+    case BITMCU_SCHEME_BINARY:
+    case BITMCU_SCHEME_BINARY_BALANCED: return bitmcu_fc_binary;
+    case BITMCU_SCHEME_TERNARY: return bitmcu_fc_ternary;
+    case BITMCU_SCHEME_2BITSYM: return bitmcu_fc_2bitsym;
+    case BITMCU_SCHEME_4BITSYM: return bitmcu_fc_4bitsym;
+    case BITMCU_SCHEME_4BIT: return bitmcu_fc_4bit;
+    case BITMCU_SCHEME_FP130: return bitmcu_fc_fp130;
+    case BITMCU_SCHEME_NF4: return bitmcu_fc_nf4;
+    case BITMCU_SCHEME_8BIT: return bitmcu_fc_8bit;
+    default: return NULL;
+    }
+}
+
+/* A layer's own fields: its weights' size against its scheme and shape, its kernel, its shift.
+ * k: weights per output row (FC: n_in, conv: 9, stage: 9 * n_in); bias: bytes before codes. */
+static bitmcu_status check_weights(const bitmcu_layer *L, uint32_t k, uint32_t bias) {
+    const uint32_t rb = packed_row_bytes(L->scheme, k), group = row_group(L->scheme);
+    const uint32_t rows = ((uint32_t)L->n_out + group - 1u) / group;
+    const int conv = L->op == BITMCU_OP_CONV1 || L->op == BITMCU_OP_DW;
+    if (rb == 0u || L->row_bytes != rb || L->nbytes != bias + rows * rb || !L->weights ||
+        (L->scheme == BITMCU_SCHEME_TERNARY && k > 1024u) || /* its kernel's i / 5 */
+        L->n_out == 0u || L->shift > 31u ||
+        (conv ? L->kernel != NULL : L->kernel != scheme_kernel(L->scheme))) {
+        return BITMCU_ERR_LAYER;
+    }
+    return BITMCU_OK;
+}
+
+static bitmcu_status check_classifier(const bitmcu_model *m) {
+    const bitmcu_layer *layers = m->layers;
+    const uint32_t n_front = m->n_front;
+    if (n_front >= m->n_layers || n_front > BITMCU_MAX_FRONT || m->bias_unit > 1u ||
+        m->n_classes == 0u || m->n_classes > m->max_out ||
+        (n_front ? m->front != bitmcu_front_end && m->front != bitmcu_front_end_8bit
+                 : m->front != NULL || m->n_features != 0u || m->map_bytes != 0u)) {
+        return BITMCU_ERR_MODEL;
+    }
+    for (uint32_t l = 0; l < n_front; l++) {
+        const bitmcu_layer *L = &layers[l];
+        if (L->op == BITMCU_OP_POOL) {
+            if (L->scheme || L->weights || L->kernel || L->nbytes || L->shift || L->relu) {
+                return BITMCU_ERR_LAYER;
+            }
+        } else if ((L->op != BITMCU_OP_CONV1 && L->op != BITMCU_OP_DW) || L->relu ||
+                   check_weights(L, 9u, 0u) != BITMCU_OK ||
+                   (L->op == BITMCU_OP_CONV1 ? L->mult != 0u : L->mult == 0u)) {
+            return BITMCU_ERR_LAYER;
+        }
+    }
+    if (n_front) {
+        uint16_t at[BITMCU_MAX_FRONT];
+        uint32_t final;
+        if (front_plan(m, m->front == bitmcu_front_end, at, &final) != BITMCU_OK) {
+            return BITMCU_ERR_LAYER;
+        }
+    }
+    /* fully connected layers: each one's inputs are the last one's outputs (and the bias unit) */
+    uint32_t n = (uint32_t)(n_front ? m->n_features : m->n_input) + m->bias_unit;
+    if (n > m->max_in) {
+        return BITMCU_ERR_MODEL;
+    }
+    for (uint32_t l = n_front; l < m->n_layers; l++) {
+        const bitmcu_layer *L = &layers[l];
+        const uint32_t last = l + 1u == m->n_layers;
+        if (L->op != BITMCU_OP_FC || L->n_in != n || L->relu != (last ? 0u : 1u) || L->mult ||
+            L->n_out > m->max_out || check_weights(L, L->n_in, 0u) != BITMCU_OK ||
+            (last && L->n_out != m->n_classes) || (!last && L->n_out + m->bias_unit > m->max_in)) {
+            return BITMCU_ERR_LAYER;
+        }
+        n = (uint32_t)L->n_out + m->bias_unit;
+    }
+    if (m->arena_words < BITMCU_ARENA_WORDS(m->max_out, m->max_in, m->n_features, m->map_bytes)) {
+        return BITMCU_ERR_MODEL;
+    }
+    return BITMCU_OK;
+}
+
+/* The chain bitmcu_generate walks: fc layers from the latent and class, then stages whose
+ * sides and channels follow on down to one channel of the image's side; its buffers. */
+static bitmcu_status check_decoder(const bitmcu_model *m) {
+    const bitmcu_layer *layers = m->layers;
+    uint32_t n_fc = 0;
+    while (n_fc < m->n_layers && layers[n_fc].op == BITMCU_OP_FC) {
+        n_fc++;
+    }
+    const uint32_t n_st = m->n_layers - n_fc;
+    if (m->n_front || m->bias_unit || m->front || !n_fc || !n_st || n_st > BITMCU_MAX_STAGES ||
+        m->n_classes == 0u || m->n_input == 0u ||
+        2u * m->n_input + m->n_classes > m->max_in) {
+        return BITMCU_ERR_MODEL;
+    }
+    const bitmcu_layer *first = layers + n_fc;
+    uint32_t n = 2u * m->n_input + m->n_classes, bytes = 0, band = 0;
+    uint32_t chans = first->n_in, side = first->mult;
+    for (uint32_t l = 0; l < n_fc; l++) {
+        const bitmcu_layer *L = layers + l;
+        const uint32_t last = l + 1u == n_fc;
+        const uint32_t chunk = last && L->mult ? L->mult : L->n_out;
+        if (L->n_in != n || L->relu != 1u || (!last && L->mult) || chunk > m->max_out ||
+            chunk % row_group(L->scheme) || check_weights(L, L->n_in, L->n_out) != BITMCU_OK ||
+            (last ? L->n_out != chans * side * side : L->n_out > m->max_in)) {
+            return BITMCU_ERR_LAYER;
+        }
+        n = L->n_out;
+    }
+    for (uint32_t s = 0; s < n_st; s++) {
+        const bitmcu_layer *L = first + s;
+        const uint32_t kept = s == 0u || side <= 4u ? side : 4u;
+        if (L->op != BITMCU_OP_STAGE || L->n_in != chans || L->mult != side || side == 0u ||
+            (L->relu != 1u && L->relu != 2u) || (L->relu == 2u && (L->n_out & 3u)) ||
+            9u * L->n_in > m->max_in || L->n_out > m->max_out ||
+            check_weights(L, 9u * L->n_in, L->n_out) != BITMCU_OK) {
+            return BITMCU_ERR_LAYER;
+        }
+        bytes += (chans * kept * side + 3u) & ~3u;
+        chans = L->relu == 2u ? (uint32_t)L->n_out >> 2 : L->n_out;
+        side *= L->relu;
+        band = L->relu;
+    }
+    if (chans != 1u || side != m->n_features) {
+        return BITMCU_ERR_LAYER;
+    }
+    if (bytes != m->map_bytes ||
+        m->arena_words < m->max_out + (m->max_in + 1u) / 2u + (bytes + band * side + 3u) / 4u) {
+        return BITMCU_ERR_MODEL;
+    }
+    return BITMCU_OK;
+}
+
+/* FNV-1a, 32 bits; the multiplication by its prime as shifts and adds (no multiplier needed). */
+static uint32_t fnv_byte(uint32_t h, uint32_t b) {
+    h ^= b & 0xFFu;
+    return h + (h << 1) + (h << 4) + (h << 7) + (h << 8) + (h << 24);
+}
+
+static uint32_t fnv_word(uint32_t h, uint32_t v) {
+    for (uint32_t i = 0; i < 32u; i += 8u) {
+        h = fnv_byte(h, v >> i);
+    }
+    return h;
+}
+
+#define BITMCU_FNV_START 0x811C9DC5u
+
+void bitmcu_sums(const bitmcu_model *m, uint32_t *table_sum, uint32_t *weight_sum) {
+    const uint32_t fields[15] = {m->magic, m->version, m->n_layers, m->config_hash, m->n_input,
+                                 m->n_classes, m->max_out, m->max_in, m->n_features,
+                                 m->map_bytes, m->act_max, m->n_front, m->bias_unit, m->kind,
+                                 m->arena_words};
+    uint32_t t = BITMCU_FNV_START, w = BITMCU_FNV_START;
+    for (uint32_t i = 0; i < 15u; i++) {
+        t = fnv_word(t, fields[i]);
+    }
+    for (uint32_t l = 0; l < m->n_layers; l++) {
+        const bitmcu_layer *L = &m->layers[l];
+        const uint32_t lf[9] = {L->op, L->scheme, L->relu, L->shift, L->n_in, L->n_out,
+                                L->row_bytes, L->mult, L->nbytes};
+        for (uint32_t i = 0; i < 9u; i++) {
+            t = fnv_word(t, lf[i]);
+        }
+        if (L->nbytes) {
+            const uint8_t *p = L->weights - (m->kind == BITMCU_KIND_DECODER ? L->n_out : 0u);
+            for (uint32_t i = 0; i < L->nbytes; i++) {
+                w = fnv_byte(w, p[i]);
+            }
+        }
+    }
+    *table_sum = t;
+    *weight_sum = w;
+}
+
+bitmcu_status bitmcu_check(const bitmcu_model *m, uint32_t flags) {
+    if (!m) {
+        return BITMCU_ERR_ARG;
+    }
+    if (m->magic != BITMCU_MAGIC) {
+        return BITMCU_ERR_MAGIC;
+    }
+    if (m->version != BITMCU_FORMAT_VERSION) {
+        return BITMCU_ERR_VERSION;
+    }
+    if (!m->layers || m->n_layers == 0u || m->n_layers > BITMCU_MAX_LAYERS ||
+        m->act_max == 0u || m->kind > BITMCU_KIND_DECODER) {
+        return BITMCU_ERR_MODEL;
+    }
+    /* the end marker must be where n_layers says: nothing past it is read */
+    for (uint32_t l = 0; l <= m->n_layers; l++) {
+        const uint32_t end = m->layers[l].op == 0u;
+        if (end != (l == m->n_layers)) {
+            return BITMCU_ERR_MODEL;
+        }
+    }
+    const bitmcu_status st = m->kind == BITMCU_KIND_DECODER ? check_decoder(m)
+                                                            : check_classifier(m);
+    if (st != BITMCU_OK || !(flags & BITMCU_CHECK_SUMS)) {
+        return st;
+    }
+    uint32_t t, w;
+    bitmcu_sums(m, &t, &w); /* the fields are consistent: every weight read is in bounds */
+    return t == m->table_sum && w == m->weight_sum ? BITMCU_OK : BITMCU_ERR_CHECKSUM;
+}
+
+const char *bitmcu_status_name(uint32_t status) {
+    static const char *const names[BITMCU_N_STATUS] = {
+        "BITMCU_OK",        "BITMCU_ERR_MAGIC", "BITMCU_ERR_VERSION", "BITMCU_ERR_ARENA",
+        "BITMCU_ERR_LAYER", "BITMCU_ERR_ARG",   "BITMCU_ERR_MODEL",   "BITMCU_ERR_CHECKSUM"};
+    return status < BITMCU_N_STATUS ? names[status] : "BITMCU_ERR_UNKNOWN";
+}

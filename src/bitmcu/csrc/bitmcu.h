@@ -21,9 +21,10 @@
 #include <stdint.h>
 
 #define BITMCU_MAGIC 0x554D4942u /* "BIMU" little-endian */
-#define BITMCU_FORMAT_VERSION 5u
+#define BITMCU_FORMAT_VERSION 6u
 #define BITMCU_MAX_FRONT 8u /* front end layers at most */
 #define BITMCU_MAX_STAGES 8u /* decoder stages at most */
+#define BITMCU_MAX_LAYERS 255u /* layers at most (the table's end marker not counted) */
 #define BITMCU_CLASS_VALUE 32 /* a decoder's class input value (1.0 in latent units) */
 #define BITMCU_XORSHIFT_ZERO 0x9E3779B9u /* mixed into every seed */
 #define BITMCU_SEED_ROUNDS 8u /* xorshift32 rounds from a seed to its state */
@@ -55,8 +56,11 @@ typedef enum {
     BITMCU_ERR_VERSION = 2, /* model was generated for another engine format version */
     BITMCU_ERR_ARENA = 3,   /* arena smaller than the model needs */
     BITMCU_ERR_LAYER = 4,   /* a layer has an unknown op or no kernel */
-    BITMCU_ERR_ARG = 5      /* a NULL pointer argument */
+    BITMCU_ERR_ARG = 5,     /* a NULL pointer argument */
+    BITMCU_ERR_MODEL = 6,   /* model fields disagree with its layers (counts, sizes, kind) */
+    BITMCU_ERR_CHECKSUM = 7 /* the table or the weights are not the ones the export wrote */
 } bitmcu_status;
+#define BITMCU_N_STATUS 8u
 
 /* Layer ops. */
 typedef enum {
@@ -119,6 +123,7 @@ typedef struct bitmcu_layer {
     uint16_t n_in, n_out;
     uint16_t row_bytes;      /* packed bytes per output row (4bitsym: row pair; 2bitsym: 4 rows) */
     uint16_t mult;           /* DW: output channels per input channel (depth multiplier); else 0 */
+    uint32_t nbytes;         /* bytes of the layer's weight array (a decoder's biases included) */
     const uint8_t *weights;  /* packed codes (layout: the scheme's, see quant/schemes.py) */
     bitmcu_kernel kernel;    /* FC only */
 } bitmcu_layer;
@@ -147,7 +152,9 @@ typedef struct bitmcu_model {
     uint8_t kind;            /* bitmcu_kind; a decoder: n_input = latent size, n_features =
                               * image side, map_bytes = its stages' input buffers, n_front = 0 */
     uint32_t arena_words;    /* int32 words of arena the model needs */
-    const bitmcu_layer *layers;
+    uint32_t table_sum;      /* FNV-1a of the model's and its layers' number fields (export) */
+    uint32_t weight_sum;     /* FNV-1a of every layer's weight array, in layer order (export) */
+    const bitmcu_layer *layers; /* n_layers layers, then an end marker (a layer of zeros) */
     bitmcu_front_fn front;   /* bitmcu_front_end(_8bit) for CNN models, else NULL */
 } bitmcu_model;
 
@@ -157,6 +164,19 @@ typedef struct bitmcu_model {
 #define BITMCU_ARENA_WORDS(max_out, max_in, n_features, map_bytes)                         \
     ((uint32_t)(max_out) + ((uint32_t)(max_in) + 1u) / 2u + ((uint32_t)(n_features) + 3u) / 4u + \
      ((n_features) ? ((uint32_t)(map_bytes) + 3u) / 4u : 0u))
+
+/* Check a model table before trusting it (once, at start-up or on the host; bitmcu_run and
+ * bitmcu_generate check only what they can cheaply): every field against the ops' invariants
+ * (the layer chain, row_bytes and nbytes against the scheme, shifts <= 31, kernels, arena),
+ * reading nothing beyond the table's end marker; with BITMCU_CHECK_SUMS also the checksums of
+ * the table and, then, of the weights. A table that checks OK is run without reading out of
+ * bounds. Links every kernel: meant for hosts and for chips with flash to spare. */
+#define BITMCU_CHECK_SUMS 1u
+bitmcu_status bitmcu_check(const bitmcu_model *model, uint32_t flags);
+/* The two checksums of a table that passed bitmcu_check without BITMCU_CHECK_SUMS. */
+void bitmcu_sums(const bitmcu_model *model, uint32_t *table_sum, uint32_t *weight_sum);
+/* The name of a status ("BITMCU_ERR_MAGIC"), "BITMCU_ERR_UNKNOWN" for other values. */
+const char *bitmcu_status_name(uint32_t status);
 
 /* Run one inference. input: (n_input) uint8 pixels; arena: arena_words int32 words;
  * logits: (n_classes) int32 out; pred: index of the largest logit (first on ties), may be NULL. */

@@ -221,7 +221,10 @@ def load_raw(name: str, data_dir: str | None = None, download: bool = True) -> d
     if folder == "emnist":  # EMNIST images are stored transposed
         arrays["train_x"] = arrays["train_x"].transpose(0, 2, 1)
         arrays["test_x"] = arrays["test_x"].transpose(0, 2, 1)
-    return arrays
+    if name == "emnist-letters":  # labels 1..26
+        arrays["train_y"] = arrays["train_y"] - 1
+        arrays["test_y"] = arrays["test_y"] - 1
+    return check_arrays(arrays, f"data set {name!r}")
 
 
 def load_npz(path: Path) -> dict[str, np.ndarray]:
@@ -245,24 +248,62 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
                 )
     except (OSError, ValueError) as e:
         raise BitmcuError(f"{path}: not a readable .npz file ({e})") from None
+    return check_arrays(arrays, str(path))
+
+
+def _images(a: np.ndarray, what: str) -> np.ndarray:
+    """uint8 (N, H, W) images: integers 0..255 as they are, floats 0..1 scaled by 255 and
+    rounded; anything else is refused."""
+    if a.ndim == 4 and a.shape[1] == 1:
+        a = a[:, 0]
+    if a.ndim != 3 or a.shape[1] != a.shape[2] or a.shape[1] == 0:
+        raise BitmcuError(f"{what}: images must be (N, H, W) squares, got shape {a.shape}")
+    if len(a) == 0:
+        raise BitmcuError(f"{what}: no images")
+    if a.dtype == np.uint8:
+        return a
+    if np.issubdtype(a.dtype, np.floating):
+        if not np.isfinite(a).all():
+            raise BitmcuError(f"{what}: images hold NaN or infinite values")
+        lo, hi = float(a.min()), float(a.max())
+        if lo >= 0 and hi <= 1:  # floats 0..1: the usual normalized form
+            return np.rint(a * 255).astype(np.uint8)
+        if lo < 0 or hi > 255 or not np.array_equal(a, np.rint(a)):
+            raise BitmcuError(f"{what}: float images must be 0..1 (scaled by 255) or whole "
+                              f"numbers 0..255, got {lo:g}..{hi:g}")
+        return a.astype(np.uint8)
+    if not np.issubdtype(a.dtype, np.integer):
+        raise BitmcuError(f"{what}: images of type {a.dtype}; use uint8 (or floats 0..1)")
+    if a.min() < 0 or a.max() > 255:
+        raise BitmcuError(f"{what}: image values must be 0..255, got {a.min()}..{a.max()} "
+                          f"({a.dtype})")
+    return a.astype(np.uint8)
+
+
+def check_arrays(arrays: dict[str, np.ndarray], source: str) -> dict[str, np.ndarray]:
+    """A data set's four arrays, checked (and images made uint8, see _images): square images
+    of one size in both sets, one integer label per image, classes 0..K-1 that all occur in
+    the training labels (a corrupt label byte would otherwise make a model of 201 classes)."""
     for k in ("train_x", "test_x"):
-        a = arrays[k]
-        if a.ndim == 4 and a.shape[1] == 1:
-            a = a[:, 0]
-        if a.ndim != 3 or a.shape[1] != a.shape[2]:
-            raise BitmcuError(f"{path}: images must be (N, H, W) squares, got shape {a.shape}")
-        if a.dtype != np.uint8:
-            if a.min() < 0 or a.max() > 255:
-                raise BitmcuError(f"{path}: image values must be 0..255, got {a.min()}..{a.max()}")
-            a = a.astype(np.uint8)
-        arrays[k] = a
+        arrays[k] = _images(arrays[k], f"{source} ({k.replace('_x', '')} images)")
+    if arrays["train_x"].shape[1:] != arrays["test_x"].shape[1:]:
+        raise BitmcuError(f"{source}: training images are {arrays['train_x'].shape[1:]}, test "
+                          f"images {arrays['test_x'].shape[1:]}; both sets need one size")
     for k in ("train_y", "test_y"):
         y = arrays[k]
         if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer) or (len(y) and y.min() < 0):
-            raise BitmcuError(f"{path}: labels must be a 1-D array of integers >= 0")
+            raise BitmcuError(f"{source}: labels must be a 1-D array of integers >= 0")
     for a, b in (("train_x", "train_y"), ("test_x", "test_y")):
         if len(arrays[a]) != len(arrays[b]):
-            raise BitmcuError(f"{path}: {len(arrays[a])} images but {len(arrays[b])} labels")
+            raise BitmcuError(f"{source}: {len(arrays[a])} {a[:-2]} images but "
+                              f"{len(arrays[b])} labels")
+    k = int(max(arrays["train_y"].max(), arrays["test_y"].max())) + 1
+    absent = np.setdiff1d(np.arange(k), arrays["train_y"])
+    if len(absent):
+        shown = ", ".join(str(v) for v in absent[:5]) + (", ..." if len(absent) > 5 else "")
+        raise BitmcuError(f"{source}: labels go up to {k - 1} but classes {shown} "
+                          f"({len(absent)} of {k}) never occur in the training labels; labels "
+                          "must be 0..K-1 with every class in the training set (a corrupt label?)")
     return arrays
 
 
@@ -297,9 +338,6 @@ def load_dataset(name: str, size: int = 16, resize: str = "area", data_dir: str 
         raise BitmcuError(
             f"data.crop {crop} is larger than the data set's images ({arrays['train_x'].shape[-1]})"
         )
-    if name == "emnist-letters":  # labels 1..26
-        arrays["train_y"] = arrays["train_y"] - 1
-        arrays["test_y"] = arrays["test_y"] - 1
     if train_limit is not None:
         arrays["train_x"] = arrays["train_x"][:train_limit]
         arrays["train_y"] = arrays["train_y"][:train_limit]

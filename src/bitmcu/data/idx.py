@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import math
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ def read_idx_bytes(raw: bytes, name: str = "<bytes>") -> np.ndarray:
         raise BitmcuError(f"{name}: truncated IDX header")
     shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     dtype = np.dtype(_DTYPES[code])
-    expected = header + int(np.prod(shape)) * dtype.itemsize
+    expected = header + math.prod(shape) * dtype.itemsize  # no overflow
     if len(raw) != expected:
         raise BitmcuError(
             f"{name}: IDX size mismatch: header says {shape} ({expected} bytes), file has {len(raw)}"

@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BitmcuError
+from ..hostc import status_text
 from ..target.chips import get_chip
-from ..target.emulator import Machine
+from ..target.emulator import ENGINE_ERROR, Machine
 from .firmware import LEFT_COLUMN, DieFirmware, DieOptions
 from .peripherals import Peripherals, Press
 from .ssd1306 import SSD1306
@@ -209,7 +210,10 @@ def roll_die(die_dir: str | Path, rolls: int | None = None, presses: list[tuple[
             cur["tx"] += cyc - cur["tx_at"]
             cur["tx_at"] = None
         elif event == EV_END and cur:
-            r = Roll(cur["index"], arg if arg != 0xFFFF else 0, cur["state"], cur["press"],
+            if arg & ENGINE_ERROR:
+                m.fail(f"roll {cur['index']}: the engine returned {status_text(arg & 0xFF)}")
+                return
+            r = Roll(cur["index"], arg, cur["state"], cur["press"],
                      int(cur["start"]), int(cyc), int(cur["tx"]),
                      p.i2c.wire_bytes - cur["bytes"],
                      (p.i2c.wire_cycles - cur["wire"]) / ms, display.pixels())

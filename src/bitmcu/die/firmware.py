@@ -8,15 +8,14 @@ The same ELF that ``bitmcu die --emulate`` runs is the one a user flashes.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 
 from ..errors import BitmcuError, choices
 from ..export import read_export
+from ..outdir import locked, writing
 from ..target import firmware as fw
 from ..target.chips import get_chip
 
@@ -153,15 +152,12 @@ def build_die(source: str | Path, mcu: str = "ch32v003", out: str | Path | None 
     if hot_loops not in fw.HOT:
         raise BitmcuError(f"--hot-loops {hot_loops!r} is not allowed; use {choices(fw.HOT)}")
     source = Path(source)
-    out = Path(out) if out else source.with_name(source.name + "-die")
-    out = out.resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = (Path(out) if out else source.with_name(source.name + "-die")).absolute()
     gcc, objcopy = fw.find_tool(fw.GCC), fw.find_tool(fw.OBJCOPY)
-    # everything, the export of a run included, is made here and moved into out at the end
-    with tempfile.TemporaryDirectory(prefix=".bitmcu-die-", dir=out.parent) as tmp:
-        t = Path(tmp)
+    # everything, the export of a run included, is made here and put in place at the end
+    with locked(source, shared=True), writing(out, "die.json", "die firmware") as t:
         export_dir = resolve_export(source, t / "export")
-        model = read_export(export_dir)
+        model = read_export(export_dir, check=True)
         if not model.generative:
             raise BitmcuError(f"{source}: a classifier; the die draws its faces with a decoder "
                               "(model.family decoder) of six classes")
@@ -190,9 +186,4 @@ def build_die(source: str | Path, mcu: str = "ch32v003", out: str | Path | None 
                            asdict(options), model.input_size, scale, model.latent,
                            model.latent_scale, flash, ram, place, note)
         info.save(t / "die.json")
-        out.mkdir(exist_ok=True)
-        for f in sorted(t.iterdir()):
-            if f.is_dir() and (out / f.name).is_dir():
-                shutil.rmtree(out / f.name)  # an older export
-            os.replace(f, out / f.name)
     return info

@@ -25,10 +25,13 @@ from unicorn.riscv_const import UC_RISCV_REG_PC
 from unicorn.unicorn_const import UC_MODE_RISCV32
 
 from ..errors import BitmcuError
+from ..hostc import status_text
 from .chips import FLASH_BASE, RAM_BASE, get_chip
 from .cycles import BRANCH, JUMP, CycleModel
 
 EV_IMAGE, EV_LAYER, EV_END, EV_DONE = 1, 2, 3, 4
+MODEL_SUMS_OFFSET = 32  # table_sum, weight_sum in bitmcu_model (bitmcu.h)
+ENGINE_ERROR = 0x800000  # an end marker's argument for a failed run: this | bitmcu_status
 PAINT = 0xA5
 MAP_FLASH = 64 * 1024  # mapped, so that an overflowing image still loads; the size check is separate
 MAP_RAM = 64 * 1024
@@ -260,11 +263,21 @@ def profile(elf_path: str | Path, mcu: str | None = None, max_insns: int = 500_0
     meta_path = elf_path.with_name("firmware.json")
     if meta_path.is_file():
         meta = json.loads(meta_path.read_text())
+    if mcu and meta.get("mcu") and get_chip(mcu).name != meta["mcu"]:
+        raise BitmcuError(f"{elf_path}: built for the {meta['mcu']} (firmware.json); profile it "
+                          f"with --mcu {meta['mcu']} or without --mcu")
     chip_name = mcu or meta.get("mcu")
     if chip_name is None:
         raise BitmcuError(f"{elf_path}: no firmware.json beside it; give the chip with --mcu")
     chip = get_chip(chip_name)
     m = Machine(elf_path, chip)
+    table = m.symbols.get("bitmcu_model_data")
+    if table is not None and meta.get("table_sum") is not None:
+        sums = m.uc.mem_read(table + MODEL_SUMS_OFFSET, 8)
+        if (int.from_bytes(sums[:4], "little"), int.from_bytes(sums[4:], "little")) != \
+                (meta["table_sum"], meta["weight_sum"]):
+            raise BitmcuError(f"{elf_path}: its model table is not the model firmware.json was "
+                              "built from (checksums differ); rebuild with `bitmcu firmware`")
     events: list = []
     pixels = bytearray()
 
@@ -281,6 +294,10 @@ def profile(elf_path: str | Path, mcu: str | None = None, max_insns: int = 500_0
     if not events or events[-1][0] != EV_DONE:
         raise BitmcuError(f"{elf_path}: no DONE marker after {max_insns:,} instructions")
     infs = _inferences(events)
+    for i in infs:
+        if i.pred & ENGINE_ERROR:
+            raise BitmcuError(f"{elf_path}: the engine returned {status_text(i.pred & 0xFF)} "
+                              f"on {'sample' if generative else 'image'} {i.index}")
     flash, ram = m.memory_use()
     mismatches = None
     if "expected" in meta and len(meta["expected"]) == len(infs):

@@ -7,11 +7,9 @@ that does not fit gives one error naming the memory region and the bytes over.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
-import tempfile
 import zlib
 from dataclasses import asdict, dataclass
 from importlib import resources
@@ -20,9 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from .. import reference
-from ..codegen import front_entry, images_header, samples_header
+from ..codegen import front_entry, images_header, samples_header, table_sums
 from ..errors import BitmcuError, choices
 from ..export import read_export
+from ..outdir import locked, writing
 from ..quant import get_scheme
 from ..rng import latents_for
 from .chips import get_chip
@@ -68,6 +67,8 @@ class FirmwareInfo:
     stack_bound: int | None = None  # worst-case stack bytes (static call-graph analysis)
     hot_loops_note: str = ""  # why auto placement moved kernels to flash
     flash_kernels: list[str] | None = None  # sram placement: hot kernels kept in flash anyway
+    table_sum: int | None = None  # the model's checksums (model.npz's, equal to model.h's)
+    weight_sum: int | None = None
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2) + "\n")
@@ -196,7 +197,14 @@ def build_firmware(export_dir: str | Path, mcu: str, out: str | Path | None = No
     if hot_loops not in HOT:
         raise BitmcuError(f"--hot-loops {hot_loops!r} is not allowed; use {choices(HOT)}")
     export_dir = Path(export_dir)
-    model = read_export(export_dir)
+    out = (Path(out) if out else export_dir / f"firmware-{chip.name}").absolute()
+    with locked(export_dir, shared=True), writing(out, "firmware.json", "firmware") as t:
+        return _build(export_dir, chip, t, out, n_images, hot_loops, opt)
+
+
+def _build(export_dir: Path, chip, t: Path, out: Path, n_images: int, hot_loops: str,
+           opt: str) -> FirmwareInfo:
+    model = read_export(export_dir, check=True)
     test = export_dir / "test_set.npz"
     if not test.is_file() and not model.generative:
         raise BitmcuError(f"{export_dir}: test_set.npz missing; re-run `bitmcu export`")
@@ -217,33 +225,26 @@ def build_firmware(export_dir: str | Path, mcu: str, out: str | Path | None = No
         _, expected = reference.run(model, images)
     gcc, objcopy = find_tool(GCC), find_tool(OBJCOPY)
 
-    out = (Path(out) if out else export_dir / f"firmware-{chip.name}").resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".bitmcu-fw-", dir=out.parent) as tmp:
-        t = Path(tmp)
-        for f in ("model.h", "bitmcu.c", "bitmcu.h"):
-            shutil.copy(export_dir / f, t / f)
-        for f in ("startup.S", "fw_main.c", "fw_trace.h", "mem.c"):
-            shutil.copy(files_dir() / f, t / f)
-        if model.generative:
-            shutil.copy(files_dir() / "fw_gen.c", t / "fw_main.c")
-            (t / "test_samples.h").write_text(samples_header(sample_seeds(n_images), labels,
-                                                             f"bitmcu firmware {export_dir}"))
-        else:
-            (t / "test_images.h").write_text(images_header(images, labels, expected,
-                                                           f"bitmcu firmware {export_dir}"))
-        image_bytes = 0 if model.generative else model.n_input  # flash per embedded image
-        cmd, stack, place, note, flash_hot = link_placed(gcc, t, model, chip, hot_loops, opt,
-                                                         image_bytes)
-        write_images(objcopy, t, cmd)
-        info = FirmwareInfo(chip.name, str(out / "firmware.elf"), str(out / "firmware.bin"),
-                            str(out / "firmware.hex"), n_images, place,
-                            [int(v) for v in labels], [int(v) for v in expected], stack, note,
-                            flash_hot or None)
-        info.save(t / "firmware.json")
-        out.mkdir(exist_ok=True)
-        for f in sorted(t.iterdir()):
-            os.replace(f, out / f.name)
+    for f in ("model.h", "bitmcu.c", "bitmcu.h"):
+        shutil.copy(export_dir / f, t / f)
+    for f in ("startup.S", "fw_main.c", "fw_trace.h", "mem.c"):
+        shutil.copy(files_dir() / f, t / f)
+    if model.generative:
+        shutil.copy(files_dir() / "fw_gen.c", t / "fw_main.c")
+        (t / "test_samples.h").write_text(samples_header(sample_seeds(n_images), labels,
+                                                         f"bitmcu firmware {export_dir}"))
+    else:
+        (t / "test_images.h").write_text(images_header(images, labels, expected,
+                                                       f"bitmcu firmware {export_dir}"))
+    image_bytes = 0 if model.generative else model.n_input  # flash per embedded image
+    cmd, stack, place, note, flash_hot = link_placed(gcc, t, model, chip, hot_loops, opt,
+                                                     image_bytes)
+    write_images(objcopy, t, cmd)
+    info = FirmwareInfo(chip.name, str(out / "firmware.elf"), str(out / "firmware.bin"),
+                        str(out / "firmware.hex"), n_images, place,
+                        [int(v) for v in labels], [int(v) for v in expected], stack, note,
+                        flash_hot or None, *table_sums(model))
+    info.save(t / "firmware.json")
     return info
 
 

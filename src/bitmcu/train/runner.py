@@ -27,7 +27,9 @@ from ..data import Augmenter, Dataset, downscale, load_dataset
 from ..errors import BitmcuError
 from ..models import build_model
 from ..nn import QuantWeights
-from .checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from ..outdir import locked
+from .checkpoint import (load_checkpoint, model_from_checkpoint, resolve_checkpoint,
+                         save_checkpoint)
 
 
 def lr_at(cfg: Config, t: float) -> float:
@@ -440,19 +442,40 @@ def train(cfg: Config, run_dir: Path | None = None, resume: str | Path | None = 
           epochs: int | None = None, quiet: bool = False, log=print,
           overrides: list[str] | None = None) -> Path:
     """Train (or resume) a run; returns the run directory. Raises KeyboardInterrupt when stopped.
-    A resumed run takes ``overrides`` of RESUME_KEYS (``epochs`` is train.epochs=N)."""
+    A resumed run takes ``overrides`` of RESUME_KEYS (``epochs`` is train.epochs=N). The run
+    directory is locked meanwhile: a second process that wants it is refused."""
+    if resume is not None:
+        run_dir = resolve_checkpoint(resume).parent
+    else:
+        run_dir = Path(run_dir) if run_dir else new_run_dir(Path("runs"), cfg.name)
+    with locked(run_dir):
+        return _train(cfg, run_dir, resume, epochs, quiet, log, overrides)
+
+
+# files a finished run has beside its checkpoint
+RUN_FILES = ("config.yaml", "metrics.jsonl", "curves.png", "weights.png")
+
+
+def _train(cfg: Config, run_dir: Path, resume, epochs, quiet, log, overrides) -> Path:
     if resume is not None:
         blob = load_checkpoint(resume)
         changes = list(overrides or []) + ([] if epochs is None else [f"train.epochs={epochs}"])
         cfg = resume_config(blob["cfg"], changes) if changes else blob["cfg"]
-        run_dir = blob["path"].parent
         start_epoch = blob["epoch"]
         metrics = list(blob["metrics"])[:start_epoch]
         if start_epoch >= cfg.train.epochs:
-            log(f"{run_dir}: already trained for {start_epoch} epochs; nothing to do")
+            missing = [f for f in RUN_FILES if not (run_dir / f).exists()]
+            if not missing:
+                log(f"{run_dir}: already trained for {start_epoch} epochs; nothing to do")
+                return run_dir
+            # killed after its last checkpoint: write what the run still owes
+            log(f"{run_dir}: trained for {start_epoch} epochs; writing {', '.join(missing)}")
+            (run_dir / "config.yaml").write_text(yaml.safe_dump(blob["cfg"].to_dict(),
+                                                                sort_keys=False))
+            _write_metrics(run_dir / "metrics.jsonl", metrics)
+            write_plots(model_from_checkpoint(blob), blob["cfg"], metrics, run_dir)
             return run_dir
     else:
-        run_dir = Path(run_dir) if run_dir else new_run_dir(Path("runs"), cfg.name)
         if (run_dir / "checkpoint.pt").exists():
             raise BitmcuError(f"{run_dir} already holds a run; resume it with "
                               f"`bitmcu train --resume {run_dir}` or choose another --out")

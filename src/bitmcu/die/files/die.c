@@ -8,7 +8,7 @@
  *
  * Marker events (the emulator's view; a plain RAM word on the chip): 1 = roll start (arg: roll
  * index), 2 = layer start (the engine's trace), 5/6 = a display transfer starts/ends, 3 = roll
- * end (arg: the face drawn, 1..6; 0xFFFF when the model reported an error), 7 = the test
+ * end (arg: the face drawn, 1..6; 0x800000 | the bitmcu_status when the model reported an error), 7 = the test
  * pattern (button held at power-up) is on the display. */
 #include "bitmcu.h"
 #include "ch32v003_regs.h"
@@ -263,7 +263,7 @@ static void roll(uint32_t index, uint32_t entropy) {
     }
     const bitmcu_status st = bitmcu_generate(&bitmcu_model_data, z, (uint16_t)face, arena,
                                              BITMCU_MODEL_ARENA_WORDS, emit, 0);
-    MARK(3, st == BITMCU_OK ? face + 1u : 0xFFFFu);
+    MARK(3, st == BITMCU_OK ? face + 1u : 0x800000u | (uint32_t)st);
 }
 
 /* The wiring check: with the button held at power-up, an 8x8 checkerboard over the whole

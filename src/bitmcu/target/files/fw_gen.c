@@ -1,8 +1,8 @@
 /* fw_gen.c - bitmcu firmware for decoders: generate an image for each embedded (seed, class)
  * pair and hand its pixels, band by band, to the word bitmcu_pixels (one store per pixel; the
  * profiler reads them back), as a display driver would receive them. Marker events: 1 = image
- * start (arg: index), 2 = layer start (arg: layer), 3 = image end (arg: class, 0xFFFF on an
- * error), 4 = done (written by startup.S). */
+ * start (arg: index), 2 = layer start (arg: layer), 3 = image end (arg: class, 0x800000 | the
+ * bitmcu_status on an error), 4 = done (written by startup.S). */
 #include "bitmcu.h"
 #include "model.h"
 #include "test_samples.h"
@@ -29,7 +29,7 @@ int main(void) {
         bitmcu_sample_latent(&state, z, BITMCU_MODEL_LATENT, BITMCU_MODEL_LATENT_SCALE);
         const bitmcu_status st = bitmcu_generate(&bitmcu_model_data, z, bitmcu_sample_classes[i],
                                                  arena, BITMCU_MODEL_ARENA_WORDS, emit, 0);
-        bitmcu_marker = (3u << 24) | (st == BITMCU_OK ? bitmcu_sample_classes[i] : 0xFFFFu);
+        bitmcu_marker = (3u << 24) | (st == BITMCU_OK ? bitmcu_sample_classes[i] : 0x800000u | (uint32_t)st);
         bad += (st != BITMCU_OK);
     }
     return bad;

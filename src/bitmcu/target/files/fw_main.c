@@ -1,7 +1,7 @@
 /* fw_main.c - bitmcu firmware: classify the embedded test images and report through the
  * marker word (bitmcu_marker), which the profiler watches. On a chip the marker is a plain
  * RAM word. Events: 1 = image start (arg: index), 2 = layer start (arg: layer), 3 = image end
- * (arg: prediction), 4 = done (written by startup.S). */
+ * (arg: prediction, or 0x800000 | the bitmcu_status of a failed run), 4 = done (written by startup.S). */
 #include "bitmcu.h"
 #include "model.h"
 #include "test_images.h"
@@ -17,7 +17,7 @@ int main(void) {
         bitmcu_marker = (1u << 24) | i;
         bitmcu_status st = bitmcu_run(&bitmcu_model_data, bitmcu_test_images[i], arena,
                                       BITMCU_MODEL_ARENA_WORDS, logits, &pred);
-        bitmcu_marker = (3u << 24) | (st == BITMCU_OK ? pred : 0xFFFFu);
+        bitmcu_marker = (3u << 24) | (st == BITMCU_OK ? pred : 0x800000u | (uint32_t)st);
         bad += (st != BITMCU_OK);
     }
     return bad;

@@ -176,7 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("run", help="decoder run directory or checkpoint file")
     j.add_argument("--oracle", help="classifier run that judges (default runs/oracle-<data "
                    "set>, trained by `bitmcu train oracle-<data set>`)")
-    j.add_argument("--per-class", type=count("--per-class"), default=1000, help="samples per class (default 1000)")
+    j.add_argument("--per-class", type=count("--per-class"), default=1000,
+                   help="samples per class (default 1000)")
     j.add_argument("--engines", default="float,int,c", help="comma-separated: float, int, c "
                    "(default all three)")
     j.add_argument("--seed", type=int, default=1, help="seed of the first sample (default 1)")

@@ -28,8 +28,7 @@ from ..errors import BitmcuError
 from ..models import build_model
 from ..nn import QuantWeights
 from ..outdir import locked
-from .checkpoint import (load_checkpoint, model_from_checkpoint, resolve_checkpoint,
-                         save_checkpoint)
+from .checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint, save_checkpoint
 
 
 def lr_at(cfg: Config, t: float) -> float:

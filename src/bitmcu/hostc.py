@@ -40,7 +40,27 @@ def status_text(status: int) -> str:
     name, meaning = STATUS.get(status, (f"status {status}", "not a bitmcu_status"))
     return f"{name} ({meaning})"
 
-HOST_SHIM = """\
+
+# both shims: the table check (bitmcu.h and model.h have include guards)
+CHECK_SHIM = """#include "bitmcu.h"
+#include "model.h"
+
+/* bitmcu_check of the model (with its checksums); the sums stored in and computed from it. */
+int bitmcu_host_check(uint32_t *sums);
+int bitmcu_host_check(uint32_t *sums) {
+    const bitmcu_status st = bitmcu_check(&bitmcu_model_data, 0u);
+    sums[0] = bitmcu_model_data.table_sum;
+    sums[1] = bitmcu_model_data.weight_sum;
+    sums[2] = sums[3] = 0u;
+    if (st != BITMCU_OK) {
+        return (int)st;
+    }
+    bitmcu_sums(&bitmcu_model_data, &sums[2], &sums[3]);
+    return (int)bitmcu_check(&bitmcu_model_data, BITMCU_CHECK_SUMS);
+}
+"""
+
+HOST_SHIM = CHECK_SHIM + """\
 #include "bitmcu.h"
 #include "model.h"
 
@@ -58,20 +78,6 @@ int bitmcu_host_run_batch(const uint8_t *images, int32_t n, int32_t *logits) {
         }
     }
     return 0;
-}
-
-/* bitmcu_check of the model (with its checksums); the sums stored in and computed from it. */
-int bitmcu_host_check(uint32_t *sums);
-int bitmcu_host_check(uint32_t *sums) {
-    const bitmcu_status st = bitmcu_check(&bitmcu_model_data, 0u);
-    sums[0] = bitmcu_model_data.table_sum;
-    sums[1] = bitmcu_model_data.weight_sum;
-    sums[2] = sums[3] = 0u;
-    if (st != BITMCU_OK) {
-        return (int)st;
-    }
-    bitmcu_sums(&bitmcu_model_data, &sums[2], &sums[3]);
-    return (int)bitmcu_check(&bitmcu_model_data, BITMCU_CHECK_SUMS);
 }
 """
 
@@ -106,7 +112,7 @@ int main(int argc, char **argv) {
 """
 
 
-DECODER_SHIM = """\
+DECODER_SHIM = CHECK_SHIM + """\
 #include <string.h>
 
 #include "bitmcu.h"
@@ -139,20 +145,6 @@ int bitmcu_host_generate_batch(const uint32_t *seeds, const uint16_t *classes, i
         }
     }
     return 0;
-}
-
-/* bitmcu_check of the model (with its checksums); the sums stored in and computed from it. */
-int bitmcu_host_check(uint32_t *sums);
-int bitmcu_host_check(uint32_t *sums) {
-    const bitmcu_status st = bitmcu_check(&bitmcu_model_data, 0u);
-    sums[0] = bitmcu_model_data.table_sum;
-    sums[1] = bitmcu_model_data.weight_sum;
-    sums[2] = sums[3] = 0u;
-    if (st != BITMCU_OK) {
-        return (int)st;
-    }
-    bitmcu_sums(&bitmcu_model_data, &sums[2], &sums[3]);
-    return (int)bitmcu_check(&bitmcu_model_data, BITMCU_CHECK_SUMS);
 }
 """
 

@@ -158,10 +158,11 @@ def table_sums(model: IntModel) -> tuple[int, int]:
     """(table_sum, weight_sum) as bitmcu_sums computes them from the C table: FNV-1a of every
     number field as 4 little-endian bytes (the model's, then each layer's), and of the
     layers' weight arrays in order."""
-    numbers = model_fields(model) + [v for r in table_rows(model) for v in r.numbers]
+    rows = table_rows(model)
+    numbers = model_fields(model) + [v for r in rows for v in r.numbers]
     t = fnv1a(np.asarray(numbers, dtype="<u4").view(np.uint8))
     w = FNV_START
-    for r in table_rows(model):
+    for r in rows:
         if r.array is not None:
             w = fnv1a(r.array, w)
     return t, w
@@ -187,7 +188,6 @@ def _table(model: IntModel, rows: list[TableRow], header: str, front: str, kind:
                    f"{r.n_out}, {r.row_bytes}, {r.mult}, {r.numbers[-1]}u, {ptr}, {kernel}}},"
                    f"{tail}\n")
     out.append("    {0, 0, 0, 0, 0, 0, 0, 0, 0u, NULL, NULL} /* end of the table */\n};\n\n")
-    t, w = table_sums(model)
     out.append(
         "static const bitmcu_model bitmcu_model_data = {\n"
         "    BITMCU_MAGIC, BITMCU_FORMAT_VERSION, BITMCU_MODEL_N_LAYERS, "

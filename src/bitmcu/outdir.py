@@ -19,6 +19,7 @@ import contextlib
 import ctypes
 import errno
 import fcntl
+import glob
 import os
 import shutil
 import sys
@@ -68,17 +69,13 @@ def locked(folder: str | Path, shared: bool = False) -> Iterator[None]:
 def _clean_leftovers(out: Path) -> None:
     """Staging and old folders of `out` left by killed commands (call with `out` locked); an
     old folder is put back where a kill came between the two renames of the fallback."""
-    for p in out.parent.glob(f".{glob_escape(out.name)}{OLD}*"):
+    for p in out.parent.glob(f".{glob.escape(out.name)}{OLD}*"):
         if not out.exists():
             os.rename(p, out)
         else:
             shutil.rmtree(p, ignore_errors=True)
-    for p in out.parent.glob(f".{glob_escape(out.name)}{STAGE}*"):
+    for p in out.parent.glob(f".{glob.escape(out.name)}{STAGE}*"):
         shutil.rmtree(p, ignore_errors=True)
-
-
-def glob_escape(name: str) -> str:
-    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
 def check_target(out: Path, marker: str, what: str) -> None:

@@ -17,6 +17,13 @@
 #else
 #define BITMCU_INLINE static inline
 #endif
+/* Code run once per inference, compiled for size (GCC; the flash it frees lets larger models
+ * fit, at a few cycles per inference). */
+#if defined(__GNUC__) && !defined(__clang__)
+#define BITMCU_COLD __attribute__((optimize("Os")))
+#else
+#define BITMCU_COLD
+#endif
 
 /* ------------------------------------------------------------------------------------------ */
 /* arithmetic helpers                                                                         */
@@ -415,7 +422,7 @@ BITMCU_HOT(bitmcu_fc_ternary) void bitmcu_fc_ternary(const bitmcu_layer *L, cons
 /* ShiftNorm: the integer stand-in for normalization + activation quantization                 */
 
 /* Smallest shift s with (m >> s) <= act_max. */
-static uint32_t shift_for(uint32_t m, uint32_t act_max) {
+BITMCU_INLINE uint32_t shift_for(uint32_t m, uint32_t act_max) {
     uint32_t s = 0;
     while ((m >> s) > act_max) {
         s++;
@@ -444,18 +451,20 @@ static uint16_t nz_push(uint8_t *nz, uint16_t k, uint32_t *prev, uint32_t i, uin
 }
 
 /* ShiftNorm to the nonzero list: of the input pixels (pix) or, pix NULL, of ReLU(acc); with a
- * bias unit one more input, index n, holding the largest value. One function and one loop for
- * all of it (a test per value costs little; copies cost flash). */
-BITMCU_INLINE uint32_t relu_at(const int32_t *acc, const uint8_t *pix, uint16_t i) {
-    return pix ? pix[i] : acc[i] > 0 ? (uint32_t)acc[i] : 0u;
-}
-
-static void shiftnorm(const int32_t *acc, const uint8_t *pix, uint16_t n, uint32_t act_max,
-                      uint8_t bias_unit, bitmcu_act *a, uint8_t *nz) {
-    uint32_t m = 0;
-    for (uint16_t i = 0; i < n; i++) {
-        const uint32_t v = relu_at(acc, pix, i);
-        m = v > m ? v : m;
+ * bias unit one more input, index n, holding the largest value. A hot kernel (in SRAM where the
+ * RAM allows): it goes through every value of every layer. */
+BITMCU_HOT(bitmcu_shiftnorm)
+static void bitmcu_shiftnorm(const int32_t *acc, const uint8_t *pix, uint16_t n,
+                             uint32_t act_max, uint8_t bias_unit, bitmcu_act *a, uint8_t *nz) {
+    uint32_t m = 0; /* the largest value after ReLU; a loop per source */
+    if (pix) {
+        for (uint32_t i = 0; i < n; i++) {
+            m = pix[i] > m ? pix[i] : m;
+        }
+    } else {
+        for (uint32_t i = 0; i < n; i++) {
+            m = acc[i] > (int32_t)m ? (uint32_t)acc[i] : m;
+        }
     }
     const uint32_t s = shift_for(m, act_max);
     uint16_t k = 0;
@@ -463,7 +472,8 @@ static void shiftnorm(const int32_t *acc, const uint8_t *pix, uint16_t n, uint32
     int32_t sum = 0;
     const uint32_t end = (uint32_t)n + (bias_unit ? 1u : 0u);
     for (uint32_t i = 0; i < end; i++) {
-        const uint32_t v = shift_round(i < n ? relu_at(acc, pix, (uint16_t)i) : m, s, act_max);
+        const int32_t x = i == n ? (int32_t)m : pix ? pix[i] : acc[i];
+        const uint32_t v = x > 0 ? shift_round((uint32_t)x, s, act_max) : 0u;
         if (v) {
             k = nz_push(nz, k, &prev, i, v);
             sum += (int32_t)v;
@@ -838,7 +848,7 @@ BITMCU_INLINE void maxpool2(const uint8_t *in, uint16_t side, uint8_t *out) {
  * its maps: `at` gets each layer's byte offset in the map buffers, `final` the bytes of the final
  * map. */
 #if defined(__GNUC__)
-__attribute__((noinline)) /* stays in flash when the front end runs from SRAM */
+__attribute__((noinline)) BITMCU_COLD /* stays in flash when the front end runs from SRAM */
 #endif
 static bitmcu_status front_plan(const bitmcu_model *model, uint32_t any_scheme, uint16_t *at,
                                 uint32_t *final) {
@@ -1268,7 +1278,7 @@ bitmcu_status bitmcu_generate(const bitmcu_model *model, const int8_t *z, uint16
 /* ------------------------------------------------------------------------------------------ */
 /* runner                                                                                     */
 
-bitmcu_status bitmcu_run(const bitmcu_model *model, const uint8_t *input, int32_t *arena,
+BITMCU_COLD bitmcu_status bitmcu_run(const bitmcu_model *model, const uint8_t *input, int32_t *arena,
                          size_t arena_words, int32_t *logits, uint16_t *pred) {
     if (!model || !input || !arena || !logits) {
         return BITMCU_ERR_ARG;
@@ -1312,7 +1322,7 @@ bitmcu_status bitmcu_run(const bitmcu_model *model, const uint8_t *input, int32_
     if (n_pixels + bias_unit > model->max_in) {
         return BITMCU_ERR_LAYER;
     }
-    shiftnorm(NULL, pixels, n_pixels, model->act_max, bias_unit, &act, nz);
+    bitmcu_shiftnorm(NULL, pixels, n_pixels, model->act_max, bias_unit, &act, nz);
     const bitmcu_layer *L = model->layers + model->n_front;
     for (uint16_t l = model->n_front; l < model->n_layers; l++, L++) {
         if (L->op != BITMCU_OP_FC || !L->kernel || L->n_in > model->max_in ||
@@ -1325,7 +1335,7 @@ bitmcu_status bitmcu_run(const bitmcu_model *model, const uint8_t *input, int32_
             if (L->n_out + bias_unit > model->max_in) {
                 return BITMCU_ERR_LAYER;
             }
-            shiftnorm(acc, NULL, L->n_out, model->act_max, bias_unit, &act, nz);
+            bitmcu_shiftnorm(acc, NULL, L->n_out, model->act_max, bias_unit, &act, nz);
         }
     }
     uint16_t best = 0;

@@ -164,7 +164,7 @@ class Machine:
         prev = self._prev
         if prev is not None and (prev.last_kind == JUMP or
                                  (prev.last_kind == BRANCH and addr != prev.end)):
-            self.cycles += self.model.branch_penalty(prev.last_addr)
+            self.cycles += self.model.entry_cycles(prev.last_addr, b)
         self._block_start, self._block_insn0 = self.cycles, self.insns
         self.cycles += b.cycles
         self.insns += b.insns
@@ -309,8 +309,11 @@ def profile(elf_path: str | Path, mcu: str | None = None, max_insns: int = 500_0
 
 
 def _inferences(events) -> list[Inference]:
+    """Inferences from the marker events; cycles counted between whole-cycle marks (the model
+    charges half cycles), so that the segments add up to the inference."""
     out, cur, last, seg = [], None, None, {}
     for ev, arg, cyc, ins, pixels in events:
+        cyc = round(cyc)
         if ev == EV_IMAGE:
             cur = Inference(arg, -1, 0, 0)
             start, seg = (cyc, ins), {}
@@ -318,13 +321,13 @@ def _inferences(events) -> list[Inference]:
         elif cur is None:
             continue
         elif ev == EV_LAYER:
-            seg[last[0]] = seg.get(last[0], 0) + int(cyc - last[1])
+            seg[last[0]] = seg.get(last[0], 0) + cyc - last[1]
             last = (f"layer {arg}", cyc)
         elif ev == EV_END:
-            seg[last[0]] = seg.get(last[0], 0) + int(cyc - last[1])
+            seg[last[0]] = seg.get(last[0], 0) + cyc - last[1]
             cur.segments = list(seg.items())
             cur.pred = arg
-            cur.cycles = int(cyc - start[0])
+            cur.cycles = cyc - start[0]
             cur.insns = int(ins - start[1])
             cur.pixels = pixels
             out.append(cur)

@@ -86,9 +86,12 @@ def linker_script(chip, min_stack: int = MIN_STACK, flash_hot: list[str] = ()) -
 
 def hot_kernels(model, chip) -> list[str]:
     """The model's hot kernels (BITMCU_HOT functions) on `chip`, the least worth keeping in SRAM
-    first: the fc kernels by the weights they go through, then the front end and the convolution
-    (the most work of a CNN; hot only with a multiplier: without one they need the RAM)."""
+    first: a classifier's ShiftNorm (by the values it goes through) and the fc kernels (by the
+    weights they go through), then the front end and the convolution (the most work of a CNN;
+    hot only with a multiplier: without one they need the RAM)."""
     work: dict[str, int] = {}
+    if not model.generative:  # ShiftNorm of the input and of each hidden layer
+        work["bitmcu_shiftnorm"] = sum(L.n_in for L in model.layers)
     for L in model.layers:
         name = f"bitmcu_{get_scheme(L.scheme).c_kernel}"
         work[name] = work.get(name, 0) + L.n_in * L.n_out

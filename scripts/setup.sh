@@ -26,12 +26,35 @@ fi
 if [ -z "${PIP_FIND_LINKS:-}" ] && ls /opt/wheels/torch-2.13.0* >/dev/null 2>&1; then
   export PIP_FIND_LINKS=/opt/wheels
 fi
+TORCH=torch==2.13.0
+install_torch() {
+  if .venv/bin/python -c "import torch" 2>/dev/null; then
+    return
+  fi
+  if ls "${PIP_FIND_LINKS:-/nonexistent}"/torch-2.13.0* >/dev/null 2>&1; then
+    .venv/bin/pip install -q "$TORCH"
+  elif command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
+    echo "setup: an NVIDIA GPU is here: installing the CUDA build of $TORCH (several GB)"
+    .venv/bin/pip install -q "$TORCH"
+  else
+    # no GPU: PyPI's default torch is a CUDA build with a multi-GB NVIDIA stack; take the CPU
+    # build from PyTorch's own index, and PyPI's only where that index cannot be reached
+    echo "setup: no NVIDIA GPU: installing the CPU build of $TORCH from download.pytorch.org"
+    if ! .venv/bin/pip install -q --timeout 30 --retries 1 \
+        --index-url https://download.pytorch.org/whl/cpu "$TORCH"; then
+      echo "setup: PyTorch's CPU index could not be reached: installing $TORCH from the default index"
+      .venv/bin/pip install -q "$TORCH"
+    fi
+  fi
+}
 stamp=.venv/.bitmcu-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  echo "setup: installing Python packages into .venv (torch CPU build first)"
+  echo "setup: installing Python packages into .venv (torch first)"
   .venv/bin/pip install -q --upgrade pip
   # pinned torch first: an unpinned torch would pull a multi-GB CUDA build
-  .venv/bin/pip install -q torch==2.13.0
+  install_torch
   .venv/bin/pip install -q -e ".[dev]"
+  .venv/bin/python -c "import torch; print('setup: torch', torch.__version__,
+    '(CUDA ' + torch.version.cuda + ' build)' if torch.version.cuda else '(CPU build)')"
   touch "$stamp"
 fi

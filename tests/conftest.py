@@ -3,12 +3,18 @@ from pathlib import Path
 
 import pytest
 
+from bitmcu.data.datasets import cache_dir
+
 ROOT = Path(__file__).resolve().parents[1]
 SUBSET = ROOT / "tests" / "data" / "mnist_subset.npz"
 
 
+# the user's cache (where the demo downloads MNIST), read before the tests isolate theirs
+USER_DATASETS = cache_dir() / "datasets"
+
+
 def full_mnist_dir() -> Path | None:
-    for d in (os.environ.get("BITMCU_DATA"), ROOT.parent / "shared" / "datasets"):
+    for d in (os.environ.get("BITMCU_DATA"), ROOT.parent / "shared" / "datasets", USER_DATASETS):
         if d and (Path(d) / "mnist" / "t10k-images-idx3-ubyte.gz").exists():
             return Path(d)
     return None

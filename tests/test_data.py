@@ -141,7 +141,11 @@ def test_npz_user_data_and_errors(tmp_path):
     with pytest.raises(BitmcuError, match="squares"):
         load_dataset(str(p))
     p.write_bytes(b"not a zip")
-    with pytest.raises(BitmcuError, match="not a readable .npz"):
+    with pytest.raises(BitmcuError, match="not an .npz file .*zip archive"):
+        load_dataset(str(p))
+    np.savez(p, x_train=np.array([{"a": 1}], dtype=object), y_train=np.zeros(1),
+             x_test=np.zeros(1), y_test=np.zeros(1))
+    with pytest.raises(BitmcuError, match="object arrays .* does not load"):
         load_dataset(str(p))
     with pytest.raises(BitmcuError, match="does not exist"):
         load_dataset(str(tmp_path / "missing.npz"))

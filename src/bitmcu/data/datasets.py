@@ -16,6 +16,7 @@ import sys
 import tarfile
 import tempfile
 import urllib.request
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -234,6 +235,9 @@ def load_raw(name: str, data_dir: str | None = None, download: bool = True) -> d
 
 def load_npz(path: Path) -> dict[str, np.ndarray]:
     """User data: ``x_train, y_train, x_test, y_test``, or ``images, labels`` (last 1/6 = test)."""
+    if Path(path).is_file() and not zipfile.is_zipfile(path):
+        raise BitmcuError(f"{path}: not an .npz file (an .npz is a zip archive of .npy arrays; "
+                          "this file is none: truncated, or another kind of file)")
     try:
         with np.load(path, allow_pickle=False) as z:
             keys = set(z.files)
@@ -251,7 +255,12 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
                     f"{path}: npz needs arrays x_train, y_train, x_test, y_test or images, labels; "
                     f"it has {sorted(keys)}"
                 )
-    except (OSError, ValueError) as e:
+    except ValueError as e:
+        if "pickle" in str(e):  # an object array: bitmcu never unpickles data
+            raise BitmcuError(f"{path}: holds object arrays (pickled Python objects), which "
+                              "bitmcu does not load; save plain numeric arrays") from None
+        raise BitmcuError(f"{path}: not a readable .npz file ({e})") from None
+    except (OSError, zipfile.BadZipFile) as e:
         raise BitmcuError(f"{path}: not a readable .npz file ({e})") from None
     return check_arrays(arrays, str(path))
 

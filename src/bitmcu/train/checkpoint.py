@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import pickle
+import zipfile
 from pathlib import Path
 
 import torch
@@ -49,11 +51,18 @@ def resolve_checkpoint(run: str | Path) -> Path:
 def load_checkpoint(run: str | Path) -> dict:
     """Load and validate a checkpoint; a corrupted or foreign file gives a clear error."""
     path = resolve_checkpoint(run)
+    if not zipfile.is_zipfile(path):
+        raise BitmcuError(f"{path}: not a bitmcu checkpoint (a checkpoint is a PyTorch zip "
+                          "archive; this file is none: truncated, or another kind of file)")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # objects beyond tensors and plain data: never loaded
+        raise BitmcuError(f"{path}: not a bitmcu checkpoint (it holds Python objects other than "
+                          "tensors and plain data, which bitmcu refuses to load)") from None
     except Exception as e:  # torch.load raises many types on damaged files; all mean "unreadable"
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise BitmcuError(f"{path}: not a readable bitmcu checkpoint ({first})") from None
+        raise BitmcuError(f"{path}: a damaged bitmcu checkpoint, truncated or changed "
+                          f"({first})") from None
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise BitmcuError(f"{path}: not a bitmcu checkpoint (no '{FORMAT}' marker)")
     if blob.get("format_version") != FORMAT_VERSION:

@@ -277,3 +277,21 @@ def test_cnn_through_firmware_on_both_chips(tmp_path, conv_scheme, bias_unit, mu
         if mcu == "ch32v002":  # there the decoder is a function of its own, kept in flash
             assert ("<level_at" in dis) == (conv_scheme != "8bit")
             assert "<maxpool2>:" not in dis  # inlined: the front end runs wholly from SRAM
+
+
+def test_bitmcu_run_refuses_an_unknown_chip_before_training(tmp_path):
+    from bitmcu.pipeline import run_all
+
+    with pytest.raises(BitmcuError, match="--mcu 'esp32' is not supported; use 'ch32v003'"):
+        run_all(None, [], tmp_path / "run", mcu="esp32")
+    assert not (tmp_path / "run").exists()
+
+
+def test_profile_stops_at_max_instructions_and_says_how_to_raise_it(tiny_export, tmp_path):
+    from bitmcu.cli import main
+
+    info = build_firmware(tiny_export, "ch32v003", tmp_path / "fw", n_images=1)
+    with pytest.raises(BitmcuError, match="no DONE marker after 1,000 instructions.*--max-instr"):
+        profile(info.elf, max_insns=1000)
+    assert main(["profile", info.elf, "--max-instructions", "50000000"]) == 0
+    assert main(["profile", info.elf, "--max-instructions", "0"]) == 2

@@ -204,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("elf", help="firmware.elf (with firmware.json beside it, or give --mcu)")
     pr.add_argument("--mcu", help="ch32v003 | ch32v002 (default: from firmware.json)")
     pr.add_argument("--json", type=Path, help="also write the profile as JSON here")
+    pr.add_argument("--max-instructions", type=count("--max-instructions"), default=None,
+                    help="stop a firmware that runs longer (default 500,000,000)")
     pr.set_defaults(func=_cmd_profile)
 
     r = sub.add_parser("run", help="train -> export -> verify -> firmware -> profile, one summary")
@@ -284,9 +286,9 @@ def _cmd_firmware(a) -> int:
 def _cmd_profile(a) -> int:
     import json
 
-    from .target.emulator import profile
+    from .target.emulator import MAX_INSNS, profile
 
-    prof = profile(a.elf, a.mcu)
+    prof = profile(a.elf, a.mcu, a.max_instructions or MAX_INSNS, progress=True)
     print(prof.text())
     if a.json:
         a.json.write_text(json.dumps(prof.to_dict(), indent=2) + "\n")

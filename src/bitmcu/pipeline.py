@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .config import load_config
 from .export import export
+from .target.chips import get_chip
 from .target.emulator import profile
 from .target.firmware import GCC, build_firmware
 from .train import train
@@ -17,6 +18,7 @@ from .verify import verify
 def run_all(config: str | None, overrides: list[str], out: Path | None, mcu: str = "ch32v003",
             quiet: bool = False, log=print) -> str:
     """Run every step; return a one-screen summary (also written to RUN/summary.json)."""
+    mcu = get_chip(mcu).name  # an unknown chip is refused before the minutes of training
     cfg = load_config(config, overrides)
     run = train(cfg, run_dir=out, quiet=quiet, log=log)
     exp = run / "export"

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
+from tqdm import tqdm
 from unicorn import UC_ARCH_RISCV, UC_HOOK_BLOCK, UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE, Uc, UcError
 from unicorn.riscv_const import UC_RISCV_REG_PC
 from unicorn.unicorn_const import UC_MODE_RISCV32
@@ -35,6 +36,8 @@ ENGINE_ERROR = 0x800000  # an end marker's argument for a failed run: this | bit
 PAINT = 0xA5
 MAP_FLASH = 64 * 1024  # mapped, so that an overflowing image still loads; the size check is separate
 MAP_RAM = 64 * 1024
+MAX_INSNS = 500_000_000  # a profile's default limit
+PROGRESS_STEP = 2_000_000  # instructions between updates of the progress bar
 
 
 @dataclass
@@ -147,6 +150,7 @@ class Machine:
         self.error: str | None = None
         self.oob: int | None = None
         self.on_marker = None  # fn(event, arg, cycles, insns) -> None
+        self._bar = None  # tqdm progress bar of a run
         ram_end = RAM_BASE + chip.ram_kb * 1024
         flash_end = FLASH_BASE + chip.flash_kb * 1024
         uc.hook_add(UC_HOOK_BLOCK, self._on_block)
@@ -169,6 +173,8 @@ class Machine:
         self.cycles += b.cycles
         self.insns += b.insns
         self._prev = self._cur = b
+        if self._bar is not None and self.insns >= self._bar.n + PROGRESS_STEP:
+            self._bar.update(self.insns - self._bar.n)
 
     def _on_flash_read(self, uc, access, addr, size, value, _):
         self.cycles += self.chip.flash_read_extra
@@ -223,7 +229,14 @@ class Machine:
     def stop(self) -> None:
         self.uc.emu_stop()
 
-    def run(self, max_insns: int) -> None:
+    def run(self, max_insns: int, progress: bool = False) -> None:
+        """Run from the entry point until stopped or ``max_insns`` instructions; with
+        ``progress``, a bar on stderr where it is a terminal (updated every PROGRESS_STEP)."""
+        if progress:
+            self._bar = tqdm(total=max_insns, unit=" insn", unit_scale=True, disable=None,
+                             leave=False, desc=f"emulating {self.path.name}")
+            if self._bar.disable:  # stderr is no terminal
+                self._bar = None
         try:
             self.uc.emu_start(self.entry, 0xFFFFFFFF, count=max_insns)
         except UcError as e:
@@ -231,6 +244,10 @@ class Machine:
             if self.error is None:
                 raise BitmcuError(f"{self.path}: the emulated firmware crashed at pc=0x{pc:08x} "
                                   f"({e})") from None
+        finally:
+            if self._bar is not None:
+                self._bar.close()
+                self._bar = None
         if self.error is not None:
             raise BitmcuError(f"{self.path}: {self.error}")
         if self.oob is not None:
@@ -256,8 +273,9 @@ class Machine:
         return flash, ram
 
 
-def profile(elf_path: str | Path, mcu: str | None = None, max_insns: int = 500_000_000) -> Profile:
-    """Run an ELF to its DONE marker and profile it."""
+def profile(elf_path: str | Path, mcu: str | None = None, max_insns: int = MAX_INSNS,
+            progress: bool = False) -> Profile:
+    """Run an ELF to its DONE marker (at most ``max_insns`` instructions) and profile it."""
     elf_path = Path(elf_path)
     meta = {}
     meta_path = elf_path.with_name("firmware.json")
@@ -290,9 +308,10 @@ def profile(elf_path: str | Path, mcu: str | None = None, max_insns: int = 500_0
 
     m.on_marker = on_marker
     generative = m.hook_word("bitmcu_pixels", lambda v: pixels.append(v & 0xFF))
-    m.run(max_insns)
+    m.run(max_insns, progress)
     if not events or events[-1][0] != EV_DONE:
-        raise BitmcuError(f"{elf_path}: no DONE marker after {max_insns:,} instructions")
+        raise BitmcuError(f"{elf_path}: no DONE marker after {max_insns:,} instructions (a "
+                          "firmware that runs longer: --max-instructions)")
     infs = _inferences(events)
     for i in infs:
         if i.pred & ENGINE_ERROR:

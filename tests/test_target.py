@@ -133,9 +133,24 @@ def test_model_too_large_for_flash_names_region_and_bytes(tmp_path):
     model = IntModel(16, 10, 255, layers, 1, "big").validate()
     x = rng.integers(0, 256, (4, 256)).astype(np.uint8)
     write_export(model, tmp_path / "big", x, np.arange(4), model_report(model, "ch32v003"))
-    with pytest.raises(BitmcuError, match=r"flash overflowed by \d+ bytes \(16384 bytes"):
+    with pytest.raises(BitmcuError, match=r"flash overflowed by \d+ bytes \(16384 bytes") as e:
         build_firmware(tmp_path / "big", "ch32v003", tmp_path / "fw", n_images=2)
+    assert "alone do not fit" in str(e.value) and "fewer" not in str(e.value)
     assert not (tmp_path / "fw").exists()
+    # a model that fits with one image but not with four: the hint names the count that fits
+    layers = [FCLayer.from_levels("8bit", rng.integers(-127, 128, (54, 256)), relu=True),
+              FCLayer.from_levels("8bit", rng.integers(-127, 128, (10, 54)), relu=False)]
+    model = IntModel(16, 10, 255, layers, 1, "fits").validate()
+    write_export(model, tmp_path / "fits", x, np.arange(4), model_report(model, "ch32v003"))
+    build_firmware(tmp_path / "fits", "ch32v003", tmp_path / "fw1", n_images=1)
+    for n in range(2, 5):
+        try:
+            build_firmware(tmp_path / "fits", "ch32v003", tmp_path / f"fw{n}", n_images=n)
+        except BitmcuError as err:
+            assert f"--images {n - 1} fits" in str(err)
+            break
+    else:
+        raise AssertionError("never overflowed")
 
 
 def test_worst_case_stack_from_the_call_graph(tmp_path):
@@ -295,3 +310,13 @@ def test_profile_stops_at_max_instructions_and_says_how_to_raise_it(tiny_export,
         profile(info.elf, max_insns=1000)
     assert main(["profile", info.elf, "--max-instructions", "50000000"]) == 0
     assert main(["profile", info.elf, "--max-instructions", "0"]) == 2
+
+
+def test_a_malformed_firmware_json_is_one_clear_error(tiny_export, tmp_path):
+    info = build_firmware(tiny_export, "ch32v003", tmp_path / "fw", n_images=1)
+    meta = tmp_path / "fw" / "firmware.json"
+    for text, msg in [("{not json", "not valid JSON"), ("[1, 2]", "not a bitmcu firmware.json"),
+                      ('{"mcu": 3}', "not a bitmcu firmware.json")]:
+        meta.write_text(text)
+        with pytest.raises(BitmcuError, match=msg):
+            profile(info.elf)

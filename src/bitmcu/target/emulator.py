@@ -280,7 +280,14 @@ def profile(elf_path: str | Path, mcu: str | None = None, max_insns: int = MAX_I
     meta = {}
     meta_path = elf_path.with_name("firmware.json")
     if meta_path.is_file():
-        meta = json.loads(meta_path.read_text())
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (ValueError, UnicodeDecodeError) as e:
+            raise BitmcuError(f"{meta_path}: not valid JSON ({e}); rebuild the firmware with "
+                              "`bitmcu firmware`, or remove the file and give --mcu") from None
+        if not isinstance(meta, dict) or not isinstance(meta.get("mcu", ""), str):
+            raise BitmcuError(f"{meta_path}: not a bitmcu firmware.json (an object with the "
+                              "chip under \"mcu\"); rebuild the firmware with `bitmcu firmware`")
     if mcu and meta.get("mcu") and get_chip(mcu).name != meta["mcu"]:
         raise BitmcuError(f"{elf_path}: built for the {meta['mcu']} (firmware.json); profile it "
                           f"with --mcu {meta['mcu']} or without --mcu")

@@ -112,7 +112,9 @@ class RamOverflow(BitmcuError):
         self.over = over
 
 
-def _overflow_error(stderr: str, chip, image_bytes: int = 0) -> BitmcuError | None:
+def _overflow_error(stderr: str, chip, images: tuple[int, int] = (0, 0)) -> BitmcuError | None:
+    """The linker's overflow as one error; ``images``: (bytes per embedded test image, count),
+    for the hint to embed fewer where that would make the firmware fit."""
     m = re.findall(r"region [`']?(\w+)'? overflowed by (\d+) bytes", stderr)
     if not m:
         return None
@@ -120,8 +122,13 @@ def _overflow_error(stderr: str, chip, image_bytes: int = 0) -> BitmcuError | No
     size = (chip.flash_kb if region == "FLASH" else chip.ram_kb) * 1024
     what = "flash" if region == "FLASH" else f"RAM (including {MIN_STACK} bytes kept for the stack)"
     hint = ""
-    if region == "FLASH" and image_bytes:
-        hint = f"; each embedded test image takes {image_bytes} bytes: try fewer --images"
+    per, n = images
+    if region == "FLASH" and per and int(over) <= per * (n - 1):
+        fewer = n - -(-int(over) // per)  # the most images that fit
+        hint = f"; each embedded test image takes {per} bytes: --images {fewer} fits"
+    elif region == "FLASH" and per:
+        hint = (f"; the model and engine alone do not fit (the {n} test image(s) take "
+                f"{per * n} bytes): a smaller model is needed")
     message = (f"firmware does not fit the {chip.name}: {what} overflowed by {over} bytes "
                f"({size} bytes available in {region}){hint}")
     return BitmcuError(message) if region == "FLASH" else RamOverflow(message, int(over))
@@ -239,9 +246,8 @@ def _build(export_dir: Path, chip, t: Path, out: Path, n_images: int, hot_loops:
     else:
         (t / "test_images.h").write_text(images_header(images, labels, expected,
                                                        f"bitmcu firmware {export_dir}"))
-    image_bytes = 0 if model.generative else model.n_input  # flash per embedded image
-    cmd, stack, place, note, flash_hot = link_placed(gcc, t, model, chip, hot_loops, opt,
-                                                     image_bytes)
+    images = (0 if model.generative else model.n_input, n_images)  # flash of the test images
+    cmd, stack, place, note, flash_hot = link_placed(gcc, t, model, chip, hot_loops, opt, images)
     write_images(objcopy, t, cmd)
     info = FirmwareInfo(chip.name, str(out / "firmware.elf"), str(out / "firmware.bin"),
                         str(out / "firmware.hex"), n_images, place,
@@ -251,18 +257,19 @@ def _build(export_dir: Path, chip, t: Path, out: Path, n_images: int, hot_loops:
     return info
 
 
-def link_placed(gcc: str, t: Path, model, chip, hot_loops: str, opt: str, image_bytes: int = 0
+def link_placed(gcc: str, t: Path, model, chip, hot_loops: str, opt: str,
+                images: tuple[int, int] = (0, 0)
                 ) -> tuple[list[str], int | None, str, str, list[str]]:
     """Link t/firmware.elf with the kernels where ``hot_loops`` says (auto: all in SRAM; else
     the fewest, least used kernels in flash; else all in flash). Returns (command, worst-case
     stack, placement, why auto moved kernels to flash, the kernels kept in flash)."""
     if hot_loops != "auto":
-        cmd, stack = _link(gcc, t, chip, hot_loops, opt, image_bytes)
+        cmd, stack = _link(gcc, t, chip, hot_loops, opt, images)
         return cmd, stack, hot_loops, "", []
     names, over = hot_kernels(model, chip), 0
     for i in range(len(names)):
         try:
-            cmd, stack = _link(gcc, t, chip, "sram", opt, image_bytes, names[:i])
+            cmd, stack = _link(gcc, t, chip, "sram", opt, images, names[:i])
         except RamOverflow as e:
             if i == 0:
                 over = e.over
@@ -270,7 +277,7 @@ def link_placed(gcc: str, t: Path, model, chip, hot_loops: str, opt: str, image_
         note = "" if i == 0 else (f"but {', '.join(names[:i])} in flash: with all in SRAM the "
                                   f"RAM would overflow by {over} bytes")
         return cmd, stack, "sram", note, names[:i]
-    cmd, stack = _link(gcc, t, chip, "flash", opt, image_bytes)
+    cmd, stack = _link(gcc, t, chip, "flash", opt, images)
     return cmd, stack, "flash", f"in SRAM they would overflow the RAM by {over} bytes", []
 
 
@@ -283,7 +290,7 @@ def write_images(objcopy: str, t: Path, cmd: list[str]) -> None:
         f"'{c}'" if any(ch in c for ch in " ()\"") else c for c in cmd) + "\n")
 
 
-def _link(gcc: str, t: Path, chip, hot_loops: str, opt: str, image_bytes: int,
+def _link(gcc: str, t: Path, chip, hot_loops: str, opt: str, images: tuple[int, int],
           flash_hot: list[str] = ()) -> tuple[list[str], int | None]:
     """Compile and link t/firmware.elf with the kernels in `hot_loops` (sram: but `flash_hot`
     in flash); the command and the worst-case stack. Raises RamOverflow where data, arena and
@@ -298,7 +305,7 @@ def _link(gcc: str, t: Path, chip, hot_loops: str, opt: str, image_bytes: int,
            "-fcallgraph-info=su", "-lgcc", "-o", str(t / "firmware.elf")]
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=t)
     if r.returncode != 0:
-        raise _overflow_error(r.stderr, chip, image_bytes) or BitmcuError(
+        raise _overflow_error(r.stderr, chip, images) or BitmcuError(
             f"building the {chip.name} firmware failed:\n{r.stderr.strip()[-3000:]}")
     graphs = sorted(t.glob("*.ci"))
     stack = worst_stack(graphs, linked=_functions(t / "firmware.elf"))

@@ -320,3 +320,15 @@ def test_a_malformed_firmware_json_is_one_clear_error(tiny_export, tmp_path):
         meta.write_text(text)
         with pytest.raises(BitmcuError, match=msg):
             profile(info.elf)
+
+
+def test_an_unwritable_json_path_is_one_clear_error(tiny_export, tmp_path, capsys):
+    from bitmcu.cli import main
+
+    info = build_firmware(tiny_export, "ch32v003", tmp_path / "fw", n_images=1)
+    (tmp_path / "adir").mkdir()
+    assert main(["profile", info.elf, "--json", str(tmp_path / "adir")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bitmcu: error: ") and "adir" in err and "Traceback" not in err
+    assert main(["profile", info.elf, "--json", str(tmp_path / "missing" / "p.json")]) == 2
+    assert "No such file or directory" in capsys.readouterr().err

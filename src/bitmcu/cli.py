@@ -358,6 +358,12 @@ def main(argv: list[str] | None = None) -> int:
     except BitmcuError as e:
         print(f"bitmcu: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        if e.filename is None:  # not about a path the user named: a real failure
+            raise
+        # a file or folder the user can fix: read-only, missing, full disk, a folder for a file
+        print(f"bitmcu: error: {e.filename}: {e.strerror or e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         run = getattr(a, "resume", None) or getattr(a, "out", None)
         hint = f" with `bitmcu train --resume {run}`" if run else ""

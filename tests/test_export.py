@@ -96,3 +96,14 @@ def test_report_says_how_the_device_must_frame_its_images():
     d = load_config(None, ["data.crop=22", "data.resize=bilinear"]).data
     assert d.input_description() == ("16x16 uint8 pixels, 0 = background: bilinear downscaling "
                                     "of the central 22x22 of the source image")
+
+
+def test_in_chunks_equals_one_call():
+    import numpy as np
+
+    from bitmcu.verify import in_chunks
+
+    x = np.arange(1234 * 3).reshape(1234, 3)
+    fn = lambda a: a * 2 + 1  # noqa: E731
+    assert np.array_equal(in_chunks(fn, x, "t", size=500), fn(x))
+    assert in_chunks(fn, x[:0], "t").shape == (0, 3)

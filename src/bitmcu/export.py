@@ -107,7 +107,9 @@ def export(run: str | Path, out: str | Path, target: str = "generic", data_dir: 
         evaluate = False  # a decoder is judged by `bitmcu judge`, not by test accuracy
     if evaluate:
         float_acc = eval_float(model_from_checkpoint(blob), data.test_x, data.test_y).acc
-        _, pred = reference.run(model, test_x)
+        from .verify import in_chunks
+
+        pred = in_chunks(lambda x: reference.run(model, x)[1], test_x, "integer reference")
         int_acc = float((pred == test_y).mean())
         n_test = len(test_y)
     report = model_report(model, target, float_acc, int_acc, n_test,

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from . import reference
 from .codegen import model_header
@@ -38,13 +39,14 @@ def compare_c_reference(model: IntModel, images: np.ndarray, builds=(True, False
 
     Returns (reference logits, {build name: C logits}).
     """
-    ref, _ = reference.run(model, images)
+    ref = in_chunks(lambda x: reference.run(model, x)[0], images, "integer reference")
     header = model_header(model, "bitmcu verify")
     outs = {}
     for has_mul in builds:
         host = HostModel(header, has_mul=has_mul, cc=cc, sanitize=sanitize)
         try:
-            c = host.run(images, model.n_classes)
+            c = in_chunks(lambda x, h=host: h.run(x, model.n_classes), images,
+                          f"C engine ({'mul' if has_mul else 'nomul'})")
         finally:
             host.close()
         name = "mul" if has_mul else "nomul"
@@ -57,6 +59,13 @@ def compare_c_reference(model: IntModel, images: np.ndarray, builds=(True, False
             )
         outs[name] = c
     return ref, outs
+
+
+def in_chunks(fn, x: np.ndarray, desc: str, size: int = 500) -> np.ndarray:
+    """fn over x in chunks of ``size`` rows, concatenated; a progress bar on a terminal."""
+    starts = range(0, len(x), size)
+    bar = tqdm(starts, desc=desc, unit=f" x{size}", disable=None, leave=False)
+    return np.concatenate([fn(x[i:i + size]) for i in bar]) if len(x) else fn(x)
 
 
 def verify(run: str | Path, data_dir: str | None = None, limit: int | None = None,

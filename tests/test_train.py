@@ -368,3 +368,21 @@ def test_a_shipped_model_without_optimizer_state_is_not_resumed(tmp_path):
     with pytest.raises(BitmcuError, match="holds no optimizer state.*bitmcu train .*config.yaml"):
         train(None, resume=run, epochs=151, quiet=True)
     assert sorted(p.name for p in run.iterdir()) == before
+
+
+@pytest.mark.parametrize("key, value, msg", [
+    ("n_classes", "10", "'n_classes' must be a whole number >= 1"),
+    ("epoch", 2.5, "'epoch' must be a whole number >= 0"),
+    ("epoch", -1, "'epoch' must be a whole number >= 0"),
+    ("metrics", {"a": 1}, "'metrics' must be a list"),
+    ("metrics", [1, 2], "'metrics' must be a list of per-epoch records"),
+    ("config", [1], "'config' must be a mapping"),
+    ("model", None, "'model' must be a state dict"),
+])
+def test_checkpoint_metadata_of_the_wrong_type_is_one_clear_error(tmp_path, tiny_run, key,
+                                                                   value, msg):
+    blob = torch.load(tiny_run / "checkpoint.pt", weights_only=True)
+    blob[key] = value
+    torch.save(blob, tmp_path / "c.pt")
+    with pytest.raises(BitmcuError, match=msg):
+        load_checkpoint(tmp_path / "c.pt")

@@ -73,6 +73,19 @@ def load_checkpoint(run: str | Path) -> dict:
     for key in ("config", "n_classes", "epoch", "model", "metrics"):
         if key not in blob:
             raise BitmcuError(f"{path}: checkpoint is missing '{key}'")
+    kinds = {"config": (dict, "a mapping"), "model": (dict, "a state dict"),
+             "metrics": (list, "a list of per-epoch records")}
+    for key, (kind, what) in kinds.items():
+        if not isinstance(blob[key], kind):
+            raise BitmcuError(f"{path}: checkpoint '{key}' must be {what}, not "
+                              f"{type(blob[key]).__name__}")
+    for key, low in (("n_classes", 1), ("epoch", 0)):
+        v = blob[key]
+        if not isinstance(v, int) or isinstance(v, bool) or v < low:
+            raise BitmcuError(f"{path}: checkpoint '{key}' must be a whole number >= {low}, "
+                              f"not {v!r}")
+    if not all(isinstance(m, dict) for m in blob["metrics"]):
+        raise BitmcuError(f"{path}: checkpoint 'metrics' must be a list of per-epoch records")
     try:
         blob["cfg"] = config_from_dict(drop_retired_keys(blob["config"]))
     except BitmcuError as e:

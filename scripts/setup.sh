@@ -40,7 +40,7 @@ install_torch() {
     # no GPU: PyPI's default torch is a CUDA build with a multi-GB NVIDIA stack; take the CPU
     # build from PyTorch's own index, and PyPI's only where that index cannot be reached
     echo "setup: no NVIDIA GPU: installing the CPU build of $TORCH from download.pytorch.org"
-    if ! .venv/bin/pip install -q --timeout 30 --retries 1 \
+    if ! .venv/bin/pip install -q --timeout 15 --retries 1 \
         --index-url https://download.pytorch.org/whl/cpu "$TORCH"; then
       echo "setup: PyTorch's CPU index could not be reached: installing $TORCH from the default index"
       .venv/bin/pip install -q "$TORCH"

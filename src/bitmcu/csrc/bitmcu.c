@@ -1278,7 +1278,8 @@ bitmcu_status bitmcu_generate(const bitmcu_model *model, const int8_t *z, uint16
 /* ------------------------------------------------------------------------------------------ */
 /* runner                                                                                     */
 
-BITMCU_COLD bitmcu_status bitmcu_run(const bitmcu_model *model, const uint8_t *input, int32_t *arena,
+BITMCU_COLD
+bitmcu_status bitmcu_run(const bitmcu_model *model, const uint8_t *input, int32_t *arena,
                          size_t arena_words, int32_t *logits, uint16_t *pred) {
     if (!model || !input || !arena || !logits) {
         return BITMCU_ERR_ARG;

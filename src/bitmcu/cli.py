@@ -10,6 +10,11 @@ from . import __version__
 from .errors import BitmcuError
 
 
+def _split_of(m: dict) -> tuple[str, str]:
+    """Metrics key prefix and name of the split a run evaluated on (data.validation: val)."""
+    return ("val", "validation") if "val_loss" in m else ("test", "test")
+
+
 def _cmd_train(a) -> int:
     from .config import load_config
     from .train import train
@@ -32,12 +37,13 @@ def _summary(run: Path) -> None:
     blob = load_checkpoint(run)
     m = blob["metrics"][-1] if blob["metrics"] else {}
     nbytes = sum(s.bytes for s in layer_stats(model_from_checkpoint(blob)))
-    if "test_mse" in m:  # a decoder
-        kl = f"KL {m['test_kl']:.2f}, " if "test_kl" in m else ""  # none: factor latents
-        print(f"done: {blob['epoch']} epochs, test squared error per pixel {m['test_mse']:.5f}, "
+    s, name = _split_of(m)
+    if f"{s}_mse" in m:  # a decoder
+        kl = f"KL {m[s + '_kl']:.2f}, " if f"{s}_kl" in m else ""  # none: factor latents
+        print(f"done: {blob['epoch']} epochs, {name} squared error per pixel {m[s + '_mse']:.5f}, "
               f"{kl}{nbytes} weight bytes; samples: bitmcu sample {run} --out grid.png")
     else:
-        print(f"done: {blob['epoch']} epochs, test accuracy {100 * m.get('test_acc', 0):.2f}%, "
+        print(f"done: {blob['epoch']} epochs, {name} accuracy {100 * m.get(s + '_acc', 0):.2f}%, "
               f"{nbytes} weight bytes")
     files = [f for f in ("checkpoint.pt", "metrics.jsonl", "curves.png", "weights.png",
                          "first_layer.png") if (Path(run) / f).is_file()]
@@ -80,8 +86,9 @@ def _cmd_info(a) -> int:
     blob = load_checkpoint(a.run)
     cfg = blob["cfg"]
     m = blob["metrics"][-1] if blob["metrics"] else {}
+    s, name = _split_of(m)
     print(f"run {blob['path'].parent}: {cfg.name}, {blob['epoch']} epochs, "
-          f"test accuracy {100 * m.get('test_acc', 0):.2f}%, norm {cfg.model.norm}, "
+          f"{name} accuracy {100 * m.get(s + '_acc', 0):.2f}%, norm {cfg.model.norm}, "
           f"scale {cfg.model.scale}, clip {cfg.model.clip}")
     print(format_info(layer_stats(model_from_checkpoint(blob))))
     return 0

@@ -52,6 +52,8 @@ class DataConfig:
     resize: Literal["area", "bilinear"] = "area"  # downscale filter (both antialiased)
     crop: int | None = None  # downscale only the central crop x crop square; None = whole image
     train_limit: int | None = None  # use only the first N training images (quick runs)
+    validation: int = 0  # hold out the last N training images and evaluate on them, not on the
+    #                      test set (metrics val_acc, val_loss; `bitmcu search` sets 5000)
     dice: DiceConfig = field(default_factory=DiceConfig)  # dataset dice: the renderer's variation
 
     def input_description(self) -> str:
@@ -257,8 +259,8 @@ def _build(cls, data: dict, prefix: str = ""):
 
 
 # numbers that must not be negative (beyond those checked with their own range below)
-NON_NEGATIVE = ("data.train_limit", "augment.translate", "augment.rotation", "augment.scale",
-                "augment.elastic", "model.clip_std", "train.gamma", "train.weight_decay",
+NON_NEGATIVE = ("data.train_limit", "data.validation", "augment.translate", "augment.rotation",
+                "augment.scale", "augment.elastic", "model.clip_std", "train.gamma", "train.weight_decay",
                 "train.label_smoothing", "train.kl_weight")
 
 

@@ -32,6 +32,7 @@ class ExportReport:
     int_acc: float | None
     n_test: int
     input: str = ""  # what the model expects as input, as the device must deliver it
+    split: str = "test"  # the images the accuracies are measured on: test, or val (held out)
 
     def text(self) -> str:
         lines = [f"model {self.name} for target {self.target}"]
@@ -46,13 +47,14 @@ class ExportReport:
         lines.append(f"total weight bytes: {self.weight_bytes} ({self.weight_bytes / 1024:.2f} KB)")
         lines.append(f"arena bytes: {self.arena_bytes}")
         if self.int_acc is not None:
-            lines.append(f"test accuracy on {self.n_test} images: float QAT "
+            split = "validation" if self.split == "val" else "test"
+            lines.append(f"{split} accuracy on {self.n_test} images: float QAT "
                          f"{100 * self.float_acc:.2f}%, integer {100 * self.int_acc:.2f}%")
         return "\n".join(lines)
 
 
 def model_report(model: IntModel, target: str, float_acc=None, int_acc=None, n_test=0,
-                 input_desc: str = ""):
+                 input_desc: str = "", split: str = "test"):
     layers = [{"index": i, "op": L.op, "scheme": L.scheme or "-",
                "n_in": f"{L.channels // L.mult}x{L.side}x{L.side}" if L.op != "conv1" else
                f"{L.side}x{L.side}", "n_out": f"{L.channels}x{L.out_side}x{L.out_side}",
@@ -69,7 +71,7 @@ def model_report(model: IntModel, target: str, float_acc=None, int_acc=None, n_t
                 "acc_bound": st.accumulator_bound(model.act_max)}
                for i, st in enumerate(model.stages)]
     return ExportReport(model.name, target, layers, model.weight_bytes, model.arena_words * 4,
-                        float_acc, int_acc, n_test, input_desc)
+                        float_acc, int_acc, n_test, input_desc, split)
 
 
 def load_int_model(run: str | Path) -> tuple[IntModel, dict]:
@@ -113,7 +115,7 @@ def export(run: str | Path, out: str | Path, target: str = "generic", data_dir: 
         int_acc = float((pred == test_y).mean())
         n_test = len(test_y)
     report = model_report(model, target, float_acc, int_acc, n_test,
-                          cfg.data.input_description())
+                          cfg.data.input_description(), data.split)
 
     write_export(model, out, test_x, test_y, report, target, n_images, command)
     return report

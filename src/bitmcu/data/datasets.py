@@ -82,6 +82,7 @@ class Dataset:
     train_x: torch.Tensor
     test_x: torch.Tensor
     n_classes: int
+    split: str = "test"  # what test_x/test_y hold: the test set, or "val" (data.validation)
 
     @property
     def size(self) -> int:
@@ -328,12 +329,14 @@ def check_arrays(arrays: dict[str, np.ndarray], source: str) -> dict[str, np.nda
 
 def load_dataset(name: str, size: int = 16, resize: str = "area", data_dir: str | None = None,
                  train_limit: int | None = None, download: bool = True,
-                 crop: int | None = None, dice=None) -> Dataset:
+                 crop: int | None = None, dice=None, validation: int = 0) -> Dataset:
     """Load a data set and its ``size x size`` downscaled copy (cached on disk).
 
     ``crop``: downscale only the central ``crop x crop`` square of each image. ``dice``: the
     renderer's :class:`~bitmcu.config.DiceConfig` for ``name == "dice"`` (default variation
-    when None); its images are rendered at ``size`` and are their own originals."""
+    when None); its images are rendered at ``size`` and are their own originals.
+    ``validation``: hold out the last N training images and evaluate on them in place of the test
+    set (``split == "val"``); the test set is then not loaded into the Dataset at all."""
     if name == "dice":
         from ..config import DiceConfig
         from .dice import dice_arrays
@@ -357,6 +360,14 @@ def load_dataset(name: str, size: int = 16, resize: str = "area", data_dir: str 
         raise BitmcuError(
             f"data.crop {crop} is larger than the data set's images ({arrays['train_x'].shape[-1]})"
         )
+    if validation:
+        n = len(arrays["train_x"])
+        if validation >= n:
+            raise BitmcuError(f"data.validation {validation}: the training set has only {n} "
+                              "images; hold out fewer (some must remain to train on)")
+        for k in ("x", "y"):
+            arrays[f"test_{k}"] = arrays[f"train_{k}"][-validation:]
+            arrays[f"train_{k}"] = arrays[f"train_{k}"][:-validation]
     if train_limit is not None:
         arrays["train_x"] = arrays["train_x"][:train_limit]
         arrays["train_y"] = arrays["train_y"][:train_limit]
@@ -366,7 +377,7 @@ def load_dataset(name: str, size: int = 16, resize: str = "area", data_dir: str 
     small = _downscaled(name, t, size, resize, crop)
     n_classes = int(max(t["train_y"].max(), t["test_y"].max())) + 1
     return Dataset(name, t["train_x"], t["train_y"], t["test_x"], t["test_y"],
-                   small["train_x"], small["test_x"], n_classes)
+                   small["train_x"], small["test_x"], n_classes, "val" if validation else "test")
 
 
 def _downscaled(name: str, t: dict, size: int, resize: str,

@@ -16,20 +16,22 @@ from .stats import layer_stats  # noqa: E402
 
 def plot_curves(metrics: list[dict], path: Path) -> None:
     ep = [m["epoch"] for m in metrics]
+    split = "val" if "val_loss" in metrics[0] else "test"  # data.validation: the held-out split
+    name = "validation" if split == "val" else "test"
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
     a1.plot(ep, [m["train_loss"] for m in metrics], label="train")
-    a1.plot(ep, [m["test_loss"] for m in metrics], label="test")
+    a1.plot(ep, [m[f"{split}_loss"] for m in metrics], label=name)
     a1.set_xlabel("epoch")
     a1.set_ylabel("loss")
     a1.set_yscale("log")
     a1.legend()
-    if "test_acc" in metrics[0]:
+    if f"{split}_acc" in metrics[0]:
         a2.plot(ep, [100 * m["train_acc"] for m in metrics], label="train")
-        a2.plot(ep, [100 * m["test_acc"] for m in metrics], label="test")
+        a2.plot(ep, [100 * m[f"{split}_acc"] for m in metrics], label=name)
         a2.set_ylabel("accuracy (%)")
     else:  # a decoder: reconstruction error per pixel
         a2.plot(ep, [m["train_mse"] for m in metrics], label="train (sampled latent)")
-        a2.plot(ep, [m["test_mse"] for m in metrics], label="test (mean latent)")
+        a2.plot(ep, [m[f"{split}_mse"] for m in metrics], label=f"{name} (mean latent)")
         a2.set_ylabel("squared error per pixel (0..1)")
         a2.set_yscale("log")
     a2.set_xlabel("epoch")

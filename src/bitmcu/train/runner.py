@@ -96,7 +96,7 @@ def evaluate(model, x: torch.Tensor, y: torch.Tensor, device=None, batch: int = 
 def load_data(cfg: Config) -> Dataset:
     d = cfg.data
     return load_dataset(d.dataset, d.size, d.resize, d.data_dir, d.train_limit, crop=d.crop,
-                        dice=d.dice)
+                        dice=d.dice, validation=d.validation)
 
 
 def load_teacher(cfg: Config, data: Dataset, device):
@@ -545,14 +545,14 @@ def _train(cfg: Config, run_dir: Path, resume, epochs, quiet, log, overrides) ->
             if bar is not None:
                 bar.close()
             if decoder:
+                ev = evaluate_decoder(final, cfg, data.test_x, data.test_y, device, factors=factors)
                 m = {"epoch": epoch + 1, "train_loss": tr_loss, "train_mse": tr_mse,
                      **({} if tr_guide is None else {"train_guide_acc": tr_guide}),
-                     **evaluate_decoder(final, cfg, data.test_x, data.test_y, device,
-                                        factors=factors)}
+                     **{data.split + k[4:]: v for k, v in ev.items()}}
             else:
                 ev = evaluate(final, data.test_x, data.test_y, device)
                 m = {"epoch": epoch + 1, "train_loss": tr_loss, "train_acc": tr_acc,
-                     "test_loss": ev.loss, "test_acc": ev.acc}
+                     f"{data.split}_loss": ev.loss, f"{data.split}_acc": ev.acc}
             m.update(lr=lr_at(cfg, epoch + 1), seconds=time.perf_counter() - t0)
             metrics.append(m)
             save_checkpoint(run_dir / "checkpoint.pt", final, opt, cfg, data.n_classes, epoch + 1,
@@ -564,14 +564,15 @@ def _train(cfg: Config, run_dir: Path, resume, epochs, quiet, log, overrides) ->
                         tb.add_scalar(k, v, epoch + 1)
             if not quiet and decoder:
                 log(f"epoch {epoch + 1:>3}/{cfg.train.epochs}  loss {tr_loss:.4f}  "
-                    f"test loss {m['test_loss']:.4f} (mse/pixel {m['test_mse']:.5f}"
-                    + (f", kl {m['test_kl']:.2f})" if "test_kl" in m else ")")
+                    f"{data.split} loss {m[data.split + '_loss']:.4f} (mse/pixel "
+                    f"{m[data.split + '_mse']:.5f}"
+                    + (f", kl {m[data.split + '_kl']:.2f})" if data.split + "_kl" in m else ")")
                     + ("" if tr_guide is None else
                                                f"  guide {100 * tr_guide:.1f}%")
                     + f"  ({m['seconds']:.1f}s)")
             elif not quiet:
                 log(f"epoch {epoch + 1:>3}/{cfg.train.epochs}  loss {tr_loss:.4f}  "
-                    f"train {100 * tr_acc:.2f}%  test {100 * ev.acc:.2f}%  ({m['seconds']:.1f}s)")
+                    f"train {100 * tr_acc:.2f}%  {data.split} {100 * ev.acc:.2f}%  ({m['seconds']:.1f}s)")
     except _Terminated:
         raise KeyboardInterrupt from None
     finally:

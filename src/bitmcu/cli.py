@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -224,6 +225,50 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     r.set_defaults(func=_cmd_run)
 
+    se = sub.add_parser(
+        "search", help="find the most accurate model within a chip's flash, RAM and cycle budget",
+        description="Run an Optuna study over a search space file: each trial's firmware is "
+        "sized before training (candidates too big are pruned at no cost), then trained with "
+        "pruning, exported, verified, built and profiled; trials are scored on a validation "
+        "split held out from the training data. --report and --best read a study at any time.")
+    se.add_argument("space", nargs="?", help="search space file (YAML; see docs/search.md)")
+    se.add_argument("--mcu", default="ch32v003", help="ch32v003 | ch32v002 (default ch32v003)")
+    se.add_argument("--max-flash", type=count("--max-flash"), metavar="B",
+                    help="flash budget in bytes (default: the chip's)")
+    se.add_argument("--max-ram", type=count("--max-ram"), metavar="B",
+                    help="RAM budget in bytes (default: the chip's)")
+    se.add_argument("--max-cycles", type=count("--max-cycles"), metavar="N",
+                    help="cycles per inference (default: no limit); with --best: choose "
+                    "among trials this fast")
+    se.add_argument("--trials", type=count("--trials"), default=20, metavar="N",
+                    help="stop once the study has N trials (default 20; listed trials count)")
+    se.add_argument("--timeout", type=count("--timeout"), metavar="S",
+                    help="start no new trial after S seconds")
+    se.add_argument("--workers", type=count("--workers"), default=1, metavar="K",
+                    help="worker processes on this machine (default 1)")
+    se.add_argument("--threads", type=count("--threads"), metavar="T",
+                    help="torch threads per worker (default: CPU cores / workers)")
+    se.add_argument("--storage", metavar="URL", help="Optuna storage: sqlite:///FILE.db or "
+                    "postgresql://USER:PASS@HOST/DB (default: sqlite file ROOT/STUDY.db)")
+    se.add_argument("--study", metavar="NAME", help="study name (default: the space file's name)")
+    se.add_argument("--root", type=Path, default=Path("runs/search"),
+                    help="folder for the trials' runs and the default storage (runs/search)")
+    se.add_argument("--heartbeat", type=count("--heartbeat"), default=60, metavar="S",
+                    help="seconds between worker heartbeats; a trial silent for 2x is failed "
+                    "and run again (default 60)")
+    se.add_argument("--report", metavar="STUDY", help="print a study's trials and Pareto front "
+                    "and write report.txt, trials.json, pareto.png")
+    se.add_argument("--best", metavar="STUDY", help="retrain a study's most accurate trial "
+                    "within its budget (and --max-cycles) for --seeds, on the whole training "
+                    "set, and export and profile each")
+    se.add_argument("--seeds", default="0,1,2", help="--best: seeds to train (default 0,1,2)")
+    se.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="--best: override a config key of the chosen trial (repeatable)")
+    se.add_argument("--out", type=Path, help="--report/--best: output folder "
+                    "(default ROOT/STUDY/report or ROOT/STUDY/best)")
+    se.add_argument("--quiet", action="store_true", help="no per-trial lines")
+    se.set_defaults(func=_cmd_search)
+
     d = sub.add_parser("die", help="the electronic die: firmware for a dice decoder, and its "
                        "emulation down to the display",
                        description="Build the die firmware (die.elf/.bin/.hex/.map, die.json) "
@@ -310,6 +355,54 @@ def _cmd_run(a) -> int:
     from .pipeline import run_all
 
     print(run_all(a.config, a.set, a.out, a.mcu, a.quiet))
+    return 0
+
+
+def _cmd_search(a) -> int:
+    from .config import parse_override
+    from .search import study as st
+    from .search.space import load_space
+    from .search.trial import Budget
+
+    if a.report and a.best:
+        raise BitmcuError("give --report STUDY or --best STUDY, not both")
+    name = a.report or a.best or a.study
+    if name is None and a.space is None:
+        raise BitmcuError("give a search space file (bitmcu search SPACE.yaml), or --report "
+                          "STUDY / --best STUDY")
+    name = name or Path(a.space).stem
+    url = a.storage or st.default_storage(a.root, name)
+    if a.report:
+        study = st.open_study(name, url, heartbeat=a.heartbeat)
+        st.measure_front(study)
+        print(st.write_report(study, a.out or a.root / name / "report"))
+        return 0
+    if a.best:
+        try:
+            seeds = [int(v) for v in a.seeds.split(",") if v.strip()]
+        except ValueError:
+            seeds = []
+        if not seeds:
+            raise BitmcuError(f"--seeds {a.seeds!r}: give seeds as 0,1,2")
+        study = st.open_study(name, url, heartbeat=a.heartbeat)
+        overrides = dict(parse_override(t) for t in a.set)
+        summary = st.best(study, a.out or a.root / name / "best", seeds, overrides,
+                          a.max_cycles, a.workers)
+        print(st.best_text(summary))
+        return 0
+    space = load_space(a.space)
+    budget = Budget(a.mcu, a.max_flash, a.max_ram, a.max_cycles)
+    st.open_study(name, url, space, budget, a.heartbeat, create=True)
+    if not a.quiet:
+        print(space.text())
+        print(f"study {name} in {url}: {budget.mcu}, up to {a.trials} trials, {a.workers} "
+              f"worker(s)")
+    threads = a.threads or max(1, (os.cpu_count() or 1) // a.workers)
+    st.run_workers(a.space, name, url, a.trials, a.timeout, str(a.root), a.workers, threads,
+                   a.heartbeat, a.quiet)
+    study = st.open_study(name, url, heartbeat=a.heartbeat)
+    st.measure_front(study)
+    print(st.write_report(study, a.root / name / "report"))
     return 0
 
 

@@ -113,6 +113,14 @@ class RamOverflow(BitmcuError):
         self.over = over
 
 
+class FlashOverflow(BitmcuError):
+    """The firmware's flash (code, tables, embedded images) exceeds the chip's by `over` bytes."""
+
+    def __init__(self, message: str, over: int):
+        super().__init__(message)
+        self.over = over
+
+
 def _overflow_error(stderr: str, chip, images: tuple[int, int] = (0, 0)) -> BitmcuError | None:
     """The linker's overflow as one error; ``images``: (bytes per embedded test image, count),
     for the hint to embed fewer where that would make the firmware fit."""
@@ -132,7 +140,7 @@ def _overflow_error(stderr: str, chip, images: tuple[int, int] = (0, 0)) -> Bitm
                 f"{per * n} bytes): a smaller model is needed")
     message = (f"firmware does not fit the {chip.name}: {what} overflowed by {over} bytes "
                f"({size} bytes available in {region}){hint}")
-    return BitmcuError(message) if region == "FLASH" else RamOverflow(message, over)
+    return FlashOverflow(message, over) if region == "FLASH" else RamOverflow(message, over)
 
 
 _CI_NODE = re.compile(r'node: \{ title: "([^"]+)" label: "[^"]*?\\n(\d+) bytes \((\w+)\)')

@@ -439,23 +439,25 @@ def resume_config(cfg: Config, overrides: list[str]) -> Config:
 
 def train(cfg: Config, run_dir: Path | None = None, resume: str | Path | None = None,
           epochs: int | None = None, quiet: bool = False, log=print,
-          overrides: list[str] | None = None) -> Path:
+          overrides: list[str] | None = None, on_epoch=None) -> Path:
     """Train (or resume) a run; returns the run directory. Raises KeyboardInterrupt when stopped.
     A resumed run takes ``overrides`` of RESUME_KEYS (``epochs`` is train.epochs=N). The run
-    directory is locked meanwhile: a second process that wants it is refused."""
+    directory is locked meanwhile: a second process that wants it is refused. ``on_epoch``, if
+    given, is called with each epoch's metrics once they are checkpointed; an exception it
+    raises stops the run there (a search prunes a trial so)."""
     if resume is not None:
         run_dir = resolve_checkpoint(resume).parent
     else:
         run_dir = Path(run_dir) if run_dir else new_run_dir(Path("runs"), cfg.name)
     with locked(run_dir):
-        return _train(cfg, run_dir, resume, epochs, quiet, log, overrides)
+        return _train(cfg, run_dir, resume, epochs, quiet, log, overrides, on_epoch)
 
 
 # files a finished run has beside its checkpoint
 RUN_FILES = ("config.yaml", "metrics.jsonl", "curves.png", "weights.png")
 
 
-def _train(cfg: Config, run_dir: Path, resume, epochs, quiet, log, overrides) -> Path:
+def _train(cfg: Config, run_dir: Path, resume, epochs, quiet, log, overrides, on_epoch) -> Path:
     if resume is not None:
         blob = load_checkpoint(resume)
         changes = list(overrides or []) + ([] if epochs is None else [f"train.epochs={epochs}"])
@@ -558,6 +560,8 @@ def _train(cfg: Config, run_dir: Path, resume, epochs, quiet, log, overrides) ->
             save_checkpoint(run_dir / "checkpoint.pt", final, opt, cfg, data.n_classes, epoch + 1,
                             metrics, live=None if average is None else model)
             _write_metrics(run_dir / "metrics.jsonl", metrics)
+            if on_epoch is not None:
+                on_epoch(m)
             if tb is not None:
                 for k, v in m.items():
                     if k != "epoch":

@@ -1,0 +1,277 @@
+"""Search space files for `bitmcu search`: a base config, fixed keys, and per config key a list
+of choices or a numeric range; optionally a fixed list of trials to run first.
+
+    base: reference                  # a config file or a name under configs/ (null: defaults)
+    validation: 5000                 # training images held out to score the trials on
+    images: 1                        # held-out images embedded in each trial's firmware
+    set: {train.epochs: 30}          # the same for every trial
+    space:
+      model.hidden: [[64, 64, 64], [96, 64]]            # choices
+      train.lr: {low: 0.001, high: 0.004, log: true}     # a float range
+      model.channels: {low: 16, high: 64, step: 8}       # an integer range
+    trials:                          # enqueued before any sampled trial, in this order
+      - {model.hidden: [96, 64], seed: 1}
+    pruning: {warmup: 3, margin: 0.003}   # or false
+    sampler: tpe                     # tpe | nsga2 | random
+
+Every key is checked against the base config before anything runs: an unknown key, an empty list
+of choices, a range whose low is above its high, or a choice (or range end) the config refuses
+gives one error naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..config import Config, _walk, apply_overrides, config_from_dict, load_config
+from ..errors import BitmcuError, choices
+
+TOP_KEYS = ("base", "validation", "images", "set", "space", "trials", "pruning", "sampler")
+RANGE_KEYS = ("low", "high", "step", "log")
+SAMPLERS = ("tpe", "nsga2", "random")
+SCALAR = (str, int, float, bool, type(None))
+
+
+def _label(choice: Any) -> Any:
+    """The value Optuna stores for a choice: the choice itself, or its JSON text for a list."""
+    return choice if isinstance(choice, SCALAR) else json.dumps(choice)
+
+
+@dataclass
+class Param:
+    """One searched config key: ``choices``, or a range ``low``..``high`` (``step``, ``log``)."""
+
+    key: str
+    choices: list | None = None
+    low: float | int | None = None
+    high: float | int | None = None
+    step: float | int | None = None
+    log: bool = False
+
+    @property
+    def integer(self) -> bool:
+        return self.choices is None and all(isinstance(v, int) and not isinstance(v, bool)
+                                            for v in (self.low, self.high))
+
+    def suggest(self, trial) -> Any:
+        if self.choices is not None:
+            label = trial.suggest_categorical(self.key, [_label(c) for c in self.choices])
+            return self.decode(label)
+        if self.integer:
+            return trial.suggest_int(self.key, self.low, self.high, step=self.step or 1,
+                                     log=self.log)
+        return trial.suggest_float(self.key, self.low, self.high, step=self.step, log=self.log)
+
+    def holds(self, value: Any) -> bool:
+        """Whether ``value`` is in this key's space (a listed trial may go outside it)."""
+        if self.choices is not None:
+            return any(_label(c) == _label(value) for c in self.choices)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        if self.integer and not isinstance(value, int):
+            return False
+        return self.low <= value <= self.high
+
+    def decode(self, label: Any) -> Any:
+        """The config value of a stored parameter value."""
+        if self.choices is None:
+            return label
+        for c in self.choices:
+            if _label(c) == label:
+                return c
+        raise BitmcuError(f"search key '{self.key}': {label!r} is not one of its choices "
+                          f"{self.choices}")
+
+    def describe(self) -> str:
+        if self.choices is not None:
+            return f"{self.key}: one of {', '.join(json.dumps(c) for c in self.choices)}"
+        extra = (f", step {self.step}" if self.step else "") + (", log scale" if self.log else "")
+        return f"{self.key}: {self.low}..{self.high}{extra}"
+
+
+@dataclass
+class Space:
+    path: str
+    base: str | None
+    validation: int
+    images: int
+    fixed: dict[str, Any]
+    params: list[Param]
+    trials: list[dict[str, Any]] = field(default_factory=list)
+    pruning: dict | None = field(default_factory=lambda: {"warmup": 3, "margin": 0.003})
+    sampler: str = "tpe"
+
+    def overrides(self, values: dict[str, Any]) -> list[str]:
+        """``--set`` strings for the fixed keys, the data split, then ``values``."""
+        merged = {**self.fixed, "data.validation": self.validation, **values}
+        return [f"{k}={json.dumps(v)}" for k, v in merged.items()]
+
+    def config(self, values: dict[str, Any]) -> Config:
+        return load_config(self.base, self.overrides(values))
+
+    def enqueued(self, entry: dict[str, Any]) -> tuple[dict, dict]:
+        """A ``trials`` entry as (Optuna parameters, other config keys)."""
+        by_key = {p.key: p for p in self.params}
+        params = {k: _label(v) for k, v in entry.items() if k in by_key and by_key[k].holds(v)}
+        rest = {k: v for k, v in entry.items() if k not in params}
+        return params, rest
+
+    def text(self) -> str:
+        lines = [f"search space {self.path}: base {self.base or '(defaults)'}, "
+                 f"{self.validation} held-out training images"]
+        lines += [f"  {p.describe()}" for p in self.params]
+        if self.fixed:
+            lines.append("  fixed: " + ", ".join(f"{k}={json.dumps(v)}"
+                                                 for k, v in self.fixed.items()))
+        if self.trials:
+            lines.append(f"  {len(self.trials)} listed trials run first")
+        return "\n".join(lines)
+
+
+def config_keys() -> set[str]:
+    return {k for k, _ in _walk(Config())}
+
+
+def _err(path: str, key: str, message: str) -> BitmcuError:
+    return BitmcuError(f"{path}: search key '{key}': {message}")
+
+
+def _parse_param(path: str, key: str, spec: Any) -> Param:
+    if isinstance(spec, list):
+        if not spec:
+            raise _err(path, key, "the list of choices is empty; give at least one value")
+        labels = [_label(c) for c in spec]
+        if len(set(map(json.dumps, labels))) != len(labels):
+            raise _err(path, key, f"choices {spec} repeat a value")
+        return Param(key, choices=list(spec))
+    if isinstance(spec, dict):
+        unknown = sorted(set(spec) - set(RANGE_KEYS))
+        if unknown:
+            raise _err(path, key, f"unknown range key '{unknown[0]}'; a range has "
+                                  f"{choices(RANGE_KEYS)} (or give a list of choices)")
+        if "low" not in spec or "high" not in spec:
+            raise _err(path, key, "a range needs both low and high")
+        low, high, step, log = spec["low"], spec["high"], spec.get("step"), spec.get("log", False)
+        for name, v in (("low", low), ("high", high), ("step", step)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)):
+                raise _err(path, key, f"{name} {v!r} is not a number")
+        if not isinstance(log, bool):
+            raise _err(path, key, f"log {log!r} is not true or false")
+        if low > high:
+            raise _err(path, key, f"low {low} is above high {high}")
+        if log and low <= 0:
+            raise _err(path, key, f"a log range needs low > 0, not {low}")
+        if step is not None and (step <= 0 or log):
+            raise _err(path, key, f"step {step}: a step must be > 0 and cannot go with log")
+        p = Param(key, low=low, high=high, step=step, log=log)
+        if step is not None and not p.integer and isinstance(step, int):
+            p.step = float(step)
+        return p
+    raise _err(path, key, f"{spec!r} is neither a list of choices nor a range "
+                          "{low: ..., high: ...}")
+
+
+def _check_value(space: Space, key: str, value: Any, what: str) -> None:
+    try:
+        config_from_dict(apply_overrides(_base_dict(space), space.overrides({key: value})))
+    except BitmcuError as e:
+        raise _err(space.path, key, f"{what} {json.dumps(value)} is refused: {e}") from None
+
+
+def _base_dict(space: Space) -> dict:
+    return dataclasses.asdict(load_config(space.base))
+
+
+def load_space(path: str | Path) -> Space:
+    """Read and check a search space file (see the module docstring)."""
+    p = Path(path)
+    if not p.is_file():
+        raise BitmcuError(f"search space {path}: no such file")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise BitmcuError(f"search space {path}: not valid YAML ({e})") from None
+    if not isinstance(data, dict):
+        raise BitmcuError(f"search space {path}: the top level must be a mapping with "
+                          f"{choices(TOP_KEYS)}")
+    unknown = sorted(set(data) - set(TOP_KEYS))
+    if unknown:
+        raise BitmcuError(f"search space {path}: unknown key '{unknown[0]}'; allowed: "
+                          f"{choices(TOP_KEYS)}")
+    base = data.get("base")
+    if base is not None and not isinstance(base, str):
+        raise BitmcuError(f"search space {path}: base {base!r} is not a config file or name")
+    if base is not None and not Path(base).is_absolute() and (p.parent / base).is_file():
+        base = str(p.parent / base)  # relative to the space file, where it is there
+    try:
+        load_config(base)
+    except BitmcuError as e:
+        raise BitmcuError(f"search space {path}: base: {e}") from None
+    for name, lo in (("validation", 1), ("images", 1)):
+        v = data.get(name, 5000 if name == "validation" else 1)
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            raise BitmcuError(f"search space {path}: {name} {v!r} must be an integer >= {lo}")
+    sampler = data.get("sampler", "tpe")
+    if sampler not in SAMPLERS:
+        raise BitmcuError(f"search space {path}: sampler {sampler!r} is not allowed; use "
+                          f"{choices(SAMPLERS)}")
+    pruning = data.get("pruning", {"warmup": 3, "margin": 0.003})
+    if pruning is not False:
+        if not isinstance(pruning, dict) or set(pruning) - {"warmup", "margin"}:
+            raise BitmcuError(f"search space {path}: pruning {pruning!r}: give false or "
+                              "{warmup: EPOCHS, margin: ACCURACY}")
+        pruning = {"warmup": 3, "margin": 0.003, **pruning}
+        if (not isinstance(pruning["warmup"], int) or pruning["warmup"] < 1
+                or not isinstance(pruning["margin"], int | float) or pruning["margin"] < 0):
+            raise BitmcuError(f"search space {path}: pruning {pruning}: warmup must be an "
+                              "integer >= 1 (epochs) and margin a number >= 0 (accuracy, 0..1)")
+    keys = config_keys()
+    sections = {"fixed": data.get("set") or {}, "space": data.get("space") or {}}
+    for name, section in sections.items():
+        if not isinstance(section, dict):
+            raise BitmcuError(f"search space {path}: {'set' if name == 'fixed' else name} must "
+                              "be a mapping of config keys")
+        for key in section:
+            if key not in keys:
+                near = sorted(k for k in keys if k.split(".")[-1] == str(key).split(".")[-1])
+                hint = f" (did you mean {' or '.join(near)}?)" if near else ""
+                raise _err(str(path), key, f"not a config key{hint}; see the keys of "
+                                           "`bitmcu train --help` and the README's table")
+            if key == "data.validation":
+                raise _err(str(path), key, "the held-out split is the space's own "
+                                           "'validation' key, not a config key to set")
+    both = sorted(set(sections["fixed"]) & set(sections["space"]))
+    if both:
+        raise _err(str(path), both[0], "is both fixed (set) and searched (space)")
+    params = [_parse_param(str(path), k, v) for k, v in sections["space"].items()]
+    trials = data.get("trials") or []
+    if not isinstance(trials, list) or not all(isinstance(t, dict) for t in trials):
+        raise BitmcuError(f"search space {path}: trials must be a list of mappings of config "
+                          "keys to values")
+    space = Space(str(path), base, data.get("validation", 5000), data.get("images", 1),
+                  dict(sections["fixed"]), params, trials, pruning or None, sampler)
+    try:
+        space.config({})
+    except BitmcuError as e:
+        raise BitmcuError(f"search space {path}: the base config with its fixed keys is "
+                          f"refused: {e}") from None
+    for prm in params:
+        values = prm.choices if prm.choices is not None else [prm.low, prm.high]
+        what = "choice" if prm.choices is not None else "range end"
+        for v in values:
+            _check_value(space, prm.key, v, what)
+    for i, entry in enumerate(trials):
+        for key in entry:
+            if key not in keys:
+                raise _err(str(path), key, f"(trials[{i}]) not a config key")
+        try:
+            space.config(entry)
+        except BitmcuError as e:
+            raise BitmcuError(f"search space {path}: trials[{i}] is refused: {e}") from None
+    return space

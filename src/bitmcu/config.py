@@ -431,6 +431,13 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
+def override(key: str, value: Any) -> str:
+    """The ``--set`` text that gives ``key`` the value ``value`` (parse_override's inverse:
+    YAML, so that 1e-06 stays a number and 'null' a string)."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=10**9).strip()
+    return f"{key}={text.removesuffix('...').strip()}"
+
+
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
     data = json.loads(json.dumps(data))  # deep copy
     for text in overrides:

@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from ..config import Config, _walk, apply_overrides, config_from_dict, load_config
+from ..config import Config, _walk, apply_overrides, config_from_dict, load_config, override
 from ..errors import BitmcuError, choices
 
 TOP_KEYS = ("base", "validation", "images", "set", "space", "trials", "pruning", "sampler")
@@ -110,7 +110,7 @@ class Space:
     def overrides(self, values: dict[str, Any]) -> list[str]:
         """``--set`` strings for the fixed keys, the data split, then ``values``."""
         merged = {**self.fixed, "data.validation": self.validation, **values}
-        return [f"{k}={json.dumps(v)}" for k, v in merged.items()]
+        return [override(k, v) for k, v in merged.items()]
 
     def config(self, values: dict[str, Any]) -> Config:
         return load_config(self.base, self.overrides(values))

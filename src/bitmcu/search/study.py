@@ -90,8 +90,11 @@ def open_study(name: str, url: str, space: Space | None = None, budget: Budget |
         if create:
             _check_same(study, space, budget)
         return study
-    study = optuna.create_study(study_name=name, storage=st, directions=DIRECTIONS,
-                                sampler=sampler, load_if_exists=True)
+    try:
+        study = optuna.create_study(study_name=name, storage=st, directions=DIRECTIONS,
+                                    sampler=sampler)
+    except optuna.exceptions.DuplicatedStudyError:  # another worker made it a moment ago:
+        return optuna.load_study(study_name=name, storage=st, sampler=sampler)  # it enqueues
     study.set_user_attr("space", space.path)
     study.set_user_attr("space_text", space.text())
     study.set_user_attr("budget", budget.to_dict())
@@ -220,9 +223,24 @@ def test_accuracy(run_dir: Path, data_dir: str | None = None) -> dict:
             "test_acc_float": evaluate(model_from_checkpoint(blob), data.test_x, data.test_y).acc}
 
 
+def running(study) -> int:
+    import optuna
+
+    S = optuna.trial.TrialState
+    return len(study.get_trials(deepcopy=False, states=(S.RUNNING, S.WAITING)))
+
+
 def measure_front(study, log=print) -> None:
-    """Test accuracy of each Pareto-front trial, measured once and kept in the study. Trials
-    whose run is on another machine are left to that machine's `bitmcu search --report`."""
+    """Test accuracy of each Pareto-front trial, measured once and kept in the study, when no
+    trial runs or waits any more (the front is final). Trials whose run is on another machine
+    are left to that machine's `bitmcu search --report`."""
+    import optuna
+
+    optuna.storages.fail_stale_trials(study)  # a dead worker's trial is not running
+    if running(study):
+        log(f"study {study.study_name}: {running(study)} trial(s) running or waiting; the "
+            "front's test accuracy is measured once they have finished")
+        return
     for t in pareto(study):
         if str(t.number) in study.user_attrs.get("test", {}):
             continue
@@ -350,16 +368,15 @@ def choose(study, max_cycles: int | None = None):
 
 def _retrain(args) -> dict:
     base, config, seed, out, mcu, threads = args
-    from ..config import load_config
+    from ..config import load_config, override
     from ..export import export
     from ..target.emulator import profile
     from ..target.firmware import build_firmware
     from ..train import train
 
-    sets = [f"{k}={json.dumps(v)}" for k, v in {**config, "seed": seed,
-                                                "data.validation": 0}.items()]
+    sets = [override(k, v) for k, v in {**config, "seed": seed, "data.validation": 0}.items()]
     if threads:
-        sets.append(f"train.threads={threads}")
+        sets.append(override("train.threads", threads))
     cfg = load_config(base, sets)
     run = Path(out) / f"seed{seed}"
     if (run / "checkpoint.pt").is_file():

@@ -165,8 +165,8 @@ class Objective:
         for k, v in pre.items():
             if k != "elf":
                 trial.set_user_attr(k, v)
-        self._constrain(trial, pre)
         if not pre["fits_chip"]:
+            self._constrain(trial, pre)
             self.log(f"trial {trial.number}: pruned before training: {pre['reason']}")
             raise optuna.TrialPruned(pre["reason"])
         b = self.budget
@@ -175,6 +175,7 @@ class Objective:
             why = self._over(pre) + (f" (cycles of the untrained model, more than "
                                      f"{CYCLES_SLACK}x the budget)" if slow else "")
             trial.set_user_attr("reason", why)
+            self._constrain(trial, pre)
             self.log(f"trial {trial.number}: pruned before training: {why}")
             raise optuna.TrialPruned(why)
         self.log(f"trial {trial.number}: {json.dumps(trial.user_attrs['config'])}: flash "
@@ -191,6 +192,7 @@ class Objective:
                 why = (f"at epoch {len(curve)} validation {100 * m['val_acc']:.2f}% is below "
                        f"trial {rival.number}'s (fewer or as many cycles) by more than the margin")
                 trial.set_user_attr("reason", why)
+                self._constrain(trial, pre)
                 self.log(f"trial {trial.number}: pruned: {why}")
                 raise optuna.TrialPruned(why)
 
@@ -221,7 +223,8 @@ class Objective:
         return val_acc, got["cycles"]
 
     def _constrain(self, trial, attrs: dict) -> None:
-        """The budget as Optuna constraints: the sampler learns which regions do not fit."""
+        """The budget as Optuna constraints, set once per trial (Optuna keeps the first value):
+        the sampler learns which regions do not fit."""
         for k, v in self.budget.violations(attrs).items():
             trial.set_constraint(k, v)
 

@@ -1,0 +1,228 @@
+"""bitmcu search: space checks, a tiny study with two workers, pruning before and during
+training, a killed worker, PostgreSQL storage, --report and --best."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from bitmcu.cli import main
+from bitmcu.errors import BitmcuError
+from bitmcu.search import load_space
+from bitmcu.search.study import open_study, pareto
+from tests.conftest import SUBSET
+
+needs_gcc = pytest.mark.skipif(shutil.which("riscv64-unknown-elf-gcc") is None,
+                               reason="RISC-V cross compiler not installed")
+
+FIXED = {"data.dataset": str(SUBSET), "train.epochs": 3, "train.batch_size": 32,
+         "augment.fraction": 0.3}
+METRICS = ("val_acc", "val_acc_float", "cycles", "cycles_untrained", "flash", "ram",
+           "stack_peak", "weight_bytes", "train_seconds", "seconds", "run_dir", "epochs")
+
+
+def space_file(tmp_path, name="tiny", **top) -> str:
+    data = {"base": None, "validation": 400, "set": dict(FIXED),
+            "space": {"model.hidden": [[16], [24]],
+                      "train.lr": {"low": 0.001, "high": 0.004, "log": True}},
+            "pruning": False, **top}
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def search(tmp_path, *args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bitmcu.cli", "search", *args,
+                           "--root", str(tmp_path / "runs")], capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+# ------------------------------------------------------------------------- bad spaces
+
+
+@pytest.mark.parametrize("space, key, words", [
+    ({"model.hiden": [[16]]}, "model.hiden", "not a config key"),
+    ({"model.scheme": []}, "model.scheme", "empty"),
+    ({"train.lr": {"low": 0.01, "high": 0.001}}, "train.lr", "above high"),
+    ({"model.scheme": ["4bitsym", "5bit"]}, "model.scheme", "5bit"),
+    ({"train.lr": {"low": 0, "high": 0.01}}, "train.lr", "must be > 0"),
+    ({"model.hidden": {"low": 1}}, "model.hidden", "needs both low and high"),
+    ({"train.epochs": {"low": 1, "high": 5, "stride": 2}}, "train.epochs", "stride"),
+    ({"data.validation": [100, 200]}, "data.validation", "'validation' key"),
+])
+def test_bad_space_names_the_key(tmp_path, space, key, words):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"base": None, "space": space}))
+    with pytest.raises(BitmcuError) as e:
+        load_space(path)
+    assert f"'{key}'" in str(e.value) and words in str(e.value), str(e.value)
+
+
+def test_bad_space_top_level_and_listed_trial(tmp_path, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"base": None, "spaces": {}}))
+    with pytest.raises(BitmcuError, match="unknown key 'spaces'"):
+        load_space(path)
+    path.write_text(yaml.safe_dump({"base": None, "trials": [{"model.scheme": "3bit"}]}))
+    with pytest.raises(BitmcuError, match=r"trials\[0\] is refused.*3bit"):
+        load_space(path)
+    path.write_text(yaml.safe_dump({"base": "no-such-config"}))
+    with pytest.raises(BitmcuError, match="base: config 'no-such-config' not found"):
+        load_space(path)
+    path.write_text(yaml.safe_dump({"base": None, "set": {"train.lr": 0.01},
+                                    "space": {"train.lr": [0.01, 0.02]}}))
+    assert main(["search", str(path), "--root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'train.lr'" in err[0] and "both fixed" in err[0]
+    assert not (tmp_path / "bad.db").exists()  # nothing made for a refused space
+
+
+def test_space_values_and_listed_trials(tmp_path):
+    sp = load_space(space_file(tmp_path, trials=[{"model.hidden": [24], "seed": 3},
+                                                 {"model.hidden": [600, 300]}]))
+    hidden = sp.params[0]
+    assert hidden.choices == [[16], [24]] and hidden.decode("[24]") == [24]
+    assert sp.enqueued(sp.trials[0]) == ({"model.hidden": "[24]"}, {"seed": 3})
+    # a listed value outside the space is set, not suggested
+    assert sp.enqueued(sp.trials[1]) == ({}, {"model.hidden": [600, 300]})
+    cfg = sp.config({"model.hidden": [24]})
+    assert cfg.data.validation == 400 and cfg.model.hidden == [24] and cfg.train.epochs == 3
+
+
+# ------------------------------------------------------------------------- studies
+
+
+@needs_gcc
+def test_tiny_study_two_workers(tmp_path):
+    """Two worker processes share an SQLite study; a listed candidate too big for the chip is
+    pruned before any training; every other trial completes with all its figures."""
+    path = space_file(tmp_path, trials=[{"model.hidden": [600, 300]}])
+    r = search(tmp_path, path, "--trials", "5", "--workers", "2", "--mcu", "ch32v003")
+    assert r.returncode == 0, r.stderr[-3000:]
+    study = open_study("tiny", f"sqlite:///{tmp_path / 'runs' / 'tiny.db'}")
+    trials = study.get_trials()
+    states = sorted(t.state.name for t in trials)
+    assert states == ["COMPLETE"] * 4 + ["PRUNED"], states
+    big = next(t for t in trials if t.state.name == "PRUNED")
+    assert big.user_attrs["config"]["model.hidden"] == [600, 300]
+    assert "flash overflowed" in big.user_attrs["reason"]
+    assert big.user_attrs["flash"] > 16384 and "train_seconds" not in big.user_attrs
+    assert not (tmp_path / "runs" / "tiny" / f"trial-{big.number:04d}" / "run").exists()
+    pids = set()
+    for t in trials:
+        if t.state.name != "COMPLETE":
+            continue
+        missing = [k for k in METRICS if k not in t.user_attrs]
+        assert not missing, (t.number, missing)
+        a = t.user_attrs
+        assert t.values == [a["val_acc"], a["cycles"]]
+        assert 0.3 < a["val_acc"] <= 1 and a["flash"] <= 16384 and a["ram"] <= 2048
+        assert (tmp_path / "runs" / "tiny" / f"trial-{t.number:04d}" / "run" /
+                "checkpoint.pt").is_file()
+        metrics = (tmp_path / "runs" / "tiny" / f"trial-{t.number:04d}" / "run" /
+                   "metrics.jsonl").read_text()
+        assert "val_acc" in metrics and "test_acc" not in metrics  # never the test set
+        pids.add(a["pid"])
+    assert len(pids) == 2  # both workers ran trials
+    # the report: the Pareto front, its test accuracy measured once, table, plot, JSON
+    front = pareto(study)
+    assert front and all(str(t.number) in study.user_attrs["test"] for t in front)
+    rep = tmp_path / "runs" / "tiny" / "report"
+    assert (rep / "pareto.png").stat().st_size > 1000
+    rows = json.loads((rep / "trials.json").read_text())
+    assert sum(r["pareto"] for r in rows) == len(front)
+    assert "Pareto front" in r.stdout and "firmware does not fit" in r.stdout
+
+    r2 = search(tmp_path, "--report", "tiny")
+    assert r2.returncode == 0 and f"{big.number:>4}x pruned" in r2.stdout, r2.stdout
+
+    # the same study with another budget is refused, naming both
+    r3 = search(tmp_path, path, "--trials", "6", "--mcu", "ch32v002")
+    assert r3.returncode == 2 and "ch32v003" in r3.stderr and "another --study" in r3.stderr
+
+    # --best retrains the chosen trial on the whole training set and exports it
+    r4 = search(tmp_path, "--best", "tiny", "--seeds", "0,1")
+    assert r4.returncode == 0, r4.stderr[-3000:]
+    best = json.loads((tmp_path / "runs" / "tiny" / "best" / "best.json").read_text())
+    chosen = max(front, key=lambda t: t.user_attrs["val_acc"])
+    assert best["trial"] == chosen.number and [s["seed"] for s in best["seeds"]] == [0, 1]
+    assert all(0.3 < s["test_acc"] <= 1 and s["cycles"] > 0 for s in best["seeds"])
+    assert "median test accuracy" in r4.stdout
+
+
+@needs_gcc
+def test_pruned_during_training(tmp_path):
+    """A trial far behind a finished one as fast, at the same epoch, is stopped there."""
+    path = space_file(tmp_path, "prune", pruning={"warmup": 1, "margin": 0.05},
+                      trials=[{"model.hidden": [24], "train.lr": 0.004},
+                              {"model.hidden": [24], "train.lr": 1e-6}])
+    r = search(tmp_path, path, "--trials", "2")
+    assert r.returncode == 0, r.stderr[-3000:]
+    study = open_study("prune", f"sqlite:///{tmp_path / 'runs' / 'prune.db'}")
+    good, slow = study.get_trials()
+    assert good.state.name == "COMPLETE" and slow.state.name == "PRUNED"
+    assert len(slow.user_attrs["curve"]) == 1 and "below trial 0" in slow.user_attrs["reason"]
+
+
+@needs_gcc
+def test_killed_worker_study_goes_on(tmp_path):
+    """A worker killed mid-trial: its trial is failed by the heartbeat and run again by the
+    other worker, which finishes the study."""
+    path = space_file(tmp_path, "kill", set={**FIXED, "train.epochs": 12})
+    url = f"sqlite:///{tmp_path / 'runs' / 'kill.db'}"
+    cmd = [sys.executable, "-m", "bitmcu.cli", "search", path, "--trials", "3", "--heartbeat",
+           "1", "--root", str(tmp_path / "runs"), "--quiet", "--threads", "1"]
+    victim = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    target = None
+    while target is None and time.monotonic() < deadline:
+        time.sleep(0.3)
+        try:
+            study = open_study("kill", url)
+        except BitmcuError:
+            continue
+        target = next((t for t in study.get_trials() if t.state.name == "RUNNING"
+                       and t.user_attrs.get("pid") == victim.pid and t.user_attrs.get("curve")),
+                      None)
+    assert target is not None, "the first worker never started training"
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    trials = open_study("kill", url).get_trials()
+    by_number = {t.number: t for t in trials}
+    assert by_number[target.number].state.name == "FAIL"
+    retry = [t for t in trials if t.system_attrs.get("failed_trial") == target.number]
+    assert len(retry) == 1 and retry[0].state.name == "COMPLETE"
+    assert retry[0].params == target.params
+    assert sum(t.state.name == "COMPLETE" for t in trials) == 3
+
+
+@needs_gcc
+@pytest.mark.skipif(not os.environ.get("BITMCU_TEST_POSTGRES"),
+                    reason="no PostgreSQL server (scripts/postgres.sh starts one; .ci/run does)")
+def test_postgres_two_workers(tmp_path):
+    """Two workers, as on two machines, join one study on a PostgreSQL server."""
+    import optuna
+
+    url = os.environ["BITMCU_TEST_POSTGRES"]
+    name = f"pg-{os.getpid()}-{int(time.time())}"
+    path = space_file(tmp_path, "pg")
+    cmd = [sys.executable, "-m", "bitmcu.cli", "search", path, "--trials", "4", "--storage", url,
+           "--study", name, "--root", str(tmp_path / "runs"), "--quiet", "--threads", "1"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    try:
+        outs = [p.communicate(timeout=600) for p in procs]
+        assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+        trials = open_study(name, url).get_trials()
+        assert sum(t.state.name == "COMPLETE" for t in trials) >= 4
+        assert len({t.user_attrs["pid"] for t in trials}) == 2
+    finally:
+        optuna.delete_study(study_name=name, storage=url)

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -226,3 +227,46 @@ def test_postgres_two_workers(tmp_path):
         assert len({t.user_attrs["pid"] for t in trials}) == 2
     finally:
         optuna.delete_study(study_name=name, storage=url)
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed (.ci/run installs "
+                    "Debian's chromium)")
+def test_dashboard_lists_the_trials(tmp_path):
+    """optuna-dashboard on a search's storage, as the README says to run it: its trials page,
+    rendered by headless Chromium, lists the study's trials."""
+    import socket
+
+    import optuna
+
+    from bitmcu.search.trial import Budget
+
+    url = f"sqlite:///{tmp_path / 'dash.db'}"
+    sp = load_space(space_file(tmp_path, "dash"))
+    study = open_study("dash", url, sp, Budget("ch32v003"), create=True)
+    for i in range(3):
+        study.add_trial(optuna.create_trial(values=[0.9 + i / 100, 1000 * (i + 1)],
+                                            user_attrs={"val_acc": 0.9 + i / 100}))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    exe = Path(sys.executable).with_name("optuna-dashboard")  # the venv's console script
+    dash = subprocess.Popen([str(exe), url, "--port", str(port), "--quiet"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        page = f"http://127.0.0.1:{port}/dashboard/studies/{study._study_id}/trials"
+        dom = ""
+        for _ in range(20):  # the server needs a moment to start
+            time.sleep(0.5)
+            r = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
+                                "--virtual-time-budget=8000", "--dump-dom", page],
+                               capture_output=True, text=True, timeout=120)
+            dom = r.stdout
+            if "Trial 2" in dom:
+                break
+        assert all(f"Trial {i}" in dom for i in range(3)), dom[-2000:]
+    finally:
+        dash.terminate()
+        dash.wait()

@@ -240,8 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--max-cycles", type=count("--max-cycles"), metavar="N",
                     help="cycles per inference (default: no limit); with --best: choose "
                     "among trials this fast")
-    se.add_argument("--trials", type=count("--trials"), default=20, metavar="N",
-                    help="stop once the study has N trials (default 20; listed trials count)")
+    se.add_argument("--trials", type=count("--trials"), metavar="N",
+                    help="stop once the study has N trials (listed trials count; default 20, "
+                    "or as many as a space without searched keys lists)")
     se.add_argument("--timeout", type=count("--timeout"), metavar="S",
                     help="start no new trial after S seconds")
     se.add_argument("--workers", type=count("--workers"), default=1, metavar="K",
@@ -391,14 +392,15 @@ def _cmd_search(a) -> int:
         print(st.best_text(summary))
         return 0
     space = load_space(a.space)
+    n_trials = a.trials or (len(space.trials) if not space.params and space.trials else 20)
     budget = Budget(a.mcu, a.max_flash, a.max_ram, a.max_cycles)
     st.open_study(name, url, space, budget, a.heartbeat, create=True)
     if not a.quiet:
         print(space.text())
-        print(f"study {name} in {url}: {budget.mcu}, up to {a.trials} trials, {a.workers} "
+        print(f"study {name} in {url}: {budget.mcu}, up to {n_trials} trials, {a.workers} "
               f"worker(s)")
     threads = a.threads or max(1, (os.cpu_count() or 1) // a.workers)
-    st.run_workers(a.space, name, url, a.trials, a.timeout, str(a.root), a.workers, threads,
+    st.run_workers(a.space, name, url, n_trials, a.timeout, str(a.root), a.workers, threads,
                    a.heartbeat, a.quiet)
     study = st.open_study(name, url, heartbeat=a.heartbeat)
     st.measure_front(study)

@@ -84,6 +84,32 @@ def test_bad_space_top_level_and_listed_trial(tmp_path, capsys):
     assert not (tmp_path / "bad.db").exists()  # nothing made for a refused space
 
 
+def test_missing_study_and_bad_storage(tmp_path, capsys):
+    assert main(["search", "--report", "nope", "--root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "no study 'nope'" in err and "does not exist" in err
+    assert not (tmp_path / "nope.db").exists()  # not made by looking for it
+    path = space_file(tmp_path)
+    assert main(["search", path, "--storage", "mysql://nobody@nowhere/x"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--storage mysql://nobody@nowhere/x: cannot open it" in err[0]
+
+
+def test_validation_split_is_the_training_sets_tail():
+    import numpy as np
+
+    from bitmcu.data.datasets import load_dataset
+
+    full = load_dataset(str(SUBSET))
+    held = load_dataset(str(SUBSET), validation=400, train_limit=1000)
+    assert held.split == "val" and full.split == "test"
+    assert len(held.train_x) == 1000 and len(held.test_x) == 400
+    assert np.array_equal(held.test_orig.numpy(), full.train_orig[-400:].numpy())
+    assert np.array_equal(held.train_y.numpy(), full.train_y[:1000].numpy())
+    with pytest.raises(BitmcuError, match="data.validation 2000: the training set has only 2000"):
+        load_dataset(str(SUBSET), validation=2000)
+
+
 def test_space_values_and_listed_trials(tmp_path):
     sp = load_space(space_file(tmp_path, trials=[{"model.hidden": [24], "seed": 3},
                                                  {"model.hidden": [600, 300]}]))

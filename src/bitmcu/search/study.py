@@ -79,6 +79,9 @@ def open_study(name: str, url: str, space: Space | None = None, budget: Budget |
     checked to have the same space and budget if it exists."""
     import optuna
 
+    if url.startswith("sqlite:///") and not create and not Path(url[10:]).is_file():
+        raise BitmcuError(f"no study {name!r}: {url[10:]} does not exist (give the --storage "
+                          "and --root the search ran with)")
     st = storage(url, heartbeat)
     names = [s.study_name for s in optuna.get_all_study_summaries(st)]
     if name not in names and not create:

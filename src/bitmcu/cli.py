@@ -231,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
         "sized before training (candidates too big are pruned at no cost), then trained with "
         "pruning, exported, verified, built and profiled; trials are scored on a validation "
         "split held out from the training data. --report and --best read a study at any time.")
-    se.add_argument("space", nargs="?", help="search space file (YAML; see docs/search.md)")
+    se.add_argument("space", nargs="?", help="search space file (YAML; see the README, Searching)")
     se.add_argument("--mcu", default="ch32v003", help="ch32v003 | ch32v002 (default ch32v003)")
     se.add_argument("--max-flash", type=count("--max-flash"), metavar="B",
                     help="flash budget in bytes (default: the chip's)")

@@ -318,12 +318,15 @@ def plot_front(study, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     b = budget_of(study)
     rs = [r for r in rows(study) if r["state"] == "complete"]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for fits, style, label in ((True, "o", "within the budget"), (False, "x", "over the budget")):
         sel = [r for r in rs if r["fits"] is fits and not r["pareto"]]
+        if not sel:
+            continue
         ax.scatter([r["cycles"] for r in sel], [100 * r["val_acc"] for r in sel], marker=style,
                    color="tab:blue" if fits else "tab:red", label=label, alpha=0.7)
     front = [r for r in rs if r["pareto"]]
@@ -335,6 +338,7 @@ def plot_front(study, path: Path) -> None:
                     xytext=(3, 3), textcoords="offset points")
     if b.max_cycles is not None:
         ax.axvline(b.max_cycles, color="grey", ls="--", lw=1, label="cycle budget")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
     ax.set_xlabel(f"cycles per inference ({b.mcu}, emulated)")
     ax.set_ylabel("validation accuracy (%), integer model")
     ax.set_title(f"study {study.study_name}: {len(rs)} complete trials")

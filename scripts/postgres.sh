@@ -19,7 +19,7 @@ if [ -z "${ver:-}" ]; then
   name=main
   $SUDO pg_createcluster "$ver" "$name" >/dev/null
 fi
-$SUDO pg_ctlcluster "$ver" "$name" start 2>/dev/null || true
+$SUDO pg_ctlcluster "$ver" "$name" start >/dev/null 2>&1 || true  # stdout is the URL only
 for _ in $(seq 30); do
   as_postgres psql -qtAc "select 1" >/dev/null 2>&1 && break
   sleep 1

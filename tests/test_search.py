@@ -181,6 +181,14 @@ def test_tiny_study_two_workers(tmp_path):
     assert best["trial"] == chosen.number and [s["seed"] for s in best["seeds"]] == [0, 1]
     assert all(0.3 < s["test_acc"] <= 1 and s["cycles"] > 0 for s in best["seeds"])
     assert "median test accuracy" in r4.stdout
+    # a finished seed is not trained or measured again when --best is run once more
+    seed0 = tmp_path / "runs" / "tiny" / "best" / "seed0"
+    stamps = {p: p.stat().st_mtime_ns for p in (seed0 / "checkpoint.pt", seed0 / "result.json")}
+    r5 = search(tmp_path, "--best", "tiny", "--seeds", "0,1")
+    assert r5.returncode == 0, r5.stderr[-3000:]
+    again = json.loads((tmp_path / "runs" / "tiny" / "best" / "best.json").read_text())
+    assert again["seeds"] == best["seeds"]
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
 
 
 @needs_gcc

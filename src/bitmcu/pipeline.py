@@ -9,8 +9,8 @@ from pathlib import Path
 from .config import load_config
 from .export import export
 from .target.chips import get_chip
-from .target.emulator import profile
-from .target.firmware import GCC, build_firmware
+from .target.emulator import measure_export
+from .target.firmware import GCC
 from .train import train
 from .verify import verify
 
@@ -38,8 +38,8 @@ def run_all(config: str | None, overrides: list[str], out: Path | None, mcu: str
         lines.append(f"firmware:   skipped ({GCC} not installed)")
     else:
         log(f"building {mcu} firmware and profiling it in the emulator ...")
-        fw = build_firmware(exp, mcu, n_images=4)
-        prof = profile(fw.elf)
+        got = measure_export(exp, mcu, n_images=4, exact=False)  # the summary says if not
+        fw, prof = got.fw, got.prof
         med = prof.median_cycles()
         summary.update({"mcu": mcu, "elf": fw.elf, "profile": prof.to_dict()})
         lines += [

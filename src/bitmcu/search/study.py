@@ -282,9 +282,10 @@ def _num(v):
     return "-" if v is None else f"{v:,}"
 
 
-def report_text(study) -> str:
+def report_text(study, rs: list[dict] | None = None) -> str:
+    """The study's table; ``rs``: its `rows`, when the caller has them already."""
     b = budget_of(study)
-    rs = rows(study)
+    rs = rows(study) if rs is None else rs
     counts = {}
     for r in rs:
         counts[r["state"]] = counts.get(r["state"], 0) + 1
@@ -313,7 +314,7 @@ def report_text(study) -> str:
     return "\n".join(lines)
 
 
-def plot_front(study, path: Path) -> None:
+def plot_front(study, path: Path, rs: list[dict] | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -321,7 +322,7 @@ def plot_front(study, path: Path) -> None:
     import matplotlib.ticker
 
     b = budget_of(study)
-    rs = [r for r in rows(study) if r["state"] == "complete"]
+    rs = [r for r in (rows(study) if rs is None else rs) if r["state"] == "complete"]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for fits, style, label in ((True, "o", "within the budget"), (False, "x", "over the budget")):
         sel = [r for r in rs if r["fits"] is fits and not r["pareto"]]
@@ -352,11 +353,12 @@ def plot_front(study, path: Path) -> None:
 def write_report(study, out: Path) -> str:
     """report.txt, trials.json and pareto.png in ``out``; returns the report text."""
     out.mkdir(parents=True, exist_ok=True)
-    text = report_text(study)
+    rs = rows(study)  # each call reads every trial from the storage
+    text = report_text(study, rs)
     (out / "report.txt").write_text(text + "\n")
-    (out / "trials.json").write_text(json.dumps(rows(study), indent=1) + "\n")
-    if any(r["state"] == "complete" for r in rows(study)):
-        plot_front(study, out / "pareto.png")
+    (out / "trials.json").write_text(json.dumps(rs, indent=1) + "\n")
+    if any(r["state"] == "complete" for r in rs):
+        plot_front(study, out / "pareto.png", rs)
     return text
 
 
@@ -374,29 +376,34 @@ def choose(study, max_cycles: int | None = None):
 
 
 def _retrain(args) -> dict:
+    """One seed of `best`: train (or go on with a stopped run), export, build, profile. A seed
+    whose result.json holds the same config is done and is not measured again."""
     base, config, seed, out, mcu, threads = args
     from ..config import load_config, override
     from ..export import export
-    from ..target.emulator import profile
-    from ..target.firmware import build_firmware
+    from ..target.emulator import measure_export
     from ..train import train
 
+    run = Path(out) / f"seed{seed}"
+    done = run / "result.json"
+    if done.is_file():
+        had = json.loads(done.read_text())
+        if had.get("config") == config and had.get("mcu") == mcu:
+            return had["result"]
     sets = [override(k, v) for k, v in {**config, "seed": seed, "data.validation": 0}.items()]
     if threads:
         sets.append(override("train.threads", threads))
     cfg = load_config(base, sets)
-    run = Path(out) / f"seed{seed}"
     if (run / "checkpoint.pt").is_file():
         train(cfg, resume=run, quiet=True, log=lambda *a: None)
     else:
         train(cfg, run_dir=run, quiet=True, log=lambda *a: None)
     rep = export(run, run / "export", target=mcu, command="bitmcu search --best")
-    fw = build_firmware(run / "export", mcu, n_images=1)
-    prof = profile(fw.elf)
-    return {"seed": seed, "run": str(run), "test_acc": rep.int_acc, "test_acc_float": rep.float_acc,
-            "cycles": prof.median_cycles(), "flash": prof.flash["total"],
-            "ram": prof.ram["total"], "stack_peak": prof.ram["stack_peak"],
-            "weight_bytes": rep.weight_bytes}
+    fig = measure_export(run / "export", mcu, n_images=1).figures()
+    result = {"seed": seed, "run": str(run), "test_acc": rep.int_acc,
+              "test_acc_float": rep.float_acc, "weight_bytes": rep.weight_bytes, **fig}
+    done.write_text(json.dumps({"config": config, "mcu": mcu, "result": result}, indent=1) + "\n")
+    return result
 
 
 def best(study, out: Path, seeds: list[int], overrides: dict, max_cycles: int | None = None,

@@ -19,8 +19,8 @@ from ..errors import BitmcuError
 from ..export import model_report, write_export
 from ..ir import IntModel, from_checkpoint
 from ..target.chips import get_chip
-from ..target.emulator import profile
-from ..target.firmware import FlashOverflow, RamOverflow, build_firmware
+from ..target.emulator import measure_export
+from ..target.firmware import FlashOverflow, RamOverflow
 from .space import Space
 
 VERIFY_IMAGES = 1000  # held-out images on which the host C engine must equal the reference
@@ -70,15 +70,7 @@ def measure(model: IntModel, images: np.ndarray, labels: np.ndarray, out: Path, 
     report = model_report(model, mcu, split="val")
     write_export(model, out, images, labels, report, target=mcu, n_images=n_images,
                  command="bitmcu search")
-    fw = build_firmware(out, mcu, n_images=n_images)
-    prof = profile(fw.elf)
-    if prof.mismatches:
-        raise BitmcuError(f"{fw.elf}: {prof.mismatches} emulated predictions differ from the "
-                          "numpy reference")
-    return {"weight_bytes": model.weight_bytes, "flash": prof.flash["total"],
-            "ram": prof.ram["total"], "stack_peak": prof.ram["stack_peak"],
-            "stack_bound": fw.stack_bound, "cycles": prof.median_cycles(),
-            "placement": fw.hot_loops, "elf": fw.elf}
+    return {"weight_bytes": model.weight_bytes, **measure_export(out, mcu, n_images).figures()}
 
 
 def untrained_model(cfg, data) -> IntModel:
@@ -163,8 +155,7 @@ class Objective:
         data = load_data(cfg)
         pre = preflight(cfg, data, run_dir / "candidate", self.budget, self.space.images)
         for k, v in pre.items():
-            if k != "elf":
-                trial.set_user_attr(k, v)
+            trial.set_user_attr(k, v)
         if not pre["fits_chip"]:
             self._constrain(trial, pre)
             self.log(f"trial {trial.number}: pruned before training: {pre['reason']}")
@@ -208,7 +199,6 @@ class Objective:
 
         compare_c_reference(model, x[:VERIFY_IMAGES])  # C == reference, or BitmcuError
         got = measure(model, x, y, run_dir / "export", self.budget.mcu, self.space.images)
-        got.pop("elf")
         for k, v in got.items():
             trial.set_user_attr(k, v)
         self._constrain(trial, got)

@@ -334,6 +334,35 @@ def profile(elf_path: str | Path, mcu: str | None = None, max_insns: int = MAX_I
     return Profile(chip.name, infs, flash, ram, mismatches, m.insns, generative)
 
 
+@dataclass
+class Measured:
+    """An export's firmware and its emulated profile (`measure_export`)."""
+
+    fw: object  # FirmwareInfo
+    prof: Profile
+
+    def figures(self) -> dict:
+        """The figures a search trial or a retrained seed records."""
+        return {"flash": self.prof.flash["total"], "ram": self.prof.ram["total"],
+                "stack_peak": self.prof.ram["stack_peak"], "stack_bound": self.fw.stack_bound,
+                "cycles": self.prof.median_cycles(), "placement": self.fw.hot_loops}
+
+
+def measure_export(export_dir: str | Path, mcu: str, n_images: int = 4,
+                   exact: bool = True) -> Measured:
+    """Build the firmware of an export with ``n_images`` embedded test images and run it in the
+    emulator. ``exact``: an emulated prediction that differs from the numpy reference's is an
+    error (else the profile's ``mismatches`` says so)."""
+    from .firmware import build_firmware
+
+    fw = build_firmware(export_dir, mcu, n_images=n_images)
+    prof = profile(fw.elf)
+    if exact and prof.mismatches:
+        raise BitmcuError(f"{fw.elf}: {prof.mismatches} emulated predictions differ from the "
+                          "numpy reference")
+    return Measured(fw, prof)
+
+
 def _inferences(events) -> list[Inference]:
     """Inferences from the marker events; cycles counted between whole-cycle marks (the model
     charges half cycles), so that the segments add up to the inference."""

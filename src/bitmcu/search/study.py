@@ -340,6 +340,7 @@ def plot_front(study, path: Path, rs: list[dict] | None = None) -> None:
     if b.max_cycles is not None:
         ax.axvline(b.max_cycles, color="grey", ls="--", lw=1, label="cycle budget")
     ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    ax.tick_params(axis="x", labelrotation=30)  # seven-digit counts would run into each other
     ax.set_xlabel(f"cycles per inference ({b.mcu}, emulated)")
     ax.set_ylabel("validation accuracy (%), integer model")
     ax.set_title(f"study {study.study_name}: {len(rs)} complete trials")

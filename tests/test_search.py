@@ -189,6 +189,10 @@ def test_tiny_study_two_workers(tmp_path):
     again = json.loads((tmp_path / "runs" / "tiny" / "best" / "best.json").read_text())
     assert again["seeds"] == best["seeds"]
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    # other --set values are not resumed from a run of the old config
+    r6 = search(tmp_path, "--best", "tiny", "--seeds", "0", "--set", "train.epochs=4")
+    assert r6.returncode == 2 and "holds a run of another config (train.epochs 3, not 4)" \
+        in r6.stderr, r6.stderr[-2000:]
 
 
 @needs_gcc

@@ -396,6 +396,7 @@ def _retrain(args) -> dict:
         sets.append(override("train.threads", threads))
     cfg = load_config(base, sets)
     if (run / "checkpoint.pt").is_file():
+        _same_run(run, cfg)
         train(cfg, resume=run, quiet=True, log=lambda *a: None)
     else:
         train(cfg, run_dir=run, quiet=True, log=lambda *a: None)
@@ -405,6 +406,22 @@ def _retrain(args) -> dict:
               "test_acc_float": rep.float_acc, "weight_bytes": rep.weight_bytes, **fig}
     done.write_text(json.dumps({"config": config, "mcu": mcu, "result": result}, indent=1) + "\n")
     return result
+
+
+def _same_run(run: Path, cfg) -> None:
+    """A seed folder's run must be of ``cfg`` to be resumed as it: else one error naming the
+    keys that differ (a --best with other --set values needs another --out)."""
+    from ..config import _walk
+    from ..train import load_checkpoint
+
+    had = dict(_walk(load_checkpoint(run)["cfg"]))
+    want = dict(_walk(cfg))
+    differ = [k for k in want if k not in ("train.threads", "train.device")
+              and had.get(k) != want[k]]
+    if differ:
+        what = ", ".join(f"{k} {had.get(k)!r}, not {want[k]!r}" for k in differ[:3])
+        raise BitmcuError(f"{run} holds a run of another config ({what}); give --best another "
+                          "--out, or remove that folder")
 
 
 def best(study, out: Path, seeds: list[int], overrides: dict, max_cycles: int | None = None,

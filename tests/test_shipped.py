@@ -9,8 +9,8 @@ import shutil
 import pytest
 
 from bitmcu.export import export
-from bitmcu.target.emulator import profile
-from bitmcu.target.firmware import GCC, build_firmware
+from bitmcu.target.emulator import measure_export
+from bitmcu.target.firmware import GCC
 
 from .conftest import ROOT, full_mnist_dir
 
@@ -50,8 +50,8 @@ def test_shipped_model_keeps_its_figures(model, tmp_path):
         assert round(100 * rep.float_acc, 2) == fig["accuracy"]["float"]
         assert round(100 * rep.int_acc, 2) == fig["accuracy"]["integer"]
     for fw in fig["firmware"]:
-        info = build_firmware(tmp_path / "exp", fw["mcu"], tmp_path / fw["mcu"], n_images=fw["images"])
-        prof = profile(info.elf)
+        m = measure_export(tmp_path / "exp", fw["mcu"], n_images=fw["images"], exact=False)
+        info, prof = m.fw, m.prof
         assert prof.mismatches == 0 and len(prof.inferences) == fw["images"]
         got = {"cycles": prof.median_cycles(), "flash": prof.flash["total"],
                "ram": prof.ram["total"], "stack_bound": info.stack_bound,

@@ -17,6 +17,7 @@ import statistics
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
@@ -29,6 +30,9 @@ from ..errors import BitmcuError
 from ..hostc import status_text
 from .chips import FLASH_BASE, RAM_BASE, get_chip
 from .cycles import BRANCH, JUMP, CycleModel
+
+if TYPE_CHECKING:
+    from .firmware import FirmwareInfo
 
 EV_IMAGE, EV_LAYER, EV_END, EV_DONE = 1, 2, 3, 4
 MODEL_SUMS_OFFSET = 32  # table_sum, weight_sum in bitmcu_model (bitmcu.h)
@@ -338,7 +342,7 @@ def profile(elf_path: str | Path, mcu: str | None = None, max_insns: int = MAX_I
 class Measured:
     """An export's firmware and its emulated profile (`measure_export`)."""
 
-    fw: object  # FirmwareInfo
+    fw: FirmwareInfo
     prof: Profile
 
     def figures(self) -> dict:

@@ -73,6 +73,9 @@ def test_bad_space_top_level_and_listed_trial(tmp_path, capsys):
     path.write_text(yaml.safe_dump({"base": None, "trials": [{"model.scheme": "3bit"}]}))
     with pytest.raises(BitmcuError, match=r"trials\[0\] is refused.*3bit"):
         load_space(path)
+    path.write_text(yaml.safe_dump({"base": None, "validation": 100, "cycle_images": 101}))
+    with pytest.raises(BitmcuError, match="cycle_images 101 is more than the 100 held-out"):
+        load_space(path)
     path.write_text(yaml.safe_dump({"base": "no-such-config"}))
     with pytest.raises(BitmcuError, match="base: config 'no-such-config' not found"):
         load_space(path)

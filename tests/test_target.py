@@ -58,6 +58,43 @@ def test_relative_paths(tiny_export, tmp_path, monkeypatch):
     assert (tmp_path / "exp" / "firmware-ch32v002" / "firmware.elf").is_file()
 
 
+def test_profile_on_more_images_than_the_firmware_embeds(tiny_export, tmp_path, capsys):
+    """Test images written over the embedded ones in the emulated flash give, image for image,
+    the cycles and prediction of a firmware built with that image embedded."""
+    from bitmcu.cli import main
+    from bitmcu.export import export_test_images, read_export
+
+    images, expected = export_test_images(tiny_export, 7)
+    one = build_firmware(tiny_export, "ch32v003", tmp_path / "one", n_images=1)
+    prof = profile(one.elf, images=images, expected=expected)
+    assert [i.index for i in prof.inferences] == list(range(7))
+    assert [i.pred for i in prof.inferences] == expected and prof.mismatches == 0
+    # a firmware built with image 5 as its only image: the same cycles for it
+    model = read_export(tiny_export)
+    with np.load(tiny_export / "test_set.npz") as f:
+        x, y = f["images"], f["labels"]
+    write_export(model, tmp_path / "exp5", x[5:], y[5:], model_report(model, "ch32v003"),
+                 target="ch32v003", n_images=1)
+    five = profile(build_firmware(tmp_path / "exp5", "ch32v003", n_images=1).elf)
+    assert five.inferences[0].cycles == prof.inferences[5].cycles
+    assert five.inferences[0].pred == prof.inferences[5].pred
+    # three slots, seven images: three runs, the last one short
+    three = build_firmware(tiny_export, "ch32v003", tmp_path / "three", n_images=3)
+    prof3 = profile(three.elf, images=images, expected=expected)
+    assert [i.index for i in prof3.inferences] == list(range(7)) and prof3.mismatches == 0
+    wrong = [(e + 1) % 10 for e in expected]
+    assert profile(one.elf, images=images[:2], expected=wrong[:2]).mismatches == 2
+    # the CLI: the export is the folder above the ELF's unless given
+    assert main(["profile", str(tmp_path / "one" / "firmware.elf"), "--export", str(tiny_export),
+                 "--test-images", "7"]) == 0
+    assert "7 inferences" in capsys.readouterr().out
+    assert main(["profile", str(tmp_path / "one" / "firmware.elf"), "--test-images", "7"]) == 2
+    assert "not the firmware's export folder" in capsys.readouterr().err
+    assert main(["profile", str(tmp_path / "one" / "firmware.elf"), "--export", str(tiny_export),
+                 "--test-images", "101"]) == 2
+    assert "the export holds 100 test images" in capsys.readouterr().err
+
+
 def test_sram_kernels_are_faster(tiny_export, tmp_path):
     cyc = {}
     for hot in ("sram", "flash"):

@@ -212,6 +212,12 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("elf", help="firmware.elf (with firmware.json beside it, or give --mcu)")
     pr.add_argument("--mcu", help="ch32v003 | ch32v002 (default: from firmware.json)")
     pr.add_argument("--json", type=Path, help="also write the profile as JSON here")
+    pr.add_argument("--test-images", type=count("--test-images"), metavar="N",
+                    help="run the first N test images of the export (up to 100), written in "
+                    "turn over the embedded ones in the emulated flash: cycles over more images "
+                    "than the chip's flash holds")
+    pr.add_argument("--export", type=Path, help="--test-images: the firmware's export folder "
+                    "(default: the folder above the ELF's)")
     pr.add_argument("--max-instructions", type=count("--max-instructions"), default=None,
                     help="stop a firmware that runs longer (default 500,000,000)")
     pr.set_defaults(func=_cmd_profile)
@@ -341,7 +347,14 @@ def _cmd_profile(a) -> int:
 
     from .target.emulator import MAX_INSNS, profile
 
-    prof = profile(a.elf, a.mcu, a.max_instructions or MAX_INSNS, progress=True)
+    images = expected = None
+    if a.test_images:
+        from .export import export_test_images
+
+        export = a.export or Path(a.elf).resolve().parent.parent  # EXPORT/firmware-MCU/
+        images, expected = export_test_images(export, a.test_images, "--test-images")
+    prof = profile(a.elf, a.mcu, a.max_instructions or MAX_INSNS, progress=True, images=images,
+                   expected=expected)
     print(prof.text())
     if a.json:
         a.json.write_text(json.dumps(prof.to_dict(), indent=2) + "\n")

@@ -153,6 +153,24 @@ def write_export(model: IntModel, out: str | Path, test_x: np.ndarray, test_y: n
             {**report.__dict__, "target": target, "has_mul": TARGETS[target]}, indent=2) + "\n")
 
 
+def export_test_images(export_dir: str | Path, n: int, what: str = "test images"):
+    """The first ``n`` test images of an export (test_set.npz, up to 100) and the numpy
+    reference's predictions of them (for `profile`'s ``images`` and ``expected``)."""
+    d = Path(export_dir)
+    if not (d / "test_set.npz").is_file():
+        raise BitmcuError(f"{what}: {d} is not the firmware's export folder (no test_set.npz); "
+                          "give it with --export")
+    model = read_export(d)
+    if model.generative:
+        raise BitmcuError(f"{what}: {d} holds a decoder, which has no test images")
+    with np.load(d / "test_set.npz") as f:
+        images = f["images"]
+    if n > len(images):
+        raise BitmcuError(f"{what} {n}: the export holds {len(images)} test images")
+    _, pred = reference.run(model, images[:n])
+    return images[:n], [int(p) for p in pred]
+
+
 def read_export(export_dir: str | Path, check: bool = False) -> IntModel:
     """An export folder's integer model; with ``check``, model.h is compiled for this machine
     and must pass the engine's table check (its checksums included) and hold the checksums of

@@ -4,6 +4,7 @@ of choices or a numeric range; optionally a fixed list of trials to run first.
     base: reference                  # a config file or a name under configs/ (null: defaults)
     validation: 5000                 # training images held out to score the trials on
     images: 1                        # held-out images embedded in each trial's firmware
+    cycle_images: 16                 # held-out images whose median cycles a trial records
     set: {train.epochs: 30}          # the same for every trial
     space:
       model.hidden: [[64, 64, 64], [96, 64]]            # choices
@@ -32,7 +33,8 @@ import yaml
 from ..config import Config, _walk, apply_overrides, config_from_dict, load_config, override
 from ..errors import BitmcuError, choices
 
-TOP_KEYS = ("base", "validation", "images", "set", "space", "trials", "pruning", "sampler")
+TOP_KEYS = ("base", "validation", "images", "cycle_images", "set", "space", "trials", "pruning",
+            "sampler")
 RANGE_KEYS = ("low", "high", "step", "log")
 SAMPLERS = ("tpe", "nsga2", "random")
 SCALAR = (str, int, float, bool, type(None))
@@ -106,6 +108,7 @@ class Space:
     trials: list[dict[str, Any]] = field(default_factory=list)
     pruning: dict | None = field(default_factory=lambda: {"warmup": 3, "margin": 0.003})
     sampler: str = "tpe"
+    cycle_images: int = 16  # held-out images run on the firmware (over the embedded ones)
 
     def overrides(self, values: dict[str, Any]) -> list[str]:
         """``--set`` strings for the fixed keys, the data split, then ``values``."""
@@ -124,7 +127,8 @@ class Space:
 
     def text(self) -> str:
         lines = [f"search space {self.path}: base {self.base or '(defaults)'}, "
-                 f"{self.validation} held-out training images"]
+                 f"{self.validation} held-out training images, cycles the median of "
+                 f"{self.cycle_images}"]
         lines += [f"  {p.describe()}" for p in self.params]
         if self.fixed:
             lines.append("  fixed: " + ", ".join(f"{k}={json.dumps(v)}"
@@ -213,10 +217,15 @@ def load_space(path: str | Path) -> Space:
         load_config(base)
     except BitmcuError as e:
         raise BitmcuError(f"search space {path}: base: {e}") from None
-    for name, lo in (("validation", 1), ("images", 1)):
-        v = data.get(name, 5000 if name == "validation" else 1)
-        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-            raise BitmcuError(f"search space {path}: {name} {v!r} must be an integer >= {lo}")
+    defaults = {"validation": 5000, "images": 1, "cycle_images": 16}
+    for name, default in defaults.items():
+        v = data.get(name, default)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise BitmcuError(f"search space {path}: {name} {v!r} must be an integer >= 1")
+    for name in ("images", "cycle_images"):
+        if data.get(name, defaults[name]) > data.get("validation", 5000):
+            raise BitmcuError(f"search space {path}: {name} {data[name]} is more than the "
+                              f"{data.get('validation', 5000)} held-out images (validation)")
     sampler = data.get("sampler", "tpe")
     if sampler not in SAMPLERS:
         raise BitmcuError(f"search space {path}: sampler {sampler!r} is not allowed; use "
@@ -255,7 +264,8 @@ def load_space(path: str | Path) -> Space:
         raise BitmcuError(f"search space {path}: trials must be a list of mappings of config "
                           "keys to values")
     space = Space(str(path), base, data.get("validation", 5000), data.get("images", 1),
-                  dict(sections["fixed"]), params, trials, pruning or None, sampler)
+                  dict(sections["fixed"]), params, trials, pruning or None, sampler,
+                  data.get("cycle_images", 16))
     try:
         space.config({})
     except BitmcuError as e:

@@ -103,6 +103,7 @@ def open_study(name: str, url: str, space: Space | None = None, budget: Budget |
     study.set_user_attr("budget", budget.to_dict())
     study.set_user_attr("base", space.base)
     study.set_user_attr("fixed", space.fixed)
+    study.set_user_attr("cycle_images", space.cycle_images)
     for entry in space.trials:
         params, rest = space.enqueued(entry)
         study.enqueue_trial(params, user_attrs={"set": rest} if rest else None)
@@ -377,11 +378,12 @@ def choose(study, max_cycles: int | None = None):
 
 
 def _retrain(args) -> dict:
-    """One seed of `best`: train (or go on with a stopped run), export, build, profile. A seed
-    whose result.json holds the same config is done and is not measured again."""
-    base, config, seed, out, mcu, threads = args
+    """One seed of `best`: train (or go on with a stopped run), export, build, profile (median
+    cycles of the first ``cycle_images`` test images). A seed whose result.json holds the same
+    config, chip and image count is done and is not measured again."""
+    base, config, seed, out, mcu, threads, cycle_images = args
     from ..config import load_config, override
-    from ..export import export
+    from ..export import export, export_test_images
     from ..target.emulator import measure_export
     from ..train import train
 
@@ -389,7 +391,8 @@ def _retrain(args) -> dict:
     done = run / "result.json"
     if done.is_file():
         had = json.loads(done.read_text())
-        if had.get("config") == config and had.get("mcu") == mcu:
+        if (had.get("config"), had.get("mcu"), had.get("cycle_images")) == \
+                (config, mcu, cycle_images):
             return had["result"]
     sets = [override(k, v) for k, v in {**config, "seed": seed, "data.validation": 0}.items()]
     if threads:
@@ -401,10 +404,13 @@ def _retrain(args) -> dict:
     else:
         train(cfg, run_dir=run, quiet=True, log=lambda *a: None)
     rep = export(run, run / "export", target=mcu, command="bitmcu search --best")
-    fig = measure_export(run / "export", mcu, n_images=1).figures()
+    images, expected = export_test_images(run / "export", cycle_images)
+    fig = measure_export(run / "export", mcu, n_images=1, images=images,
+                         expected=expected).figures()
     result = {"seed": seed, "run": str(run), "test_acc": rep.int_acc,
               "test_acc_float": rep.float_acc, "weight_bytes": rep.weight_bytes, **fig}
-    done.write_text(json.dumps({"config": config, "mcu": mcu, "result": result}, indent=1) + "\n")
+    done.write_text(json.dumps({"config": config, "mcu": mcu, "cycle_images": cycle_images,
+                                "result": result}, indent=1) + "\n")
     return result
 
 
@@ -437,7 +443,8 @@ def best(study, out: Path, seeds: list[int], overrides: dict, max_cycles: int | 
         f"{', '.join(map(str, seeds))} on the whole training set")
     out.mkdir(parents=True, exist_ok=True)
     threads = max(1, (os.cpu_count() or 1) // workers)
-    args = [(space_base, config, s, str(out), b.mcu, threads) for s in seeds]
+    cycle_images = study.user_attrs.get("cycle_images", 1)  # a study from before the key: 1
+    args = [(space_base, config, s, str(out), b.mcu, threads, cycle_images) for s in seeds]
     if workers > 1:
         with multiprocessing.get_context("spawn").Pool(workers) as pool:
             results = pool.map(_retrain, args)

@@ -65,12 +65,19 @@ class Budget:
 
 
 def measure(model: IntModel, images: np.ndarray, labels: np.ndarray, out: Path, mcu: str,
-            n_images: int) -> dict:
-    """Export ``model`` with ``images`` embedded, build its firmware and profile it."""
+            n_images: int, cycle_images: int | None = None) -> dict:
+    """Export ``model`` with ``n_images`` of ``images`` embedded, build its firmware and profile
+    it: on the embedded images, or on the first ``cycle_images`` (median cycles), written in
+    turn over them in the emulated flash."""
     report = model_report(model, mcu, split="val")
     write_export(model, out, images, labels, report, target=mcu, n_images=n_images,
                  command="bitmcu search")
-    return {"weight_bytes": model.weight_bytes, **measure_export(out, mcu, n_images).figures()}
+    run = {}
+    if cycle_images:
+        _, pred = reference.run(model, images[:cycle_images])
+        run = {"images": images[:cycle_images], "expected": pred}
+    return {"weight_bytes": model.weight_bytes,
+            **measure_export(out, mcu, n_images, **run).figures()}
 
 
 def untrained_model(cfg, data) -> IntModel:
@@ -198,7 +205,8 @@ class Objective:
         from ..verify import compare_c_reference
 
         compare_c_reference(model, x[:VERIFY_IMAGES])  # C == reference, or BitmcuError
-        got = measure(model, x, y, run_dir / "export", self.budget.mcu, self.space.images)
+        got = measure(model, x, y, run_dir / "export", self.budget.mcu, self.space.images,
+                      self.space.cycle_images)
         for k, v in got.items():
             trial.set_user_attr(k, v)
         self._constrain(trial, got)

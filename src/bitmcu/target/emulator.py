@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 from tqdm import tqdm
@@ -278,8 +279,13 @@ class Machine:
 
 
 def profile(elf_path: str | Path, mcu: str | None = None, max_insns: int = MAX_INSNS,
-            progress: bool = False) -> Profile:
-    """Run an ELF to its DONE marker (at most ``max_insns`` instructions) and profile it."""
+            progress: bool = False, images=None, expected=None) -> Profile:
+    """Run an ELF to its DONE marker (at most ``max_insns`` instructions) and profile it.
+
+    ``images`` (N, pixels) uint8, with the reference's ``expected`` predictions: run the
+    firmware once per group of as many images as it embeds, each group written over the
+    embedded ones in the emulated flash (same addresses, so the same cycles as a firmware built
+    with them), for a median over more images than the chip's flash holds."""
     elf_path = Path(elf_path)
     meta = {}
     meta_path = elf_path.with_name("firmware.json")
@@ -299,6 +305,42 @@ def profile(elf_path: str | Path, mcu: str | None = None, max_insns: int = MAX_I
     if chip_name is None:
         raise BitmcuError(f"{elf_path}: no firmware.json beside it; give the chip with --mcu")
     chip = get_chip(chip_name)
+    if images is None:
+        infs, flash, ram, insns, generative = _run(elf_path, chip, meta, max_insns, progress)
+        mismatches = None
+        if "expected" in meta and len(meta["expected"]) == len(infs):
+            got = [zlib.crc32(i.pixels) for i in infs] if generative else [i.pred for i in infs]
+            mismatches = sum(g != e for g, e in zip(got, meta["expected"], strict=True))
+        return Profile(chip.name, infs, flash, ram, mismatches, insns, generative)
+
+    slots = meta.get("n_images")
+    if not isinstance(slots, int) or slots < 1:
+        raise BitmcuError(f"{elf_path}: profiling other test images needs a classifier's "
+                          "firmware built by `bitmcu firmware` (firmware.json names its images)")
+    images = np.asarray(images, dtype=np.uint8).reshape(len(images), -1)
+    infs, insns, use = [], 0, None  # use: (flash, RAM) of the run with the deepest stack
+    for k in range(0, len(images), slots):
+        group = images[k:k + slots]
+        patch = np.concatenate([group, images[:slots - len(group)]])  # a short last group
+        got, flash, ram, n, generative = _run(elf_path, chip, meta, max_insns, progress,
+                                              patch.tobytes())
+        if generative:
+            raise BitmcuError(f"{elf_path}: a decoder's firmware generates images; it has no "
+                              "test images to replace")
+        for i in got[:len(group)]:
+            i.index += k
+        infs += got[:len(group)]
+        insns += n
+        if use is None or ram["stack_peak"] > use[1]["stack_peak"]:
+            use = (flash, ram)
+    mismatches = sum(i.pred != int(e) for i, e in zip(infs, expected, strict=True))
+    return Profile(chip.name, infs, *use, mismatches, insns, False)
+
+
+def _run(elf_path: Path, chip, meta: dict, max_insns: int, progress: bool,
+         images: bytes | None = None):
+    """One run of a firmware to DONE: (inferences, flash, RAM, instructions, generative);
+    ``images`` written over bitmcu_test_images first."""
     m = Machine(elf_path, chip)
     table = m.symbols.get("bitmcu_model_data")
     if table is not None and meta.get("table_sum") is not None:
@@ -307,6 +349,11 @@ def profile(elf_path: str | Path, mcu: str | None = None, max_insns: int = MAX_I
                 (meta["table_sum"], meta["weight_sum"]):
             raise BitmcuError(f"{elf_path}: its model table is not the model firmware.json was "
                               "built from (checksums differ); rebuild with `bitmcu firmware`")
+    if images is not None:
+        at = m.symbols.get("bitmcu_test_images")
+        if at is None:
+            raise BitmcuError(f"{elf_path}: no symbol bitmcu_test_images to write images to")
+        m.uc.mem_write(at, images)
     events: list = []
     pixels = bytearray()
 
@@ -328,14 +375,10 @@ def profile(elf_path: str | Path, mcu: str | None = None, max_insns: int = MAX_I
         if i.pred & ENGINE_ERROR:
             raise BitmcuError(f"{elf_path}: the engine returned {status_text(i.pred & 0xFF)} "
                               f"on {'sample' if generative else 'image'} {i.index}")
-    flash, ram = m.memory_use()
-    mismatches = None
-    if "expected" in meta and len(meta["expected"]) == len(infs):
-        got = [zlib.crc32(i.pixels) for i in infs] if generative else [i.pred for i in infs]
-        mismatches = sum(g != e for g, e in zip(got, meta["expected"], strict=True))
     if not infs:
         raise BitmcuError(f"{elf_path}: ran to DONE but wrote no image start/end markers")
-    return Profile(chip.name, infs, flash, ram, mismatches, m.insns, generative)
+    flash, ram = m.memory_use()
+    return infs, flash, ram, m.insns, generative
 
 
 @dataclass
@@ -352,15 +395,16 @@ class Measured:
                 "cycles": self.prof.median_cycles(), "placement": self.fw.hot_loops}
 
 
-def measure_export(export_dir: str | Path, mcu: str, n_images: int = 4,
-                   exact: bool = True) -> Measured:
+def measure_export(export_dir: str | Path, mcu: str, n_images: int = 4, exact: bool = True,
+                   images=None, expected=None) -> Measured:
     """Build the firmware of an export with ``n_images`` embedded test images and run it in the
-    emulator. ``exact``: an emulated prediction that differs from the numpy reference's is an
-    error (else the profile's ``mismatches`` says so)."""
+    emulator (on ``images``, written over the embedded ones, where given: see `profile`).
+    ``exact``: an emulated prediction that differs from the numpy reference's is an error (else
+    the profile's ``mismatches`` says so)."""
     from .firmware import build_firmware
 
     fw = build_firmware(export_dir, mcu, n_images=n_images)
-    prof = profile(fw.elf)
+    prof = profile(fw.elf, images=images, expected=expected)
     if exact and prof.mismatches:
         raise BitmcuError(f"{fw.elf}: {prof.mismatches} emulated predictions differ from the "
                           "numpy reference")

@@ -47,21 +47,12 @@ def machine() -> str:
 RUN_DETAILS = {"train.threads", "train.device", "data.data_dir"}  # how a run ran, not what it is
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[prefix + k] = v
-    return out
-
-
 def config_changes(stored: dict, wanted: dict) -> list[str]:
     """Keys whose value differs between a finished run's config and the one asked for."""
-    a, b = _flat(stored), _flat(wanted)
-    return [f"{k}: {a.get(k)!r} in the run, {b.get(k)!r} asked" for k in sorted(a.keys() | b.keys())
-            if k not in RUN_DETAILS and a.get(k) != b.get(k)]
+    from bitmcu.config import differences
+
+    return [f"{k}: {a!r} in the run, {b!r} asked"
+            for k, a, b in differences(stored, wanted, RUN_DETAILS)]
 
 
 def one(config: str, overrides: list[str], out: str, threads: int) -> dict:

@@ -274,6 +274,25 @@ def _walk(obj, prefix: str = ""):
             yield f"{prefix}{f.name}", v
 
 
+def _flat(d: dict, prefix: str = "") -> dict:
+    """A nested config dict (Config.to_dict) as {dotted key: value}."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def differences(a: dict, b: dict, ignore=()) -> list[tuple[str, Any, Any]]:
+    """(key, a's value, b's value) of each dotted key, but ``ignore``, whose values differ
+    between two config dicts (Config.to_dict), sorted by key."""
+    fa, fb = _flat(a), _flat(b)
+    return [(k, fa.get(k), fb.get(k)) for k in sorted(fa.keys() | fb.keys())
+            if k not in ignore and fa.get(k) != fb.get(k)]
+
+
 def _check(cfg: Config) -> Config:
     """Semantic checks beyond types."""
     import math

@@ -217,15 +217,15 @@ def load_space(path: str | Path) -> Space:
         load_config(base)
     except BitmcuError as e:
         raise BitmcuError(f"search space {path}: base: {e}") from None
-    defaults = {"validation": 5000, "images": 1, "cycle_images": 16}
-    for name, default in defaults.items():
-        v = data.get(name, default)
+    counts = {"validation": 5000, "images": 1, "cycle_images": 16}  # the defaults
+    counts = {name: data.get(name, default) for name, default in counts.items()}
+    for name, v in counts.items():
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise BitmcuError(f"search space {path}: {name} {v!r} must be an integer >= 1")
     for name in ("images", "cycle_images"):
-        if data.get(name, defaults[name]) > data.get("validation", 5000):
-            raise BitmcuError(f"search space {path}: {name} {data[name]} is more than the "
-                              f"{data.get('validation', 5000)} held-out images (validation)")
+        if counts[name] > counts["validation"]:
+            raise BitmcuError(f"search space {path}: {name} {counts[name]} is more than the "
+                              f"{counts['validation']} held-out images (validation)")
     sampler = data.get("sampler", "tpe")
     if sampler not in SAMPLERS:
         raise BitmcuError(f"search space {path}: sampler {sampler!r} is not allowed; use "
@@ -263,9 +263,9 @@ def load_space(path: str | Path) -> Space:
     if not isinstance(trials, list) or not all(isinstance(t, dict) for t in trials):
         raise BitmcuError(f"search space {path}: trials must be a list of mappings of config "
                           "keys to values")
-    space = Space(str(path), base, data.get("validation", 5000), data.get("images", 1),
+    space = Space(str(path), base, counts["validation"], counts["images"],
                   dict(sections["fixed"]), params, trials, pruning or None, sampler,
-                  data.get("cycle_images", 16))
+                  counts["cycle_images"])
     try:
         space.config({})
     except BitmcuError as e:

@@ -417,15 +417,13 @@ def _retrain(args) -> dict:
 def _same_run(run: Path, cfg) -> None:
     """A seed folder's run must be of ``cfg`` to be resumed as it: else one error naming the
     keys that differ (a --best with other --set values needs another --out)."""
-    from ..config import _walk
+    from ..config import differences
     from ..train import load_checkpoint
 
-    had = dict(_walk(load_checkpoint(run)["cfg"]))
-    want = dict(_walk(cfg))
-    differ = [k for k in want if k not in ("train.threads", "train.device")
-              and had.get(k) != want[k]]
+    differ = differences(load_checkpoint(run)["cfg"].to_dict(), cfg.to_dict(),
+                         ("train.threads", "train.device"))
     if differ:
-        what = ", ".join(f"{k} {had.get(k)!r}, not {want[k]!r}" for k in differ[:3])
+        what = ", ".join(f"{k} {had!r}, not {want!r}" for k, had, want in differ[:3])
         raise BitmcuError(f"{run} holds a run of another config ({what}); give --best another "
                           "--out, or remove that folder")
 

@@ -55,6 +55,18 @@ def test_override_types_are_parsed():
         ("train.kl_weight=.inf", ["train.kl_weight", "finite number"]),
         ("name=/tmp/elsewhere", ["config key 'name'", "not a name", "--out"]),
         ("name=..", ["config key 'name'", "not a name"]),
+        ("train.distill_temperature=0", ["train.distill_temperature", "0.0", "> 0"]),
+        ("model.act_bits=9", ["model.act_bits", "9", "2..8"]),
+        ("model.act_bits=1", ["model.act_bits", "1", "2..8"]),
+        ("augment.fraction=2", ["augment.fraction", "2.0", "0..1"]),
+        ("train.lr=0", ["train.lr", "0.0", "> 0"]),
+        ("data.train_limit=0", ["data.train_limit", "0", ">= 1"]),
+        ("train.threads=-2", ["train.threads", "-2", "1..1024", "null"]),
+        ("train.threads=0", ["train.threads", "0", "1..1024"]),
+        ("train.threads=100000", ["train.threads", "100000", "1..1024"]),
+        ("train.label_smoothing=2", ["train.label_smoothing", "2.0", "[0, 1)"]),
+        ("train.label_smoothing=1", ["train.label_smoothing", "1.0", "[0, 1)"]),
+        ("augment.elastic_sigma=0", ["augment.elastic_sigma", "0.0", "> 0"]),
     ],
 )
 def test_bad_config_names_key_value_and_allowed(override, words):
@@ -74,6 +86,18 @@ def test_bad_yaml_file(tmp_path):
         load_config(str(p))
     with pytest.raises(BitmcuError, match="not found"):
         load_config("no-such-config")
+
+
+def test_a_key_given_twice_in_a_yaml_file_is_refused(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("train:\n  epochs: 3\nmodel:\n  hidden: [8]\ntrain:\n  lr: 0.01\n")
+    with pytest.raises(BitmcuError, match=r"c.yaml: key 'train' appears twice .*lines 1 and 5"):
+        load_config(str(p))
+    p.write_text("train:\n  epochs: 3\n  epochs: 4\n")
+    with pytest.raises(BitmcuError, match="key 'epochs' appears twice"):
+        load_config(str(p))
+    p.write_text("train:\n  epochs: 3\nmodel:\n  hidden: [8]\n")  # each key once: loads
+    assert load_config(str(p)).train.epochs == 3
 
 
 def test_cnn_shapes_are_checked():

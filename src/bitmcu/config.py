@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -258,6 +259,8 @@ def _build(cls, data: dict, prefix: str = ""):
     return cls(**kwargs)
 
 
+MAX_THREADS = 1024  # torch CPU threads: far more crash the process (100,000 segfaulted)
+
 # numbers that must not be negative (beyond those checked with their own range below)
 NON_NEGATIVE = ("data.train_limit", "data.validation", "augment.translate", "augment.rotation",
                 "augment.scale", "augment.elastic", "model.clip_std", "train.gamma", "train.weight_decay",
@@ -291,6 +294,35 @@ def differences(a: dict, b: dict, ignore=()) -> list[tuple[str, Any, Any]]:
     fa, fb = _flat(a), _flat(b)
     return [(k, fa.get(k), fb.get(k)) for k in sorted(fa.keys() | fb.keys())
             if k not in ignore and fa.get(k) != fb.get(k)]
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the last
+    one silently, so a second ``train:`` section would drop the first)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise BitmcuError(f"key {key!r} appears twice in one mapping (lines "
+                                  f"{seen[key] + 1} and {key_node.start_mark.line + 1}); "
+                                  "give each key once")
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(path: Path, what: str = "config") -> Any:
+    """The YAML document in ``path``; one error naming the file for bad YAML or a key given
+    twice in one mapping."""
+    try:
+        return yaml.load(Path(path).read_text(), Loader=_UniqueKeyLoader)
+    except BitmcuError as e:
+        raise BitmcuError(f"{what} {path}: {e}") from None
+    except yaml.YAMLError as e:
+        raise BitmcuError(f"{what} {path}: not valid YAML ({e})") from None
+    except UnicodeDecodeError:
+        raise BitmcuError(f"{what} {path}: not a text file (YAML is UTF-8 text)") from None
 
 
 def _check(cfg: Config) -> Config:
@@ -358,6 +390,18 @@ def _check(cfg: Config) -> Config:
     if cfg.data.crop is not None and not cfg.data.size <= cfg.data.crop <= 28:
         raise BitmcuError(f"config key 'data.crop': {cfg.data.crop} is not allowed; use a side "
                           f"from data.size ({cfg.data.size}) to 28, or null for the whole image")
+    if cfg.data.train_limit is not None:
+        positive("data.train_limit", cfg.data.train_limit)
+    if cfg.train.threads is not None and not 1 <= cfg.train.threads <= MAX_THREADS:
+        raise BitmcuError(f"config key 'train.threads': {cfg.train.threads} must be 1.."
+                          f"{MAX_THREADS}, or null for torch's default (this machine has "
+                          f"{os.cpu_count()} CPU cores)")
+    if not 0.0 <= cfg.train.label_smoothing < 1.0:
+        raise BitmcuError(f"config key 'train.label_smoothing': {cfg.train.label_smoothing} "
+                          "must be in [0, 1)")
+    if cfg.augment.elastic_sigma <= 0:
+        raise BitmcuError(f"config key 'augment.elastic_sigma': {cfg.augment.elastic_sigma} "
+                          "must be > 0 (the smoothness of the elastic field in pixels)")
     positive("train.epochs", cfg.train.epochs)
     positive("train.batch_size", cfg.train.batch_size)
     positive("train.step_size", cfg.train.step_size)
@@ -510,10 +554,7 @@ def load_config(source: str | None = None, overrides: list[str] | None = None) -
                 f"config {source!r} not found; give a YAML file or one of: "
                 + (", ".join(named_configs()) or "(no named configs)")
             )
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise BitmcuError(f"config {path}: not valid YAML ({e})") from None
+        data = read_yaml(path) or {}
         if not isinstance(data, dict):
             raise BitmcuError(f"config {path}: top level must be a mapping of keys")
     data = apply_overrides(data, overrides or [])

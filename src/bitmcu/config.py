@@ -259,6 +259,21 @@ def _build(cls, data: dict, prefix: str = ""):
     return cls(**kwargs)
 
 
+# Keys that only some model families read (every other key applies to each family).
+FAMILY_KEYS: dict[str, tuple[str, ...]] = {
+    "model.channels": ("cnn", "convnet", "decoder"),
+    "model.conv": ("cnn", "convnet", "decoder"),
+    "model.conv_scheme": ("cnn", "convnet"),
+    "model.latent": ("decoder",),
+    "model.start": ("decoder",),
+    "model.output": ("decoder",),
+    "model.temperature": ("decoder",),
+    "train.objective": ("decoder",),
+    "train.kl_weight": ("decoder",),
+    "train.guide": ("decoder",),
+    "train.guide_weight": ("decoder",),
+}
+
 MAX_THREADS = 1024  # torch CPU threads: far more crash the process (100,000 segfaulted)
 
 # numbers that must not be negative (beyond those checked with their own range below)

@@ -28,9 +28,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from ..config import Config, _walk, apply_overrides, config_from_dict, load_config, override
+from ..config import (
+    FAMILY_KEYS,
+    Config,
+    _walk,
+    apply_overrides,
+    config_from_dict,
+    load_config,
+    override,
+    read_yaml,
+)
 from ..errors import BitmcuError, choices
 
 TOP_KEYS = ("base", "validation", "images", "cycle_images", "set", "space", "trials", "pruning",
@@ -181,6 +188,40 @@ def _parse_param(path: str, key: str, spec: Any) -> Param:
                           "{low: ..., high: ...}")
 
 
+def _check_family_keys(space: Space) -> None:
+    """A fixed or searched key that no model family of the space reads is refused: it would be
+    set, or sampled, and change nothing."""
+    family = next((p for p in space.params if p.key == "model.family"), None)
+    families = set(family.choices or []) if family else {space.config({}).model.family}
+    for key in [*space.fixed, *(p.key for p in space.params)]:
+        users = FAMILY_KEYS.get(key)
+        if users is not None and not families & set(users):
+            raise _err(space.path, key, f"model.family {' or '.join(sorted(families))} does not "
+                                        f"use it (it applies to {', '.join(users)}); drop it")
+
+
+def check_data(space: Space) -> None:
+    """Load the data of the space's base config (and of each searched data key's values) once,
+    so that a held-out split larger than the training set, a missing file or a bad data set is
+    refused before the study starts, not by every trial."""
+    from ..train import load_data
+
+    values = [{}] + [{p.key: v} for p in space.params if p.key.startswith("data.")
+                     for v in (p.choices if p.choices is not None else [p.low, p.high])]
+    seen = set()
+    for v in values:
+        cfg = space.config(v)
+        key = json.dumps(dataclasses.asdict(cfg.data), sort_keys=True)
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            load_data(cfg)
+        except BitmcuError as e:
+            where = f" (with {', '.join(f'{k}={json.dumps(x)}' for k, x in v.items())})" if v else ""
+            raise BitmcuError(f"search space {space.path}{where}: {e}") from None
+
+
 def _check_value(space: Space, key: str, value: Any, what: str) -> None:
     try:
         config_from_dict(apply_overrides(_base_dict(space), space.overrides({key: value})))
@@ -197,10 +238,7 @@ def load_space(path: str | Path) -> Space:
     p = Path(path)
     if not p.is_file():
         raise BitmcuError(f"search space {path}: no such file")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        raise BitmcuError(f"search space {path}: not valid YAML ({e})") from None
+    data = read_yaml(p, "search space")
     if not isinstance(data, dict):
         raise BitmcuError(f"search space {path}: the top level must be a mapping with "
                           f"{choices(TOP_KEYS)}")
@@ -263,6 +301,9 @@ def load_space(path: str | Path) -> Space:
     if not isinstance(trials, list) or not all(isinstance(t, dict) for t in trials):
         raise BitmcuError(f"search space {path}: trials must be a list of mappings of config "
                           "keys to values")
+    if not params and not trials:
+        raise BitmcuError(f"search space {path}: nothing to search: give at least one config "
+                          "key under space (choices or a range), or list trials")
     space = Space(str(path), base, counts["validation"], counts["images"],
                   dict(sections["fixed"]), params, trials, pruning or None, sampler,
                   counts["cycle_images"])
@@ -271,6 +312,7 @@ def load_space(path: str | Path) -> Space:
     except BitmcuError as e:
         raise BitmcuError(f"search space {path}: the base config with its fixed keys is "
                           f"refused: {e}") from None
+    _check_family_keys(space)
     for prm in params:
         values = prm.choices if prm.choices is not None else [prm.low, prm.high]
         what = "choice" if prm.choices is not None else "range end"

@@ -24,14 +24,15 @@ HEARTBEAT = 60  # seconds between a worker's heartbeats; a trial silent for 2x i
 
 
 def _quiet_optuna() -> None:
-    """Optuna's warnings about its experimental heartbeat API and its INFO lines off: the
-    search prints its own per-trial lines."""
+    """Optuna's warnings about its experimental heartbeat API, its INFO lines and its warning
+    with a traceback for each failed (or interrupted) trial off: the search prints its own
+    line per trial, with the error kept in the trial's user attrs."""
     import warnings
 
     import optuna
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
 
 
 def default_storage(root: Path, study: str) -> str:
@@ -159,6 +160,15 @@ def work(space_path: str, name: str, url: str, n_trials: int, timeout: float | N
         study.optimize(objective, n_trials=1, catch=(Exception,))
 
 
+def _worker(*args) -> None:
+    """A worker process: Ctrl-C (which reaches every process of the terminal's group) ends it
+    without a traceback; the parent prints the one line about it."""
+    try:
+        work(*args)
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+
+
 def run_workers(space_path: str, name: str, url: str, n_trials: int, timeout: float | None,
                 root: str, workers: int, threads: int | None, heartbeat: int = HEARTBEAT,
                 quiet: bool = False) -> None:
@@ -168,7 +178,7 @@ def run_workers(space_path: str, name: str, url: str, n_trials: int, timeout: fl
         work(*args)
         return
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=work, args=args, daemon=False) for _ in range(workers)]
+    procs = [ctx.Process(target=_worker, args=args, daemon=False) for _ in range(workers)]
     for p in procs:
         p.start()
     try:

@@ -57,6 +57,26 @@ class Budget:
                 "cycles": 0.0 if self.max_cycles is None else
                 attrs.get("cycles", 0) / self.max_cycles - 1}
 
+    def over(self, attrs: dict) -> str:
+        """What of ``attrs`` is over the budget, in words."""
+        parts = []
+        for what, v, lim in (("flash", attrs.get("flash", 0), self.max_flash),
+                             ("RAM", attrs.get("ram", 0), self.max_ram),
+                             ("cycles", attrs.get("cycles", 0), self.max_cycles)):
+            if lim is not None and v > lim:
+                parts.append(f"{what} {v:,} > {lim:,}")
+        return "over the budget: " + ", ".join(parts)
+
+    def before_training(self, pre: dict) -> str | None:
+        """Why a candidate whose untrained firmware has the figures ``pre`` is pruned before
+        training, or None: flash and RAM are the trained model's and must fit; its cycles are
+        an estimate, pruned only beyond :data:`CYCLES_SLACK` times the cycle budget."""
+        slow = self.max_cycles is not None and pre["cycles"] > CYCLES_SLACK * self.max_cycles
+        if pre["flash"] > self.max_flash or pre["ram"] > self.max_ram or slow:
+            return self.over(pre) + (f" (cycles of the untrained model, more than "
+                                     f"{CYCLES_SLACK}x the budget)" if slow else "")
+        return None
+
     def fits(self, attrs: dict) -> bool:
         return "flash" in attrs and all(v <= 0 for v in self.violations(attrs).values())
 
@@ -167,11 +187,8 @@ class Objective:
             self._constrain(trial, pre)
             self.log(f"trial {trial.number}: pruned before training: {pre['reason']}")
             raise optuna.TrialPruned(pre["reason"])
-        b = self.budget
-        slow = b.max_cycles is not None and pre["cycles"] > CYCLES_SLACK * b.max_cycles
-        if pre["flash"] > b.max_flash or pre["ram"] > b.max_ram or slow:
-            why = self._over(pre) + (f" (cycles of the untrained model, more than "
-                                     f"{CYCLES_SLACK}x the budget)" if slow else "")
+        why = self.budget.before_training(pre)
+        if why is not None:
             trial.set_user_attr("reason", why)
             self._constrain(trial, pre)
             self.log(f"trial {trial.number}: pruned before training: {why}")
@@ -184,6 +201,8 @@ class Objective:
         def on_epoch(m: dict) -> None:
             curve.append(m["val_acc"])
             trial.set_user_attr("curve", curve)
+            self.log(f"trial {trial.number}: epoch {len(curve)}/{cfg.train.epochs}, validation "
+                     f"{100 * m['val_acc']:.2f}% (float)")
             rival = self._dominated(trial, len(curve), cfg.train.epochs, m["val_acc"],
                                     pre["cycles"])
             if rival is not None:
@@ -217,7 +236,7 @@ class Objective:
         trial.set_user_attr("seconds", round(time.perf_counter() - t_start, 1))
         self.log(f"trial {trial.number}: validation {100 * val_acc:.2f}% (integer), "
                  f"{got['cycles']:,} cycles, flash {got['flash']}, RAM {got['ram']}"
-                 + ("" if self.budget.fits(got) else f" ({self._over(got)})"))
+                 + ("" if self.budget.fits(got) else f" ({self.budget.over(got)})"))
         return val_acc, got["cycles"]
 
     def _constrain(self, trial, attrs: dict) -> None:
@@ -225,15 +244,6 @@ class Objective:
         the sampler learns which regions do not fit."""
         for k, v in self.budget.violations(attrs).items():
             trial.set_constraint(k, v)
-
-    def _over(self, attrs: dict) -> str:
-        b, parts = self.budget, []
-        for what, v, lim in (("flash", attrs.get("flash", 0), b.max_flash),
-                             ("RAM", attrs.get("ram", 0), b.max_ram),
-                             ("cycles", attrs.get("cycles", 0), b.max_cycles)):
-            if lim is not None and v > lim:
-                parts.append(f"{what} {v:,} > {lim:,}")
-        return "over the budget: " + ", ".join(parts)
 
     def _dominated(self, trial, epoch: int, epochs: int, acc: float, cycles: int):
         """A finished trial within the budget, as fast or faster (untrained estimates compared),

@@ -25,6 +25,14 @@ def _isolated_cache(tmp_path_factory):
     os.environ["BITMCU_CACHE"] = str(tmp_path_factory.mktemp("cache"))
 
 
+def restamp(blob: dict) -> dict:
+    """A checkpoint blob whose config a test changed, stamped as if trained with it."""
+    from bitmcu.train.checkpoint import config_digest
+
+    blob["config_sha256"] = config_digest(blob["config"])
+    return blob
+
+
 def tiny_overrides(**extra) -> list[str]:
     sets = {
         "name": "tiny",

@@ -9,6 +9,8 @@ from bitmcu.errors import BitmcuError
 from bitmcu.export import export
 from bitmcu.verify import verify
 
+from .conftest import restamp
+
 
 def test_export_writes_a_complete_deterministic_package(tiny_run, tmp_path):
     rep = export(tiny_run, tmp_path / "a", command="bitmcu export tiny")
@@ -55,7 +57,7 @@ def test_export_refuses_unsupported_models_and_writes_nothing(tiny_run, tmp_path
     blob = torch.load(tiny_run / "checkpoint.pt", weights_only=True)
     sec, key, val = change
     blob["config"][sec][key] = val
-    torch.save(blob, tmp_path / "x.pt")
+    torch.save(restamp(blob), tmp_path / "x.pt")  # as a run trained with that config
     with pytest.raises(BitmcuError, match=msg):
         export(tmp_path / "x.pt", tmp_path / "out")
     assert not (tmp_path / "out").exists()
@@ -107,3 +109,67 @@ def test_in_chunks_equals_one_call():
     fn = lambda a: a * 2 + 1  # noqa: E731
     assert np.array_equal(in_chunks(fn, x, "t", size=500), fn(x))
     assert in_chunks(fn, x[:0], "t").shape == (0, 3)
+
+
+@pytest.mark.parametrize("how, msg", [
+    ("nan", r"weights '.*' hold NaN or infinite values"),
+    ("inf", r"weights '.*' hold NaN or infinite values"),
+    ("1e30", r"integer model's test accuracy .* differs from the float model's .* by more than 2 "
+             r"points.*nothing written.*--allow-mismatch"),
+    ("scheme", r"config was changed after its weights were saved"),
+])
+def test_export_refuses_a_silently_wrong_model(tiny_run, tmp_path, how, msg):
+    blob = torch.load(tiny_run / "checkpoint.pt", weights_only=True)
+    name = next(k for k, v in blob["model"].items() if v.is_floating_point() and v.dim() == 2)
+    if how == "nan":
+        blob["model"][name][0, 0] = float("nan")
+    elif how == "inf":
+        blob["model"][name][1, 2] = float("inf")
+    elif how == "1e30":
+        for k, v in blob["model"].items():
+            if v.is_floating_point() and v.dim() == 2:
+                blob["model"][k] = v * 1e30
+    else:  # the stored config edited to another scheme, its digest left as it was
+        blob["config"]["model"]["scheme"] = "ternary"
+    torch.save(blob, tmp_path / "x.pt")
+    with pytest.raises(BitmcuError, match=msg):
+        export(tmp_path / "x.pt", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    if how == "1e30":  # asked for: written, its report saying how far apart the two are
+        rep = export(tmp_path / "x.pt", tmp_path / "out", allow_mismatch=True)
+        assert abs(rep.float_acc - rep.int_acc) > 0.02 and (tmp_path / "out" / "model.h").is_file()
+
+
+def test_two_exports_into_one_folder_the_second_is_refused(tiny_run, tmp_path):
+    """The first export holds its folder from its start: a second one into the same folder is
+    refused at once with the first one's pid, and the first one finishes."""
+    out = tmp_path / "o"
+    first = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\n"
+        "from bitmcu import export as e\n"
+        "real = e._export\n"
+        "def slow(*a, **k):\n"
+        "    print('holding', flush=True)\n"
+        "    sys.stdin.readline()\n"  # until the test lets it go on
+        "    return real(*a, **k)\n"
+        "e._export = slow\n"
+        f"e.export({str(tiny_run)!r}, {str(out)!r})\n")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert first.stdout.readline().strip() == "holding"
+    r = subprocess.run([sys.executable, "-m", "bitmcu.cli", "export", str(tiny_run), "--out",
+                        str(out)], capture_output=True, text=True)
+    assert r.returncode == 2 and f"in use by another bitmcu process (pid {first.pid}" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    first.stdin.write("\n")
+    first.stdin.close()
+    assert first.wait() == 0 and (out / "model.npz").is_file()
+
+
+def test_export_images_are_bounded(tiny_run, tmp_path, capsys):
+    from bitmcu.cli import main
+
+    assert main(["export", str(tiny_run), "--out", str(tmp_path / "o"), "--images",
+                 "10000000"]) == 2
+    err = capsys.readouterr().err
+    assert "--images 10000000: embed 1..10000 test images" in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()

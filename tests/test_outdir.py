@@ -81,7 +81,7 @@ def test_export_replaces_the_whole_folder_and_refuses_what_is_not_one(tiny_run, 
         with pytest.raises(BitmcuError, match=msg):
             export(tiny_run, tmp_path / target)
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
-    with pytest.raises(BitmcuError, match="--images 0: embed at least 1"):
+    with pytest.raises(BitmcuError, match="--images 0: embed 1..10000 test images"):
         export(tiny_run, out, n_images=0)
 
 
@@ -140,6 +140,60 @@ def test_a_kill_between_the_fallback_renames_is_repaired(tmp_path, monkeypatch):
         (t / "model.npz").write_text("new")
     assert (out / "model.npz").read_text() == "new"
     assert sorted(p.name for p in tmp_path.iterdir()) == [".exp.bitmcu-lock", "exp"]
+
+
+def test_the_kernels_atomic_exchange_replaces_a_folder_where_it_is_offered(tmp_path, monkeypatch):
+    """Where the kernel swaps two folders in one step (Linux renameat2), replacing an output
+    takes that path: no rename of the old folder, no OLD folder, never a moment without it."""
+    probe_a, probe_b = tmp_path / "a", tmp_path / "b"
+    probe_a.mkdir()
+    probe_b.mkdir()
+    if not outdir._exchange(probe_a, probe_b):
+        pytest.skip("this system offers no atomic exchange of folders")
+    out = tmp_path / "exp"
+    out.mkdir()
+    (out / "model.npz").write_text("old")
+    swaps, renames = [], []
+    real_exchange, real_rename = outdir._exchange, os.rename
+    monkeypatch.setattr(outdir, "_exchange",
+                        lambda a, b: swaps.append(real_exchange(a, b)) or swaps[-1])
+    monkeypatch.setattr(os, "rename", lambda a, b: renames.append((a, b)) or real_rename(a, b))
+    with outdir.writing(out, "model.npz", "export") as t:
+        (t / "model.npz").write_text("new")
+    assert swaps == [True] and renames == []
+    assert (out / "model.npz").read_text() == "new"
+    assert not list(tmp_path.glob(f".exp{outdir.OLD}*")) and not list(tmp_path.glob(f".exp{outdir.STAGE}*"))
+
+
+def test_a_reader_in_a_read_only_place_needs_no_lock(tmp_path, monkeypatch):
+    """A model in a place nobody can write (an installed package, a read-only mount) is read
+    without a lock; where the lock file is there already, it is locked read-only."""
+    import errno
+
+    real_open = os.open
+    made = []
+
+    def read_only_fs(path, flags, mode=0o777):
+        if flags & os.O_CREAT or flags & os.O_RDWR:
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        fd = real_open(path, flags, mode)
+        made.append(path)
+        return fd
+
+    monkeypatch.setattr(os, "open", read_only_fs)
+    d = tmp_path / "model"
+    with outdir.locked(d, shared=True):
+        pass
+    assert not list(tmp_path.iterdir()) and made == []  # nothing made, nothing opened
+    with pytest.raises(BitmcuError, match="cannot write there"):  # a writer still needs one
+        with outdir.locked(d):
+            pass
+    monkeypatch.setattr(os, "open", real_open)
+    lock = tmp_path / ".model.bitmcu-lock"
+    lock.write_text("")
+    monkeypatch.setattr(os, "open", read_only_fs)
+    with outdir.locked(d, shared=True):
+        assert made == [lock]  # the existing lock file, read-only
 
 
 def test_firmware_needs_model_h_and_model_npz_of_one_model(tiny_run, tmp_path):

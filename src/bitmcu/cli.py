@@ -152,7 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--target", default="generic",
                    help="generic | ch32v003 | ch32v002 | cortex-m0 (default: generic)")
     x.add_argument("--data-dir", help="folder with the data sets (overrides the run's)")
-    x.add_argument("--images", type=count("--images"), default=8, help="test images to embed (default 8)")
+    x.add_argument("--images", type=count("--images"), default=8, help="test images to embed "
+                   "(default 8, at most 10,000)")
+    x.add_argument("--allow-mismatch", action="store_true", help="export even when the integer "
+                   "model's accuracy differs from the float model's by more than 2 points")
     x.set_defaults(func=_cmd_export)
 
     v = sub.add_parser("verify", help="host C engine == numpy reference on the whole test set "
@@ -430,7 +433,8 @@ def _cmd_export(a) -> int:
     from .export import export
 
     cmd = " ".join(["bitmcu", "export", str(a.run), "--out", str(a.out), "--target", a.target])
-    rep = export(a.run, a.out, a.target, a.data_dir, a.images, command=cmd)
+    rep = export(a.run, a.out, a.target, a.data_dir, a.images, command=cmd,
+                 allow_mismatch=a.allow_mismatch)
     print(rep.text())
     print(f"wrote {a.out}/: model.h, bitmcu.c, bitmcu.h, main.c, test_images.h, Makefile, "
           "model.npz, report.txt")

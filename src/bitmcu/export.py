@@ -14,8 +14,13 @@ from .codegen import DECODER_MAIN, EXAMPLE_MAIN, MAKEFILE, fnv1a, images_header,
 from .errors import BitmcuError, choices
 from .hostc import engine_dir
 from .ir import IntModel, from_checkpoint
-from .outdir import check_target, writing
+from .outdir import check_target, locked, writing
 from .rng import latents_for
+
+MAX_IMAGES = 10000  # test images an export may embed (test_images.h)
+# largest difference between the float and the integer model's accuracy that export accepts
+# (0.02: 2 points; trained models differ by a few tenths, a broken conversion by far more)
+MISMATCH_TOLERANCE = 0.02
 
 # target -> whether the core multiplies (selects kernel forms at compile time)
 TARGETS = {"generic": True, "ch32v003": False, "ch32v002": True, "cortex-m0": True}
@@ -82,17 +87,29 @@ def load_int_model(run: str | Path) -> tuple[IntModel, dict]:
 
 
 def export(run: str | Path, out: str | Path, target: str = "generic", data_dir: str | None = None,
-           n_images: int = 8, command: str = "bitmcu export", evaluate: bool = True) -> ExportReport:
+           n_images: int = 8, command: str = "bitmcu export", evaluate: bool = True,
+           allow_mismatch: bool = False) -> ExportReport:
     """Write model.h, bitmcu.c/.h, test_images.h, main.c, Makefile, model.npz, report.{txt,json}.
 
     The files are written into a temporary folder and moved into ``out`` only when all of them
-    are complete, so a failed export never leaves a half model behind.
+    are complete, so a failed export never leaves a half model behind. ``out`` is locked for
+    the whole export. An integer model whose accuracy differs from the float model's by more
+    than :data:`MISMATCH_TOLERANCE` is refused unless ``allow_mismatch``: the conversion did not
+    keep the model the run trained.
     """
     if target not in TARGETS:
         raise BitmcuError(f"--target {target!r} is not known; use {choices(TARGETS)}")
-    if n_images < 1:
-        raise BitmcuError(f"--images {n_images}: embed at least 1 test image")
-    check_target(Path(out).absolute(), "model.npz", "export")  # before the minutes of work
+    if not 1 <= n_images <= MAX_IMAGES:
+        raise BitmcuError(f"--images {n_images}: embed 1..{MAX_IMAGES} test images (a chip's "
+                          "firmware holds a few; test_set.npz keeps 100 for profiling)")
+    out = Path(out).absolute()
+    with locked(out):  # held from the start: a second export into `out` is refused at once
+        check_target(out, "model.npz", "export")  # before the minutes of work
+        return _export(run, out, target, data_dir, n_images, command, evaluate, allow_mismatch)
+
+
+def _export(run, out: Path, target: str, data_dir, n_images: int, command: str, evaluate: bool,
+            allow_mismatch: bool) -> ExportReport:
     model, blob = load_int_model(run)
     cfg = blob["cfg"]
     if data_dir:
@@ -114,20 +131,28 @@ def export(run: str | Path, out: str | Path, target: str = "generic", data_dir: 
         pred = in_chunks(lambda x: reference.run(model, x)[1], test_x, "integer reference")
         int_acc = float((pred == test_y).mean())
         n_test = len(test_y)
+        if abs(float_acc - int_acc) > MISMATCH_TOLERANCE and not allow_mismatch:
+            raise BitmcuError(
+                f"{blob['path']}: the integer model's {data.split} accuracy "
+                f"{100 * int_acc:.2f}% differs from the float model's {100 * float_acc:.2f}% "
+                f"by more than {100 * MISMATCH_TOLERANCE:g} points: the conversion does not "
+                "keep this model (weights far outside the trained range?); nothing written. "
+                "--allow-mismatch exports it anyway")
     report = model_report(model, target, float_acc, int_acc, n_test,
                           cfg.data.input_description(), data.split)
 
-    write_export(model, out, test_x, test_y, report, target, n_images, command)
+    write_export(model, out, test_x, test_y, report, target, n_images, command, lock=False)
     return report
 
 
 def write_export(model: IntModel, out: str | Path, test_x: np.ndarray, test_y: np.ndarray,
                  report: ExportReport, target: str = "generic", n_images: int = 8,
-                 command: str = "bitmcu export") -> None:
+                 command: str = "bitmcu export", lock: bool = True) -> None:
     """Write an export folder for an integer model; all files appear at once or none do (the
-    folder, firmware builds inside it included, is replaced as a whole)."""
+    folder, firmware builds inside it included, is replaced as a whole). ``lock=False``: the
+    caller holds ``out`` already."""
     k = min(n_images, len(test_x))
-    with writing(out, "model.npz", "export") as t:
+    with writing(out, "model.npz", "export", lock) as t:
         (t / "model.h").write_text(model_header(model, command))
         if model.generative:  # seeds 1..k, classes in turn, the reference's image checksums
             seeds, classes = np.arange(1, k + 1), np.arange(k) % model.n_classes

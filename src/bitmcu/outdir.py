@@ -4,8 +4,10 @@ replacement.
 - :func:`locked` takes an advisory lock (``flock``) on a folder for the time a command writes
   it: a second ``bitmcu`` process that wants the same folder is refused with the first one's
   pid and command. The lock lives in a small hidden file beside the folder
-  (``.NAME.bitmcu-lock``), because the folder itself may be replaced while it is held; the
-  kernel drops a lock when its process dies, so no lock is ever left stale.
+  (``.NAME.bitmcu-lock``, ignored by git), because the folder itself may be replaced while it
+  is held; the kernel drops a lock when its process dies, so no lock is ever left stale.
+  Readers take it shared; where the lock file cannot be made (a read-only place), nothing can
+  write the folder either, and a reader goes on without a lock.
 - :func:`staging` gives a fresh hidden folder beside the output to build everything in, and
   :func:`replace` puts it in place in one step: a rename where the output does not exist yet,
   an atomic exchange of the two folders (Linux ``renameat2(RENAME_EXCHANGE)``) where it does.
@@ -37,6 +39,19 @@ def _lock_path(folder: Path) -> Path:
     return folder.parent / f".{folder.name}.bitmcu-lock"
 
 
+def _reader_fd(path: Path) -> int | None:
+    """A descriptor of the lock file to take a reader's (shared) lock on: the file is made
+    where it is missing and the place is writable, opened read-only where it exists; None
+    where it is missing and cannot be made (a read-only mount, an installed package)."""
+    for flags in (os.O_RDWR | os.O_CREAT, os.O_RDONLY):
+        try:
+            return os.open(path, flags, 0o644)
+        except OSError as e:
+            if e.errno not in (errno.EACCES, errno.EROFS, errno.EPERM, errno.ENOENT):
+                raise BitmcuError(f"{path.parent}: cannot read there ({e.strerror})") from None
+    return None
+
+
 @contextlib.contextmanager
 def locked(folder: str | Path, shared: bool = False) -> Iterator[None]:
     """Hold ``folder`` for this process; shared: for reading (several readers may hold it,
@@ -45,12 +60,18 @@ def locked(folder: str | Path, shared: bool = False) -> Iterator[None]:
     if STAGE in folder.parent.name:  # inside a staging folder: private to this process
         yield
         return
-    folder.parent.mkdir(parents=True, exist_ok=True)
     path = _lock_path(folder)
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as e:
-        raise BitmcuError(f"{folder.parent}: cannot write there ({e.strerror})") from None
+    if shared:
+        fd = _reader_fd(path)
+        if fd is None:  # a read-only place: nothing can write the folder, so nothing to lock
+            yield
+            return
+    else:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise BitmcuError(f"{folder.parent}: cannot write there ({e.strerror})") from None
     try:
         try:
             fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
@@ -141,11 +162,12 @@ def replace(stage: Path, out: Path) -> None:
 
 
 @contextlib.contextmanager
-def writing(out: str | Path, marker: str, what: str) -> Iterator[Path]:
-    """Lock `out`, give a staging folder to fill and, when the block ends without an error,
-    replace `out` with it; on an error the staging folder goes and `out` stays as it was."""
+def writing(out: str | Path, marker: str, what: str, lock: bool = True) -> Iterator[Path]:
+    """Lock `out` (``lock=False``: the caller holds it already), give a staging folder to fill
+    and, when the block ends without an error, replace `out` with it; on an error the staging
+    folder goes and `out` stays as it was."""
     out = Path(out).absolute()
-    with locked(out):
+    with locked(out) if lock else contextlib.nullcontext():
         check_target(out, marker, what)
         stage = staging(out)
         try:

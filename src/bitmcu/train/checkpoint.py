@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import pickle
 import zipfile
@@ -17,6 +19,12 @@ FORMAT = "bitmcu-checkpoint"
 FORMAT_VERSION = 1
 
 
+def config_digest(config: dict) -> str:
+    """sha256 of a stored config: the checkpoint keeps it beside its weights, so a config
+    edited afterwards (another scheme, say, for weights trained with this one) is found."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
+
+
 def save_checkpoint(path: Path, model, optimizer, cfg: Config, n_classes: int, epoch: int,
                     metrics: list[dict], live=None) -> None:
     """``model`` is the model the run delivers; ``live``, where it differs (weight averaging),
@@ -26,6 +34,7 @@ def save_checkpoint(path: Path, model, optimizer, cfg: Config, n_classes: int, e
         "format_version": FORMAT_VERSION,
         "bitmcu_version": __version__,
         "config": cfg.to_dict(),
+        "config_sha256": config_digest(cfg.to_dict()),
         "n_classes": n_classes,
         "epoch": epoch,
         "model": model.state_dict(),
@@ -86,6 +95,17 @@ def load_checkpoint(run: str | Path) -> dict:
                               f"not {v!r}")
     if not all(isinstance(m, dict) for m in blob["metrics"]):
         raise BitmcuError(f"{path}: checkpoint 'metrics' must be a list of per-epoch records")
+    digest = blob.get("config_sha256")  # absent in checkpoints of earlier versions
+    if digest is not None and digest != config_digest(blob["config"]):
+        raise BitmcuError(f"{path}: the checkpoint's config was changed after its weights were "
+                          "saved (its sha256 differs): the weights were trained for another "
+                          "config; train the changed config as a new run")
+    for key in ("model", "live"):
+        for name, t in (blob.get(key) or {}).items():
+            if torch.is_tensor(t) and t.is_floating_point() and not torch.isfinite(t).all():
+                raise BitmcuError(f"{path}: weights '{name}' hold NaN or infinite values (the "
+                                  "run diverged, or the file was changed); retrain, with a "
+                                  "lower train.lr")
     try:
         blob["cfg"] = config_from_dict(drop_retired_keys(blob["config"]))
     except BitmcuError as e:

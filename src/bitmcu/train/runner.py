@@ -22,7 +22,15 @@ import torch.nn.functional as F
 import yaml
 from tqdm import tqdm
 
-from ..config import Config, apply_overrides, config_from_dict, parse_override
+from ..config import (
+    Config,
+    apply_overrides,
+    config_from_dict,
+    differences,
+    drop_retired_keys,
+    parse_override,
+    read_yaml,
+)
 from ..data import Augmenter, Dataset, downscale, load_dataset
 from ..errors import BitmcuError
 from ..models import build_model
@@ -453,6 +461,34 @@ def train(cfg: Config, run_dir: Path | None = None, resume: str | Path | None = 
         return _train(cfg, run_dir, resume, epochs, quiet, log, overrides, on_epoch)
 
 
+def check_config_file(run_dir: Path, saved: Config, overrides: list[str], log=print) -> None:
+    """A resumed run keeps its checkpoint's config: a ``config.yaml`` edited since is refused,
+    naming the keys that differ, rather than ignored. Keys a resume may change (RESUME_KEYS)
+    that the file sets otherwise, without a ``--set`` for them, are named in one line."""
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return
+    data = read_yaml(path)
+    try:
+        edited = config_from_dict(drop_retired_keys(data if isinstance(data, dict) else {}))
+    except BitmcuError as e:
+        raise BitmcuError(f"{path}: edited since the run was trained, and refused ({e}); a "
+                          "resumed run keeps its checkpoint's config: undo the edit") from None
+    diffs = differences(saved.to_dict(), edited.to_dict())
+    changed = [d for d in diffs if d[0] not in RESUME_KEYS]
+    if changed:
+        shown = "; ".join(f"{k}: {a!r} in the checkpoint, {b!r} in the file"
+                          for k, a, b in changed[:3]) + ("; ..." if len(changed) > 3 else "")
+        raise BitmcuError(f"{path} was edited since the run was trained ({shown}); a resumed "
+                          "run keeps its checkpoint's config: undo the edit, or train the "
+                          f"edited config as a new run (bitmcu train {path} --out NEW_DIR)")
+    given = {parse_override(t)[0] for t in overrides}
+    for k, a, b in diffs:
+        if k not in given:
+            log(f"{path} sets {k} {b!r}, the checkpoint {a!r}: the run keeps {a!r}; "
+                f"give --set {k}={b} to change it")
+
+
 # files a finished run has beside its checkpoint
 RUN_FILES = ("config.yaml", "metrics.jsonl", "curves.png", "weights.png")
 
@@ -461,6 +497,7 @@ def _train(cfg: Config, run_dir: Path, resume, epochs, quiet, log, overrides, on
     if resume is not None:
         blob = load_checkpoint(resume)
         changes = list(overrides or []) + ([] if epochs is None else [f"train.epochs={epochs}"])
+        check_config_file(run_dir, blob["cfg"], changes, log)
         cfg = resume_config(blob["cfg"], changes) if changes else blob["cfg"]
         start_epoch = blob["epoch"]
         metrics = list(blob["metrics"])[:start_epoch]

@@ -34,7 +34,7 @@ install_torch() {
     return
   fi
   if [ -n "$local_torch" ]; then
-    .venv/bin/pip install -q "$TORCH"
+    .venv/bin/pip install "${pipq[@]}" "$TORCH"
   elif command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
     echo "setup: an NVIDIA GPU is here: installing the CUDA build of $TORCH (several GB)"
     .venv/bin/pip install -q "$TORCH"
@@ -51,11 +51,17 @@ install_torch() {
 }
 stamp=.venv/.bitmcu-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  echo "setup: installing Python packages into .venv (torch first)"
-  .venv/bin/pip install -q --upgrade pip
+  # a line per step (about a minute in all); on a terminal, pip's own progress bars too
+  pipq=(-q)
+  [ -t 1 ] && pipq=(--progress-bar on)
+  echo "setup: installing Python packages into .venv (torch first; about a minute)"
+  echo "setup: [1/3] pip itself"
+  .venv/bin/pip install "${pipq[@]}" --upgrade pip
   # pinned torch first: an unpinned torch would pull a multi-GB CUDA build
+  echo "setup: [2/3] $TORCH"
   install_torch
-  .venv/bin/pip install -q -e ".[dev]"
+  echo "setup: [3/3] bitmcu and its dependencies (numpy, optuna, unicorn, matplotlib, ...)"
+  .venv/bin/pip install "${pipq[@]}" -e ".[dev]"
   .venv/bin/python -c "import torch; print('setup: torch', torch.__version__,
     '(CUDA ' + torch.version.cuda + ' build)' if torch.version.cuda else '(CPU build)')"
   touch "$stamp"

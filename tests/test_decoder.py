@@ -130,6 +130,39 @@ def test_sample_grid(tiny_decoder, tmp_path, capsys):
     assert "--temperature 2.5: must be in (0, 2]" in capsys.readouterr().err
 
 
+def test_samples_of_a_grid_differ_and_classes_are_bounded(tiny_decoder):
+    from bitmcu.generate import load_decoder, sample_images
+
+    blob, model = load_decoder(tiny_decoder)
+    seeds = np.arange(1, 13)
+    images = sample_images(blob, model, seeds, np.zeros(12, int))
+    assert len({im.tobytes() for im in images}) > 6  # a row of one class: other seeds, others
+    again = sample_images(blob, model, seeds, np.zeros(12, int))
+    np.testing.assert_array_equal(images, again)  # the same seeds: the same images
+    with pytest.raises(BitmcuError, match="classes must be 0..5"):
+        sample_images(blob, model, [1], [model.n_classes])
+    with pytest.raises(BitmcuError, match="classes must be 0..5"):
+        sample_images(blob, model, [1], [-1])
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--per-class", "100000000"], "--per-class 100000000: must be 1..1000"),
+    (["--seed", "-1"], "--seed -1: give a whole number 0..4,294,967,295"),
+    (["--seed", "4294967295"], "--seed 4294967295: the seeds 4294967295..4294967300 must lie"),
+    (["--out", "s.txt"], "--out s.txt: sample writes a PNG grid; give a file name ending in .png"),
+    (["--out", "no/such/folder/s.png"], "the folder no/such/folder does not exist"),
+])
+def test_sample_refuses_in_one_line(tiny_decoder, args, words, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = ["sample", str(tiny_decoder), "--per-class", "1", *args]
+    if "--out" not in args:
+        argv += ["--out", "grid.png"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert words in err and err.count("\n") == 1, err
+    assert list(tmp_path.iterdir()) == []  # nothing written, under any name
+
+
 @pytest.mark.parametrize("sets, msg", [
     (["model.latent=0"], "model.latent"),
     (["model.conv=[up*4, up*4]"], "model.conv"),
@@ -152,6 +185,20 @@ def test_classifier_commands_refuse_decoders_and_back(tiny_decoder, tiny_run, ca
     assert "decoder" in capsys.readouterr().err
     assert main(["sample", str(tiny_run), "--out", "/tmp/x.png"]) == 2
     assert "classifier" in capsys.readouterr().err
+
+
+def test_a_truncated_model_npz_is_one_line(tiny_export, tmp_path, capsys):
+    import shutil
+
+    exp = tmp_path / "exp"
+    shutil.copytree(tiny_export, exp)
+    raw = (exp / "model.npz").read_bytes()
+    (exp / "model.npz").write_bytes(raw[: len(raw) // 2])
+    for argv in (["firmware", str(exp), "--mcu", "ch32v003"], ["die", str(exp)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "model.npz: not a readable bitmcu integer model" in err
+        assert "re-run `bitmcu export`" in err
 
 
 def test_damaged_decoder_model_is_refused(tiny_export, tmp_path):

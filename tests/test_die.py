@@ -104,6 +104,41 @@ def test_cli_die_and_bad_options(die_dir, tmp_path, capsys):
     with pytest.raises(BitmcuError, match="--dither 'floyd' is not allowed"):
         build_die(run, out=tmp_path / "x", options=DieOptions(dither="floyd"))
     assert not (tmp_path / "x").exists()  # nothing written
+    for argv, words in ((["--oracle", str(run)], "--oracle judges the emulated frames: give "
+                                                  "--emulate N"),
+                        (["--debounce-ms", "0"], "--debounce-ms 0: must be 1..500"),
+                        (["--debounce-ms", "501"], "--debounce-ms 501: must be 1..500"),
+                        (["--seed", "-1"], "--seed -1: give a whole number 0..")):
+        assert main(["die", str(run), "--out", str(tmp_path / "y"), *argv]) == 2
+        err = capsys.readouterr().err
+        assert words in err and err.count("\n") == 1, err
+        assert not (tmp_path / "y").exists()
+
+
+def test_threshold_dithering_in_the_firmware_draws_the_reference(tmp_path):
+    """The firmware's own threshold comparison (not only its Python twin) draws each frame: the
+    shipped die's pictures hold pixels of 127 and 128, on both sides of the threshold."""
+    from bitmcu import reference
+    from bitmcu.export import read_export
+    from bitmcu.rng import sample_latent, xorshift32
+
+    from .conftest import ROOT
+
+    build_die(ROOT / "models" / "die-ch32v003", out=tmp_path / "t",
+              options=DieOptions(dither="threshold"))
+    rolled = roll_die(tmp_path / "t", rolls=3)
+    assert rolled.firmware.options["dither"] == "threshold"
+    assert check_frames(rolled) == []
+    model = read_export(tmp_path / "t" / "export")
+    pixels = []
+    for r in rolled.rolls:  # the pictures the frames were drawn from (as expected_frame draws)
+        s = np.array([r.state], dtype=np.uint32)
+        while int((s := xorshift32(s))[0]) >> 29 >= 6:
+            pass
+        z, _ = sample_latent(s, model.latent, model.latent_scale)
+        pixels.append(reference.generate(model, z, np.array([int(s[0]) >> 29]))[0])
+    pixels = np.concatenate(pixels)
+    assert (pixels == 127).any() and (pixels == 128).any()
 
 
 # ------------------------------------------------------------------ the display and I2C models
@@ -126,6 +161,29 @@ def test_ssd1306_decodes_the_addressing_modes():
     assert d.ram[5, 0x17] == 0x5A
     pix = d.pixels()
     assert pix[16:24, 10].all() and pix[3 * 8 + 7, 10] and not pix[3 * 8 + 6, 10]
+
+
+def test_ssd1306_vertical_mode_and_the_page_mode_column_wrap():
+    d = SSD1306()
+    d.begin()
+    for b in (0x00, 0x20, 0x01, 0x21, 10, 11, 0x22, 2, 3):  # vertical, columns 10-11, pages 2-3
+        d.write(b)
+    d.end()
+    d.begin()
+    for b in (0x40, 1, 2, 3, 4, 5):  # down the pages, then the next column, then from the start
+        d.write(b)
+    d.end()
+    assert [d.ram[2, 10], d.ram[3, 10], d.ram[2, 11], d.ram[3, 11]] == [5, 2, 3, 4]
+    d.begin()
+    for b in (0x00, 0x20, 0x02, 0xB6, 0x0E, 0x17):  # page mode, page 6, column 0x7E
+        d.write(b)
+    d.end()
+    d.begin()
+    for b in (0x40, 0xA1, 0xA2, 0xA3):  # columns 126, 127, then 0 of the same page
+        d.write(b)
+    d.end()
+    assert [d.ram[6, 126], d.ram[6, 127], d.ram[6, 0]] == [0xA1, 0xA2, 0xA3]
+    assert d.ram[7, 0] == 0 and d.ram[5, 0] == 0
 
 
 @pytest.mark.parametrize("stream, msg", [

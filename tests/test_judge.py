@@ -80,6 +80,32 @@ def test_distances():
     np.testing.assert_allclose(nearest_distances(imgs, imgs[:2]), [0, 0, np.sqrt(3)])
 
 
+def test_engine_figures_count_duplicates_and_copies():
+    """Distinct images per class with known duplicates; copies of training images (exact, and
+    closer to the training set than every real test image) counted."""
+    from bitmcu.judge import engine_figures
+
+    rng = np.random.default_rng(0)
+    train_x = rng.integers(0, 256, (20, 4, 4), dtype=np.uint8)
+    imgs = rng.integers(0, 256, (8, 4, 4), dtype=np.uint8)
+    imgs[1] = imgs[0]  # class 0: 4 images, 2 of them the same -> 3 distinct
+    imgs[2] = train_x[5]  # an exact copy of a training image
+    imgs[6] = imgs[7] = imgs[5] = imgs[4]  # class 1: one image four times -> 1 distinct
+    classes = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    real_near = np.array([0.5, 0.7])  # no real test image is nearer the training set than 0.5
+    near_copy = train_x[9].copy()
+    near_copy[0, 0] ^= 1  # one pixel off a training image: 1/255 away
+    imgs[3] = near_copy
+    pred = np.array([0, 0, 0, 1, 1, 1, 1, 1])
+    feats = rng.normal(size=(8, 3))
+    f = engine_figures("int", imgs, classes, 2, pred, feats, train_x,
+                       {im.tobytes() for im in train_x}, real_near, rng.normal(size=(30, 3)))
+    assert f.distinct == [0.75, 0.25]
+    assert f.accuracy == [0.75, 1.0]
+    assert f.exact_copies == 1 and f.copies == 2  # the exact copy and the near one
+    assert f.nearest_train_min == pytest.approx(0, abs=0.01)  # float32 distances
+
+
 def test_judge_errors(runs, tiny_run, tmp_path):
     dec, oracle = runs
     with pytest.raises(BitmcuError, match="train it first: bitmcu train oracle-dice"):
@@ -90,8 +116,13 @@ def test_judge_errors(runs, tiny_run, tmp_path):
         judge(tiny_run, oracle, per_class=4)
     with pytest.raises(BitmcuError, match="the oracle is a classifier"):
         judge(dec, dec, per_class=4)
-    with pytest.raises(BitmcuError, match="--per-class 1: must be >= 2"):
+    with pytest.raises(BitmcuError, match="--per-class 1: must be 2..10,000"):
         judge(dec, oracle, per_class=1)
+    with pytest.raises(BitmcuError, match="--per-class 10001: must be 2..10,000"):
+        judge(dec, oracle, per_class=10001)
+    with pytest.raises(BitmcuError, match=r"--seed 4294967290: the seeds 4294967290..4294967313 "
+                                          r"must lie in 0..4,294,967,295"):
+        judge(dec, oracle, per_class=4, seed=2**32 - 6)
     with pytest.raises(BitmcuError, match="'gpu' is not allowed; use"):
         judge(dec, oracle, per_class=4, engines=["gpu"])
     with pytest.raises(BitmcuError, match=r"--temperature 3.0: must be in \(0, 2\]"):

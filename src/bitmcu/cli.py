@@ -118,6 +118,22 @@ def count(option: str):
     return parse
 
 
+SEED_MAX = 2**32 - 1  # seeds are the sampler's uint32 states (rng.seed_state)
+
+
+def seed(option: str):
+    """An argparse type: a seed 0..2^32-1, else one clear error naming the option."""
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            n = -1
+        if not 0 <= n <= SEED_MAX:
+            raise BitmcuError(f"{option} {text}: give a whole number 0..{SEED_MAX:,}")
+        return n
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bitmcu", description=__doc__.strip().splitlines()[0]
                                 if __doc__ else "bitmcu")
@@ -173,8 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--per-class", type=count("--per-class"), default=8, help="samples per class (default 8)")
     g.add_argument("--engine", default="int", help="float (the QAT decoder) | int (the numpy "
                    "reference, default) | c (the host-compiled C engine)")
-    g.add_argument("--seed", type=int, default=1, help="seed of the first sample; the next "
-                   "ones count up (default 1)")
+    g.add_argument("--seed", type=seed("--seed"), default=1, help="seed of the first sample; "
+                   "the next ones count up (default 1)")
     g.add_argument("--temperature", type=float, help="sampling temperature, 0..2 (default: the "
                    "run's model.temperature; 1 = the prior it was trained with)")
     g.add_argument("--out", type=Path, required=True, help="PNG file to write")
@@ -191,7 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="samples per class (default 1000)")
     j.add_argument("--engines", default="float,int,c", help="comma-separated: float, int, c "
                    "(default all three)")
-    j.add_argument("--seed", type=int, default=1, help="seed of the first sample (default 1)")
+    j.add_argument("--seed", type=seed("--seed"), default=1,
+                   help="seed of the first sample (default 1)")
     j.add_argument("--temperature", type=float, help="sampling temperature, 0..2 (default: the "
                    "run's model.temperature)")
     j.add_argument("--data-dir", help="folder with the data sets (overrides the run's)")
@@ -289,12 +306,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--mcu", default="ch32v003", help="ch32v003 (default) | ch32v002")
     d.add_argument("--button", default="PC3", help="button pin, to ground (default PC3)")
     d.add_argument("--dither", default="ordered", help="ordered (4x4 Bayer, default) | threshold")
-    d.add_argument("--debounce-ms", type=int, default=20, help="button debounce (default 20 ms)")
+    d.add_argument("--debounce-ms", type=int, default=20, help="button debounce, 1..500 ms "
+                   "(default 20)")
     d.add_argument("--out", type=Path, help="output folder (default: SOURCE-die)")
     d.add_argument("--emulate", type=count("--emulate"), metavar="N", help="emulate N rolls; frames, contact "
                    "sheet, GIF and rolls.json go to OUT/rolls")
-    d.add_argument("--seed", type=int, default=0, help="seed of the emulated ADC noise and "
-                   "display memory (default 0)")
+    d.add_argument("--seed", type=seed("--seed"), default=0, help="seed of the emulated ADC "
+                   "noise and display memory (default 0)")
     d.add_argument("--oracle", help="with --emulate: a dice classifier run that judges the frames")
     d.set_defaults(func=_cmd_die)
     return p
@@ -306,6 +324,8 @@ def _cmd_die(a) -> int:
     from .die.emulate import check_frames, judge_frames, roll_die, write_frames
     from .die.firmware import DieOptions, build_die
 
+    if a.oracle and a.emulate is None:
+        raise BitmcuError("--oracle judges the emulated frames: give --emulate N with it")
     info = build_die(a.source, a.mcu, a.out, DieOptions(a.button, a.dither, a.debounce_ms))
     print(info.text())
     if a.emulate is None:

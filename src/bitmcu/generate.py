@@ -100,13 +100,31 @@ def save_png(picture: np.ndarray, path: str | Path, scale: int = 4) -> None:
     tmp.replace(path)
 
 
+MAX_PER_CLASS = 1000  # samples per class (a row of the grid) that `sample` draws
+
+
+def check_seeds(seed: int, n: int) -> None:
+    """Seeds seed..seed+n-1 must be sampler states 0..2^32-1 (they are not wrapped around)."""
+    if not 0 <= seed or seed + n - 1 > 2**32 - 1:
+        raise BitmcuError(f"--seed {seed}: the seeds {seed}..{seed + n - 1} must lie in "
+                          f"0..{2**32 - 1:,}")
+
+
 def sample_grid(run: str | Path, out: str | Path, per_class: int = 8, engine: str = "int",
                 seed: int = 1, temperature: float | None = None) -> np.ndarray:
     """A PNG with one row per class of `per_class` samples (seeds seed, seed + 1, ...)."""
-    if per_class < 1:
-        raise BitmcuError(f"--per-class {per_class}: must be >= 1")
+    if not 1 <= per_class <= MAX_PER_CLASS:
+        raise BitmcuError(f"--per-class {per_class}: must be 1..{MAX_PER_CLASS} (a row of the "
+                          "grid per class)")
+    out = Path(out)
+    if out.suffix.lower() != ".png":
+        raise BitmcuError(f"--out {out}: sample writes a PNG grid; give a file name ending "
+                          "in .png")
+    if not out.parent.is_dir():
+        raise BitmcuError(f"--out {out}: the folder {out.parent} does not exist")
     blob, model = load_decoder(run, temperature)
     classes = np.repeat(np.arange(model.n_classes), per_class)
+    check_seeds(seed, len(classes))
     seeds = seed + np.arange(len(classes))
     images = sample_images(blob, model, seeds, classes, engine)
     save_png(grid(images, model.n_classes), out)

@@ -30,6 +30,7 @@ import io
 import itertools
 import json
 import os
+import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -489,8 +490,9 @@ class IntModel:
                           for i, m in enumerate(meta.get("stages", []))]
                 biases = [z[f"b{i}"] if f"b{i}" in z.files else None
                           for i in range(len(meta["layers"]))]
-        except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
-            raise BitmcuError(f"{path}: not a readable bitmcu integer model ({e})") from None
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+            raise BitmcuError(f"{path}: not a readable bitmcu integer model, truncated or "
+                              f"changed ({e}); re-run `bitmcu export`") from None
         if meta.get("format") != "bitmcu-ir" or meta.get("format_version") != FORMAT_VERSION:
             raise BitmcuError(f"{path}: not a bitmcu integer model of format {FORMAT_VERSION}")
         layers = [FCLayer(m["scheme"], m["n_in"], m["n_out"], w, m["relu"], m.get("shift"), b)

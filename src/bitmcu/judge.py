@@ -24,8 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from .errors import BitmcuError, choices
-from .generate import ENGINES, load_decoder, sample_images
+from .generate import ENGINES, check_seeds, load_decoder, sample_images
 
+MAX_PER_CLASS = 10000  # samples per class and engine that `judge` draws
 PAIRS_MAX = 500  # images per class in the pairwise-distance figure (cost grows with the square)
 
 
@@ -211,8 +212,9 @@ def judge(run: str | Path, oracle: str | Path | None = None, per_class: int = 10
     """Generate `per_class` samples per class with each engine and judge them (see module)."""
     from .train import evaluate, load_data
 
-    if per_class < 2:
-        raise BitmcuError(f"--per-class {per_class}: must be >= 2 (diversity needs pairs)")
+    if not 2 <= per_class <= MAX_PER_CLASS:
+        raise BitmcuError(f"--per-class {per_class}: must be 2..{MAX_PER_CLASS:,} (diversity "
+                          "needs pairs)")
     for e in engines:
         if e not in ENGINES:
             raise BitmcuError(f"--engines: {e!r} is not allowed; use {choices(ENGINES)}")
@@ -233,6 +235,7 @@ def judge(run: str | Path, oracle: str | Path | None = None, per_class: int = 10
 
     n = model.n_classes
     classes = np.repeat(np.arange(n), per_class)
+    check_seeds(seed, len(classes))
     seeds = seed + np.arange(len(classes))
     real = [test_x[test_y == c][:per_class] for c in range(n)]
     real_near = nearest_distances(np.concatenate(real), train_x)
@@ -256,19 +259,29 @@ def judge(run: str | Path, oracle: str | Path | None = None, per_class: int = 10
             print(f"  {engine}: generating {len(classes)} images", flush=True)
         images = sample_images(blob, model, seeds, classes, engine)
         pred, feats = oracle_outputs(omodel, images)
-        near = nearest_distances(images, train_x)
-        per = [images[classes == c] for c in range(n)]
-        out.engines.append(EngineFigures(
-            engine=engine,
-            accuracy=[float((pred[classes == c] == c).mean()) for c in range(n)],
-            distinct=[len({im.tobytes() for im in p}) / len(p) for p in per],
-            pairwise=[mean_pairwise(p) for p in per],
-            nearest_train_median=float(np.median(near)),
-            nearest_train_min=float(near.min()),
-            copies=int((near < real_near.min()).sum()),
-            exact_copies=sum(im.tobytes() in train_keys for im in images),
-            frechet=frechet(feats, real_feats)))
+        out.engines.append(engine_figures(engine, images, classes, n, pred, feats, train_x,
+                                          train_keys, real_near, real_feats))
     return out
+
+
+def engine_figures(engine: str, images: np.ndarray, classes: np.ndarray, n: int,
+                   pred: np.ndarray, feats: np.ndarray, train_x: np.ndarray, train_keys: set,
+                   real_near: np.ndarray, real_feats: np.ndarray) -> EngineFigures:
+    """One engine's figures from its images, their classes, the oracle's predictions and
+    features of them; ``train_keys``: the training images' bytes; ``real_near``: the real
+    test images' distances to their nearest training image."""
+    near = nearest_distances(images, train_x)
+    per = [images[classes == c] for c in range(n)]
+    return EngineFigures(
+        engine=engine,
+        accuracy=[float((pred[classes == c] == c).mean()) for c in range(n)],
+        distinct=[len({im.tobytes() for im in p}) / len(p) for p in per],
+        pairwise=[mean_pairwise(p) for p in per],
+        nearest_train_median=float(np.median(near)),
+        nearest_train_min=float(near.min()),
+        copies=int((near < real_near.min()).sum()),
+        exact_copies=sum(im.tobytes() in train_keys for im in images),
+        frechet=frechet(feats, real_feats))
 
 
 def write_json(j: Judgement, path: str | Path) -> None:

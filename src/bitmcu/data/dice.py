@@ -17,6 +17,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
+import time
 
 import numpy as np
 import torch
@@ -117,12 +119,19 @@ def _render_chunk(p: dict[str, np.ndarray], size: int, antialias: bool,
     return (img.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
 
 
-def render(cfg, n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """n dice images (n, size, size) uint8 and their labels (faces 1..6 as 0..5)."""
+def render(cfg, n: int, size: int, seed: int, what: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """n dice images (n, size, size) uint8 and their labels (faces 1..6 as 0..5); ``what``
+    names them on a progress bar (shown on a terminal only)."""
+    from tqdm import tqdm
+
     rng = np.random.default_rng([seed, 0xD1CE])
     params = draw_params(cfg, n, rng)
     images = np.empty((n, size, size), dtype=np.uint8)
-    for i in range(0, n, CHUNK):
+    starts = range(0, n, CHUNK)
+    if what is not None:
+        starts = tqdm(starts, desc=what, unit="chunk", leave=False,
+                      disable=not sys.stderr.isatty())
+    for i in starts:
         chunk = {k: v[i : i + CHUNK] for k, v in params.items()}
         m = len(chunk["face"])
         noise = (rng.standard_normal((m, size, size)) * cfg.noise).astype(np.float32)
@@ -221,7 +230,11 @@ def _cached(cache, name: str, desc: dict, make) -> dict[str, np.ndarray]:
                 return {k: z[k] for k in z.files}
         except (OSError, ValueError, KeyError):
             pass  # a damaged cache entry is rendered again
+    t0 = time.monotonic()
+    print(f"bitmcu: making {name} (once; kept in {path.parent})", file=sys.stderr, flush=True)
     out = make()
+    print(f"bitmcu: made {name}: {sum(a.nbytes for a in out.values()) / 1e6:.0f} MB in "
+          f"{time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.stem + f".{os.getpid()}.part.npz")
@@ -237,8 +250,8 @@ def dice_arrays(cfg, size: int, cache) -> dict[str, np.ndarray]:
     import dataclasses
 
     def make():
-        train_x, train_y = render(cfg, cfg.train, size, cfg.seed)
-        test_x, test_y = render(cfg, cfg.test, size, cfg.seed + 1)
+        train_x, train_y = render(cfg, cfg.train, size, cfg.seed, f"{cfg.train} training dice")
+        test_x, test_y = render(cfg, cfg.test, size, cfg.seed + 1, f"{cfg.test} test dice")
         return {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y}
 
     return _cached(cache, f"dice-{size}", {"size": size, **dataclasses.asdict(cfg), "v": 1}, make)

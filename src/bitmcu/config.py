@@ -546,8 +546,9 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
 
 
 def config_dir() -> Path:
-    """The folder with the named configurations: ``configs/`` in a checkout."""
-    return Path(__file__).resolve().parents[2] / "configs"
+    """The folder with the named configurations, package data (``bitmcu/configs``; in a
+    checkout, ``configs/`` links to it), so an installed bitmcu has them too."""
+    return Path(__file__).resolve().parent / "configs"
 
 
 def named_configs() -> list[str]:

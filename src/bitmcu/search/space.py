@@ -145,6 +145,12 @@ class Space:
         return "\n".join(lines)
 
 
+def space_dir() -> Path:
+    """The named search spaces, package data (``bitmcu/spaces``; in a checkout,
+    ``benchmarks/spaces`` links to it)."""
+    return Path(__file__).resolve().parent.parent / "spaces"
+
+
 def config_keys() -> set[str]:
     return {k for k, _ in _walk(Config())}
 
@@ -236,8 +242,12 @@ def _base_dict(space: Space) -> dict:
 def load_space(path: str | Path) -> Space:
     """Read and check a search space file (see the module docstring)."""
     p = Path(path)
+    if not p.exists() and not str(path).endswith((".yaml", ".yml")):
+        p = space_dir() / f"{path}.yaml"  # a named space, shipped with bitmcu
     if not p.is_file():
-        raise BitmcuError(f"search space {path}: no such file")
+        names = ", ".join(sorted(q.stem for q in space_dir().glob("*.yaml")))
+        raise BitmcuError(f"search space {path}: no such file; give a YAML file or one of: "
+                          f"{names}")
     data = read_yaml(p, "search space")
     if not isinstance(data, dict):
         raise BitmcuError(f"search space {path}: the top level must be a mapping with "

@@ -201,6 +201,30 @@ def test_a_truncated_model_npz_is_one_line(tiny_export, tmp_path, capsys):
         assert "re-run `bitmcu export`" in err
 
 
+def test_check_refuses_a_stage_input_beyond_the_largest_input(tiny_export):
+    """bitmcu_check itself (not only bitmcu_generate) refuses a decoder table whose 3x3 stage
+    window (9 x its input channels) exceeds the table's largest input, and nothing else in
+    it is wrong."""
+    import re
+
+    model = IntModel.load(tiny_export / "model.npz")
+    header = model_header(model, "test")
+    stage_in = 9 * max(st.c_in for st in model.stages)
+    others = max(2 * model.latent + model.n_classes, *(L.n_out for L in model.layers[:-1]))
+    assert others < stage_in - 1  # a max_in that only the stage's window exceeds
+    ok = HostModel(header, decoder=True)
+    try:
+        assert ok.check()[0] == 0
+    finally:
+        ok.close()
+    small = re.sub(r"#define BITMCU_MODEL_MAX_IN \d+", f"#define BITMCU_MODEL_MAX_IN {stage_in - 1}",
+                   header)
+    assert small != header
+    # BITMCU_ERR_LAYER, found before the checksums (which differ too) are compared
+    with pytest.raises(BitmcuError, match="table check says BITMCU_ERR_LAYER"):
+        HostModel(small, decoder=True)
+
+
 def test_damaged_decoder_model_is_refused(tiny_export, tmp_path):
     model = IntModel.load(tiny_export / "model.npz")
     model.stages[0].shift = 40

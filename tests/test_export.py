@@ -173,3 +173,20 @@ def test_export_images_are_bounded(tiny_run, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--images 10000000: embed 1..10000 test images" in err and err.count("\n") == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_no_hidden_layers_is_a_linear_classifier_that_deploys(tmp_path):
+    """model.hidden=[] is accepted on purpose: one fc layer from the pixels to the classes, the
+    smallest model there is, trained, exported and verified like any other."""
+    from bitmcu.config import load_config
+    from bitmcu.train import train
+
+    from .conftest import tiny_overrides
+
+    run = train(load_config(None, tiny_overrides(**{"model.hidden": "[]", "train.epochs": 2})),
+                run_dir=tmp_path / "lin", quiet=True)
+    rep = export(run, tmp_path / "exp", target="ch32v003")
+    assert [(r["n_in"], r["n_out"]) for r in rep.layers] == [(256, 10)]
+    assert rep.int_acc > 0.5
+    res = verify(run, limit=100)
+    assert res.c_acc["mul"] == res.c_acc["nomul"] == res.int_acc

@@ -351,6 +351,10 @@ def test_killed_worker_study_goes_on(tmp_path):
     assert sum(t.state.name == "COMPLETE" for t in trials) == 3
 
 
+def _default_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @needs_gcc
 def test_ctrl_c_is_one_line(tmp_path):
     """Ctrl-C reaches every process of the terminal's group: two workers and the parent end
@@ -359,7 +363,8 @@ def test_ctrl_c_is_one_line(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "bitmcu.cli", "search", path, "--trials", "4",
                              "--workers", "2", "--threads", "1", "--root", str(tmp_path / "runs")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True,  # SIGINT as from a terminal, even where
+                            preexec_fn=_default_sigint)  # this suite runs with it ignored (&)
     seen = set()
     for line in proc.stdout:  # wait for both workers to be training
         if ": epoch 1/50" in line:

@@ -404,6 +404,36 @@ def test_postgres_two_workers(tmp_path):
         optuna.delete_study(study_name=name, storage=url)
 
 
+@pytest.mark.skipif(not os.environ.get("BITMCU_TEST_POSTGRES"),
+                    reason="no PostgreSQL server (scripts/postgres.sh starts one; .ci/run does)")
+def test_workers_starting_together_on_an_empty_database(tmp_path):
+    """Workers that start at the same moment on a new PostgreSQL database race to make
+    Optuna's tables; every one of them opens the storage."""
+    import psycopg
+
+    url = os.environ["BITMCU_TEST_POSTGRES"]
+    db = f"bitmcu_race_{os.getpid()}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"create database {db}")
+    fresh = url.rsplit("/", 1)[0] + "/" + db
+    go = tmp_path / "go"
+    code = ("import pathlib, time\n"
+            "from bitmcu.search.study import storage\n"
+            f"while not pathlib.Path({str(go)!r}).exists(): time.sleep(0.001)\n"
+            f"storage({fresh!r})\n"
+            "print('opened')\n")
+    try:
+        procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(6)]
+        time.sleep(3)  # all of them imported and waiting (a late one only finds the tables)
+        go.touch()
+        outs = [p.communicate(timeout=300) for p in procs]
+        assert all(o[0].strip() == "opened" for o in outs), [o[1][-1500:] for o in outs]
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"drop database if exists {db}")
+
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import random
 import statistics
 import time
 from pathlib import Path
@@ -52,15 +53,34 @@ def storage(url: str, heartbeat: int = HEARTBEAT):
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}
     try:
-        return RDBStorage(url, heartbeat_interval=heartbeat, grace_period=2 * heartbeat,
-                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2),
-                          **kwargs)
+        for attempt in range(SCHEMA_RACE_RETRIES + 1):
+            try:
+                return RDBStorage(url, heartbeat_interval=heartbeat, grace_period=2 * heartbeat,
+                                  heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
+                                      max_retry=2), **kwargs)
+            except Exception as e:  # workers that start together on an empty database race to
+                if attempt == SCHEMA_RACE_RETRIES or not _schema_race(e):  # make its tables:
+                    raise  # the losers find them made a moment later
+                time.sleep(0.2 + random.random())
     except (optuna.exceptions.StorageInternalError, ImportError, ValueError) as e:
         raise BitmcuError(f"--storage {url}: cannot open it ({str(e).splitlines()[0]}); give an "
                           "SQLite file (sqlite:///PATH.db) or a PostgreSQL URL "
                           "(postgresql://USER:PASSWORD@HOST/DATABASE)") from None
     except Exception as e:  # sqlalchemy's errors: a server that is down, a bad password
         raise BitmcuError(f"--storage {url}: cannot open it ({str(e).splitlines()[0]})") from None
+
+
+SCHEMA_RACE_RETRIES = 5
+
+
+def _schema_race(e: Exception) -> bool:
+    """Whether ``e`` is PostgreSQL refusing a table (or its row type) that another worker
+    created at the same moment."""
+    import sqlalchemy.exc
+
+    text = str(e)
+    return isinstance(e, sqlalchemy.exc.IntegrityError | sqlalchemy.exc.ProgrammingError) and (
+        "already exists" in text or "pg_type_typname_nsp_index" in text)
 
 
 def make_sampler(space: Space, seed: int | None = None):

@@ -135,17 +135,31 @@ def expected_frame(model, state: int, dither: str) -> tuple[int, np.ndarray]:
         if v < 6:
             break
     z, _ = sample_latent(s, model.latent, model.latent_scale)
-    img = reference.generate(model, z, np.array([v]))[0].astype(np.int64)
+    img = reference.generate(model, z, np.array([v]))[0]
+    frame = np.zeros((64, 128), dtype=bool)
+    frame[:, LEFT_COLUMN:LEFT_COLUMN + 64] = display_bits(img, dither)
+    return v + 1, frame
+
+
+def display_bits(img: np.ndarray, dither: str = "ordered") -> np.ndarray:
+    """(64, 64) bool: the picture the firmware draws of a (side, side) uint8 image, scaled up
+    to 64x64 and dithered (ordered: pixel > 16 * bayer[y % 4][x % 4] + 8 in display
+    coordinates; threshold: pixel >= 128)."""
     k = 64 // img.shape[0]
-    big = np.kron(img, np.ones((k, k), dtype=np.int64))
+    big = np.kron(img.astype(np.int64), np.ones((k, k), dtype=np.int64))
     if dither == "ordered":
         yy, xx = np.mgrid[0:64, 0:64]
-        lit = big > BAYER[yy % 4, xx % 4] * 16 + 8
-    else:
-        lit = big >= 128
-    frame = np.zeros((64, 128), dtype=bool)
-    frame[:, LEFT_COLUMN:LEFT_COLUMN + 64] = lit
-    return v + 1, frame
+        return big > BAYER[yy % 4, xx % 4] * 16 + 8
+    return big >= 128
+
+
+def display_image(img: np.ndarray, dither: str = "ordered") -> np.ndarray:
+    """A (side, side) uint8 image as the OLED shows it, averaged back to its side: what a
+    judge of the display path reads (see :func:`frame_image`)."""
+    side = img.shape[0]
+    k = 64 // side
+    bits = display_bits(img, dither).astype(np.float64)
+    return (bits.reshape(side, k, side, k).mean(axis=(1, 3)) * 255).round().astype(np.uint8)
 
 
 def frame_image(frame: np.ndarray, side: int = 32) -> np.ndarray:

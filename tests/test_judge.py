@@ -30,6 +30,16 @@ def runs(tmp_path_factory):
     return dec, oracle
 
 
+@pytest.fixture(scope="module")
+def oracle_b(tmp_path_factory):
+    """A second tiny oracle: another seed and width."""
+    from bitmcu.train import train
+
+    sets = [*ORACLE, "name=oracle-tiny-b", "seed=1", "model.channels=12"]
+    return train(load_config(None, sets), run_dir=tmp_path_factory.mktemp("judge-b") / "o",
+                 quiet=True)
+
+
 def test_oracle_classifies_real_dice(runs):
     """The oracle config's network, trained briefly on 1,200 rendered dice, tells the faces of
     unseen real dice apart (the figure `bitmcu judge` prints first)."""
@@ -41,11 +51,11 @@ def test_oracle_classifies_real_dice(runs):
     assert ev.acc >= 0.9
 
 
-def test_judge_figures(runs, tmp_path, capsys):
+def test_judge_figures(runs, oracle_b, tmp_path, capsys):
     dec, oracle = runs
     out = tmp_path / "judge.json"
-    assert main(["judge", str(dec), "--oracle", str(oracle), "--per-class", "40",
-                 "--json", str(out)]) == 0
+    assert main(["judge", str(dec), "--oracle", str(oracle), "--oracle", str(oracle_b),
+                 "--per-class", "40", "--json", str(out)]) == 0
     text = capsys.readouterr().out
     for words in ("oracle accuracy", "memorization", "Frechet", "face 6", "float minus integer"):
         assert words in text
@@ -60,6 +70,28 @@ def test_judge_figures(runs, tmp_path, capsys):
     assert all(0 <= a <= 1 for a in i["accuracy"]) and all(0 < s <= 1 for s in i["distinct"])
     assert i["frechet"] > 0 and d["real_frechet"] >= 0 and d["real_nearest_train_min"] > 0
     assert i["exact_copies"] == 0
+    # several judges: both oracles and the pip counter, each with its accuracy on real dice
+    assert d["judges"] == [str(oracle), str(oracle_b), "pips"]
+    assert set(d["judge_test_accuracy"]) == set(d["judge_display_accuracy"]) == set(d["judges"])
+    assert d["judge_test_accuracy"][str(oracle)] == d["oracle_test_accuracy"]
+    for e in (f, i, c):
+        assert set(e["judges"]) == set(d["judges"]) and len(e["strict"]) == 6
+        for cl in range(6):  # strict: no more than the strictest judge
+            assert e["strict"][cl] <= min(e["judges"][j][cl] for j in d["judges"])
+            assert e["display_strict"][cl] <= min(e["display_judges"][j][cl] for j in d["judges"])
+        assert e["judges"][str(oracle)] == e["accuracy"] and 0 <= e["ghost"] <= 1
+    assert f["strict"] == i["strict"] == c["strict"]
+    assert "strict" in text and "J3 pips" in text and "ghost share" in text
+
+
+def test_strict_agreement_of_judges():
+    from bitmcu.judge import agreement
+
+    classes = np.array([0, 1, 1, 2])
+    per, strict = agreement({"a": np.array([0, 1, 1, 2]), "b": np.array([0, 1, 0, 1])},
+                            classes, 3)
+    assert per == {"a": [1.0, 1.0, 1.0], "b": [1.0, 0.5, 0.0]}
+    assert strict == [1.0, 0.5, 0.0]
 
 
 def test_frechet_of_known_gaussians():

@@ -201,8 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Generate K samples per class with each engine and judge "
                        "them by an independent classifier of the real images (the oracle).")
     j.add_argument("run", help="decoder run directory or checkpoint file")
-    j.add_argument("--oracle", help="classifier run that judges (default runs/oracle-<data "
-                   "set>, trained by `bitmcu train oracle-<data set>`)")
+    j.add_argument("--oracle", action="append", help="a classifier run that judges "
+                   "(repeatable: each is a judge; default: the shipped models/oracle-<data set> "
+                   "and -b, else runs/oracle-<data set>, trained by `bitmcu train oracle-<data "
+                   "set>`)")
     j.add_argument("--per-class", type=count("--per-class"), default=1000,
                    help="samples per class (default 1000)")
     j.add_argument("--engines", default="float,int,c", help="comma-separated: float, int, c "

@@ -12,11 +12,20 @@ Figures per engine (float QAT decoder, numpy integer reference, host-compiled C 
 - a Frechet distance between generated and real test images in the oracle's feature space (the
   input of its last layer), next to the distance between two halves of the real test set.
 
+Several judges, and the strict figure: every oracle given (``--oracle``, repeatable; by
+default the two shipped ones, models/oracle-<data set> and -b, which differ in architecture,
+seed and augmentation) and, for dice, the classical pip counter (:mod:`bitmcu.pips`) each read
+every sample; a sample counts for the strict figure only where every judge reads the class asked
+for. Each judge's own accuracy on the real test images is reported beside. Dice are also read as
+the die's OLED shows them (2x scaling, ordered dithering, averaged back), and their ghost share
+(lit pixels in no part of a die) is set beside the real test images'.
+
 Distances are Euclidean between images with pixels scaled to 0..1.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -41,6 +50,11 @@ class EngineFigures:
     copies: int  # samples closer to the training set than every real test image
     exact_copies: int  # samples equal to a training image
     frechet: float
+    judges: dict[str, list[float]] = field(default_factory=dict)  # per judge, per class
+    strict: list[float] = field(default_factory=list)  # per class: every judge reads the class
+    display_judges: dict[str, list[float]] = field(default_factory=dict)  # the OLED's pictures
+    display_strict: list[float] = field(default_factory=list)
+    ghost: float | None = None  # dice: mean share of lit pixels in no part of a die
 
     @property
     def mean_accuracy(self) -> float:
@@ -63,6 +77,10 @@ class Judgement:
     latent_scale: int  # the sampler's multiplier (rng.latent_scale of the temperature)
     temperature: float  # the sampling temperature (the run's model.temperature, or --temperature)
     engines: list[EngineFigures] = field(default_factory=list)
+    judges: list[str] = field(default_factory=list)  # the oracles' runs, and "pips" for dice
+    judge_test_accuracy: dict[str, float] = field(default_factory=dict)  # on real test images
+    judge_display_accuracy: dict[str, float] = field(default_factory=dict)  # the same, shown
+    real_ghost: float | None = None  # dice: the real test images' ghost share
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -99,6 +117,7 @@ class Judgement:
                 f"({self.feature_layer}); two halves of the real test set: "
                 f"{self.real_frechet:.3f}"]
         out += [f"  {e.engine:<6} {e.frechet:.3f}" for e in self.engines]
+        out += self._judges_text()
         by = {e.engine: e for e in self.engines}
         if "float" in by and "int" in by:
             gap = 100 * (by["float"].mean_accuracy - by["int"].mean_accuracy)
@@ -107,13 +126,61 @@ class Judgement:
         return "\n".join(out)
 
 
+    def _judges_text(self) -> list[str]:
+        if not self.judges:
+            return []
+        names = {j: f"J{i + 1}" for i, j in enumerate(self.judges)}
+        out = ["", "judges (each on the real test images, plain and as the display shows them):"]
+        for j in self.judges:
+            shown = self.judge_display_accuracy.get(j)
+            out.append(f"  {names[j]} {j}: {100 * self.judge_test_accuracy[j]:.2f}%"
+                       + ("" if shown is None else f", on the display {100 * shown:.2f}%"))
+        for e in self.engines:
+            out += ["", f"{e.engine}: the share of each class's samples that each judge reads as "
+                    "that class; strict: every judge does" + (
+                        "; display: the same of the pictures the OLED shows"
+                        if e.display_strict else "")]
+            head = f"{'class':>6}" + "".join(f"{names[j]:>8}" for j in self.judges) + \
+                f"{'strict':>9}" + (f"{'display':>9}" if e.display_strict else "")
+            out.append(head)
+            for c, name in enumerate(self.classes):
+                row = f"{name:>6}" + "".join(f"{100 * e.judges[j][c]:>7.1f}%" for j in self.judges)
+                row += f"{100 * e.strict[c]:>8.2f}%"
+                if e.display_strict:
+                    row += f"{100 * e.display_strict[c]:>8.2f}%"
+                out.append(row)
+            row = f"{'all':>6}" + "".join(f"{100 * np.mean(e.judges[j]):>7.1f}%"
+                                          for j in self.judges)
+            row += f"{100 * np.mean(e.strict):>8.2f}%"
+            if e.display_strict:
+                row += f"{100 * np.mean(e.display_strict):>8.2f}%"
+            out.append(row)
+            if e.ghost is not None:
+                out.append(f"  ghost share (lit pixels in no part of a die): {100 * e.ghost:.3f}% "
+                           f"(real test images: {100 * self.real_ghost:.3f}%)")
+        return out
+
+
 # ------------------------------------------------------------------------------- the oracle
+
+
+SHIPPED = Path(__file__).resolve().parents[2] / "models"  # in a checkout: the shipped models
 
 
 def default_oracle(cfg) -> Path:
     """runs/oracle-<data set>: where `bitmcu train oracle-<data set>` puts the oracle."""
     name = Path(cfg.data.dataset).stem
     return Path("runs") / f"oracle-{name}"
+
+
+def default_oracles(cfg) -> list[Path]:
+    """The shipped oracles of the decoder's data set (models/oracle-<data set> and
+    models/oracle-<data set>-b, two networks that differ in architecture, seed and
+    augmentation), where this checkout has them; else runs/oracle-<data set>."""
+    name = Path(cfg.data.dataset).stem
+    shipped = [SHIPPED / f"oracle-{name}{tag}" for tag in ("", "-b")]
+    shipped = [p for p in shipped if (p / "checkpoint.pt").is_file()]
+    return shipped or [default_oracle(cfg)]
 
 
 def load_oracle(path: str | Path, cfg):
@@ -205,11 +272,14 @@ def nearest_distances(queries: np.ndarray, train: np.ndarray, chunk: int = 2048)
     return out
 
 
-def judge(run: str | Path, oracle: str | Path | None = None, per_class: int = 1000,
+def judge(run: str | Path, oracle: str | Path | list | None = None, per_class: int = 1000,
           engines: list[str] | tuple[str, ...] = ENGINES, seed: int = 1,
           data_dir: str | None = None, quiet: bool = True,
           temperature: float | None = None) -> Judgement:
-    """Generate `per_class` samples per class with each engine and judge them (see module)."""
+    """Generate `per_class` samples per class with each engine and judge them (see module).
+    ``oracle``: one classifier run or a list of them (default :func:`default_oracles`); the
+    first also gives the features of the Frechet distance. Dice are read by the pip counter
+    too, and as the display shows them."""
     from .train import evaluate, load_data
 
     if not 2 <= per_class <= MAX_PER_CLASS:
@@ -222,16 +292,25 @@ def judge(run: str | Path, oracle: str | Path | None = None, per_class: int = 10
     cfg = blob["cfg"]
     if data_dir:
         cfg.data.data_dir = data_dir
-    oracle = Path(oracle) if oracle else default_oracle(cfg)
-    omodel, oblob = load_oracle(oracle, cfg)
-    if oblob["n_classes"] != model.n_classes:
-        raise BitmcuError(f"oracle {oracle} tells {oblob['n_classes']} classes apart; the "
-                          f"decoder makes {model.n_classes}")
+    if isinstance(oracle, str | Path):
+        oracle = [oracle]
+    oracles = [Path(o) for o in oracle] if oracle else default_oracles(cfg)
+    models = {}
+    for o in oracles:
+        omodel, oblob = load_oracle(o, cfg)
+        if oblob["n_classes"] != model.n_classes:
+            raise BitmcuError(f"oracle {o} tells {oblob['n_classes']} classes apart; the "
+                              f"decoder makes {model.n_classes}")
+        models[str(o)] = omodel
+    oracle = oracles[0]
+    omodel = models[str(oracle)]
     data = load_data(cfg)
     test_x, test_y = data.test_x.numpy(), data.test_y.numpy()
     train_x = data.train_x.numpy()
     ev = evaluate(omodel, data.test_x, data.test_y)
     _, real_feats = oracle_outputs(omodel, test_x)
+    dice = cfg.data.dataset == "dice"
+    readers = judges_of(models, dice)
 
     n = model.n_classes
     classes = np.repeat(np.arange(n), per_class)
@@ -252,16 +331,70 @@ def judge(run: str | Path, oracle: str | Path | None = None, per_class: int = 10
         real_frechet=frechet(real_feats[:half], real_feats[half:]),
         feature_layer=f"input of its last layer, {real_feats.shape[1]} values",
         latent_scale=model.latent_scale,
-        temperature=cfg.model.temperature if temperature is None else temperature)
+        temperature=cfg.model.temperature if temperature is None else temperature,
+        judges=list(readers))
+    shown = display_images(test_x) if dice else None
+    for name, read in readers.items():
+        out.judge_test_accuracy[name] = float((read(test_x) == test_y).mean())
+        if dice:
+            out.judge_display_accuracy[name] = float((read(shown) == test_y).mean())
+    if dice:
+        from .pips import ghost_share
+
+        out.real_ghost = float(ghost_share(test_x).mean())
     train_keys = {im.tobytes() for im in train_x}
     for engine in engines:
         if not quiet:
             print(f"  {engine}: generating {len(classes)} images", flush=True)
         images = sample_images(blob, model, seeds, classes, engine)
         pred, feats = oracle_outputs(omodel, images)
-        out.engines.append(engine_figures(engine, images, classes, n, pred, feats, train_x,
-                                          train_keys, real_near, real_feats))
+        fig = engine_figures(engine, images, classes, n, pred, feats, train_x, train_keys,
+                             real_near, real_feats)
+        reads = {name: read(images) for name, read in readers.items()}
+        fig.judges, fig.strict = agreement(reads, classes, n)
+        if dice:
+            from .pips import ghost_share
+
+            fig.ghost = float(ghost_share(images).mean())
+            seen = display_images(images)
+            fig.display_judges, fig.display_strict = agreement(
+                {name: read(seen) for name, read in readers.items()}, classes, n)
+        out.engines.append(fig)
     return out
+
+
+def judges_of(oracles: dict, dice: bool) -> dict:
+    """name -> a function of uint8 images giving the class each judge reads: every oracle,
+    and for dice the pip counter (a count of 1..6 is face class 0..5; unreadable is -1)."""
+    readers = {name: functools.partial(_oracle_reads, m) for name, m in oracles.items()}
+    if dice:
+        from .pips import count_pips
+
+        readers["pips"] = lambda x: count_pips(x) - 1
+    return readers
+
+
+def _oracle_reads(model, images: np.ndarray) -> np.ndarray:
+    return oracle_outputs(model, images)[0]
+
+
+def agreement(reads: dict[str, np.ndarray], classes: np.ndarray, n: int):
+    """(per judge, per class: the share read as the class asked for; per class: the share
+    that every judge reads as the class asked for)."""
+    right = {name: r == classes for name, r in reads.items()}
+    every = np.logical_and.reduce(list(right.values()))
+    per = {name: [float(ok[classes == c].mean()) for c in range(n)] for name, ok in right.items()}
+    return per, [float(every[classes == c].mean()) for c in range(n)]
+
+
+def display_images(images: np.ndarray) -> np.ndarray:
+    """Dice pictures as the die's OLED shows them (2x, ordered dithering), averaged back."""
+    from .die.emulate import display_image
+
+    if 64 % images.shape[-1]:
+        raise BitmcuError(f"the display path needs images whose side divides 64, not "
+                          f"{images.shape[-1]}")
+    return np.stack([display_image(im) for im in images]) if len(images) else images
 
 
 def engine_figures(engine: str, images: np.ndarray, classes: np.ndarray, n: int,

@@ -130,6 +130,26 @@ def test_sample_grid(tiny_decoder, tmp_path, capsys):
     assert "--temperature 2.5: must be in (0, 2]" in capsys.readouterr().err
 
 
+def test_sample_npz_holds_what_the_grid_shows(tiny_decoder, tmp_path, capsys):
+    from PIL import Image
+
+    from bitmcu.generate import grid
+
+    args = ["sample", str(tiny_decoder), "--per-class", "3", "--seed", "40", "--temperature", "0.8"]
+    assert main([*args, "--out", str(tmp_path / "s.npz")]) == 0
+    assert main([*args, "--out", str(tmp_path / "s.png"), "--engine", "c"]) == 0
+    with np.load(tmp_path / "s.npz") as z:
+        images, classes, seeds = z["images"], z["classes"], z["seeds"]
+        assert images.dtype == np.uint8 and images.shape == (18, 16, 16)
+        assert list(classes) == [c for c in range(6) for _ in range(3)]
+        assert list(seeds) == list(range(40, 58))
+        assert float(z["temperature"]) == 0.8 and str(z["engine"]) == "int"
+        assert int(z["latent_scale"]) == rng.latent_scale(0.8)
+    png = np.asarray(Image.open(tmp_path / "s.png").convert("L"))[::4, ::4]
+    np.testing.assert_array_equal(png, grid(images, 6))  # the C engine's grid: the same pixels
+    assert "18 samples" in capsys.readouterr().out
+
+
 def test_samples_of_a_grid_differ_and_classes_are_bounded(tiny_decoder):
     from bitmcu.generate import load_decoder, sample_images
 
@@ -149,7 +169,8 @@ def test_samples_of_a_grid_differ_and_classes_are_bounded(tiny_decoder):
     (["--per-class", "100000000"], "--per-class 100000000: must be 1..1000"),
     (["--seed", "-1"], "--seed -1: give a whole number 0..4,294,967,295"),
     (["--seed", "4294967295"], "--seed 4294967295: the seeds 4294967295..4294967300 must lie"),
-    (["--out", "s.txt"], "--out s.txt: sample writes a PNG grid; give a file name ending in .png"),
+    (["--out", "s.txt"], "--out s.txt: give a file name ending in .png (a grid, a row per class) "
+                         "or .npz (the raw samples)"),
     (["--out", "no/such/folder/s.png"], "the folder no/such/folder does not exist"),
 ])
 def test_sample_refuses_in_one_line(tiny_decoder, args, words, capsys, tmp_path, monkeypatch):

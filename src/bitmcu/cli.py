@@ -193,7 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "the next ones count up (default 1)")
     g.add_argument("--temperature", type=float, help="sampling temperature, 0..2 (default: the "
                    "run's model.temperature; 1 = the prior it was trained with)")
-    g.add_argument("--out", type=Path, required=True, help="PNG file to write")
+    g.add_argument("--out", type=Path, required=True, help="FILE.png: a grid, a row per class; "
+                   "FILE.npz: the raw samples (uint8 images, classes, seeds, temperature, "
+                   "engine) for any outside tool")
     g.set_defaults(func=_cmd_sample)
 
     j = sub.add_parser("judge", help="oracle accuracy, diversity, memorization and Frechet "

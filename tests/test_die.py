@@ -96,6 +96,11 @@ def test_cli_die_and_bad_options(die_dir, tmp_path, capsys):
     assert main(["die", str(run), "--out", str(tmp_path / "d"), "--emulate", "2"]) == 0
     out = capsys.readouterr().out
     assert "every frame equals the numpy reference's picture (2 rolls)" in out
+    assert "strict (every judge reads the face drawn)" in out
+    import json
+
+    judged = json.loads((tmp_path / "d" / "rolls" / "rolls.json").read_text())["judges"]
+    assert "pips" in judged["judges"] and 0 <= judged["strict"] <= min(judged["judges"].values())
     for f in ("die.elf", "die.bin", "die.hex", "die.map", "die.json", "rolls/contact_sheet.png",
               "rolls/rolls.gif", "rolls/roll-0001.png", "rolls/rolls.json"):
         assert (tmp_path / "d" / f).is_file(), f

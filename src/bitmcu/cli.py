@@ -317,7 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "sheet, GIF and rolls.json go to OUT/rolls")
     d.add_argument("--seed", type=seed("--seed"), default=0, help="seed of the emulated ADC "
                    "noise and display memory (default 0)")
-    d.add_argument("--oracle", help="with --emulate: a dice classifier run that judges the frames")
+    d.add_argument("--oracle", action="append", help="with --emulate: a dice classifier run "
+                   "that judges the frames (repeatable; default: the shipped models/oracle-dice "
+                   "and -b), beside the pip counter")
     d.set_defaults(func=_cmd_die)
     return p
 
@@ -339,16 +341,16 @@ def _cmd_die(a) -> int:
     print(run.text())
     files = write_frames(run, Path(info.elf).parent / "rolls")
     bad = check_frames(run)
-    if a.oracle:
-        j = judge_frames(run, a.oracle)
-        print(f"  the oracle reads the face drawn on {100 * j['oracle_accuracy']:.2f}% of the "
-              "frames; distinct frames per face: " + ", ".join(
-                  f"{f}: {100 * v['distinct']:.0f}%" for f, v in j["per_face"].items()
-                  if v["rolls"]))
-        path = Path(files["json"])
-        report = json.loads(path.read_text())
-        report["oracle"] = j
-        path.write_text(json.dumps(report, indent=2) + "\n")
+    j = judge_frames(run, a.oracle)
+    print("  judges of the frames: " + ", ".join(f"{Path(n).name} {100 * v:.2f}%"
+                                                 for n, v in j["judges"].items())
+          + f"; strict (every judge reads the face drawn): {100 * j['strict']:.2f}%; distinct "
+          "frames per face: " + ", ".join(f"{f}: {100 * v['distinct']:.0f}%"
+                                          for f, v in j["per_face"].items() if v["rolls"]))
+    path = Path(files["json"])
+    report = json.loads(path.read_text())
+    report["judges"] = j
+    path.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {files['sheet']}, {files['gif']}, {files['json']} and one PNG per roll")
     if bad:
         raise BitmcuError(f"{len(bad)} of {len(run.rolls)} frames differ from the numpy "

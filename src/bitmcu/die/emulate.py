@@ -289,23 +289,38 @@ def write_frames(run: DieRun, out: str | Path, scale: int = 3) -> dict[str, str]
             "gif": str(out / "rolls.gif"), "json": str(out / "rolls.json")}
 
 
-def judge_frames(run: DieRun, oracle: str | Path) -> dict:
-    """The oracle's reading of every frame (averaged back to the model's size) against the face
-    the firmware drew, per face and overall, and how many frames of a face are distinct."""
+def judge_frames(run: DieRun, oracles: list[str | Path] | None = None) -> dict:
+    """Every judge's reading of every frame (averaged back to the model's size) against the face
+    the firmware drew: each oracle (default: the shipped dice oracles) and the pip counter, and
+    the strict figure (every judge reads the face drawn), per face and overall, and how many
+    frames of a face are distinct."""
     from ..config import load_config
-    from ..judge import load_oracle, oracle_outputs
+    from ..judge import default_oracles, judges_of, load_oracle
 
     side = run.firmware.image_side
-    omodel, _ = load_oracle(oracle, load_config(None, ["data.dataset=dice", f"data.size={side}"]))
+    cfg = load_config(None, ["data.dataset=dice", f"data.size={side}"])
+    if oracles:
+        models = {str(o): load_oracle(o, cfg)[0] for o in oracles}
+    else:  # the shipped ones that read pictures of this side (else the pip counter alone)
+        models = {}
+        for o in default_oracles(cfg):
+            try:
+                models[str(o)] = load_oracle(o, cfg)[0]
+            except BitmcuError:
+                continue
+    readers = judges_of(models, dice=True)
     images = np.stack([frame_image(r.frame, side) for r in run.rolls])
     faces = np.array([r.face for r in run.rolls])
-    pred, _ = oracle_outputs(omodel, images)
+    right = {name: read(images) + 1 == faces for name, read in readers.items()}
+    strict = np.logical_and.reduce(list(right.values()))
     per = {}
     for f in range(1, 7):
         sel = faces == f
         frames = {run.rolls[i].frame.tobytes() for i in np.nonzero(sel)[0]}
         per[str(f)] = {"rolls": int(sel.sum()),
-                       "oracle_accuracy": float((pred[sel] + 1 == f).mean()) if sel.any() else None,
+                       "judges": {n: float(ok[sel].mean()) if sel.any() else None
+                                  for n, ok in right.items()},
+                       "strict": float(strict[sel].mean()) if sel.any() else None,
                        "distinct": len(frames) / max(1, int(sel.sum()))}
-    return {"oracle": str(oracle), "oracle_accuracy": float((pred + 1 == faces).mean()),
-            "per_face": per}
+    return {"judges": {n: float(ok.mean()) for n, ok in right.items()},
+            "strict": float(strict.mean()), "per_face": per}

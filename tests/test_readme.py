@@ -29,10 +29,13 @@ def _commands(text: str) -> list[str]:
             if line.strip() and not line.lstrip().startswith("#")]
 
 
+SHELL = [t for run, lang, t in BLOCKS if run and lang == "sh"]
+
+
 def test_the_marked_blocks_are_the_ones_that_run():
     marked = [(lang, text) for run, lang, text in BLOCKS if run]
-    assert [lang for lang, _ in marked] == ["python", "sh"]
-    assert "bitmcu train decoder-tiny" in marked[1][1]
+    assert [lang for lang, _ in marked] == ["python", "sh", "sh"]
+    assert "bitmcu train decoder-tiny" in SHELL[0] and "bitmcu judge models/" in SHELL[1]
 
 
 @pytest.mark.parametrize("line", sorted({c for _, lang, text in BLOCKS if lang in ("sh", "")
@@ -55,14 +58,18 @@ def test_the_example_search_space_is_accepted(tmp_path):
 
 @pytest.mark.skipif(shutil.which("riscv64-unknown-elf-gcc") is None,
                     reason="RISC-V cross compiler not installed")
-def test_the_decoder_block_runs(tmp_path):
-    (block,) = [t for run, lang, t in BLOCKS if run and lang == "sh"]
+@pytest.mark.parametrize("block", SHELL, ids=["decoder", "judge"])
+def test_the_shell_blocks_run(block, tmp_path):
+    """From an empty folder that has the checkout's models/ (as the checkout itself has)."""
+    (tmp_path / "models").symlink_to(ROOT / "models")
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
     for line in _commands(block):
         r = subprocess.run(["bash", "-c", line], cwd=tmp_path, env=env, capture_output=True,
                            text=True)
         assert r.returncode == 0, (line, r.stderr[-3000:])
-    assert (tmp_path / "grid.png").is_file()
+    made = {"decoder": "grid.png", "judge": "judge.json"}["decoder" if "decoder-tiny" in block
+                                                          else "judge"]
+    assert (tmp_path / made).is_file()
 
 
 @pytest.mark.skipif(full_mnist_dir() is None, reason="full MNIST not available")

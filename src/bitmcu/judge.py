@@ -36,6 +36,7 @@ from .errors import BitmcuError, choices
 from .generate import ENGINES, check_seeds, load_decoder, sample_images
 
 MAX_PER_CLASS = 10000  # samples per class and engine that `judge` draws
+REAL_MIN = 2000  # real test images the judges read at least (more: as many as the samples)
 PAIRS_MAX = 500  # images per class in the pairwise-distance figure (cost grows with the square)
 
 
@@ -81,6 +82,7 @@ class Judgement:
     judge_test_accuracy: dict[str, float] = field(default_factory=dict)  # on real test images
     judge_display_accuracy: dict[str, float] = field(default_factory=dict)  # the same, shown
     real_ghost: float | None = None  # dice: the real test images' ghost share
+    judge_test_images: int = 0  # real test images the judges read (their accuracy, ghost share)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -130,7 +132,8 @@ class Judgement:
         if not self.judges:
             return []
         names = {j: f"J{i + 1}" for i, j in enumerate(self.judges)}
-        out = ["", "judges (each on the real test images, plain and as the display shows them):"]
+        out = ["", f"judges (each on {self.judge_test_images:,} real test images, plain"
+               + (" and as the display shows them):" if self.judge_display_accuracy else "):")]
         for j in self.judges:
             shown = self.judge_display_accuracy.get(j)
             out.append(f"  {names[j]} {j}: {100 * self.judge_test_accuracy[j]:.2f}%"
@@ -280,7 +283,7 @@ def judge(run: str | Path, oracle: str | Path | list | None = None, per_class: i
     ``oracle``: one classifier run or a list of them (default :func:`default_oracles`); the
     first also gives the features of the Frechet distance. Dice are read by the pip counter
     too, and as the display shows them."""
-    from .train import evaluate, load_data
+    from .train import load_data
 
     if not 2 <= per_class <= MAX_PER_CLASS:
         raise BitmcuError(f"--per-class {per_class}: must be 2..{MAX_PER_CLASS:,} (diversity "
@@ -307,10 +310,20 @@ def judge(run: str | Path, oracle: str | Path | list | None = None, per_class: i
     data = load_data(cfg)
     test_x, test_y = data.test_x.numpy(), data.test_y.numpy()
     train_x = data.train_x.numpy()
-    ev = evaluate(omodel, data.test_x, data.test_y)
-    _, real_feats = oracle_outputs(omodel, test_x)
+    real_pred, real_feats = oracle_outputs(omodel, test_x)
     dice = cfg.data.dataset == "dice"
-    readers = judges_of(models, dice)
+
+    def read(images, first=None):  # what every judge reads, and (dice) the ghost share, in
+        #                              one pass each; first: the first oracle's, if known
+        reads = {name: first if first is not None and name == str(oracle)
+                 else _oracle_reads(m, images) for name, m in models.items()}
+        if not dice:
+            return reads, None
+        from .pips import read_dice
+
+        counts, ghost = read_dice(images)
+        reads["pips"] = counts - 1
+        return reads, float(ghost.mean())
 
     n = model.n_classes
     classes = np.repeat(np.arange(n), per_class)
@@ -323,7 +336,7 @@ def judge(run: str | Path, oracle: str | Path | list | None = None, per_class: i
     if cfg.data.dataset == "dice":
         names = [f"face {c + 1}" for c in range(n)]
     out = Judgement(
-        run=str(run), oracle=str(oracle), oracle_test_accuracy=float(ev.acc),
+        run=str(run), oracle=str(oracle), oracle_test_accuracy=float((real_pred == test_y).mean()),
         per_class=per_class, seed=seed, classes=list(names),
         real_pairwise=[mean_pairwise(r) for r in real],
         real_nearest_train_median=float(np.median(real_near)),
@@ -332,16 +345,15 @@ def judge(run: str | Path, oracle: str | Path | list | None = None, per_class: i
         feature_layer=f"input of its last layer, {real_feats.shape[1]} values",
         latent_scale=model.latent_scale,
         temperature=cfg.model.temperature if temperature is None else temperature,
-        judges=list(readers))
-    shown = display_images(test_x) if dice else None
-    for name, read in readers.items():
-        out.judge_test_accuracy[name] = float((read(test_x) == test_y).mean())
-        if dice:
-            out.judge_display_accuracy[name] = float((read(shown) == test_y).mean())
+        judges=[*models, *(["pips"] if dice else [])])
+    # the judges on real test images: as many as the samples judged, at least 2,000
+    k = out.judge_test_images = min(len(test_x), max(REAL_MIN, len(classes)))
+    reads, out.real_ghost = read(test_x[:k], real_pred[:k])
+    out.judge_test_accuracy = {name: float((r == test_y[:k]).mean()) for name, r in reads.items()}
     if dice:
-        from .pips import ghost_share
-
-        out.real_ghost = float(ghost_share(test_x).mean())
+        reads, _ = read(display_images(test_x[:k]))
+        out.judge_display_accuracy = {name: float((r == test_y[:k]).mean())
+                                      for name, r in reads.items()}
     train_keys = {im.tobytes() for im in train_x}
     for engine in engines:
         if not quiet:
@@ -350,15 +362,11 @@ def judge(run: str | Path, oracle: str | Path | list | None = None, per_class: i
         pred, feats = oracle_outputs(omodel, images)
         fig = engine_figures(engine, images, classes, n, pred, feats, train_x, train_keys,
                              real_near, real_feats)
-        reads = {name: read(images) for name, read in readers.items()}
+        reads, fig.ghost = read(images, pred)
         fig.judges, fig.strict = agreement(reads, classes, n)
         if dice:
-            from .pips import ghost_share
-
-            fig.ghost = float(ghost_share(images).mean())
-            seen = display_images(images)
             fig.display_judges, fig.display_strict = agreement(
-                {name: read(seen) for name, read in readers.items()}, classes, n)
+                read(display_images(images))[0], classes, n)
         out.engines.append(fig)
     return out
 
@@ -394,7 +402,8 @@ def display_images(images: np.ndarray) -> np.ndarray:
     if 64 % images.shape[-1]:
         raise BitmcuError(f"the display path needs images whose side divides 64, not "
                           f"{images.shape[-1]}")
-    return np.stack([display_image(im) for im in images]) if len(images) else images
+    return np.concatenate([display_image(images[i : i + 1000])
+                           for i in range(0, len(images), 1000)]) if len(images) else images
 
 
 def engine_figures(engine: str, images: np.ndarray, classes: np.ndarray, n: int,

@@ -95,28 +95,31 @@ def _check(images: np.ndarray) -> np.ndarray:
     return images
 
 
+def read_dice(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(counts, ghost shares) of (N, side, side) uint8 dice pictures in one pass: see
+    :func:`count_pips` and :func:`ghost_share`."""
+    from scipy import ndimage
+
+    images = _check(images)
+    counts = np.zeros(len(images), dtype=np.int64)
+    ghost = np.zeros(len(images))
+    grow = np.ones((3, 3), bool)
+    for i, img in enumerate(images):
+        x, outline, blobs, pips = _parts(img)
+        counts[i] = len(pips) if 1 <= len(pips) <= 6 else 0
+        lit = x >= LOW
+        if lit.any():
+            parts = ndimage.binary_dilation(outline | np.isin(blobs, pips), grow)
+            ghost[i] = float((lit & ~parts).sum() / lit.sum())
+    return counts, ghost
+
+
 def count_pips(images: np.ndarray) -> np.ndarray:
     """(N,) pip counts 1..6 of (N, side, side) uint8 dice pictures; 0: unreadable."""
-    images = _check(images)
-    out = np.zeros(len(images), dtype=np.int64)
-    for i, img in enumerate(images):
-        n = len(_parts(img)[3])
-        out[i] = n if 1 <= n <= 6 else 0
-    return out
+    return read_dice(images)[0]
 
 
 def ghost_share(images: np.ndarray) -> np.ndarray:
     """(N,) share of each image's lit pixels (>= LOW after the blur) that belong neither to
     the die's outline nor to a pip (both grown by a pixel); 0 for an image with none lit."""
-    from scipy import ndimage
-
-    images = _check(images)
-    out = np.zeros(len(images))
-    for i, img in enumerate(images):
-        x, outline, blobs, pips = _parts(img)
-        lit = x >= LOW
-        if not lit.any():
-            continue
-        parts = ndimage.binary_dilation(outline | np.isin(blobs, pips), np.ones((3, 3), bool))
-        out[i] = float((lit & ~parts).sum() / lit.sum())
-    return out
+    return read_dice(images)[1]

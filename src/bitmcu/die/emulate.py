@@ -142,11 +142,11 @@ def expected_frame(model, state: int, dither: str) -> tuple[int, np.ndarray]:
 
 
 def display_bits(img: np.ndarray, dither: str = "ordered") -> np.ndarray:
-    """(64, 64) bool: the picture the firmware draws of a (side, side) uint8 image, scaled up
-    to 64x64 and dithered (ordered: pixel > 16 * bayer[y % 4][x % 4] + 8 in display
+    """(..., 64, 64) bool: the picture the firmware draws of (..., side, side) uint8 images,
+    scaled up to 64x64 and dithered (ordered: pixel > 16 * bayer[y % 4][x % 4] + 8 in display
     coordinates; threshold: pixel >= 128)."""
-    k = 64 // img.shape[0]
-    big = np.kron(img.astype(np.int64), np.ones((k, k), dtype=np.int64))
+    k = 64 // img.shape[-1]
+    big = np.repeat(np.repeat(img.astype(np.int64), k, axis=-2), k, axis=-1)
     if dither == "ordered":
         yy, xx = np.mgrid[0:64, 0:64]
         return big > BAYER[yy % 4, xx % 4] * 16 + 8
@@ -154,12 +154,12 @@ def display_bits(img: np.ndarray, dither: str = "ordered") -> np.ndarray:
 
 
 def display_image(img: np.ndarray, dither: str = "ordered") -> np.ndarray:
-    """A (side, side) uint8 image as the OLED shows it, averaged back to its side: what a
-    judge of the display path reads (see :func:`frame_image`)."""
-    side = img.shape[0]
+    """(..., side, side) uint8 images as the OLED shows them, averaged back to their side: what
+    a judge of the display path reads (see :func:`frame_image`)."""
+    side = img.shape[-1]
     k = 64 // side
-    bits = display_bits(img, dither).astype(np.float64)
-    return (bits.reshape(side, k, side, k).mean(axis=(1, 3)) * 255).round().astype(np.uint8)
+    bits = display_bits(img, dither).reshape(*img.shape[:-2], side, k, side, k)
+    return (bits.mean(axis=(-3, -1)) * 255).round().astype(np.uint8)
 
 
 def frame_image(frame: np.ndarray, side: int = 32) -> np.ndarray:

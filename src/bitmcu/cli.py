@@ -337,7 +337,7 @@ def _cmd_die(a) -> int:
     if a.emulate is None:
         print(f"emulate it with: bitmcu die {a.source} --emulate 12")
         return 0
-    run = roll_die(Path(info.elf).parent, rolls=a.emulate, seed=a.seed)
+    run = roll_die(Path(info.elf).parent, rolls=a.emulate, seed=a.seed, progress=True)
     print(run.text())
     files = write_frames(run, Path(info.elf).parent / "rolls")
     bad = check_frames(run)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -172,11 +173,12 @@ def frame_image(frame: np.ndarray, side: int = 32) -> np.ndarray:
 
 def roll_die(die_dir: str | Path, rolls: int | None = None, presses: list[tuple[float, float]]
              | None = None, seed: int = 0, gap_ms: float = 30.0, hold_ms: float = 60.0,
-             max_insns: int | None = None) -> DieRun:
+             max_insns: int | None = None, progress: bool = False) -> DieRun:
     """Emulate the die firmware in ``die_dir`` (die.elf, die.json) for ``rolls`` rolls (the one
     at start-up included) or the press script ``presses`` ((start, length) in ms from reset);
     ``seed`` seeds the ADC's noise and the display's power-up memory; ``max_insns`` (default:
-    20M per roll or press, and 50M) bounds a firmware that stops rolling."""
+    20M per roll or press, and 50M) bounds a firmware that stops rolling. ``progress``: a bar
+    of the rolls on a terminal (about a second each), a line per 100 rolls elsewhere."""
     die_dir = Path(die_dir)
     fw = DieFirmware.load(die_dir / "die.json")
     chip = get_chip(fw.mcu)
@@ -204,6 +206,18 @@ def roll_die(die_dir: str | Path, rolls: int | None = None, presses: list[tuple[
     out: list[Roll] = []
     cur: dict = {}
     patterns: list = []
+
+    bar = None
+    if progress and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(total=rolls or len(presses) + 1, desc="rolls", unit="roll", leave=False)
+
+    def advance() -> None:
+        if bar is not None:
+            bar.update(1)
+        elif len(out) % 100 == 0:  # a log: a line per hundred rolls
+            print(f"bitmcu: {len(out)} rolls emulated", file=sys.stderr, flush=True)
 
     def read_state() -> int:
         return int.from_bytes(m.uc.mem_read(m.symbols["die_state"], 4), "little")
@@ -233,6 +247,8 @@ def roll_die(die_dir: str | Path, rolls: int | None = None, presses: list[tuple[
                      (p.i2c.wire_cycles - cur["wire"]) / ms, display.pixels())
             out.append(r)
             cur.clear()
+            if progress:
+                advance()
             if rolls is not None:
                 if len(out) >= rolls:
                     m.stop()
@@ -240,7 +256,11 @@ def roll_die(die_dir: str | Path, rolls: int | None = None, presses: list[tuple[
                     p.presses.append(Press(int(cyc + gap_ms * ms), int(hold_ms * ms)))
 
     m.on_marker = on_marker
-    m.run(max_insns)
+    try:
+        m.run(max_insns)
+    finally:
+        if bar is not None:
+            bar.close()
     if rolls is not None and len(out) < rolls:
         raise BitmcuError(f"{die_dir / 'die.elf'}: {len(out)} of {rolls} rolls after "
                           f"{max_insns:,} instructions")

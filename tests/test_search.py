@@ -240,7 +240,9 @@ def test_tiny_study_two_workers(tmp_path):
     study = open_study("tiny", f"sqlite:///{tmp_path / 'runs' / 'tiny.db'}")
     trials = study.get_trials()
     states = sorted(t.state.name for t in trials)
-    assert states == ["COMPLETE"] * 4 + ["PRUNED"], states
+    assert states == ["COMPLETE"] * 4 + ["PRUNED"], [
+        (t.number, t.state.name, t.user_attrs.get("error"), t.user_attrs.get("reason"))
+        for t in trials]
     big = next(t for t in trials if t.state.name == "PRUNED")
     assert big.user_attrs["config"]["model.hidden"] == [600, 300]
     assert "flash overflowed" in big.user_attrs["reason"]

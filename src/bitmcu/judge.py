@@ -25,7 +25,6 @@ Distances are Euclidean between images with pixels scaled to 0..1.
 
 from __future__ import annotations
 
-import functools
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -313,17 +312,9 @@ def judge(run: str | Path, oracle: str | Path | list | None = None, per_class: i
     real_pred, real_feats = oracle_outputs(omodel, test_x)
     dice = cfg.data.dataset == "dice"
 
-    def read(images, first=None):  # what every judge reads, and (dice) the ghost share, in
-        #                              one pass each; first: the first oracle's, if known
-        reads = {name: first if first is not None and name == str(oracle)
-                 else _oracle_reads(m, images) for name, m in models.items()}
-        if not dice:
-            return reads, None
-        from .pips import read_dice
 
-        counts, ghost = read_dice(images)
-        reads["pips"] = counts - 1
-        return reads, float(ghost.mean())
+    def read(images, first=None):  # first: the first oracle's predictions, where known
+        return read_all(models, images, dice, {str(oracle): first} if first is not None else {})
 
     n = model.n_classes
     classes = np.repeat(np.arange(n), per_class)
@@ -371,15 +362,21 @@ def judge(run: str | Path, oracle: str | Path | list | None = None, per_class: i
     return out
 
 
-def judges_of(oracles: dict, dice: bool) -> dict:
-    """name -> a function of uint8 images giving the class each judge reads: every oracle,
-    and for dice the pip counter (a count of 1..6 is face class 0..5; unreadable is -1)."""
-    readers = {name: functools.partial(_oracle_reads, m) for name, m in oracles.items()}
-    if dice:
-        from .pips import count_pips
+def read_all(oracles: dict, images: np.ndarray, dice: bool, known: dict | None = None):
+    """(name -> the class each judge reads of each image, the mean ghost share or None): every
+    oracle of ``oracles`` (name -> model; ``known``: name -> predictions already made) and, for
+    dice, the pip counter (a count of 1..6 is face class 0..5; unreadable is -1), each in one
+    pass over the images."""
+    known = known or {}
+    reads = {name: known[name] if name in known else _oracle_reads(m, images)
+             for name, m in oracles.items()}
+    if not dice:
+        return reads, None
+    from .pips import read_dice
 
-        readers["pips"] = lambda x: count_pips(x) - 1
-    return readers
+    counts, ghost = read_dice(images)
+    reads["pips"] = counts - 1
+    return reads, float(ghost.mean()) if len(ghost) else 0.0
 
 
 def _oracle_reads(model, images: np.ndarray) -> np.ndarray:

@@ -315,7 +315,7 @@ def judge_frames(run: DieRun, oracles: list[str | Path] | None = None) -> dict:
     the strict figure (every judge reads the face drawn), per face and overall, and how many
     frames of a face are distinct."""
     from ..config import load_config
-    from ..judge import default_oracles, judges_of, load_oracle
+    from ..judge import default_oracles, load_oracle, read_all
 
     side = run.firmware.image_side
     cfg = load_config(None, ["data.dataset=dice", f"data.size={side}"])
@@ -328,10 +328,9 @@ def judge_frames(run: DieRun, oracles: list[str | Path] | None = None) -> dict:
                 models[str(o)] = load_oracle(o, cfg)[0]
             except BitmcuError:
                 continue
-    readers = judges_of(models, dice=True)
     images = np.stack([frame_image(r.frame, side) for r in run.rolls])
     faces = np.array([r.face for r in run.rolls])
-    right = {name: read(images) + 1 == faces for name, read in readers.items()}
+    right = {name: r + 1 == faces for name, r in read_all(models, images, dice=True)[0].items()}
     strict = np.logical_and.reduce(list(right.values()))
     per = {}
     for f in range(1, 7):

@@ -118,11 +118,10 @@ def count(option: str):
     return parse
 
 
-SEED_MAX = 2**32 - 1  # seeds are the sampler's uint32 states (rng.seed_state)
-
-
 def seed(option: str):
     """An argparse type: a seed 0..2^32-1, else one clear error naming the option."""
+    from .rng import SEED_MAX
+
     def parse(text: str) -> int:
         try:
             n = int(text)

@@ -104,9 +104,11 @@ MAX_PER_CLASS = 1000  # samples per class (a row of the grid) that `sample` draw
 
 def check_seeds(seed: int, n: int) -> None:
     """Seeds seed..seed+n-1 must be sampler states 0..2^32-1 (they are not wrapped around)."""
-    if not 0 <= seed or seed + n - 1 > 2**32 - 1:
+    from .rng import SEED_MAX
+
+    if not 0 <= seed or seed + n - 1 > SEED_MAX:
         raise BitmcuError(f"--seed {seed}: the seeds {seed}..{seed + n - 1} must lie in "
-                          f"0..{2**32 - 1:,}")
+                          f"0..{SEED_MAX:,}")
 
 
 def sample_grid(run: str | Path, out: str | Path, per_class: int = 8, engine: str = "int",

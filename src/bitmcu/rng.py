@@ -24,6 +24,7 @@ from .ir import LATENT_UNIT
 
 XORSHIFT_ZERO = 0x9E3779B9  # mixed into every seed (xorshift32 stays at 0 from 0)
 SEED_ROUNDS = 8
+SEED_MAX = 2**32 - 1  # seeds are uint32 states: the CLI refuses others rather than wrap them
 BYTE_SUM_MEAN = 510  # mean of the sum of four uniform bytes
 BYTE_SUM_VAR = 4 * (256**2 - 1) / 12  # its variance: 21845
 

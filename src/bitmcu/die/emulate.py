@@ -157,18 +157,20 @@ def display_bits(img: np.ndarray, dither: str = "ordered") -> np.ndarray:
 def display_image(img: np.ndarray, dither: str = "ordered") -> np.ndarray:
     """(..., side, side) uint8 images as the OLED shows them, averaged back to their side: what
     a judge of the display path reads (see :func:`frame_image`)."""
-    side = img.shape[-1]
-    k = 64 // side
-    bits = display_bits(img, dither).reshape(*img.shape[:-2], side, k, side, k)
-    return (bits.mean(axis=(-3, -1)) * 255).round().astype(np.uint8)
+    return _averaged(display_bits(img, dither), img.shape[-1])
 
 
 def frame_image(frame: np.ndarray, side: int = 32) -> np.ndarray:
     """The 64x64 picture of a frame, averaged back to the model's side x side (uint8, 0..255):
-    what the oracle judges."""
+    what the judges read."""
+    return _averaged(frame[:, LEFT_COLUMN:LEFT_COLUMN + 64], side)
+
+
+def _averaged(bits: np.ndarray, side: int) -> np.ndarray:
+    """(..., 64, 64) bool pictures averaged over k x k blocks to (..., side, side) uint8."""
     k = 64 // side
-    pic = frame[:, LEFT_COLUMN:LEFT_COLUMN + 64].astype(np.float64)
-    return (pic.reshape(side, k, side, k).mean(axis=(1, 3)) * 255).round().astype(np.uint8)
+    blocks = bits.reshape(*bits.shape[:-2], side, k, side, k)
+    return (blocks.mean(axis=(-3, -1)) * 255).round().astype(np.uint8)
 
 
 def roll_die(die_dir: str | Path, rolls: int | None = None, presses: list[tuple[float, float]]

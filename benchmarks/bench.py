@@ -49,7 +49,7 @@ RUN_DETAILS = {"train.threads", "train.device", "data.data_dir"}  # how a run ra
 
 def config_changes(stored: dict, wanted: dict) -> list[str]:
     """Keys whose value differs between a finished run's config and the one asked for."""
-    from bitmcu.config import differences
+    from bitmcu.train.config import differences
 
     return [f"{k}: {a!r} in the run, {b!r} asked"
             for k, a, b in differences(stored, wanted, RUN_DETAILS)]
@@ -57,13 +57,13 @@ def config_changes(stored: dict, wanted: dict) -> list[str]:
 
 def one(config: str, overrides: list[str], out: str, threads: int) -> dict:
     """Train one model and take it through export, verify, firmware (both chips) and profile."""
-    from bitmcu.config import load_config
-    from bitmcu.export import export
+    from bitmcu.deploy.export import export
+    from bitmcu.deploy.verify import verify
     from bitmcu.target.emulator import profile
     from bitmcu.target.firmware import build_firmware
     from bitmcu.train import load_checkpoint
     from bitmcu.train import train as train_run
-    from bitmcu.verify import verify
+    from bitmcu.train.config import load_config
 
     cfg = load_config(config, overrides + [f"train.threads={threads}"])
     run = Path(out)
@@ -123,9 +123,9 @@ def _fmt_chip(r: dict) -> str:
 
 
 def train_teacher(config: str, out: Path) -> dict:
-    from bitmcu.config import load_config
     from bitmcu.train import load_checkpoint
     from bitmcu.train import train as train_run
+    from bitmcu.train.config import load_config
 
     if (out / "checkpoint.pt").exists():
         blob = load_checkpoint(out)

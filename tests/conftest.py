@@ -50,8 +50,8 @@ def tiny_overrides(**extra) -> list[str]:
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """A small model trained for a few epochs on the committed MNIST subset."""
-    from bitmcu.config import load_config
     from bitmcu.train import train
+    from bitmcu.train.config import load_config
 
     cfg = load_config(None, tiny_overrides())
     out = tmp_path_factory.mktemp("runs") / "tiny"

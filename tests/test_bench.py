@@ -3,7 +3,7 @@
 import importlib.util
 from pathlib import Path
 
-from bitmcu.config import load_config
+from bitmcu.train.config import load_config
 
 spec = importlib.util.spec_from_file_location(
     "bench", Path(__file__).resolve().parents[1] / "benchmarks" / "bench.py")
@@ -23,7 +23,7 @@ def test_config_changes_names_what_differs_and_ignores_how_a_run_ran():
 def test_on_chip_embeds_fewer_test_images_when_they_overflow_the_flash():
     from types import SimpleNamespace
 
-    from bitmcu.errors import BitmcuError
+    from bitmcu.core.errors import BitmcuError
 
     tried = []
 

@@ -1,7 +1,7 @@
 import pytest
 
-from bitmcu.config import load_config, named_configs
-from bitmcu.errors import BitmcuError
+from bitmcu.core.errors import BitmcuError
+from bitmcu.train.config import load_config, named_configs
 
 
 def test_named_configs_load():
@@ -101,7 +101,7 @@ def test_a_key_given_twice_in_a_yaml_file_is_refused(tmp_path):
 
 
 def test_cnn_shapes_are_checked():
-    from bitmcu.models import cnn_shapes
+    from bitmcu.train.models import cnn_shapes
 
     cfg = load_config(None, ["model.family=cnn"])
     assert cnn_shapes(cfg) == [14, 12, 6, 4, 2]

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from bitmcu.core.errors import BitmcuError
 from bitmcu.data import Augmenter, downscale, load_dataset, read_idx
 from bitmcu.data import datasets as ds
-from bitmcu.errors import BitmcuError
 
 from .conftest import SUBSET, full_mnist_dir
 

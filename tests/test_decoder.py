@@ -4,13 +4,14 @@ reference, the host C engine and the emulated firmware, and their errors."""
 import numpy as np
 import pytest
 
-from bitmcu import reference, rng
 from bitmcu.cli import main
-from bitmcu.codegen import model_header
-from bitmcu.config import load_config
-from bitmcu.errors import BitmcuError
-from bitmcu.hostc import HostModel
-from bitmcu.ir import IntModel
+from bitmcu.core import rng
+from bitmcu.core.errors import BitmcuError
+from bitmcu.deploy import reference
+from bitmcu.deploy.codegen import model_header
+from bitmcu.deploy.hostc import HostModel
+from bitmcu.deploy.ir import IntModel
+from bitmcu.train.config import load_config
 
 from .conftest import tiny_overrides
 
@@ -31,7 +32,7 @@ def tiny_decoder(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny_export(tiny_decoder, tmp_path_factory):
-    from bitmcu.export import export
+    from bitmcu.deploy.export import export
 
     out = tmp_path_factory.mktemp("exp") / "dec"
     export(tiny_decoder, out, target="ch32v003")
@@ -62,7 +63,7 @@ def test_xorshift_known_values():
 
 
 def test_float_decoder_is_the_integer_model(tiny_decoder):
-    from bitmcu.generate import load_decoder, sample_images
+    from bitmcu.apps.generate import load_decoder, sample_images
 
     blob, model = load_decoder(tiny_decoder)
     seeds, classes = np.arange(200), np.arange(200) % 6
@@ -74,7 +75,7 @@ def test_float_decoder_is_the_integer_model(tiny_decoder):
 
 @pytest.mark.parametrize("has_mul", [True, False])
 def test_c_engine_generates_the_reference_pixels(tiny_decoder, has_mul):
-    from bitmcu.export import load_int_model
+    from bitmcu.deploy.export import load_int_model
 
     model, _ = load_int_model(tiny_decoder)
     seeds = np.concatenate([np.arange(300), [2**32 - 1, 123456789]])
@@ -133,7 +134,7 @@ def test_sample_grid(tiny_decoder, tmp_path, capsys):
 def test_sample_npz_holds_what_the_grid_shows(tiny_decoder, tmp_path, capsys):
     from PIL import Image
 
-    from bitmcu.generate import grid
+    from bitmcu.apps.generate import grid
 
     args = ["sample", str(tiny_decoder), "--per-class", "3", "--seed", "40", "--temperature", "0.8"]
     assert main([*args, "--out", str(tmp_path / "s.npz")]) == 0
@@ -151,7 +152,7 @@ def test_sample_npz_holds_what_the_grid_shows(tiny_decoder, tmp_path, capsys):
 
 
 def test_samples_of_a_grid_differ_and_classes_are_bounded(tiny_decoder):
-    from bitmcu.generate import load_decoder, sample_images
+    from bitmcu.apps.generate import load_decoder, sample_images
 
     blob, model = load_decoder(tiny_decoder)
     seeds = np.arange(1, 13)
@@ -196,7 +197,7 @@ def test_sample_refuses_in_one_line(tiny_decoder, args, words, capsys, tmp_path,
 def test_bad_decoder_configs(sets, msg):
     with pytest.raises(BitmcuError, match=msg):
         cfg = load_config(None, TINY + sets)
-        from bitmcu.models import build_model
+        from bitmcu.train.models import build_model
 
         build_model(cfg, 6)
 
@@ -266,7 +267,7 @@ def test_requant_gradient_stops_at_both_ends_of_the_clamp():
     weights grow into saturation); the output layer (through) passes it everywhere."""
     import torch
 
-    from bitmcu.models import _RequantBias
+    from bitmcu.train.models import _RequantBias
 
     acc = torch.tensor([[-64.0, 64.0, 1e6]], requires_grad=True)
     bias = torch.zeros(1, 3)
@@ -312,7 +313,7 @@ def test_factor_objective_learns_the_renderer_latent(tmp_path):
 
 
 def test_fuzzed_decoder_tables_never_crash_the_engine(tiny_decoder):
-    from bitmcu.export import load_int_model
+    from bitmcu.deploy.export import load_int_model
 
     from .test_engine import _fuzz_both_ways
 

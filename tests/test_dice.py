@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from bitmcu.config import DiceConfig, load_config
+from bitmcu.core.errors import BitmcuError
 from bitmcu.data import load_dataset
 from bitmcu.data.dice import FACTORS, PIPS, render, render_factors
-from bitmcu.errors import BitmcuError
+from bitmcu.train.config import DiceConfig, load_config
 
 
 def blobs(mask: np.ndarray) -> int:

@@ -5,13 +5,13 @@ display and I2C models."""
 import numpy as np
 import pytest
 
+from bitmcu.apps.die.emulate import check_frames, expected_frame, roll_die, uniformity_p
+from bitmcu.apps.die.firmware import DieOptions, build_die
+from bitmcu.apps.die.peripherals import Peripherals
+from bitmcu.apps.die.ssd1306 import SSD1306, DisplayError
 from bitmcu.cli import main
-from bitmcu.config import load_config
-from bitmcu.die.emulate import check_frames, expected_frame, roll_die, uniformity_p
-from bitmcu.die.firmware import DieOptions, build_die
-from bitmcu.die.peripherals import Peripherals
-from bitmcu.die.ssd1306 import SSD1306, DisplayError
-from bitmcu.errors import BitmcuError
+from bitmcu.core.errors import BitmcuError
+from bitmcu.train.config import load_config
 
 # the smallest dice decoder the die takes: 32x32 from an 8x8 map, cheap to emulate
 TINY_DIE = ["data.dataset=dice", "data.size=32", "data.dice.train=300", "data.dice.test=60",
@@ -51,7 +51,7 @@ def test_scripted_presses_draw_the_reference_frames(die_dir):
 
 
 def test_expected_frame_follows_the_state_and_the_dither(die_dir):
-    from bitmcu.export import read_export
+    from bitmcu.deploy.export import read_export
 
     model = read_export(die_dir / "export")
     face, ordered = expected_frame(model, 0x12345678, "ordered")
@@ -123,9 +123,9 @@ def test_cli_die_and_bad_options(die_dir, tmp_path, capsys):
 def test_threshold_dithering_in_the_firmware_draws_the_reference(tmp_path):
     """The firmware's own threshold comparison (not only its Python twin) draws each frame: the
     shipped die's pictures hold pixels of 127 and 128, on both sides of the threshold."""
-    from bitmcu import reference
-    from bitmcu.export import read_export
-    from bitmcu.rng import sample_latent, xorshift32
+    from bitmcu.core.rng import sample_latent, xorshift32
+    from bitmcu.deploy import reference
+    from bitmcu.deploy.export import read_export
 
     from .conftest import ROOT
 
@@ -292,7 +292,7 @@ def test_shipped_die_model_keeps_its_figures(tmp_path):
     import json
     from pathlib import Path
 
-    from bitmcu.export import export
+    from bitmcu.deploy.export import export
 
     model = Path(__file__).resolve().parents[1] / "models" / "die-ch32v003"
     fig = json.loads((model / "figures.json").read_text())["die"]

@@ -2,11 +2,11 @@ import doctest
 
 import pytest
 
-import bitmcu.codegen
-import bitmcu.models
+import bitmcu.deploy.codegen
+import bitmcu.train.models
 
 
-@pytest.mark.parametrize("module", [bitmcu.codegen, bitmcu.models])
+@pytest.mark.parametrize("module", [bitmcu.deploy.codegen, bitmcu.train.models])
 def test_doctests(module):
     result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0

@@ -8,13 +8,13 @@ import subprocess
 import numpy as np
 import pytest
 
-from bitmcu import reference
-from bitmcu.codegen import model_header
-from bitmcu.errors import BitmcuError
-from bitmcu.hostc import WARNINGS, HostModel, engine_dir
-from bitmcu.ir import INT32_MAX, FCLayer, IntModel
+from bitmcu.core.errors import BitmcuError
+from bitmcu.deploy import reference
+from bitmcu.deploy.codegen import model_header
+from bitmcu.deploy.hostc import WARNINGS, HostModel, engine_dir
+from bitmcu.deploy.ir import INT32_MAX, FCLayer, IntModel
+from bitmcu.deploy.verify import compare_c_reference
 from bitmcu.quant import REGISTRY, get_scheme
-from bitmcu.verify import compare_c_reference
 
 SCHEMES = [s.name for s in REGISTRY.values() if s.exportable]
 
@@ -184,7 +184,7 @@ def test_accumulator_bound_from_actual_weights():
 
 def test_overflowing_model_is_refused(monkeypatch):
     """Crafted weights whose worst case passes a (lowered) int32 limit are refused by name."""
-    import bitmcu.ir as ir
+    import bitmcu.deploy.ir as ir
 
     rng = np.random.default_rng(9)
     model = random_model(rng, ["8bit"])
@@ -198,7 +198,7 @@ def random_cnn(rng, conv_scheme, fc_scheme="4bitsym", channels=5, size=16,
                stages=("dw", "pool", "dw", "pool"), hidden=(12,), n_classes=6):
     """Random levels; each conv's shift calibrated (as in training) on half of a batch of random
     images, so the other half saturates now and then."""
-    from bitmcu.ir import ConvLayer, PoolLayer
+    from bitmcu.deploy.ir import ConvLayer, PoolLayer
 
     sch = REGISTRY[conv_scheme]
     front, side = [], size
@@ -268,7 +268,7 @@ def test_cnn_other_shapes_and_sanitizers():
     for c in outs.values():
         np.testing.assert_array_equal(c, ref)
     with pytest.raises(BitmcuError, match="front layer 1"):
-        from bitmcu.ir import PoolLayer
+        from bitmcu.deploy.ir import PoolLayer
 
         bad = random_cnn(rng, "8bit", size=12, stages=("pool", "dw"))
         bad.front[1] = PoolLayer(bad.front[1].channels, 9)
@@ -335,7 +335,7 @@ def _fuzz_both_ways(model, trials=3000):
     """bitmcu_check with checksums: every table that checks OK computes what the unmutated one
     does. Without them: every table that checks OK runs without a sanitizer report, and a
     mutation of fields that cannot matter never changes the output."""
-    from bitmcu.fuzz import fuzz_tables
+    from bitmcu.deploy.fuzz import fuzz_tables
 
     full = fuzz_tables(model, trials, seed=1, sums=True)
     assert full.changed == 0 and full.bad_emit == 0, full

@@ -5,9 +5,9 @@ import sys
 import pytest
 import torch
 
-from bitmcu.errors import BitmcuError
-from bitmcu.export import export
-from bitmcu.verify import verify
+from bitmcu.core.errors import BitmcuError
+from bitmcu.deploy.export import export
+from bitmcu.deploy.verify import verify
 
 from .conftest import restamp
 
@@ -78,8 +78,8 @@ def test_cli_export_and_verify(tiny_run, tmp_path):
 
 
 def test_bias_unit_model_exports_and_verifies(tmp_path):
-    from bitmcu.config import load_config
     from bitmcu.train import train
+    from bitmcu.train.config import load_config
 
     from .conftest import tiny_overrides
 
@@ -93,7 +93,7 @@ def test_bias_unit_model_exports_and_verifies(tmp_path):
 
 
 def test_report_says_how_the_device_must_frame_its_images():
-    from bitmcu.config import load_config
+    from bitmcu.train.config import load_config
 
     d = load_config(None, ["data.crop=22", "data.resize=bilinear"]).data
     assert d.input_description() == ("16x16 uint8 pixels, 0 = background: bilinear downscaling "
@@ -103,7 +103,7 @@ def test_report_says_how_the_device_must_frame_its_images():
 def test_in_chunks_equals_one_call():
     import numpy as np
 
-    from bitmcu.verify import in_chunks
+    from bitmcu.deploy.verify import in_chunks
 
     x = np.arange(1234 * 3).reshape(1234, 3)
     fn = lambda a: a * 2 + 1  # noqa: E731
@@ -146,7 +146,7 @@ def test_two_exports_into_one_folder_the_second_is_refused(tiny_run, tmp_path):
     out = tmp_path / "o"
     first = subprocess.Popen([sys.executable, "-c", (
         "import sys, time\n"
-        "from bitmcu import export as e\n"
+        "from bitmcu.deploy import export as e\n"
         "real = e._export\n"
         "def slow(*a, **k):\n"
         "    print('holding', flush=True)\n"
@@ -178,8 +178,8 @@ def test_export_images_are_bounded(tiny_run, tmp_path, capsys):
 def test_no_hidden_layers_is_a_linear_classifier_that_deploys(tmp_path):
     """model.hidden=[] is accepted on purpose: one fc layer from the pixels to the classes, the
     smallest model there is, trained, exported and verified like any other."""
-    from bitmcu.config import load_config
     from bitmcu.train import train
+    from bitmcu.train.config import load_config
 
     from .conftest import tiny_overrides
 

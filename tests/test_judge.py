@@ -5,11 +5,11 @@ import json
 import numpy as np
 import pytest
 
-from bitmcu import rng
+from bitmcu.apps.judge import frechet, judge, mean_pairwise, nearest_distances
 from bitmcu.cli import main
-from bitmcu.config import load_config
-from bitmcu.errors import BitmcuError
-from bitmcu.judge import frechet, judge, mean_pairwise, nearest_distances
+from bitmcu.core import rng
+from bitmcu.core.errors import BitmcuError
+from bitmcu.train.config import load_config
 
 from .test_decoder import TINY
 
@@ -85,7 +85,7 @@ def test_judge_figures(runs, oracle_b, tmp_path, capsys):
 
 
 def test_strict_agreement_of_judges():
-    from bitmcu.judge import agreement
+    from bitmcu.apps.judge import agreement
 
     classes = np.array([0, 1, 1, 2])
     per, strict = agreement({"a": np.array([0, 1, 1, 2]), "b": np.array([0, 1, 0, 1])},
@@ -115,7 +115,7 @@ def test_distances():
 def test_engine_figures_count_duplicates_and_copies():
     """Distinct images per class with known duplicates; copies of training images (exact, and
     closer to the training set than every real test image) counted."""
-    from bitmcu.judge import engine_figures
+    from bitmcu.apps.judge import engine_figures
 
     rng = np.random.default_rng(0)
     train_x = rng.integers(0, 256, (20, 4, 4), dtype=np.uint8)

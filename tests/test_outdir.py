@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bitmcu import outdir
-from bitmcu.errors import BitmcuError
-from bitmcu.export import export, read_export
+from bitmcu.core import outdir
+from bitmcu.core.errors import BitmcuError
+from bitmcu.deploy.export import export, read_export
 
 from .conftest import ROOT
 
@@ -34,7 +34,7 @@ def _python(code: str) -> subprocess.Popen:
 def test_a_folder_in_use_is_refused_naming_the_other_process(tmp_path, tiny_run):
     d = tmp_path / "run"
     with outdir.locked(d):
-        p = _python(f"from bitmcu.outdir import locked\nwith locked({str(d)!r}): pass")
+        p = _python(f"from bitmcu.core.outdir import locked\nwith locked({str(d)!r}): pass")
         _, err = p.communicate(timeout=60)
         assert p.returncode != 0 and f"in use by another bitmcu process (pid {os.getpid()}" in err
         r = subprocess.run([sys.executable, "-m", "bitmcu", "export", str(tiny_run), "--out",
@@ -43,14 +43,14 @@ def test_a_folder_in_use_is_refused_naming_the_other_process(tmp_path, tiny_run)
         assert r.returncode == 2 and "in use by another bitmcu process" in r.stderr
         assert r.stderr.count("\n") == 1 and not d.exists()
     with outdir.locked(d, shared=True):  # readers share
-        p = _python(f"from bitmcu.outdir import locked\nwith locked({str(d)!r}, shared=True): "
+        p = _python(f"from bitmcu.core.outdir import locked\nwith locked({str(d)!r}, shared=True): "
                     "print('in')")
         assert p.communicate(timeout=60)[0].strip() == "in"
 
 
 def test_training_into_a_folder_in_use_is_refused(tmp_path):
-    from bitmcu.config import load_config
     from bitmcu.train import train
+    from bitmcu.train.config import load_config
 
     from .conftest import tiny_overrides
 
@@ -89,7 +89,7 @@ def test_exports_killed_at_any_moment_leave_the_old_folder_or_the_new(tiny_run, 
     out = tmp_path / "exp"
     export(tiny_run, out, n_images=8)
     old = _digest(out)
-    code = (f"from bitmcu.export import export\nexport({str(tiny_run)!r}, {str(out)!r}, "
+    code = (f"from bitmcu.deploy.export import export\nexport({str(tiny_run)!r}, {str(out)!r}, "
             "n_images=3)")
     t0 = time.perf_counter()
     p = _python(code)
@@ -197,7 +197,7 @@ def test_a_reader_in_a_read_only_place_needs_no_lock(tmp_path, monkeypatch):
 
 
 def test_firmware_needs_model_h_and_model_npz_of_one_model(tiny_run, tmp_path):
-    from bitmcu.codegen import model_header
+    from bitmcu.deploy.codegen import model_header
 
     from .test_engine import random_model
 

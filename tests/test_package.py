@@ -28,7 +28,7 @@ def test_wheel_installed_apart_from_the_checkout_trains_exports_and_verifies(tmp
     (wheel,) = dist.glob("bitmcu-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for f in ("bitmcu/configs/default.yaml", "bitmcu/configs/reference.yaml",
-              "bitmcu/spaces/ch32v003-fc.yaml", "bitmcu/csrc/bitmcu.c", "bitmcu/die/files/die.c",
+              "bitmcu/spaces/ch32v003-fc.yaml", "bitmcu/engine/bitmcu.c", "bitmcu/apps/die/files/die.c",
               "bitmcu/target/files/startup.S"):
         assert f in names, f
     venv = tmp_path / "venv"
@@ -49,6 +49,6 @@ def test_wheel_installed_apart_from_the_checkout_trains_exports_and_verifies(tmp
     _run(cli, "export", "run", "--out", "exp", "--target", "ch32v003", cwd=work, env=env)
     r = _run(cli, "verify", "run", "--limit", "100", cwd=work, env=env)
     assert "equal the numpy reference's for every image" in r.stdout
-    r = _run(py, "-c", "from bitmcu.search import load_space; s = load_space('ch32v003-fc'); "
+    r = _run(py, "-c", "from bitmcu.apps.search import load_space; s = load_space('ch32v003-fc'); "
              "print(s.base, s.config({}).model.hidden)", cwd=work, env=env)
     assert r.stdout.split()[0] == "reference"

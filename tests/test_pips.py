@@ -5,8 +5,8 @@ all) read as a person would count them."""
 import numpy as np
 import pytest
 
-from bitmcu.errors import BitmcuError
-from bitmcu.pips import count_pips, ghost_share
+from bitmcu.apps.pips import count_pips, ghost_share
+from bitmcu.core.errors import BitmcuError
 
 FACES = {1: [(0, 0)], 2: [(-1, -1), (1, 1)], 3: [(-1, -1), (0, 0), (1, 1)],
          4: [(-1, -1), (-1, 1), (1, -1), (1, 1)], 5: [(-1, -1), (-1, 1), (0, 0), (1, -1), (1, 1)],
@@ -56,9 +56,9 @@ def test_what_a_person_sees_is_what_it_counts():
 
 def test_real_renders_read_right_plain_and_on_the_display():
     """Renders the calibration never saw (another seed), plain and as the OLED shows them."""
-    from bitmcu.config import DiceConfig
+    from bitmcu.apps.die.emulate import display_image
     from bitmcu.data.dice import render
-    from bitmcu.die.emulate import display_image
+    from bitmcu.train.config import DiceConfig
 
     x, y = render(DiceConfig(), 600, 32, seed=777)
     assert (count_pips(x) == y + 1).mean() >= 0.995

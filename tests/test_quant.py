@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from bitmcu.errors import BitmcuError
-from bitmcu.hostc import engine_dir
-from bitmcu.quant import REGISTRY, get_scheme, octav_clip
+from bitmcu.core.errors import BitmcuError
+from bitmcu.deploy.hostc import engine_dir
+from bitmcu.quant import REGISTRY, get_scheme
 from bitmcu.quant.schemes import Scheme
+from bitmcu.train.clip import octav_clip
 
 QUANT = [s for s in REGISTRY.values() if s.exportable]
 
@@ -97,7 +98,7 @@ def test_c_nf4_table_matches_the_scheme():
 def test_conv_requant_value_and_gradient(shift):
     """The one-pass requantization equals the engine rule (relu, round half up by the shift,
     clamp to 255) and passes relu(v) / 2^shift's gradient straight through."""
-    from bitmcu.models import requant
+    from bitmcu.train.models import requant
 
     acc = torch.randint(-3000, 12000, (4, 3, 7, 5)).float()
     acc[0, 0, 0, :3] = torch.tensor([0.0, 1.0, -1.0])
@@ -113,7 +114,7 @@ def test_conv_requant_value_and_gradient(shift):
 
 @pytest.mark.parametrize("side", [12, 7])
 def test_maxpool_without_gradients_equals_max_pool2d(side):
-    from bitmcu.models import MaxPool2x2
+    from bitmcu.train.models import MaxPool2x2
 
     x = torch.randint(0, 256, (3, 4, side, side)).float()
     pool = MaxPool2x2()
@@ -127,7 +128,7 @@ def test_maxpool_without_gradients_equals_max_pool2d(side):
 def test_conv_sees_every_change_of_its_shift():
     """The conv layer keeps its shift as a Python int between changes (no GPU read-back per
     step); calibration-style fills, loading and inference-mode models must all be seen."""
-    from bitmcu.models import QuantConv2d, requant
+    from bitmcu.train.models import QuantConv2d, requant
 
     torch.manual_seed(0)
     conv = QuantConv2d(1, 4, "8bit")

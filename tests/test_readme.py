@@ -48,7 +48,7 @@ def test_every_bitmcu_line_is_accepted_by_the_cli(line):
 
 
 def test_the_example_search_space_is_accepted(tmp_path):
-    from bitmcu.search import load_space
+    from bitmcu.apps.search import load_space
 
     (text,) = [t for _, lang, t in BLOCKS if lang == "yaml" and "space:" in t]
     (tmp_path / "space.yaml").write_text(text)

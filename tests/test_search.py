@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bitmcu.apps.search import load_space
+from bitmcu.apps.search.study import open_study, pareto
 from bitmcu.cli import main
-from bitmcu.errors import BitmcuError
-from bitmcu.search import load_space
-from bitmcu.search.study import open_study, pareto
+from bitmcu.core.errors import BitmcuError
 from tests.conftest import SUBSET
 
 needs_gcc = pytest.mark.skipif(shutil.which("riscv64-unknown-elf-gcc") is None,
@@ -124,7 +124,7 @@ def test_search_refuses_before_the_study_starts(tmp_path, capsys):
 
 
 def test_budget_before_training_prunes_beyond_the_slack_only():
-    from bitmcu.search.trial import CYCLES_SLACK, Budget
+    from bitmcu.apps.search.trial import CYCLES_SLACK, Budget
 
     b = Budget("ch32v003", max_flash=10000, max_cycles=100000)  # below the chip's 16,384
     fits = {"flash": 10000, "ram": 2048, "cycles": int(CYCLES_SLACK * 100000)}
@@ -143,7 +143,7 @@ def _hand_made_study(trials: list[dict], budget: dict | None = None):
     """An in-memory study of complete trials with the given user attrs (values from them)."""
     import optuna
 
-    from bitmcu.search.study import DIRECTIONS, _quiet_optuna
+    from bitmcu.apps.search.study import DIRECTIONS, _quiet_optuna
 
     _quiet_optuna()
     study = optuna.create_study(directions=DIRECTIONS)
@@ -171,8 +171,8 @@ def test_pareto_front_keeps_the_accurate_and_the_fast():
 def test_pruning_during_training_keeps_a_trial_within_the_margin():
     from types import SimpleNamespace
 
-    from bitmcu.search.space import Space
-    from bitmcu.search.trial import Budget, Objective
+    from bitmcu.apps.search.space import Space
+    from bitmcu.apps.search.trial import Budget, Objective
 
     study = _hand_made_study([{"val_acc": 0.9, "cycles": 1000, "cycles_untrained": 1000,
                                "curve": [0.50, 0.60, 0.70, 0.80]}])
@@ -420,7 +420,7 @@ def test_workers_starting_together_on_an_empty_database(tmp_path):
     fresh = url.rsplit("/", 1)[0] + "/" + db
     go = tmp_path / "go"
     code = ("import pathlib, time\n"
-            "from bitmcu.search.study import storage\n"
+            "from bitmcu.apps.search.study import storage\n"
             f"while not pathlib.Path({str(go)!r}).exists(): time.sleep(0.001)\n"
             f"storage({fresh!r})\n"
             "print('opened')\n")
@@ -448,7 +448,7 @@ def test_dashboard_lists_the_trials(tmp_path):
 
     import optuna
 
-    from bitmcu.search.trial import Budget
+    from bitmcu.apps.search.trial import Budget
 
     url = f"sqlite:///{tmp_path / 'dash.db'}"
     sp = load_space(space_file(tmp_path, "dash"))

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from bitmcu.export import export
+from bitmcu.deploy.export import export
 from bitmcu.target.emulator import measure_export
 from bitmcu.target.firmware import GCC
 
@@ -37,7 +37,7 @@ def test_shipped_oracle_keeps_its_figures(model):
     die's display shows them, as recorded and as its README quotes."""
     import torch
 
-    from bitmcu.judge import display_images
+    from bitmcu.apps.judge import display_images
     from bitmcu.train import evaluate, load_checkpoint, load_data, model_from_checkpoint
 
     fig = figures(model)

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bitmcu.errors import BitmcuError
-from bitmcu.export import export, model_report, write_export
-from bitmcu.ir import FCLayer, IntModel
+from bitmcu.core.errors import BitmcuError
+from bitmcu.deploy.export import export, model_report, write_export
+from bitmcu.deploy.ir import FCLayer, IntModel
 from bitmcu.target.chips import CHIPS
 from bitmcu.target.emulator import profile
 from bitmcu.target.firmware import GCC, build_firmware, files_dir, linker_script, worst_stack
@@ -62,7 +62,7 @@ def test_profile_on_more_images_than_the_firmware_embeds(tiny_export, tmp_path, 
     """Test images written over the embedded ones in the emulated flash give, image for image,
     the cycles and prediction of a firmware built with that image embedded."""
     from bitmcu.cli import main
-    from bitmcu.export import export_test_images, read_export
+    from bitmcu.deploy.export import export_test_images, read_export
 
     images, expected = export_test_images(tiny_export, 7)
     one = build_firmware(tiny_export, "ch32v003", tmp_path / "one", n_images=1)
@@ -294,10 +294,10 @@ def test_bitmcu_run_goes_all_the_way(tmp_path):
 
 @pytest.mark.parametrize("conv_scheme, bias_unit, mult", [("fp130", True, 1), ("8bit", False, 2)])
 def test_cnn_through_firmware_on_both_chips(tmp_path, conv_scheme, bias_unit, mult):
-    from bitmcu.config import load_config
+    from bitmcu.deploy.verify import verify
     from bitmcu.train import load_checkpoint, model_from_checkpoint, train
+    from bitmcu.train.config import load_config
     from bitmcu.train.stats import layer_stats
-    from bitmcu.verify import verify
     from tests.conftest import tiny_overrides
 
     cfg = load_config(None, tiny_overrides(**{
@@ -332,7 +332,7 @@ def test_cnn_through_firmware_on_both_chips(tmp_path, conv_scheme, bias_unit, mu
 
 
 def test_bitmcu_run_refuses_an_unknown_chip_before_training(tmp_path):
-    from bitmcu.pipeline import run_all
+    from bitmcu.apps.pipeline import run_all
 
     with pytest.raises(BitmcuError, match="--mcu 'esp32' is not supported; use 'ch32v003'"):
         run_all(None, [], tmp_path / "run", mcu="esp32")

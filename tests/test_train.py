@@ -7,9 +7,9 @@ import time
 import pytest
 import torch
 
-from bitmcu.config import load_config
-from bitmcu.errors import BitmcuError
+from bitmcu.core.errors import BitmcuError
 from bitmcu.train import load_checkpoint, lr_at, model_from_checkpoint, train
+from bitmcu.train.config import load_config
 from bitmcu.train.runner import _sharpness_aware
 
 from .conftest import restamp, tiny_overrides
@@ -352,7 +352,7 @@ def test_weight_average_resumes_exactly_and_is_what_the_run_delivers(tmp_path):
 def test_a_convnet_teacher_trains_teaches_a_cnn_and_refuses_export(tmp_path):
     """The float convnet family mixes channels; it trains, distills into a deployable cnn, and
     export names why it cannot be exported."""
-    from bitmcu.ir import from_checkpoint
+    from bitmcu.deploy.ir import from_checkpoint
 
     cfg = load_config("teacher-convnet", tiny_overrides(**{
         "model.channels": 4, "model.conv": "[conv, pool, conv, pool]", "model.hidden": "[16]",
@@ -377,7 +377,7 @@ def test_a_shipped_model_without_optimizer_state_is_not_resumed(tmp_path):
     error naming the way to a new run, and nothing written."""
     import shutil
 
-    from bitmcu.errors import BitmcuError
+    from bitmcu.core.errors import BitmcuError
 
     from .conftest import ROOT
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .errors import BitmcuError
+from .core.errors import BitmcuError
 
 
 def _split_of(m: dict) -> tuple[str, str]:
@@ -17,8 +17,8 @@ def _split_of(m: dict) -> tuple[str, str]:
 
 
 def _cmd_train(a) -> int:
-    from .config import load_config
     from .train import train
+    from .train.config import load_config
 
     if a.resume:
         if a.config:
@@ -120,7 +120,7 @@ def count(option: str):
 
 def seed(option: str):
     """An argparse type: a seed 0..2^32-1, else one clear error naming the option."""
-    from .rng import SEED_MAX
+    from .core.rng import SEED_MAX
 
     def parse(text: str) -> int:
         try:
@@ -326,8 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _cmd_die(a) -> int:
     import json
 
-    from .die.emulate import check_frames, judge_frames, roll_die, write_frames
-    from .die.firmware import DieOptions, build_die
+    from .apps.die.emulate import check_frames, judge_frames, roll_die, write_frames
+    from .apps.die.firmware import DieOptions, build_die
 
     if a.oracle and a.emulate is None:
         raise BitmcuError("--oracle judges the emulated frames: give --emulate N with it")
@@ -377,7 +377,7 @@ def _cmd_profile(a) -> int:
 
     images = expected = None
     if a.test_images:
-        from .export import export_test_images
+        from .deploy.export import export_test_images
 
         export = a.export or Path(a.elf).resolve().parent.parent  # EXPORT/firmware-MCU/
         images, expected = export_test_images(export, a.test_images, "--test-images")
@@ -394,17 +394,17 @@ def _cmd_profile(a) -> int:
 
 
 def _cmd_run(a) -> int:
-    from .pipeline import run_all
+    from .apps.pipeline import run_all
 
     print(run_all(a.config, a.set, a.out, a.mcu, a.quiet))
     return 0
 
 
 def _cmd_search(a) -> int:
-    from .config import parse_override
-    from .search import study as st
-    from .search.space import check_data, load_space
-    from .search.trial import Budget
+    from .apps.search import study as st
+    from .apps.search.space import check_data, load_space
+    from .apps.search.trial import Budget
+    from .train.config import parse_override
 
     if a.report and a.best:
         raise BitmcuError("give --report STUDY or --best STUDY, not both")
@@ -455,7 +455,7 @@ def _cmd_search(a) -> int:
 
 
 def _cmd_export(a) -> int:
-    from .export import export
+    from .deploy.export import export
 
     cmd = " ".join(["bitmcu", "export", str(a.run), "--out", str(a.out), "--target", a.target])
     rep = export(a.run, a.out, a.target, a.data_dir, a.images, command=cmd,
@@ -467,7 +467,7 @@ def _cmd_export(a) -> int:
 
 
 def _cmd_sample(a) -> int:
-    from .generate import sample_grid
+    from .apps.generate import sample_grid
 
     images = sample_grid(a.run, a.out, a.per_class, a.engine, a.seed, a.temperature)
     print(f"wrote {a.out}: {len(images)} samples ({a.per_class} per class, seeds {a.seed}.."
@@ -476,7 +476,7 @@ def _cmd_sample(a) -> int:
 
 
 def _cmd_judge(a) -> int:
-    from .judge import judge, write_json
+    from .apps.judge import judge, write_json
 
     engines = [e.strip() for e in a.engines.split(",") if e.strip()]
     res = judge(a.run, a.oracle, a.per_class, engines, a.seed, a.data_dir, quiet=False,
@@ -489,7 +489,7 @@ def _cmd_judge(a) -> int:
 
 
 def _cmd_verify(a) -> int:
-    from .verify import verify
+    from .deploy.verify import verify
 
     print(verify(a.run, a.data_dir, a.limit, a.sanitize).text())
     return 0

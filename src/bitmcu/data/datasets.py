@@ -24,7 +24,7 @@ import numpy as np
 import platformdirs
 import torch
 
-from ..errors import BitmcuError, choices
+from ..core.errors import BitmcuError, choices
 from .idx import read_idx, read_idx_bytes
 from .transforms import downscale
 
@@ -337,12 +337,12 @@ def load_dataset(name: str, size: int = 16, resize: str = "area", data_dir: str 
     """Load a data set and its ``size x size`` downscaled copy (cached on disk).
 
     ``crop``: downscale only the central ``crop x crop`` square of each image. ``dice``: the
-    renderer's :class:`~bitmcu.config.DiceConfig` for ``name == "dice"`` (default variation
+    renderer's :class:`~bitmcu.train.config.DiceConfig` for ``name == "dice"`` (default variation
     when None); its images are rendered at ``size`` and are their own originals.
     ``validation``: hold out the last N training images and evaluate on them in place of the test
     set (``split == "val"``); the test set is then not loaded into the Dataset at all."""
     if name == "dice":
-        from ..config import DiceConfig
+        from ..train.config import DiceConfig
         from .dice import dice_arrays
 
         if crop is not None:

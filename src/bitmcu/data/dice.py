@@ -3,7 +3,7 @@
 Each image is one die face seen from the front: a light rounded-square outline (or none) and 1-6
 light pips in the standard layouts on a dark background (0 = background, like MNIST and the
 OLED of the electronic die). Every image draws its own variation from the ranges of
-:class:`~bitmcu.config.DiceConfig`: rotation, scale, offset, slight shear and perspective, corner
+:class:`~bitmcu.train.config.DiceConfig`: rotation, scale, offset, slight shear and perspective, corner
 radius, outline width, pip radius and spread, brightness and contrast, noise. Antialiasing
 supersamples each pixel 4x4.
 
@@ -23,7 +23,7 @@ import time
 import numpy as np
 import torch
 
-from ..errors import BitmcuError
+from ..core.errors import BitmcuError
 
 # Pip centres of each face in units of the pip spread, y down (face 1 .. 6).
 PIPS = {

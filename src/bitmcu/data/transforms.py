@@ -13,7 +13,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..errors import BitmcuError, choices
+from ..core.errors import BitmcuError, choices
 
 RESIZE_MODES = ("area", "bilinear")
 

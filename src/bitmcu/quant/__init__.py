@@ -5,7 +5,6 @@ reference and the C code generator all use the :class:`Scheme` objects here; not
 package branches on scheme names.
 """
 
-from .clip import octav_clip, std_clip
 from .schemes import REGISTRY, Scheme, get_scheme, scheme_names
 
-__all__ = ["REGISTRY", "Scheme", "get_scheme", "scheme_names", "octav_clip", "std_clip"]
+__all__ = ["REGISTRY", "Scheme", "get_scheme", "scheme_names"]

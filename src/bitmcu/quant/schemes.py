@@ -26,7 +26,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from ..errors import BitmcuError, choices
+from ..core.errors import BitmcuError, choices
 
 REGISTRY: dict[str, type[Scheme]] = {}
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import BitmcuError, choices
+from ..core.errors import BitmcuError, choices
 
 FLASH_BASE = 0x00000000
 RAM_BASE = 0x20000000

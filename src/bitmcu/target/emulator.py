@@ -27,8 +27,8 @@ from unicorn import UC_ARCH_RISCV, UC_HOOK_BLOCK, UC_HOOK_MEM_READ, UC_HOOK_MEM_
 from unicorn.riscv_const import UC_RISCV_REG_PC
 from unicorn.unicorn_const import UC_MODE_RISCV32
 
-from ..errors import BitmcuError
-from ..hostc import status_text
+from ..core.errors import BitmcuError
+from ..deploy.hostc import status_text
 from .chips import FLASH_BASE, RAM_BASE, get_chip
 from .cycles import BRANCH, JUMP, CycleModel
 

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import reference
-from ..codegen import front_entry, images_header, samples_header, table_sums
-from ..errors import BitmcuError, choices
-from ..export import read_export
-from ..outdir import locked, writing
+from ..core.errors import BitmcuError, choices
+from ..core.outdir import locked, writing
+from ..core.rng import latents_for
+from ..deploy import reference
+from ..deploy.codegen import front_entry, images_header, samples_header, table_sums
+from ..deploy.export import read_export
 from ..quant import get_scheme
-from ..rng import latents_for
 from .chips import get_chip
 
 GCC = "riscv64-unknown-elf-gcc"

@@ -22,7 +22,11 @@ import torch.nn.functional as F
 import yaml
 from tqdm import tqdm
 
-from ..config import (
+from ..core.errors import BitmcuError
+from ..core.outdir import locked
+from ..data import Augmenter, Dataset, downscale, load_dataset
+from .checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint, save_checkpoint
+from .config import (
     Config,
     apply_overrides,
     config_from_dict,
@@ -31,12 +35,8 @@ from ..config import (
     parse_override,
     read_yaml,
 )
-from ..data import Augmenter, Dataset, downscale, load_dataset
-from ..errors import BitmcuError
-from ..models import build_model
-from ..nn import QuantWeights
-from ..outdir import locked
-from .checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint, save_checkpoint
+from .models import build_model
+from .nn import QuantWeights
 
 
 def lr_at(cfg: Config, t: float) -> float:
@@ -314,7 +314,7 @@ def decoder_loss(cfg: Config, recon, x, mu, logvar) -> tuple[torch.Tensor, torch
 def guide_loss(model, guide, cfg: Config, n: int, n_classes: int, gen: torch.Generator, device):
     """(cross-entropy, accuracy) of the guide on n images decoded from prior latents (at the
     sampling temperature) and random classes: what the chip will draw, judged by a classifier."""
-    from ..models import quantize_latent
+    from .models import quantize_latent
 
     z = torch.randn(n, model.latent, generator=gen) * cfg.model.temperature
     y = torch.randint(0, n_classes, (n,), generator=gen)
@@ -331,7 +331,7 @@ def _train_decoder_epoch(model, opt, data: Dataset, cfg: Config, epoch: int, dev
     each image's renderer latent; with a guide its cross-entropy on prior samples. Returns
     (mean loss, mean squared error per pixel, the guide's accuracy on the prior samples or
     None)."""
-    from ..models import quantize_latent
+    from .models import quantize_latent
 
     gen = epoch_generator(cfg.seed, epoch)
     n, bs = len(data.train_x), cfg.train.batch_size
@@ -391,7 +391,7 @@ def evaluate_decoder(model, cfg: Config, x: torch.Tensor, y: torch.Tensor, devic
     """Test loss, reconstruction error per pixel and KL of a decoder (latent = the encoder's
     mean, no sampling noise); with ``factors``, the error of the clean dice drawn from the test
     images' renderer latents (no KL: the latent is given, not inferred)."""
-    from ..models import quantize_latent
+    from .models import quantize_latent
 
     device = device or torch.device("cpu")
     model.eval()

@@ -16,7 +16,7 @@ import statistics
 import time
 from pathlib import Path
 
-from ..errors import BitmcuError
+from ...core.errors import BitmcuError
 from .space import Space, load_space
 from .trial import Budget, Objective
 
@@ -241,9 +241,9 @@ def pareto(study, max_cycles: int | None = None) -> list:
 
 def test_accuracy(run_dir: Path, data_dir: str | None = None) -> dict:
     """Float and integer accuracy of a trial's run on the test set."""
-    from .. import reference
-    from ..ir import from_checkpoint
-    from ..train import evaluate, load_checkpoint, load_data, model_from_checkpoint
+    from ...deploy import reference
+    from ...deploy.ir import from_checkpoint
+    from ...train import evaluate, load_checkpoint, load_data, model_from_checkpoint
 
     blob = load_checkpoint(run_dir)
     cfg = blob["cfg"]
@@ -412,10 +412,10 @@ def _retrain(args) -> dict:
     cycles of the first ``cycle_images`` test images). A seed whose result.json holds the same
     config, chip and image count is done and is not measured again."""
     base, config, seed, out, mcu, threads, cycle_images = args
-    from ..config import load_config, override
-    from ..export import export, export_test_images
-    from ..target.emulator import measure_export
-    from ..train import train
+    from ...deploy.export import export, export_test_images
+    from ...target.emulator import measure_export
+    from ...train import train
+    from ...train.config import load_config, override
 
     run = Path(out) / f"seed{seed}"
     done = run / "result.json"
@@ -447,8 +447,8 @@ def _retrain(args) -> dict:
 def _same_run(run: Path, cfg) -> None:
     """A seed folder's run must be of ``cfg`` to be resumed as it: else one error naming the
     keys that differ (a --best with other --set values needs another --out)."""
-    from ..config import differences
-    from ..train import load_checkpoint
+    from ...train import load_checkpoint
+    from ...train.config import differences
 
     differ = differences(load_checkpoint(run)["cfg"].to_dict(), cfg.to_dict(),
                          ("train.threads", "train.device"))

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import BitmcuError
+from ..core.errors import BitmcuError
 
 LOW = 60  # the outline (and what counts as lit)
 HIGH = 110  # pips

@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from ..core.errors import BitmcuError, choices
+from ..deploy.ir import CLASS_VALUE, LATENT_UNIT, MAX_FRONT
+from ..quant import get_scheme
 from .config import Config
-from .errors import BitmcuError, choices
-from .ir import CLASS_VALUE, LATENT_UNIT, MAX_FRONT
 from .nn import QuantLinear, QuantWeights, act_fake_quant, make_norm
-from .quant import get_scheme
 
 
 class FCModel(nn.Module):
@@ -77,7 +77,7 @@ def cnn_stage(st: str, i: int) -> tuple[str, int]:
 def cnn_shapes(cfg: Config) -> list[int]:
     """Feature map side after the first convolution and after each stage; errors name the stage.
 
-    >>> from bitmcu.config import Config, ModelConfig
+    >>> from bitmcu.train.config import Config, ModelConfig
     >>> cnn_shapes(Config(model=ModelConfig(family="cnn")))
     [14, 12, 6, 4, 2]
     """
@@ -107,7 +107,7 @@ def cnn_shapes(cfg: Config) -> list[int]:
 def cnn_channels(cfg: Config) -> list[int]:
     """Channels after the first convolution and after each stage (``dw*K`` multiplies them).
 
-    >>> from bitmcu.config import Config, ModelConfig
+    >>> from bitmcu.train.config import Config, ModelConfig
     >>> cnn_channels(Config(model=ModelConfig(family="cnn", channels=8,
     ...                                       conv=["dw", "pool", "dw*2", "pool"])))
     [8, 8, 8, 16, 16]
@@ -369,7 +369,7 @@ def convnet_shapes(cfg: Config) -> list[tuple[int, int]]:
     Every ``conv`` keeps the side (padding 1); every ``pool`` halves it and doubles the width of
     the convolutions after it.
 
-    >>> from bitmcu.config import Config, ModelConfig
+    >>> from bitmcu.train.config import Config, ModelConfig
     >>> convnet_shapes(Config(model=ModelConfig(family="convnet", channels=8,
     ...                                         conv=["conv", "pool", "conv", "pool"])))
     [(8, 16), (8, 8), (16, 8), (16, 4)]
@@ -451,7 +451,7 @@ def decoder_stage(st: str, i: int) -> tuple[int, int]:
 def decoder_shapes(cfg: Config) -> list[tuple[int, int]]:
     """(channels, side) of the first map and after each stage; errors name the key.
 
-    >>> from bitmcu.config import Config, DataConfig, ModelConfig
+    >>> from bitmcu.train.config import Config, DataConfig, ModelConfig
     >>> decoder_shapes(Config(data=DataConfig(dataset="dice", size=32), model=ModelConfig(
     ...     family="decoder", channels=8, start=4, conv=["up*8", "up*8", "up*1"])))
     [(8, 4), (8, 8), (8, 16), (1, 32)]

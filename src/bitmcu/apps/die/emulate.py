@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import BitmcuError
-from ..hostc import status_text
-from ..target.chips import get_chip
-from ..target.emulator import ENGINE_ERROR, Machine
+from ...core.errors import BitmcuError
+from ...deploy.hostc import status_text
+from ...target.chips import get_chip
+from ...target.emulator import ENGINE_ERROR, Machine
 from .firmware import LEFT_COLUMN, DieFirmware, DieOptions
 from .peripherals import Peripherals, Press
 from .ssd1306 import SSD1306
@@ -126,8 +126,8 @@ def expected_frame(model, state: int, dither: str) -> tuple[int, np.ndarray]:
     latent from the same state, the reference's image scaled to 64x64 and dithered (ordered:
     pixel > 16 * bayer[y % 4][x % 4] + 8 in display coordinates; threshold: pixel >= 128),
     at display columns 32..95."""
-    from .. import reference
-    from ..rng import sample_latent, xorshift32
+    from ...core.rng import sample_latent, xorshift32
+    from ...deploy import reference
 
     s = np.array([state], dtype=np.uint32)
     while True:
@@ -273,7 +273,7 @@ def roll_die(die_dir: str | Path, rolls: int | None = None, presses: list[tuple[
 
 def check_frames(run: DieRun) -> list[int]:
     """Indices of the rolls whose frame or face differs from the numpy reference's."""
-    from ..export import read_export
+    from ...deploy.export import read_export
 
     model = read_export(run.firmware.export)
     bad = []
@@ -316,7 +316,7 @@ def judge_frames(run: DieRun, oracles: list[str | Path] | None = None) -> dict:
     the firmware drew: each oracle (default: the shipped dice oracles) and the pip counter, and
     the strict figure (every judge reads the face drawn), per face and overall, and how many
     frames of a face are distinct."""
-    from ..config import load_config
+    from ...train.config import load_config
     from ..judge import default_oracles, load_oracle, read_all
 
     side = run.firmware.image_side

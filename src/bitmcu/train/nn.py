@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .quant import get_scheme, octav_clip, std_clip
-from .quant.clip import effective_bits
+from ..quant import get_scheme
+from .clip import effective_bits, octav_clip, std_clip
 
 
 class RMSNorm(nn.Module):

@@ -37,8 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import BitmcuError
-from .quant import get_scheme
+from ..core.errors import BitmcuError
+from ..quant import get_scheme
 
 MAGIC = 0x554D4942  # "BIMU", also in bitmcu.h
 MAX_FRONT = 8  # BITMCU_MAX_FRONT in bitmcu.h: front end layers
@@ -505,7 +505,7 @@ class IntModel:
 
 def from_checkpoint(blob: dict) -> IntModel:
     """Checkpoint (as loaded by train.load_checkpoint) -> validated integer model."""
-    from .train.checkpoint import model_from_checkpoint
+    from ..train.checkpoint import model_from_checkpoint
 
     cfg = blob["cfg"]
     where = blob["path"]
@@ -537,7 +537,7 @@ def from_checkpoint(blob: dict) -> IntModel:
 
 
 def _decoder(model, cfg, n_classes: int) -> IntModel:
-    from .rng import latent_scale
+    from ..core.rng import latent_scale
 
     biases = model.integer_biases()
     layers = [FCLayer.from_levels(L.scheme.name, L.integer_weight().numpy(), True,
@@ -552,7 +552,7 @@ def _decoder(model, cfg, n_classes: int) -> IntModel:
 
 
 def _front(model, cfg, where) -> list:
-    from .models import ACT_MAX, QuantConv2d
+    from ..train.models import ACT_MAX, QuantConv2d
 
     conv_scheme = cfg.model.conv_scheme or cfg.model.scheme
     if not get_scheme(conv_scheme).exportable:

@@ -6,13 +6,13 @@ import json
 import shutil
 from pathlib import Path
 
-from .config import load_config
-from .export import export
-from .target.chips import get_chip
-from .target.emulator import measure_export
-from .target.firmware import GCC
-from .train import train
-from .verify import verify
+from ..deploy.export import export
+from ..deploy.verify import verify
+from ..target.chips import get_chip
+from ..target.emulator import measure_export
+from ..target.firmware import GCC
+from ..train import train
+from ..train.config import load_config
 
 
 def run_all(config: str | None, overrides: list[str], out: Path | None, mcu: str = "ch32v003",

@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-from .ir import LATENT_UNIT
+from ..deploy.ir import LATENT_UNIT
 
 XORSHIFT_ZERO = 0x9E3779B9  # mixed into every seed (xorshift32 stays at 0 from 0)
 SEED_ROUNDS = 8

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import __version__
+from .. import __version__
+from ..quant import get_scheme
 from .ir import FORMAT_VERSION, MAGIC, IntModel
-from .quant import get_scheme
 
 
 def c_ident(name: str) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import BitmcuError
+from ..core.errors import BitmcuError
 
 WARNINGS = ["-std=c99", "-Wall", "-Wextra", "-Wconversion", "-pedantic", "-Werror"]
 SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-g", "-O1"]
@@ -188,7 +188,7 @@ int main(int argc, char **argv) {
 
 def engine_dir() -> Path:
     """Folder with bitmcu.c and bitmcu.h (package data)."""
-    return Path(str(resources.files("bitmcu") / "csrc"))
+    return Path(str(resources.files("bitmcu") / "engine"))
 
 
 def find_cc(cc: str | None = None) -> str:

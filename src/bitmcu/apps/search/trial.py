@@ -14,13 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import reference
-from ..errors import BitmcuError
-from ..export import model_report, write_export
-from ..ir import IntModel, from_checkpoint
-from ..target.chips import get_chip
-from ..target.emulator import measure_export
-from ..target.firmware import FlashOverflow, RamOverflow
+from ...core.errors import BitmcuError
+from ...deploy import reference
+from ...deploy.export import model_report, write_export
+from ...deploy.ir import IntModel, from_checkpoint
+from ...target.chips import get_chip
+from ...target.emulator import measure_export
+from ...target.firmware import FlashOverflow, RamOverflow
 from .space import Space
 
 VERIFY_IMAGES = 1000  # held-out images on which the host C engine must equal the reference
@@ -105,7 +105,7 @@ def untrained_model(cfg, data) -> IntModel:
     its code are those of the trained model; only the weight values differ."""
     import torch
 
-    from ..models import build_model
+    from ...train.models import build_model
 
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, data.n_classes)
@@ -159,7 +159,7 @@ class Objective:
     def _run(self, trial):
         import optuna
 
-        from ..train import load_checkpoint, load_data, train
+        from ...train import load_checkpoint, load_data, train
 
         t_start = time.perf_counter()
         listed = trial.user_attrs.get("set", {})  # a listed trial's keys outside the space
@@ -221,7 +221,7 @@ class Objective:
         x, y = data.test_x.numpy(), data.test_y.numpy()  # the held-out split
         _, pred = reference.run(model, x)
         val_acc = float((pred == y).mean())
-        from ..verify import compare_c_reference
+        from ...deploy.verify import compare_c_reference
 
         compare_c_reference(model, x[:VERIFY_IMAGES])  # C == reference, or BitmcuError
         got = measure(model, x, y, run_dir / "export", self.budget.mcu, self.space.images,

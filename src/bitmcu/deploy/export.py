@@ -9,13 +9,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.errors import BitmcuError, choices
+from ..core.outdir import check_target, locked, writing
+from ..core.rng import latents_for
 from . import reference
 from .codegen import DECODER_MAIN, EXAMPLE_MAIN, MAKEFILE, fnv1a, images_header, model_header, samples_header
-from .errors import BitmcuError, choices
 from .hostc import engine_dir
 from .ir import IntModel, from_checkpoint
-from .outdir import check_target, locked, writing
-from .rng import latents_for
 
 MAX_IMAGES = 10000  # test images an export may embed (test_images.h)
 # largest difference between the float and the integer model's accuracy that export accepts
@@ -80,7 +80,7 @@ def model_report(model: IntModel, target: str, float_acc=None, int_acc=None, n_t
 
 
 def load_int_model(run: str | Path) -> tuple[IntModel, dict]:
-    from .train import load_checkpoint
+    from ..train import load_checkpoint
 
     blob = load_checkpoint(run)
     return from_checkpoint(blob), blob
@@ -116,8 +116,8 @@ def _export(run, out: Path, target: str, data_dir, n_images: int, command: str, 
         cfg.data.data_dir = data_dir
     float_acc = int_acc = None
     n_test = 0
-    from .train import evaluate as eval_float
-    from .train import load_data, model_from_checkpoint
+    from ..train import evaluate as eval_float
+    from ..train import load_data, model_from_checkpoint
 
     data = load_data(cfg)
     test_x = data.test_x.numpy()

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from ..core.errors import BitmcuError
 from . import reference
 from .codegen import model_header
-from .errors import BitmcuError
 from .hostc import HostModel
 from .ir import IntModel
 
@@ -70,8 +70,8 @@ def in_chunks(fn, x: np.ndarray, desc: str, size: int = 500) -> np.ndarray:
 
 def verify(run: str | Path, data_dir: str | None = None, limit: int | None = None,
            sanitize: bool = False, cc: str | None = None) -> VerifyResult:
+    from ..train import evaluate, load_data, model_from_checkpoint
     from .export import load_int_model
-    from .train import evaluate, load_data, model_from_checkpoint
 
     model, blob = load_int_model(run)
     if model.generative:
@@ -114,7 +114,7 @@ def compare_c_generate(model: IntModel, seeds: np.ndarray, classes: np.ndarray,
                        builds=(True, False), sanitize: bool = False, cc: str | None = None):
     """The reference's images of (seed, class) pairs; raise where the C engine's latents or any
     pixel differ (with and without multiplier)."""
-    from .rng import latents_for
+    from ..core.rng import latents_for
 
     z = latents_for(seeds, model.latent, model.latent_scale)
     ref = reference.generate(model, z, classes)
@@ -141,11 +141,11 @@ def verify_decoder(model: IntModel, blob: dict, n: int, sanitize: bool = False,
                    cc: str | None = None) -> DecoderVerifyResult:
     import torch
 
-    from .train import model_from_checkpoint
+    from ..train import model_from_checkpoint
 
     seeds, classes = sample_inputs(model, n)
     ref = compare_c_generate(model, seeds, classes, sanitize=sanitize, cc=cc)
-    from .rng import latents_for
+    from ..core.rng import latents_for
 
     z = latents_for(seeds, model.latent, model.latent_scale)
     with torch.no_grad():

@@ -14,7 +14,7 @@ Figures per engine (float QAT decoder, numpy integer reference, host-compiled C 
 
 Several judges, and the strict figure: every oracle given (``--oracle``, repeatable; by
 default the two shipped ones, models/oracle-<data set> and -b, which differ in architecture,
-seed and augmentation) and, for dice, the classical pip counter (:mod:`bitmcu.pips`) each read
+seed and augmentation) and, for dice, the classical pip counter (:mod:`bitmcu.apps.pips`) each read
 every sample; a sample counts for the strict figure only where every judge reads the class asked
 for. Each judge's own accuracy on the real test images is reported beside. Dice are also read as
 the die's OLED shows them (2x scaling, ordered dithering, averaged back), and their ghost share
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import BitmcuError, choices
+from ..core.errors import BitmcuError, choices
 from .generate import ENGINES, check_seeds, load_decoder, sample_images
 
 MAX_PER_CLASS = 10000  # samples per class and engine that `judge` draws
@@ -166,7 +166,7 @@ class Judgement:
 # ------------------------------------------------------------------------------- the oracle
 
 
-SHIPPED = Path(__file__).resolve().parents[2] / "models"  # in a checkout: the shipped models
+SHIPPED = Path(__file__).resolve().parents[3] / "models"  # in a checkout: the shipped models
 
 
 def default_oracle(cfg) -> Path:
@@ -188,7 +188,7 @@ def default_oracles(cfg) -> list[Path]:
 def load_oracle(path: str | Path, cfg):
     """(model, blob) of a trained classifier that judges images of the decoder's data set;
     errors say how to train one or why it does not fit."""
-    from .train import load_checkpoint, model_from_checkpoint
+    from ..train import load_checkpoint, model_from_checkpoint
 
     path = Path(path)
     name = Path(cfg.data.dataset).stem
@@ -282,7 +282,7 @@ def judge(run: str | Path, oracle: str | Path | list | None = None, per_class: i
     ``oracle``: one classifier run or a list of them (default :func:`default_oracles`); the
     first also gives the features of the Frechet distance. Dice are read by the pip counter
     too, and as the display shows them."""
-    from .train import load_data
+    from ..train import load_data
 
     if not 2 <= per_class <= MAX_PER_CLASS:
         raise BitmcuError(f"--per-class {per_class}: must be 2..{MAX_PER_CLASS:,} (diversity "

@@ -15,8 +15,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..core.errors import BitmcuError
 from .codegen import model_header
-from .errors import BitmcuError
 from .hostc import SANITIZE, STATUS, WARNINGS, engine_dir, find_cc
 from .ir import IntModel
 

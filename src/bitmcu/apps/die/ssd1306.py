@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import BitmcuError
+from ...core.errors import BitmcuError
 
 WIDTH, PAGES = 128, 8
 

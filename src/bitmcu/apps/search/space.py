@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import (
+from ...core.errors import BitmcuError, choices
+from ...train.config import (
     FAMILY_KEYS,
     Config,
     _walk,
@@ -38,7 +39,6 @@ from ..config import (
     override,
     read_yaml,
 )
-from ..errors import BitmcuError, choices
 
 TOP_KEYS = ("base", "validation", "images", "cycle_images", "set", "space", "trials", "pruning",
             "sampler")
@@ -148,7 +148,7 @@ class Space:
 def space_dir() -> Path:
     """The named search spaces, package data (``bitmcu/spaces``; in a checkout,
     ``benchmarks/spaces`` links to it)."""
-    return Path(__file__).resolve().parent.parent / "spaces"
+    return Path(__file__).resolve().parents[2] / "spaces"
 
 
 def config_keys() -> set[str]:
@@ -210,7 +210,7 @@ def check_data(space: Space) -> None:
     """Load the data of the space's base config (and of each searched data key's values) once,
     so that a held-out split larger than the training set, a missing file or a bad data set is
     refused before the study starts, not by every trial."""
-    from ..train import load_data
+    from ...train import load_data
 
     values = [{}] + [{p.key: v} for p in space.params if p.key.startswith("data.")
                      for v in (p.choices if p.choices is not None else [p.low, p.high])]

@@ -18,7 +18,7 @@ from typing import Any, Literal, get_args, get_origin
 
 import yaml
 
-from .errors import BitmcuError, choices
+from ..core.errors import BitmcuError, choices
 
 
 @dataclass
@@ -345,7 +345,7 @@ def _check(cfg: Config) -> Config:
     import math
     import re
 
-    from .quant import get_scheme  # registry lookup raises a clear error on unknown names
+    from ..quant import get_scheme  # registry lookup raises a clear error on unknown names
 
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*", cfg.name):
         raise BitmcuError(f"config key 'name': {cfg.name!r} is not a name (letters, digits and "
@@ -394,7 +394,7 @@ def _check(cfg: Config) -> Config:
 
     positive("data.size", cfg.data.size, 4)
     if cfg.data.dataset == "dice":
-        from .data.dice import check_config
+        from ..data.dice import check_config
 
         check_config(cfg.data.dice)
         if cfg.data.size > 64:
@@ -548,7 +548,7 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
 def config_dir() -> Path:
     """The folder with the named configurations, package data (``bitmcu/configs``; in a
     checkout, ``configs/`` links to it), so an installed bitmcu has them too."""
-    return Path(__file__).resolve().parent / "configs"
+    return Path(__file__).resolve().parent.parent / "configs"
 
 
 def named_configs() -> list[str]:

@@ -57,8 +57,7 @@ def config_changes(stored: dict, wanted: dict) -> list[str]:
 
 def one(config: str, overrides: list[str], out: str, threads: int) -> dict:
     """Train one model and take it through export, verify, firmware (both chips) and profile."""
-    from bitmcu.deploy.export import export
-    from bitmcu.deploy.verify import verify
+    from bitmcu.apps.pipeline import export, verify
     from bitmcu.target.emulator import profile
     from bitmcu.target.firmware import build_firmware
     from bitmcu.train import load_checkpoint

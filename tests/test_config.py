@@ -101,7 +101,7 @@ def test_a_key_given_twice_in_a_yaml_file_is_refused(tmp_path):
 
 
 def test_cnn_shapes_are_checked():
-    from bitmcu.train.models import cnn_shapes
+    from bitmcu.train.shapes import cnn_shapes
 
     cfg = load_config(None, ["model.family=cnn"])
     assert cnn_shapes(cfg) == [14, 12, 6, 4, 2]

@@ -32,7 +32,7 @@ def tiny_decoder(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny_export(tiny_decoder, tmp_path_factory):
-    from bitmcu.deploy.export import export
+    from bitmcu.apps.pipeline import export
 
     out = tmp_path_factory.mktemp("exp") / "dec"
     export(tiny_decoder, out, target="ch32v003")
@@ -75,7 +75,7 @@ def test_float_decoder_is_the_integer_model(tiny_decoder):
 
 @pytest.mark.parametrize("has_mul", [True, False])
 def test_c_engine_generates_the_reference_pixels(tiny_decoder, has_mul):
-    from bitmcu.deploy.export import load_int_model
+    from bitmcu.train.lower import load_int_model
 
     model, _ = load_int_model(tiny_decoder)
     seeds = np.concatenate([np.arange(300), [2**32 - 1, 123456789]])
@@ -313,7 +313,7 @@ def test_factor_objective_learns_the_renderer_latent(tmp_path):
 
 
 def test_fuzzed_decoder_tables_never_crash_the_engine(tiny_decoder):
-    from bitmcu.deploy.export import load_int_model
+    from bitmcu.train.lower import load_int_model
 
     from .test_engine import _fuzz_both_ways
 

@@ -292,7 +292,7 @@ def test_shipped_die_model_keeps_its_figures(tmp_path):
     import json
     from pathlib import Path
 
-    from bitmcu.deploy.export import export
+    from bitmcu.apps.pipeline import export
 
     model = Path(__file__).resolve().parents[1] / "models" / "die-ch32v003"
     fig = json.loads((model / "figures.json").read_text())["die"]

@@ -6,7 +6,7 @@ import bitmcu.deploy.codegen
 import bitmcu.train.models
 
 
-@pytest.mark.parametrize("module", [bitmcu.deploy.codegen, bitmcu.train.models])
+@pytest.mark.parametrize("module", [bitmcu.deploy.codegen, bitmcu.train.shapes])
 def test_doctests(module):
     result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0

@@ -5,9 +5,8 @@ import sys
 import pytest
 import torch
 
+from bitmcu.apps.pipeline import export, verify
 from bitmcu.core.errors import BitmcuError
-from bitmcu.deploy.export import export
-from bitmcu.deploy.verify import verify
 
 from .conftest import restamp
 
@@ -146,7 +145,7 @@ def test_two_exports_into_one_folder_the_second_is_refused(tiny_run, tmp_path):
     out = tmp_path / "o"
     first = subprocess.Popen([sys.executable, "-c", (
         "import sys, time\n"
-        "from bitmcu.deploy import export as e\n"
+        "from bitmcu.apps import pipeline as e\n"
         "real = e._export\n"
         "def slow(*a, **k):\n"
         "    print('holding', flush=True)\n"

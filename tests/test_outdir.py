@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bitmcu.apps.pipeline import export
 from bitmcu.core import outdir
 from bitmcu.core.errors import BitmcuError
-from bitmcu.deploy.export import export, read_export
+from bitmcu.deploy.export import read_export
 
 from .conftest import ROOT
 
@@ -89,7 +90,7 @@ def test_exports_killed_at_any_moment_leave_the_old_folder_or_the_new(tiny_run, 
     out = tmp_path / "exp"
     export(tiny_run, out, n_images=8)
     old = _digest(out)
-    code = (f"from bitmcu.deploy.export import export\nexport({str(tiny_run)!r}, {str(out)!r}, "
+    code = (f"from bitmcu.apps.pipeline import export\nexport({str(tiny_run)!r}, {str(out)!r}, "
             "n_images=3)")
     t0 = time.perf_counter()
     p = _python(code)

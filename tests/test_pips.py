@@ -56,7 +56,7 @@ def test_what_a_person_sees_is_what_it_counts():
 
 def test_real_renders_read_right_plain_and_on_the_display():
     """Renders the calibration never saw (another seed), plain and as the OLED shows them."""
-    from bitmcu.apps.die.emulate import display_image
+    from bitmcu.apps.die.display import display_image
     from bitmcu.data.dice import render
     from bitmcu.train.config import DiceConfig
 

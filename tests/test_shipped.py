@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from bitmcu.deploy.export import export
+from bitmcu.apps.pipeline import export
 from bitmcu.target.emulator import measure_export
 from bitmcu.target.firmware import GCC
 

@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bitmcu.apps.pipeline import export
 from bitmcu.core.errors import BitmcuError
-from bitmcu.deploy.export import export, model_report, write_export
+from bitmcu.deploy.export import model_report, write_export
 from bitmcu.deploy.ir import FCLayer, IntModel
 from bitmcu.target.chips import CHIPS
 from bitmcu.target.emulator import profile
@@ -294,7 +295,7 @@ def test_bitmcu_run_goes_all_the_way(tmp_path):
 
 @pytest.mark.parametrize("conv_scheme, bias_unit, mult", [("fp130", True, 1), ("8bit", False, 2)])
 def test_cnn_through_firmware_on_both_chips(tmp_path, conv_scheme, bias_unit, mult):
-    from bitmcu.deploy.verify import verify
+    from bitmcu.apps.pipeline import verify
     from bitmcu.train import load_checkpoint, model_from_checkpoint, train
     from bitmcu.train.config import load_config
     from bitmcu.train.stats import layer_stats

@@ -352,7 +352,7 @@ def test_weight_average_resumes_exactly_and_is_what_the_run_delivers(tmp_path):
 def test_a_convnet_teacher_trains_teaches_a_cnn_and_refuses_export(tmp_path):
     """The float convnet family mixes channels; it trains, distills into a deployable cnn, and
     export names why it cannot be exported."""
-    from bitmcu.deploy.ir import from_checkpoint
+    from bitmcu.train.lower import lower
 
     cfg = load_config("teacher-convnet", tiny_overrides(**{
         "model.channels": 4, "model.conv": "[conv, pool, conv, pool]", "model.hidden": "[16]",
@@ -364,12 +364,12 @@ def test_a_convnet_teacher_trains_teaches_a_cnn_and_refuses_export(tmp_path):
     assert model.n_features == 8 * 4 * 4
     assert blob["metrics"][-1]["test_acc"] > 0.3
     with pytest.raises(BitmcuError, match="convnet is a float teacher and cannot be exported"):
-        from_checkpoint(blob)
+        lower(blob)
     student = load_config("cnn-ch32v002", tiny_overrides(**{
         "model.channels": 4, "model.hidden": "[8]", "train.epochs": 1, "data.train_limit": 400,
         "data.resize": "area", "train.teacher": str(teacher), "train.distill": 0.9}))
     run = train(student, run_dir=tmp_path / "student", quiet=True)
-    assert from_checkpoint(load_checkpoint(run)).front  # the student exports
+    assert lower(load_checkpoint(run)).front  # the student exports
 
 
 def test_a_shipped_model_without_optimizer_state_is_not_resumed(tmp_path):

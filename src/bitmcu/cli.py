@@ -455,7 +455,7 @@ def _cmd_search(a) -> int:
 
 
 def _cmd_export(a) -> int:
-    from .deploy.export import export
+    from .apps.pipeline import export
 
     cmd = " ".join(["bitmcu", "export", str(a.run), "--out", str(a.out), "--target", a.target])
     rep = export(a.run, a.out, a.target, a.data_dir, a.images, command=cmd,
@@ -489,7 +489,7 @@ def _cmd_judge(a) -> int:
 
 
 def _cmd_verify(a) -> int:
-    from .deploy.verify import verify
+    from .apps.pipeline import verify
 
     print(verify(a.run, a.data_dir, a.limit, a.sanitize).text())
     return 0

@@ -13,7 +13,12 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import BitmcuError, choices
-from ..core.rng import latents_for
+from ..core.rng import SEED_MAX, latent_scale, latents_for
+from ..deploy import reference
+from ..deploy.codegen import model_header
+from ..deploy.hostc import HostModel
+from ..train import model_from_checkpoint
+from ..train.lower import load_int_model
 
 ENGINES = ("float", "int", "c")
 
@@ -21,8 +26,6 @@ ENGINES = ("float", "int", "c")
 def load_decoder(run: str | Path, temperature: float | None = None):
     """(checkpoint blob, integer model) of a decoder run; a classifier run is refused.
     ``temperature`` replaces the run's sampling temperature (model.temperature), 0..2."""
-    from ..core.rng import latent_scale
-    from ..deploy.export import load_int_model
 
     model, blob = load_int_model(run)
     if not model.generative:
@@ -46,15 +49,12 @@ def sample_images(blob: dict, model, seeds: np.ndarray, classes: np.ndarray,
         raise BitmcuError(f"classes must be 0..{model.n_classes - 1}")
     z = latents_for(seeds, model.latent, model.latent_scale)
     if engine == "int":
-        from ..deploy import reference
 
         parts = [reference.generate(model, z[i : i + 500], classes[i : i + 500])
                  for i in range(0, len(z), 500)]  # bounded memory: the windows are int64
         return np.concatenate(parts) if parts else np.zeros(
             (0, model.input_size, model.input_size), np.uint8)
     if engine == "c":
-        from ..deploy.codegen import model_header
-        from ..deploy.hostc import HostModel
 
         host = HostModel(model_header(model, "bitmcu sample"), has_mul=has_mul, decoder=True)
         try:
@@ -63,7 +63,6 @@ def sample_images(blob: dict, model, seeds: np.ndarray, classes: np.ndarray,
             host.close()
     import torch
 
-    from ..train import model_from_checkpoint
 
     dec = model_from_checkpoint(blob)
     out = []
@@ -104,7 +103,6 @@ MAX_PER_CLASS = 1000  # samples per class (a row of the grid) that `sample` draw
 
 def check_seeds(seed: int, n: int) -> None:
     """Seeds seed..seed+n-1 must be sampler states 0..2^32-1 (they are not wrapped around)."""
-    from ..core.rng import SEED_MAX
 
     if not 0 <= seed or seed + n - 1 > SEED_MAX:
         raise BitmcuError(f"--seed {seed}: the seeds {seed}..{seed + n - 1} must lie in "

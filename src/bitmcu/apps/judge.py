@@ -32,7 +32,10 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import BitmcuError, choices
+from ..train import load_checkpoint, load_data, model_from_checkpoint
+from .die.display import display_image
 from .generate import ENGINES, check_seeds, load_decoder, sample_images
+from .pips import read_dice
 
 MAX_PER_CLASS = 10000  # samples per class and engine that `judge` draws
 REAL_MIN = 2000  # real test images the judges read at least (more: as many as the samples)
@@ -188,7 +191,6 @@ def default_oracles(cfg) -> list[Path]:
 def load_oracle(path: str | Path, cfg):
     """(model, blob) of a trained classifier that judges images of the decoder's data set;
     errors say how to train one or why it does not fit."""
-    from ..train import load_checkpoint, model_from_checkpoint
 
     path = Path(path)
     name = Path(cfg.data.dataset).stem
@@ -282,7 +284,6 @@ def judge(run: str | Path, oracle: str | Path | list | None = None, per_class: i
     ``oracle``: one classifier run or a list of them (default :func:`default_oracles`); the
     first also gives the features of the Frechet distance. Dice are read by the pip counter
     too, and as the display shows them."""
-    from ..train import load_data
 
     if not 2 <= per_class <= MAX_PER_CLASS:
         raise BitmcuError(f"--per-class {per_class}: must be 2..{MAX_PER_CLASS:,} (diversity "
@@ -372,7 +373,6 @@ def read_all(oracles: dict, images: np.ndarray, dice: bool, known: dict | None =
              for name, m in oracles.items()}
     if not dice:
         return reads, None
-    from .pips import read_dice
 
     counts, ghost = read_dice(images)
     reads["pips"] = counts - 1
@@ -394,8 +394,6 @@ def agreement(reads: dict[str, np.ndarray], classes: np.ndarray, n: int):
 
 def display_images(images: np.ndarray) -> np.ndarray:
     """Dice pictures as the die's OLED shows them (2x, ordered dithering), averaged back."""
-    from .die.emulate import display_image
-
     if 64 % images.shape[-1]:
         raise BitmcuError(f"the display path needs images whose side divides 64, not "
                           f"{images.shape[-1]}")

@@ -1,4 +1,6 @@
-"""The whole flow in one call: train -> export -> verify -> firmware -> profile."""
+"""From a trained run to deployment: :func:`export` and :func:`verify` a run (the trained float
+model's figures beside the integer model's), and the whole flow in one call (:func:`run_all`:
+train -> export -> verify -> firmware -> profile)."""
 
 from __future__ import annotations
 
@@ -6,13 +8,116 @@ import json
 import shutil
 from pathlib import Path
 
-from ..deploy.export import export
-from ..deploy.verify import verify
+import numpy as np
+import torch
+
+from ..core.errors import BitmcuError, choices
+from ..core.outdir import check_target, locked
+from ..core.rng import latents_for
+from ..deploy import reference
+from ..deploy.export import MAX_IMAGES, MISMATCH_TOLERANCE, TARGETS, ExportReport, model_report, write_export
+from ..deploy.ir import IntModel
+from ..deploy.verify import (
+    DecoderVerifyResult,
+    VerifyResult,
+    in_chunks,
+    sample_inputs,
+    verify_model,
+    verify_samples,
+)
 from ..target.chips import get_chip
 from ..target.emulator import measure_export
 from ..target.firmware import GCC
-from ..train import train
+from ..train import evaluate as eval_float
+from ..train import load_data, model_from_checkpoint, train
 from ..train.config import load_config
+from ..train.lower import load_int_model
+
+
+def export(run: str | Path, out: str | Path, target: str = "generic", data_dir: str | None = None,
+           n_images: int = 8, command: str = "bitmcu export", evaluate: bool = True,
+           allow_mismatch: bool = False) -> ExportReport:
+    """Write model.h, bitmcu.c/.h, test_images.h, main.c, Makefile, model.npz, report.{txt,json}.
+
+    The files are written into a temporary folder and moved into ``out`` only when all of them
+    are complete, so a failed export never leaves a half model behind. ``out`` is locked for
+    the whole export. An integer model whose accuracy differs from the float model's by more
+    than :data:`MISMATCH_TOLERANCE` is refused unless ``allow_mismatch``: the conversion did not
+    keep the model the run trained.
+    """
+    if target not in TARGETS:
+        raise BitmcuError(f"--target {target!r} is not known; use {choices(TARGETS)}")
+    if not 1 <= n_images <= MAX_IMAGES:
+        raise BitmcuError(f"--images {n_images}: embed 1..{MAX_IMAGES} test images (a chip's "
+                          "firmware holds a few; test_set.npz keeps 100 for profiling)")
+    out = Path(out).absolute()
+    with locked(out):  # held from the start: a second export into `out` is refused at once
+        check_target(out, "model.npz", "export")  # before the minutes of work
+        return _export(run, out, target, data_dir, n_images, command, evaluate, allow_mismatch)
+
+
+def _export(run, out: Path, target: str, data_dir, n_images: int, command: str, evaluate: bool,
+            allow_mismatch: bool) -> ExportReport:
+    model, blob = load_int_model(run)
+    cfg = blob["cfg"]
+    if data_dir:
+        cfg.data.data_dir = data_dir
+    float_acc = int_acc = None
+    n_test = 0
+    data = load_data(cfg)
+    test_x = data.test_x.numpy()
+    test_y = data.test_y.numpy()
+    if model.generative:
+        evaluate = False  # a decoder is judged by `bitmcu judge`, not by test accuracy
+    if evaluate:
+        float_acc = eval_float(model_from_checkpoint(blob), data.test_x, data.test_y).acc
+        pred = in_chunks(lambda x: reference.run(model, x)[1], test_x, "integer reference")
+        int_acc = float((pred == test_y).mean())
+        n_test = len(test_y)
+        if abs(float_acc - int_acc) > MISMATCH_TOLERANCE and not allow_mismatch:
+            raise BitmcuError(
+                f"{blob['path']}: the integer model's {data.split} accuracy "
+                f"{100 * int_acc:.2f}% differs from the float model's {100 * float_acc:.2f}% "
+                f"by more than {100 * MISMATCH_TOLERANCE:g} points: the conversion does not "
+                "keep this model (weights far outside the trained range?); nothing written. "
+                "--allow-mismatch exports it anyway")
+    report = model_report(model, target, float_acc, int_acc, n_test,
+                          cfg.data.input_description(), data.split)
+
+    write_export(model, out, test_x, test_y, report, target, n_images, command, lock=False)
+    return report
+
+
+def verify(run: str | Path, data_dir: str | None = None, limit: int | None = None,
+           sanitize: bool = False, cc: str | None = None) -> VerifyResult | DecoderVerifyResult:
+    """A run's integer model: C == reference on every test image (a decoder: on ``limit``
+    samples, 1000 by default), with the trained float model's accuracy beside it."""
+    model, blob = load_int_model(run)
+    if model.generative:
+        return verify_decoder(model, blob, 1000 if limit is None else limit, sanitize, cc)
+    cfg = blob["cfg"]
+    if data_dir:
+        cfg.data.data_dir = data_dir
+    data = load_data(cfg)
+    x, y = data.test_x, data.test_y
+    if limit is not None:
+        x, y = x[:limit], y[:limit]
+    float_acc = eval_float(model_from_checkpoint(blob), x, y).acc
+    return verify_model(model, x.numpy(), y.numpy(), sanitize, cc, float_acc)
+
+
+def verify_decoder(model: IntModel, blob: dict, n: int, sanitize: bool = False,
+                   cc: str | None = None) -> DecoderVerifyResult:
+    """:func:`verify_samples`, and how many of the float (QAT) decoder's images equal the
+    reference's."""
+    result, ref = verify_samples(model, n, sanitize, cc)
+    seeds, classes = sample_inputs(model, n)
+    z = latents_for(seeds, model.latent, model.latent_scale)
+    with torch.no_grad():
+        f = model_from_checkpoint(blob).decode(torch.from_numpy(z.astype(np.float32)),
+                                               torch.from_numpy(classes)).numpy()
+    result.float_equal = int((f.astype(np.uint8) == ref).all(axis=(1, 2)).sum())
+    return result
 
 
 def run_all(config: str | None, overrides: list[str], out: Path | None, mcu: str = "ch32v003",

@@ -1,4 +1,4 @@
-"""The one PRNG and the one integer Gaussian latent sampler, mirrored by csrc/bitmcu.c.
+"""The one PRNG and the one integer Gaussian latent sampler, mirrored by engine/bitmcu.c.
 
     xorshift32:  x ^= x << 13; x ^= x >> 17; x ^= x << 5   (uint32, never 0)
     seed -> state: seed ^ XORSHIFT_ZERO (XORSHIFT_ZERO where that is 0), then SEED_ROUNDS rounds
@@ -20,8 +20,7 @@ import math
 
 import numpy as np
 
-from ..deploy.ir import LATENT_UNIT
-
+LATENT_UNIT = 32  # integer latent units per 1.0 of z (a decoder's int8 latent is z * 32)
 XORSHIFT_ZERO = 0x9E3779B9  # mixed into every seed (xorshift32 stays at 0 from 0)
 SEED_ROUNDS = 8
 SEED_MAX = 2**32 - 1  # seeds are uint32 states: the CLI refuses others rather than wrap them

@@ -25,6 +25,7 @@ import platformdirs
 import torch
 
 from ..core.errors import BitmcuError, choices
+from .dice import DiceConfig, dice_arrays
 from .idx import read_idx, read_idx_bytes
 from .transforms import downscale
 
@@ -337,14 +338,11 @@ def load_dataset(name: str, size: int = 16, resize: str = "area", data_dir: str 
     """Load a data set and its ``size x size`` downscaled copy (cached on disk).
 
     ``crop``: downscale only the central ``crop x crop`` square of each image. ``dice``: the
-    renderer's :class:`~bitmcu.train.config.DiceConfig` for ``name == "dice"`` (default variation
+    renderer's :class:`~bitmcu.data.dice.DiceConfig` for ``name == "dice"`` (default variation
     when None); its images are rendered at ``size`` and are their own originals.
     ``validation``: hold out the last N training images and evaluate on them in place of the test
     set (``split == "val"``); the test set is then not loaded into the Dataset at all."""
     if name == "dice":
-        from ..train.config import DiceConfig
-        from .dice import dice_arrays
-
         if crop is not None:
             raise BitmcuError("data.crop does not apply to data.dataset dice (the renderer "
                               "frames the die itself); set data.crop=null")

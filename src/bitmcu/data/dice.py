@@ -3,7 +3,7 @@
 Each image is one die face seen from the front: a light rounded-square outline (or none) and 1-6
 light pips in the standard layouts on a dark background (0 = background, like MNIST and the
 OLED of the electronic die). Every image draws its own variation from the ranges of
-:class:`~bitmcu.train.config.DiceConfig`: rotation, scale, offset, slight shear and perspective, corner
+:class:`DiceConfig`: rotation, scale, offset, slight shear and perspective, corner
 radius, outline width, pip radius and spread, brightness and contrast, noise. Antialiasing
 supersamples each pixel 4x4.
 
@@ -19,11 +19,37 @@ import json
 import os
 import sys
 import time
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 
 from ..core.errors import BitmcuError
+
+
+@dataclass
+class DiceConfig:
+    """Variation of the dice renderer (``data.dataset: dice``); [min, max] ranges are drawn
+    uniformly per image. Lengths are in units of the die's half-side unless said otherwise."""
+
+    seed: int = 0  # the training set's seed; the test set uses seed + 1
+    train: int = 60000  # training images
+    test: int = 10000  # test images
+    rotation: float = 30.0  # max rotation in degrees (either way)
+    scale: list[float] = field(default_factory=lambda: [0.62, 0.85])  # die half-side / image half-side
+    offset: float = 0.6  # max shift, as a fraction of the room beside the die
+    shear: float = 0.08  # max horizontal shear of the face
+    perspective: float = 0.06  # max projective tilt (slight perspective)
+    corner: list[float] = field(default_factory=lambda: [0.15, 0.4])  # corner radius
+    outline: float = 0.9  # share of dice drawn with their rounded-square outline (rest: none)
+    outline_width: list[float] = field(default_factory=lambda: [0.08, 0.14])
+    pip_radius: list[float] = field(default_factory=lambda: [0.12, 0.17])
+    pip_spread: list[float] = field(default_factory=lambda: [0.5, 0.58])  # corner pips' offset
+    brightness: list[float] = field(default_factory=lambda: [0.75, 1.0])  # lit pixels, 0..1
+    background: float = 0.05  # max background level, 0..1 (contrast)
+    noise: float = 0.02  # standard deviation of Gaussian pixel noise, 0..1
+    antialias: bool = True  # shade edge pixels by their distance to the edge (else hard edges)
+
 
 # Pip centres of each face in units of the pip spread, y down (face 1 .. 6).
 PIPS = {
@@ -247,21 +273,17 @@ def _cached(cache, name: str, desc: dict, make) -> dict[str, np.ndarray]:
 
 def dice_arrays(cfg, size: int, cache) -> dict[str, np.ndarray]:
     """Training and test sets (different seeds) of the dice renderer, cached under ``cache``."""
-    import dataclasses
-
     def make():
         train_x, train_y = render(cfg, cfg.train, size, cfg.seed, f"{cfg.train} training dice")
         test_x, test_y = render(cfg, cfg.test, size, cfg.seed + 1, f"{cfg.test} test dice")
         return {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y}
 
-    return _cached(cache, f"dice-{size}", {"size": size, **dataclasses.asdict(cfg), "v": 1}, make)
+    return _cached(cache, f"dice-{size}", {"size": size, **asdict(cfg), "v": 1}, make)
 
 
 def dice_factor_arrays(cfg, size: int, n_factors: int, cache) -> dict[str, np.ndarray]:
     """The factor latents and clean targets (:func:`render_factors`) of the training and test
     sets of :func:`dice_arrays`: train_z, train_t, test_z, test_t."""
-    import dataclasses
-
     if not 1 <= n_factors <= len(FACTORS):
         raise BitmcuError(f"train.objective factors: the latent carries 1..{len(FACTORS)} of the "
                           f"renderer's factors ({', '.join(FACTORS)}); model.latent is "
@@ -272,5 +294,5 @@ def dice_factor_arrays(cfg, size: int, n_factors: int, cache) -> dict[str, np.nd
         test_z, test_t = render_factors(cfg, cfg.test, size, cfg.seed + 1, n_factors)
         return {"train_z": train_z, "train_t": train_t, "test_z": test_z, "test_t": test_t}
 
-    desc = {"size": size, "factors": n_factors, **dataclasses.asdict(cfg), "v": 1}
+    desc = {"size": size, "factors": n_factors, **asdict(cfg), "v": 1}
     return _cached(cache, f"dice-factors-{size}", desc, make)

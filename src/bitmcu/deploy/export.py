@@ -1,4 +1,6 @@
-"""Export a trained run: integer model, generated C, engine copy, example program and report."""
+"""Export an integer model: model.h, the engine's copy, the example program, test data and the
+report, written as one folder (the run-level export, with its accuracy check, is
+:func:`bitmcu.apps.pipeline.export`)."""
 
 from __future__ import annotations
 
@@ -9,13 +11,22 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.errors import BitmcuError, choices
-from ..core.outdir import check_target, locked, writing
+from ..core.errors import BitmcuError
+from ..core.outdir import writing
 from ..core.rng import latents_for
 from . import reference
-from .codegen import DECODER_MAIN, EXAMPLE_MAIN, MAKEFILE, fnv1a, images_header, model_header, samples_header
-from .hostc import engine_dir
-from .ir import IntModel, from_checkpoint
+from .codegen import (
+    DECODER_MAIN,
+    EXAMPLE_MAIN,
+    MAKEFILE,
+    fnv1a,
+    images_header,
+    model_header,
+    samples_header,
+    table_sums,
+)
+from .hostc import HostModel, engine_dir
+from .ir import IntModel
 
 MAX_IMAGES = 10000  # test images an export may embed (test_images.h)
 # largest difference between the float and the integer model's accuracy that export accepts
@@ -79,72 +90,6 @@ def model_report(model: IntModel, target: str, float_acc=None, int_acc=None, n_t
                         float_acc, int_acc, n_test, input_desc, split)
 
 
-def load_int_model(run: str | Path) -> tuple[IntModel, dict]:
-    from ..train import load_checkpoint
-
-    blob = load_checkpoint(run)
-    return from_checkpoint(blob), blob
-
-
-def export(run: str | Path, out: str | Path, target: str = "generic", data_dir: str | None = None,
-           n_images: int = 8, command: str = "bitmcu export", evaluate: bool = True,
-           allow_mismatch: bool = False) -> ExportReport:
-    """Write model.h, bitmcu.c/.h, test_images.h, main.c, Makefile, model.npz, report.{txt,json}.
-
-    The files are written into a temporary folder and moved into ``out`` only when all of them
-    are complete, so a failed export never leaves a half model behind. ``out`` is locked for
-    the whole export. An integer model whose accuracy differs from the float model's by more
-    than :data:`MISMATCH_TOLERANCE` is refused unless ``allow_mismatch``: the conversion did not
-    keep the model the run trained.
-    """
-    if target not in TARGETS:
-        raise BitmcuError(f"--target {target!r} is not known; use {choices(TARGETS)}")
-    if not 1 <= n_images <= MAX_IMAGES:
-        raise BitmcuError(f"--images {n_images}: embed 1..{MAX_IMAGES} test images (a chip's "
-                          "firmware holds a few; test_set.npz keeps 100 for profiling)")
-    out = Path(out).absolute()
-    with locked(out):  # held from the start: a second export into `out` is refused at once
-        check_target(out, "model.npz", "export")  # before the minutes of work
-        return _export(run, out, target, data_dir, n_images, command, evaluate, allow_mismatch)
-
-
-def _export(run, out: Path, target: str, data_dir, n_images: int, command: str, evaluate: bool,
-            allow_mismatch: bool) -> ExportReport:
-    model, blob = load_int_model(run)
-    cfg = blob["cfg"]
-    if data_dir:
-        cfg.data.data_dir = data_dir
-    float_acc = int_acc = None
-    n_test = 0
-    from ..train import evaluate as eval_float
-    from ..train import load_data, model_from_checkpoint
-
-    data = load_data(cfg)
-    test_x = data.test_x.numpy()
-    test_y = data.test_y.numpy()
-    if model.generative:
-        evaluate = False  # a decoder is judged by `bitmcu judge`, not by test accuracy
-    if evaluate:
-        float_acc = eval_float(model_from_checkpoint(blob), data.test_x, data.test_y).acc
-        from .verify import in_chunks
-
-        pred = in_chunks(lambda x: reference.run(model, x)[1], test_x, "integer reference")
-        int_acc = float((pred == test_y).mean())
-        n_test = len(test_y)
-        if abs(float_acc - int_acc) > MISMATCH_TOLERANCE and not allow_mismatch:
-            raise BitmcuError(
-                f"{blob['path']}: the integer model's {data.split} accuracy "
-                f"{100 * int_acc:.2f}% differs from the float model's {100 * float_acc:.2f}% "
-                f"by more than {100 * MISMATCH_TOLERANCE:g} points: the conversion does not "
-                "keep this model (weights far outside the trained range?); nothing written. "
-                "--allow-mismatch exports it anyway")
-    report = model_report(model, target, float_acc, int_acc, n_test,
-                          cfg.data.input_description(), data.split)
-
-    write_export(model, out, test_x, test_y, report, target, n_images, command, lock=False)
-    return report
-
-
 def write_export(model: IntModel, out: str | Path, test_x: np.ndarray, test_y: np.ndarray,
                  report: ExportReport, target: str = "generic", n_images: int = 8,
                  command: str = "bitmcu export", lock: bool = True) -> None:
@@ -206,9 +151,6 @@ def read_export(export_dir: str | Path, check: bool = False) -> IntModel:
                           "`bitmcu export`)")
     model = IntModel.load(d / "model.npz")
     if check:
-        from .codegen import table_sums
-        from .hostc import HostModel
-
         try:
             host = HostModel((d / "model.h").read_text(), decoder=model.generative)
         except BitmcuError as e:

@@ -1,6 +1,6 @@
 """Fuzz the C engine's model tables: thousands of field mutations under ASan/UBSan.
 
-Each trial changes one to three fields of a copy of the table (csrc/fuzz_table.c), calls
+Each trial changes one to three fields of a copy of the table (engine/fuzz_table.c), calls
 ``bitmcu_check`` and runs the tables that check OK. A sanitizer report (an out-of-bounds read,
 undefined behaviour) aborts the harness and raises here; otherwise the outcome is counted.
 """

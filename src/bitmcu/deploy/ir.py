@@ -1,6 +1,6 @@
 """The integer model as data: layers with packed integer weights, produced from a checkpoint.
 
-Semantics (mirrored by reference.py and csrc/bitmcu.c). A convolutional front end (``front``,
+Semantics (mirrored by reference.py and engine/bitmcu.c). A convolutional front end (``front``,
 CNN models only) runs first, on the raw pixels, one channel at a time:
   conv:  a = requant(sum_k level[c, k] * in[y + k // 3, x + k % 3], shift)   3x3, no padding
   pool:  a = max over 2x2 blocks
@@ -31,13 +31,13 @@ import itertools
 import json
 import os
 import zipfile
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..core.errors import BitmcuError
+from ..core.rng import LATENT_UNIT
 from ..quant import get_scheme
 
 MAGIC = 0x554D4942  # "BIMU", also in bitmcu.h
@@ -48,7 +48,6 @@ FORMAT_VERSION = 6  # BITMCU_FORMAT_VERSION in bitmcu.h (2: 2bitsym rows in four
 INT32_MAX = 2**31 - 1
 MAX_DIM = 65535  # uint16 dimensions in the layer table
 TERNARY_MAX_IN = 1024  # the ternary kernel divides by 5 with (i * 205) >> 10
-LATENT_UNIT = 32  # integer latent units per 1.0 of z (a decoder's int8 latent is z * 32)
 CLASS_VALUE = LATENT_UNIT  # a decoder's class input value: 1.0 in latent units
 CHUNK_ROWS = 32  # a decoder's last fc layer is computed this many outputs at a time
 RING_ROWS = 4  # rows a decoder stage keeps of its input map (all of a map with fewer)
@@ -501,78 +500,3 @@ class IntModel:
                    meta["config_hash"], meta.get("name", "model"), front,
                    bool(meta.get("bias_unit", False)), meta.get("latent", 0), stages,
                    meta.get("latent_scale", 0)).validate()
-
-
-def from_checkpoint(blob: dict) -> IntModel:
-    """Checkpoint (as loaded by train.load_checkpoint) -> validated integer model."""
-    from ..train.checkpoint import model_from_checkpoint
-
-    cfg = blob["cfg"]
-    where = blob["path"]
-    if cfg.model.family == "convnet":
-        raise BitmcuError(f"{where}: model.family convnet is a float teacher and cannot be "
-                          "exported; use the run as train.teacher of a cnn or fc model")
-    if cfg.model.norm != "rms":
-        raise BitmcuError(f"{where}: export needs model.norm='rms' (folded into ShiftNorm); "
-                          f"this run uses {cfg.model.norm!r}")
-    if cfg.model.bias:
-        raise BitmcuError(f"{where}: export needs model.bias=false; this run has biases")
-    if cfg.model.scale != "per_tensor":
-        raise BitmcuError(f"{where}: export needs model.scale='per_tensor'; this run uses "
-                          f"{cfg.model.scale!r}")
-    for i, s in enumerate(cfg.layer_scheme_names(cfg.n_weight_layers())):
-        if not get_scheme(s).exportable:
-            raise BitmcuError(f"{where}: layer {i} uses scheme {s!r} (float), which cannot be "
-                              "exported; train with a quantized scheme")
-    model = model_from_checkpoint(blob)
-    if cfg.model.family == "decoder":
-        return _decoder(model, cfg, blob["n_classes"])
-    n = len(model.layers)
-    layers = [FCLayer.from_levels(L.scheme.name, L.integer_weight().numpy(), relu=i < n - 1)
-              for i, L in enumerate(model.layers)]
-    front = _front(model, cfg, where) if cfg.model.family == "cnn" else []
-    return IntModel(cfg.data.size, blob["n_classes"], act_max_for(cfg.model.act_bits), layers,
-                    zlib.crc32(cfg.hash().encode()), cfg.name, front,
-                    cfg.model.bias_unit).validate()
-
-
-def _decoder(model, cfg, n_classes: int) -> IntModel:
-    from ..core.rng import latent_scale
-
-    biases = model.integer_biases()
-    layers = [FCLayer.from_levels(L.scheme.name, L.integer_weight().numpy(), True,
-                                  L.shift_value(), b) for L, b in zip(model.fcs, biases, strict=False)]
-    stages = [StageLayer.from_levels(L.scheme.name, L.integer_weight().numpy(), c_in, side, f,
-                                     L.shift_value(), b)
-              for L, (c_in, side), f, b in zip(model.stages, model.shapes, model.factors,
-                                               biases[len(layers):], strict=False)]
-    return IntModel(cfg.data.size, n_classes, act_max_for(8), layers,
-                    zlib.crc32(cfg.hash().encode()), cfg.name, latent=cfg.model.latent,
-                    stages=stages, latent_scale=latent_scale(cfg.model.temperature)).validate()
-
-
-def _front(model, cfg, where) -> list:
-    from ..train.models import ACT_MAX, QuantConv2d
-
-    conv_scheme = cfg.model.conv_scheme or cfg.model.scheme
-    if not get_scheme(conv_scheme).exportable:
-        raise BitmcuError(f"{where}: the convolutions use scheme {conv_scheme!r} (float), which "
-                          "cannot be exported; train with a quantized model.conv_scheme")
-    if act_max_for(cfg.model.act_bits) != ACT_MAX:
-        raise BitmcuError(f"{where}: CNN export needs model.act_bits=8")
-    front, side, chans = [], cfg.data.size, 1
-    for i, L in enumerate([model.conv1, *model.stages]):
-        if isinstance(L, QuantConv2d):
-            front.append(ConvLayer.from_levels("conv1" if i == 0 else "dw", L.scheme.name,
-                                               L.integer_weight().numpy(), side, int(L.shift),
-                                               mult=L.out_channels // L.in_channels if i else 1))
-            chans = L.out_channels
-        else:
-            front.append(PoolLayer(chans, side))
-        side = front[-1].out_side
-    return front
-
-
-def act_max_for(bits: int) -> int:
-    """Activations after ReLU are unsigned: act_bits bits hold 0..2^bits - 1."""
-    return (1 << bits) - 1

@@ -1,4 +1,4 @@
-"""Numpy reference of the integer engine, mirroring csrc/bitmcu.c function for function.
+"""Numpy reference of the integer engine, mirroring engine/bitmcu.c function for function.
 
 Integer arithmetic only (int64 numpy with int32 range checks): no floats, no np.round.
 Functions take a batch (N, ...) so the whole test set runs in one call.

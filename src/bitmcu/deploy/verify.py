@@ -1,14 +1,17 @@
-"""Verification: the host-compiled C engine must give the numpy reference's int32 logits exactly."""
+"""Verification: the host-compiled C engine must give the numpy reference's int32 logits (a
+decoder's pixels) exactly. Needs numpy and a C compiler, not torch: :func:`verify_model` checks
+a saved integer model; :func:`bitmcu.apps.pipeline.verify` adds the trained float model's
+figures for a run."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from ..core.errors import BitmcuError
+from ..core.rng import latents_for
 from . import reference
 from .codegen import model_header
 from .hostc import HostModel
@@ -68,40 +71,20 @@ def in_chunks(fn, x: np.ndarray, desc: str, size: int = 500) -> np.ndarray:
     return np.concatenate([fn(x[i:i + size]) for i in bar]) if len(x) else fn(x)
 
 
-def verify(run: str | Path, data_dir: str | None = None, limit: int | None = None,
-           sanitize: bool = False, cc: str | None = None) -> VerifyResult:
-    from ..train import evaluate, load_data, model_from_checkpoint
-    from .export import load_int_model
-
-    model, blob = load_int_model(run)
-    if model.generative:
-        return verify_decoder(model, blob, 1000 if limit is None else limit, sanitize, cc)
-    cfg = blob["cfg"]
-    if data_dir:
-        cfg.data.data_dir = data_dir
-    data = load_data(cfg)
-    x, y = data.test_x, data.test_y
-    if limit is not None:
-        x, y = x[:limit], y[:limit]
-    float_acc = evaluate(model_from_checkpoint(blob), x, y).acc
-    xs, ys = x.numpy(), y.numpy()
-    ref, outs = compare_c_reference(model, xs, sanitize=sanitize, cc=cc)
-    return VerifyResult(len(ys), float_acc, float((ref.argmax(1) == ys).mean()),
-                        {k: float((v.argmax(1) == ys).mean()) for k, v in outs.items()})
-
-
 @dataclass
 class DecoderVerifyResult:
     n: int
     pixels: int  # pixels compared per engine
-    float_equal: int  # images of the float (QAT) decoder equal to the reference's
     builds: list[str]
+    float_equal: int | None = None  # images of the float (QAT) decoder equal to the reference's
 
     def text(self) -> str:
-        return (f"verified {self.n} (seed, class) samples: every one of {self.pixels:,} generated "
-                f"pixels of the C engine ({', '.join(self.builds)}) equals the numpy reference's;"
-                f"\nfloat (QAT) decoder: {self.float_equal} of {self.n} images equal the "
-                "reference's")
+        text = (f"verified {self.n} (seed, class) samples: every one of {self.pixels:,} generated "
+                f"pixels of the C engine ({', '.join(self.builds)}) equals the numpy reference's")
+        if self.float_equal is not None:
+            text += (f";\nfloat (QAT) decoder: {self.float_equal} of {self.n} images equal the "
+                     "reference's")
+        return text
 
 
 def sample_inputs(model: IntModel, n: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -114,8 +97,6 @@ def compare_c_generate(model: IntModel, seeds: np.ndarray, classes: np.ndarray,
                        builds=(True, False), sanitize: bool = False, cc: str | None = None):
     """The reference's images of (seed, class) pairs; raise where the C engine's latents or any
     pixel differ (with and without multiplier)."""
-    from ..core.rng import latents_for
-
     z = latents_for(seeds, model.latent, model.latent_scale)
     ref = reference.generate(model, z, classes)
     header = model_header(model, "bitmcu verify")
@@ -137,19 +118,19 @@ def compare_c_generate(model: IntModel, seeds: np.ndarray, classes: np.ndarray,
     return ref
 
 
-def verify_decoder(model: IntModel, blob: dict, n: int, sanitize: bool = False,
-                   cc: str | None = None) -> DecoderVerifyResult:
-    import torch
+def verify_model(model: IntModel, images: np.ndarray, labels: np.ndarray, sanitize: bool = False,
+                 cc: str | None = None, float_acc: float | None = None) -> VerifyResult:
+    """C == reference on ``images`` (both builds; raises on the first difference) and the
+    accuracies on their ``labels``."""
+    ref, outs = compare_c_reference(model, images, sanitize=sanitize, cc=cc)
+    acc = lambda logits: float((logits.argmax(1) == labels).mean())  # noqa: E731
+    return VerifyResult(len(images), float_acc, acc(ref), {k: acc(v) for k, v in outs.items()})
 
-    from ..train import model_from_checkpoint
 
+def verify_samples(model: IntModel, n: int, sanitize: bool = False,
+                   cc: str | None = None) -> tuple[DecoderVerifyResult, np.ndarray]:
+    """A decoder's n (seed, class) samples: C == reference for every pixel (both builds).
+    Returns the result (without the float decoder's figure) and the reference's images."""
     seeds, classes = sample_inputs(model, n)
     ref = compare_c_generate(model, seeds, classes, sanitize=sanitize, cc=cc)
-    from ..core.rng import latents_for
-
-    z = latents_for(seeds, model.latent, model.latent_scale)
-    with torch.no_grad():
-        f = model_from_checkpoint(blob).decode(torch.from_numpy(z.astype(np.float32)),
-                                               torch.from_numpy(classes)).numpy()
-    same = int((f.astype(np.uint8) == ref).all(axis=(1, 2)).sum())
-    return DecoderVerifyResult(n, int(ref.size), same, ["mul", "nomul"])
+    return DecoderVerifyResult(n, int(ref.size), ["mul", "nomul"]), ref

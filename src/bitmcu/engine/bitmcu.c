@@ -1,4 +1,4 @@
-/* bitmcu.c - integer inference engine. See bitmcu.h; mirrored by bitmcu/reference.py.
+/* bitmcu.c - integer inference engine. See bitmcu.h; mirrored by bitmcu/deploy/reference.py.
  *
  * Data flow of bitmcu_run:
  *   pixels (uint8) --shiftnorm--> nonzero list --fc kernel--> int32 acc --shiftnorm+relu-->
@@ -990,7 +990,7 @@ bitmcu_status bitmcu_front_end_8bit(const bitmcu_model *model, const uint8_t *in
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* randomness: the PRNG and the latent sampler (mirrored by bitmcu/rng.py)                    */
+/* randomness: the PRNG and the latent sampler (mirrored by bitmcu/core/rng.py)                    */
 
 uint32_t bitmcu_xorshift32(uint32_t *state) {
     uint32_t x = *state;
@@ -1351,7 +1351,7 @@ bitmcu_status bitmcu_run(const bitmcu_model *model, const uint8_t *input, int32_
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* table check (bitmcu_check) and checksums; mirrored by bitmcu/codegen.py's table_sums        */
+/* table check (bitmcu_check) and checksums; mirrored by bitmcu/deploy/codegen.py's table_sums        */
 
 /* Rows sharing their packed bytes and packed bytes per row of k weights; 0: unknown scheme. */
 static uint32_t packed_row_bytes(uint32_t scheme, uint32_t k) {

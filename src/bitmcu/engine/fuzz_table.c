@@ -1,7 +1,7 @@
 /* fuzz_table.c - mutate a model table's fields and check that the engine never misbehaves.
  *
  * Built with AddressSanitizer and UndefinedBehaviorSanitizer beside bitmcu.c and a model.h (by
- * bitmcu/fuzz.py). Each trial copies the table, changes one to three fields (numbers: +-1, 0,
+ * bitmcu/deploy/fuzz.py). Each trial copies the table, changes one to three fields (numbers: +-1, 0,
  * random, a flipped bit, doubled; pointers: NULL, kernels and front ends: another one; the end
  * marker too, but not together with n_layers: the marker is the table's bound, as an array's
  * length would be, and no check can bound a table whose count and bound both lie), calls

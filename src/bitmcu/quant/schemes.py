@@ -21,12 +21,14 @@ and the C engine agree by construction. A scheme also defines its storage code (
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
-import torch
 
 from ..core.errors import BitmcuError, choices
+
+if TYPE_CHECKING:  # the training methods import torch; deploying needs numpy alone
+    import torch
 
 REGISTRY: dict[str, type[Scheme]] = {}
 
@@ -63,6 +65,8 @@ class Scheme:
     @classmethod
     def quantize_int(cls, w: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
         """Nearest integer level of ``w / step`` (no gradient)."""
+        import torch
+
         lv = torch.tensor(cls.levels, dtype=w.dtype, device=w.device)
         mids = (lv[1:] + lv[:-1]) / 2
         idx = torch.bucketize((w / step).contiguous(), mids)
@@ -259,6 +263,8 @@ class FP130(Scheme):
     @classmethod
     def quantize_int(cls, w, step):
         # nearest level in the log domain (geometric midpoints), as a power-of-two format should
+        import torch
+
         x = w / step
         e = torch.log2(x.abs().clamp_min(1.0)).round().clamp(0, 7)
         return torch.where(x < 0, -1.0, 1.0).to(w.dtype) * torch.exp2(e)
@@ -290,7 +296,7 @@ class EightBit(Scheme):
 
     @classmethod
     def quantize_int(cls, w, step):
-        return torch.round(w / step).clamp(-127, 127)
+        return (w / step).round().clamp(-127, 127)
 
     @classmethod
     def encode(cls, q):

@@ -31,6 +31,7 @@ from ..core.errors import BitmcuError
 from ..deploy.hostc import status_text
 from .chips import FLASH_BASE, RAM_BASE, get_chip
 from .cycles import BRANCH, JUMP, CycleModel
+from .firmware import build_firmware
 
 if TYPE_CHECKING:
     from .firmware import FirmwareInfo
@@ -401,7 +402,6 @@ def measure_export(export_dir: str | Path, mcu: str, n_images: int = 4, exact: b
     emulator (on ``images``, written over the embedded ones, where given: see `profile`).
     ``exact``: an emulated prediction that differs from the numpy reference's is an error (else
     the profile's ``mismatches`` says so)."""
-    from .firmware import build_firmware
 
     fw = build_firmware(export_dir, mcu, n_images=n_images)
     prof = profile(fw.elf, images=images, expected=expected)

@@ -14,6 +14,7 @@ import torch
 from .. import __version__
 from ..core.errors import BitmcuError
 from .config import Config, config_from_dict, drop_retired_keys
+from .models import build_model
 
 FORMAT = "bitmcu-checkpoint"
 FORMAT_VERSION = 1
@@ -116,7 +117,6 @@ def load_checkpoint(run: str | Path) -> dict:
 
 def model_from_checkpoint(blob: dict, live: bool = False):
     """The run's model; with ``live``, the optimizer's weights where the run averages weights."""
-    from .models import build_model
 
     model = build_model(blob["cfg"], blob["n_classes"])
     state = blob["live"] if live and "live" in blob else blob["model"]

@@ -19,30 +19,9 @@ from typing import Any, Literal, get_args, get_origin
 import yaml
 
 from ..core.errors import BitmcuError, choices
-
-
-@dataclass
-class DiceConfig:
-    """Variation of the dice renderer (``data.dataset: dice``); [min, max] ranges are drawn
-    uniformly per image. Lengths are in units of the die's half-side unless said otherwise."""
-
-    seed: int = 0  # the training set's seed; the test set uses seed + 1
-    train: int = 60000  # training images
-    test: int = 10000  # test images
-    rotation: float = 30.0  # max rotation in degrees (either way)
-    scale: list[float] = field(default_factory=lambda: [0.62, 0.85])  # die half-side / image half-side
-    offset: float = 0.6  # max shift, as a fraction of the room beside the die
-    shear: float = 0.08  # max horizontal shear of the face
-    perspective: float = 0.06  # max projective tilt (slight perspective)
-    corner: list[float] = field(default_factory=lambda: [0.15, 0.4])  # corner radius
-    outline: float = 0.9  # share of dice drawn with their rounded-square outline (rest: none)
-    outline_width: list[float] = field(default_factory=lambda: [0.08, 0.14])
-    pip_radius: list[float] = field(default_factory=lambda: [0.12, 0.17])
-    pip_spread: list[float] = field(default_factory=lambda: [0.5, 0.58])  # corner pips' offset
-    brightness: list[float] = field(default_factory=lambda: [0.75, 1.0])  # lit pixels, 0..1
-    background: float = 0.05  # max background level, 0..1 (contrast)
-    noise: float = 0.02  # standard deviation of Gaussian pixel noise, 0..1
-    antialias: bool = True  # shade edge pixels by their distance to the edge (else hard edges)
+from ..data.dice import DiceConfig, check_config
+from ..quant import get_scheme
+from .shapes import cnn_shapes, convnet_shapes, decoder_shapes
 
 
 @dataclass
@@ -345,7 +324,6 @@ def _check(cfg: Config) -> Config:
     import math
     import re
 
-    from ..quant import get_scheme  # registry lookup raises a clear error on unknown names
 
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*", cfg.name):
         raise BitmcuError(f"config key 'name': {cfg.name!r} is not a name (letters, digits and "
@@ -368,12 +346,8 @@ def _check(cfg: Config) -> Config:
     if cfg.model.conv_scheme is not None:
         get_scheme(cfg.model.conv_scheme, key="model.conv_scheme")
     if cfg.model.family == "cnn":
-        from .models import cnn_shapes
-
         cnn_shapes(cfg)  # raises on impossible shapes
     if cfg.model.family == "convnet":
-        from .models import convnet_shapes
-
         convnet_shapes(cfg)
         quantized = [s for s in [cfg.model.scheme, cfg.model.conv_scheme,
                                  *cfg.model.layer_schemes] if s not in (None, "none")]
@@ -381,8 +355,6 @@ def _check(cfg: Config) -> Config:
             raise BitmcuError(f"model.family convnet is a float teacher: its schemes must be "
                               f"'none', not {quantized[0]!r} (set model.scheme=none)")
     if cfg.model.family == "decoder":
-        from .models import decoder_shapes
-
         decoder_shapes(cfg)
     if any(h < 1 for h in cfg.model.hidden):
         raise BitmcuError(f"config key 'model.hidden': {cfg.model.hidden} has a width below 1")
@@ -394,8 +366,6 @@ def _check(cfg: Config) -> Config:
 
     positive("data.size", cfg.data.size, 4)
     if cfg.data.dataset == "dice":
-        from ..data.dice import check_config
-
         check_config(cfg.data.dice)
         if cfg.data.size > 64:
             raise BitmcuError(f"config key 'data.size': {cfg.data.size}: the dice renderer draws "

@@ -25,6 +25,8 @@ from tqdm import tqdm
 from ..core.errors import BitmcuError
 from ..core.outdir import locked
 from ..data import Augmenter, Dataset, downscale, load_dataset
+from ..data.datasets import cache_dir
+from ..data.dice import dice_factor_arrays
 from .checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint, save_checkpoint
 from .config import (
     Config,
@@ -35,8 +37,9 @@ from .config import (
     parse_override,
     read_yaml,
 )
-from .models import build_model
+from .models import build_model, quantize_latent
 from .nn import QuantWeights
+from .plots import plot_curves, plot_first_layer, plot_weights
 
 
 def lr_at(cfg: Config, t: float) -> float:
@@ -314,7 +317,6 @@ def decoder_loss(cfg: Config, recon, x, mu, logvar) -> tuple[torch.Tensor, torch
 def guide_loss(model, guide, cfg: Config, n: int, n_classes: int, gen: torch.Generator, device):
     """(cross-entropy, accuracy) of the guide on n images decoded from prior latents (at the
     sampling temperature) and random classes: what the chip will draw, judged by a classifier."""
-    from .models import quantize_latent
 
     z = torch.randn(n, model.latent, generator=gen) * cfg.model.temperature
     y = torch.randint(0, n_classes, (n,), generator=gen)
@@ -331,7 +333,6 @@ def _train_decoder_epoch(model, opt, data: Dataset, cfg: Config, epoch: int, dev
     each image's renderer latent; with a guide its cross-entropy on prior samples. Returns
     (mean loss, mean squared error per pixel, the guide's accuracy on the prior samples or
     None)."""
-    from .models import quantize_latent
 
     gen = epoch_generator(cfg.seed, epoch)
     n, bs = len(data.train_x), cfg.train.batch_size
@@ -377,8 +378,6 @@ def load_factors(cfg: Config, data: Dataset) -> dict[str, torch.Tensor] | None:
     die (data/dice.py), as tensors (train_z, train_t, test_z, test_t); None for cvae."""
     if cfg.train.objective != "factors":
         return None
-    from ..data.datasets import cache_dir
-    from ..data.dice import dice_factor_arrays
 
     a = dice_factor_arrays(cfg.data.dice, cfg.data.size, cfg.model.latent, cache_dir())
     n = len(data.train_x)
@@ -391,7 +390,6 @@ def evaluate_decoder(model, cfg: Config, x: torch.Tensor, y: torch.Tensor, devic
     """Test loss, reconstruction error per pixel and KL of a decoder (latent = the encoder's
     mean, no sampling noise); with ``factors``, the error of the clean dice drawn from the test
     images' renderer latents (no KL: the latent is given, not inferred)."""
-    from .models import quantize_latent
 
     device = device or torch.device("cpu")
     model.eval()
@@ -649,7 +647,6 @@ def _tensorboard(run_dir: Path):
 
 
 def write_plots(model, cfg: Config, metrics: list[dict], run_dir: Path) -> None:
-    from .plots import plot_curves, plot_first_layer, plot_weights
 
     plot_curves(metrics, run_dir / "curves.png")
     plot_weights(model, run_dir / "weights.png")

@@ -21,17 +21,23 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import chisquare
 
 from ...core.errors import BitmcuError
+from ...core.rng import sample_latent, xorshift32
+from ...deploy import reference
+from ...deploy.export import read_export
 from ...deploy.hostc import status_text
 from ...target.chips import get_chip
 from ...target.emulator import ENGINE_ERROR, Machine
+from ...train.config import load_config
+from ..judge import default_oracles, load_oracle, read_all
+from .display import display_bits, frame_image
 from .firmware import LEFT_COLUMN, DieFirmware, DieOptions
 from .peripherals import Peripherals, Press
 from .ssd1306 import SSD1306
 
 EV_ROLL, EV_LAYER, EV_END, EV_TX_START, EV_TX_END, EV_PATTERN = 1, 2, 3, 5, 6, 7
-BAYER = np.array([[0, 8, 2, 10], [12, 4, 14, 6], [3, 11, 1, 9], [15, 7, 13, 5]])
 
 
 @dataclass
@@ -109,15 +115,9 @@ class DieRun:
 def uniformity_p(faces: list[int]) -> float:
     """p-value of Pearson's chi-square test that faces 1..6 are uniform (5 degrees of
     freedom); 1.0 for no rolls."""
-    import torch
-
-    n = len(faces)
-    if n == 0:
+    if not faces:
         return 1.0
-    counts = np.array([faces.count(f) for f in range(1, 7)], dtype=float)
-    chi2 = float(((counts - n / 6) ** 2 / (n / 6)).sum())
-    return float(torch.special.gammaincc(torch.tensor(2.5, dtype=torch.float64),
-                                         torch.tensor(chi2 / 2, dtype=torch.float64)))
+    return float(chisquare([faces.count(f) for f in range(1, 7)]).pvalue)
 
 
 def expected_frame(model, state: int, dither: str) -> tuple[int, np.ndarray]:
@@ -126,8 +126,6 @@ def expected_frame(model, state: int, dither: str) -> tuple[int, np.ndarray]:
     latent from the same state, the reference's image scaled to 64x64 and dithered (ordered:
     pixel > 16 * bayer[y % 4][x % 4] + 8 in display coordinates; threshold: pixel >= 128),
     at display columns 32..95."""
-    from ...core.rng import sample_latent, xorshift32
-    from ...deploy import reference
 
     s = np.array([state], dtype=np.uint32)
     while True:
@@ -140,37 +138,6 @@ def expected_frame(model, state: int, dither: str) -> tuple[int, np.ndarray]:
     frame = np.zeros((64, 128), dtype=bool)
     frame[:, LEFT_COLUMN:LEFT_COLUMN + 64] = display_bits(img, dither)
     return v + 1, frame
-
-
-def display_bits(img: np.ndarray, dither: str = "ordered") -> np.ndarray:
-    """(..., 64, 64) bool: the picture the firmware draws of (..., side, side) uint8 images,
-    scaled up to 64x64 and dithered (ordered: pixel > 16 * bayer[y % 4][x % 4] + 8 in display
-    coordinates; threshold: pixel >= 128)."""
-    k = 64 // img.shape[-1]
-    big = np.repeat(np.repeat(img.astype(np.int64), k, axis=-2), k, axis=-1)
-    if dither == "ordered":
-        yy, xx = np.mgrid[0:64, 0:64]
-        return big > BAYER[yy % 4, xx % 4] * 16 + 8
-    return big >= 128
-
-
-def display_image(img: np.ndarray, dither: str = "ordered") -> np.ndarray:
-    """(..., side, side) uint8 images as the OLED shows them, averaged back to their side: what
-    a judge of the display path reads (see :func:`frame_image`)."""
-    return _averaged(display_bits(img, dither), img.shape[-1])
-
-
-def frame_image(frame: np.ndarray, side: int = 32) -> np.ndarray:
-    """The 64x64 picture of a frame, averaged back to the model's side x side (uint8, 0..255):
-    what the judges read."""
-    return _averaged(frame[:, LEFT_COLUMN:LEFT_COLUMN + 64], side)
-
-
-def _averaged(bits: np.ndarray, side: int) -> np.ndarray:
-    """(..., 64, 64) bool pictures averaged over k x k blocks to (..., side, side) uint8."""
-    k = 64 // side
-    blocks = bits.reshape(*bits.shape[:-2], side, k, side, k)
-    return (blocks.mean(axis=(-3, -1)) * 255).round().astype(np.uint8)
 
 
 def roll_die(die_dir: str | Path, rolls: int | None = None, presses: list[tuple[float, float]]
@@ -273,7 +240,6 @@ def roll_die(die_dir: str | Path, rolls: int | None = None, presses: list[tuple[
 
 def check_frames(run: DieRun) -> list[int]:
     """Indices of the rolls whose frame or face differs from the numpy reference's."""
-    from ...deploy.export import read_export
 
     model = read_export(run.firmware.export)
     bad = []
@@ -316,8 +282,6 @@ def judge_frames(run: DieRun, oracles: list[str | Path] | None = None) -> dict:
     the firmware drew: each oracle (default: the shipped dice oracles) and the pip counter, and
     the strict figure (every judge reads the face drawn), per face and overall, and how many
     frames of a face are distinct."""
-    from ...train.config import load_config
-    from ..judge import default_oracles, load_oracle, read_all
 
     side = run.firmware.image_side
     cfg = load_config(None, ["data.dataset=dice", f"data.size={side}"])

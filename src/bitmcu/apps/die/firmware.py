@@ -18,6 +18,7 @@ from ...core.outdir import locked, writing
 from ...deploy.export import read_export
 from ...target import firmware as fw
 from ...target.chips import get_chip
+from ..pipeline import export
 
 # pins a button may use: not I2C1's PC1/PC2, the entropy ADC's PD4, SWIO's PD1 or NRST's PD7
 BUTTON_PINS = ("PA1", "PA2", "PC0", "PC3", "PC4", "PC5", "PC6", "PC7", "PD0", "PD2", "PD3",
@@ -133,7 +134,6 @@ def resolve_export(source: Path, into: Path) -> Path:
     """An export folder for ``source``: itself, or (a run) exported to ``into``."""
     if (source / "model.npz").is_file():
         return source
-    from ...deploy.export import export
 
     if not (source / "checkpoint.pt").is_file() and not source.is_file():
         raise BitmcuError(f"{source}: neither a bitmcu export (model.npz, model.h) nor a run "

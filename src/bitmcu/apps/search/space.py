@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ...core.errors import BitmcuError, choices
+from ...train import load_data
 from ...train.config import (
     FAMILY_KEYS,
     Config,
@@ -210,7 +211,6 @@ def check_data(space: Space) -> None:
     """Load the data of the space's base config (and of each searched data key's values) once,
     so that a held-out split larger than the training set, a missing file or a bad data set is
     refused before the study starts, not by every trial."""
-    from ...train import load_data
 
     values = [{}] + [{p.key: v} for p in space.params if p.key.startswith("data.")
                      for v in (p.choices if p.choices is not None else [p.low, p.high])]

@@ -17,6 +17,13 @@ import time
 from pathlib import Path
 
 from ...core.errors import BitmcuError
+from ...deploy import reference
+from ...deploy.export import export_test_images
+from ...target.emulator import measure_export
+from ...train import evaluate, load_checkpoint, load_data, model_from_checkpoint, train
+from ...train.config import differences, load_config, override
+from ...train.lower import lower
+from ..pipeline import export
 from .space import Space, load_space
 from .trial import Budget, Objective
 
@@ -241,9 +248,6 @@ def pareto(study, max_cycles: int | None = None) -> list:
 
 def test_accuracy(run_dir: Path, data_dir: str | None = None) -> dict:
     """Float and integer accuracy of a trial's run on the test set."""
-    from ...deploy import reference
-    from ...deploy.ir import from_checkpoint
-    from ...train import evaluate, load_checkpoint, load_data, model_from_checkpoint
 
     blob = load_checkpoint(run_dir)
     cfg = blob["cfg"]
@@ -251,7 +255,7 @@ def test_accuracy(run_dir: Path, data_dir: str | None = None) -> dict:
     if data_dir:
         cfg.data.data_dir = data_dir
     data = load_data(cfg)
-    model = from_checkpoint(blob)
+    model = lower(blob)
     _, pred = reference.run(model, data.test_x.numpy())
     return {"test_acc": float((pred == data.test_y.numpy()).mean()),
             "test_acc_float": evaluate(model_from_checkpoint(blob), data.test_x, data.test_y).acc}
@@ -412,10 +416,6 @@ def _retrain(args) -> dict:
     cycles of the first ``cycle_images`` test images). A seed whose result.json holds the same
     config, chip and image count is done and is not measured again."""
     base, config, seed, out, mcu, threads, cycle_images = args
-    from ...deploy.export import export, export_test_images
-    from ...target.emulator import measure_export
-    from ...train import train
-    from ...train.config import load_config, override
 
     run = Path(out) / f"seed{seed}"
     done = run / "result.json"
@@ -447,8 +447,6 @@ def _retrain(args) -> dict:
 def _same_run(run: Path, cfg) -> None:
     """A seed folder's run must be of ``cfg`` to be resumed as it: else one error naming the
     keys that differ (a --best with other --set values needs another --out)."""
-    from ...train import load_checkpoint
-    from ...train.config import differences
 
     differ = differences(load_checkpoint(run)["cfg"].to_dict(), cfg.to_dict(),
                          ("train.threads", "train.device"))

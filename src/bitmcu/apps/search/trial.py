@@ -17,10 +17,14 @@ import numpy as np
 from ...core.errors import BitmcuError
 from ...deploy import reference
 from ...deploy.export import model_report, write_export
-from ...deploy.ir import IntModel, from_checkpoint
+from ...deploy.ir import IntModel
+from ...deploy.verify import compare_c_reference
 from ...target.chips import get_chip
 from ...target.emulator import measure_export
 from ...target.firmware import FlashOverflow, RamOverflow
+from ...train import load_checkpoint, load_data, train
+from ...train.lower import lower
+from ...train.models import build_model
 from .space import Space
 
 VERIFY_IMAGES = 1000  # held-out images on which the host C engine must equal the reference
@@ -105,14 +109,13 @@ def untrained_model(cfg, data) -> IntModel:
     its code are those of the trained model; only the weight values differ."""
     import torch
 
-    from ...train.models import build_model
 
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, data.n_classes)
     model.update_clips(calib=data.train_x[:256])
     blob = {"cfg": cfg, "model": model.state_dict(), "n_classes": data.n_classes,
             "path": f"candidate {cfg.name}"}
-    return from_checkpoint(blob)
+    return lower(blob)
 
 
 def preflight(cfg, data, out: Path, budget: Budget, n_images: int) -> dict:
@@ -159,7 +162,6 @@ class Objective:
     def _run(self, trial):
         import optuna
 
-        from ...train import load_checkpoint, load_data, train
 
         t_start = time.perf_counter()
         listed = trial.user_attrs.get("set", {})  # a listed trial's keys outside the space
@@ -217,11 +219,10 @@ class Objective:
         train(cfg, run_dir=run_dir / "run", quiet=True, log=lambda *a: None, on_epoch=on_epoch)
         trial.set_user_attr("train_seconds", round(time.perf_counter() - t0, 1))
         blob = load_checkpoint(run_dir / "run")
-        model = from_checkpoint(blob)
+        model = lower(blob)
         x, y = data.test_x.numpy(), data.test_y.numpy()  # the held-out split
         _, pred = reference.run(model, x)
         val_acc = float((pred == y).mean())
-        from ...deploy.verify import compare_c_reference
 
         compare_c_reference(model, x[:VERIFY_IMAGES])  # C == reference, or BitmcuError
         got = measure(model, x, y, run_dir / "export", self.budget.mcu, self.space.images,

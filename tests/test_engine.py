@@ -371,3 +371,66 @@ def test_host_model_refuses_a_table_whose_weights_were_changed():
     assert tampered != header
     with pytest.raises(BitmcuError, match="BITMCU_ERR_CHECKSUM"):
         HostModel(tampered)
+
+
+def test_python_mirrors_of_the_c_enums_and_constants_match_bitmcu_h():
+    """Ops, statuses, model kinds and the shared constants: Python's copies equal bitmcu.h's."""
+    import re
+
+    from bitmcu.core import rng
+    from bitmcu.deploy import codegen, hostc, ir
+
+    header = (hostc.engine_dir() / "bitmcu.h").read_text()
+    enum = lambda prefix: {k: int(v) for k, v in  # noqa: E731
+                           re.findall(rf"\b{prefix}_(\w+) = (\d+)", header)}
+    assert enum("BITMCU_OP") == {op.upper(): v for op, v in codegen.OPS.items()}
+    statuses = {f"BITMCU_{k}": v for k, v in enum("BITMCU").items()
+                if k == "OK" or k.startswith("ERR_")}
+    assert statuses == {name: v for v, (name, _) in hostc.STATUS.items()}
+    assert int(re.search(r"BITMCU_N_STATUS (\d+)u", header).group(1)) == len(hostc.STATUS)
+    assert set(enum("BITMCU_KIND")) == {"CLASSIFIER", "DECODER"}
+    define = lambda name: int(re.search(rf"#define {name} (0x[0-9A-Fa-f]+|\d+)u?\b",  # noqa: E731
+                                        header).group(1), 0)
+    assert define("BITMCU_MAGIC") == ir.MAGIC
+    assert define("BITMCU_FORMAT_VERSION") == ir.FORMAT_VERSION
+    assert define("BITMCU_MAX_FRONT") == ir.MAX_FRONT
+    assert define("BITMCU_CLASS_VALUE") == ir.CLASS_VALUE
+    assert define("BITMCU_XORSHIFT_ZERO") == rng.XORSHIFT_ZERO
+    assert define("BITMCU_SEED_ROUNDS") == rng.SEED_ROUNDS
+
+
+def test_check_reads_nothing_past_the_layer_array_when_count_and_end_marker_both_lie(tmp_path):
+    """n_layers raised and the end marker overwritten by a real layer: bitmcu_check is bounded
+    by the array's compiled length (under ASan, a read past it would abort)."""
+    rng = np.random.default_rng(14)
+    model = random_model(rng, ["4bitsym", "8bit"])
+    header = model_header(model, "test")
+    end = "    {0, 0, 0, 0, 0, 0, 0, 0, 0u, NULL, NULL} /* end of the table */\n"
+    first_row = next(line for line in header.splitlines() if line.startswith("    {BITMCU_OP_FC"))
+    lying = (header.replace(end, first_row + "\n")
+             .replace("BITMCU_MAGIC, BITMCU_FORMAT_VERSION, BITMCU_MODEL_N_LAYERS,",
+                      "BITMCU_MAGIC, BITMCU_FORMAT_VERSION, 200u,"))
+    assert lying.count("BITMCU_OP_FC") == header.count("BITMCU_OP_FC") + 1
+    status = _checked_under_asan(lying, tmp_path)
+    assert status == "6"  # BITMCU_ERR_MODEL
+    assert _checked_under_asan(header, tmp_path) == "0"
+
+
+def _checked_under_asan(header: str, where) -> str:
+    """bitmcu_check of a model.h, compiled with AddressSanitizer: the status it prints."""
+    import subprocess
+
+    from bitmcu.deploy.hostc import SANITIZE, engine_dir, find_cc
+
+    (where / "model.h").write_text(header)
+    (where / "main.c").write_text(
+        '#include <stdio.h>\n#include "bitmcu.h"\n#include "model.h"\n'
+        "int main(void) {\n    printf(\"%d\", (int)bitmcu_check(&bitmcu_model_data, "
+        "BITMCU_MODEL_TABLE_ENTRIES, 0u));\n    return 0;\n}\n")
+    exe = where / "check"
+    subprocess.run([find_cc(None), "-std=c99", *SANITIZE, f"-I{engine_dir()}", f"-I{where}",
+                    str(where / "main.c"), str(engine_dir() / "bitmcu.c"), "-o", str(exe)],
+                   check=True)
+    r = subprocess.run([str(exe)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return r.stdout

@@ -205,6 +205,9 @@ def _table(model: IntModel, rows: list[TableRow], header: str, front: str, kind:
         f"BITMCU_MODEL_N_FRONT, BITMCU_MODEL_BIAS_UNIT, {kind},\n"
         f"    BITMCU_MODEL_ARENA_WORDS, BITMCU_MODEL_TABLE_SUM, BITMCU_MODEL_WEIGHT_SUM, "
         f"bitmcu_layers, {front}}};\n\n")
+    out.append("/* entries of bitmcu_layers, its end marker included: bitmcu_check's bound */\n"
+               "#define BITMCU_MODEL_TABLE_ENTRIES (sizeof bitmcu_layers / sizeof bitmcu_layers[0])"
+               "\n\n")
     return out
 
 

@@ -48,7 +48,7 @@ CHECK_SHIM = """#include "bitmcu.h"
 /* bitmcu_check of the model (with its checksums); the sums stored in and computed from it. */
 int bitmcu_host_check(uint32_t *sums);
 int bitmcu_host_check(uint32_t *sums) {
-    const bitmcu_status st = bitmcu_check(&bitmcu_model_data, 0u);
+    const bitmcu_status st = bitmcu_check(&bitmcu_model_data, BITMCU_MODEL_TABLE_ENTRIES, 0u);
     sums[0] = bitmcu_model_data.table_sum;
     sums[1] = bitmcu_model_data.weight_sum;
     sums[2] = sums[3] = 0u;
@@ -56,7 +56,7 @@ int bitmcu_host_check(uint32_t *sums) {
         return (int)st;
     }
     bitmcu_sums(&bitmcu_model_data, &sums[2], &sums[3]);
-    return (int)bitmcu_check(&bitmcu_model_data, BITMCU_CHECK_SUMS);
+    return (int)bitmcu_check(&bitmcu_model_data, BITMCU_MODEL_TABLE_ENTRIES, BITMCU_CHECK_SUMS);
 }
 """
 

@@ -1546,7 +1546,7 @@ void bitmcu_sums(const bitmcu_model *m, uint32_t *table_sum, uint32_t *weight_su
     *weight_sum = w;
 }
 
-bitmcu_status bitmcu_check(const bitmcu_model *m, uint32_t flags) {
+bitmcu_status bitmcu_check(const bitmcu_model *m, size_t n_entries, uint32_t flags) {
     if (!m) {
         return BITMCU_ERR_ARG;
     }
@@ -1557,10 +1557,11 @@ bitmcu_status bitmcu_check(const bitmcu_model *m, uint32_t flags) {
         return BITMCU_ERR_VERSION;
     }
     if (!m->layers || m->n_layers == 0u || m->n_layers > BITMCU_MAX_LAYERS ||
-        m->act_max == 0u || m->kind > BITMCU_KIND_DECODER) {
+        (size_t)m->n_layers + 1u != n_entries || m->act_max == 0u ||
+        m->kind > BITMCU_KIND_DECODER) {
         return BITMCU_ERR_MODEL;
     }
-    /* the end marker must be where n_layers says: nothing past it is read */
+    /* the end marker must be where n_layers (now known to be n_entries - 1) says */
     for (uint32_t l = 0; l <= m->n_layers; l++) {
         const uint32_t end = m->layers[l].op == 0u;
         if (end != (l == m->n_layers)) {

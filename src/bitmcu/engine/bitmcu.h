@@ -167,12 +167,14 @@ typedef struct bitmcu_model {
 
 /* Check a model table before trusting it (once, at start-up or on the host; bitmcu_run and
  * bitmcu_generate check only what they can cheaply): every field against the ops' invariants
- * (the layer chain, row_bytes and nbytes against the scheme, shifts <= 31, kernels, arena),
- * reading nothing beyond the table's end marker; with BITMCU_CHECK_SUMS also the checksums of
- * the table and, then, of the weights. A table that checks OK is run without reading out of
+ * (the layer chain, row_bytes and nbytes against the scheme, shifts <= 31, kernels, arena);
+ * with BITMCU_CHECK_SUMS also the checksums of the table and, then, of the weights. n_entries:
+ * the length of the layer array as compiled, its end marker included (BITMCU_MODEL_TABLE_ENTRIES
+ * of model.h, a constant outside the table): nothing at or beyond it is read, whatever the
+ * table's count and end marker say. A table that checks OK is run without reading out of
  * bounds. Links every kernel: meant for hosts and for chips with flash to spare. */
 #define BITMCU_CHECK_SUMS 1u
-bitmcu_status bitmcu_check(const bitmcu_model *model, uint32_t flags);
+bitmcu_status bitmcu_check(const bitmcu_model *model, size_t n_entries, uint32_t flags);
 /* The two checksums of a table that passed bitmcu_check without BITMCU_CHECK_SUMS. */
 void bitmcu_sums(const bitmcu_model *model, uint32_t *table_sum, uint32_t *weight_sum);
 /* The name of a status ("BITMCU_ERR_MAGIC"), "BITMCU_ERR_UNKNOWN" for other values. */

@@ -3,9 +3,8 @@
  * Built with AddressSanitizer and UndefinedBehaviorSanitizer beside bitmcu.c and a model.h (by
  * bitmcu/deploy/fuzz.py). Each trial copies the table, changes one to three fields (numbers: +-1, 0,
  * random, a flipped bit, doubled; pointers: NULL, kernels and front ends: another one; the end
- * marker too, but not together with n_layers: the marker is the table's bound, as an array's
- * length would be, and no check can bound a table whose count and bound both lie), calls
- * bitmcu_check and, when the table checks OK, runs it. Any out-of-bounds read or undefined
+ * marker too, together with n_layers or not), calls bitmcu_check with the array's compiled
+ * length (the bound no mutation of the table can move) and, when the table checks OK, runs it. Any out-of-bounds read or undefined
  * behaviour aborts the program (the sanitizers); otherwise it prints one JSON object:
  *   {"trials": N, "status": [count per bitmcu_status], "ran": R, "changed": C,
  *    "neutral_changed": X, "bad_emit": E}
@@ -149,7 +148,8 @@ int main(int argc, char **argv) {
     model = bitmcu_model_data;
     memcpy(layers, bitmcu_layers, sizeof layers);
     model.layers = layers;
-    if (bitmcu_check(&model, BITMCU_CHECK_SUMS) != BITMCU_OK || run_model() != BITMCU_OK) {
+    if (bitmcu_check(&model, N_LAYERS + 1u, BITMCU_CHECK_SUMS) != BITMCU_OK ||
+        run_model() != BITMCU_OK) {
         fprintf(stderr, "the unmutated table does not check or run\n");
         return 3;
     }
@@ -170,11 +170,7 @@ int main(int argc, char **argv) {
                 neutral &= mutate_layer(&layers[i / N_LAYER_FIELDS], i % N_LAYER_FIELDS, &s);
             }
         }
-        if (model.n_layers != N_LAYERS && memcmp(&layers[N_LAYERS], &bitmcu_layers[N_LAYERS],
-                                                 sizeof layers[0]) != 0) {
-            layers[N_LAYERS] = bitmcu_layers[N_LAYERS];
-        }
-        const bitmcu_status st = bitmcu_check(&model, flags);
+        const bitmcu_status st = bitmcu_check(&model, N_LAYERS + 1u, flags);
         status[st < BITMCU_N_STATUS ? st : BITMCU_N_STATUS]++;
         if (st != BITMCU_OK) {
             continue;

@@ -133,193 +133,225 @@ def seed(option: str):
     return parse
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bitmcu", description=__doc__.strip().splitlines()[0]
-                                if __doc__ else "bitmcu")
-    p.add_argument("--version", action="version", version=f"bitmcu {__version__}")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    t = sub.add_parser("train", help="train a model (quantization-aware)",
+def add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a model (quantization-aware)",
                        description="Train a model. CONFIG is a YAML file or a name under configs/.")
-    t.add_argument("config", nargs="?", help="YAML config file or named config (default: defaults)")
-    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+    p.add_argument("config", nargs="?", help="YAML config file or named config (default: defaults)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set train.epochs=5 (repeatable)")
-    t.add_argument("--out", type=Path, help="run directory (default: runs/<name>)")
-    t.add_argument("--resume", metavar="RUN", help="resume an interrupted run from its last epoch")
-    t.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
-    t.set_defaults(func=_cmd_train)
+    p.add_argument("--out", type=Path, help="run directory (default: runs/<name>)")
+    p.add_argument("--resume", metavar="RUN", help="resume an interrupted run from its last epoch")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    p.set_defaults(func=_cmd_train)
 
-    e = sub.add_parser("eval", help="test accuracy and confusion matrix of a run")
-    e.add_argument("run", help="run directory or checkpoint file")
-    e.add_argument("--data-dir", help="folder with the data sets (overrides the run's)")
-    e.set_defaults(func=_cmd_eval)
 
-    i = sub.add_parser("info", help="per-layer scheme, parameters, bits, bytes and entropy")
-    i.add_argument("run", help="run directory or checkpoint file")
-    i.set_defaults(func=_cmd_info)
+def add_eval(sub) -> None:
+    p = sub.add_parser("eval", help="test accuracy and confusion matrix of a run")
+    p.add_argument("run", help="run directory or checkpoint file")
+    p.add_argument("--data-dir", help="folder with the data sets (overrides the run's)")
+    p.set_defaults(func=_cmd_eval)
 
-    s = sub.add_parser("schemes", help="list the weight quantization schemes")
-    s.set_defaults(func=_cmd_schemes)
 
-    x = sub.add_parser("export", help="write the integer model as C (model.h, engine, example)")
-    x.add_argument("run", help="run directory or checkpoint file")
-    x.add_argument("--out", type=Path, required=True, help="output folder")
-    x.add_argument("--target", default="generic",
+def add_info(sub) -> None:
+    p = sub.add_parser("info", help="per-layer scheme, parameters, bits, bytes and entropy")
+    p.add_argument("run", help="run directory or checkpoint file")
+    p.set_defaults(func=_cmd_info)
+
+
+def add_schemes(sub) -> None:
+    p = sub.add_parser("schemes", help="list the weight quantization schemes")
+    p.set_defaults(func=_cmd_schemes)
+
+
+def add_export(sub) -> None:
+    p = sub.add_parser("export", help="write the integer model as C (model.h, engine, example)")
+    p.add_argument("run", help="run directory or checkpoint file")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--target", default="generic",
                    help="generic | ch32v003 | ch32v002 | cortex-m0 (default: generic)")
-    x.add_argument("--data-dir", help="folder with the data sets (overrides the run's)")
-    x.add_argument("--images", type=count("--images"), default=8, help="test images to embed "
+    p.add_argument("--data-dir", help="folder with the data sets (overrides the run's)")
+    p.add_argument("--images", type=count("--images"), default=8, help="test images to embed "
                    "(default 8, at most 10,000)")
-    x.add_argument("--allow-mismatch", action="store_true", help="export even when the integer "
+    p.add_argument("--allow-mismatch", action="store_true", help="export even when the integer "
                    "model's accuracy differs from the float model's by more than 2 points")
-    x.set_defaults(func=_cmd_export)
+    p.set_defaults(func=_cmd_export)
 
-    v = sub.add_parser("verify", help="host C engine == numpy reference on the whole test set "
+
+def add_verify(sub) -> None:
+    p = sub.add_parser("verify", help="host C engine == numpy reference on the whole test set "
                        "(decoders: every pixel of N generated samples)")
-    v.add_argument("run", help="run directory or checkpoint file")
-    v.add_argument("--data-dir", help="folder with the data sets (overrides the run's)")
-    v.add_argument("--limit", type=count("--limit"), help="only the first N test images (decoders: N "
+    p.add_argument("run", help="run directory or checkpoint file")
+    p.add_argument("--data-dir", help="folder with the data sets (overrides the run's)")
+    p.add_argument("--limit", type=count("--limit"), help="only the first N test images (decoders: N "
                    "(seed, class) samples, default 1000)")
-    v.add_argument("--sanitize", action="store_true",
+    p.add_argument("--sanitize", action="store_true",
                    help="build with AddressSanitizer and UndefinedBehaviorSanitizer")
-    v.set_defaults(func=_cmd_verify)
+    p.set_defaults(func=_cmd_verify)
 
-    g = sub.add_parser("sample", help="a grid of images generated by a decoder, a row per class")
-    g.add_argument("run", help="decoder run directory or checkpoint file")
-    g.add_argument("--per-class", type=count("--per-class"), default=8, help="samples per class (default 8)")
-    g.add_argument("--engine", default="int", help="float (the QAT decoder) | int (the numpy "
+
+def add_sample(sub) -> None:
+    p = sub.add_parser("sample", help="a grid of images generated by a decoder, a row per class")
+    p.add_argument("run", help="decoder run directory or checkpoint file")
+    p.add_argument("--per-class", type=count("--per-class"), default=8, help="samples per class (default 8)")
+    p.add_argument("--engine", default="int", help="float (the QAT decoder) | int (the numpy "
                    "reference, default) | c (the host-compiled C engine)")
-    g.add_argument("--seed", type=seed("--seed"), default=1, help="seed of the first sample; "
+    p.add_argument("--seed", type=seed("--seed"), default=1, help="seed of the first sample; "
                    "the next ones count up (default 1)")
-    g.add_argument("--temperature", type=float, help="sampling temperature, 0..2 (default: the "
+    p.add_argument("--temperature", type=float, help="sampling temperature, 0..2 (default: the "
                    "run's model.temperature; 1 = the prior it was trained with)")
-    g.add_argument("--out", type=Path, required=True, help="FILE.png: a grid, a row per class; "
+    p.add_argument("--out", type=Path, required=True, help="FILE.png: a grid, a row per class; "
                    "FILE.npz: the raw samples (uint8 images, classes, seeds, temperature, "
                    "engine) for any outside tool")
-    g.set_defaults(func=_cmd_sample)
+    p.set_defaults(func=_cmd_sample)
 
-    j = sub.add_parser("judge", help="oracle accuracy, diversity, memorization and Frechet "
+
+def add_judge(sub) -> None:
+    p = sub.add_parser("judge", help="oracle accuracy, diversity, memorization and Frechet "
                        "distance of a decoder's samples, per engine",
                        description="Generate K samples per class with each engine and judge "
                        "them by an independent classifier of the real images (the oracle).")
-    j.add_argument("run", help="decoder run directory or checkpoint file")
-    j.add_argument("--oracle", action="append", help="a classifier run that judges "
+    p.add_argument("run", help="decoder run directory or checkpoint file")
+    p.add_argument("--oracle", action="append", help="a classifier run that judges "
                    "(repeatable: each is a judge; default: the shipped models/oracle-<data set> "
                    "and -b, else runs/oracle-<data set>, trained by `bitmcu train oracle-<data "
                    "set>`)")
-    j.add_argument("--per-class", type=count("--per-class"), default=1000,
+    p.add_argument("--per-class", type=count("--per-class"), default=1000,
                    help="samples per class (default 1000)")
-    j.add_argument("--engines", default="float,int,c", help="comma-separated: float, int, c "
+    p.add_argument("--engines", default="float,int,c", help="comma-separated: float, int, c "
                    "(default all three)")
-    j.add_argument("--seed", type=seed("--seed"), default=1,
+    p.add_argument("--seed", type=seed("--seed"), default=1,
                    help="seed of the first sample (default 1)")
-    j.add_argument("--temperature", type=float, help="sampling temperature, 0..2 (default: the "
+    p.add_argument("--temperature", type=float, help="sampling temperature, 0..2 (default: the "
                    "run's model.temperature)")
-    j.add_argument("--data-dir", help="folder with the data sets (overrides the run's)")
-    j.add_argument("--json", type=Path, help="also write the figures as JSON here")
-    j.set_defaults(func=_cmd_judge)
+    p.add_argument("--data-dir", help="folder with the data sets (overrides the run's)")
+    p.add_argument("--json", type=Path, help="also write the figures as JSON here")
+    p.set_defaults(func=_cmd_judge)
 
-    f = sub.add_parser("firmware", help="build CH32V003/CH32V002 firmware from an export folder",
+
+def add_firmware(sub) -> None:
+    p = sub.add_parser("firmware", help="build CH32V003/CH32V002 firmware from an export folder",
                        description="Build a bare-metal ELF (+ .bin/.hex) with the engine, the "
                        "model and N embedded test images.")
-    f.add_argument("export_dir", help="folder written by `bitmcu export`")
-    f.add_argument("--mcu", required=True, help="ch32v003 | ch32v002")
-    f.add_argument("--images", type=count("--images"), default=4, help="test images to embed (default 4)")
-    f.add_argument("--hot-loops", default="auto", help="auto | sram | flash: where the kernels "
+    p.add_argument("export_dir", help="folder written by `bitmcu export`")
+    p.add_argument("--mcu", required=True, help="ch32v003 | ch32v002")
+    p.add_argument("--images", type=count("--images"), default=4, help="test images to embed (default 4)")
+    p.add_argument("--hot-loops", default="auto", help="auto | sram | flash: where the kernels "
                    "run (default auto: SRAM, the faster, unless the RAM would overflow)")
-    f.add_argument("--out", type=Path, help="output folder (default EXPORT_DIR/firmware-MCU)")
-    f.set_defaults(func=_cmd_firmware)
+    p.add_argument("--out", type=Path, help="output folder (default EXPORT_DIR/firmware-MCU)")
+    p.set_defaults(func=_cmd_firmware)
 
-    pr = sub.add_parser("profile", help="run firmware in the emulator: cycles, flash, RAM",
+
+def add_profile(sub) -> None:
+    p = sub.add_parser("profile", help="run firmware in the emulator: cycles, flash, RAM",
                         description="Run an ELF in Unicorn with the cycle model; check every "
                         "prediction against the numpy reference.")
-    pr.add_argument("elf", help="firmware.elf (with firmware.json beside it, or give --mcu)")
-    pr.add_argument("--mcu", help="ch32v003 | ch32v002 (default: from firmware.json)")
-    pr.add_argument("--json", type=Path, help="also write the profile as JSON here")
-    pr.add_argument("--test-images", type=count("--test-images"), metavar="N",
+    p.add_argument("elf", help="firmware.elf (with firmware.json beside it, or give --mcu)")
+    p.add_argument("--mcu", help="ch32v003 | ch32v002 (default: from firmware.json)")
+    p.add_argument("--json", type=Path, help="also write the profile as JSON here")
+    p.add_argument("--test-images", type=count("--test-images"), metavar="N",
                     help="run the first N test images of the export (up to 100), written in "
                     "turn over the embedded ones in the emulated flash: cycles over more images "
                     "than the chip's flash holds")
-    pr.add_argument("--export", type=Path, help="--test-images: the firmware's export folder "
+    p.add_argument("--export", type=Path, help="--test-images: the firmware's export folder "
                     "(default: the folder above the ELF's)")
-    pr.add_argument("--max-instructions", type=count("--max-instructions"), default=None,
+    p.add_argument("--max-instructions", type=count("--max-instructions"), default=None,
                     help="stop a firmware that runs longer (default 500,000,000)")
-    pr.set_defaults(func=_cmd_profile)
+    p.set_defaults(func=_cmd_profile)
 
-    r = sub.add_parser("run", help="train -> export -> verify -> firmware -> profile, one summary")
-    r.add_argument("config", nargs="?", help="YAML config file or named config")
-    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+
+def add_run(sub) -> None:
+    p = sub.add_parser("run", help="train -> export -> verify -> firmware -> profile, one summary")
+    p.add_argument("config", nargs="?", help="YAML config file or named config")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key (repeatable)")
-    r.add_argument("--out", type=Path, help="run directory (default: runs/<name>)")
-    r.add_argument("--mcu", default="ch32v003", help="ch32v003 | ch32v002 (default ch32v003)")
-    r.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
-    r.set_defaults(func=_cmd_run)
+    p.add_argument("--out", type=Path, help="run directory (default: runs/<name>)")
+    p.add_argument("--mcu", default="ch32v003", help="ch32v003 | ch32v002 (default ch32v003)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    p.set_defaults(func=_cmd_run)
 
-    se = sub.add_parser(
+
+def add_search(sub) -> None:
+    p = sub.add_parser(
         "search", help="find the most accurate model within a chip's flash, RAM and cycle budget",
         description="Run an Optuna study over a search space file: each trial's firmware is "
         "sized before training (candidates too big are pruned at no cost), then trained with "
         "pruning, exported, verified, built and profiled; trials are scored on a validation "
         "split held out from the training data. --report and --best read a study at any time.")
-    se.add_argument("space", nargs="?", help="search space file (YAML; see the README, Searching)")
-    se.add_argument("--mcu", default="ch32v003", help="ch32v003 | ch32v002 (default ch32v003)")
-    se.add_argument("--max-flash", type=count("--max-flash"), metavar="B",
+    p.add_argument("space", nargs="?", help="search space file (YAML; see the README, Searching)")
+    p.add_argument("--mcu", default="ch32v003", help="ch32v003 | ch32v002 (default ch32v003)")
+    p.add_argument("--max-flash", type=count("--max-flash"), metavar="B",
                     help="flash budget in bytes (default: the chip's)")
-    se.add_argument("--max-ram", type=count("--max-ram"), metavar="B",
+    p.add_argument("--max-ram", type=count("--max-ram"), metavar="B",
                     help="RAM budget in bytes (default: the chip's)")
-    se.add_argument("--max-cycles", type=count("--max-cycles"), metavar="N",
+    p.add_argument("--max-cycles", type=count("--max-cycles"), metavar="N",
                     help="cycles per inference (default: no limit); with --best: choose "
                     "among trials this fast")
-    se.add_argument("--trials", type=count("--trials"), metavar="N",
+    p.add_argument("--trials", type=count("--trials"), metavar="N",
                     help="stop once the study has N trials (listed trials count; default 20, "
                     "or as many as a space without searched keys lists)")
-    se.add_argument("--timeout", type=count("--timeout"), metavar="S",
+    p.add_argument("--timeout", type=count("--timeout"), metavar="S",
                     help="start no new trial after S seconds")
-    se.add_argument("--workers", type=count("--workers"), default=1, metavar="K",
+    p.add_argument("--workers", type=count("--workers"), default=1, metavar="K",
                     help="worker processes on this machine (default 1)")
-    se.add_argument("--threads", type=count("--threads"), metavar="T",
+    p.add_argument("--threads", type=count("--threads"), metavar="T",
                     help="torch threads per worker (default: CPU cores / workers)")
-    se.add_argument("--storage", metavar="URL", help="Optuna storage: sqlite:///FILE.db or "
+    p.add_argument("--storage", metavar="URL", help="Optuna storage: sqlite:///FILE.db or "
                     "postgresql://USER:PASS@HOST/DB (default: sqlite file ROOT/STUDY.db)")
-    se.add_argument("--study", metavar="NAME", help="study name (default: the space file's name)")
-    se.add_argument("--root", type=Path, default=Path("runs/search"),
+    p.add_argument("--study", metavar="NAME", help="study name (default: the space file's name)")
+    p.add_argument("--root", type=Path, default=Path("runs/search"),
                     help="folder for the trials' runs and the default storage (runs/search)")
-    se.add_argument("--heartbeat", type=count("--heartbeat"), default=60, metavar="S",
+    p.add_argument("--heartbeat", type=count("--heartbeat"), default=60, metavar="S",
                     help="seconds between worker heartbeats; a trial silent for 2x is failed "
                     "and run again (default 60)")
-    se.add_argument("--report", metavar="STUDY", help="print a study's trials and Pareto front "
+    p.add_argument("--report", metavar="STUDY", help="print a study's trials and Pareto front "
                     "and write report.txt, trials.json, pareto.png")
-    se.add_argument("--best", metavar="STUDY", help="retrain a study's most accurate trial "
+    p.add_argument("--best", metavar="STUDY", help="retrain a study's most accurate trial "
                     "within its budget (and --max-cycles) for --seeds, on the whole training "
                     "set, and export and profile each")
-    se.add_argument("--seeds", default="0,1,2", help="--best: seeds to train (default 0,1,2)")
-    se.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+    p.add_argument("--seeds", default="0,1,2", help="--best: seeds to train (default 0,1,2)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="--best: override a config key of the chosen trial (repeatable)")
-    se.add_argument("--out", type=Path, help="--report/--best: output folder "
+    p.add_argument("--out", type=Path, help="--report/--best: output folder "
                     "(default ROOT/STUDY/report or ROOT/STUDY/best)")
-    se.add_argument("--quiet", action="store_true", help="no per-trial lines")
-    se.set_defaults(func=_cmd_search)
+    p.add_argument("--quiet", action="store_true", help="no per-trial lines")
+    p.set_defaults(func=_cmd_search)
 
-    d = sub.add_parser("die", help="the electronic die: firmware for a dice decoder, and its "
+
+def add_die(sub) -> None:
+    p = sub.add_parser("die", help="the electronic die: firmware for a dice decoder, and its "
                        "emulation down to the display",
                        description="Build the die firmware (die.elf/.bin/.hex/.map, die.json) "
                        "of a six-class dice decoder run or export; with --emulate N, roll it N "
                        "times in the emulator (the start-up roll, then scripted presses) and "
                        "write every frame the emulated SSD1306 shows.")
-    d.add_argument("source", help="decoder run directory or its export folder")
-    d.add_argument("--mcu", default="ch32v003", help="ch32v003 (default) | ch32v002")
-    d.add_argument("--button", default="PC3", help="button pin, to ground (default PC3)")
-    d.add_argument("--dither", default="ordered", help="ordered (4x4 Bayer, default) | threshold")
-    d.add_argument("--debounce-ms", type=int, default=20, help="button debounce, 1..500 ms "
+    p.add_argument("source", help="decoder run directory or its export folder")
+    p.add_argument("--mcu", default="ch32v003", help="ch32v003 (default) | ch32v002")
+    p.add_argument("--button", default="PC3", help="button pin, to ground (default PC3)")
+    p.add_argument("--dither", default="ordered", help="ordered (4x4 Bayer, default) | threshold")
+    p.add_argument("--debounce-ms", type=int, default=20, help="button debounce, 1..500 ms "
                    "(default 20)")
-    d.add_argument("--out", type=Path, help="output folder (default: SOURCE-die)")
-    d.add_argument("--emulate", type=count("--emulate"), metavar="N", help="emulate N rolls; frames, contact "
+    p.add_argument("--out", type=Path, help="output folder (default: SOURCE-die)")
+    p.add_argument("--emulate", type=count("--emulate"), metavar="N", help="emulate N rolls; frames, contact "
                    "sheet, GIF and rolls.json go to OUT/rolls")
-    d.add_argument("--seed", type=seed("--seed"), default=0, help="seed of the emulated ADC "
+    p.add_argument("--seed", type=seed("--seed"), default=0, help="seed of the emulated ADC "
                    "noise and display memory (default 0)")
-    d.add_argument("--oracle", action="append", help="with --emulate: a dice classifier run "
+    p.add_argument("--oracle", action="append", help="with --emulate: a dice classifier run "
                    "that judges the frames (repeatable; default: the shipped models/oracle-dice "
                    "and -b), beside the pip counter")
-    d.set_defaults(func=_cmd_die)
+    p.set_defaults(func=_cmd_die)
+
+
+COMMANDS = [add_train, add_eval, add_info, add_schemes, add_export, add_verify, add_sample,  # help order
+            add_judge, add_firmware, add_profile, add_run, add_search, add_die]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bitmcu", description=__doc__.strip().splitlines()[0]
+                                if __doc__ else "bitmcu")
+    p.add_argument("--version", action="version", version=f"bitmcu {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in COMMANDS:
+        add(sub)
     return p
 
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from .. import __version__
 from ..quant import get_scheme
+from .hostc import template
 from .ir import FORMAT_VERSION, MAGIC, IntModel
 
 
@@ -326,101 +327,7 @@ def samples_header(seeds: np.ndarray, classes: np.ndarray, command: str,
     return "".join(out)
 
 
-EXAMPLE_MAIN = """\
-/* main.c - example: classify the embedded test images with the bitmcu engine.
- * Build on a PC:  cc -std=c99 -O2 main.c bitmcu.c -o example && ./example
- * Exit status 0 when every prediction equals the numpy reference's.
- */
-#include <stdio.h>
-
-#include "bitmcu.h"
-#include "model.h"
-#include "test_images.h"
-
-static int32_t arena[BITMCU_MODEL_ARENA_WORDS];
-
-int main(void) {
-    int agree = 0, correct = 0;
-    for (int i = 0; i < BITMCU_N_TEST_IMAGES; i++) {
-        int32_t logits[BITMCU_MODEL_N_CLASSES];
-        uint16_t pred = 0;
-        bitmcu_status st = bitmcu_run(&bitmcu_model_data, bitmcu_test_images[i], arena,
-                                      BITMCU_MODEL_ARENA_WORDS, logits, &pred);
-        if (st != BITMCU_OK) {
-            printf("image %d: bitmcu_run failed with status %d\\n", i, (int)st);
-            return 2;
-        }
-        agree += pred == bitmcu_test_expected[i];
-        correct += pred == bitmcu_test_labels[i];
-        printf("image %d: predicted %u, label %u\\n", i, (unsigned)pred,
-               (unsigned)bitmcu_test_labels[i]);
-    }
-    printf("%d/%d correct, %d/%d equal to the reference\\n", correct, BITMCU_N_TEST_IMAGES, agree,
-           BITMCU_N_TEST_IMAGES);
-    return agree == BITMCU_N_TEST_IMAGES ? 0 : 1;
-}
-"""
-
-DECODER_MAIN = """\
-/* main.c - example: generate the embedded (seed, class) samples with the bitmcu engine and
- * draw them as text. Build on a PC:  cc -std=c99 -O2 main.c bitmcu.c -o example && ./example
- * Exit status 0 when every image equals the numpy reference's (FNV-1a checksums).
- */
-#include <stdio.h>
-
-#include "bitmcu.h"
-#include "model.h"
-#include "test_samples.h"
-
-#define SIDE BITMCU_MODEL_OUTPUT_SIDE
-static int32_t arena[BITMCU_MODEL_ARENA_WORDS];
-static uint8_t image[SIDE * SIDE];
-
-static void put_rows(void *ctx, const uint8_t *rows, uint16_t y0, uint16_t n_rows,
-                     uint16_t width) {
-    (void)ctx;
-    for (uint32_t i = 0; i < (uint32_t)n_rows * width; i++) {
-        image[(uint32_t)y0 * width + i] = rows[i];
-    }
-}
-
-int main(void) {
-    int agree = 0;
-    for (int i = 0; i < BITMCU_N_SAMPLES; i++) {
-        int8_t z[BITMCU_MODEL_LATENT];
-        uint32_t state = bitmcu_seed_state(bitmcu_sample_seeds[i]);
-        bitmcu_sample_latent(&state, z, BITMCU_MODEL_LATENT, BITMCU_MODEL_LATENT_SCALE);
-        bitmcu_status st = bitmcu_generate(&bitmcu_model_data, z, bitmcu_sample_classes[i], arena,
-                                           BITMCU_MODEL_ARENA_WORDS, put_rows, NULL);
-        if (st != BITMCU_OK) {
-            printf("sample %d: bitmcu_generate failed with status %d\\n", i, (int)st);
-            return 2;
-        }
-        uint32_t h = 0x811C9DC5u;
-        for (int p = 0; p < SIDE * SIDE; p++) {
-            h = (h ^ image[p]) * 0x01000193u;
-        }
-        agree += h == bitmcu_sample_expected[i];
-        printf("sample %d: seed %u, class %u\\n", i, (unsigned)bitmcu_sample_seeds[i],
-               (unsigned)bitmcu_sample_classes[i]);
-        for (int y = 0; y < SIDE; y++) {
-            for (int x = 0; x < SIDE; x++) {
-                putchar(" .:-=+*#%@"[image[y * SIDE + x] * 10 / 256]);
-            }
-            putchar('\\n');
-        }
-    }
-    printf("%d/%d images equal to the reference\\n", agree, BITMCU_N_SAMPLES);
-    return agree == BITMCU_N_SAMPLES ? 0 : 1;
-}
-"""
-
-MAKEFILE = """\
-# Build the example on a PC: make && ./example
-CC ?= cc
-CFLAGS ?= -std=c99 -O2 -Wall -Wextra -Wconversion -pedantic
-example: main.c bitmcu.c bitmcu.h model.h
-\t$(CC) $(CFLAGS) main.c bitmcu.c -o $@
-clean:
-\trm -f example
-"""
+# The export folder's example programs (a classifier's, a decoder's) and their Makefile
+EXAMPLE_MAIN = template("example_main.c")
+DECODER_MAIN = template("example_decoder_main.c")
+MAKEFILE = template("Makefile")

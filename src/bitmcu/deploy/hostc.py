@@ -41,149 +41,18 @@ def status_text(status: int) -> str:
     return f"{name} ({meaning})"
 
 
-# both shims: the table check (bitmcu.h and model.h have include guards)
-CHECK_SHIM = """#include "bitmcu.h"
-#include "model.h"
-
-/* bitmcu_check of the model (with its checksums); the sums stored in and computed from it. */
-int bitmcu_host_check(uint32_t *sums);
-int bitmcu_host_check(uint32_t *sums) {
-    const bitmcu_status st = bitmcu_check(&bitmcu_model_data, BITMCU_MODEL_TABLE_ENTRIES, 0u);
-    sums[0] = bitmcu_model_data.table_sum;
-    sums[1] = bitmcu_model_data.weight_sum;
-    sums[2] = sums[3] = 0u;
-    if (st != BITMCU_OK) {
-        return (int)st;
-    }
-    bitmcu_sums(&bitmcu_model_data, &sums[2], &sums[3]);
-    return (int)bitmcu_check(&bitmcu_model_data, BITMCU_MODEL_TABLE_ENTRIES, BITMCU_CHECK_SUMS);
-}
-"""
-
-HOST_SHIM = CHECK_SHIM + """\
-#include "bitmcu.h"
-#include "model.h"
-
-/* Run n images (n_input bytes each); write n * n_classes logits. Returns 0 or -status. */
-int bitmcu_host_run_batch(const uint8_t *images, int32_t n, int32_t *logits);
-int bitmcu_host_run_batch(const uint8_t *images, int32_t n, int32_t *logits) {
-    static int32_t arena[BITMCU_MODEL_ARENA_WORDS];
-    for (int32_t i = 0; i < n; i++) {
-        bitmcu_status st = bitmcu_run(&bitmcu_model_data,
-                                      images + (size_t)i * BITMCU_MODEL_N_INPUT, arena,
-                                      BITMCU_MODEL_ARENA_WORDS,
-                                      logits + (size_t)i * BITMCU_MODEL_N_CLASSES, NULL);
-        if (st != BITMCU_OK) {
-            return -(int)st;
-        }
-    }
-    return 0;
-}
-"""
-
-HOST_MAIN = """\
-#include <stdio.h>
-#include <stdlib.h>
-
-#include "bitmcu.h"
-#include "model.h"
-
-int bitmcu_host_run_batch(const uint8_t *images, int32_t n, int32_t *logits);
-
-/* usage: prog IMAGES.bin N LOGITS.bin */
-int main(int argc, char **argv) {
-    if (argc != 4) return 2;
-    int32_t n = (int32_t)atoi(argv[2]);
-    size_t npx = (size_t)n * BITMCU_MODEL_N_INPUT, nlg = (size_t)n * BITMCU_MODEL_N_CLASSES;
-    uint8_t *images = malloc(npx ? npx : 1);
-    int32_t *logits = malloc((nlg ? nlg : 1) * sizeof(int32_t));
-    FILE *f = fopen(argv[1], "rb");
-    if (!images || !logits || !f || fread(images, 1, npx, f) != npx) return 3;
-    fclose(f);
-    int rc = bitmcu_host_run_batch(images, n, logits);
-    if (rc != 0) return 4;
-    f = fopen(argv[3], "wb");
-    if (!f || fwrite(logits, sizeof(int32_t), nlg, f) != nlg) return 5;
-    fclose(f);
-    free(images);
-    free(logits);
-    return 0;
-}
-"""
+def template(name: str) -> str:
+    """A C program or Makefile that bitmcu writes or compiles (deploy/templates/, package data)."""
+    return (Path(str(resources.files("bitmcu"))) / "deploy" / "templates" / name).read_text()
 
 
-DECODER_SHIM = CHECK_SHIM + """\
-#include <string.h>
-
-#include "bitmcu.h"
-#include "model.h"
-
-#define SIDE BITMCU_MODEL_OUTPUT_SIDE
-typedef struct { uint8_t *image; } target;
-
-static void put_rows(void *ctx, const uint8_t *rows, uint16_t y0, uint16_t n_rows,
-                     uint16_t width) {
-    memcpy(((target *)ctx)->image + (size_t)y0 * width, rows, (size_t)n_rows * width);
-}
-
-/* n images, each from seed[i] (latent sampled by the engine) and class[i]; writes
- * n * SIDE * SIDE pixels and n * latent latent values. Returns 0 or -status. */
-int bitmcu_host_generate_batch(const uint32_t *seeds, const uint16_t *classes, int32_t n,
-                               uint8_t *images, int8_t *latents);
-int bitmcu_host_generate_batch(const uint32_t *seeds, const uint16_t *classes, int32_t n,
-                               uint8_t *images, int8_t *latents) {
-    static int32_t arena[BITMCU_MODEL_ARENA_WORDS];
-    for (int32_t i = 0; i < n; i++) {
-        uint32_t state = bitmcu_seed_state(seeds[i]);
-        int8_t *z = latents + (size_t)i * BITMCU_MODEL_LATENT;
-        bitmcu_sample_latent(&state, z, BITMCU_MODEL_LATENT, BITMCU_MODEL_LATENT_SCALE);
-        target t = {images + (size_t)i * SIDE * SIDE};
-        bitmcu_status st = bitmcu_generate(&bitmcu_model_data, z, classes[i], arena,
-                                           BITMCU_MODEL_ARENA_WORDS, put_rows, &t);
-        if (st != BITMCU_OK) {
-            return -(int)st;
-        }
-    }
-    return 0;
-}
-"""
-
-DECODER_MAIN = """\
-#include <stdio.h>
-#include <stdlib.h>
-
-#include "bitmcu.h"
-#include "model.h"
-
-int bitmcu_host_generate_batch(const uint32_t *seeds, const uint16_t *classes, int32_t n,
-                               uint8_t *images, int8_t *latents);
-
-/* usage: prog SEEDS.bin CLASSES.bin N IMAGES.bin LATENTS.bin */
-int main(int argc, char **argv) {
-    if (argc != 6) return 2;
-    int32_t n = (int32_t)atoi(argv[3]);
-    size_t npx = (size_t)n * BITMCU_MODEL_OUTPUT_SIDE * BITMCU_MODEL_OUTPUT_SIDE;
-    size_t nz = (size_t)n * BITMCU_MODEL_LATENT;
-    uint32_t *seeds = malloc((size_t)n * 4 + 4);
-    uint16_t *classes = malloc((size_t)n * 2 + 2);
-    uint8_t *images = malloc(npx + 1);
-    int8_t *latents = malloc(nz + 1);
-    FILE *f = fopen(argv[1], "rb");
-    if (!f || fread(seeds, 4, (size_t)n, f) != (size_t)n) return 3;
-    fclose(f);
-    f = fopen(argv[2], "rb");
-    if (!f || fread(classes, 2, (size_t)n, f) != (size_t)n) return 3;
-    fclose(f);
-    if (bitmcu_host_generate_batch(seeds, classes, n, images, latents) != 0) return 4;
-    f = fopen(argv[4], "wb");
-    if (!f || fwrite(images, 1, npx, f) != npx) return 5;
-    fclose(f);
-    f = fopen(argv[5], "wb");
-    if (!f || fwrite(latents, 1, nz, f) != nz) return 5;
-    fclose(f);
-    return 0;
-}
-"""
+# The host harnesses: both shims start with the table check (bitmcu.h and model.h have include
+# guards); the mains drive the sanitizer builds through files.
+CHECK_SHIM = template("host_check.c")
+HOST_SHIM = CHECK_SHIM + template("host_shim.c")
+HOST_MAIN = template("host_main.c")
+DECODER_SHIM = CHECK_SHIM + template("host_decoder_shim.c")
+DECODER_MAIN = template("host_decoder_main.c")
 
 
 def engine_dir() -> Path:

@@ -229,8 +229,7 @@ def test_profile_names_the_engine_status_and_the_chip(tiny_run, tmp_path, monkey
     with pytest.raises(BitmcuError, match="built for the ch32v003.*--mcu ch32v003"):
         profile(fw.elf, mcu="ch32v002")
     header = (out / "model.h").read_text()
-    (out / "model.h").write_text(header.replace("BITMCU_MAGIC, BITMCU_FORMAT_VERSION",
-                                                "0x12345678u, BITMCU_FORMAT_VERSION"))
+    (out / "model.h").write_text(header.replace(".magic = BITMCU_MAGIC,", ".magic = 0x12345678u,"))
     with pytest.raises(BitmcuError, match="BITMCU_ERR_MAGIC"):
         firmware.build_firmware(out, "ch32v003", n_images=2)  # refused before building
     real = firmware.read_export

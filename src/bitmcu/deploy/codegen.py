@@ -6,6 +6,7 @@ the versions that made them.
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 from dataclasses import dataclass
 from importlib import metadata
@@ -16,6 +17,7 @@ from .. import __version__
 from ..quant import get_scheme
 from .hostc import template
 from .ir import FORMAT_VERSION, MAGIC, IntModel
+from .plan import plan
 
 
 def c_ident(name: str) -> str:
@@ -87,17 +89,24 @@ class TableRow:
     offset: int  # where in `array` the table's weights pointer points (a decoder's n_out)
     name: str  # the array's C name
     comment: str
+    buf: int = 0  # byte offset of the layer's output buffer in the arena (the plan's)
 
     @property
     def numbers(self) -> list[int]:
         """The fields table_sum covers, in bitmcu.h's order."""
         return [OPS[self.op], 0 if self.scheme is None else get_scheme(self.scheme).id,
                 self.relu, self.shift, self.n_in, self.n_out, self.row_bytes, self.mult,
-                0 if self.array is None else int(self.array.size)]
+                self.buf, 0 if self.array is None else int(self.array.size)]
 
 
 def table_rows(model: IntModel) -> list[TableRow]:
-    """The model's layer table, front end, fc layers and stages in order."""
+    """The model's layer table, front end, fc layers and stages in order, with the plan's
+    buffer of each."""
+    bufs = plan(model).bufs
+    return [dataclasses.replace(r, buf=b) for r, b in zip(_rows(model), bufs, strict=True)]
+
+
+def _rows(model: IntModel) -> list[TableRow]:
     rows = []
     if model.generative:
         for i, L in enumerate([*model.layers, *model.stages]):
@@ -137,14 +146,14 @@ def table_rows(model: IntModel) -> list[TableRow]:
 def model_fields(model: IntModel) -> list[int]:
     """The bitmcu_model number fields that table_sum covers, in bitmcu.h's order."""
     n_layers = len(model.front) + len(model.layers) + len(model.stages)
+    p = plan(model)
     if model.generative:
         return [MAGIC, FORMAT_VERSION, n_layers, model.config_hash, model.latent,
-                model.n_classes, model.max_out, model.max_in, model.input_size,
-                sum(model.ring_bytes), model.act_max, 0, 0, 1, model.arena_words]
+                model.n_classes, model.max_out, model.max_in, model.input_size, p.nz_at,
+                p.feat_at, model.act_max, 0, 0, 1, p.words]
     return [MAGIC, FORMAT_VERSION, n_layers, model.config_hash, model.n_input, model.n_classes,
-            model.max_out, model.max_in, model.n_features if model.front else 0,
-            model.map_bytes, model.act_max, len(model.front), int(model.bias_unit), 0,
-            model.arena_words]
+            model.max_out, model.max_in, model.n_features if model.front else 0, p.nz_at,
+            p.feat_at, model.act_max, len(model.front), int(model.bias_unit), 0, p.words]
 
 
 FNV_START = 0x811C9DC5
@@ -176,8 +185,9 @@ def table_sums(model: IntModel) -> tuple[int, int]:
     return t, w
 
 
-def _table(model: IntModel, rows: list[TableRow], header: str, front: str, kind: str) -> list[str]:
-    """The weight arrays, the layer table (with its end marker) and the model table."""
+def _table(model: IntModel, rows: list[TableRow], front: str, kind: str) -> list[str]:
+    """The weight arrays, the layer table (with its end marker) and the model table, written
+    with designated initializers."""
     out = []
     for r in rows:
         if r.array is None:
@@ -186,26 +196,28 @@ def _table(model: IntModel, rows: list[TableRow], header: str, front: str, kind:
         out.append(f"static const uint8_t {r.name}[{r.array.size}] = {{\n" + c_bytes(r.array) +
                    "\n};\n\n")
     out.append(f"static const bitmcu_layer bitmcu_layers[{len(rows)} + 1] = {{\n")
-    out.append(f"    /* {header} */\n")
     for r in rows:
         sch = "0" if r.scheme is None else f"BITMCU_SCHEME_{c_ident(r.scheme)}"
         kernel = f"bitmcu_{get_scheme(r.scheme).c_kernel}" if r.op in ("fc", "stage") else "NULL"
         ptr = "NULL" if r.array is None else r.name + (f" + {r.offset}" if r.offset else "")
-        tail = f" /* {r.comment} */" if r.array is None else ""
-        out.append(f"    {{BITMCU_OP_{r.op.upper()}, {sch}, {r.relu}, {r.shift}, {r.n_in}, "
-                   f"{r.n_out}, {r.row_bytes}, {r.mult}, {r.numbers[-1]}u, {ptr}, {kernel}}},"
-                   f"{tail}\n")
-    out.append("    {0, 0, 0, 0, 0, 0, 0, 0, 0u, NULL, NULL} /* end of the table */\n};\n\n")
-    out.append(
-        "static const bitmcu_model bitmcu_model_data = {\n"
-        "    BITMCU_MAGIC, BITMCU_FORMAT_VERSION, BITMCU_MODEL_N_LAYERS, "
-        "BITMCU_MODEL_CONFIG_HASH,\n"
-        "    BITMCU_MODEL_N_INPUT, BITMCU_MODEL_N_CLASSES, BITMCU_MODEL_MAX_OUT, "
-        "BITMCU_MODEL_MAX_IN,\n"
-        "    BITMCU_MODEL_N_FEATURES, BITMCU_MODEL_MAP_BYTES, BITMCU_MODEL_ACT_MAX, "
-        f"BITMCU_MODEL_N_FRONT, BITMCU_MODEL_BIAS_UNIT, {kind},\n"
-        f"    BITMCU_MODEL_ARENA_WORDS, BITMCU_MODEL_TABLE_SUM, BITMCU_MODEL_WEIGHT_SUM, "
-        f"bitmcu_layers, {front}}};\n\n")
+        out.append(f"    /* {r.comment} */\n"
+                   f"    {{.op = BITMCU_OP_{r.op.upper()}, .scheme = {sch}, .relu = {r.relu}, "
+                   f".shift = {r.shift}, .n_in = {r.n_in}, .n_out = {r.n_out},\n"
+                   f"     .row_bytes = {r.row_bytes}, .mult = {r.mult}, .buf = {r.buf}, "
+                   f".nbytes = {r.numbers[-1]}u, .weights = {ptr}, .kernel = {kernel}}},\n")
+    out.append("    {.op = 0} /* end of the table */\n};\n\n")
+    fields = {"magic": "BITMCU_MAGIC", "version": "BITMCU_FORMAT_VERSION",
+              "n_layers": "BITMCU_MODEL_N_LAYERS", "config_hash": "BITMCU_MODEL_CONFIG_HASH",
+              "n_input": "BITMCU_MODEL_N_INPUT", "n_classes": "BITMCU_MODEL_N_CLASSES",
+              "max_out": "BITMCU_MODEL_MAX_OUT", "max_in": "BITMCU_MODEL_MAX_IN",
+              "n_features": "BITMCU_MODEL_N_FEATURES", "nz_at": "BITMCU_MODEL_NZ_AT",
+              "feat_at": "BITMCU_MODEL_FEAT_AT", "act_max": "BITMCU_MODEL_ACT_MAX",
+              "n_front": "BITMCU_MODEL_N_FRONT", "bias_unit": "BITMCU_MODEL_BIAS_UNIT",
+              "kind": kind, "arena_words": "BITMCU_MODEL_ARENA_WORDS",
+              "table_sum": "BITMCU_MODEL_TABLE_SUM", "weight_sum": "BITMCU_MODEL_WEIGHT_SUM",
+              "layers": "bitmcu_layers", "front": front}
+    out.append("static const bitmcu_model bitmcu_model_data = {\n" +
+               "".join(f"    .{k} = {v},\n" for k, v in fields.items()) + "};\n\n")
     out.append("/* entries of bitmcu_layers, its end marker included: bitmcu_check's bound */\n"
                "#define BITMCU_MODEL_TABLE_ENTRIES (sizeof bitmcu_layers / sizeof bitmcu_layers[0])"
                "\n\n")
@@ -216,7 +228,8 @@ def _define_lines(model: IntModel, defs: dict) -> list[str]:
     """`#define BITMCU_MODEL_<key>` lines of `defs`, then the ones every model has (arena,
     weight bytes, config hash, checksums), then a blank line."""
     t, w = table_sums(model)
-    defs = {**defs, "ARENA_WORDS": f"{model.arena_words}u",
+    p = plan(model)
+    defs = {**defs, "NZ_AT": p.nz_at, "FEAT_AT": p.feat_at, "ARENA_WORDS": f"{p.words}u",
             "WEIGHT_BYTES": f"{model.weight_bytes}u",
             "CONFIG_HASH": f"0x{model.config_hash:08x}u",
             "TABLE_SUM": f"0x{t:08x}u", "WEIGHT_SUM": f"0x{w:08x}u"}
@@ -240,14 +253,11 @@ def decoder_header(model: IntModel, command: str) -> str:
         "MAX_OUT": model.max_out,
         "MAX_IN": model.max_in,
         "N_FEATURES": model.input_size,
-        "MAP_BYTES": sum(model.ring_bytes),
         "BAND_ROWS": model.stages[-1].factor,
         "BIAS_UNIT": 0,
     }
     out += _define_lines(model, defs)
-    out += _table(model, table_rows(model), "op, scheme, relu (stages: factor), shift, n_in, "
-                  "n_out, row_bytes, mult (fc: chunk, stages: side), nbytes, weights, kernel",
-                  "NULL", "BITMCU_KIND_DECODER")
+    out += _table(model, table_rows(model), "NULL", "BITMCU_KIND_DECODER")
     out.append("#endif /* BITMCU_MODEL_H */\n")
     return "".join(out)
 
@@ -267,12 +277,10 @@ def model_header(model: IntModel, command: str) -> str:
         "MAX_OUT": model.max_out,
         "MAX_IN": model.max_in,
         "N_FEATURES": model.n_features if model.front else 0,
-        "MAP_BYTES": model.map_bytes,
         "BIAS_UNIT": int(model.bias_unit),
     }
     out += _define_lines(model, defs)
-    out += _table(model, table_rows(model), "op, scheme, relu, shift, n_in, n_out, row_bytes, "
-                  "mult, nbytes, weights, kernel", front_entry(model) or "NULL",
+    out += _table(model, table_rows(model), front_entry(model) or "NULL",
                   "BITMCU_KIND_CLASSIFIER")
     out.append("#endif /* BITMCU_MODEL_H */\n")
     return "".join(out)

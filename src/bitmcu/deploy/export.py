@@ -27,6 +27,7 @@ from .codegen import (
 )
 from .hostc import HostModel, engine_dir
 from .ir import IntModel
+from .plan import plan
 
 MAX_IMAGES = 10000  # test images an export may embed (test_images.h)
 # largest difference between the float and the integer model's accuracy that export accepts
@@ -86,7 +87,7 @@ def model_report(model: IntModel, target: str, float_acc=None, int_acc=None, n_t
                 "n_out": f"{st.c_out}x{st.out_side}x{st.out_side}", "bytes": st.nbytes,
                 "acc_bound": st.accumulator_bound(model.act_max)}
                for i, st in enumerate(model.stages)]
-    return ExportReport(model.name, target, layers, model.weight_bytes, model.arena_words * 4,
+    return ExportReport(model.name, target, layers, model.weight_bytes, plan(model).bytes,
                         float_acc, int_acc, n_test, input_desc, split)
 
 

@@ -27,7 +27,6 @@ A decoder (``latent`` > 0) generates an image from an int8 latent z and a class 
 from __future__ import annotations
 
 import io
-import itertools
 import json
 import os
 import zipfile
@@ -42,9 +41,9 @@ from ..quant import get_scheme
 
 MAGIC = 0x554D4942  # "BIMU", also in bitmcu.h
 MAX_FRONT = 8  # BITMCU_MAX_FRONT in bitmcu.h: front end layers
-FORMAT_VERSION = 6  # BITMCU_FORMAT_VERSION in bitmcu.h (2: 2bitsym rows in fours, 3: binary
+FORMAT_VERSION = 7  # BITMCU_FORMAT_VERSION in bitmcu.h (2: 2bitsym rows in fours, 3: binary
 #                    rows in eights, 4: depth multipliers, map_bytes, 5: decoders, 6: nbytes,
-#                    checksums, the table's end marker)
+#                    checksums, the table's end marker, 7: the memory plan's offsets)
 INT32_MAX = 2**31 - 1
 MAX_DIM = 65535  # uint16 dimensions in the layer table
 TERNARY_MAX_IN = 1024  # the ternary kernel divides by 5 with (i * 205) >> 10
@@ -248,19 +247,6 @@ class IntModel:
         return chunk
 
     @property
-    def ring_bytes(self) -> list[int]:
-        """Bytes of each decoder stage's input buffer: all of the first map, then RING_ROWS
-        rows of every later one (multiples of 4)."""
-        r4 = lambda n: (n + 3) // 4 * 4  # noqa: E731
-        return [r4(st.c_in * st.side * (st.side if i == 0 else min(st.side, RING_ROWS)))
-                for i, st in enumerate(self.stages)]
-
-    @property
-    def band_bytes(self) -> int:
-        """Rows of output pixels a decoder hands over at once (a band), in bytes."""
-        rows = self.stages[-1].factor if self.stages else 1
-        return rows * self.input_size
-    @property
     def n_input(self) -> int:
         """Pixels of the input image."""
         return self.input_size * self.input_size
@@ -278,17 +264,6 @@ class IntModel:
         return max((L.out_side ** 2 for L in self.front), default=0)
 
     @property
-    def map_bytes(self) -> int:
-        """Bytes of the front end's map buffers: two of the largest map, taken in turns, and one
-        more for each map that feeds a depth multiplier (its K channels all read it)."""
-        if not self.front:
-            return 0
-        r4 = lambda n: (n + 3) // 4 * 4  # noqa: E731
-        kept = sum(r4(L.out_side ** 2) for L, nxt in itertools.pairwise(self.front)
-                   if nxt.op == "dw" and nxt.mult > 1)
-        return 2 * r4(self.max_map) + kept
-
-    @property
     def max_in(self) -> int:
         if self.generative:
             return max(L.n_in for L in [*self.layers, *self.stages])
@@ -300,18 +275,6 @@ class IntModel:
             return max([L.n_out for L in self.layers[:-1]] + [self.chunk_rows] +
                        [st.n_out for st in self.stages])
         return max(L.n_out for L in self.layers)
-
-    @property
-    def arena_words(self) -> int:
-        """int32 words: max_out accumulators + a nonzero list of 2 bytes per input; with a
-        front end also the features and the map buffers (``map_bytes``); a decoder's stage
-        input buffers (``ring_bytes``) and its band of output rows."""
-        words = self.max_out + (self.max_in + 1) // 2
-        if self.generative:
-            return words + sum(self.ring_bytes) // 4 + (self.band_bytes + 3) // 4
-        if self.front:
-            words += (self.n_features + 3) // 4 + self.map_bytes // 4
-        return words
 
     @property
     def weight_bytes(self) -> int:
@@ -418,8 +381,8 @@ class IntModel:
         if (chans, side) != (1, self.input_size):
             raise BitmcuError(f"the decoder makes {chans} channel(s) of {side}x{side}, not one "
                               f"image of {self.input_size}x{self.input_size}")
-        if self.arena_words * 4 > 65535 * 4:
-            raise BitmcuError("the decoder's arena exceeds the engine's limit")
+        if not self.stages:
+            raise BitmcuError("a decoder needs at least one stage after its fc layers")
         return self
 
     def _check_weights(self, where: str, L, n_in: int, n_out: int) -> None:

@@ -844,78 +844,29 @@ BITMCU_INLINE void maxpool2(const uint8_t *in, uint16_t side, uint8_t *out) {
     }
 }
 
-/* Checks the front end's layer chain (any_scheme 0: every convolution must be 8-bit) and places
- * its maps: `at` gets each layer's byte offset in the map buffers, `final` the bytes of the final
- * map. */
-#if defined(__GNUC__)
-__attribute__((noinline)) BITMCU_COLD /* stays in flash when the front end runs from SRAM */
-#endif
-static bitmcu_status front_plan(const bitmcu_model *model, uint32_t any_scheme, uint16_t *at,
-                                uint32_t *final) {
-    const bitmcu_layer *layers = model->layers;
-    const uint32_t n_front = model->n_front;
-    if (n_front == 0u || n_front > BITMCU_MAX_FRONT ||
-        (uint32_t)layers[0].n_in * layers[0].n_in != model->n_input) {
-        return BITMCU_ERR_LAYER;
-    }
-    /* Check the chain; place the maps: first the kept ones after the two turn buffers (whose
-     * size, the largest map, is known only at the end), turn buffers marked 0 and 1. */
-    uint32_t side = layers[0].n_in, max_map = 0, channels = 1, kept = 0, turn = 1;
-    for (uint32_t l = 0; l < n_front; l++) {
-        const bitmcu_layer *L = &layers[l];
-        const uint32_t out_side = L->op == BITMCU_OP_POOL ? side / 2u : side - 2u;
-        const uint32_t mult = L->op == BITMCU_OP_DW ? L->mult : 1u;
-        if (L->n_in != side || side < 3u || side > BITMCU_CONV_MAX_SIDE ||
-            (L->op == BITMCU_OP_CONV1) != (l == 0u) || mult == 0u ||
-            (l && L->n_out != channels * mult) ||
-            (L->op != BITMCU_OP_POOL && L->op != BITMCU_OP_CONV1 && L->op != BITMCU_OP_DW) ||
-            (!any_scheme && L->op != BITMCU_OP_POOL && L->scheme != BITMCU_SCHEME_8BIT)) {
-            return BITMCU_ERR_LAYER;
-        }
-        const uint32_t bytes = out_side * out_side;
-        if (l + 1u < n_front && layers[l + 1u].op == BITMCU_OP_DW && layers[l + 1u].mult > 1u) {
-            at[l] = (uint16_t)(2u + kept); /* kept: 2 + offset after the turn buffers */
-            kept += (bytes + 3u) & ~3u;
-        } else {
-            turn ^= 1u; /* the turn buffer the input is not in (the image is in neither) */
-            at[l] = (uint16_t)turn;
-        }
-        max_map = bytes > max_map ? bytes : max_map;
-        side = out_side;
-        channels = L->n_out;
-    }
-    const uint32_t size = (max_map + 3u) & ~3u; /* a turn buffer */
-    *final = side * side;
-    if (channels * *final != model->n_features || 2u * size + kept > model->map_bytes) {
-        return BITMCU_ERR_LAYER;
-    }
-    for (uint32_t l = 0; l < n_front; l++) {
-        at[l] = (uint16_t)(at[l] < 2u ? at[l] * size : 2u * size + at[l] - 2u);
-    }
-    return BITMCU_OK;
-}
-
 /* The front end for every channel: image -> features (n_features bytes, channel-major). In
  * SRAM where the convolution is (multiply builds: the CH32V002 has the room, the CH32V003 not).
  *
  * The final channels are produced one after another, counted like an odometer with one digit
  * per layer: the first convolution's channel, then for each DW*K which of its K channels (other
- * layers have one). A layer is recomputed when its digit or one before it moves. Maps live in
- * two buffers of the largest map, taken in turns, except a map that feeds a DW*K (K > 1): it
- * keeps its own buffer while its K channels are computed from it. any_scheme 0: the convolutions
- * are all 8-bit and decoded directly. */
+ * layers have one). A layer is recomputed when its digit or one before it moves. Each map lies
+ * where the plan put it (the layer's buf, verified by bitmcu_check): two buffers of the largest
+ * map taken in turns, and a buffer of its own for a map that feeds a DW*K (K > 1), kept while
+ * its K channels are computed from it. any_scheme 0: the convolutions are all 8-bit and decoded
+ * directly. */
 BITMCU_INLINE bitmcu_status front_end(const bitmcu_model *model, const uint8_t *input,
-                                      uint8_t *feat, uint8_t *maps, uint32_t any_scheme) {
+                                      uint8_t *arena, uint32_t any_scheme) {
     const bitmcu_layer *layers = model->layers;
     const uint32_t n_front = model->n_front;
-    uint16_t at[BITMCU_MAX_FRONT];    /* byte offset of each layer's map in `maps` */
     uint16_t digit[BITMCU_MAX_FRONT]; /* odometer digit of each layer */
     uint16_t chan[BITMCU_MAX_FRONT];  /* the layer's next channel */
-    uint32_t n;                       /* bytes of the final map */
-    const bitmcu_status st = front_plan(model, any_scheme, at, &n);
-    if (st != BITMCU_OK) {
-        return st;
+    if (n_front == 0u || n_front > BITMCU_MAX_FRONT) {
+        return BITMCU_ERR_LAYER;
     }
+    const bitmcu_layer *final = &layers[n_front - 1u];
+    const uint32_t final_side = final->op == BITMCU_OP_POOL ? final->n_in >> 1 : final->n_in - 2u;
+    const uint32_t n = final_side * final_side; /* bytes of the final map */
+    uint8_t *feat = arena + model->feat_at;
     for (uint32_t l = 0; l < n_front; l++) {
         digit[l] = 0u;
         chan[l] = 0u;
@@ -926,10 +877,10 @@ BITMCU_INLINE bitmcu_status front_end(const bitmcu_model *model, const uint8_t *
 #endif
     uint32_t from = 0; /* the first layer to recompute */
     for (;;) {
+        const uint8_t *src = from ? arena + layers[from - 1u].buf : input;
         for (uint32_t l = from; l < n_front; l++) {
             const bitmcu_layer *L = &layers[l];
-            const uint8_t *src = l ? maps + at[l - 1u] : input;
-            uint8_t *dst = maps + at[l];
+            uint8_t *dst = arena + L->buf; /* where the plan put the layer's map */
             if (L->op == BITMCU_OP_POOL) {
                 maxpool2(src, L->n_in, dst);
             } else {
@@ -950,10 +901,10 @@ BITMCU_INLINE bitmcu_status front_end(const bitmcu_model *model, const uint8_t *
 #endif
             }
             chan[l]++;
+            src = dst;
         }
-        const uint8_t *last = maps + at[n_front - 1u];
-        for (uint32_t i = 0; i < n; i++) {
-            feat[i] = last[i];
+        for (uint32_t i = 0; i < n; i++) { /* src: the final map */
+            feat[i] = src[i];
         }
         feat += n;
         /* Advance the odometer from the last digit; done when the first one wraps. */
@@ -974,9 +925,8 @@ BITMCU_INLINE bitmcu_status front_end(const bitmcu_model *model, const uint8_t *
 #if BITMCU_HAS_MUL
 BITMCU_HOT(bitmcu_front_end)
 #endif
-bitmcu_status bitmcu_front_end(const bitmcu_model *model, const uint8_t *input, uint8_t *feat,
-                               uint8_t *maps) {
-    return front_end(model, input, feat, maps, 1u);
+bitmcu_status bitmcu_front_end(const bitmcu_model *model, const uint8_t *input, uint8_t *arena) {
+    return front_end(model, input, arena, 1u);
 }
 
 /* The same for models whose convolutions are all 8-bit: without the any-scheme decoder (and its
@@ -985,8 +935,8 @@ bitmcu_status bitmcu_front_end(const bitmcu_model *model, const uint8_t *input, 
 BITMCU_HOT(bitmcu_front_end_8bit)
 #endif
 bitmcu_status bitmcu_front_end_8bit(const bitmcu_model *model, const uint8_t *input,
-                                    uint8_t *feat, uint8_t *maps) {
-    return front_end(model, input, feat, maps, 0u);
+                                    uint8_t *arena) {
+    return front_end(model, input, arena, 0u);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -1178,11 +1128,11 @@ bitmcu_status bitmcu_generate(const bitmcu_model *model, const int8_t *z, uint16
         n_st > BITMCU_MAX_STAGES) {
         return BITMCU_ERR_LAYER;
     }
-    /* the chain: fc layers, then stages whose sides and channels follow on */
+    /* the chain: fc layers, then stages whose sides and channels follow on; each stage's input
+     * rows where the plan put them (the buf of the layer before it) */
     stage_state st[BITMCU_MAX_STAGES];
-    const uint32_t nz_words = ((uint32_t)model->max_in + 1u) / 2u;
-    uint8_t *buf = (uint8_t *)(arena + model->max_out + nz_words);
-    uint32_t bytes = 0, chans = layers[n_fc].n_in, side = layers[n_fc].mult;
+    uint8_t *const base = (uint8_t *)arena;
+    uint32_t chans = layers[n_fc].n_in, side = layers[n_fc].mult;
     for (uint32_t s = 0; s < n_st; s++) {
         const bitmcu_layer *L = layers + n_fc + s;
         const uint32_t whole = s == 0 || side <= 4u;
@@ -1192,24 +1142,24 @@ bitmcu_status bitmcu_generate(const bitmcu_model *model, const int8_t *z, uint16
             L->n_out > model->max_out) {
             return BITMCU_ERR_LAYER;
         }
-        st[s].in = buf + bytes;
+        st[s].in = base + layers[n_fc + s - 1u].buf;
         st[s].kept = (uint16_t)(whole ? side : 4u);
         st[s].mask = (uint16_t)(whole ? 0xffffu : 3u);
         st[s].done = 0;
-        bytes += (chans * st[s].kept * side + 3u) & ~3u;
         chans = L->relu == 2u ? (uint32_t)L->n_out >> 2 : L->n_out;
         side = side * L->relu;
     }
     const bitmcu_layer *last = layers + model->n_layers - 1;
     const uint32_t band_rows = last->relu;
-    if (chans != 1u || side != model->n_features || bytes != model->map_bytes ||
-        arena_words < model->arena_words ||
-        model->arena_words < model->max_out + nz_words + (bytes + band_rows * side + 3u) / 4u) {
-        return chans != 1u || side != model->n_features ? BITMCU_ERR_LAYER : BITMCU_ERR_ARENA;
+    if (chans != 1u || side != model->n_features) {
+        return BITMCU_ERR_LAYER;
     }
-    uint8_t *band = buf + bytes;
+    if (arena_words < model->arena_words) {
+        return BITMCU_ERR_ARENA;
+    }
+    uint8_t *band = base + last->buf;
     int32_t *acc = arena;
-    uint8_t *nz = (uint8_t *)(arena + model->max_out);
+    uint8_t *nz = base + model->nz_at;
     const uint32_t act_max = model->act_max;
 
     /* fc layers: the latent to the first map, the last one a chunk of outputs at a time */
@@ -1290,17 +1240,12 @@ bitmcu_status bitmcu_run(const bitmcu_model *model, const uint8_t *input, int32_
     if (model->version != BITMCU_FORMAT_VERSION) {
         return BITMCU_ERR_VERSION;
     }
-    const uint32_t nz_words = ((uint32_t)model->max_in + 1u) / 2u;
-    const uint32_t feat_words = ((uint32_t)model->n_features + 3u) / 4u;
-    if (arena_words < model->arena_words ||
-        model->arena_words < BITMCU_ARENA_WORDS(model->max_out, model->max_in, model->n_features,
-                                                model->map_bytes)) {
+    if (arena_words < model->arena_words) {
         return BITMCU_ERR_ARENA;
     }
-    int32_t *acc = arena;                                        /* (max_out) */
-    uint8_t *nz = (uint8_t *)(arena + model->max_out);           /* (max_in, 2) */
-    uint8_t *feat = (uint8_t *)(arena + model->max_out + nz_words); /* (n_features) */
-    uint8_t *maps = (uint8_t *)(arena + model->max_out + nz_words + feat_words); /* (map_bytes) */
+    /* the plan's buffers (verified by bitmcu_check): accumulators at 0, then the nonzero list */
+    int32_t *acc = arena;                                 /* (max_out) */
+    uint8_t *nz = (uint8_t *)arena + model->nz_at;        /* (max_in, 2) */
     const uint16_t n_pixels = model->n_front ? model->n_features : model->n_input;
     if (n_pixels > model->max_in || model->n_classes > model->max_out ||
         model->n_front >= model->n_layers) {
@@ -1312,11 +1257,11 @@ bitmcu_status bitmcu_run(const bitmcu_model *model, const uint8_t *input, int32_
             return BITMCU_ERR_LAYER;
         }
         BITMCU_TRACE(2u, 0u);
-        const bitmcu_status st = model->front(model, input, feat, maps);
+        const bitmcu_status st = model->front(model, input, (uint8_t *)arena);
         if (st != BITMCU_OK) {
             return st;
         }
-        pixels = feat;
+        pixels = (const uint8_t *)arena + model->feat_at; /* (n_features) */
     }
     bitmcu_act act;
     const uint8_t bias_unit = model->bias_unit;
@@ -1403,13 +1348,83 @@ static bitmcu_status check_weights(const bitmcu_layer *L, uint32_t k, uint32_t b
     return BITMCU_OK;
 }
 
+/* Two byte ranges [a, a + na) and [b, b + nb) share a byte. */
+static int overlap(uint32_t a, uint32_t na, uint32_t b, uint32_t nb) {
+    return a < b + nb && b < a + na;
+}
+
+/* The plan's fixed buffers: the accumulators at 0, the nonzero list at nz_at after them, and
+ * `lo`, where the layers' buffers may start (after the list, or after a CNN's features). */
+static bitmcu_status check_arena(const bitmcu_model *m, uint32_t *lo) {
+    const uint32_t end = 4u * m->arena_words, nz_end = (uint32_t)m->nz_at + 2u * m->max_in;
+    *lo = nz_end;
+    if (m->nz_at < 4u * m->max_out || nz_end > end) {
+        return BITMCU_ERR_MODEL;
+    }
+    if (m->n_front) {
+        *lo = (uint32_t)m->feat_at + m->n_features;
+        if (m->feat_at < nz_end || *lo > end) {
+            return BITMCU_ERR_MODEL;
+        }
+    } else if (m->feat_at) {
+        return BITMCU_ERR_MODEL;
+    }
+    return BITMCU_OK;
+}
+
+/* The front end's chain (sides, channels, multipliers; the 8-bit entry point takes 8-bit
+ * convolutions only) and its planned maps: each inside the arena after the features, apart from
+ * its input, and a map that feeds a depth multiplier (kept while its K channels are computed)
+ * apart from every other. */
+static bitmcu_status check_front(const bitmcu_model *m, uint32_t lo) {
+    const bitmcu_layer *layers = m->layers;
+    const uint32_t n_front = m->n_front, any_scheme = m->front == bitmcu_front_end;
+    uint32_t side = layers[0].n_in, channels = 1;
+    uint32_t size[BITMCU_MAX_FRONT], kept[BITMCU_MAX_FRONT];
+    if (side * side != m->n_input) {
+        return BITMCU_ERR_LAYER;
+    }
+    for (uint32_t l = 0; l < n_front; l++) {
+        const bitmcu_layer *L = &layers[l];
+        const uint32_t out_side = L->op == BITMCU_OP_POOL ? side / 2u : side - 2u;
+        const uint32_t mult = L->op == BITMCU_OP_DW ? L->mult : 1u;
+        if (L->n_in != side || side < 3u || side > BITMCU_CONV_MAX_SIDE ||
+            (L->op == BITMCU_OP_CONV1) != (l == 0u) || mult == 0u ||
+            (l && L->n_out != channels * mult) ||
+            (L->op != BITMCU_OP_POOL && L->op != BITMCU_OP_CONV1 && L->op != BITMCU_OP_DW) ||
+            (!any_scheme && L->op != BITMCU_OP_POOL && L->scheme != BITMCU_SCHEME_8BIT)) {
+            return BITMCU_ERR_LAYER;
+        }
+        size[l] = out_side * out_side;
+        kept[l] = l + 1u < n_front && layers[l + 1u].op == BITMCU_OP_DW && layers[l + 1u].mult > 1u;
+        if (L->buf < lo || (uint32_t)L->buf + size[l] > 4u * m->arena_words) {
+            return BITMCU_ERR_LAYER;
+        }
+        side = out_side;
+        channels = L->n_out;
+    }
+    if (channels * side * side != m->n_features) {
+        return BITMCU_ERR_LAYER;
+    }
+    for (uint32_t l = 0; l < n_front; l++) {
+        for (uint32_t k = l + 1u; k < n_front; k++) {
+            if (overlap(layers[l].buf, size[l], layers[k].buf, size[k]) &&
+                (kept[l] || kept[k] || k == l + 1u)) {
+                return BITMCU_ERR_LAYER;
+            }
+        }
+    }
+    return BITMCU_OK;
+}
+
 static bitmcu_status check_classifier(const bitmcu_model *m) {
     const bitmcu_layer *layers = m->layers;
     const uint32_t n_front = m->n_front;
+    uint32_t lo;
     if (n_front >= m->n_layers || n_front > BITMCU_MAX_FRONT || m->bias_unit > 1u ||
-        m->n_classes == 0u || m->n_classes > m->max_out ||
+        m->n_classes == 0u || m->n_classes > m->max_out || check_arena(m, &lo) != BITMCU_OK ||
         (n_front ? m->front != bitmcu_front_end && m->front != bitmcu_front_end_8bit
-                 : m->front != NULL || m->n_features != 0u || m->map_bytes != 0u)) {
+                 : m->front != NULL || m->n_features != 0u)) {
         return BITMCU_ERR_MODEL;
     }
     for (uint32_t l = 0; l < n_front; l++) {
@@ -1424,12 +1439,8 @@ static bitmcu_status check_classifier(const bitmcu_model *m) {
             return BITMCU_ERR_LAYER;
         }
     }
-    if (n_front) {
-        uint16_t at[BITMCU_MAX_FRONT];
-        uint32_t final;
-        if (front_plan(m, m->front == bitmcu_front_end, at, &final) != BITMCU_OK) {
-            return BITMCU_ERR_LAYER;
-        }
+    if (n_front && check_front(m, lo) != BITMCU_OK) {
+        return BITMCU_ERR_LAYER;
     }
     /* fully connected layers: each one's inputs are the last one's outputs (and the bias unit) */
     uint32_t n = (uint32_t)(n_front ? m->n_features : m->n_input) + m->bias_unit;
@@ -1440,46 +1451,46 @@ static bitmcu_status check_classifier(const bitmcu_model *m) {
         const bitmcu_layer *L = &layers[l];
         const uint32_t last = l + 1u == m->n_layers;
         if (L->op != BITMCU_OP_FC || L->n_in != n || L->relu != (last ? 0u : 1u) || L->mult ||
-            L->n_out > m->max_out || check_weights(L, L->n_in, 0u) != BITMCU_OK ||
+            L->buf || L->n_out > m->max_out || check_weights(L, L->n_in, 0u) != BITMCU_OK ||
             (last && L->n_out != m->n_classes) || (!last && L->n_out + m->bias_unit > m->max_in)) {
             return BITMCU_ERR_LAYER;
         }
         n = (uint32_t)L->n_out + m->bias_unit;
     }
-    if (m->arena_words < BITMCU_ARENA_WORDS(m->max_out, m->max_in, m->n_features, m->map_bytes)) {
-        return BITMCU_ERR_MODEL;
-    }
     return BITMCU_OK;
 }
 
 /* The chain bitmcu_generate walks: fc layers from the latent and class, then stages whose
- * sides and channels follow on down to one channel of the image's side; its buffers. */
+ * sides and channels follow on down to one channel of the image's side; its planned buffers
+ * (each stage's input rows, the band) inside the arena after the nonzero list and apart. */
 static bitmcu_status check_decoder(const bitmcu_model *m) {
     const bitmcu_layer *layers = m->layers;
-    uint32_t n_fc = 0;
+    uint32_t n_fc = 0, lo;
     while (n_fc < m->n_layers && layers[n_fc].op == BITMCU_OP_FC) {
         n_fc++;
     }
     const uint32_t n_st = m->n_layers - n_fc;
     if (m->n_front || m->bias_unit || m->front || !n_fc || !n_st || n_st > BITMCU_MAX_STAGES ||
-        m->n_classes == 0u || m->n_input == 0u ||
+        m->n_classes == 0u || m->n_input == 0u || check_arena(m, &lo) != BITMCU_OK ||
         2u * m->n_input + m->n_classes > m->max_in) {
         return BITMCU_ERR_MODEL;
     }
     const bitmcu_layer *first = layers + n_fc;
-    uint32_t n = 2u * m->n_input + m->n_classes, bytes = 0, band = 0;
+    uint32_t n = 2u * m->n_input + m->n_classes;
     uint32_t chans = first->n_in, side = first->mult;
     for (uint32_t l = 0; l < n_fc; l++) {
         const bitmcu_layer *L = layers + l;
         const uint32_t last = l + 1u == n_fc;
         const uint32_t chunk = last && L->mult ? L->mult : L->n_out;
-        if (L->n_in != n || L->relu != 1u || (!last && L->mult) || chunk > m->max_out ||
-            chunk % row_group(L->scheme) || check_weights(L, L->n_in, L->n_out) != BITMCU_OK ||
+        if (L->n_in != n || L->relu != 1u || (!last && (L->mult || L->buf)) ||
+            chunk > m->max_out || chunk % row_group(L->scheme) ||
+            check_weights(L, L->n_in, L->n_out) != BITMCU_OK ||
             (last ? L->n_out != chans * side * side : L->n_out > m->max_in)) {
             return BITMCU_ERR_LAYER;
         }
         n = L->n_out;
     }
+    uint32_t at[BITMCU_MAX_STAGES + 1u], size[BITMCU_MAX_STAGES + 1u];
     for (uint32_t s = 0; s < n_st; s++) {
         const bitmcu_layer *L = first + s;
         const uint32_t kept = s == 0u || side <= 4u ? side : 4u;
@@ -1489,17 +1500,25 @@ static bitmcu_status check_decoder(const bitmcu_model *m) {
             check_weights(L, 9u * L->n_in, L->n_out) != BITMCU_OK) {
             return BITMCU_ERR_LAYER;
         }
-        bytes += (chans * kept * side + 3u) & ~3u;
+        at[s] = L[-1].buf; /* the stage's input rows: written by the layer before it */
+        size[s] = chans * kept * side;
         chans = L->relu == 2u ? (uint32_t)L->n_out >> 2 : L->n_out;
         side *= L->relu;
-        band = L->relu;
+        at[n_st] = L->buf; /* the band: the last stage's rows of output pixels */
+        size[n_st] = L->relu * side;
     }
     if (chans != 1u || side != m->n_features) {
         return BITMCU_ERR_LAYER;
     }
-    if (bytes != m->map_bytes ||
-        m->arena_words < m->max_out + (m->max_in + 1u) / 2u + (bytes + band * side + 3u) / 4u) {
-        return BITMCU_ERR_MODEL;
+    for (uint32_t i = 0; i <= n_st; i++) {
+        if (at[i] < lo || at[i] + size[i] > 4u * m->arena_words) {
+            return BITMCU_ERR_MODEL;
+        }
+        for (uint32_t k = i + 1u; k <= n_st; k++) {
+            if (overlap(at[i], size[i], at[k], size[k])) {
+                return BITMCU_ERR_MODEL;
+            }
+        }
     }
     return BITMCU_OK;
 }
@@ -1520,19 +1539,19 @@ static uint32_t fnv_word(uint32_t h, uint32_t v) {
 #define BITMCU_FNV_START 0x811C9DC5u
 
 void bitmcu_sums(const bitmcu_model *m, uint32_t *table_sum, uint32_t *weight_sum) {
-    const uint32_t fields[15] = {m->magic, m->version, m->n_layers, m->config_hash, m->n_input,
-                                 m->n_classes, m->max_out, m->max_in, m->n_features,
-                                 m->map_bytes, m->act_max, m->n_front, m->bias_unit, m->kind,
+    const uint32_t fields[16] = {m->magic, m->version, m->n_layers, m->config_hash, m->n_input,
+                                 m->n_classes, m->max_out, m->max_in, m->n_features, m->nz_at,
+                                 m->feat_at, m->act_max, m->n_front, m->bias_unit, m->kind,
                                  m->arena_words};
     uint32_t t = BITMCU_FNV_START, w = BITMCU_FNV_START;
-    for (uint32_t i = 0; i < 15u; i++) {
+    for (uint32_t i = 0; i < 16u; i++) {
         t = fnv_word(t, fields[i]);
     }
     for (uint32_t l = 0; l < m->n_layers; l++) {
         const bitmcu_layer *L = &m->layers[l];
-        const uint32_t lf[9] = {L->op, L->scheme, L->relu, L->shift, L->n_in, L->n_out,
-                                L->row_bytes, L->mult, L->nbytes};
-        for (uint32_t i = 0; i < 9u; i++) {
+        const uint32_t lf[10] = {L->op, L->scheme, L->relu, L->shift, L->n_in, L->n_out,
+                                 L->row_bytes, L->mult, L->buf, L->nbytes};
+        for (uint32_t i = 0; i < 10u; i++) {
             t = fnv_word(t, lf[i]);
         }
         if (L->nbytes) {

@@ -21,7 +21,7 @@
 #include <stdint.h>
 
 #define BITMCU_MAGIC 0x554D4942u /* "BIMU" little-endian */
-#define BITMCU_FORMAT_VERSION 6u
+#define BITMCU_FORMAT_VERSION 7u
 #define BITMCU_MAX_FRONT 8u /* front end layers at most */
 #define BITMCU_MAX_STAGES 8u /* decoder stages at most */
 #define BITMCU_MAX_LAYERS 255u /* layers at most (the table's end marker not counted) */
@@ -123,6 +123,11 @@ typedef struct bitmcu_layer {
     uint16_t n_in, n_out;
     uint16_t row_bytes;      /* packed bytes per output row (4bitsym: row pair; 2bitsym: 4 rows) */
     uint16_t mult;           /* DW: output channels per input channel (depth multiplier); else 0 */
+    uint16_t buf;            /* byte offset in the arena of the buffer the layer writes, planned
+                              * at export (deploy/plan.py): CONV1/DW/POOL their map; a decoder's
+                              * last FC and each STAGE the next stage's input rows, the last
+                              * STAGE the band of output rows; 0 for the other FC layers (they
+                              * write the accumulators, at 0) */
     uint32_t nbytes;         /* bytes of the layer's weight array (a decoder's biases included) */
     const uint8_t *weights;  /* packed codes (layout: the scheme's, see quant/schemes.py) */
     bitmcu_kernel kernel;    /* FC only */
@@ -132,7 +137,7 @@ struct bitmcu_model;
 /* The convolutional front end: image -> features (referenced only by CNN model tables, so FC
  * firmware does not link it). */
 typedef bitmcu_status (*bitmcu_front_fn)(const struct bitmcu_model *model, const uint8_t *input,
-                                         uint8_t *feat, uint8_t *maps);
+                                         uint8_t *arena);
 
 typedef struct bitmcu_model {
     uint32_t magic;          /* BITMCU_MAGIC */
@@ -144,26 +149,20 @@ typedef struct bitmcu_model {
     uint16_t max_out;        /* widest layer output (accumulators) */
     uint16_t max_in;         /* widest FC input (nonzero list), its input pixels included */
     uint16_t n_features;     /* front end: flattened outputs (channels * side^2); else 0 */
-    uint16_t map_bytes;      /* front end: bytes of its map buffers (two of the largest map,
-                              * one more per map that feeds a depth multiplier); else 0 */
+    uint16_t nz_at;          /* byte offset in the arena of the nonzero list (the accumulators
+                              * are at 0); planned at export, like every layer's buf */
+    uint16_t feat_at;        /* byte offset of the front end's features; 0 without one */
     uint8_t act_max;         /* largest activation value (255 for 8-bit) */
     uint8_t n_front;         /* leading CONV1/DW/POOL layers (0: fully connected model) */
     uint8_t bias_unit;       /* 1: each FC layer's last input is the largest of the others */
     uint8_t kind;            /* bitmcu_kind; a decoder: n_input = latent size, n_features =
-                              * image side, map_bytes = its stages' input buffers, n_front = 0 */
+                              * image side, n_front = 0 */
     uint32_t arena_words;    /* int32 words of arena the model needs */
     uint32_t table_sum;      /* FNV-1a of the model's and its layers' number fields (export) */
     uint32_t weight_sum;     /* FNV-1a of every layer's weight array, in layer order (export) */
     const bitmcu_layer *layers; /* n_layers layers, then an end marker (a layer of zeros) */
     bitmcu_front_fn front;   /* bitmcu_front_end(_8bit) for CNN models, else NULL */
 } bitmcu_model;
-
-/* Arena words needed: one int32 accumulator per output of the widest layer, then the nonzero
- * list, two bytes per input of the widest layer input; with a front end also the features and
- * its map buffers (map_bytes, a multiple of 4). */
-#define BITMCU_ARENA_WORDS(max_out, max_in, n_features, map_bytes)                         \
-    ((uint32_t)(max_out) + ((uint32_t)(max_in) + 1u) / 2u + ((uint32_t)(n_features) + 3u) / 4u + \
-     ((n_features) ? ((uint32_t)(map_bytes) + 3u) / 4u : 0u))
 
 /* Check a model table before trusting it (once, at start-up or on the host; bitmcu_run and
  * bitmcu_generate check only what they can cheaply): every field against the ops' invariants
@@ -214,13 +213,12 @@ void bitmcu_fc_fp130(const bitmcu_layer *layer, const bitmcu_act *act, int32_t *
 void bitmcu_fc_nf4(const bitmcu_layer *layer, const bitmcu_act *act, int32_t *acc);
 void bitmcu_fc_8bit(const bitmcu_layer *layer, const bitmcu_act *act, int32_t *acc);
 
-/* The front end of CNN models: every channel, image -> features (channel-major); maps:
- * map_bytes of scratch. */
-bitmcu_status bitmcu_front_end(const bitmcu_model *model, const uint8_t *input, uint8_t *feat,
-                               uint8_t *maps);
-/* The same for models whose convolutions are all 8-bit (BITMCU_ERR_LAYER otherwise): less code. */
+/* The front end of CNN models: every channel, image -> features (channel-major, at the arena's
+ * feat_at), each layer's map at its planned buf. */
+bitmcu_status bitmcu_front_end(const bitmcu_model *model, const uint8_t *input, uint8_t *arena);
+/* The same for models whose convolutions are all 8-bit: less code. */
 bitmcu_status bitmcu_front_end_8bit(const bitmcu_model *model, const uint8_t *input,
-                                    uint8_t *feat, uint8_t *maps);
+                                    uint8_t *arena);
 
 /* One channel of a 3x3 convolution (no padding) requantized by `shift`; w: the 9 levels. */
 void bitmcu_conv3x3(const int32_t w[9], uint32_t shift, uint32_t act_max, const uint8_t *in,

@@ -21,8 +21,8 @@
 #include "model.h"
 
 #define N_LAYERS BITMCU_MODEL_N_LAYERS
-#define N_MODEL_FIELDS 19u /* 15 numbers, 2 sums, layers, front */
-#define N_LAYER_FIELDS 11u
+#define N_MODEL_FIELDS 20u /* 16 numbers, 2 sums, layers, front */
+#define N_LAYER_FIELDS 12u /* 10 numbers, weights, kernel */
 
 #ifdef BITMCU_MODEL_LATENT /* a decoder */
 #define OUT_BYTES (BITMCU_MODEL_OUTPUT_SIDE * BITMCU_MODEL_OUTPUT_SIDE)
@@ -71,15 +71,16 @@ static int mutate_model(uint32_t f, uint32_t *s) {
     case 6: SET(max_out, uint16_t); return 0;
     case 7: SET(max_in, uint16_t); return 0;
     case 8: SET(n_features, uint16_t); return 0;
-    case 9: SET(map_bytes, uint16_t); return 0;
-    case 10: SET(act_max, uint8_t); return 0;
-    case 11: SET(n_front, uint8_t); return 0;
-    case 12: SET(bias_unit, uint8_t); return 0;
-    case 13: SET(kind, uint8_t); return 0;
-    case 14: SET(arena_words, uint32_t); return 0;
-    case 15: SET(table_sum, uint32_t); return 1;
-    case 16: SET(weight_sum, uint32_t); return 1;
-    case 17: m->layers = NULL; return 0;
+    case 9: SET(nz_at, uint16_t); return 0;
+    case 10: SET(feat_at, uint16_t); return 0;
+    case 11: SET(act_max, uint8_t); return 0;
+    case 12: SET(n_front, uint8_t); return 0;
+    case 13: SET(bias_unit, uint8_t); return 0;
+    case 14: SET(kind, uint8_t); return 0;
+    case 15: SET(arena_words, uint32_t); return 0;
+    case 16: SET(table_sum, uint32_t); return 1;
+    case 17: SET(weight_sum, uint32_t); return 1;
+    case 18: m->layers = NULL; return 0;
     default: m->front = fronts[rnd(s) % 3u]; return 0;
     }
 #undef SET
@@ -96,8 +97,9 @@ static int mutate_layer(bitmcu_layer *L, uint32_t f, uint32_t *s) {
     case 5: SET(n_out, uint16_t); return 0;
     case 6: SET(row_bytes, uint16_t); return 0;
     case 7: SET(mult, uint16_t); return 0;
-    case 8: SET(nbytes, uint32_t); return 0;
-    case 9: L->weights = NULL; return 0;
+    case 8: SET(buf, uint16_t); return 0;
+    case 9: SET(nbytes, uint32_t); return 0;
+    case 10: L->weights = NULL; return 0;
     default: L->kernel = kernels[rnd(s) % 9u]; return 0;
     }
 #undef SET

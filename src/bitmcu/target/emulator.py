@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from .firmware import FirmwareInfo
 
 EV_IMAGE, EV_LAYER, EV_END, EV_DONE = 1, 2, 3, 4
-MODEL_SUMS_OFFSET = 32  # table_sum, weight_sum in bitmcu_model (bitmcu.h)
+MODEL_SUMS_OFFSET = 36  # table_sum, weight_sum in bitmcu_model (bitmcu.h; tested)
 ENGINE_ERROR = 0x800000  # an end marker's argument for a failed run: this | bitmcu_status
 PAINT = 0xA5
 MAP_FLASH = 64 * 1024  # mapped, so that an overflowing image still loads; the size check is separate

@@ -9,7 +9,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -320,11 +322,21 @@ def read_yaml(path: Path, what: str = "config") -> Any:
 
 
 def _check(cfg: Config) -> Config:
-    """Semantic checks beyond types."""
-    import math
-    import re
+    """Semantic checks beyond types, section by section; each error names the key."""
+    _check_values(cfg)
+    _check_model(cfg)
+    _check_data(cfg)
+    _check_train(cfg)
+    return cfg
 
 
+def _positive(key: str, v, lo=1) -> None:
+    if v < lo:
+        raise BitmcuError(f"config key '{key}': {v!r} must be >= {lo}")
+
+
+def _check_values(cfg: Config) -> None:
+    """The run's name, finite numbers, and the keys that must not be negative."""
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*", cfg.name):
         raise BitmcuError(f"config key 'name': {cfg.name!r} is not a name (letters, digits and "
                           "._+- ; a path goes in --out)")
@@ -339,6 +351,9 @@ def _check(cfg: Config) -> Config:
         if isinstance(v, (int, float)) and not isinstance(v, bool) and v < 0:
             raise BitmcuError(f"config key '{key}': {v!r} must be >= 0")
 
+
+def _check_model(cfg: Config) -> None:
+    """Schemes by name, the family's shapes, widths."""
     get_scheme(cfg.model.scheme, key="model.scheme")
     for i, s in enumerate(cfg.model.layer_schemes):
         if s is not None:
@@ -360,11 +375,10 @@ def _check(cfg: Config) -> Config:
         raise BitmcuError(f"config key 'model.hidden': {cfg.model.hidden} has a width below 1")
     cfg.layer_scheme_names(cfg.n_weight_layers())
 
-    def positive(key, v, lo=1):
-        if v < lo:
-            raise BitmcuError(f"config key '{key}': {v!r} must be >= {lo}")
 
-    positive("data.size", cfg.data.size, 4)
+def _check_data(cfg: Config) -> None:
+    """Image side, crop and limits of the data set (the dice renderer's ranges)."""
+    _positive("data.size", cfg.data.size, 4)
     if cfg.data.dataset == "dice":
         check_config(cfg.data.dice)
         if cfg.data.size > 64:
@@ -376,7 +390,11 @@ def _check(cfg: Config) -> Config:
         raise BitmcuError(f"config key 'data.crop': {cfg.data.crop} is not allowed; use a side "
                           f"from data.size ({cfg.data.size}) to 28, or null for the whole image")
     if cfg.data.train_limit is not None:
-        positive("data.train_limit", cfg.data.train_limit)
+        _positive("data.train_limit", cfg.data.train_limit)
+
+
+def _check_train(cfg: Config) -> None:
+    """Training and augmentation keys: ranges, and keys that fit only some families."""
     if cfg.train.threads is not None and not 1 <= cfg.train.threads <= MAX_THREADS:
         raise BitmcuError(f"config key 'train.threads': {cfg.train.threads} must be 1.."
                           f"{MAX_THREADS}, or null for torch's default (this machine has "
@@ -387,10 +405,10 @@ def _check(cfg: Config) -> Config:
     if cfg.augment.elastic_sigma <= 0:
         raise BitmcuError(f"config key 'augment.elastic_sigma': {cfg.augment.elastic_sigma} "
                           "must be > 0 (the smoothness of the elastic field in pixels)")
-    positive("train.epochs", cfg.train.epochs)
-    positive("train.batch_size", cfg.train.batch_size)
-    positive("train.step_size", cfg.train.step_size)
-    positive("train.restart_period", cfg.train.restart_period)
+    _positive("train.epochs", cfg.train.epochs)
+    _positive("train.batch_size", cfg.train.batch_size)
+    _positive("train.step_size", cfg.train.step_size)
+    _positive("train.restart_period", cfg.train.restart_period)
     if not 2 <= cfg.model.act_bits <= 8:
         raise BitmcuError(f"config key 'model.act_bits': {cfg.model.act_bits} must be 2..8")
     if not 0.0 <= cfg.augment.shear <= 45.0:
@@ -437,7 +455,6 @@ def _check(cfg: Config) -> Config:
         raise BitmcuError(
             f"config key 'train.device': {cfg.train.device!r} is not allowed; use 'auto', 'cpu' or 'cuda'"
         )
-    return cfg
 
 
 def config_from_dict(data: dict) -> Config:

@@ -491,30 +491,51 @@ def check_config_file(run_dir: Path, saved: Config, overrides: list[str], log=pr
 RUN_FILES = ("config.yaml", "metrics.jsonl", "curves.png", "weights.png")
 
 
+def _resume(run_dir: Path, resume, epochs, overrides, log):
+    """A resumed run's (config, first epoch, metrics so far, checkpoint); None where the run
+    is finished (the files a killed run still owed are written)."""
+    blob = load_checkpoint(resume)
+    changes = list(overrides or []) + ([] if epochs is None else [f"train.epochs={epochs}"])
+    check_config_file(run_dir, blob["cfg"], changes, log)
+    cfg = resume_config(blob["cfg"], changes) if changes else blob["cfg"]
+    start_epoch = blob["epoch"]
+    metrics = list(blob["metrics"])[:start_epoch]
+    if start_epoch < cfg.train.epochs and blob.get("optimizer") is None:
+        raise BitmcuError(f"{blob['path']}: holds no optimizer state (a model shipped "
+                          "without it), so it cannot be resumed as the same run; train a new "
+                          f"run from its config: bitmcu train {run_dir / 'config.yaml'}")
+    if start_epoch < cfg.train.epochs:
+        return cfg, start_epoch, metrics, blob
+    missing = [f for f in RUN_FILES if not (run_dir / f).exists()]
+    if not missing:
+        log(f"{run_dir}: already trained for {start_epoch} epochs; nothing to do")
+        return None
+    # killed after its last checkpoint: write what the run still owes
+    log(f"{run_dir}: trained for {start_epoch} epochs; writing {', '.join(missing)}")
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(blob["cfg"].to_dict(), sort_keys=False))
+    _write_metrics(run_dir / "metrics.jsonl", metrics)
+    write_plots(model_from_checkpoint(blob), blob["cfg"], metrics, run_dir)
+    return None
+
+
+def _epoch_line(cfg: Config, split: str, m: dict) -> str:
+    """The line printed after an epoch (a classifier's accuracies, a decoder's losses)."""
+    head = f"epoch {m['epoch']:>3}/{cfg.train.epochs}  loss {m['train_loss']:.4f}  "
+    if "train_acc" in m:
+        return (head + f"train {100 * m['train_acc']:.2f}%  {split} "
+                f"{100 * m[split + '_acc']:.2f}%  ({m['seconds']:.1f}s)")
+    return (head + f"{split} loss {m[split + '_loss']:.4f} (mse/pixel {m[split + '_mse']:.5f}"
+            + (f", kl {m[split + '_kl']:.2f})" if split + "_kl" in m else ")")
+            + (f"  guide {100 * m['train_guide_acc']:.1f}%" if "train_guide_acc" in m else "")
+            + f"  ({m['seconds']:.1f}s)")
+
+
 def _train(cfg: Config, run_dir: Path, resume, epochs, quiet, log, overrides, on_epoch) -> Path:
     if resume is not None:
-        blob = load_checkpoint(resume)
-        changes = list(overrides or []) + ([] if epochs is None else [f"train.epochs={epochs}"])
-        check_config_file(run_dir, blob["cfg"], changes, log)
-        cfg = resume_config(blob["cfg"], changes) if changes else blob["cfg"]
-        start_epoch = blob["epoch"]
-        metrics = list(blob["metrics"])[:start_epoch]
-        if start_epoch < cfg.train.epochs and blob.get("optimizer") is None:
-            raise BitmcuError(f"{blob['path']}: holds no optimizer state (a model shipped "
-                              "without it), so it cannot be resumed as the same run; train a new "
-                              f"run from its config: bitmcu train {run_dir / 'config.yaml'}")
-        if start_epoch >= cfg.train.epochs:
-            missing = [f for f in RUN_FILES if not (run_dir / f).exists()]
-            if not missing:
-                log(f"{run_dir}: already trained for {start_epoch} epochs; nothing to do")
-                return run_dir
-            # killed after its last checkpoint: write what the run still owes
-            log(f"{run_dir}: trained for {start_epoch} epochs; writing {', '.join(missing)}")
-            (run_dir / "config.yaml").write_text(yaml.safe_dump(blob["cfg"].to_dict(),
-                                                                sort_keys=False))
-            _write_metrics(run_dir / "metrics.jsonl", metrics)
-            write_plots(model_from_checkpoint(blob), blob["cfg"], metrics, run_dir)
+        state = _resume(run_dir, resume, epochs, overrides, log)
+        if state is None:
             return run_dir
+        cfg, start_epoch, metrics, blob = state
     else:
         if (run_dir / "checkpoint.pt").exists():
             raise BitmcuError(f"{run_dir} already holds a run; resume it with "
@@ -601,17 +622,8 @@ def _train(cfg: Config, run_dir: Path, resume, epochs, quiet, log, overrides, on
                 for k, v in m.items():
                     if k != "epoch":
                         tb.add_scalar(k, v, epoch + 1)
-            if not quiet and decoder:
-                log(f"epoch {epoch + 1:>3}/{cfg.train.epochs}  loss {tr_loss:.4f}  "
-                    f"{data.split} loss {m[data.split + '_loss']:.4f} (mse/pixel "
-                    f"{m[data.split + '_mse']:.5f}"
-                    + (f", kl {m[data.split + '_kl']:.2f})" if data.split + "_kl" in m else ")")
-                    + ("" if tr_guide is None else
-                                               f"  guide {100 * tr_guide:.1f}%")
-                    + f"  ({m['seconds']:.1f}s)")
-            elif not quiet:
-                log(f"epoch {epoch + 1:>3}/{cfg.train.epochs}  loss {tr_loss:.4f}  "
-                    f"train {100 * tr_acc:.2f}%  {data.split} {100 * ev.acc:.2f}%  ({m['seconds']:.1f}s)")
+            if not quiet:
+                log(_epoch_line(cfg, data.split, m))
     except _Terminated:
         raise KeyboardInterrupt from None
     finally:

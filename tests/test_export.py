@@ -1,6 +1,8 @@
 import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,6 +11,8 @@ from bitmcu.apps.pipeline import export, verify
 from bitmcu.core.errors import BitmcuError
 
 from .conftest import restamp
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_export_writes_a_complete_deterministic_package(tiny_run, tmp_path):
@@ -189,3 +193,50 @@ def test_no_hidden_layers_is_a_linear_classifier_that_deploys(tmp_path):
     assert rep.int_acc > 0.5
     res = verify(run, limit=100)
     assert res.c_acc["mul"] == res.c_acc["nomul"] == res.int_acc
+
+
+@pytest.mark.skipif(shutil.which("riscv64-unknown-elf-gcc") is None,
+                    reason="RISC-V cross compiler not installed")
+def test_a_ch32fun_project_folder_holds_the_layout_and_compiles_for_the_ch32v003(tiny_run,
+                                                                                 tmp_path):
+    """export --project ch32fun: a Makefile that includes ch32fun.mk, funconfig.h (printf on
+    USART1), main.c and the engine, model and images; its C files compile and link for the
+    CH32V003 with bitmcu's own startup and linker script (ch32fun itself cannot be fetched here:
+    tests/data/ch32fun/ch32fun.h stands in for its header)."""
+    from bitmcu.target.chips import get_chip
+    from bitmcu.target.firmware import GCC, files_dir, linker_script
+
+    out = tmp_path / "exp"
+    export(tiny_run, out, target="ch32v003", n_images=2, project="ch32fun")
+    d = out / "ch32fun"
+    assert sorted(p.name for p in d.iterdir()) == [
+        "Makefile", "bitmcu.c", "bitmcu.h", "funconfig.h", "main.c", "model.h", "test_images.h"]
+    make = (d / "Makefile").read_text()
+    for line in ("TARGET := main", "TARGET_MCU ?= CH32V003", "include $(CH32FUN)/ch32fun.mk",
+                 "ADDITIONAL_C_FILES += bitmcu.c", "flash : cv_flash"):
+        assert line in make.splitlines()
+    assert "#define FUNCONF_USE_UARTPRINTF 1" in (d / "funconfig.h").read_text()
+    main = (d / "main.c").read_text()
+    assert '#include "ch32fun.h"' in main and "SysTick->CNT" in main and "bitmcu_run(" in main
+    chip = get_chip("ch32v003")
+    (tmp_path / "link.ld").write_text(linker_script(chip))
+    # bitmcu's startup code reports the end of main through this word (the profiler's marker)
+    (tmp_path / "marker.c").write_text("#include <stdint.h>\nvolatile uint32_t bitmcu_marker;\n")
+    files = files_dir()
+    r = subprocess.run(
+        [GCC, *chip.cflags, "-O2", "-std=c99", "-Wall", "-Wextra", "-Werror", "-ffreestanding",
+         "-nostdlib", "-ffunction-sections", "-fdata-sections", "-fno-builtin",
+         f"-I{ROOT / 'tests' / 'data' / 'ch32fun'}", f"-I{d}", str(files / "startup.S"),
+         str(d / "main.c"), str(d / "bitmcu.c"), str(files / "mem.c"), str(tmp_path / "marker.c"),
+         "-T",
+         str(tmp_path / "link.ld"), "-Wl,--gc-sections", "-lgcc", "-o", str(tmp_path / "p.elf")],
+        capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+
+
+def test_a_project_the_export_cannot_write_is_refused_before_any_work(tiny_run, tmp_path):
+    with pytest.raises(BitmcuError, match=r"--project 'zephyr' is not known; use 'ch32fun'"):
+        export(tiny_run, tmp_path / "a", target="ch32v003", project="zephyr")
+    with pytest.raises(BitmcuError, match="give --target ch32v003 or ch32v002"):
+        export(tiny_run, tmp_path / "b", target="generic", project="ch32fun")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

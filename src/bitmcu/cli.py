@@ -174,6 +174,9 @@ def add_export(sub) -> None:
                    "(default 8, at most 10,000)")
     p.add_argument("--allow-mismatch", action="store_true", help="export even when the integer "
                    "model's accuracy differs from the float model's by more than 2 points")
+    p.add_argument("--project", help="also write OUT/ch32fun/: a ch32fun project (Makefile, "
+                   "funconfig.h, main.c printing on USART1) built and flashed with `make flash` "
+                   "(a classifier; --target ch32v003 or ch32v002)")
     p.set_defaults(func=_cmd_export)
 
 
@@ -490,11 +493,16 @@ def _cmd_export(a) -> int:
     from .apps.pipeline import export
 
     cmd = " ".join(["bitmcu", "export", str(a.run), "--out", str(a.out), "--target", a.target])
+    if a.project:
+        cmd += f" --project {a.project}"
     rep = export(a.run, a.out, a.target, a.data_dir, a.images, command=cmd,
-                 allow_mismatch=a.allow_mismatch)
+                 allow_mismatch=a.allow_mismatch, project=a.project)
     print(rep.text())
     print(f"wrote {a.out}/: model.h, bitmcu.c, bitmcu.h, main.c, test_images.h, Makefile, "
           "model.npz, report.txt")
+    if a.project:
+        print(f"wrote {a.out}/{a.project}/: a {a.project} project; build and flash it with "
+              f"`make -C {a.out}/{a.project} flash CH32FUN=path/to/ch32fun/ch32fun`")
     return 0
 
 

@@ -15,7 +15,15 @@ from ..core.errors import BitmcuError, choices
 from ..core.outdir import check_target, locked
 from ..core.rng import latents_for
 from ..deploy import reference
-from ..deploy.export import MAX_IMAGES, MISMATCH_TOLERANCE, TARGETS, ExportReport, model_report, write_export
+from ..deploy.export import (
+    MAX_IMAGES,
+    MISMATCH_TOLERANCE,
+    TARGETS,
+    ExportReport,
+    check_project,
+    model_report,
+    write_export,
+)
 from ..deploy.ir import IntModel
 from ..deploy.verify import (
     DecoderVerifyResult,
@@ -36,8 +44,9 @@ from ..train.lower import load_int_model
 
 def export(run: str | Path, out: str | Path, target: str = "generic", data_dir: str | None = None,
            n_images: int = 8, command: str = "bitmcu export", evaluate: bool = True,
-           allow_mismatch: bool = False) -> ExportReport:
-    """Write model.h, bitmcu.c/.h, test_images.h, main.c, Makefile, model.npz, report.{txt,json}.
+           allow_mismatch: bool = False, project: str | None = None) -> ExportReport:
+    """Write model.h, bitmcu.c/.h, test_images.h, main.c, Makefile, model.npz, report.{txt,json}
+    (and, with ``project``, a folder in that ecosystem's layout: ch32fun/).
 
     The files are written into a temporary folder and moved into ``out`` only when all of them
     are complete, so a failed export never leaves a half model behind. ``out`` is locked for
@@ -50,15 +59,18 @@ def export(run: str | Path, out: str | Path, target: str = "generic", data_dir: 
     if not 1 <= n_images <= MAX_IMAGES:
         raise BitmcuError(f"--images {n_images}: embed 1..{MAX_IMAGES} test images (a chip's "
                           "firmware holds a few; test_set.npz keeps 100 for profiling)")
+    check_project(project, None, target)
     out = Path(out).absolute()
     with locked(out):  # held from the start: a second export into `out` is refused at once
         check_target(out, "model.npz", "export")  # before the minutes of work
-        return _export(run, out, target, data_dir, n_images, command, evaluate, allow_mismatch)
+        return _export(run, out, target, data_dir, n_images, command, evaluate, allow_mismatch,
+                       project)
 
 
 def _export(run, out: Path, target: str, data_dir, n_images: int, command: str, evaluate: bool,
-            allow_mismatch: bool) -> ExportReport:
+            allow_mismatch: bool, project: str | None) -> ExportReport:
     model, blob = load_int_model(run)
+    check_project(project, model.generative, target)
     cfg = blob["cfg"]
     if data_dir:
         cfg.data.data_dir = data_dir
@@ -84,7 +96,8 @@ def _export(run, out: Path, target: str, data_dir, n_images: int, command: str, 
     report = model_report(model, target, float_acc, int_acc, n_test,
                           cfg.data.input_description(), data.split)
 
-    write_export(model, out, test_x, test_y, report, target, n_images, command, lock=False)
+    write_export(model, out, test_x, test_y, report, target, n_images, command, lock=False,
+                 project=project)
     return report
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.errors import BitmcuError
+from ..core.errors import BitmcuError, choices
 from ..core.outdir import writing
 from ..core.rng import latents_for
 from . import reference
@@ -25,7 +25,7 @@ from .codegen import (
     samples_header,
     table_sums,
 )
-from .hostc import HostModel, engine_dir
+from .hostc import HostModel, engine_dir, template
 from .ir import IntModel
 from .plan import plan
 
@@ -91,12 +91,45 @@ def model_report(model: IntModel, target: str, float_acc=None, int_acc=None, n_t
                         float_acc, int_acc, n_test, input_desc, split)
 
 
+PROJECTS = ("ch32fun",)  # --project: a folder in an ecosystem's layout beside the export's files
+
+
+def check_project(project: str | None, model_generative: bool | None, target: str) -> None:
+    """Refuse a project the export cannot write (before any work where the model's kind is
+    not known yet: ``model_generative`` None)."""
+    if project is None:
+        return
+    if project not in PROJECTS:
+        raise BitmcuError(f"--project {project!r} is not known; use {choices(PROJECTS)}")
+    if target not in ("ch32v003", "ch32v002"):
+        raise BitmcuError(f"--project {project} builds for a CH32V003 or CH32V002: give "
+                          f"--target ch32v003 or ch32v002, not {target!r}")
+    if model_generative:
+        raise BitmcuError(f"--project {project} runs a classifier on its test images; a decoder "
+                          "goes on a chip as the electronic die (`bitmcu die`)")
+
+
+def write_ch32fun(t: Path, target: str) -> None:
+    """t/ch32fun: a ch32fun project (Makefile including ch32fun.mk, funconfig.h, main.c) with
+    the engine, the model and the test images beside it."""
+    d = t / "ch32fun"
+    d.mkdir()
+    (d / "Makefile").write_text(template("ch32fun_Makefile").replace("@MCU@", target.upper()))
+    (d / "funconfig.h").write_text(template("ch32fun_funconfig.h"))
+    (d / "main.c").write_text(template("ch32fun_main.c"))
+    for f in ("bitmcu.c", "bitmcu.h", "model.h", "test_images.h"):
+        shutil.copy(t / f, d / f)
+
+
 def write_export(model: IntModel, out: str | Path, test_x: np.ndarray, test_y: np.ndarray,
                  report: ExportReport, target: str = "generic", n_images: int = 8,
-                 command: str = "bitmcu export", lock: bool = True) -> None:
+                 command: str = "bitmcu export", lock: bool = True,
+                 project: str | None = None) -> None:
     """Write an export folder for an integer model; all files appear at once or none do (the
     folder, firmware builds inside it included, is replaced as a whole). ``lock=False``: the
-    caller holds ``out`` already."""
+    caller holds ``out`` already. ``project``: also a folder in that ecosystem's layout
+    (:data:`PROJECTS`)."""
+    check_project(project, model.generative, target)
     k = min(n_images, len(test_x))
     with writing(out, "model.npz", "export", lock) as t:
         (t / "model.h").write_text(model_header(model, command))
@@ -119,6 +152,8 @@ def write_export(model: IntModel, out: str | Path, test_x: np.ndarray, test_y: n
         m = min(100, len(test_x))  # test images for firmware builds (bitmcu firmware --images)
         np.savez_compressed(t / "test_set.npz", images=test_x[:m].reshape(m, -1),
                             labels=test_y[:m])
+        if project == "ch32fun":
+            write_ch32fun(t, target)
         (t / "report.txt").write_text(report.text() + "\n")
         (t / "report.json").write_text(json.dumps(
             {**report.__dict__, "target": target, "has_mul": TARGETS[target]}, indent=2) + "\n")

@@ -408,7 +408,7 @@ def test_check_reads_nothing_past_the_layer_array_when_count_and_end_marker_both
     header = model_header(model, "test")
     end = "    {.op = 0} /* end of the table */\n"
     start = header.index("    {.op = BITMCU_OP_FC")
-    first_row = header[start:header.index("},\n", start) + 3]
+    first_row = header[start:header.index("},\n", header.index(".kernel = ", start)) + 3]
     lying = (header.replace(end, first_row)
              .replace(".n_layers = BITMCU_MODEL_N_LAYERS,", ".n_layers = 200u,"))
     assert lying.count("BITMCU_OP_FC") == header.count("BITMCU_OP_FC") + 1

@@ -73,18 +73,29 @@ def _header_start(model: IntModel, command: str) -> list[str]:
 OPS = {"fc": 1, "conv1": 2, "dw": 3, "pool": 4, "stage": 5}
 
 
+# each op's parameter struct in bitmcu.h (bitmcu_layer.p) and its fields, in TableRow's order
+PARAMS = {
+    "fc": ("fc", ("relu", "shift", "n_in", "n_out", "row_bytes", "chunk")),
+    "conv1": ("map", ("zero", "shift", "side", "channels", "row_bytes", "mult")),
+    "dw": ("map", ("zero", "shift", "side", "channels", "row_bytes", "mult")),
+    "pool": ("map", ("zero", "shift", "side", "channels", "row_bytes", "mult")),
+    "stage": ("stage", ("factor", "shift", "c_in", "rows", "row_bytes", "side")),
+}
+
+
 @dataclass(frozen=True)
 class TableRow:
     """One entry of the C layer table, as numbers (the checksum's) and the array it points at."""
 
     op: str  # fc | conv1 | dw | pool | stage
     scheme: str | None  # None for pool
-    relu: int  # fc: 1 = ShiftNorm+ReLU (decoders: always 1); stage: upscale factor
+    # the op's six parameters (PARAMS names them per op; the checksum covers them in this order)
+    relu: int  # fc: relu; map ops: 0; stage: factor
     shift: int
-    n_in: int
-    n_out: int
+    n_in: int  # fc: n_in; map ops: side; stage: c_in
+    n_out: int  # fc: n_out; map ops: channels; stage: rows
     row_bytes: int
-    mult: int
+    mult: int  # fc: chunk; map ops: mult; stage: side
     array: np.ndarray | None  # the layer's weight array (a decoder's biases, then its codes)
     offset: int  # where in `array` the table's weights pointer points (a decoder's n_out)
     name: str  # the array's C name
@@ -200,11 +211,14 @@ def _table(model: IntModel, rows: list[TableRow], front: str, kind: str) -> list
         sch = "0" if r.scheme is None else f"BITMCU_SCHEME_{c_ident(r.scheme)}"
         kernel = f"bitmcu_{get_scheme(r.scheme).c_kernel}" if r.op in ("fc", "stage") else "NULL"
         ptr = "NULL" if r.array is None else r.name + (f" + {r.offset}" if r.offset else "")
+        view, names = PARAMS[r.op]
+        params = ", ".join(f".{n} = {v}" for n, v in zip(names, (r.relu, r.shift, r.n_in, r.n_out,
+                                                                 r.row_bytes, r.mult), strict=True))
         out.append(f"    /* {r.comment} */\n"
-                   f"    {{.op = BITMCU_OP_{r.op.upper()}, .scheme = {sch}, .relu = {r.relu}, "
-                   f".shift = {r.shift}, .n_in = {r.n_in}, .n_out = {r.n_out},\n"
-                   f"     .row_bytes = {r.row_bytes}, .mult = {r.mult}, .buf = {r.buf}, "
-                   f".nbytes = {r.numbers[-1]}u, .weights = {ptr}, .kernel = {kernel}}},\n")
+                   f"    {{.op = BITMCU_OP_{r.op.upper()}, .scheme = {sch},\n"
+                   f"     .p.{view} = {{{params}}},\n"
+                   f"     .buf = {r.buf}, .nbytes = {r.numbers[-1]}u, .weights = {ptr}, "
+                   f".kernel = {kernel}}},\n")
     out.append("    {.op = 0} /* end of the table */\n};\n\n")
     fields = {"magic": "BITMCU_MAGIC", "version": "BITMCU_FORMAT_VERSION",
               "n_layers": "BITMCU_MODEL_N_LAYERS", "config_hash": "BITMCU_MODEL_CONFIG_HASH",

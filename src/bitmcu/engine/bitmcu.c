@@ -4,11 +4,23 @@
  *   pixels (uint8) --shiftnorm--> nonzero list --fc kernel--> int32 acc --shiftnorm+relu-->
  *   nonzero list --fc kernel--> ... --> int32 logits --> argmax
  *
- * Arena layout (int32 words): [0, max_out) accumulators, then the nonzero activation list as
- * bytes (delta-index, value) pairs, max_in of them at most. The list is only ever accessed
- * through uint8_t pointers, which may alias the int32 arena.
+ * Arena layout: planned at export (deploy/plan.py) and carried by the table: the accumulators
+ * at 0, the nonzero activation list as bytes (delta-index, value) pairs at nz_at, then the maps
+ * and rows each layer writes (its buf). The byte buffers are only ever accessed through uint8_t
+ * pointers, which may alias the int32 arena.
  */
 #include "bitmcu.h"
+
+/* The three parameter structs share their layout where their meaning is shared: a stage's
+ * window goes through the fc kernels as a copy of its layer, and bitmcu_sums reads every op's
+ * six numbers through bitmcu_fc. (C99 has no static_assert: a negative array size fails.) */
+typedef char bitmcu_params_share_their_layout[
+    (offsetof(bitmcu_fc, shift) == offsetof(bitmcu_stage, shift) &&
+     offsetof(bitmcu_fc, n_out) == offsetof(bitmcu_stage, rows) &&
+     offsetof(bitmcu_fc, row_bytes) == offsetof(bitmcu_stage, row_bytes) &&
+     offsetof(bitmcu_fc, n_out) == offsetof(bitmcu_map, channels) &&
+     sizeof(bitmcu_fc) == sizeof(bitmcu_stage) && sizeof(bitmcu_fc) == sizeof(bitmcu_map))
+        ? 1 : -1];
 
 /* Helpers of the hot kernels must be inlined into them, so that a kernel placed in SRAM runs
  * entirely from SRAM. */
@@ -81,7 +93,7 @@ BITMCU_HOT(bitmcu_fc_binary) void bitmcu_fc_binary(const bitmcu_layer *L, const 
                                                     int32_t *acc) {
     const int32_t bias = -(int32_t)a->sum;
     const uint8_t *w = L->weights;
-    for (uint16_t o = 0; o < L->n_out; o = (uint16_t)(o + 8u), w += L->row_bytes) {
+    for (uint16_t o = 0; o < L->p.fc.n_out; o = (uint16_t)(o + 8u), w += L->p.fc.row_bytes) {
         const uint8_t *p = a->nz, *end = a->nz + 2u * a->n_nz;
         uint32_t i = 0, s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
         for (; p != end; p += 2) {
@@ -96,7 +108,7 @@ BITMCU_HOT(bitmcu_fc_binary) void bitmcu_fc_binary(const bitmcu_layer *L, const 
             s[6] += x & bit_mask(c, 6);
             s[7] += x & bit_mask(c, 7);
         }
-        for (uint32_t k = 0; k < 8u && o + k < L->n_out; k++) {
+        for (uint32_t k = 0; k < 8u && o + k < L->p.fc.n_out; k++) {
             acc[o + k] = 2 * (int32_t)s[k] + bias;
         }
     }
@@ -108,7 +120,7 @@ BITMCU_HOT(bitmcu_fc_2bitsym) void bitmcu_fc_2bitsym(const bitmcu_layer *L, cons
                                                       int32_t *acc) {
     const uint8_t *w = L->weights; /* (ceil(n_out / 4), row_bytes = n_in) */
     const int32_t bias = -3 * a->sum;
-    for (uint16_t o = 0; o < L->n_out; o = (uint16_t)(o + 4u), w += L->row_bytes) {
+    for (uint16_t o = 0; o < L->p.fc.n_out; o = (uint16_t)(o + 4u), w += L->p.fc.row_bytes) {
         const uint8_t *p = a->nz, *end = a->nz + 2u * a->n_nz;
         uint32_t i = 0, s[4] = {0, 0, 0, 0};
         for (; p != end; p += 2) {
@@ -127,7 +139,7 @@ BITMCU_HOT(bitmcu_fc_2bitsym) void bitmcu_fc_2bitsym(const bitmcu_layer *L, cons
             s[3] += (x & bit_mask(c, 6)) + (x2 & bit_mask(c, 7));
 #endif
         }
-        for (uint32_t k = 0; k < 4u && o + k < L->n_out; k++) {
+        for (uint32_t k = 0; k < 4u && o + k < L->p.fc.n_out; k++) {
             acc[o + k] = 2 * (int32_t)s[k] + bias;
         }
     }
@@ -159,7 +171,7 @@ BITMCU_INLINE int32_t signed_term(uint32_t c, uint32_t x, term_kind kind) {
 BITMCU_INLINE void fc_terms(const bitmcu_layer *L, const bitmcu_act *a, int32_t *acc,
                             term_kind kind) {
     const uint8_t *row = L->weights;
-    for (uint16_t o = 0; o < L->n_out; o++, row += L->row_bytes) {
+    for (uint16_t o = 0; o < L->p.fc.n_out; o++, row += L->p.fc.row_bytes) {
         int32_t s = 0;
         uint32_t i = 0, x = 0;
         BITMCU_FOR_NZ(a, i, x) {
@@ -205,7 +217,7 @@ BITMCU_INLINE void term_table(uint32_t x, term_kind kind, int32_t t[16]) {
  * in pairs, one byte per input holding both rows' codes. */
 BITMCU_INLINE void fc_table4(const bitmcu_layer *L, const bitmcu_act *a, int32_t *acc,
                              term_kind kind) {
-    for (uint16_t o = 0; o < L->n_out; o++) {
+    for (uint16_t o = 0; o < L->p.fc.n_out; o++) {
         acc[o] = 0;
     }
     uint32_t i = 0, x = 0;
@@ -218,19 +230,19 @@ BITMCU_INLINE void fc_table4(const bitmcu_layer *L, const bitmcu_act *a, int32_t
         if (kind == TERM_4BITSYM) {
             const uint8_t *w = L->weights + i;
             int32_t *s = acc;
-            for (uint32_t g = L->n_out >> 1; g != 0u; g--, w += L->row_bytes, s += 2) {
+            for (uint32_t g = L->p.fc.n_out >> 1; g != 0u; g--, w += L->p.fc.row_bytes, s += 2) {
                 const uint32_t c = *w;
                 s[0] += t[c & 15u];
                 s[1] += t[c >> 4];
             }
-            if (L->n_out & 1u) {
+            if (L->p.fc.n_out & 1u) {
                 s[0] += t[*w & 15u];
             }
             continue;
         }
         const uint8_t *w = L->weights + (i >> 1);
         const uint32_t shift = (i & 1u) << 2;
-        for (int32_t *s = acc, *end = acc + L->n_out; s != end; s++, w += L->row_bytes) {
+        for (int32_t *s = acc, *end = acc + L->p.fc.n_out; s != end; s++, w += L->p.fc.row_bytes) {
             *s += t[(*w >> shift) & 15u];
         }
     }
@@ -244,7 +256,7 @@ BITMCU_HOT(bitmcu_fc_4bitsym) void bitmcu_fc_4bitsym(const bitmcu_layer *L, cons
     const int32_t bias = -15 * a->sum;
 #if BITMCU_HAS_MUL
     const uint8_t *w = L->weights; /* (ceil(n_out / 2), row_bytes = n_in) */
-    for (uint16_t o = 0; o < L->n_out; o = (uint16_t)(o + 2u), w += L->row_bytes) {
+    for (uint16_t o = 0; o < L->p.fc.n_out; o = (uint16_t)(o + 2u), w += L->p.fc.row_bytes) {
         const uint8_t *p = a->nz, *end = a->nz + 2u * a->n_nz;
         uint32_t i = 0, s0 = 0, s1 = 0;
         for (; p != end; p += 2) {
@@ -254,13 +266,13 @@ BITMCU_HOT(bitmcu_fc_4bitsym) void bitmcu_fc_4bitsym(const bitmcu_layer *L, cons
             s1 += (c >> 4) * x;
         }
         acc[o] = 2 * (int32_t)s0 + bias;
-        if (o + 1u < L->n_out) {
+        if (o + 1u < L->p.fc.n_out) {
             acc[o + 1u] = 2 * (int32_t)s1 + bias;
         }
     }
 #else
     fc_table4(L, a, acc, TERM_4BITSYM); /* acc = sum c * x */
-    for (uint16_t o = 0; o < L->n_out; o++) {
+    for (uint16_t o = 0; o < L->p.fc.n_out; o++) {
         acc[o] = 2 * acc[o] + bias;
     }
 #endif
@@ -390,10 +402,10 @@ BITMCU_INLINE uint32_t trit_term(uint32_t m, uint32_t place, uint32_t x) {
 BITMCU_HOT(bitmcu_fc_ternary) void bitmcu_fc_ternary(const bitmcu_layer *L, const bitmcu_act *a,
                                                       int32_t *acc) {
     const uint8_t *row = L->weights;
-    const uint32_t rb = L->row_bytes;
+    const uint32_t rb = L->p.fc.row_bytes;
     const int32_t bias = BITMCU_HAS_MUL ? a->sum : 0;
-    for (uint16_t o = 0; o < L->n_out; o = (uint16_t)(o + 2u), row += 2u * rb) {
-        const uint32_t second = o + 1u < L->n_out ? rb : 0u;
+    for (uint16_t o = 0; o < L->p.fc.n_out; o = (uint16_t)(o + 2u), row += 2u * rb) {
+        const uint32_t second = o + 1u < L->p.fc.n_out ? rb : 0u;
         const uint8_t *w0 = row, *w1 = row + second;
         uint32_t place = 0, m0 = trit_table[*w0], m1 = trit_table[*w1], s0 = 0, s1 = 0;
         for (const uint8_t *p = a->nz, *end = a->nz + 2u * a->n_nz; p != end; p += 2) {
@@ -498,11 +510,11 @@ BITMCU_INLINE int32_t int8_level(uint32_t b) {
 __attribute__((noinline)) /* stays in flash when the front end runs from SRAM */
 #endif
 static int32_t level_at(const bitmcu_layer *L, uint32_t r, uint32_t k) {
-    const uint8_t *row = L->weights + r * L->row_bytes;
+    const uint8_t *row = L->weights + r * L->p.map.row_bytes;
     switch (L->scheme) {
     case BITMCU_SCHEME_BINARY: /* rows interleaved in eights */
     case BITMCU_SCHEME_BINARY_BALANCED: {
-        const uint8_t b = L->weights[(r >> 3) * L->row_bytes + k];
+        const uint8_t b = L->weights[(r >> 3) * L->p.map.row_bytes + k];
         return 2 * (int32_t)((b >> (r & 7u)) & 1u) - 1;
     }
     case BITMCU_SCHEME_TERNARY: {
@@ -512,11 +524,11 @@ static int32_t level_at(const bitmcu_layer *L, uint32_t r, uint32_t k) {
         return (int32_t)v - (BITMCU_HAS_MUL ? 1 : 0);
     }
     case BITMCU_SCHEME_2BITSYM: { /* rows interleaved in fours */
-        const uint8_t b = L->weights[(r >> 2) * L->row_bytes + k];
+        const uint8_t b = L->weights[(r >> 2) * L->p.map.row_bytes + k];
         return 2 * (int32_t)((b >> ((r & 3u) << 1)) & 3u) - 3;
     }
     case BITMCU_SCHEME_4BITSYM: { /* rows interleaved in pairs */
-        const uint8_t b = L->weights[(r >> 1) * L->row_bytes + k];
+        const uint8_t b = L->weights[(r >> 1) * L->p.map.row_bytes + k];
         return 2 * (int32_t)((b >> ((r & 1u) << 2)) & 15u) - 15;
     }
     case BITMCU_SCHEME_4BIT:
@@ -534,7 +546,7 @@ static int32_t level_at(const bitmcu_layer *L, uint32_t r, uint32_t k) {
 
 /* The nine levels of channel c's 3x3 kernel in front-end layer L (8-bit weights directly). */
 BITMCU_INLINE void kernel_levels_8bit(const bitmcu_layer *L, uint32_t c, int32_t w[9]) {
-    const uint8_t *row = L->weights + c * L->row_bytes;
+    const uint8_t *row = L->weights + c * L->p.map.row_bytes;
     for (uint32_t k = 0; k < 9u; k++) {
         w[k] = int8_level(row[k]);
     }
@@ -864,7 +876,8 @@ BITMCU_INLINE bitmcu_status front_end(const bitmcu_model *model, const uint8_t *
         return BITMCU_ERR_LAYER;
     }
     const bitmcu_layer *final = &layers[n_front - 1u];
-    const uint32_t final_side = final->op == BITMCU_OP_POOL ? final->n_in >> 1 : final->n_in - 2u;
+    const uint32_t final_side =
+        final->op == BITMCU_OP_POOL ? final->p.map.side >> 1 : final->p.map.side - 2u;
     const uint32_t n = final_side * final_side; /* bytes of the final map */
     uint8_t *feat = arena + model->feat_at;
     for (uint32_t l = 0; l < n_front; l++) {
@@ -873,7 +886,7 @@ BITMCU_INLINE bitmcu_status front_end(const bitmcu_model *model, const uint8_t *
     }
 #if !BITMCU_HAS_MUL
     uint8_t image_box[4];
-    map_box(input, layers[0].n_in, image_box);
+    map_box(input, layers[0].p.map.side, image_box);
 #endif
     uint32_t from = 0; /* the first layer to recompute */
     for (;;) {
@@ -882,7 +895,7 @@ BITMCU_INLINE bitmcu_status front_end(const bitmcu_model *model, const uint8_t *
             const bitmcu_layer *L = &layers[l];
             uint8_t *dst = arena + L->buf; /* where the plan put the layer's map */
             if (L->op == BITMCU_OP_POOL) {
-                maxpool2(src, L->n_in, dst);
+                maxpool2(src, L->p.map.side, dst);
             } else {
                 int32_t w[9];
                 if (any_scheme) {
@@ -891,12 +904,13 @@ BITMCU_INLINE bitmcu_status front_end(const bitmcu_model *model, const uint8_t *
                     kernel_levels_8bit(L, chan[l], w);
                 }
 #if BITMCU_HAS_MUL
-                bitmcu_conv3x3(w, L->shift, model->act_max, src, L->n_in, dst);
+                bitmcu_conv3x3(w, L->p.map.shift, model->act_max, src, L->p.map.side, dst);
 #else
                 if (l == 0u) { /* every channel convolves the same image */
-                    conv3x3_box(w, L->shift, model->act_max, src, L->n_in, image_box, dst);
+                    conv3x3_box(w, L->p.map.shift, model->act_max, src, L->p.map.side, image_box,
+                                dst);
                 } else {
-                    bitmcu_conv3x3(w, L->shift, model->act_max, src, L->n_in, dst);
+                    bitmcu_conv3x3(w, L->p.map.shift, model->act_max, src, L->p.map.side, dst);
                 }
 #endif
             }
@@ -910,7 +924,9 @@ BITMCU_INLINE bitmcu_status front_end(const bitmcu_model *model, const uint8_t *
         /* Advance the odometer from the last digit; done when the first one wraps. */
         for (from = n_front; from-- > 0u;) {
             const bitmcu_layer *L = &layers[from];
-            const uint32_t base = from == 0u ? L->n_out : L->op == BITMCU_OP_DW ? L->mult : 1u;
+            const uint32_t base = from == 0u                ? L->p.map.channels
+                                  : L->op == BITMCU_OP_DW ? L->p.map.mult
+                                                          : 1u;
             if (++digit[from] < base) {
                 break;
             }
@@ -940,7 +956,7 @@ bitmcu_status bitmcu_front_end_8bit(const bitmcu_model *model, const uint8_t *in
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* randomness: the PRNG and the latent sampler (mirrored by bitmcu/core/rng.py)                    */
+/* randomness: the PRNG and the latent sampler (mirrored by bitmcu/core/rng.py)               */
 
 uint32_t bitmcu_xorshift32(uint32_t *state) {
     uint32_t x = *state;
@@ -980,8 +996,9 @@ void bitmcu_sample_latent(uint32_t *state, int8_t *z, uint16_t n, uint32_t scale
 /* decoders: latent + class -> image, band by band                                             */
 
 /* A decoder layer's int8 biases, one per output row, stored just before its codes. */
-BITMCU_INLINE const int8_t *layer_bias(const bitmcu_layer *L) {
-    return (const int8_t *)(L->weights - L->n_out);
+/* A decoder layer's int8 biases, one per row of its weight matrix, just before its codes. */
+BITMCU_INLINE const int8_t *layer_bias(const bitmcu_layer *L, uint32_t rows) {
+    return (const int8_t *)(L->weights - rows);
 }
 
 /* clamp(((acc + 2^(s-1)) >> s) + bias, 0, act_max): a decoder layer's output function. */
@@ -1021,12 +1038,12 @@ static void latent_act(const int8_t *z, uint16_t n, uint16_t cls, bitmcu_act *a,
 /* Requantized fc outputs to the next layer's nonzero list. */
 static void requant_act(const bitmcu_layer *L, const int32_t *acc, uint32_t act_max,
                         bitmcu_act *a, uint8_t *nz) {
-    const int8_t *bias = layer_bias(L);
+    const int8_t *bias = layer_bias(L, L->p.fc.n_out);
     uint16_t k = 0;
     uint32_t prev = 0;
     int32_t sum = 0;
-    for (uint32_t i = 0; i < L->n_out; i++) {
-        const uint32_t v = requant_bias(acc[i], L->shift, bias[i], act_max);
+    for (uint32_t i = 0; i < L->p.fc.n_out; i++) {
+        const uint32_t v = requant_bias(acc[i], L->p.fc.shift, bias[i], act_max);
         if (v) {
             k = nz_push(nz, k, &prev, i, v);
             sum += (int32_t)v;
@@ -1053,10 +1070,10 @@ typedef struct {
 static void stage_row(const bitmcu_layer *L, const stage_state *st, uint32_t y, uint32_t act_max,
                       int32_t *acc, uint8_t *nz, uint8_t *out, uint32_t out_mask,
                       uint32_t out_kept) {
-    const uint32_t side = L->mult, c_in = L->n_in, f = L->relu;
-    const int8_t *bias = layer_bias(L);
-    bitmcu_layer view = *L; /* the window's fc layer */
-    view.n_in = (uint16_t)((c_in << 3) + c_in);
+    const uint32_t side = L->p.stage.side, c_in = L->p.stage.c_in, f = L->p.stage.factor;
+    const int8_t *bias = layer_bias(L, L->p.stage.rows);
+    bitmcu_layer view = *L; /* the window's fc layer: rows and row_bytes where bitmcu_fc has them */
+    view.p.fc.n_in = (uint16_t)((c_in << 3) + c_in);
     const uint32_t plane = (uint32_t)st->kept * side;
     const uint8_t *rows[3]; /* the window's rows in channel 0; NULL above or below the map */
     for (uint32_t dy = 0; dy < 3u; dy++) {
@@ -1091,16 +1108,16 @@ static void stage_row(const bitmcu_layer *L, const stage_state *st, uint32_t y, 
         view.kernel(&view, &a, acc);
         if (f == 2u) { /* output rows 4c..4c+3: the 2x2 pixels of channel c at (2y, 2x) */
             uint8_t *p0 = out0 + (x << 1), *p1 = out1 + (x << 1);
-            for (uint32_t r = 0; r < L->n_out; r += 4u, p0 += out_plane, p1 += out_plane) {
-                p0[0] = (uint8_t)requant_bias(acc[r], L->shift, bias[r], act_max);
-                p0[1] = (uint8_t)requant_bias(acc[r + 1u], L->shift, bias[r + 1u], act_max);
-                p1[0] = (uint8_t)requant_bias(acc[r + 2u], L->shift, bias[r + 2u], act_max);
-                p1[1] = (uint8_t)requant_bias(acc[r + 3u], L->shift, bias[r + 3u], act_max);
+            for (uint32_t r = 0; r < L->p.stage.rows; r += 4u, p0 += out_plane, p1 += out_plane) {
+                p0[0] = (uint8_t)requant_bias(acc[r], L->p.stage.shift, bias[r], act_max);
+                p0[1] = (uint8_t)requant_bias(acc[r + 1u], L->p.stage.shift, bias[r + 1u], act_max);
+                p1[0] = (uint8_t)requant_bias(acc[r + 2u], L->p.stage.shift, bias[r + 2u], act_max);
+                p1[1] = (uint8_t)requant_bias(acc[r + 3u], L->p.stage.shift, bias[r + 3u], act_max);
             }
         } else {
             uint8_t *p = out0 + x;
-            for (uint32_t r = 0; r < L->n_out; r++, p += out_plane) {
-                *p = (uint8_t)requant_bias(acc[r], L->shift, bias[r], act_max);
+            for (uint32_t r = 0; r < L->p.stage.rows; r++, p += out_plane) {
+                *p = (uint8_t)requant_bias(acc[r], L->p.stage.shift, bias[r], act_max);
             }
         }
     }
@@ -1132,25 +1149,26 @@ bitmcu_status bitmcu_generate(const bitmcu_model *model, const int8_t *z, uint16
      * rows where the plan put them (the buf of the layer before it) */
     stage_state st[BITMCU_MAX_STAGES];
     uint8_t *const base = (uint8_t *)arena;
-    uint32_t chans = layers[n_fc].n_in, side = layers[n_fc].mult;
+    uint32_t chans = layers[n_fc].p.stage.c_in, side = layers[n_fc].p.stage.side;
     for (uint32_t s = 0; s < n_st; s++) {
         const bitmcu_layer *L = layers + n_fc + s;
+        const bitmcu_stage *P = &L->p.stage;
         const uint32_t whole = s == 0 || side <= 4u;
-        if (L->op != BITMCU_OP_STAGE || !L->kernel || L->n_in != chans || L->mult != side ||
-            (L->relu != 1u && L->relu != 2u) || (L->relu == 2u && (L->n_out & 3u)) ||
-            9u * L->n_in > model->max_in ||
-            L->n_out > model->max_out) {
+        if (L->op != BITMCU_OP_STAGE || !L->kernel || P->c_in != chans || P->side != side ||
+            (P->factor != 1u && P->factor != 2u) || (P->factor == 2u && (P->rows & 3u)) ||
+            9u * P->c_in > model->max_in ||
+            P->rows > model->max_out) {
             return BITMCU_ERR_LAYER;
         }
         st[s].in = base + layers[n_fc + s - 1u].buf;
         st[s].kept = (uint16_t)(whole ? side : 4u);
         st[s].mask = (uint16_t)(whole ? 0xffffu : 3u);
         st[s].done = 0;
-        chans = L->relu == 2u ? (uint32_t)L->n_out >> 2 : L->n_out;
-        side = side * L->relu;
+        chans = P->factor == 2u ? (uint32_t)P->rows >> 2 : P->rows;
+        side = side * P->factor;
     }
     const bitmcu_layer *last = layers + model->n_layers - 1;
-    const uint32_t band_rows = last->relu;
+    const uint32_t band_rows = last->p.stage.factor;
     if (chans != 1u || side != model->n_features) {
         return BITMCU_ERR_LAYER;
     }
@@ -1164,15 +1182,17 @@ bitmcu_status bitmcu_generate(const bitmcu_model *model, const int8_t *z, uint16
 
     /* fc layers: the latent to the first map, the last one a chunk of outputs at a time */
     bitmcu_act act;
-    if (layers[0].n_in != 2u * model->n_input + model->n_classes) {
+    if (layers[0].p.fc.n_in != 2u * model->n_input + model->n_classes) {
         return BITMCU_ERR_LAYER;
     }
     latent_act(z, model->n_input, cls, &act, nz);
     for (uint32_t l = 0; l < n_fc; l++) {
         const bitmcu_layer *L = layers + l;
-        if (!L->kernel || L->n_in > model->max_in ||
-            (l + 1u < n_fc ? L->n_out > model->max_out || L->n_out != layers[l + 1u].n_in
-                           : L->n_out != layers[n_fc].n_in * st[0].kept * layers[n_fc].mult)) {
+        const bitmcu_fc *P = &L->p.fc;
+        if (!L->kernel || P->n_in > model->max_in ||
+            (l + 1u < n_fc ? P->n_out > model->max_out || P->n_out != layers[l + 1u].p.fc.n_in
+                           : P->n_out != layers[n_fc].p.stage.c_in * st[0].kept *
+                                             layers[n_fc].p.stage.side)) {
             return BITMCU_ERR_LAYER;
         }
         BITMCU_TRACE(2u, l);
@@ -1181,31 +1201,32 @@ bitmcu_status bitmcu_generate(const bitmcu_model *model, const int8_t *z, uint16
             requant_act(L, acc, act_max, &act, nz);
             continue;
         }
-        const uint32_t chunk = L->mult ? L->mult : L->n_out;
+        const uint32_t chunk = P->chunk ? P->chunk : P->n_out;
         const uint32_t group = row_group(L->scheme);
         if (chunk > model->max_out || chunk % group) {
             return BITMCU_ERR_LAYER;
         }
-        const int8_t *bias = layer_bias(L);
+        const int8_t *bias = layer_bias(L, P->n_out);
         bitmcu_layer view = *L;
-        for (uint32_t o = 0; o < L->n_out; o += chunk) {
-            view.n_out = (uint16_t)(L->n_out - o < chunk ? L->n_out - o : chunk);
-            view.weights = L->weights + o / group * L->row_bytes;
+        for (uint32_t o = 0; o < P->n_out; o += chunk) {
+            view.p.fc.n_out = (uint16_t)(P->n_out - o < chunk ? P->n_out - o : chunk);
+            view.weights = L->weights + o / group * P->row_bytes;
             L->kernel(&view, &act, acc);
-            for (uint32_t i = 0; i < view.n_out; i++) {
-                st[0].in[o + i] = (uint8_t)requant_bias(acc[i], L->shift, bias[o + i], act_max);
+            for (uint32_t i = 0; i < view.p.fc.n_out; i++) {
+                st[0].in[o + i] = (uint8_t)requant_bias(acc[i], P->shift, bias[o + i], act_max);
             }
         }
     }
 
     /* stages, row by row: the last stage whose input rows are there computes its next row */
     const uint32_t top = n_st - 1u;
-    while (st[top].done < last->mult) {
+    while (st[top].done < last->p.stage.side) {
         uint32_t s = top;
         while (s > 0u) {
             const bitmcu_layer *L = layers + n_fc + s;
-            const uint32_t need = st[s].done + 1u < L->mult ? st[s].done + 1u : L->mult - 1u;
-            if ((uint32_t)st[s - 1u].done * layers[n_fc + s - 1u].relu > need) {
+            const uint32_t rows = L->p.stage.side;
+            const uint32_t need = st[s].done + 1u < rows ? st[s].done + 1u : rows - 1u;
+            if ((uint32_t)st[s - 1u].done * layers[n_fc + s - 1u].p.stage.factor > need) {
                 break;
             }
             s--;
@@ -1271,17 +1292,17 @@ bitmcu_status bitmcu_run(const bitmcu_model *model, const uint8_t *input, int32_
     bitmcu_shiftnorm(NULL, pixels, n_pixels, model->act_max, bias_unit, &act, nz);
     const bitmcu_layer *L = model->layers + model->n_front;
     for (uint16_t l = model->n_front; l < model->n_layers; l++, L++) {
-        if (L->op != BITMCU_OP_FC || !L->kernel || L->n_in > model->max_in ||
-            L->n_out > model->max_out) {
+        if (L->op != BITMCU_OP_FC || !L->kernel || L->p.fc.n_in > model->max_in ||
+            L->p.fc.n_out > model->max_out) {
             return BITMCU_ERR_LAYER;
         }
         BITMCU_TRACE(2u, l);
         L->kernel(L, &act, acc);
-        if (L->relu) {
-            if (L->n_out + bias_unit > model->max_in) {
+        if (L->p.fc.relu) {
+            if (L->p.fc.n_out + bias_unit > model->max_in) {
                 return BITMCU_ERR_LAYER;
             }
-            bitmcu_shiftnorm(acc, NULL, L->n_out, model->act_max, bias_unit, &act, nz);
+            bitmcu_shiftnorm(acc, NULL, L->p.fc.n_out, model->act_max, bias_unit, &act, nz);
         }
     }
     uint16_t best = 0;
@@ -1296,7 +1317,7 @@ bitmcu_status bitmcu_run(const bitmcu_model *model, const uint8_t *input, int32_
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* table check (bitmcu_check) and checksums; mirrored by bitmcu/deploy/codegen.py's table_sums        */
+/* table check (bitmcu_check) and checksums; mirrored by bitmcu/deploy/codegen.py's table_sums */
 
 /* Rows sharing their packed bytes and packed bytes per row of k weights; 0: unknown scheme. */
 static uint32_t packed_row_bytes(uint32_t scheme, uint32_t k) {
@@ -1333,15 +1354,16 @@ static bitmcu_kernel scheme_kernel(uint32_t scheme) {
     }
 }
 
-/* A layer's own fields: its weights' size against its scheme and shape, its kernel, its shift.
- * k: weights per output row (FC: n_in, conv: 9, stage: 9 * n_in); bias: bytes before codes. */
-static bitmcu_status check_weights(const bitmcu_layer *L, uint32_t k, uint32_t bias) {
+/* A layer's weights: their size against its scheme and shape (n_rows rows of k weights,
+ * row_bytes per row group), its kernel, its shift; bias: bytes before the codes. */
+static bitmcu_status check_weights(const bitmcu_layer *L, uint32_t k, uint32_t n_rows,
+                                   uint32_t row_bytes, uint32_t shift, uint32_t bias) {
     const uint32_t rb = packed_row_bytes(L->scheme, k), group = row_group(L->scheme);
-    const uint32_t rows = ((uint32_t)L->n_out + group - 1u) / group;
+    const uint32_t rows = (n_rows + group - 1u) / group;
     const int conv = L->op == BITMCU_OP_CONV1 || L->op == BITMCU_OP_DW;
-    if (rb == 0u || L->row_bytes != rb || L->nbytes != bias + rows * rb || !L->weights ||
+    if (rb == 0u || row_bytes != rb || L->nbytes != bias + rows * rb || !L->weights ||
         (L->scheme == BITMCU_SCHEME_TERNARY && k > 1024u) || /* its kernel's i / 5 */
-        L->n_out == 0u || L->shift > 31u ||
+        n_rows == 0u || shift > 31u ||
         (conv ? L->kernel != NULL : L->kernel != scheme_kernel(L->scheme))) {
         return BITMCU_ERR_LAYER;
     }
@@ -1379,29 +1401,31 @@ static bitmcu_status check_arena(const bitmcu_model *m, uint32_t *lo) {
 static bitmcu_status check_front(const bitmcu_model *m, uint32_t lo) {
     const bitmcu_layer *layers = m->layers;
     const uint32_t n_front = m->n_front, any_scheme = m->front == bitmcu_front_end;
-    uint32_t side = layers[0].n_in, channels = 1;
+    uint32_t side = layers[0].p.map.side, channels = 1;
     uint32_t size[BITMCU_MAX_FRONT], kept[BITMCU_MAX_FRONT];
     if (side * side != m->n_input) {
         return BITMCU_ERR_LAYER;
     }
     for (uint32_t l = 0; l < n_front; l++) {
         const bitmcu_layer *L = &layers[l];
+        const bitmcu_map *P = &L->p.map;
         const uint32_t out_side = L->op == BITMCU_OP_POOL ? side / 2u : side - 2u;
-        const uint32_t mult = L->op == BITMCU_OP_DW ? L->mult : 1u;
-        if (L->n_in != side || side < 3u || side > BITMCU_CONV_MAX_SIDE ||
+        const uint32_t mult = L->op == BITMCU_OP_DW ? P->mult : 1u;
+        if (P->side != side || side < 3u || side > BITMCU_CONV_MAX_SIDE ||
             (L->op == BITMCU_OP_CONV1) != (l == 0u) || mult == 0u ||
-            (l && L->n_out != channels * mult) ||
+            (l && P->channels != channels * mult) ||
             (L->op != BITMCU_OP_POOL && L->op != BITMCU_OP_CONV1 && L->op != BITMCU_OP_DW) ||
             (!any_scheme && L->op != BITMCU_OP_POOL && L->scheme != BITMCU_SCHEME_8BIT)) {
             return BITMCU_ERR_LAYER;
         }
         size[l] = out_side * out_side;
-        kept[l] = l + 1u < n_front && layers[l + 1u].op == BITMCU_OP_DW && layers[l + 1u].mult > 1u;
+        kept[l] = l + 1u < n_front && layers[l + 1u].op == BITMCU_OP_DW &&
+                  layers[l + 1u].p.map.mult > 1u;
         if (L->buf < lo || (uint32_t)L->buf + size[l] > 4u * m->arena_words) {
             return BITMCU_ERR_LAYER;
         }
         side = out_side;
-        channels = L->n_out;
+        channels = P->channels;
     }
     if (channels * side * side != m->n_features) {
         return BITMCU_ERR_LAYER;
@@ -1429,13 +1453,15 @@ static bitmcu_status check_classifier(const bitmcu_model *m) {
     }
     for (uint32_t l = 0; l < n_front; l++) {
         const bitmcu_layer *L = &layers[l];
+        const bitmcu_map *P = &L->p.map;
         if (L->op == BITMCU_OP_POOL) {
-            if (L->scheme || L->weights || L->kernel || L->nbytes || L->shift || L->relu) {
+            if (L->scheme || L->weights || L->kernel || L->nbytes || P->shift || P->zero ||
+                P->row_bytes || P->mult) {
                 return BITMCU_ERR_LAYER;
             }
-        } else if ((L->op != BITMCU_OP_CONV1 && L->op != BITMCU_OP_DW) || L->relu ||
-                   check_weights(L, 9u, 0u) != BITMCU_OK ||
-                   (L->op == BITMCU_OP_CONV1 ? L->mult != 0u : L->mult == 0u)) {
+        } else if ((L->op != BITMCU_OP_CONV1 && L->op != BITMCU_OP_DW) || P->zero ||
+                   check_weights(L, 9u, P->channels, P->row_bytes, P->shift, 0u) != BITMCU_OK ||
+                   (L->op == BITMCU_OP_CONV1 ? P->mult != 0u : P->mult == 0u)) {
             return BITMCU_ERR_LAYER;
         }
     }
@@ -1449,13 +1475,15 @@ static bitmcu_status check_classifier(const bitmcu_model *m) {
     }
     for (uint32_t l = n_front; l < m->n_layers; l++) {
         const bitmcu_layer *L = &layers[l];
+        const bitmcu_fc *P = &L->p.fc;
         const uint32_t last = l + 1u == m->n_layers;
-        if (L->op != BITMCU_OP_FC || L->n_in != n || L->relu != (last ? 0u : 1u) || L->mult ||
-            L->buf || L->n_out > m->max_out || check_weights(L, L->n_in, 0u) != BITMCU_OK ||
-            (last && L->n_out != m->n_classes) || (!last && L->n_out + m->bias_unit > m->max_in)) {
+        if (L->op != BITMCU_OP_FC || P->n_in != n || P->relu != (last ? 0u : 1u) || P->chunk ||
+            P->shift || L->buf || P->n_out > m->max_out ||
+            check_weights(L, P->n_in, P->n_out, P->row_bytes, P->shift, 0u) != BITMCU_OK ||
+            (last && P->n_out != m->n_classes) || (!last && P->n_out + m->bias_unit > m->max_in)) {
             return BITMCU_ERR_LAYER;
         }
-        n = (uint32_t)L->n_out + m->bias_unit;
+        n = (uint32_t)P->n_out + m->bias_unit;
     }
     return BITMCU_OK;
 }
@@ -1477,35 +1505,38 @@ static bitmcu_status check_decoder(const bitmcu_model *m) {
     }
     const bitmcu_layer *first = layers + n_fc;
     uint32_t n = 2u * m->n_input + m->n_classes;
-    uint32_t chans = first->n_in, side = first->mult;
+    uint32_t chans = first->p.stage.c_in, side = first->p.stage.side;
     for (uint32_t l = 0; l < n_fc; l++) {
         const bitmcu_layer *L = layers + l;
+        const bitmcu_fc *P = &L->p.fc;
         const uint32_t last = l + 1u == n_fc;
-        const uint32_t chunk = last && L->mult ? L->mult : L->n_out;
-        if (L->n_in != n || L->relu != 1u || (!last && (L->mult || L->buf)) ||
+        const uint32_t chunk = last && P->chunk ? P->chunk : P->n_out;
+        if (P->n_in != n || P->relu != 1u || (!last && (P->chunk || L->buf)) ||
             chunk > m->max_out || chunk % row_group(L->scheme) ||
-            check_weights(L, L->n_in, L->n_out) != BITMCU_OK ||
-            (last ? L->n_out != chans * side * side : L->n_out > m->max_in)) {
+            check_weights(L, P->n_in, P->n_out, P->row_bytes, P->shift, P->n_out) != BITMCU_OK ||
+            (last ? P->n_out != chans * side * side : P->n_out > m->max_in)) {
             return BITMCU_ERR_LAYER;
         }
-        n = L->n_out;
+        n = P->n_out;
     }
     uint32_t at[BITMCU_MAX_STAGES + 1u], size[BITMCU_MAX_STAGES + 1u];
     for (uint32_t s = 0; s < n_st; s++) {
         const bitmcu_layer *L = first + s;
+        const bitmcu_stage *P = &L->p.stage;
         const uint32_t kept = s == 0u || side <= 4u ? side : 4u;
-        if (L->op != BITMCU_OP_STAGE || L->n_in != chans || L->mult != side || side == 0u ||
-            (L->relu != 1u && L->relu != 2u) || (L->relu == 2u && (L->n_out & 3u)) ||
-            9u * L->n_in > m->max_in || L->n_out > m->max_out ||
-            check_weights(L, 9u * L->n_in, L->n_out) != BITMCU_OK) {
+        if (L->op != BITMCU_OP_STAGE || P->c_in != chans || P->side != side || side == 0u ||
+            (P->factor != 1u && P->factor != 2u) || (P->factor == 2u && (P->rows & 3u)) ||
+            9u * P->c_in > m->max_in || P->rows > m->max_out ||
+            check_weights(L, 9u * P->c_in, P->rows, P->row_bytes, P->shift, P->rows) !=
+                BITMCU_OK) {
             return BITMCU_ERR_LAYER;
         }
         at[s] = L[-1].buf; /* the stage's input rows: written by the layer before it */
         size[s] = chans * kept * side;
-        chans = L->relu == 2u ? (uint32_t)L->n_out >> 2 : L->n_out;
-        side *= L->relu;
+        chans = P->factor == 2u ? (uint32_t)P->rows >> 2 : P->rows;
+        side *= P->factor;
         at[n_st] = L->buf; /* the band: the last stage's rows of output pixels */
-        size[n_st] = L->relu * side;
+        size[n_st] = P->factor * side;
     }
     if (chans != 1u || side != m->n_features) {
         return BITMCU_ERR_LAYER;
@@ -1549,13 +1580,14 @@ void bitmcu_sums(const bitmcu_model *m, uint32_t *table_sum, uint32_t *weight_su
     }
     for (uint32_t l = 0; l < m->n_layers; l++) {
         const bitmcu_layer *L = &m->layers[l];
-        const uint32_t lf[10] = {L->op, L->scheme, L->relu, L->shift, L->n_in, L->n_out,
-                                 L->row_bytes, L->mult, L->buf, L->nbytes};
+        const bitmcu_fc *P = &L->p.fc; /* the parameters' six numbers, as every op lays them out */
+        const uint32_t lf[10] = {L->op, L->scheme, P->relu, P->shift, P->n_in, P->n_out,
+                                 P->row_bytes, P->chunk, L->buf, L->nbytes};
         for (uint32_t i = 0; i < 10u; i++) {
             t = fnv_word(t, lf[i]);
         }
         if (L->nbytes) {
-            const uint8_t *p = L->weights - (m->kind == BITMCU_KIND_DECODER ? L->n_out : 0u);
+            const uint8_t *p = L->weights - (m->kind == BITMCU_KIND_DECODER ? P->n_out : 0u);
             for (uint32_t i = 0; i < L->nbytes; i++) {
                 w = fnv_byte(w, p[i]);
             }

@@ -106,23 +106,51 @@ struct bitmcu_layer;
 typedef void (*bitmcu_kernel)(const struct bitmcu_layer *layer, const bitmcu_act *act,
                               int32_t *acc);
 
-/* One layer. FC: n_in inputs, n_out outputs. Front end (CONV1/DW/POOL): n_in = side of the
- * square input map, n_out = output channels, weights (CONV1/DW) = 9 levels per channel; a DW
- * layer's output channel k convolves input channel k / mult.
- * Decoders: every layer requantizes by its fixed `shift` and adds an int8 bias per output row;
- * the n_out biases sit just before the packed codes (weights - n_out). FC: relu = 1, mult =
- * outputs computed at a time (the last fc layer; 0: all). STAGE: relu = upscale factor (1 or
- * 2), n_in = input channels (the fc view takes their 9 * n_in window values), n_out = rows
- * (output channels * factor^2, row k of a pixel goes to channel k / 4 at (2y + (k / 2) % 2,
- * 2x + k % 2) with factor 2), mult = side of the input map. */
+/* Each op's parameters: a field means one thing. The three structs share their layout where
+ * their meaning is shared (shift, the rows of the weight matrix, row_bytes): a stage's window is
+ * computed by the fc kernels through a copy of its layer (bitmcu.c checks the layout). */
+typedef struct {          /* FC */
+    uint8_t relu;         /* 1: the outputs go on (ShiftNorm+ReLU; a decoder's: requantized);
+                           * 0: they are the logits */
+    uint8_t shift;        /* a decoder's fixed requantization shift; 0 for classifiers */
+    uint16_t n_in;        /* inputs */
+    uint16_t n_out;       /* outputs: the rows of the weight matrix */
+    uint16_t row_bytes;   /* packed bytes per row group (4bitsym: a row pair; 2bitsym: 4 rows) */
+    uint16_t chunk;       /* a decoder's last fc layer: outputs computed at a time (0: all) */
+} bitmcu_fc;
+
+typedef struct {          /* CONV1 (3x3, the image into channel c), DW (3x3 of channel c / mult),
+                           * POOL (2x2 max of channel c): one channel's map at a time */
+    uint8_t zero;         /* 0 */
+    uint8_t shift;        /* requantization shift (POOL: 0) */
+    uint16_t side;        /* side of the square input map */
+    uint16_t channels;    /* output channels: the rows of the weight matrix (9 levels each) */
+    uint16_t row_bytes;   /* packed bytes of one channel's 9 levels (POOL: 0) */
+    uint16_t mult;        /* DW: output channels per input channel (depth multiplier); else 0 */
+} bitmcu_map;
+
+typedef struct {          /* STAGE: a decoder's 3x3 convolution (padding 1) over every channel,
+                           * per pixel an fc layer of its window */
+    uint8_t factor;       /* 1: the same side; 2: pixel shuffle to twice the side */
+    uint8_t shift;        /* requantization shift */
+    uint16_t c_in;        /* input channels: the window's fc view takes their 9 * c_in values */
+    uint16_t rows;        /* outputs per pixel: output channels * factor^2 (row k of a pixel goes
+                           * to channel k / 4 at (2y + (k / 2) % 2, 2x + k % 2) with factor 2) */
+    uint16_t row_bytes;   /* packed bytes per row group */
+    uint16_t side;        /* side of the input map */
+} bitmcu_stage;
+
+/* One layer: its op, its scheme, its op's parameters, its output buffer and its weights.
+ * A decoder's layers (FC and STAGE) add an int8 bias per output row: the biases sit just before
+ * the packed codes (weights - rows). */
 typedef struct bitmcu_layer {
     uint8_t op;              /* bitmcu_op */
     uint8_t scheme;          /* bitmcu_scheme (0 for POOL) */
-    uint8_t relu;            /* FC: 1 = ShiftNorm+ReLU to the next layer; 0 = output logits */
-    uint8_t shift;           /* CONV1/DW: requantization shift */
-    uint16_t n_in, n_out;
-    uint16_t row_bytes;      /* packed bytes per output row (4bitsym: row pair; 2bitsym: 4 rows) */
-    uint16_t mult;           /* DW: output channels per input channel (depth multiplier); else 0 */
+    union {
+        bitmcu_fc fc;        /* FC */
+        bitmcu_map map;      /* CONV1, DW, POOL */
+        bitmcu_stage stage;  /* STAGE */
+    } p;
     uint16_t buf;            /* byte offset in the arena of the buffer the layer writes, planned
                               * at export (deploy/plan.py): CONV1/DW/POOL their map; a decoder's
                               * last FC and each STAGE the next stage's input rows, the last
@@ -130,7 +158,7 @@ typedef struct bitmcu_layer {
                               * write the accumulators, at 0) */
     uint32_t nbytes;         /* bytes of the layer's weight array (a decoder's biases included) */
     const uint8_t *weights;  /* packed codes (layout: the scheme's, see quant/schemes.py) */
-    bitmcu_kernel kernel;    /* FC only */
+    bitmcu_kernel kernel;    /* FC and STAGE: the scheme's fc kernel; else NULL */
 } bitmcu_layer;
 
 struct bitmcu_model;

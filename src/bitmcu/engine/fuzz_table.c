@@ -1,11 +1,12 @@
 /* fuzz_table.c - mutate a model table's fields and check that the engine never misbehaves.
  *
  * Built with AddressSanitizer and UndefinedBehaviorSanitizer beside bitmcu.c and a model.h (by
- * bitmcu/deploy/fuzz.py). Each trial copies the table, changes one to three fields (numbers: +-1, 0,
- * random, a flipped bit, doubled; pointers: NULL, kernels and front ends: another one; the end
- * marker too, together with n_layers or not), calls bitmcu_check with the array's compiled
- * length (the bound no mutation of the table can move) and, when the table checks OK, runs it. Any out-of-bounds read or undefined
- * behaviour aborts the program (the sanitizers); otherwise it prints one JSON object:
+ * bitmcu/deploy/fuzz.py). Each trial copies the table, changes one to three fields (numbers:
+ * +-1, 0, random, a flipped bit, doubled; pointers: NULL, kernels and front ends: another one;
+ * the end marker too, together with n_layers or not), calls bitmcu_check with the array's
+ * compiled length (the bound no mutation of the table can move) and, when the table checks OK,
+ * runs it. Any out-of-bounds read or undefined behaviour aborts the program (the sanitizers);
+ * otherwise it prints one JSON object:
  *   {"trials": N, "status": [count per bitmcu_status], "ran": R, "changed": C,
  *    "neutral_changed": X, "bad_emit": E}
  * ran: tables that checked OK and were run; changed: of those, runs whose output differs from
@@ -89,14 +90,15 @@ static int mutate_model(uint32_t f, uint32_t *s) {
 static int mutate_layer(bitmcu_layer *L, uint32_t f, uint32_t *s) {
 #define SET(field, type) L->field = (type)new_value(L->field, s)
     switch (f) {
+    /* the op's parameters through bitmcu_fc: every op's six numbers lie where its fields do */
     case 0: SET(op, uint8_t); return 0;
     case 1: SET(scheme, uint8_t); return 0;
-    case 2: SET(relu, uint8_t); return 0;
-    case 3: SET(shift, uint8_t); return 0;
-    case 4: SET(n_in, uint16_t); return 0;
-    case 5: SET(n_out, uint16_t); return 0;
-    case 6: SET(row_bytes, uint16_t); return 0;
-    case 7: SET(mult, uint16_t); return 0;
+    case 2: SET(p.fc.relu, uint8_t); return 0;
+    case 3: SET(p.fc.shift, uint8_t); return 0;
+    case 4: SET(p.fc.n_in, uint16_t); return 0;
+    case 5: SET(p.fc.n_out, uint16_t); return 0;
+    case 6: SET(p.fc.row_bytes, uint16_t); return 0;
+    case 7: SET(p.fc.chunk, uint16_t); return 0;
     case 8: SET(buf, uint16_t); return 0;
     case 9: SET(nbytes, uint32_t); return 0;
     case 10: L->weights = NULL; return 0;

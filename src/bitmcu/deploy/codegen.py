@@ -74,11 +74,10 @@ OPS = {"fc": 1, "conv1": 2, "dw": 3, "pool": 4, "stage": 5}
 
 
 # each op's parameter struct in bitmcu.h (bitmcu_layer.p) and its fields, in TableRow's order
+_MAP_PARAMS = ("map", ("zero", "shift", "side", "channels", "row_bytes", "mult"))
 PARAMS = {
     "fc": ("fc", ("relu", "shift", "n_in", "n_out", "row_bytes", "chunk")),
-    "conv1": ("map", ("zero", "shift", "side", "channels", "row_bytes", "mult")),
-    "dw": ("map", ("zero", "shift", "side", "channels", "row_bytes", "mult")),
-    "pool": ("map", ("zero", "shift", "side", "channels", "row_bytes", "mult")),
+    "conv1": _MAP_PARAMS, "dw": _MAP_PARAMS, "pool": _MAP_PARAMS,  # bitmcu_map: one map's ops
     "stage": ("stage", ("factor", "shift", "c_in", "rows", "row_bytes", "side")),
 }
 

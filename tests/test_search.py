@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import optuna
 import pytest
 import yaml
 
@@ -477,3 +478,33 @@ def test_dashboard_lists_the_trials(tmp_path):
     finally:
         dash.terminate()
         dash.wait()
+
+
+def _pop_all(url: str, out) -> None:
+    from bitmcu.apps.search.study import storage
+
+    study = optuna.load_study(study_name="race", storage=storage(url))
+    got = []
+    while (trial_id := study._pop_waiting_trial_id()) is not None:
+        got.append(trial_id)
+    out.put(got)
+
+
+def test_an_enqueued_trial_is_popped_by_one_sqlite_worker_only(tmp_path):
+    """Six processes pop 40 enqueued trials from one SQLite study at once: each trial once (a
+    read before the write lock let two workers run the same trial; 47 pops of 40 without it)."""
+    import multiprocessing
+
+    url = f"sqlite:///{tmp_path / 'race.db'}"
+    study = optuna.create_study(study_name="race", storage=url)
+    for i in range(40):
+        study.enqueue_trial({"x": i})
+    out = multiprocessing.get_context("spawn").Queue()
+    procs = [multiprocessing.get_context("spawn").Process(target=_pop_all, args=(url, out))
+             for _ in range(6)]
+    for p in procs:
+        p.start()
+    got = sum((out.get(timeout=300) for _ in procs), [])
+    for p in procs:
+        p.join()
+    assert sorted(got) == sorted(t._trial_id for t in study.get_trials())

@@ -62,9 +62,12 @@ def storage(url: str, heartbeat: int = HEARTBEAT):
     try:
         for attempt in range(SCHEMA_RACE_RETRIES + 1):
             try:
-                return RDBStorage(url, heartbeat_interval=heartbeat, grace_period=2 * heartbeat,
-                                  heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
-                                      max_retry=2), **kwargs)
+                st = RDBStorage(url, heartbeat_interval=heartbeat, grace_period=2 * heartbeat,
+                                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
+                                    max_retry=2), **kwargs)
+                if url.startswith("sqlite:"):
+                    _begin_immediate(st.engine)
+                return st
             except Exception as e:  # workers that start together on an empty database race to
                 if attempt == SCHEMA_RACE_RETRIES or not _schema_race(e):  # make its tables:
                     raise  # the losers find them made a moment later
@@ -78,6 +81,25 @@ def storage(url: str, heartbeat: int = HEARTBEAT):
 
 
 SCHEMA_RACE_RETRIES = 5
+
+
+def _begin_immediate(engine) -> None:
+    """SQLite ignores SELECT ... FOR UPDATE, and pysqlite begins a transaction only at its first
+    write: two workers could both read an enqueued trial as WAITING and both run it (optuna
+    issue 4621; it failed test_tiny_study_two_workers now and then). Every transaction of this
+    engine begins IMMEDIATE instead, taking the database's write lock before it reads, so a
+    trial is popped by one worker only. (SQLAlchemy's recipe for pysqlite transactions.)"""
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _no_implicit_begin(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None  # the begin event below issues BEGIN itself
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections opened before the listeners are closed
 
 
 def _schema_race(e: Exception) -> bool:

@@ -98,7 +98,7 @@ def test_export_roundtrip_and_example(tiny_export):
     import subprocess
 
     model = IntModel.load(tiny_export / "model.npz")
-    assert model.generative and model.stages[-1].factor == 2
+    assert model.generative and model.ops[-1].factor == 2
     r = subprocess.run(["make", "-s"], cwd=tiny_export, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     r = subprocess.run(["./example"], cwd=tiny_export, capture_output=True, text=True)
@@ -231,8 +231,8 @@ def test_check_refuses_a_stage_input_beyond_the_largest_input(tiny_export):
 
     model = IntModel.load(tiny_export / "model.npz")
     header = model_header(model, "test")
-    stage_in = 9 * max(st.c_in for st in model.stages)
-    others = max(2 * model.latent + model.n_classes, *(L.n_out for L in model.layers[:-1]))
+    stage_in = 9 * max(st.c_in for st in model.find("stage"))
+    others = max(2 * model.latent + model.n_classes, *(L.n_out for L in model.find("fc")[:-1]))
     assert others < stage_in - 1  # a max_in that only the stage's window exceeds
     ok = HostModel(header, decoder=True)
     try:
@@ -249,11 +249,11 @@ def test_check_refuses_a_stage_input_beyond_the_largest_input(tiny_export):
 
 def test_damaged_decoder_model_is_refused(tiny_export, tmp_path):
     model = IntModel.load(tiny_export / "model.npz")
-    model.stages[0].shift = 40
+    model.find("stage")[0].shift = 40
     with pytest.raises(BitmcuError, match="shift"):
         model.validate()
-    model.stages[0].shift = 3
-    model.layers[-1].bias = None
+    model.find("stage")[0].shift = 3
+    model.find("fc")[-1].bias = None
     with pytest.raises(BitmcuError, match="int8 biases"):
         model.validate()
 

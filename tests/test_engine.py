@@ -28,8 +28,8 @@ def random_model(rng, schemes, size=6, widths=(23, 17), n_classes=5, act_max=255
         sch = REGISTRY[schemes[i % len(schemes)]]
         levels = rng.choice(np.array(sch.levels), size=(b, a + int(bias_unit)))
         layers.append(FCLayer.from_levels(sch.name, levels, relu=i < len(dims) - 2))
-    return IntModel(size, n_classes, act_max, layers, 0xC0FFEE, "random",
-                    bias_unit=bias_unit).validate()
+    return IntModel.classifier(size, n_classes, act_max, layers, 0xC0FFEE, "random",
+                               bias_unit=bias_unit).validate()
 
 
 def random_images(rng, n, npx):
@@ -150,8 +150,8 @@ def test_ir_roundtrip_and_validation(tmp_path):
     with pytest.raises(BitmcuError, match="not a readable bitmcu integer model"):
         IntModel.load(tmp_path / "bad.npz")
     bad = random_model(rng, ["4bitsym"])
-    bad.layers[1] = FCLayer.from_levels("4bitsym", np.ones((17, 22), dtype=int), relu=True)
-    with pytest.raises(BitmcuError, match="takes 22 inputs but receives 23"):
+    bad.ops[3] = FCLayer.from_levels("4bitsym", np.ones((17, 22), dtype=int), relu=True)
+    with pytest.raises(BitmcuError, match=r"op 3 \(fc\): takes 22 inputs but receives 23"):
         bad.validate()
 
 
@@ -161,14 +161,14 @@ def test_codes_a_scheme_never_writes_are_refused(scheme, byte):
     and the accumulator bounds assume they never occur, so such a model is refused."""
     rng = np.random.default_rng(9)
     model = random_model(rng, [scheme])
-    model.layers[0].weights[2, 1] = byte
-    with pytest.raises(BitmcuError, match=f"layer 0: packed weights hold codes that {scheme} "
+    model.find("fc")[0].weights[2, 1] = byte
+    with pytest.raises(BitmcuError, match=rf"op 2 \(fc\): packed weights hold codes that {scheme} "
                                           "does not write"):
         model.validate()
     if scheme != "4bit":  # front-end kernels decode the same codes
         cnn = random_cnn(rng, scheme)
-        cnn.front[1].weights[0, 0] = byte
-        with pytest.raises(BitmcuError, match=r"front layer 1 \(dw\): packed weights hold"):
+        cnn.ops[2].weights[0, 0] = byte
+        with pytest.raises(BitmcuError, match=r"op 2 \(dw\): packed weights hold"):
             cnn.validate()
 
 
@@ -184,12 +184,12 @@ def test_accumulator_bound_from_actual_weights():
 
 def test_overflowing_model_is_refused(monkeypatch):
     """Crafted weights whose worst case passes a (lowered) int32 limit are refused by name."""
-    import bitmcu.deploy.ir as ir
+    import bitmcu.deploy.ops as ops
 
     rng = np.random.default_rng(9)
     model = random_model(rng, ["8bit"])
-    bound = max(L.accumulator_bound(255) for L in model.layers)
-    monkeypatch.setattr(ir, "INT32_MAX", bound - 1)
+    bound = max(L.accumulator_bound(255) for L in model.find("fc"))
+    monkeypatch.setattr(ops, "INT32_MAX", bound - 1)
     with pytest.raises(BitmcuError, match=r"worst-case accumulator \d+ overflows int32"):
         model.validate()
 
@@ -224,7 +224,7 @@ def random_cnn(rng, conv_scheme, fc_scheme="4bitsym", channels=5, size=16,
     layers = [FCLayer.from_levels(fc_scheme, rng.choice(np.array(REGISTRY[fc_scheme].levels),
                                                         size=(b, a)), relu=i < len(dims) - 2)
               for i, (a, b) in enumerate(zip(dims[:-1], dims[1:], strict=True))]
-    return IntModel(size, n_classes, 255, layers, 7, "cnn", front).validate()
+    return IntModel.classifier(size, n_classes, 255, layers, 7, "cnn", front).validate()
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
@@ -261,11 +261,11 @@ def test_cnn_other_shapes_and_sanitizers():
     ref, outs = compare_c_reference(model, x, sanitize=True)
     for c in outs.values():
         np.testing.assert_array_equal(c, ref)
-    with pytest.raises(BitmcuError, match="front layer 1"):
+    with pytest.raises(BitmcuError, match=r"op 2 \(pool\): pools 5 channels of 9x9 .*receives 5x10x10"):
         from bitmcu.deploy.ir import PoolLayer
 
         bad = random_cnn(rng, "8bit", size=12, stages=("pool", "dw"))
-        bad.front[1] = PoolLayer(bad.front[1].channels, 9)
+        bad.ops[2] = PoolLayer(bad.ops[2].channels, 9)
         bad.validate()
 
 
@@ -327,8 +327,8 @@ def test_cnn_depth_multipliers(conv_scheme):
         np.testing.assert_array_equal(out[:, L.mult + 1 : L.mult + 2],
                                       reference.conv3x3(one, a[:, 1:2], 255))
     bad = random_cnn(rng, "8bit", channels=3, stages=("dw", "pool", "dw*2", "pool"))
-    bad.front[3] = dataclasses.replace(bad.front[3], mult=3)
-    with pytest.raises(BitmcuError, match=r"front layer 3 \(dw\): 6 channels, expected 9"):
+    bad.ops[4] = dataclasses.replace(bad.ops[4], mult=3)
+    with pytest.raises(BitmcuError, match=r"op 4 \(dw\): 6 channels, expected 9"):
         bad.validate()
 
 

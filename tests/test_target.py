@@ -138,7 +138,7 @@ def test_auto_placement_moves_the_least_used_kernel_to_flash_first(tmp_path, mon
     layers = [FCLayer.from_levels("ternary", rng.integers(-1, 2, (40, 256)), relu=True),
               FCLayer.from_levels("4bitsym", rng.choice(np.arange(-15, 16, 2), (10, 40)),
                                   relu=False)]
-    model = IntModel(16, 10, 255, layers, 1, "two kernels").validate()
+    model = IntModel.classifier(16, 10, 255, layers, 1, "two kernels").validate()
     x = rng.integers(0, 256, (4, 256)).astype(np.uint8)
     write_export(model, tmp_path / "exp", x, np.arange(4), model_report(model, "ch32v002"))
     assert fw.hot_kernels(model, CHIPS["ch32v002"]) == ["bitmcu_shiftnorm", "bitmcu_fc_4bitsym",
@@ -168,7 +168,7 @@ def test_model_too_large_for_flash_names_region_and_bytes(tmp_path):
     rng = np.random.default_rng(0)
     layers = [FCLayer.from_levels("8bit", rng.integers(-127, 128, (80, 256)), relu=True),
               FCLayer.from_levels("8bit", rng.integers(-127, 128, (10, 80)), relu=False)]
-    model = IntModel(16, 10, 255, layers, 1, "big").validate()
+    model = IntModel.classifier(16, 10, 255, layers, 1, "big").validate()
     x = rng.integers(0, 256, (4, 256)).astype(np.uint8)
     write_export(model, tmp_path / "big", x, np.arange(4), model_report(model, "ch32v003"))
     with pytest.raises(BitmcuError, match=r"flash overflowed by \d+ bytes \(16384 bytes") as e:
@@ -178,7 +178,7 @@ def test_model_too_large_for_flash_names_region_and_bytes(tmp_path):
     # a model that fits with one image but not with four: the hint names the count that fits
     layers = [FCLayer.from_levels("8bit", rng.integers(-127, 128, (54, 256)), relu=True),
               FCLayer.from_levels("8bit", rng.integers(-127, 128, (10, 54)), relu=False)]
-    model = IntModel(16, 10, 255, layers, 1, "fits").validate()
+    model = IntModel.classifier(16, 10, 255, layers, 1, "fits").validate()
     write_export(model, tmp_path / "fits", x, np.arange(4), model_report(model, "ch32v003"))
     build_firmware(tmp_path / "fits", "ch32v003", tmp_path / "fw1", n_images=1)
     for n in range(2, 5):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import platform
-from dataclasses import dataclass
 from importlib import metadata
 
 import numpy as np
@@ -16,7 +15,7 @@ import numpy as np
 from .. import __version__
 from ..quant import get_scheme
 from .hostc import template
-from .ir import FORMAT_VERSION, MAGIC, IntModel
+from .ir import FORMAT_VERSION, MAGIC, IntModel, Op, TableRow
 from .plan import plan
 
 
@@ -69,101 +68,33 @@ def _header_start(model: IntModel, command: str) -> list[str]:
     return out
 
 
-# bitmcu_op ids in bitmcu.h
+# bitmcu_op ids in bitmcu.h, by the ops' C op (ops.Op.c_op)
 OPS = {"fc": 1, "conv1": 2, "dw": 3, "pool": 4, "stage": 5}
 
 
-# each op's parameter struct in bitmcu.h (bitmcu_layer.p) and its fields, in TableRow's order
-_MAP_PARAMS = ("map", ("zero", "shift", "side", "channels", "row_bytes", "mult"))
-PARAMS = {
-    "fc": ("fc", ("relu", "shift", "n_in", "n_out", "row_bytes", "chunk")),
-    "conv1": _MAP_PARAMS, "dw": _MAP_PARAMS, "pool": _MAP_PARAMS,  # bitmcu_map: one map's ops
-    "stage": ("stage", ("factor", "shift", "c_in", "rows", "row_bytes", "side")),
-}
+def row_numbers(r: TableRow) -> list[int]:
+    """The fields table_sum covers of one table row, in bitmcu.h's order."""
+    return [OPS[r.op], 0 if r.scheme is None else get_scheme(r.scheme).id, r.relu, r.shift,
+            r.n_in, r.n_out, r.row_bytes, r.mult, r.buf,
+            0 if r.array is None else int(r.array.size)]
 
 
-@dataclass(frozen=True)
-class TableRow:
-    """One entry of the C layer table, as numbers (the checksum's) and the array it points at."""
-
-    op: str  # fc | conv1 | dw | pool | stage
-    scheme: str | None  # None for pool
-    # the op's six parameters (PARAMS names them per op; the checksum covers them in this order)
-    relu: int  # fc: relu; map ops: 0; stage: factor
-    shift: int
-    n_in: int  # fc: n_in; map ops: side; stage: c_in
-    n_out: int  # fc: n_out; map ops: channels; stage: rows
-    row_bytes: int
-    mult: int  # fc: chunk; map ops: mult; stage: side
-    array: np.ndarray | None  # the layer's weight array (a decoder's biases, then its codes)
-    offset: int  # where in `array` the table's weights pointer points (a decoder's n_out)
-    name: str  # the array's C name
-    comment: str
-    buf: int = 0  # byte offset of the layer's output buffer in the arena (the plan's)
-
-    @property
-    def numbers(self) -> list[int]:
-        """The fields table_sum covers, in bitmcu.h's order."""
-        return [OPS[self.op], 0 if self.scheme is None else get_scheme(self.scheme).id,
-                self.relu, self.shift, self.n_in, self.n_out, self.row_bytes, self.mult,
-                self.buf, 0 if self.array is None else int(self.array.size)]
-
-
-def table_rows(model: IntModel) -> list[TableRow]:
-    """The model's layer table, front end, fc layers and stages in order, with the plan's
+def table_rows(model: IntModel) -> list[tuple[Op, TableRow]]:
+    """The model's layer table: each op that has a row (ops.Op.row) in order, with the plan's
     buffer of each."""
+    ops = [(i, op) for i, op in enumerate(model.ops) if op.c_op is not None]
     bufs = plan(model).bufs
-    return [dataclasses.replace(r, buf=b) for r, b in zip(_rows(model), bufs, strict=True)]
-
-
-def _rows(model: IntModel) -> list[TableRow]:
-    rows = []
-    if model.generative:
-        for i, L in enumerate([*model.layers, *model.stages]):
-            if L.op == "fc":
-                what = f"fc {L.scheme} {L.n_in} -> {L.n_out}, shift {L.shift}"
-                mult = model.chunk_rows if i == len(model.layers) - 1 else 0
-                op, relu, n_in = "fc", 1, L.n_in
-            else:
-                what = (f"stage {L.op} {L.scheme} {L.c_in} -> {L.c_out} channels, "
-                        f"{L.side}x{L.side} in, shift {L.shift}")
-                op, relu, n_in, mult = "stage", L.factor, L.c_in, L.side
-            blob = np.concatenate([L.bias.view(np.uint8), L.weights.ravel()])
-            rows.append(TableRow(op, L.scheme, relu, L.shift, n_in, L.n_out,
-                                 L.weights.shape[1], mult, blob, L.n_out, f"bitmcu_w{i}",
-                                 f"layer {i}: {what}; {L.n_out} int8 biases, then "
-                                 f"{L.weights.size} bytes of codes"))
-        return rows
-    for i, L in enumerate(model.front):
-        if L.op == "pool":
-            rows.append(TableRow("pool", None, 0, 0, L.side, L.channels, 0, 0, None, 0, "NULL",
-                                 f"front {i}: 2x2 max-pool, {L.side}x{L.side}"))
-            continue
-        rows.append(TableRow(L.op, L.scheme, 0, L.shift, L.side, L.channels,
-                             L.weights.shape[1], L.mult if L.op == "dw" else 0, L.weights, 0,
-                             f"bitmcu_f{i}",
-                             f"front {i}: {L.op} 3x3 {L.scheme}, {L.channels} channels"
-                             f"{f' ({L.mult} per input channel)' if L.mult > 1 else ''}, "
-                             f"{L.side}x{L.side} in, shift {L.shift}, {L.nbytes} bytes"))
-    for i, L in enumerate(model.layers):
-        rows.append(TableRow("fc", L.scheme, int(L.relu), 0, L.n_in, L.n_out,
-                             L.weights.shape[1], 0, L.weights, 0, f"bitmcu_w{i}",
-                             f"layer {i}: fc {L.scheme} {L.n_in} -> {L.n_out}, {L.nbytes} "
-                             "bytes"))
-    return rows
+    return [(op, dataclasses.replace(op.row(model, i), buf=b))
+            for (i, op), b in zip(ops, bufs, strict=True)]
 
 
 def model_fields(model: IntModel) -> list[int]:
     """The bitmcu_model number fields that table_sum covers, in bitmcu.h's order."""
-    n_layers = len(model.front) + len(model.layers) + len(model.stages)
     p = plan(model)
-    if model.generative:
-        return [MAGIC, FORMAT_VERSION, n_layers, model.config_hash, model.latent,
-                model.n_classes, model.max_out, model.max_in, model.input_size, p.nz_at,
-                p.feat_at, model.act_max, 0, 0, 1, p.words]
-    return [MAGIC, FORMAT_VERSION, n_layers, model.config_hash, model.n_input, model.n_classes,
-            model.max_out, model.max_in, model.n_features if model.front else 0, p.nz_at,
-            p.feat_at, model.act_max, len(model.front), int(model.bias_unit), 0, p.words]
+    n_input, n_features, kind = model.input.c_input(model)
+    return [MAGIC, FORMAT_VERSION, len(table_rows(model)), model.config_hash, n_input,
+            model.n_classes, model.max_out, model.max_in, n_features, p.nz_at, p.feat_at,
+            model.act_max, len(model.front), int(model.bias_unit), kind, p.words]
 
 
 FNV_START = 0x811C9DC5
@@ -185,8 +116,8 @@ def table_sums(model: IntModel) -> tuple[int, int]:
     """(table_sum, weight_sum) as bitmcu_sums computes them from the C table: FNV-1a of every
     number field as 4 little-endian bytes (the model's, then each layer's), and of the
     layers' weight arrays in order."""
-    rows = table_rows(model)
-    numbers = model_fields(model) + [v for r in rows for v in r.numbers]
+    rows = [r for _, r in table_rows(model)]
+    numbers = model_fields(model) + [v for r in rows for v in row_numbers(r)]
     t = fnv1a(np.asarray(numbers, dtype="<u4").view(np.uint8))
     w = FNV_START
     for r in rows:
@@ -195,28 +126,28 @@ def table_sums(model: IntModel) -> tuple[int, int]:
     return t, w
 
 
-def _table(model: IntModel, rows: list[TableRow], front: str, kind: str) -> list[str]:
+def _table(model: IntModel) -> list[str]:
     """The weight arrays, the layer table (with its end marker) and the model table, written
-    with designated initializers."""
+    with designated initializers; the arrays are named by their row of the table."""
+    rows = table_rows(model)
     out = []
-    for r in rows:
-        if r.array is None:
-            continue
-        out.append(f"/* {r.comment} */\n")
-        out.append(f"static const uint8_t {r.name}[{r.array.size}] = {{\n" + c_bytes(r.array) +
-                   "\n};\n\n")
+    for k, (_, r) in enumerate(rows):
+        if r.array is not None:
+            out.append(f"/* layer {k}: {r.comment} */\n")
+            out.append(f"static const uint8_t bitmcu_w{k}[{r.array.size}] = {{\n" +
+                       c_bytes(r.array) + "\n};\n\n")
     out.append(f"static const bitmcu_layer bitmcu_layers[{len(rows)} + 1] = {{\n")
-    for r in rows:
+    for k, (op, r) in enumerate(rows):
         sch = "0" if r.scheme is None else f"BITMCU_SCHEME_{c_ident(r.scheme)}"
         kernel = f"bitmcu_{get_scheme(r.scheme).c_kernel}" if r.op in ("fc", "stage") else "NULL"
-        ptr = "NULL" if r.array is None else r.name + (f" + {r.offset}" if r.offset else "")
-        view, names = PARAMS[r.op]
+        ptr = "NULL" if r.array is None else f"bitmcu_w{k}" + (f" + {r.offset}" if r.offset else "")
+        view, names = op.params
         params = ", ".join(f".{n} = {v}" for n, v in zip(names, (r.relu, r.shift, r.n_in, r.n_out,
                                                                  r.row_bytes, r.mult), strict=True))
-        out.append(f"    /* {r.comment} */\n"
+        out.append(f"    /* layer {k}: {r.comment} */\n"
                    f"    {{.op = BITMCU_OP_{r.op.upper()}, .scheme = {sch},\n"
                    f"     .p.{view} = {{{params}}},\n"
-                   f"     .buf = {r.buf}, .nbytes = {r.numbers[-1]}u, .weights = {ptr}, "
+                   f"     .buf = {r.buf}, .nbytes = {row_numbers(r)[-1]}u, .weights = {ptr}, "
                    f".kernel = {kernel}}},\n")
     out.append("    {.op = 0} /* end of the table */\n};\n\n")
     fields = {"magic": "BITMCU_MAGIC", "version": "BITMCU_FORMAT_VERSION",
@@ -226,9 +157,9 @@ def _table(model: IntModel, rows: list[TableRow], front: str, kind: str) -> list
               "n_features": "BITMCU_MODEL_N_FEATURES", "nz_at": "BITMCU_MODEL_NZ_AT",
               "feat_at": "BITMCU_MODEL_FEAT_AT", "act_max": "BITMCU_MODEL_ACT_MAX",
               "n_front": "BITMCU_MODEL_N_FRONT", "bias_unit": "BITMCU_MODEL_BIAS_UNIT",
-              "kind": kind, "arena_words": "BITMCU_MODEL_ARENA_WORDS",
+              "kind": "BITMCU_MODEL_KIND", "arena_words": "BITMCU_MODEL_ARENA_WORDS",
               "table_sum": "BITMCU_MODEL_TABLE_SUM", "weight_sum": "BITMCU_MODEL_WEIGHT_SUM",
-              "layers": "bitmcu_layers", "front": front}
+              "layers": "bitmcu_layers", "front": front_entry(model) or "NULL"}
     out.append("static const bitmcu_model bitmcu_model_data = {\n" +
                "".join(f"    .{k} = {v},\n" for k, v in fields.items()) + "};\n\n")
     out.append("/* entries of bitmcu_layers, its end marker included: bitmcu_check's bound */\n"
@@ -237,64 +168,25 @@ def _table(model: IntModel, rows: list[TableRow], front: str, kind: str) -> list
     return out
 
 
-def _define_lines(model: IntModel, defs: dict) -> list[str]:
-    """`#define BITMCU_MODEL_<key>` lines of `defs`, then the ones every model has (arena,
-    weight bytes, config hash, checksums), then a blank line."""
+def model_header(model: IntModel, command: str) -> str:
+    """The whole model.h: defines (those of every model, then the input op's), packed weights,
+    layer table, model table."""
+    out = _header_start(model, command)
+    n_input, n_features, kind = model.input.c_input(model)
     t, w = table_sums(model)
     p = plan(model)
-    defs = {**defs, "NZ_AT": p.nz_at, "FEAT_AT": p.feat_at, "ARENA_WORDS": f"{p.words}u",
+    defs = {"KIND": ("BITMCU_KIND_CLASSIFIER", "BITMCU_KIND_DECODER")[kind],
+            "N_INPUT": n_input, "N_CLASSES": model.n_classes,
+            "N_LAYERS": len(table_rows(model)), "N_FRONT": len(model.front),
+            "ACT_MAX": model.act_max, "MAX_OUT": model.max_out, "MAX_IN": model.max_in,
+            "N_FEATURES": n_features, "BIAS_UNIT": int(model.bias_unit),
+            **model.input.c_defines(model),
+            "NZ_AT": p.nz_at, "FEAT_AT": p.feat_at, "ARENA_WORDS": f"{p.words}u",
             "WEIGHT_BYTES": f"{model.weight_bytes}u",
             "CONFIG_HASH": f"0x{model.config_hash:08x}u",
             "TABLE_SUM": f"0x{t:08x}u", "WEIGHT_SUM": f"0x{w:08x}u"}
-    return [*(f"#define BITMCU_MODEL_{k} {v}\n" for k, v in defs.items()), "\n"]
-
-
-def decoder_header(model: IntModel, command: str) -> str:
-    """model.h of a decoder: each layer's int8 biases and then its codes in one array (the
-    table points at the codes), fc layers then stages."""
-    out = _header_start(model, command)
-    defs = {
-        "KIND": "BITMCU_KIND_DECODER",
-        "LATENT": model.latent,
-        "LATENT_SCALE": f"{model.latent_scale}u",
-        "N_INPUT": model.latent,
-        "OUTPUT_SIDE": model.input_size,
-        "N_CLASSES": model.n_classes,
-        "N_LAYERS": len(model.layers) + len(model.stages),
-        "N_FRONT": 0,
-        "ACT_MAX": model.act_max,
-        "MAX_OUT": model.max_out,
-        "MAX_IN": model.max_in,
-        "N_FEATURES": model.input_size,
-        "BAND_ROWS": model.stages[-1].factor,
-        "BIAS_UNIT": 0,
-    }
-    out += _define_lines(model, defs)
-    out += _table(model, table_rows(model), "NULL", "BITMCU_KIND_DECODER")
-    out.append("#endif /* BITMCU_MODEL_H */\n")
-    return "".join(out)
-
-
-def model_header(model: IntModel, command: str) -> str:
-    """The whole model.h: defines, packed weights, layer table, model table."""
-    if model.generative:
-        return decoder_header(model, command)
-    out = _header_start(model, command)
-    defs = {
-        "INPUT_SIZE": model.input_size,
-        "N_INPUT": model.n_input,
-        "N_CLASSES": model.n_classes,
-        "N_LAYERS": len(model.front) + len(model.layers),
-        "N_FRONT": len(model.front),
-        "ACT_MAX": model.act_max,
-        "MAX_OUT": model.max_out,
-        "MAX_IN": model.max_in,
-        "N_FEATURES": model.n_features if model.front else 0,
-        "BIAS_UNIT": int(model.bias_unit),
-    }
-    out += _define_lines(model, defs)
-    out += _table(model, table_rows(model), front_entry(model) or "NULL",
-                  "BITMCU_KIND_CLASSIFIER")
+    out += [*(f"#define BITMCU_MODEL_{k} {v}\n" for k, v in defs.items()), "\n"]
+    out += _table(model)
     out.append("#endif /* BITMCU_MODEL_H */\n")
     return "".join(out)
 
@@ -304,7 +196,7 @@ def front_entry(model: IntModel) -> str | None:
     convolutions take the entry point without the any-scheme weight decoder (less flash)."""
     if not model.front:
         return None
-    only8 = all(L.scheme == "8bit" for L in model.front if L.op != "pool")
+    only8 = all(op.scheme == "8bit" for op in model.find("conv1", "dw"))
     return "bitmcu_front_end_8bit" if only8 else "bitmcu_front_end"
 
 

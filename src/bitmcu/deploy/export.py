@@ -26,7 +26,7 @@ from .codegen import (
     table_sums,
 )
 from .hostc import HostModel, engine_dir, template
-from .ir import IntModel
+from .ir import IntModel, Weighted
 from .plan import plan
 
 MAX_IMAGES = 10000  # test images an export may embed (test_images.h)
@@ -72,21 +72,15 @@ class ExportReport:
 
 def model_report(model: IntModel, target: str, float_acc=None, int_acc=None, n_test=0,
                  input_desc: str = "", split: str = "test"):
-    layers = [{"index": i, "op": L.op, "scheme": L.scheme or "-",
-               "n_in": f"{L.channels // L.mult}x{L.side}x{L.side}" if L.op != "conv1" else
-               f"{L.side}x{L.side}", "n_out": f"{L.channels}x{L.out_side}x{L.out_side}",
-               "bytes": L.nbytes, "acc_bound": "-" if L.op == "pool" else
-               L.accumulator_bound(model.act_max)}
-              for i, L in enumerate(model.front)]
-    layers += [{"index": len(model.front) + i, "op": L.op, "scheme": L.scheme, "n_in": L.n_in,
-                "n_out": L.n_out, "bytes": L.nbytes,
-                "acc_bound": L.accumulator_bound(model.act_max)}
-               for i, L in enumerate(model.layers)]
-    layers += [{"index": len(model.layers) + i, "op": st.op, "scheme": st.scheme,
-                "n_in": f"{st.c_in}x{st.side}x{st.side}",
-                "n_out": f"{st.c_out}x{st.out_side}x{st.out_side}", "bytes": st.nbytes,
-                "acc_bound": st.accumulator_bound(model.act_max)}
-               for i, st in enumerate(model.stages)]
+    shapes, layers = model.shapes(), []
+    for i, op in enumerate(model.ops):
+        if op.c_op is not None:
+            label, n_in, n_out = op.describe(shapes[i - 1], shapes[i])
+            weighted = isinstance(op, Weighted)
+            layers.append({"index": len(layers), "op": label,
+                           "scheme": op.scheme if weighted else "-", "n_in": n_in,
+                           "n_out": n_out, "bytes": op.nbytes,
+                           "acc_bound": op.accumulator_bound(model.act_max) if weighted else "-"})
     return ExportReport(model.name, target, layers, model.weight_bytes, plan(model).bytes,
                         float_acc, int_acc, n_test, input_desc, split)
 

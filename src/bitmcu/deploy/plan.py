@@ -18,11 +18,10 @@ reads them. Byte offsets from the arena's start, every buffer 4-byte aligned:
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 
 from ..core.errors import BitmcuError
-from .ir import MAX_DIM, RING_ROWS, IntModel
+from .ir import MAX_DIM, IntModel
 
 
 def _r4(n: int) -> int:
@@ -33,18 +32,13 @@ def _r4(n: int) -> int:
 class Plan:
     nz_at: int  # byte offset of the nonzero list
     feat_at: int  # byte offset of a CNN's features (0 without a front end)
-    bufs: tuple[int, ...]  # per table row (front, fc, stages): its output buffer's byte offset
+    bufs: tuple[int, ...]  # per table row (ops with a C row, in order): its output's offset
     sizes: tuple[int, ...]  # per table row: its output buffer's bytes (0: the accumulators)
     words: int  # int32 words of arena in all
 
     @property
     def bytes(self) -> int:
         return 4 * self.words
-
-
-def ring_rows(index: int, side: int) -> int:
-    """Rows a decoder stage keeps of its input map: all of the first map and of small ones."""
-    return side if index == 0 or side <= RING_ROWS else RING_ROWS
 
 
 def plan(model: IntModel) -> Plan:
@@ -58,36 +52,27 @@ def plan(model: IntModel) -> Plan:
 
 
 def _plan(model: IntModel) -> Plan:
+    """Each op says what its output needs (ops.Op.buffer); the buffers are laid out by kind in
+    the order of the module's docstring."""
+    wants = [(op.buffer(model, i), op.c_op is not None) for i, op in enumerate(model.ops)]
     nz_at = 4 * model.max_out
     end = nz_at + _r4(2 * model.max_in)
-    if model.generative:
-        rings = []
-        for i, st in enumerate(model.stages):
-            rings.append((end, _r4(st.c_in * st.side * ring_rows(i, st.side))))
-            end += rings[-1][1]
-        band = model.stages[-1].factor * model.input_size if model.stages else model.input_size
-        outs = [*rings[1:], (end, band)]
-        n_fc = len(model.layers)
-        bufs = [0] * (n_fc - 1) + [rings[0][0]] + [at for at, _ in outs]
-        sizes = [0] * (n_fc - 1) + [rings[0][1]] + [size for _, size in outs]
-        return Plan(nz_at, 0, tuple(bufs), tuple(sizes), (end + _r4(band)) // 4)
     feat_at = 0
-    bufs, sizes = [], []
-    if model.front:
-        feat_at = end
-        base = feat_at + _r4(model.n_features)
-        turn_bytes = _r4(model.max_map)
-        kept, turn = 0, 1
-        for L, nxt in itertools.pairwise([*model.front, None]):
-            size = L.out_side ** 2
-            if nxt is not None and nxt.op == "dw" and nxt.mult > 1:
-                bufs.append(base + 2 * turn_bytes + kept)
-                kept += _r4(size)
-            else:
-                turn ^= 1
-                bufs.append(base + turn * turn_bytes)
-            sizes.append(size)
-        end = base + 2 * turn_bytes + kept
-    bufs += [0] * len(model.layers)
-    sizes += [0] * len(model.layers)
-    return Plan(nz_at, feat_at, tuple(bufs), tuple(sizes), end // 4)
+    for (kind, size), _ in wants:
+        if kind == "feat":
+            feat_at, end = end, end + _r4(size)
+    turn_bytes = _r4(max((size for (kind, size), _ in wants if kind in ("turn", "kept")),
+                         default=0))
+    turns, end = (end, end + turn_bytes), end + (2 * turn_bytes if turn_bytes else 0)
+    at, turn = {}, 1
+    for i, ((kind, _size), _) in enumerate(wants):
+        if kind == "turn":
+            turn ^= 1
+            at[i] = turns[turn]
+    for kind_now in ("kept", "ring", "band"):
+        for i, ((kind, size), _) in enumerate(wants):
+            if kind == kind_now:
+                at[i], end = end, end + _r4(size)
+    rows = [i for i, (_, has_row) in enumerate(wants) if has_row]
+    return Plan(nz_at, feat_at, tuple(at.get(i, 0) for i in rows),
+                tuple(wants[i][0][1] for i in rows), end // 4)

@@ -1,4 +1,6 @@
-"""Numpy reference of the integer engine, mirroring engine/bitmcu.c function for function.
+"""Numpy reference of the integer engine, mirroring engine/bitmcu.c function for function:
+the integer kernels the ops (ops.py) run, and :func:`forward`, the one walk over a model's ops
+(:func:`run` and :func:`generate` are its two entry points, like the C engine's).
 
 Integer arithmetic only (int64 numpy with int32 range checks): no floats, no np.round.
 Functions take a batch (N, ...) so the whole test set runs in one call.
@@ -6,9 +8,15 @@ Functions take a batch (N, ...) so the whole test set runs in one call.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from .ir import CLASS_VALUE, INT32_MAX, ConvLayer, FCLayer, IntModel, StageLayer
+if TYPE_CHECKING:
+    from .ir import IntModel
+    from .ops import ConvLayer, StageLayer
+
+INT32_MAX = 2**31 - 1
 
 
 def shift_for(m: np.ndarray, act_max: int) -> np.ndarray:
@@ -41,9 +49,9 @@ def shiftnorm_relu(acc: np.ndarray, act_max: int) -> np.ndarray:
     return shift_round(v, s, act_max)
 
 
-def fc(layer: FCLayer, a: np.ndarray) -> np.ndarray:
-    """(N, n_in) activations -> (N, n_out) int32 accumulators."""
-    acc = a.astype(np.int64) @ layer.levels().astype(np.int64).T
+def fc(levels: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """(N, n_in) activations and (n_out, n_in) levels -> (N, n_out) int32 accumulators."""
+    acc = a.astype(np.int64) @ levels.astype(np.int64).T
     if np.abs(acc).max(initial=0) > INT32_MAX:
         raise OverflowError("accumulator exceeds int32; IntModel.validate should have refused")
     return acc.astype(np.int32)
@@ -74,29 +82,30 @@ def maxpool2(a: np.ndarray) -> np.ndarray:
     return a.reshape(n, c, h // 2, 2, h // 2, 2).max(axis=(3, 5))
 
 
+def forward(model: IntModel, x, upto: int | None = None):
+    """The model's ops in turn on a batch of its input (images, or (latents, classes)); with
+    ``upto``, only the ops before that index."""
+    a = x
+    for op in model.ops[:upto]:
+        a = op.forward(a, model)
+    return a
+
+
 def front_end(model: IntModel, x: np.ndarray) -> np.ndarray:
-    """(N, n_input) pixels -> (N, n_features) features of the convolutional front end."""
-    a = x.astype(np.int64).reshape(len(x), 1, model.input_size, model.input_size)
-    for layer in model.front:
-        a = maxpool2(a) if layer.op == "pool" else conv3x3(layer, a, model.act_max)
-    return a.reshape(len(x), -1)
+    """(N, n_input) pixels -> (N, n_features) the values the ShiftNorm of the features takes
+    (a CNN's front end's outputs; the image itself without one)."""
+    norm = next(i for i, op in enumerate(model.ops) if op.name == "norm")
+    return forward(model, x, norm).reshape(len(x), -1)
 
 
 def run(model: IntModel, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(N, size, size) or (N, size*size) uint8 -> (logits (N, n_classes) int32, preds (N,))."""
+    if model.generative:
+        raise ValueError("run() takes a classifier; this model is a decoder")
     x = np.asarray(images).reshape(len(images), -1)
     if x.shape[1] != model.n_input:
         raise ValueError(f"images have {x.shape[1]} pixels, the model takes {model.n_input}")
-    if model.front:
-        x = front_end(model, x)
-    a = shiftnorm_input(x, model.act_max)
-    acc = None
-    for layer in model.layers:
-        if model.bias_unit:
-            a = np.concatenate([a, a.max(axis=1, keepdims=True)], axis=1)
-        acc = fc(layer, a)
-        if layer.relu:
-            a = shiftnorm_relu(acc, model.act_max)
+    acc = forward(model, x)
     return acc, acc.argmax(axis=1)
 
 
@@ -110,12 +119,12 @@ def requant_bias(acc: np.ndarray, shift: int, bias: np.ndarray, act_max: int) ->
     return np.clip(v + bias.astype(np.int64), 0, act_max)
 
 
-def latent_input(model: IntModel, z: np.ndarray, cls: np.ndarray) -> np.ndarray:
+def latent_input(z: np.ndarray, cls: np.ndarray, n_classes: int, class_value: int) -> np.ndarray:
     """(N, latent) int8 latents and (N,) classes -> (N, 2 * latent + n_classes) activations
-    [relu(z), relu(-z), onehot(class) * CLASS_VALUE]."""
+    [relu(z), relu(-z), onehot(class) * class_value]."""
     z = np.asarray(z).astype(np.int64)
-    onehot = np.zeros((len(z), model.n_classes), dtype=np.int64)
-    onehot[np.arange(len(z)), np.asarray(cls)] = CLASS_VALUE
+    onehot = np.zeros((len(z), n_classes), dtype=np.int64)
+    onehot[np.arange(len(z)), np.asarray(cls)] = class_value
     return np.concatenate([np.maximum(z, 0), np.maximum(-z, 0), onehot], axis=1)
 
 
@@ -147,11 +156,5 @@ def generate(model: IntModel, z: np.ndarray, cls: np.ndarray) -> np.ndarray:
     """(N, latent) int8 latents and (N,) classes -> (N, side, side) uint8 generated images."""
     if not model.generative:
         raise ValueError("generate() takes a decoder; this model is a classifier")
-    a = latent_input(model, z, cls)
-    for layer in model.layers:
-        a = requant_bias(fc(layer, a).astype(np.int64), layer.shift, layer.bias, model.act_max)
-    c0, s0 = model.start
-    m = a.reshape(len(a), c0, s0, s0)
-    for st in model.stages:
-        m = stage(st, m, model.act_max)
-    return m.reshape(len(a), model.input_size, model.input_size).astype(np.uint8)
+    m = forward(model, (z, cls))
+    return m.reshape(len(m), model.input_size, model.input_size).astype(np.uint8)

@@ -24,7 +24,6 @@ from ..core.rng import latents_for
 from ..deploy import reference
 from ..deploy.codegen import front_entry, images_header, samples_header, table_sums
 from ..deploy.export import read_export
-from ..quant import get_scheme
 from .chips import get_chip
 
 GCC = "riscv64-unknown-elf-gcc"
@@ -91,14 +90,9 @@ def hot_kernels(model, chip) -> list[str]:
     weights they go through), then the front end and the convolution (the most work of a CNN;
     hot only with a multiplier: without one they need the RAM)."""
     work: dict[str, int] = {}
-    if not model.generative:  # ShiftNorm of the input and of each hidden layer
-        work["bitmcu_shiftnorm"] = sum(L.n_in for L in model.layers)
-    for L in model.layers:
-        name = f"bitmcu_{get_scheme(L.scheme).c_kernel}"
-        work[name] = work.get(name, 0) + L.n_in * L.n_out
-    for st in model.stages:  # a decoder stage runs its kernel once per pixel
-        name = f"bitmcu_{get_scheme(st.scheme).c_kernel}"
-        work[name] = work.get(name, 0) + st.n_in * st.n_out * st.side * st.side
+    for op in model.ops:
+        for name, n in op.kernel_work().items():
+            work[name] = work.get(name, 0) + n
     names = sorted(work, key=lambda n: work[n])
     if model.front and chip.has_mul:
         names += [front_entry(model), "bitmcu_conv3x3"]

@@ -49,9 +49,9 @@ def lower(blob: dict) -> IntModel:
     layers = [FCLayer.from_levels(L.scheme.name, L.integer_weight().numpy(), relu=i < n - 1)
               for i, L in enumerate(model.layers)]
     front = _front(model, cfg, where) if cfg.model.family == "cnn" else []
-    return IntModel(cfg.data.size, blob["n_classes"], act_max_for(cfg.model.act_bits), layers,
-                    zlib.crc32(cfg.hash().encode()), cfg.name, front,
-                    cfg.model.bias_unit).validate()
+    return IntModel.classifier(cfg.data.size, blob["n_classes"], act_max_for(cfg.model.act_bits),
+                               layers, zlib.crc32(cfg.hash().encode()), cfg.name, front,
+                               cfg.model.bias_unit).validate()
 
 
 def _decoder(model, cfg, n_classes: int) -> IntModel:
@@ -63,9 +63,9 @@ def _decoder(model, cfg, n_classes: int) -> IntModel:
                                      L.shift_value(), b)
               for L, (c_in, side), f, b in zip(model.stages, model.shapes, model.factors,
                                                biases[len(layers):], strict=False)]
-    return IntModel(cfg.data.size, n_classes, act_max_for(8), layers,
-                    zlib.crc32(cfg.hash().encode()), cfg.name, latent=cfg.model.latent,
-                    stages=stages, latent_scale=latent_scale(cfg.model.temperature)).validate()
+    return IntModel.decoder(cfg.data.size, n_classes, act_max_for(8), layers, stages,
+                            zlib.crc32(cfg.hash().encode()), cfg.name, cfg.model.latent,
+                            latent_scale(cfg.model.temperature)).validate()
 
 
 def _front(model, cfg, where) -> list:

@@ -6,7 +6,8 @@ import torch
 import torch.nn as nn
 
 from ..core.errors import BitmcuError
-from ..deploy.ir import CLASS_VALUE, LATENT_UNIT
+from ..core.rng import LATENT_UNIT
+from ..deploy.ir import CLASS_VALUE
 from ..quant import get_scheme
 from .config import Config
 from .nn import QuantLinear, QuantWeights, act_fake_quant, make_norm

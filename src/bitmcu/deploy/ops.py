@@ -1,0 +1,749 @@
+"""The integer model's ops: one class per op, registered by name like the weight schemes.
+
+A model is one sequence of ops (``IntModel.ops``); each op takes the value the one before it
+makes. Values (:class:`Shape`):
+
+  map   uint8 maps, ``n`` channels of ``side`` x ``side``, channel-major (an image: one channel)
+  act   a vector of ``n`` activations 0..act_max
+  acc   a vector of ``n`` int32 accumulators (a classifier's logits)
+
+Each op gives its shape (``out``) and checks (``check``), its numpy reference (``forward``, on
+a batch), the arena buffer its output needs (``buffer``: the memory plan places it), its row of
+the C layer table (``row``; none for the two ops the engine's entry points do themselves:
+the input and the ShiftNorm of the features), and its fields in the model file (``meta``,
+``arrays``, ``from_meta``).
+
+Semantics (mirrored by engine/bitmcu.c):
+  pixels   the uint8 image, one map
+  conv1    a = requant(sum_k level[c, k] * in[y + k // 3, x + k % 3], shift)   3x3, no padding,
+           1 -> C channels; requant(v, s) = min(act_max, (relu(v) + 2^(s-1)) >> s)
+  dw       the same per channel, C/mult -> C: output channel k convolves input channel k // mult
+  pool     max over 2x2 blocks, per channel
+  norm     the map, flattened channel-major, -> shiftnorm(v) = min(act_max, (v + 2^(s-1)) >> s)
+           with the smallest s such that max(v) >> s <= act_max
+  fc       (bias_unit: the input gets one more element, max(input))
+           acc = sum_i level[o, i] * a[i]; then, without a fixed shift, shiftnorm(relu(acc))
+           (``relu``) or the accumulators themselves (the logits, argmax = the prediction, first
+           on ties); with a fixed shift s and int8 biases b (decoders):
+           clamp(((acc + 2^(s-1)) >> s) + b, 0, act_max), >> arithmetic
+  latent   an int8 latent z and a class c -> [relu(z), relu(-z), onehot(c) * CLASS_VALUE]
+  stage    acc[y, x, k] = sum_i level[k, i] * window(y, x)[i], the window the 3x3 neighbourhood
+           of (y, x) over every input channel, index ci * 9 + dy * 3 + dx, zeros outside the
+           map; out = clamp(((acc + 2^(s-1)) >> s) + b, 0, act_max); factor 2 places output
+           k = c * 4 + dy * 2 + dx at (c, 2y + dy, 2x + dx) (pixel shuffle). A stage takes a
+           map, or the vector an fc layer makes as the map (c_in, side, side).
+
+The C engine runs two sequences (:data:`ENGINE_RUNS`): a classifier (``bitmcu_run``) and a
+decoder (``bitmcu_generate``); ``IntModel.validate`` refuses any other.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+import numpy as np
+
+from ..core.errors import BitmcuError
+from ..core.rng import LATENT_UNIT
+from ..quant import get_scheme
+from . import reference
+
+if TYPE_CHECKING:
+    from .ir import IntModel
+
+INT32_MAX = reference.INT32_MAX
+MAX_DIM = 65535  # uint16 dimensions in the layer table
+TERNARY_MAX_IN = 1024  # the ternary kernel divides by 5 with (i * 205) >> 10
+CLASS_VALUE = LATENT_UNIT  # a decoder's class input value: 1.0 in latent units
+CHUNK_ROWS = 32  # a decoder's last fc layer is computed this many outputs at a time
+RING_ROWS = 4  # rows a decoder stage keeps of its input map (all of a map with fewer)
+MAX_FRONT = 8  # BITMCU_MAX_FRONT in bitmcu.h: map ops before the fc layers
+
+# The op sequences the C engine runs, over the ops' tokens (Op.token), and how to say them
+ENGINE_RUNS = {
+    "pixels": (r"pixels (conv1( dw| pool)* )?norm( fc)* logits",
+               "pixels, then optionally conv1 followed by dw and pool ops, norm, fc layers, "
+               "and a last fc layer without ReLU (the logits)"),
+    "latent": (r"latent( fcq)+( stage)+",
+               "latent, fc layers with fixed shifts and biases, then stages"),
+}
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The value between two ops: kind map (n channels of side x side), act or acc (n values)."""
+
+    kind: str
+    n: int
+    side: int = 1
+
+    @property
+    def size(self) -> int:
+        return self.n * self.side * self.side
+
+    def __str__(self) -> str:
+        return f"{self.n}x{self.side}x{self.side}" if self.kind == "map" else str(self.n)
+
+
+@dataclass(frozen=True)
+class TableRow:
+    """One entry of the C layer table, as numbers (the checksum's) and the array it points at."""
+
+    op: str  # the C op: fc | conv1 | dw | pool | stage
+    scheme: str | None  # None for pool
+    # the op's six parameters (Op.params names them; the checksum covers them in this order)
+    relu: int
+    shift: int
+    n_in: int
+    n_out: int
+    row_bytes: int
+    mult: int
+    array: np.ndarray | None  # the layer's weight array (a decoder's biases, then its codes)
+    offset: int  # where in `array` the table's weights pointer points (a decoder's n_out)
+    comment: str
+    buf: int = 0  # byte offset of the layer's output buffer in the arena (the plan's)
+
+
+OPS: dict[str, type[Op]] = {}  # IR op name -> class
+
+
+def register(*names: str):
+    def deco(cls):
+        for n in names:
+            OPS[n] = cls
+        return cls
+    return deco
+
+
+class Op:
+    """An op of the integer model (see the module's docstring for each op's semantics)."""
+
+    # the C op (bitmcu_op in bitmcu.h, BITMCU_OP_<name upper>) and its id; None: no table row
+    c_op: ClassVar[str | None] = None
+    # its parameter struct (bitmcu_layer.p.<struct>) and fields, in TableRow's order
+    params: ClassVar[tuple[str, tuple[str, ...]]] = ("", ())
+
+    @property
+    def name(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def token(self) -> str:
+        """The op's word in ENGINE_RUNS."""
+        return self.name
+
+    @property
+    def nbytes(self) -> int:
+        return 0
+
+    def out(self, x: Shape | None, m: IntModel) -> Shape:
+        """The value this op makes of ``x`` (assumes ``check`` passed)."""
+        raise NotImplementedError
+
+    def check(self, x: Shape | None, m: IntModel, where: str) -> None:
+        """Refuse an input this op cannot take, or parameters the engine cannot run."""
+
+    def forward(self, a, m: IntModel):
+        raise NotImplementedError
+
+    def buffer(self, m: IntModel, i: int) -> tuple[str, int]:
+        """The arena buffer op ``i``'s output needs: (kind, bytes); kind "" for none. Kinds (the
+        plan's): turn, kept (maps), feat, ring, band."""
+        return "", 0
+
+    def acc_rows(self, m: IntModel, i: int) -> int:
+        """int32 accumulators op ``i`` needs at once."""
+        return 0
+
+    def nz_inputs(self, m: IntModel, i: int) -> int:
+        """Entries of the nonzero list op ``i``'s inputs need."""
+        return 0
+
+    def row(self, m: IntModel, i: int) -> TableRow | None:
+        return None
+
+    def kernel_work(self) -> dict[str, int]:
+        """The engine's table-driven kernels this op runs (C function names) and how many
+        values each goes through: what decides which kernels are worth keeping in SRAM. The
+        front end's map ops are one function, counted apart (firmware.hot_kernels)."""
+        return {}
+
+    def describe(self, x: Shape, y: Shape) -> tuple[str, str | int, str | int]:
+        """(label, input, output) for the export report, given the values it takes and makes."""
+        return self.name, str(x), str(y)
+
+    def meta(self) -> dict:
+        raise NotImplementedError
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {}
+
+    @classmethod
+    def from_meta(cls, meta: dict, arrays: dict[str, np.ndarray]) -> Op:
+        raise NotImplementedError
+
+
+def accumulator_bound(levels: np.ndarray, act_max: int) -> int:
+    """Largest |accumulator| any input of 0..act_max can produce: max over rows of sum|w|."""
+    return int(np.abs(levels.astype(np.int64)).sum(axis=1).max(initial=0)) * act_max
+
+
+def _check_codes(where: str, scheme: str, weights: np.ndarray, levels: np.ndarray) -> None:
+    """Refuse packed weights that the scheme's own packing of their levels would not write."""
+    sch = get_scheme(scheme)
+    try:
+        same = bool(np.isin(levels, sch.levels).all()) and np.array_equal(sch.pack(levels), weights)
+    except BitmcuError:
+        same = False
+    if not same:
+        raise BitmcuError(f"{where}: packed weights hold codes that {scheme} does not write (a "
+                          "damaged or edited model file)")
+
+
+class Weighted(Op):
+    """An op with packed weights of one scheme (layout: Scheme.pack of (rows, cols) levels)."""
+
+    weights: np.ndarray
+
+    @property
+    def rows_cols(self) -> tuple[int, int]:
+        raise NotImplementedError
+
+    def levels(self) -> np.ndarray:
+        """(rows, cols) int32 integer weights."""
+        return get_scheme(self.scheme).unpack(self.weights, *self.rows_cols)
+
+    def accumulator_bound(self, act_max: int) -> int:
+        return accumulator_bound(self.levels(), act_max)
+
+    def check_weights(self, m: IntModel, where: str, shift: int | None,
+                      bias: np.ndarray | None = None, need_bias: bool = False) -> None:
+        """Scheme, shape, codes (the C kernels trust them: a ternary byte above 242 reads past
+        the decoding table's meaning), shift, biases and that no int32 accumulator overflows."""
+        rows, cols = self.rows_cols
+        sch = get_scheme(self.scheme)
+        if not sch.exportable:
+            raise BitmcuError(f"{where}: scheme {self.scheme!r} (float) cannot be exported; "
+                              "train with a quantized scheme")
+        if max(rows, cols) > MAX_DIM:
+            raise BitmcuError(f"{where}: {rows}x{cols} exceeds the engine's {MAX_DIM} limit "
+                              "per dimension")
+        if sch.name == "ternary" and cols > TERNARY_MAX_IN:
+            raise BitmcuError(f"{where}: ternary layers take at most {TERNARY_MAX_IN} inputs, "
+                              f"this one has {cols}")
+        shape = sch.packed_shape(rows, cols)
+        if self.weights.dtype != np.uint8 or self.weights.shape != shape:
+            raise BitmcuError(f"{where}: packed weights have shape {self.weights.shape}, "
+                              f"expected {shape} uint8")
+        _check_codes(where, self.scheme, self.weights, self.levels())
+        if need_bias and (bias is None or bias.dtype != np.int8 or bias.shape != (rows,)):
+            raise BitmcuError(f"{where}: needs ({rows},) int8 biases")
+        if shift is not None and not 0 <= shift <= 31:
+            raise BitmcuError(f"{where}: shift {shift} must be 0..31")
+        bound = self.accumulator_bound(m.act_max)
+        if bound > INT32_MAX:
+            raise BitmcuError(f"{where} ({self.scheme}, {rows}x{cols}): worst-case accumulator "
+                              f"{bound} overflows int32 (max {INT32_MAX}); use fewer inputs, "
+                              "smaller weights or fewer activation bits")
+
+
+# ------------------------------------------------------------------------------ inputs
+
+
+@register("pixels")
+@dataclass
+class Pixels(Op):
+    """A classifier's input: one uint8 image of side x side."""
+
+    side: int
+    name = "pixels"
+
+    def out(self, x, m):
+        return Shape("map", 1, self.side)
+
+    def check(self, x, m, where):
+        if not 1 <= self.side <= 255:
+            raise BitmcuError(f"{where}: image side {self.side} must be 1..255")
+
+    def forward(self, a, m):
+        return np.asarray(a).astype(np.int64).reshape(len(a), 1, self.side, self.side)
+
+    def c_input(self, m):
+        """The model table's n_input, n_features (0: the image itself) and kind (bitmcu.h)."""
+        return self.side * self.side, m.n_features if m.front else 0, 0
+
+    def c_defines(self, m):
+        """model.h's defines that only this input has."""
+        return {"INPUT_SIZE": self.side}
+
+    def meta(self):
+        return {"op": self.name, "side": self.side}
+
+    @classmethod
+    def from_meta(cls, meta, arrays):
+        return cls(meta["side"])
+
+
+@register("latent")
+@dataclass
+class Latent(Op):
+    """A decoder's input: an int8 latent of ``size`` values (drawn by the sampler with
+    multiplier ``scale``, core.rng) and a class; ``side`` is the image side the decoder makes."""
+
+    size: int
+    scale: int
+    side: int
+    name = "latent"
+
+    def out(self, x, m):
+        return Shape("act", 2 * self.size + m.n_classes)
+
+    def check(self, x, m, where):
+        if not 1 <= self.scale <= 255:
+            raise BitmcuError(f"{where}: latent scale {self.scale} must be 1..255")
+        if self.size < 1 or m.bias_unit:
+            raise BitmcuError(f"{where}: a decoder takes a latent of at least one value and "
+                              "has no bias unit")
+
+    def forward(self, a, m):
+        z, cls = a
+        return reference.latent_input(z, cls, m.n_classes, CLASS_VALUE)
+
+    def c_input(self, m):
+        """The model table's n_input (the latent's size), n_features (the image side) and
+        kind (bitmcu.h)."""
+        return self.size, self.side, 1
+
+    def c_defines(self, m):
+        """model.h's defines that only this input has."""
+        return {"LATENT": self.size, "LATENT_SCALE": f"{self.scale}u", "OUTPUT_SIDE": self.side,
+                "BAND_ROWS": m.ops[-1].factor}
+
+    def meta(self):
+        return {"op": self.name, "size": self.size, "scale": self.scale, "side": self.side}
+
+    @classmethod
+    def from_meta(cls, meta, arrays):
+        return cls(meta["size"], meta["scale"], meta["side"])
+
+
+# ------------------------------------------------------------------------------ map ops
+
+
+@register("conv1", "dw")
+@dataclass
+class ConvLayer(Weighted):
+    """3x3 convolution, no padding, per channel: ``conv1`` (1 -> C, the image) or ``dw``
+    (depthwise, C/mult -> C: output channel k convolves input channel k // mult).
+    Weights: Scheme.pack of the (C, 9) levels."""
+
+    op: str  # "conv1" | "dw"
+    scheme: str
+    channels: int  # output channels
+    side: int  # input side
+    shift: int  # requantization shift
+    weights: np.ndarray
+    mult: int = 1  # dw: output channels per input channel (depth multiplier)
+    params = ("map", ("zero", "shift", "side", "channels", "row_bytes", "mult"))
+
+    @property
+    def name(self) -> str:
+        return self.op
+
+    @property
+    def c_op(self) -> str:
+        return self.op
+
+    @classmethod
+    def from_levels(cls, op: str, scheme: str, levels: np.ndarray, side: int, shift: int,
+                    mult: int = 1):
+        sch = get_scheme(scheme)
+        levels = np.asarray(levels).reshape(len(levels), 9)
+        return cls(op, sch.name, len(levels), side, int(shift), sch.pack(levels), int(mult))
+
+    @property
+    def rows_cols(self):
+        return self.channels, 9
+
+    @property
+    def out_side(self) -> int:
+        return self.side - 2
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.weights.size)
+
+    def out(self, x, m):
+        return Shape("map", self.channels, self.out_side)
+
+    def check(self, x, m, where):
+        if x.side != self.side:
+            raise BitmcuError(f"{where}: takes {self.side}x{self.side} maps but receives "
+                              f"{x.side}x{x.side}")
+        if self.mult < 1 or (self.op != "dw" and self.mult != 1):
+            raise BitmcuError(f"{where}: depth multiplier {self.mult} is not allowed (dw "
+                              "layers: >= 1, others: 1)")
+        if self.op == "dw" and self.channels != x.n * self.mult:
+            raise BitmcuError(f"{where}: {self.channels} channels, expected {x.n * self.mult}")
+        if self.op == "conv1" and x.n != 1:
+            raise BitmcuError(f"{where}: takes the image, one channel, but receives {x.n}")
+        if self.out_side < 1:
+            raise BitmcuError(f"{where} cannot take a {x.side}x{x.side} map")
+        self.check_weights(m, where, self.shift)
+
+    def forward(self, a, m):
+        return reference.conv3x3(self, a, m.act_max)
+
+    def buffer(self, m, i):
+        return _map_buffer(self, m, i)
+
+    def row(self, m, i):
+        per = f" ({self.mult} per input channel)" if self.mult > 1 else ""
+        return TableRow(self.op, self.scheme, 0, self.shift, self.side, self.channels,
+                        self.weights.shape[1], self.mult if self.op == "dw" else 0, self.weights,
+                        0, f"{self.op} 3x3 {self.scheme}, {self.channels} channels{per}, "
+                        f"{self.side}x{self.side} in, shift {self.shift}, {self.nbytes} bytes")
+
+    def meta(self):
+        return {"op": self.op, "scheme": self.scheme, "channels": self.channels,
+                "side": self.side, "shift": self.shift, "mult": self.mult}
+
+    def arrays(self):
+        return {"w": self.weights}
+
+    @classmethod
+    def from_meta(cls, meta, arrays):
+        return cls(meta["op"], meta["scheme"], meta["channels"], meta["side"], meta["shift"],
+                   arrays["w"], meta["mult"])
+
+
+@register("pool")
+@dataclass
+class PoolLayer(Op):
+    """2x2 max-pool, stride 2, per channel."""
+
+    channels: int
+    side: int  # input side
+    name = "pool"
+    c_op = "pool"
+    params = ConvLayer.params
+    mult = 1
+    shift = 0
+
+    @property
+    def out_side(self) -> int:
+        return self.side // 2
+
+    def out(self, x, m):
+        return Shape("map", self.channels, self.out_side)
+
+    def check(self, x, m, where):
+        if (x.n, x.side) != (self.channels, self.side) or self.side % 2 or self.side < 2:
+            raise BitmcuError(f"{where}: pools {self.channels} channels of {self.side}x"
+                              f"{self.side} (an even side) but receives {x}")
+
+    def forward(self, a, m):
+        return reference.maxpool2(a)
+
+    def buffer(self, m, i):
+        return _map_buffer(self, m, i)
+
+    def row(self, m, i):
+        return TableRow("pool", None, 0, 0, self.side, self.channels, 0, 0, None, 0,
+                        f"2x2 max-pool, {self.side}x{self.side}")
+
+    def meta(self):
+        return {"op": self.name, "channels": self.channels, "side": self.side}
+
+    @classmethod
+    def from_meta(cls, meta, arrays):
+        return cls(meta["channels"], meta["side"])
+
+
+def _map_buffer(op, m: IntModel, i: int) -> tuple[str, int]:
+    """A map op's output: a turn buffer, or a buffer of its own where a depth multiplier's
+    K channels read it."""
+    nxt = m.ops[i + 1] if i + 1 < len(m.ops) else None
+    kept = isinstance(nxt, ConvLayer) and nxt.op == "dw" and nxt.mult > 1
+    return ("kept" if kept else "turn"), op.out_side ** 2
+
+
+@register("norm")
+@dataclass
+class ShiftNorm(Op):
+    """The map (the image or the front end's features), flattened, to activations by the
+    smallest shift that fits act_max. No table row: ``bitmcu_run`` does it."""
+
+    name = "norm"
+
+    def out(self, x, m):
+        return Shape("act", x.size)
+
+    def check(self, x, m, where):
+        if x.kind != "map" or x.size > MAX_DIM:
+            raise BitmcuError(f"{where}: takes a map of at most {MAX_DIM} values; receives "
+                              f"{x} ({x.size} values)")
+
+    def forward(self, a, m):
+        return reference.shiftnorm_input(a.reshape(len(a), -1), m.act_max)
+
+    def buffer(self, m, i):
+        # a front end's features; the image itself is read where it lies
+        return ("feat", m.shapes()[i].size) if not isinstance(m.ops[i - 1], Pixels) else ("", 0)
+
+    def nz_inputs(self, m, i):
+        return m.shapes()[i].size
+
+    def meta(self):
+        return {"op": self.name}
+
+    @classmethod
+    def from_meta(cls, meta, arrays):
+        return cls()
+
+
+# ------------------------------------------------------------------------------ fc and stages
+
+
+@register("fc")
+@dataclass
+class FCLayer(Weighted):
+    """Fully connected layer: packed codes of an exportable scheme (layout: Scheme.pack).
+    Classifiers: ShiftNorm + ReLU after it (``relu``), or the logits; decoders: a fixed
+    requantization ``shift`` and int8 ``bias``."""
+
+    scheme: str
+    n_in: int
+    n_out: int
+    weights: np.ndarray  # Scheme.packed_shape(n_out, n_in) uint8
+    relu: bool
+    shift: int | None = None
+    bias: np.ndarray | None = None  # (n_out,) int8 biases in output units
+    name = "fc"
+    c_op = "fc"
+    params = ("fc", ("relu", "shift", "n_in", "n_out", "row_bytes", "chunk"))
+
+    @classmethod
+    def from_levels(cls, scheme: str, levels: np.ndarray, relu: bool,
+                    shift: int | None = None, bias: np.ndarray | None = None) -> FCLayer:
+        sch = get_scheme(scheme)
+        levels = np.asarray(levels)
+        return cls(sch.name, int(levels.shape[1]), int(levels.shape[0]), sch.pack(levels), relu,
+                   shift, bias)
+
+    @property
+    def token(self):
+        return "fcq" if self.shift is not None else "fc" if self.relu else "logits"
+
+    @property
+    def rows_cols(self):
+        return self.n_out, self.n_in
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.weights.size) + (0 if self.bias is None else int(self.bias.size))
+
+    def out(self, x, m):
+        return Shape("act" if self.relu else "acc", self.n_out)
+
+    def check(self, x, m, where):
+        n = x.n + int(m.bias_unit)
+        if x.kind != "act" or self.n_in != n:
+            raise BitmcuError(f"{where}: takes {self.n_in} inputs but receives {n}")
+        if self.shift is not None and not self.relu:
+            raise BitmcuError(f"{where}: a fixed shift requantizes; relu must be set")
+        self.check_weights(m, where, self.shift, self.bias, need_bias=self.shift is not None)
+
+    def describe(self, x, y):
+        return self.name, self.n_in, self.n_out
+
+    def kernel_work(self):
+        work = {f"bitmcu_{get_scheme(self.scheme).c_kernel}": self.n_in * self.n_out}
+        if self.shift is None:  # ShiftNorm of its input (the features' or a hidden layer's)
+            work["bitmcu_shiftnorm"] = self.n_in
+        return work
+
+    def forward(self, a, m):
+        if m.bias_unit:
+            a = np.concatenate([a, a.max(axis=1, keepdims=True)], axis=1)
+        acc = reference.fc(self.levels(), a)
+        if self.shift is not None:
+            return reference.requant_bias(acc, self.shift, self.bias, m.act_max)
+        return reference.shiftnorm_relu(acc, m.act_max) if self.relu else acc
+
+    def _feeds_stage(self, m: IntModel, i: int) -> bool:
+        return i + 1 < len(m.ops) and isinstance(m.ops[i + 1], StageLayer)
+
+    def chunk(self, m: IntModel, i: int) -> int:
+        """Outputs computed at a time: all, or CHUNK_ROWS for the layer that makes a decoder's
+        first map (where that fits the scheme's row groups)."""
+        if not self._feeds_stage(m, i) or CHUNK_ROWS >= self.n_out or \
+                CHUNK_ROWS % get_scheme(self.scheme).row_group:
+            return self.n_out
+        return CHUNK_ROWS
+
+    def acc_rows(self, m, i):
+        return self.chunk(m, i)
+
+    def nz_inputs(self, m, i):
+        return self.n_in
+
+    def buffer(self, m, i):
+        return ("ring", m.ops[i + 1].ring_bytes(True)) if self._feeds_stage(m, i) else ("", 0)
+
+    def row(self, m, i):
+        what = f"fc {self.scheme} {self.n_in} -> {self.n_out}"
+        if self.shift is None:
+            return TableRow("fc", self.scheme, int(self.relu), 0, self.n_in, self.n_out,
+                            self.weights.shape[1], 0, self.weights, 0,
+                            f"{what}, {self.nbytes} bytes")
+        chunk = self.chunk(m, i) if self._feeds_stage(m, i) else 0
+        return TableRow("fc", self.scheme, 1, self.shift, self.n_in, self.n_out,
+                        self.weights.shape[1], chunk, _bias_codes(self), self.n_out,
+                        f"{what}, shift {self.shift}; {self.n_out} int8 biases, then "
+                        f"{self.weights.size} bytes of codes")
+
+    def meta(self):
+        return {"op": self.name, "scheme": self.scheme, "n_in": self.n_in, "n_out": self.n_out,
+                "relu": self.relu, "shift": self.shift}
+
+    def arrays(self):
+        return {"w": self.weights, **({} if self.bias is None else {"b": self.bias})}
+
+    @classmethod
+    def from_meta(cls, meta, arrays):
+        return cls(meta["scheme"], meta["n_in"], meta["n_out"], arrays["w"], meta["relu"],
+                   meta["shift"], arrays.get("b"))
+
+
+def _bias_codes(op) -> np.ndarray:
+    """A decoder layer's one array: its int8 biases, then its codes."""
+    return np.concatenate([op.bias.view(np.uint8), op.weights.ravel()])
+
+
+@register("stage")
+@dataclass
+class StageLayer(Weighted):
+    """A decoder stage: 3x3 convolution (padding 1) over every input channel, computed per
+    pixel as an fc layer of the 3x3 window (``c_in * 9`` inputs, ``c_out * factor^2`` rows in
+    the scheme's packing); factor 2 places the outputs of each pixel as a 2x2 block of every
+    output channel (pixel shuffle)."""
+
+    scheme: str
+    c_in: int
+    c_out: int  # channels of the output map
+    side: int  # input side
+    factor: int  # 1 (conv) or 2 (up)
+    shift: int
+    weights: np.ndarray  # Scheme.packed_shape(c_out * factor^2, c_in * 9)
+    bias: np.ndarray  # (c_out * factor^2,) int8 biases in output units
+    name = "stage"
+    c_op = "stage"
+    params = ("stage", ("factor", "shift", "c_in", "rows", "row_bytes", "side"))
+
+    @property
+    def kind(self) -> str:
+        return "up" if self.factor == 2 else "conv"
+
+    @property
+    def n_in(self) -> int:
+        return self.c_in * 9
+
+    @property
+    def n_out(self) -> int:
+        return self.c_out * self.factor * self.factor
+
+    @property
+    def out_side(self) -> int:
+        return self.side * self.factor
+
+    @property
+    def rows_cols(self):
+        return self.n_out, self.n_in
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.weights.size) + int(self.bias.size)
+
+    @classmethod
+    def from_levels(cls, scheme: str, levels: np.ndarray, c_in: int, side: int, factor: int,
+                    shift: int, bias: np.ndarray) -> StageLayer:
+        sch = get_scheme(scheme)
+        levels = np.asarray(levels).reshape(len(levels), c_in * 9)
+        return cls(sch.name, c_in, len(levels) // factor**2, side, factor, int(shift),
+                   sch.pack(levels), np.asarray(bias, dtype=np.int8))
+
+    def ring_bytes(self, first: bool) -> int:
+        """Bytes of the rows this stage keeps of its input map: all of the first map and of
+        small ones, RING_ROWS rows of others."""
+        rows = self.side if first or self.side <= RING_ROWS else RING_ROWS
+        return self.c_in * self.side * rows
+
+    def out(self, x, m):
+        return Shape("map", self.c_out, self.out_side)
+
+    def check(self, x, m, where):
+        takes = Shape("map", self.c_in, self.side)
+        if self.factor not in (1, 2) or x.size != takes.size or (x.kind == "map" and x != takes):
+            raise BitmcuError(f"{where}: takes {takes} (factor {self.factor}) but receives {x}")
+        self.check_weights(m, where, self.shift, self.bias, need_bias=True)
+
+    def describe(self, x, y):
+        return self.kind, str(Shape("map", self.c_in, self.side)), str(y)
+
+    def kernel_work(self):  # once per pixel
+        return {f"bitmcu_{get_scheme(self.scheme).c_kernel}":
+                self.n_in * self.n_out * self.side * self.side}
+
+    def forward(self, a, m):
+        if a.ndim == 2:
+            a = a.reshape(len(a), self.c_in, self.side, self.side)
+        return reference.stage(self, a, m.act_max)
+
+    def acc_rows(self, m, i):
+        return self.n_out
+
+    def nz_inputs(self, m, i):
+        return self.n_in
+
+    def buffer(self, m, i):
+        nxt = m.ops[i + 1] if i + 1 < len(m.ops) else None
+        if isinstance(nxt, StageLayer):
+            return "ring", nxt.ring_bytes(False)
+        return "band", self.factor * self.out_side
+
+    def row(self, m, i):
+        return TableRow("stage", self.scheme, self.factor, self.shift, self.c_in, self.n_out,
+                        self.weights.shape[1], self.side, _bias_codes(self), self.n_out,
+                        f"stage {self.kind} {self.scheme} {self.c_in} -> {self.c_out} channels, "
+                        f"{self.side}x{self.side} in, shift {self.shift}; {self.n_out} int8 "
+                        f"biases, then {self.weights.size} bytes of codes")
+
+    def meta(self):
+        return {"op": self.name, "scheme": self.scheme, "c_in": self.c_in, "c_out": self.c_out,
+                "side": self.side, "factor": self.factor, "shift": self.shift}
+
+    def arrays(self):
+        return {"w": self.weights, "b": self.bias}
+
+    @classmethod
+    def from_meta(cls, meta, arrays):
+        return cls(meta["scheme"], meta["c_in"], meta["c_out"], meta["side"], meta["factor"],
+                   meta["shift"], arrays["w"], arrays["b"])
+
+
+def check_sequence(ops: list[Op]) -> None:
+    """Refuse an op sequence the C engine does not run (ENGINE_RUNS)."""
+    tokens = " ".join(op.token for op in ops)
+    run = ENGINE_RUNS.get(ops[0].token if ops else "")
+    if run is None:
+        raise BitmcuError(f"a model starts with its input op, pixels or latent; this one with "
+                          f"{tokens.split(' ')[0] if ops else 'nothing'}")
+    if not re.fullmatch(run[0], tokens):
+        raise BitmcuError(f"the engine runs {run[1]}; this model is: {tokens}")
+    n_maps = sum(isinstance(op, ConvLayer | PoolLayer) for op in ops)
+    if n_maps > MAX_FRONT:
+        raise BitmcuError(f"the front end has {n_maps} layers; the engine takes at most "
+                          f"{MAX_FRONT}")

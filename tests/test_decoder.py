@@ -80,7 +80,7 @@ def test_c_engine_generates_the_reference_pixels(tiny_decoder, has_mul):
     model, _ = load_int_model(tiny_decoder)
     seeds = np.concatenate([np.arange(300), [2**32 - 1, 123456789]])
     classes = np.arange(len(seeds)) % model.n_classes
-    host = HostModel(model_header(model, "test"), has_mul=has_mul, decoder=True)
+    host = HostModel(model_header(model, "test"), has_mul=has_mul)
     try:
         images, z = host.generate(seeds, classes, model.input_size, model.latent)
     finally:
@@ -234,7 +234,7 @@ def test_check_refuses_a_stage_input_beyond_the_largest_input(tiny_export):
     stage_in = 9 * max(st.c_in for st in model.find("stage"))
     others = max(2 * model.latent + model.n_classes, *(L.n_out for L in model.find("fc")[:-1]))
     assert others < stage_in - 1  # a max_in that only the stage's window exceeds
-    ok = HostModel(header, decoder=True)
+    ok = HostModel(header)
     try:
         assert ok.check()[0] == 0
     finally:
@@ -244,7 +244,7 @@ def test_check_refuses_a_stage_input_beyond_the_largest_input(tiny_export):
     assert small != header
     # BITMCU_ERR_LAYER, found before the checksums (which differ too) are compared
     with pytest.raises(BitmcuError, match="table check says BITMCU_ERR_LAYER"):
-        HostModel(small, decoder=True)
+        HostModel(small)
 
 
 def test_damaged_decoder_model_is_refused(tiny_export, tmp_path):
@@ -319,3 +319,24 @@ def test_fuzzed_decoder_tables_never_crash_the_engine(tiny_decoder):
 
     full, bare = _fuzz_both_ways(load_int_model(tiny_decoder)[0])
     assert full.ran > 0 and bare.ran > full.ran
+
+
+def test_compare_c_names_the_first_sample_that_differs(tiny_export, monkeypatch):
+    """One comparison for both kinds: a decoder's C images against the reference's, named by
+    (seed, class); a table whose stage shifts by one more differs and is caught."""
+    import dataclasses
+
+    from bitmcu.deploy import verify
+
+    model = IntModel.load(tiny_export / "model.npz")
+    batch = verify.sample_inputs(model, 12)
+    ref, outs = verify.compare_c(model, batch, builds=(False,))
+    assert ref.shape == (12, model.input_size, model.input_size)
+    np.testing.assert_array_equal(outs["nomul"], ref)
+    i = len(model.ops) - 1
+    other = dataclasses.replace(model, ops=[*model.ops[:i], dataclasses.replace(
+        model.ops[i], shift=model.ops[i].shift + 1)])
+    monkeypatch.setattr(verify, "model_header", lambda m, cmd: model_header(other, cmd))
+    with pytest.raises(BitmcuError, match=r"C engine \(nomul\) differs from the reference on "
+                                          r"\d+ of 12 samples .*first: seed \d+, class \d"):
+        verify.compare_c(model, batch, builds=(False,))

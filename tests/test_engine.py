@@ -14,7 +14,7 @@ from bitmcu.deploy.codegen import model_header
 from bitmcu.deploy.hostc import WARNINGS, HostModel, engine_dir
 from bitmcu.deploy.ir import INT32_MAX, FCLayer, IntModel
 from bitmcu.deploy.plan import plan
-from bitmcu.deploy.verify import compare_c_reference
+from bitmcu.deploy.verify import compare_c
 from bitmcu.quant import REGISTRY, get_scheme
 
 SCHEMES = [s.name for s in REGISTRY.values() if s.exportable]
@@ -48,7 +48,7 @@ def test_random_layer_per_scheme(scheme):
     rng = np.random.default_rng(REGISTRY[scheme].id)
     model = random_model(rng, [scheme], widths=(), n_classes=19)
     x = random_images(rng, 200, model.n_input)
-    ref, outs = compare_c_reference(model, x)
+    ref, outs = compare_c(model, x)
     for c in outs.values():
         np.testing.assert_array_equal(c, ref)
     assert np.abs(ref).max() > 0
@@ -60,7 +60,7 @@ def test_random_model_per_scheme(scheme, bias_unit):
     rng = np.random.default_rng(100 + REGISTRY[scheme].id)
     model = random_model(rng, [scheme], bias_unit=bias_unit)
     x = random_images(rng, 300, model.n_input)
-    ref, outs = compare_c_reference(model, x)
+    ref, outs = compare_c(model, x)
     for c in outs.values():
         np.testing.assert_array_equal(c, ref)
     # activations are really used: predictions vary across images
@@ -77,7 +77,7 @@ def test_mixed_schemes_wide_gaps_and_act_bits():
     x[4, 0] = x[4, 399] = 200
     x[5] = 0
     x[5, 399] = 9
-    ref, outs = compare_c_reference(model, x)
+    ref, outs = compare_c(model, x)
     for c in outs.values():
         np.testing.assert_array_equal(c, ref)
 
@@ -94,7 +94,7 @@ def test_first_layer_with_gaps_wider_than_255_per_scheme(scheme):
     x[2, 0] = 255
     x[3, 1] = x[3, 300] = x[3, 301] = 17
     x[4, 257] = 3
-    ref, outs = compare_c_reference(model, x)
+    ref, outs = compare_c(model, x)
     for c in outs.values():
         np.testing.assert_array_equal(c, ref)
 
@@ -106,7 +106,7 @@ def test_sanitizers_on_random_models_of_every_scheme():
         model = random_model(rng, [scheme, SCHEMES[(i + 3) % len(SCHEMES)]], size=5 + i % 3,
                              widths=(11 + i, 6))
         x = random_images(rng, 40, model.n_input)
-        ref, outs = compare_c_reference(model, x, builds=(i % 2 == 0,), sanitize=True)
+        ref, outs = compare_c(model, x, builds=(i % 2 == 0,), sanitize=True)
         for c in outs.values():
             np.testing.assert_array_equal(c, ref)
 
@@ -232,7 +232,7 @@ def test_random_cnn_per_conv_scheme(scheme):
     rng = np.random.default_rng(200 + REGISTRY[scheme].id)
     model = random_cnn(rng, scheme)
     x = random_images(rng, 60, model.n_input)
-    ref, outs = compare_c_reference(model, x)
+    ref, outs = compare_c(model, x)
     for c in outs.values():
         np.testing.assert_array_equal(c, ref)
     feats = reference.front_end(model, x)
@@ -258,7 +258,7 @@ def test_cnn_other_shapes_and_sanitizers():
     model = random_cnn(rng, "8bit", "2bitsym", channels=3, size=12, stages=("pool", "dw"),
                        hidden=(9, 8))
     x = random_images(rng, 30, model.n_input)
-    ref, outs = compare_c_reference(model, x, sanitize=True)
+    ref, outs = compare_c(model, x, sanitize=True)
     for c in outs.values():
         np.testing.assert_array_equal(c, ref)
     with pytest.raises(BitmcuError, match=r"op 2 \(pool\): pools 5 channels of 9x9 .*receives 5x10x10"):
@@ -290,7 +290,7 @@ def test_cnn_ink_in_part_of_the_image(conv_scheme):
     for size, stages in ((16, ("dw", "pool", "dw", "pool")), (12, ("pool", "dw"))):
         model = random_cnn(rng, conv_scheme, channels=6, size=size, stages=stages)
         x = ink_boxes(rng, 80, size)
-        ref, outs = compare_c_reference(model, x)
+        ref, outs = compare_c(model, x)
         for c in outs.values():
             np.testing.assert_array_equal(c, ref)
         feats = reference.front_end(model, x)
@@ -315,7 +315,7 @@ def test_cnn_depth_multipliers(conv_scheme):
                 assert all(e <= spans[i][0] or spans[i][1] <= b
                            for j, (b, e) in enumerate(spans) if j != i)
         x = np.concatenate([ink_boxes(rng, 20, size), random_images(rng, 20, size * size)])
-        ref, outs = compare_c_reference(model, x, sanitize=size == 14)
+        ref, outs = compare_c(model, x, sanitize=size == 14)
         for c in outs.values():
             np.testing.assert_array_equal(c, ref)
         # output channel k of a dw*K layer convolves input channel k // K
@@ -453,3 +453,18 @@ def test_the_profilers_offset_of_the_checksums_is_the_structs(tmp_path):
                     "-o", str(tmp_path / "off")], check=True)
     out = subprocess.run([str(tmp_path / "off")], capture_output=True, text=True).stdout
     assert out == f"{MODEL_SUMS_OFFSET} {MODEL_SUMS_OFFSET + 4}"
+
+
+def test_compare_c_names_the_first_image_that_differs(monkeypatch):
+    """A classifier's C logits against the reference's: a table whose first layer's weights
+    differ is caught, naming the image and the logit."""
+    from bitmcu.deploy import verify
+
+    rng = np.random.default_rng(12)
+    model = random_model(rng, ["4bitsym"])
+    other = random_model(np.random.default_rng(13), ["4bitsym"])
+    x = random_images(rng, 30, model.n_input)
+    monkeypatch.setattr(verify, "model_header", lambda m, cmd: model_header(other, cmd))
+    with pytest.raises(BitmcuError, match=r"C engine \(mul\) differs from the reference on "
+                                          r"\d+ of 30 images .*first: image \d+, value \d: C -?\d+"):
+        compare_c(model, x, builds=(True,))

@@ -56,7 +56,7 @@ def sample_images(blob: dict, model, seeds: np.ndarray, classes: np.ndarray,
             (0, model.input_size, model.input_size), np.uint8)
     if engine == "c":
 
-        host = HostModel(model_header(model, "bitmcu sample"), has_mul=has_mul, decoder=True)
+        host = HostModel(model_header(model, "bitmcu sample"), has_mul=has_mul)
         try:
             return host.generate(seeds, classes, model.input_size, model.latent)[0]
         finally:

@@ -124,7 +124,7 @@ def verify_decoder(model: IntModel, blob: dict, n: int, sanitize: bool = False,
     """:func:`verify_samples`, and how many of the float (QAT) decoder's images equal the
     reference's."""
     result, ref = verify_samples(model, n, sanitize, cc)
-    seeds, classes = sample_inputs(model, n)
+    seeds, classes = sample_inputs(model, n).T
     z = latents_for(seeds, model.latent, model.latent_scale)
     with torch.no_grad():
         f = model_from_checkpoint(blob).decode(torch.from_numpy(z.astype(np.float32)),

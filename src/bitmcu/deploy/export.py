@@ -182,7 +182,7 @@ def read_export(export_dir: str | Path, check: bool = False) -> IntModel:
     model = IntModel.load(d / "model.npz")
     if check:
         try:
-            host = HostModel((d / "model.h").read_text(), decoder=model.generative)
+            host = HostModel((d / "model.h").read_text())
         except BitmcuError as e:
             raise BitmcuError(f"{d}: {e}; re-run `bitmcu export`") from None
         try:

@@ -75,18 +75,18 @@ def _compile(args: list[str], what: str) -> None:
 
 
 class HostModel:
-    """A model header compiled for this machine."""
+    """A model header compiled for this machine with the shim of its entry point: bitmcu_run
+    (:meth:`run`), or bitmcu_generate (:meth:`generate`) where model.h is a decoder's."""
 
     def __init__(self, model_h: str, has_mul: bool = True, cc: str | None = None,
-                 sanitize: bool = False, workdir: Path | None = None, decoder: bool = False,
-                 check: bool = True):
+                 sanitize: bool = False, workdir: Path | None = None, check: bool = True):
         self._tmp = None
         if workdir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="bitmcu-host-")
             workdir = Path(self._tmp.name)
         self.dir = Path(workdir)
         (self.dir / "model.h").write_text(model_h)
-        self.decoder = decoder
+        self.decoder = decoder = "#define BITMCU_MODEL_KIND BITMCU_KIND_DECODER" in model_h
         (self.dir / "shim.c").write_text(DECODER_SHIM if decoder else HOST_SHIM)
         for f in ("bitmcu.c", "bitmcu.h"):
             shutil.copy(engine_dir() / f, self.dir / f)

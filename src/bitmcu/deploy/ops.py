@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 
 from ..core.errors import BitmcuError
-from ..core.rng import LATENT_UNIT
+from ..core.rng import LATENT_UNIT, latents_for
 from ..quant import get_scheme
 from . import reference
 
@@ -270,6 +270,20 @@ class Pixels(Op):
     def forward(self, a, m):
         return np.asarray(a).astype(np.int64).reshape(len(a), 1, self.side, self.side)
 
+    # a batch of a classifier's inputs: (N, side * side) uint8 images
+    items = "images"
+
+    def item(self, batch, i: int) -> str:
+        return f"image {i}"
+
+    def reference(self, m, batch):
+        """The reference's outputs of a batch: (N, n_classes) int32 logits."""
+        return reference.forward(m, batch)
+
+    def on_host(self, m, host, batch):
+        """The host-compiled engine's outputs of the same batch (bitmcu_run)."""
+        return host.run(batch, m.n_classes)
+
     def c_input(self, m):
         """The model table's n_input, n_features (0: the image itself) and kind (bitmcu.h)."""
         return self.side * self.side, m.n_features if m.front else 0, 0
@@ -310,6 +324,26 @@ class Latent(Op):
     def forward(self, a, m):
         z, cls = a
         return reference.latent_input(z, cls, m.n_classes, CLASS_VALUE)
+
+    # a batch of a decoder's inputs: (N, 2) rows of (seed, class); the latent is the one the
+    # sampler draws from the seed (core.rng, bitmcu_sample_latent in C)
+    items = "samples"
+
+    def item(self, batch, i: int) -> str:
+        return f"seed {int(batch[i, 0])}, class {int(batch[i, 1])}"
+
+    def reference(self, m, batch):
+        """The reference's outputs of a batch: (N, side, side) images."""
+        z = latents_for(batch[:, 0], self.size, self.scale)
+        return reference.forward(m, (z, batch[:, 1])).reshape(len(batch), self.side, self.side)
+
+    def on_host(self, m, host, batch):
+        """The host-compiled engine's outputs of the same batch (bitmcu_generate, its own PRNG
+        and latent sampler, which must draw the reference's latents)."""
+        images, z = host.generate(batch[:, 0], batch[:, 1], self.side, self.size)
+        if not np.array_equal(z, latents_for(batch[:, 0], self.size, self.scale)):
+            raise BitmcuError("C engine: its latent sampler differs from the reference")
+        return images
 
     def c_input(self, m):
         """The model table's n_input (the latent's size), n_features (the image side) and

@@ -11,8 +11,6 @@ import numpy as np
 from tqdm import tqdm
 
 from ..core.errors import BitmcuError
-from ..core.rng import latents_for
-from . import reference
 from .codegen import model_header
 from .hostc import HostModel
 from .ir import IntModel
@@ -36,29 +34,32 @@ class VerifyResult:
         return "\n".join(parts)
 
 
-def compare_c_reference(model: IntModel, images: np.ndarray, builds=(True, False),
-                        sanitize: bool = False, cc: str | None = None):
-    """Run the reference and the C engine (with and without multiplier); raise on any difference.
-
-    Returns (reference logits, {build name: C logits}).
-    """
-    ref = in_chunks(lambda x: reference.run(model, x)[0], images, "integer reference")
+def compare_c(model: IntModel, batch: np.ndarray, builds=(True, False), sanitize: bool = False,
+              cc: str | None = None):
+    """Run the reference and the C engine (with and without multiplier) on a batch of the
+    model's inputs (its input op's form: images, or (seed, class) rows); raise on any
+    difference. Returns (reference outputs, {build name: C outputs})."""
+    inp = model.input
+    batch = np.asarray(batch)
+    ref = in_chunks(lambda b: inp.reference(model, b), batch, "integer reference")
     header = model_header(model, "bitmcu verify")
     outs = {}
     for has_mul in builds:
+        name = "mul" if has_mul else "nomul"
         host = HostModel(header, has_mul=has_mul, cc=cc, sanitize=sanitize)
         try:
-            c = in_chunks(lambda x, h=host: h.run(x, model.n_classes), images,
-                          f"C engine ({'mul' if has_mul else 'nomul'})")
+            c = in_chunks(lambda b, h=host: inp.on_host(model, h, b), batch, f"C engine ({name})")
         finally:
             host.close()
-        name = "mul" if has_mul else "nomul"
-        diff = np.nonzero((c != ref).any(axis=1))[0]
+        bad = (c != ref).reshape(len(c), -1)
+        diff = np.nonzero(bad.any(axis=1))[0]
         if len(diff):
             i = int(diff[0])
+            j = int(np.argmax(bad[i]))
             raise BitmcuError(
-                f"C engine ({name}) differs from the reference on {len(diff)} of {len(images)} "
-                f"images; first: image {i}, C {c[i].tolist()} vs reference {ref[i].tolist()}"
+                f"C engine ({name}) differs from the reference on {len(diff)} of {len(batch)} "
+                f"{inp.items} ({int(bad.sum())} values); first: {inp.item(batch, i)}, value {j}: "
+                f"C {c[i].ravel()[j]} vs reference {ref[i].ravel()[j]}"
             )
         outs[name] = c
     return ref, outs
@@ -87,42 +88,17 @@ class DecoderVerifyResult:
         return text
 
 
-def sample_inputs(model: IntModel, n: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """n (seed, class) pairs: seeds seed.., classes in turn."""
+def sample_inputs(model: IntModel, n: int, seed: int = 1) -> np.ndarray:
+    """n (seed, class) rows: seeds seed.., classes in turn."""
     seeds = np.arange(seed, seed + n, dtype=np.int64)
-    return seeds, np.arange(n) % model.n_classes
-
-
-def compare_c_generate(model: IntModel, seeds: np.ndarray, classes: np.ndarray,
-                       builds=(True, False), sanitize: bool = False, cc: str | None = None):
-    """The reference's images of (seed, class) pairs; raise where the C engine's latents or any
-    pixel differ (with and without multiplier)."""
-    z = latents_for(seeds, model.latent, model.latent_scale)
-    ref = reference.generate(model, z, classes)
-    header = model_header(model, "bitmcu verify")
-    for has_mul in builds:
-        host = HostModel(header, has_mul=has_mul, cc=cc, sanitize=sanitize, decoder=True)
-        try:
-            images, cz = host.generate(seeds, classes, model.input_size, model.latent)
-        finally:
-            host.close()
-        name = "mul" if has_mul else "nomul"
-        if not np.array_equal(cz, z):
-            raise BitmcuError(f"C engine ({name}): its latent sampler differs from the reference")
-        diff = np.nonzero((images != ref).any(axis=(1, 2)))[0]
-        if len(diff):
-            i = int(diff[0])
-            raise BitmcuError(f"C engine ({name}) differs from the reference on {len(diff)} of "
-                              f"{len(seeds)} images ({int((images != ref).sum())} pixels); first: "
-                              f"seed {int(seeds[i])}, class {int(classes[i])}")
-    return ref
+    return np.stack([seeds, np.arange(n) % model.n_classes], axis=1)
 
 
 def verify_model(model: IntModel, images: np.ndarray, labels: np.ndarray, sanitize: bool = False,
                  cc: str | None = None, float_acc: float | None = None) -> VerifyResult:
     """C == reference on ``images`` (both builds; raises on the first difference) and the
     accuracies on their ``labels``."""
-    ref, outs = compare_c_reference(model, images, sanitize=sanitize, cc=cc)
+    ref, outs = compare_c(model, images, sanitize=sanitize, cc=cc)
     acc = lambda logits: float((logits.argmax(1) == labels).mean())  # noqa: E731
     return VerifyResult(len(images), float_acc, acc(ref), {k: acc(v) for k, v in outs.items()})
 
@@ -131,6 +107,5 @@ def verify_samples(model: IntModel, n: int, sanitize: bool = False,
                    cc: str | None = None) -> tuple[DecoderVerifyResult, np.ndarray]:
     """A decoder's n (seed, class) samples: C == reference for every pixel (both builds).
     Returns the result (without the float decoder's figure) and the reference's images."""
-    seeds, classes = sample_inputs(model, n)
-    ref = compare_c_generate(model, seeds, classes, sanitize=sanitize, cc=cc)
+    ref, _ = compare_c(model, sample_inputs(model, n), sanitize=sanitize, cc=cc)
     return DecoderVerifyResult(n, int(ref.size), ["mul", "nomul"]), ref

@@ -18,7 +18,7 @@ from ...core.errors import BitmcuError
 from ...deploy import reference
 from ...deploy.export import model_report, write_export
 from ...deploy.ir import IntModel
-from ...deploy.verify import compare_c_reference
+from ...deploy.verify import compare_c
 from ...target.chips import get_chip
 from ...target.emulator import measure_export
 from ...target.firmware import FlashOverflow, RamOverflow
@@ -224,7 +224,7 @@ class Objective:
         _, pred = reference.run(model, x)
         val_acc = float((pred == y).mean())
 
-        compare_c_reference(model, x[:VERIFY_IMAGES])  # C == reference, or BitmcuError
+        compare_c(model, x[:VERIFY_IMAGES])  # C == reference, or BitmcuError
         got = measure(model, x, y, run_dir / "export", self.budget.mcu, self.space.images,
                       self.space.cycle_images)
         for k, v in got.items():

@@ -160,11 +160,9 @@ class IntModel:
         for i, op in enumerate(self.ops):
             op.check(x, self, f"op {i} ({op.name})")
             x = op.out(x, self)
-        want = (Shape("map", 1, self.input_size) if self.generative else
-                Shape("acc", self.n_classes))
+        want, what = self.input.makes(self)
         if x != want:
-            raise BitmcuError(f"the model makes {x} ({x.kind}); it must make {want} "
-                              f"({'one image' if self.generative else 'one logit per class'})")
+            raise BitmcuError(f"the model makes {x} ({x.kind}); it must make {want} ({what})")
         return self
 
     # ---------------------------------------------------------------- serialization

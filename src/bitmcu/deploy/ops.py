@@ -273,6 +273,10 @@ class Pixels(Op):
     # a batch of a classifier's inputs: (N, side * side) uint8 images
     items = "images"
 
+    def makes(self, m) -> tuple[Shape, str]:
+        """What the model's last op must make: one logit per class."""
+        return Shape("acc", m.n_classes), "one logit per class"
+
     def item(self, batch, i: int) -> str:
         return f"image {i}"
 
@@ -329,13 +333,18 @@ class Latent(Op):
     # sampler draws from the seed (core.rng, bitmcu_sample_latent in C)
     items = "samples"
 
+    def makes(self, m) -> tuple[Shape, str]:
+        """What the model's last op must make: the image."""
+        return Shape("map", 1, self.side), f"one image of {self.side}x{self.side}"
+
     def item(self, batch, i: int) -> str:
         return f"seed {int(batch[i, 0])}, class {int(batch[i, 1])}"
 
     def reference(self, m, batch):
-        """The reference's outputs of a batch: (N, side, side) images."""
+        """The reference's outputs of a batch: (N, side, side) uint8 images."""
         z = latents_for(batch[:, 0], self.size, self.scale)
-        return reference.forward(m, (z, batch[:, 1])).reshape(len(batch), self.side, self.side)
+        images = reference.forward(m, (z, batch[:, 1]))
+        return images.reshape(len(batch), self.side, self.side).astype(np.uint8)
 
     def on_host(self, m, host, batch):
         """The host-compiled engine's outputs of the same batch (bitmcu_generate, its own PRNG

@@ -156,5 +156,5 @@ def generate(model: IntModel, z: np.ndarray, cls: np.ndarray) -> np.ndarray:
     """(N, latent) int8 latents and (N,) classes -> (N, side, side) uint8 generated images."""
     if not model.generative:
         raise ValueError("generate() takes a decoder; this model is a classifier")
-    m = forward(model, (z, cls))
-    return m.reshape(len(m), model.input_size, model.input_size).astype(np.uint8)
+    return forward(model, (z, cls)).reshape(len(z), model.input_size,
+                                            model.input_size).astype(np.uint8)

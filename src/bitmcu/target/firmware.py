@@ -20,7 +20,6 @@ import numpy as np
 
 from ..core.errors import BitmcuError, choices
 from ..core.outdir import locked, writing
-from ..core.rng import latents_for
 from ..deploy import reference
 from ..deploy.codegen import front_entry, images_header, samples_header, table_sums
 from ..deploy.export import read_export
@@ -215,41 +214,44 @@ def build_firmware(export_dir: str | Path, mcu: str, out: str | Path | None = No
         return _build(export_dir, chip, t, out, n_images, hot_loops, opt)
 
 
+def _tests(model, export_dir: Path, n: int):
+    """What the firmware runs, by the model's entry point: (its main program, (header name,
+    text), labels, expected outputs, (bytes per test image in flash, images)). A classifier's
+    first n test images of the export with the reference's predictions (fw_main.c); a
+    decoder's n (seed, class) pairs with the crc32 of the reference's pixels (fw_gen.c)."""
+    command = f"bitmcu firmware {export_dir}"
+    if model.generative:
+        if not 1 <= n <= 100:
+            raise BitmcuError(f"--images {n}: choose 1..100 (samples the firmware generates)")
+        batch = np.stack([sample_seeds(n), np.arange(n) % model.n_classes], axis=1)
+        expected = [zlib.crc32(im.tobytes()) for im in model.input.reference(model, batch)]
+        return ("fw_gen.c", ("test_samples.h", samples_header(batch[:, 0], batch[:, 1], command)),
+                batch[:, 1], expected, (0, n))
+    test = export_dir / "test_set.npz"
+    if not test.is_file():
+        raise BitmcuError(f"{export_dir}: test_set.npz missing; re-run `bitmcu export`")
+    with np.load(test) as z:
+        images, labels = z["images"], z["labels"]
+    if not 1 <= n <= len(images):
+        raise BitmcuError(f"--images {n}: choose 1..{len(images)} (images in the export)")
+    images, labels = images[:n], labels[:n]
+    _, expected = reference.run(model, images)
+    return ("fw_main.c", ("test_images.h", images_header(images, labels, expected, command)),
+            labels, expected, (model.n_input, n))
+
+
 def _build(export_dir: Path, chip, t: Path, out: Path, n_images: int, hot_loops: str,
            opt: str) -> FirmwareInfo:
     model = read_export(export_dir, check=True)
-    test = export_dir / "test_set.npz"
-    if not test.is_file() and not model.generative:
-        raise BitmcuError(f"{export_dir}: test_set.npz missing; re-run `bitmcu export`")
-    if model.generative:
-        images = labels = np.zeros(100)  # samples: (seed, class) pairs, made below
-    else:
-        with np.load(test) as z:
-            images, labels = z["images"], z["labels"]
-    if not 1 <= n_images <= len(images):
-        raise BitmcuError(f"--images {n_images}: choose 1..{len(images)} (images in the export)")
-    images, labels = images[:n_images], labels[:n_images]
-    if model.generative:  # (seed, class) pairs; expected: crc32 of the reference's pixels
-        labels = np.arange(n_images) % model.n_classes
-        expected = [zlib.crc32(im.tobytes()) for im in
-                    reference.generate(model, latents_for(sample_seeds(n_images), model.latent,
-                                                          model.latent_scale), labels)]
-    else:
-        _, expected = reference.run(model, images)
+    main, header, labels, expected, images = _tests(model, export_dir, n_images)
     gcc, objcopy = find_tool(GCC), find_tool(OBJCOPY)
 
     for f in ("model.h", "bitmcu.c", "bitmcu.h"):
         shutil.copy(export_dir / f, t / f)
-    for f in ("startup.S", "fw_main.c", "fw_trace.h", "mem.c"):
+    for f in ("startup.S", "fw_trace.h", "mem.c"):
         shutil.copy(files_dir() / f, t / f)
-    if model.generative:
-        shutil.copy(files_dir() / "fw_gen.c", t / "fw_main.c")
-        (t / "test_samples.h").write_text(samples_header(sample_seeds(n_images), labels,
-                                                         f"bitmcu firmware {export_dir}"))
-    else:
-        (t / "test_images.h").write_text(images_header(images, labels, expected,
-                                                       f"bitmcu firmware {export_dir}"))
-    images = (0 if model.generative else model.n_input, n_images)  # flash of the test images
+    shutil.copy(files_dir() / main, t / "fw_main.c")
+    (t / header[0]).write_text(header[1])
     cmd, stack, place, note, flash_hot = link_placed(gcc, t, model, chip, hot_loops, opt, images)
     write_images(objcopy, t, cmd)
     info = FirmwareInfo(chip.name, str(out / "firmware.elf"), str(out / "firmware.bin"),

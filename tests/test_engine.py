@@ -244,11 +244,11 @@ def test_cnn_front_end_entry_point_follows_the_conv_schemes():
     check refuses that entry point for a model with another conv scheme (it would misread its
     weights)."""
     rng = np.random.default_rng(23)
-    assert ".front = bitmcu_front_end_8bit," in model_header(random_cnn(rng, "8bit"), "t")
+    assert ".step = bitmcu_front_end_8bit}" in model_header(random_cnn(rng, "8bit"), "t")
     model = random_cnn(rng, "fp130")
     header = model_header(model, "t")
-    assert ".front = bitmcu_front_end," in header
-    wrong = header.replace(".front = bitmcu_front_end,", ".front = bitmcu_front_end_8bit,")
+    assert ".step = bitmcu_front_end}" in header
+    wrong = header.replace(".step = bitmcu_front_end}", ".step = bitmcu_front_end_8bit}")
     with pytest.raises(BitmcuError, match="table check says BITMCU_ERR_LAYER"):
         HostModel(wrong)  # bitmcu_run trusts a checked table: the check is where this is found
 

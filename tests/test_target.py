@@ -204,6 +204,22 @@ def test_worst_case_stack_from_the_call_graph(tmp_path):
         'edge: { sourcename: "front" targetname: "conv" }\n'
         'edge: { sourcename: "front" targetname: "__mulsi3" }\n')
     assert worst_stack([tmp_path / "a.ci"]) == 64 + 80 + 120 + 312
+    # by the pointer's type: the entry points call op functions only, the op functions' own
+    # indirect calls (kernels) never reach an op function
+    (tmp_path / "c.ci").write_text(
+        'node: { title: "main" label: "main\\nfw_main.c:1:1\\n64 bytes (static)" }\n'
+        'node: { title: "bitmcu_run" label: "r\\nbitmcu.c:1:1\\n50 bytes (static)" }\n'
+        'node: { title: "bitmcu_step_fc" label: "s\\nbitmcu.c:2:1\\n20 bytes (static)" }\n'
+        'node: { title: "bitmcu_front_end" label: "f\\nbitmcu.c:2:1\\n200 bytes (static)" }\n'
+        'node: { title: "bitmcu_fc_8bit" label: "k\\nbitmcu.c:3:1\\n100 bytes (static)" }\n'
+        'node: { title: "bitmcu_conv3x3" label: "c\\nbitmcu.c:3:1\\n30 bytes (static)" }\n'
+        'edge: { sourcename: "main" targetname: "bitmcu_run" }\n'
+        'edge: { sourcename: "bitmcu_run" targetname: "__indirect_call" }\n'
+        'edge: { sourcename: "bitmcu_step_fc" targetname: "__indirect_call" }\n'
+        'edge: { sourcename: "bitmcu_front_end" targetname: "bitmcu_conv3x3" }\n')
+    assert worst_stack([tmp_path / "c.ci"]) == 64 + 50 + 200 + 30  # not 20 + 200 + 100
+    assert worst_stack([tmp_path / "c.ci"], linked={"main", "bitmcu_run", "bitmcu_step_fc",
+                                                    "bitmcu_fc_8bit"}) == 64 + 50 + 20 + 100
     (tmp_path / "b.ci").write_text(
         'node: { title: "main" label: "main\\nx.c:1:1\\n64 bytes (dynamic)" }\n')
     assert worst_stack([tmp_path / "b.ci"]) is None  # unbounded: no claim

@@ -148,7 +148,7 @@ def _table(model: IntModel) -> list[str]:
                    f"    {{.op = BITMCU_OP_{r.op.upper()}, .scheme = {sch},\n"
                    f"     .p.{view} = {{{params}}},\n"
                    f"     .buf = {r.buf}, .nbytes = {row_numbers(r)[-1]}u, .weights = {ptr}, "
-                   f".kernel = {kernel}}},\n")
+                   f".kernel = {kernel},\n     .step = {op.step(model)}}},\n")
     out.append("    {.op = 0} /* end of the table */\n};\n\n")
     fields = {"magic": "BITMCU_MAGIC", "version": "BITMCU_FORMAT_VERSION",
               "n_layers": "BITMCU_MODEL_N_LAYERS", "config_hash": "BITMCU_MODEL_CONFIG_HASH",
@@ -159,7 +159,7 @@ def _table(model: IntModel) -> list[str]:
               "n_front": "BITMCU_MODEL_N_FRONT", "bias_unit": "BITMCU_MODEL_BIAS_UNIT",
               "kind": "BITMCU_MODEL_KIND", "arena_words": "BITMCU_MODEL_ARENA_WORDS",
               "table_sum": "BITMCU_MODEL_TABLE_SUM", "weight_sum": "BITMCU_MODEL_WEIGHT_SUM",
-              "layers": "bitmcu_layers", "front": front_entry(model) or "NULL"}
+              "layers": "bitmcu_layers"}
     out.append("static const bitmcu_model bitmcu_model_data = {\n" +
                "".join(f"    .{k} = {v},\n" for k, v in fields.items()) + "};\n\n")
     out.append("/* entries of bitmcu_layers, its end marker included: bitmcu_check's bound */\n"
@@ -189,15 +189,6 @@ def model_header(model: IntModel, command: str) -> str:
     out += _table(model)
     out.append("#endif /* BITMCU_MODEL_H */\n")
     return "".join(out)
-
-
-def front_entry(model: IntModel) -> str | None:
-    """The C front-end function of a CNN model (None without a front end): all-8-bit
-    convolutions take the entry point without the any-scheme weight decoder (less flash)."""
-    if not model.front:
-        return None
-    only8 = all(op.scheme == "8bit" for op in model.find("conv1", "dw"))
-    return "bitmcu_front_end_8bit" if only8 else "bitmcu_front_end"
 
 
 def images_header(images: np.ndarray, labels: np.ndarray, preds: np.ndarray, command: str) -> str:

@@ -39,9 +39,10 @@ from .ops import (  # noqa: F401  (re-exported: the ops are the IR's parts)
 )
 
 MAGIC = 0x554D4942  # "BIMU", also in bitmcu.h
-FORMAT_VERSION = 7  # BITMCU_FORMAT_VERSION in bitmcu.h (2: 2bitsym rows in fours, 3: binary
+FORMAT_VERSION = 8  # BITMCU_FORMAT_VERSION in bitmcu.h (2: 2bitsym rows in fours, 3: binary
 #                    rows in eights, 4: depth multipliers, map_bytes, 5: decoders, 6: nbytes,
-#                    checksums, the table's end marker, 7: the memory plan's offsets)
+#                    checksums, the table's end marker, 7: the memory plan's offsets, 8: each
+#                    row's op function, the model's front end pointer gone)
 IR_VERSION = 2  # model.npz (1: three lists, front, layers and stages; 2: one op sequence)
 
 

@@ -122,6 +122,12 @@ class Op:
 
     # the C op (bitmcu_op in bitmcu.h, BITMCU_OP_<name upper>) and its id; None: no table row
     c_op: ClassVar[str | None] = None
+    # the C function that runs it (bitmcu_step_fn in bitmcu.h; a macro-op's on each of its rows)
+    c_step: ClassVar[str] = ""
+
+    def step(self, m: IntModel) -> str:
+        """The C function that runs this op in model ``m``."""
+        return self.c_step
     # its parameter struct (bitmcu_layer.p.<struct>) and fields, in TableRow's order
     params: ClassVar[tuple[str, tuple[str, ...]]] = ("", ())
 
@@ -355,9 +361,9 @@ class Latent(Op):
         return images
 
     def c_input(self, m):
-        """The model table's n_input (the latent's size), n_features (the image side) and
+        """The model table's n_input (the latent's size), n_features (0: no front end) and
         kind (bitmcu.h)."""
-        return self.size, self.side, 1
+        return self.size, 0, 1
 
     def c_defines(self, m):
         """model.h's defines that only this input has."""
@@ -394,6 +400,9 @@ class ConvLayer(Weighted):
     @property
     def name(self) -> str:
         return self.op
+
+    def step(self, m):
+        return front_entry(m)
 
     @property
     def c_op(self) -> str:
@@ -471,6 +480,7 @@ class PoolLayer(Op):
     side: int  # input side
     name = "pool"
     c_op = "pool"
+    step = ConvLayer.step
     params = ConvLayer.params
     mult = 1
     shift = 0
@@ -503,6 +513,16 @@ class PoolLayer(Op):
     @classmethod
     def from_meta(cls, meta, arrays):
         return cls(meta["channels"], meta["side"])
+
+
+def front_entry(m: IntModel) -> str | None:
+    """The C function of a CNN's front end, the macro-op over its map ops (None without one):
+    all-8-bit convolutions take the one without the any-scheme weight decoder (less flash)."""
+    convs = [op for op in m.ops if isinstance(op, ConvLayer)]
+    if not convs:
+        return None
+    return ("bitmcu_front_end_8bit" if all(op.scheme == "8bit" for op in convs)
+            else "bitmcu_front_end")
 
 
 def _map_buffer(op, m: IntModel, i: int) -> tuple[str, int]:
@@ -566,6 +586,9 @@ class FCLayer(Weighted):
     bias: np.ndarray | None = None  # (n_out,) int8 biases in output units
     name = "fc"
     c_op = "fc"
+
+    def step(self, m):
+        return "bitmcu_step_fc" if self.shift is None else "bitmcu_step_fc_requant"
     params = ("fc", ("relu", "shift", "n_in", "n_out", "row_bytes", "chunk"))
 
     @classmethod
@@ -684,6 +707,7 @@ class StageLayer(Weighted):
     bias: np.ndarray  # (c_out * factor^2,) int8 biases in output units
     name = "stage"
     c_op = "stage"
+    c_step = "bitmcu_step_stages"
     params = ("stage", ("factor", "shift", "c_in", "rows", "row_bytes", "side"))
 
     @property

@@ -1,8 +1,10 @@
 /* bitmcu.c - integer inference engine. See bitmcu.h; mirrored by bitmcu/deploy/reference.py.
  *
- * Data flow of bitmcu_run:
- *   pixels (uint8) --shiftnorm--> nonzero list --fc kernel--> int32 acc --shiftnorm+relu-->
- *   nonzero list --fc kernel--> ... --> int32 logits --> argmax
+ * The model is one table of ops; bitmcu_run and bitmcu_generate set up its input, walk the
+ * table calling each row's op function (run_ops; a macro-op, the front end or a decoder's
+ * stages, runs all of its rows) and hand on its output. A classifier:
+ *   pixels (uint8) [--front end--> features] --shiftnorm--> nonzero list --fc kernel--> int32
+ *   acc --shiftnorm+relu--> nonzero list --fc kernel--> ... --> int32 logits --> argmax
  *
  * Arena layout: planned at export (deploy/plan.py) and carried by the table: the accumulators
  * at 0, the nonzero activation list as bytes (delta-index, value) pairs at nz_at, then the maps
@@ -12,8 +14,8 @@
 #include "bitmcu.h"
 
 /* The three parameter structs share their layout where their meaning is shared: a stage's
- * window goes through the fc kernels as a copy of its layer, and bitmcu_sums reads every op's
- * six numbers through bitmcu_fc. (C99 has no static_assert: a negative array size fails.) */
+ * window goes through the fc kernels as its own layer (they read n_out, row_bytes, weights),
+ * and bitmcu_sums reads every op's six numbers through bitmcu_fc. (C99 has no static_assert: a negative array size fails.) */
 typedef char bitmcu_params_share_their_layout[
     (offsetof(bitmcu_fc, shift) == offsetof(bitmcu_stage, shift) &&
      offsetof(bitmcu_fc, n_out) == offsetof(bitmcu_stage, rows) &&
@@ -21,6 +23,27 @@ typedef char bitmcu_params_share_their_layout[
      offsetof(bitmcu_fc, n_out) == offsetof(bitmcu_map, channels) &&
      sizeof(bitmcu_fc) == sizeof(bitmcu_stage) && sizeof(bitmcu_fc) == sizeof(bitmcu_map))
         ? 1 : -1];
+
+/* What the engine knows of each weight scheme (ids: bitmcu_scheme): `group` rows share their
+ * packed bytes (rows interleaved; the step of a decoder's row chunks) and a row group of k
+ * weights takes (k + per - 1) / per bytes. Numbers only: read at run time, it links no kernel
+ * (bitmcu_check's scheme_kernels holds those). */
+typedef struct {
+    uint8_t group;
+    uint8_t per;
+} bitmcu_scheme_traits;
+#define BITMCU_N_SCHEMES 10u
+static const bitmcu_scheme_traits bitmcu_schemes[BITMCU_N_SCHEMES] = {
+    [BITMCU_SCHEME_BINARY] = {.group = 8, .per = 1},          /* 8 rows of 1 bit per byte */
+    [BITMCU_SCHEME_BINARY_BALANCED] = {.group = 8, .per = 1},
+    [BITMCU_SCHEME_TERNARY] = {.group = 1, .per = 5},         /* 5 codes per byte (3^5 < 256) */
+    [BITMCU_SCHEME_2BITSYM] = {.group = 4, .per = 1},         /* 4 rows of 2 bits per byte */
+    [BITMCU_SCHEME_4BITSYM] = {.group = 2, .per = 1},         /* 2 rows of 4 bits per byte */
+    [BITMCU_SCHEME_4BIT] = {.group = 1, .per = 2},            /* 2 codes of a row per byte */
+    [BITMCU_SCHEME_FP130] = {.group = 1, .per = 2},
+    [BITMCU_SCHEME_NF4] = {.group = 1, .per = 2},
+    [BITMCU_SCHEME_8BIT] = {.group = 1, .per = 1},
+};
 
 /* Helpers of the hot kernels must be inlined into them, so that a kernel placed in SRAM runs
  * entirely from SRAM. */
@@ -462,12 +485,16 @@ static uint16_t nz_push(uint8_t *nz, uint16_t k, uint32_t *prev, uint32_t i, uin
     return (uint16_t)(k + 1u);
 }
 
-/* ShiftNorm to the nonzero list: of the input pixels (pix) or, pix NULL, of ReLU(acc); with a
- * bias unit one more input, index n, holding the largest value. A hot kernel (in SRAM where the
- * RAM allows): it goes through every value of every layer. */
+/* ShiftNorm to the nonzero list (s->act, at the plan's nz_at): of the input pixels (pix) or, pix
+ * NULL, of ReLU(acc); with a bias unit one more input, index n, holding the largest value. A
+ * hot kernel (in SRAM where the RAM allows): it goes through every value of every layer. */
 BITMCU_HOT(bitmcu_shiftnorm)
-static void bitmcu_shiftnorm(const int32_t *acc, const uint8_t *pix, uint16_t n,
-                             uint32_t act_max, uint8_t bias_unit, bitmcu_act *a, uint8_t *nz) {
+static void bitmcu_shiftnorm(bitmcu_state *st, const int32_t *acc, const uint8_t *pix,
+                             uint16_t n) {
+    const bitmcu_model *model = st->model;
+    const uint32_t act_max = model->act_max, bias_unit = model->bias_unit;
+    uint8_t *const nz = st->arena + model->nz_at;
+    bitmcu_act *const a = &st->act;
     uint32_t m = 0; /* the largest value after ReLU; a loop per source */
     if (pix) {
         for (uint32_t i = 0; i < n; i++) {
@@ -866,15 +893,20 @@ BITMCU_INLINE void maxpool2(const uint8_t *in, uint16_t side, uint8_t *out) {
  * map taken in turns, and a buffer of its own for a map that feeds a DW*K (K > 1), kept while
  * its K channels are computed from it. any_scheme 0: the convolutions are all 8-bit and decoded
  * directly. */
-BITMCU_INLINE bitmcu_status front_end(const bitmcu_model *model, const uint8_t *input,
-                                      uint8_t *arena, uint32_t any_scheme) {
+BITMCU_INLINE const bitmcu_layer *front_end(bitmcu_state *s, const bitmcu_layer *at,
+                                            uint32_t any_scheme) {
+    const bitmcu_model *model = s->model;
     const bitmcu_layer *layers = model->layers;
     const uint32_t n_front = model->n_front;
+    const uint8_t *input = s->pixels; /* the image */
+    uint8_t *arena = s->arena;
     uint16_t digit[BITMCU_MAX_FRONT]; /* odometer digit of each layer */
     uint16_t chan[BITMCU_MAX_FRONT];  /* the layer's next channel */
-    if (n_front == 0u || n_front > BITMCU_MAX_FRONT) {
-        return BITMCU_ERR_LAYER;
+    if (n_front == 0u || n_front >= model->n_layers || n_front > BITMCU_MAX_FRONT ||
+        at != layers) {
+        return NULL;
     }
+    s->pixels = arena + model->feat_at;
     const bitmcu_layer *final = &layers[n_front - 1u];
     const uint32_t final_side =
         final->op == BITMCU_OP_POOL ? final->p.map.side >> 1 : final->p.map.side - 2u;
@@ -932,7 +964,7 @@ BITMCU_INLINE bitmcu_status front_end(const bitmcu_model *model, const uint8_t *
             }
             digit[from] = 0u;
             if (from == 0u) {
-                return BITMCU_OK;
+                return layers + n_front; /* the fc layers go on from the features */
             }
         }
     }
@@ -941,8 +973,8 @@ BITMCU_INLINE bitmcu_status front_end(const bitmcu_model *model, const uint8_t *
 #if BITMCU_HAS_MUL
 BITMCU_HOT(bitmcu_front_end)
 #endif
-bitmcu_status bitmcu_front_end(const bitmcu_model *model, const uint8_t *input, uint8_t *arena) {
-    return front_end(model, input, arena, 1u);
+const bitmcu_layer *bitmcu_front_end(bitmcu_state *s, const bitmcu_layer *at) {
+    return front_end(s, at, 1u);
 }
 
 /* The same for models whose convolutions are all 8-bit: without the any-scheme decoder (and its
@@ -950,9 +982,8 @@ bitmcu_status bitmcu_front_end(const bitmcu_model *model, const uint8_t *input, 
 #if BITMCU_HAS_MUL
 BITMCU_HOT(bitmcu_front_end_8bit)
 #endif
-bitmcu_status bitmcu_front_end_8bit(const bitmcu_model *model, const uint8_t *input,
-                                    uint8_t *arena) {
-    return front_end(model, input, arena, 0u);
+const bitmcu_layer *bitmcu_front_end_8bit(bitmcu_state *s, const bitmcu_layer *at) {
+    return front_end(s, at, 0u);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -1007,14 +1038,6 @@ BITMCU_INLINE uint32_t requant_bias(int32_t acc, uint32_t shift, int32_t bias, u
     return v < 0 ? 0u : (uint32_t)v > act_max ? act_max : (uint32_t)v;
 }
 
-/* Rows that share their packed bytes (interleaved schemes): the step of a row chunk. */
-static uint32_t row_group(uint8_t scheme) {
-    return scheme == BITMCU_SCHEME_BINARY || scheme == BITMCU_SCHEME_BINARY_BALANCED ? 8u
-           : scheme == BITMCU_SCHEME_2BITSYM                                        ? 4u
-           : scheme == BITMCU_SCHEME_4BITSYM                                        ? 2u
-                                                                                    : 1u;
-}
-
 /* The first fc layer's input: [relu(z), relu(-z), onehot(class) * CLASS_VALUE]. */
 static void latent_act(const int8_t *z, uint16_t n, uint16_t cls, bitmcu_act *a, uint8_t *nz) {
     uint16_t k = 0;
@@ -1054,31 +1077,32 @@ static void requant_act(const bitmcu_layer *L, const int32_t *acc, uint32_t act_
     a->sum = sum;
 }
 
-/* One decoder stage's buffers: its input map (channels x kept rows x side; row y in slot
- * y & mask) and how many of its own rows it has computed. */
-typedef struct {
-    uint8_t *in;
-    uint16_t mask; /* 0xffff: the whole map is kept */
-    uint16_t kept; /* rows kept */
-    uint16_t done;
-} stage_state;
-
-/* Row y of stage L: per pixel the nonzero list of its 3x3 window (zeros outside), the fc kernel
- * of the window, then each output row requantized into the next buffer `out` (`out_mask`,
- * `out_kept` rows of 2 * side with factor 2). No multiplication per pixel (the CH32V003 has no
+/* Row y of stage L: per pixel the nonzero list of its 3x3 window (zeros outside) over its input
+ * rows `src`, the fc kernel of the window, then each output row requantized into the rows `dst`
+ * (2 * side wide with factor 2). No multiplication per pixel (the CH32V003 has no
  * multiplier): row and plane addresses are computed once per row and stepped. */
-static void stage_row(const bitmcu_layer *L, const stage_state *st, uint32_t y, uint32_t act_max,
-                      int32_t *acc, uint8_t *nz, uint8_t *out, uint32_t out_mask,
-                      uint32_t out_kept) {
+typedef struct {
+    uint8_t *rows; /* channel 0's rows; channel c's kept rows follow at c * kept * width */
+    uint16_t mask; /* row y lies in slot y & mask (0xffff: the whole map is kept) */
+    uint16_t kept; /* rows kept per channel */
+} ring;
+
+static void stage_row(const bitmcu_layer *L, const ring *src, uint32_t y, uint32_t act_max,
+                      int32_t *acc, uint8_t *nz, const ring *dst) {
     const uint32_t side = L->p.stage.side, c_in = L->p.stage.c_in, f = L->p.stage.factor;
     const int8_t *bias = layer_bias(L, L->p.stage.rows);
-    bitmcu_layer view = *L; /* the window's fc layer: rows and row_bytes where bitmcu_fc has them */
-    view.p.fc.n_in = (uint16_t)((c_in << 3) + c_in);
-    const uint32_t plane = (uint32_t)st->kept * side;
+    const uint8_t *in = src->rows;
+    const uint32_t mask = src->mask, plane = (uint32_t)src->kept * side;
+    uint8_t *out = dst->rows;
+    const uint32_t out_mask = dst->mask, out_kept = dst->kept;
+    /* a copy in RAM for the kernel, which reads its rows and row_bytes once per output row
+     * (faster than from flash; a stage's lie where bitmcu_fc has them, and the kernels read no
+     * more) */
+    const bitmcu_layer view = *L;
     const uint8_t *rows[3]; /* the window's rows in channel 0; NULL above or below the map */
     for (uint32_t dy = 0; dy < 3u; dy++) {
         const uint32_t yy = y + dy - 1u; /* wraps above the map */
-        rows[dy] = yy < side ? st->in + (yy & st->mask) * side : NULL;
+        rows[dy] = yy < side ? in + (yy & mask) * side : NULL;
     }
     const uint32_t out_side = f == 2u ? side << 1 : side;
     const uint32_t out_plane = out_kept * out_side;
@@ -1123,131 +1147,175 @@ static void stage_row(const bitmcu_layer *L, const stage_state *st, uint32_t y, 
     }
 }
 
-bitmcu_status bitmcu_generate(const bitmcu_model *model, const int8_t *z, uint16_t cls,
-                              int32_t *arena, size_t arena_words, bitmcu_emit_fn emit,
-                              void *ctx) {
-    if (!model || !z || !arena || !emit) {
-        return BITMCU_ERR_ARG;
+/* The input rows of stage k of a decoder's stages `first`: where the layer before it wrote them
+ * (its planned buf), all of the first map and of small ones, else 4 (the plan's rule,
+ * deploy/ops.py StageLayer.ring_bytes). */
+BITMCU_INLINE ring stage_ring(uint8_t *base, const bitmcu_layer *first, uint32_t k) {
+    const uint32_t side = first[k].p.stage.side, whole = k == 0u || side <= 4u;
+    const ring r = {base + first[(int32_t)k - 1].buf, (uint16_t)(whole ? 0xffffu : 3u),
+                    (uint16_t)(whole ? side : 4u)};
+    return r;
+}
+
+const bitmcu_layer *bitmcu_step_fc_requant(bitmcu_state *s, const bitmcu_layer *at) {
+    const bitmcu_model *model = s->model;
+    const bitmcu_layer *L = at;
+    const bitmcu_fc *P = &L->p.fc;
+    int32_t *acc = (int32_t *)(void *)s->arena;
+    uint8_t *nz = s->arena + model->nz_at;
+    const uint32_t act_max = model->act_max;
+    if (!L->kernel || P->n_in > model->max_in) {
+        return NULL;
     }
+    if (!P->chunk) { /* the next fc layer's input */
+        if (P->n_out > model->max_out || P->n_out > model->max_in) {
+            return NULL;
+        }
+        L->kernel(L, &s->act, acc);
+        requant_act(L, acc, act_max, &s->act, nz);
+        return L + 1;
+    }
+    /* the first map, chunk outputs at a time, into the first stage's input rows (its buf) */
+    const uint32_t group = bitmcu_schemes[L->scheme < BITMCU_N_SCHEMES ? L->scheme : 0u].group;
+    if (!group || P->chunk > model->max_out || P->chunk % group ||
+        (uint32_t)L->buf + P->n_out > 4u * model->arena_words) {
+        return NULL;
+    }
+    uint8_t *map = s->arena + L->buf;
+    const int8_t *bias = layer_bias(L, P->n_out);
+    bitmcu_layer view = *L;
+    for (uint32_t o = 0; o < P->n_out; o += P->chunk) {
+        view.p.fc.n_out = (uint16_t)(P->n_out - o < P->chunk ? P->n_out - o : P->chunk);
+        view.weights = L->weights + o / group * P->row_bytes;
+        L->kernel(&view, &s->act, acc);
+        for (uint32_t i = 0; i < view.p.fc.n_out; i++) {
+            map[o + i] = (uint8_t)requant_bias(acc[i], P->shift, bias[o + i], act_max);
+        }
+    }
+    return L + 1;
+}
+
+const bitmcu_layer *bitmcu_step_stages(bitmcu_state *s, const bitmcu_layer *at) {
+    const bitmcu_model *model = s->model;
+    const bitmcu_layer *const first = at;
+    const uint32_t at0 = (uint32_t)(first - model->layers);
+    const uint32_t n_st = model->n_layers - at0;
+    if (at0 == 0u || n_st == 0u || n_st > BITMCU_MAX_STAGES) {
+        return NULL;
+    }
+    /* the chain: stages whose sides and channels follow on; each one's input rows where the plan
+     * put them (the buf of the layer before it) */
+    uint16_t done[BITMCU_MAX_STAGES]; /* rows each stage has computed */
+    uint32_t chans = first->p.stage.c_in, side = first->p.stage.side;
+    for (uint32_t k = 0; k < n_st; k++) {
+        const bitmcu_stage *P = &first[k].p.stage;
+        if (first[k].op != BITMCU_OP_STAGE || !first[k].kernel || P->c_in != chans ||
+            P->side != side || (P->factor != 1u && P->factor != 2u) ||
+            (P->factor == 2u && (P->rows & 3u)) || 9u * P->c_in > model->max_in ||
+            P->rows > model->max_out) {
+            return NULL;
+        }
+        done[k] = 0;
+        chans = P->factor == 2u ? (uint32_t)P->rows >> 2 : P->rows;
+        side = side * P->factor;
+    }
+    const bitmcu_layer *last = first + n_st - 1u;
+    const uint32_t band_rows = last->p.stage.factor;
+    if (chans != 1u) { /* one channel: the image */
+        return NULL;
+    }
+    uint8_t *const base = s->arena;
+    int32_t *acc = (int32_t *)(void *)base;
+    uint8_t *nz = base + model->nz_at;
+    /* row by row: the last stage whose input rows are there computes its next row */
+    const uint32_t top = n_st - 1u;
+    while (done[top] < last->p.stage.side) {
+        uint32_t k = top;
+        while (k > 0u) {
+            const uint32_t rows = first[k].p.stage.side;
+            const uint32_t need = done[k] + 1u < rows ? done[k] + 1u : rows - 1u;
+            if ((uint32_t)done[k - 1u] * first[k - 1u].p.stage.factor > need) {
+                break;
+            }
+            k--;
+        }
+        const bitmcu_layer *L = first + k;
+        const ring src = stage_ring(base, first, k);
+        BITMCU_TRACE(2u, at0 + k);
+        if (k < top) {
+            const ring dst = stage_ring(base, first, k + 1u);
+            stage_row(L, &src, done[k], model->act_max, acc, nz, &dst);
+        } else {
+            const ring band = {base + L->buf, (uint16_t)(band_rows - 1u), (uint16_t)band_rows};
+            stage_row(L, &src, done[k], model->act_max, acc, nz, &band);
+            s->emit(s->ctx, band.rows, (uint16_t)(done[k] * band_rows), (uint16_t)band_rows,
+                    (uint16_t)side);
+        }
+        done[k]++;
+    }
+    return first + n_st;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* the walk over the table and its two entry points                                           */
+
+/* FC of a classifier. */
+const bitmcu_layer *bitmcu_step_fc(bitmcu_state *s, const bitmcu_layer *at) {
+    const bitmcu_model *model = s->model;
+    const bitmcu_layer *L = at;
+    const uint32_t bias_unit = model->bias_unit;
+    int32_t *acc = (int32_t *)(void *)s->arena; /* the plan: accumulators at 0 (max_out) */
+    if (s->pixels) { /* the image, or the front end's features: ShiftNorm them first */
+        const uint16_t n = model->n_front ? model->n_features : model->n_input;
+        if (n + bias_unit > model->max_in) {
+            return NULL;
+        }
+        bitmcu_shiftnorm(s, NULL, s->pixels, n);
+        s->pixels = NULL;
+    }
+    if (!L->kernel || L->p.fc.n_in > model->max_in || L->p.fc.n_out > model->max_out) {
+        return NULL;
+    }
+    L->kernel(L, &s->act, acc);
+    if (L->p.fc.relu) {
+        if (L->p.fc.n_out + bias_unit > model->max_in) {
+            return NULL;
+        }
+        bitmcu_shiftnorm(s, acc, NULL, L->p.fc.n_out);
+    }
+    return L + 1;
+}
+
+/* What both entry points trust of the model table: its magic, version and kind; the arena. */
+static bitmcu_status begin(const bitmcu_model *model, uint32_t kind, size_t arena_words) {
     if (model->magic != BITMCU_MAGIC) {
         return BITMCU_ERR_MAGIC;
     }
     if (model->version != BITMCU_FORMAT_VERSION) {
         return BITMCU_ERR_VERSION;
     }
-    const bitmcu_layer *layers = model->layers;
-    uint32_t n_fc = 0;
-    while (n_fc < model->n_layers && layers[n_fc].op == BITMCU_OP_FC) {
-        n_fc++;
+    if (model->kind != kind) {
+        return BITMCU_ERR_MODEL;
     }
-    const uint32_t n_st = model->n_layers - n_fc;
-    if (model->kind != BITMCU_KIND_DECODER || cls >= model->n_classes || !n_fc || !n_st ||
-        n_st > BITMCU_MAX_STAGES) {
-        return BITMCU_ERR_LAYER;
-    }
-    /* the chain: fc layers, then stages whose sides and channels follow on; each stage's input
-     * rows where the plan put them (the buf of the layer before it) */
-    stage_state st[BITMCU_MAX_STAGES];
-    uint8_t *const base = (uint8_t *)arena;
-    uint32_t chans = layers[n_fc].p.stage.c_in, side = layers[n_fc].p.stage.side;
-    for (uint32_t s = 0; s < n_st; s++) {
-        const bitmcu_layer *L = layers + n_fc + s;
-        const bitmcu_stage *P = &L->p.stage;
-        const uint32_t whole = s == 0 || side <= 4u;
-        if (L->op != BITMCU_OP_STAGE || !L->kernel || P->c_in != chans || P->side != side ||
-            (P->factor != 1u && P->factor != 2u) || (P->factor == 2u && (P->rows & 3u)) ||
-            9u * P->c_in > model->max_in ||
-            P->rows > model->max_out) {
-            return BITMCU_ERR_LAYER;
-        }
-        st[s].in = base + layers[n_fc + s - 1u].buf;
-        st[s].kept = (uint16_t)(whole ? side : 4u);
-        st[s].mask = (uint16_t)(whole ? 0xffffu : 3u);
-        st[s].done = 0;
-        chans = P->factor == 2u ? (uint32_t)P->rows >> 2 : P->rows;
-        side = side * P->factor;
-    }
-    const bitmcu_layer *last = layers + model->n_layers - 1;
-    const uint32_t band_rows = last->p.stage.factor;
-    if (chans != 1u || side != model->n_features) {
-        return BITMCU_ERR_LAYER;
-    }
-    if (arena_words < model->arena_words) {
-        return BITMCU_ERR_ARENA;
-    }
-    uint8_t *band = base + last->buf;
-    int32_t *acc = arena;
-    uint8_t *nz = base + model->nz_at;
-    const uint32_t act_max = model->act_max;
+    return arena_words < model->arena_words ? BITMCU_ERR_ARENA : BITMCU_OK;
+}
 
-    /* fc layers: the latent to the first map, the last one a chunk of outputs at a time */
-    bitmcu_act act;
-    if (layers[0].p.fc.n_in != 2u * model->n_input + model->n_classes) {
-        return BITMCU_ERR_LAYER;
-    }
-    latent_act(z, model->n_input, cls, &act, nz);
-    for (uint32_t l = 0; l < n_fc; l++) {
-        const bitmcu_layer *L = layers + l;
-        const bitmcu_fc *P = &L->p.fc;
-        if (!L->kernel || P->n_in > model->max_in ||
-            (l + 1u < n_fc ? P->n_out > model->max_out || P->n_out != layers[l + 1u].p.fc.n_in
-                           : P->n_out != layers[n_fc].p.stage.c_in * st[0].kept *
-                                             layers[n_fc].p.stage.side)) {
+/* The one walk: each row's op function in turn, each moving on past the rows it ran (inlined
+ * into both entry points: a firmware links one of them, and one stack frame fewer). */
+BITMCU_INLINE bitmcu_status run_ops(bitmcu_state *s) {
+    const bitmcu_layer *L = s->model->layers;
+    while (L->op) { /* to the table's end marker (bitmcu_check: where n_layers says) */
+        if (!L->step) {
             return BITMCU_ERR_LAYER;
         }
-        BITMCU_TRACE(2u, l);
-        if (l + 1u < n_fc) {
-            L->kernel(L, &act, acc);
-            requant_act(L, acc, act_max, &act, nz);
-            continue;
-        }
-        const uint32_t chunk = P->chunk ? P->chunk : P->n_out;
-        const uint32_t group = row_group(L->scheme);
-        if (chunk > model->max_out || chunk % group) {
+        BITMCU_TRACE(2u, (uint32_t)(L - s->model->layers));
+        L = L->step(s, L);
+        if (!L) {
             return BITMCU_ERR_LAYER;
         }
-        const int8_t *bias = layer_bias(L, P->n_out);
-        bitmcu_layer view = *L;
-        for (uint32_t o = 0; o < P->n_out; o += chunk) {
-            view.p.fc.n_out = (uint16_t)(P->n_out - o < chunk ? P->n_out - o : chunk);
-            view.weights = L->weights + o / group * P->row_bytes;
-            L->kernel(&view, &act, acc);
-            for (uint32_t i = 0; i < view.p.fc.n_out; i++) {
-                st[0].in[o + i] = (uint8_t)requant_bias(acc[i], P->shift, bias[o + i], act_max);
-            }
-        }
-    }
-
-    /* stages, row by row: the last stage whose input rows are there computes its next row */
-    const uint32_t top = n_st - 1u;
-    while (st[top].done < last->p.stage.side) {
-        uint32_t s = top;
-        while (s > 0u) {
-            const bitmcu_layer *L = layers + n_fc + s;
-            const uint32_t rows = L->p.stage.side;
-            const uint32_t need = st[s].done + 1u < rows ? st[s].done + 1u : rows - 1u;
-            if ((uint32_t)st[s - 1u].done * layers[n_fc + s - 1u].p.stage.factor > need) {
-                break;
-            }
-            s--;
-        }
-        const bitmcu_layer *L = layers + n_fc + s;
-        BITMCU_TRACE(2u, n_fc + s);
-        if (s < top) {
-            stage_row(L, &st[s], st[s].done, act_max, acc, nz, st[s + 1u].in, st[s + 1u].mask,
-                      st[s + 1u].kept);
-        } else {
-            stage_row(L, &st[s], st[s].done, act_max, acc, nz, band, band_rows - 1u, band_rows);
-            emit(ctx, band, (uint16_t)(st[s].done * band_rows), (uint16_t)band_rows,
-                 (uint16_t)side);
-        }
-        st[s].done++;
     }
     return BITMCU_OK;
 }
-
-/* ------------------------------------------------------------------------------------------ */
-/* runner                                                                                     */
 
 BITMCU_COLD
 bitmcu_status bitmcu_run(const bitmcu_model *model, const uint8_t *input, int32_t *arena,
@@ -1255,60 +1323,22 @@ bitmcu_status bitmcu_run(const bitmcu_model *model, const uint8_t *input, int32_
     if (!model || !input || !arena || !logits) {
         return BITMCU_ERR_ARG;
     }
-    if (model->magic != BITMCU_MAGIC) {
-        return BITMCU_ERR_MAGIC;
+    bitmcu_status st = begin(model, BITMCU_KIND_CLASSIFIER, arena_words);
+    if (st != BITMCU_OK) {
+        return st;
     }
-    if (model->version != BITMCU_FORMAT_VERSION) {
-        return BITMCU_ERR_VERSION;
-    }
-    if (arena_words < model->arena_words) {
-        return BITMCU_ERR_ARENA;
-    }
-    /* the plan's buffers (verified by bitmcu_check): accumulators at 0, then the nonzero list */
-    int32_t *acc = arena;                                 /* (max_out) */
-    uint8_t *nz = (uint8_t *)arena + model->nz_at;        /* (max_in, 2) */
-    const uint16_t n_pixels = model->n_front ? model->n_features : model->n_input;
-    if (n_pixels > model->max_in || model->n_classes > model->max_out ||
-        model->n_front >= model->n_layers) {
+    if (model->n_classes > model->max_out) {
         return BITMCU_ERR_LAYER;
     }
-    const uint8_t *pixels = input;
-    if (model->n_front) {
-        if (!model->front) {
-            return BITMCU_ERR_LAYER;
-        }
-        BITMCU_TRACE(2u, 0u);
-        const bitmcu_status st = model->front(model, input, (uint8_t *)arena);
-        if (st != BITMCU_OK) {
-            return st;
-        }
-        pixels = (const uint8_t *)arena + model->feat_at; /* (n_features) */
-    }
-    bitmcu_act act;
-    const uint8_t bias_unit = model->bias_unit;
-    if (n_pixels + bias_unit > model->max_in) {
-        return BITMCU_ERR_LAYER;
-    }
-    bitmcu_shiftnorm(NULL, pixels, n_pixels, model->act_max, bias_unit, &act, nz);
-    const bitmcu_layer *L = model->layers + model->n_front;
-    for (uint16_t l = model->n_front; l < model->n_layers; l++, L++) {
-        if (L->op != BITMCU_OP_FC || !L->kernel || L->p.fc.n_in > model->max_in ||
-            L->p.fc.n_out > model->max_out) {
-            return BITMCU_ERR_LAYER;
-        }
-        BITMCU_TRACE(2u, l);
-        L->kernel(L, &act, acc);
-        if (L->p.fc.relu) {
-            if (L->p.fc.n_out + bias_unit > model->max_in) {
-                return BITMCU_ERR_LAYER;
-            }
-            bitmcu_shiftnorm(acc, NULL, L->p.fc.n_out, model->act_max, bias_unit, &act, nz);
-        }
+    bitmcu_state s = {.model = model, .arena = (uint8_t *)arena, .pixels = input};
+    st = run_ops(&s);
+    if (st != BITMCU_OK) {
+        return st;
     }
     uint16_t best = 0;
     for (uint16_t i = 0; i < model->n_classes; i++) {
-        logits[i] = acc[i];
-        best = acc[i] > acc[best] ? i : best;
+        logits[i] = arena[i];
+        best = arena[i] > arena[best] ? i : best;
     }
     if (pred) {
         *pred = best;
@@ -1316,55 +1346,84 @@ bitmcu_status bitmcu_run(const bitmcu_model *model, const uint8_t *input, int32_
     return BITMCU_OK;
 }
 
+bitmcu_status bitmcu_generate(const bitmcu_model *model, const int8_t *z, uint16_t cls,
+                              int32_t *arena, size_t arena_words, bitmcu_emit_fn emit,
+                              void *ctx) {
+    if (!model || !z || !arena || !emit) {
+        return BITMCU_ERR_ARG;
+    }
+    const bitmcu_status st = begin(model, BITMCU_KIND_DECODER, arena_words);
+    if (st != BITMCU_OK) {
+        return st;
+    }
+    const uint32_t n_in = 2u * model->n_input + model->n_classes;
+    if (cls >= model->n_classes || model->layers[0].p.fc.n_in != n_in || n_in > model->max_in) {
+        return BITMCU_ERR_LAYER;
+    }
+    bitmcu_state s = {.model = model, .arena = (uint8_t *)arena, .emit = emit, .ctx = ctx};
+    latent_act(z, model->n_input, cls, &s.act, s.arena + model->nz_at);
+    return run_ops(&s);
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* table check (bitmcu_check) and checksums; mirrored by bitmcu/deploy/codegen.py's table_sums */
 
-/* Rows sharing their packed bytes and packed bytes per row of k weights; 0: unknown scheme. */
-static uint32_t packed_row_bytes(uint32_t scheme, uint32_t k) {
-    switch (scheme) {
-    case BITMCU_SCHEME_BINARY:
-    case BITMCU_SCHEME_BINARY_BALANCED:
-    case BITMCU_SCHEME_2BITSYM:
-    case BITMCU_SCHEME_4BITSYM:
-    case BITMCU_SCHEME_8BIT:
-        return k;
-    case BITMCU_SCHEME_TERNARY:
-        return (k + 4u) / 5u;
-    case BITMCU_SCHEME_4BIT:
-    case BITMCU_SCHEME_FP130:
-    case BITMCU_SCHEME_NF4:
-        return (k + 1u) / 2u;
-    default:
-        return 0u;
+/* Each scheme's fc kernel (only bitmcu_check reads this table: a firmware that does not call it
+ * links only the kernels its model's table names). */
+static const bitmcu_kernel scheme_kernels[BITMCU_N_SCHEMES] = {
+    [BITMCU_SCHEME_BINARY] = bitmcu_fc_binary,   [BITMCU_SCHEME_BINARY_BALANCED] = bitmcu_fc_binary,
+    [BITMCU_SCHEME_TERNARY] = bitmcu_fc_ternary, [BITMCU_SCHEME_2BITSYM] = bitmcu_fc_2bitsym,
+    [BITMCU_SCHEME_4BITSYM] = bitmcu_fc_4bitsym, [BITMCU_SCHEME_4BIT] = bitmcu_fc_4bit,
+    [BITMCU_SCHEME_FP130] = bitmcu_fc_fp130,     [BITMCU_SCHEME_NF4] = bitmcu_fc_nf4,
+    [BITMCU_SCHEME_8BIT] = bitmcu_fc_8bit,
+};
+
+/* What bitmcu_check knows of each op (ids: bitmcu_op): the function that runs it in a model of
+ * each kind (NULL: the kind has no such op), and another that may (the 8-bit front end). */
+typedef struct {
+    bitmcu_step_fn step[2]; /* by bitmcu_kind: classifier, decoder */
+    bitmcu_step_fn alt;
+} bitmcu_op_traits;
+#define BITMCU_N_OPS 6u
+static const bitmcu_op_traits op_traits[BITMCU_N_OPS] = {
+    [BITMCU_OP_FC] = {.step = {bitmcu_step_fc, bitmcu_step_fc_requant}},
+    [BITMCU_OP_CONV1] = {.step = {bitmcu_front_end, NULL}, .alt = bitmcu_front_end_8bit},
+    [BITMCU_OP_DW] = {.step = {bitmcu_front_end, NULL}, .alt = bitmcu_front_end_8bit},
+    [BITMCU_OP_POOL] = {.step = {bitmcu_front_end, NULL}, .alt = bitmcu_front_end_8bit},
+    [BITMCU_OP_STAGE] = {.step = {NULL, bitmcu_step_stages}},
+};
+
+/* Row l's op function is its op's in a model of this kind (the front end's rows: all the same). */
+static int step_ok(const bitmcu_model *m, uint32_t l) {
+    const bitmcu_layer *L = &m->layers[l];
+    if (L->op >= BITMCU_N_OPS || m->kind > BITMCU_KIND_DECODER) {
+        return 0;
     }
+    const bitmcu_op_traits *T = &op_traits[L->op];
+    return L->step && (L->step == T->step[m->kind] || L->step == T->alt) &&
+           (l < m->n_front ? L->step == m->layers[0].step : 1);
 }
 
-static bitmcu_kernel scheme_kernel(uint32_t scheme) {
-    switch (scheme) {
-    case BITMCU_SCHEME_BINARY:
-    case BITMCU_SCHEME_BINARY_BALANCED: return bitmcu_fc_binary;
-    case BITMCU_SCHEME_TERNARY: return bitmcu_fc_ternary;
-    case BITMCU_SCHEME_2BITSYM: return bitmcu_fc_2bitsym;
-    case BITMCU_SCHEME_4BITSYM: return bitmcu_fc_4bitsym;
-    case BITMCU_SCHEME_4BIT: return bitmcu_fc_4bit;
-    case BITMCU_SCHEME_FP130: return bitmcu_fc_fp130;
-    case BITMCU_SCHEME_NF4: return bitmcu_fc_nf4;
-    case BITMCU_SCHEME_8BIT: return bitmcu_fc_8bit;
-    default: return NULL;
-    }
+/* Rows sharing their packed bytes (1: none; 0: an unknown scheme). */
+static uint32_t row_group(uint32_t scheme) {
+    return scheme < BITMCU_N_SCHEMES ? bitmcu_schemes[scheme].group : 0u;
 }
 
 /* A layer's weights: their size against its scheme and shape (n_rows rows of k weights,
  * row_bytes per row group), its kernel, its shift; bias: bytes before the codes. */
 static bitmcu_status check_weights(const bitmcu_layer *L, uint32_t k, uint32_t n_rows,
                                    uint32_t row_bytes, uint32_t shift, uint32_t bias) {
-    const uint32_t rb = packed_row_bytes(L->scheme, k), group = row_group(L->scheme);
-    const uint32_t rows = (n_rows + group - 1u) / group;
+    const uint32_t group = row_group(L->scheme);
+    if (group == 0u) {
+        return BITMCU_ERR_LAYER;
+    }
+    const uint32_t per = bitmcu_schemes[L->scheme].per;
+    const uint32_t rb = (k + per - 1u) / per, rows = (n_rows + group - 1u) / group;
     const int conv = L->op == BITMCU_OP_CONV1 || L->op == BITMCU_OP_DW;
     if (rb == 0u || row_bytes != rb || L->nbytes != bias + rows * rb || !L->weights ||
         (L->scheme == BITMCU_SCHEME_TERNARY && k > 1024u) || /* its kernel's i / 5 */
         n_rows == 0u || shift > 31u ||
-        (conv ? L->kernel != NULL : L->kernel != scheme_kernel(L->scheme))) {
+        (conv ? L->kernel != NULL : L->kernel != scheme_kernels[L->scheme])) {
         return BITMCU_ERR_LAYER;
     }
     return BITMCU_OK;
@@ -1400,7 +1459,7 @@ static bitmcu_status check_arena(const bitmcu_model *m, uint32_t *lo) {
  * apart from every other. */
 static bitmcu_status check_front(const bitmcu_model *m, uint32_t lo) {
     const bitmcu_layer *layers = m->layers;
-    const uint32_t n_front = m->n_front, any_scheme = m->front == bitmcu_front_end;
+    const uint32_t n_front = m->n_front, any_scheme = layers[0].step == bitmcu_front_end;
     uint32_t side = layers[0].p.map.side, channels = 1;
     uint32_t size[BITMCU_MAX_FRONT], kept[BITMCU_MAX_FRONT];
     if (side * side != m->n_input) {
@@ -1447,8 +1506,7 @@ static bitmcu_status check_classifier(const bitmcu_model *m) {
     uint32_t lo;
     if (n_front >= m->n_layers || n_front > BITMCU_MAX_FRONT || m->bias_unit > 1u ||
         m->n_classes == 0u || m->n_classes > m->max_out || check_arena(m, &lo) != BITMCU_OK ||
-        (n_front ? m->front != bitmcu_front_end && m->front != bitmcu_front_end_8bit
-                 : m->front != NULL || m->n_features != 0u)) {
+        (!n_front && m->n_features != 0u)) {
         return BITMCU_ERR_MODEL;
     }
     for (uint32_t l = 0; l < n_front; l++) {
@@ -1498,7 +1556,7 @@ static bitmcu_status check_decoder(const bitmcu_model *m) {
         n_fc++;
     }
     const uint32_t n_st = m->n_layers - n_fc;
-    if (m->n_front || m->bias_unit || m->front || !n_fc || !n_st || n_st > BITMCU_MAX_STAGES ||
+    if (m->n_front || m->bias_unit || !n_fc || !n_st || n_st > BITMCU_MAX_STAGES ||
         m->n_classes == 0u || m->n_input == 0u || check_arena(m, &lo) != BITMCU_OK ||
         2u * m->n_input + m->n_classes > m->max_in) {
         return BITMCU_ERR_MODEL;
@@ -1510,9 +1568,11 @@ static bitmcu_status check_decoder(const bitmcu_model *m) {
         const bitmcu_layer *L = layers + l;
         const bitmcu_fc *P = &L->p.fc;
         const uint32_t last = l + 1u == n_fc;
-        const uint32_t chunk = last && P->chunk ? P->chunk : P->n_out;
-        if (P->n_in != n || P->relu != 1u || (!last && (P->chunk || L->buf)) ||
-            chunk > m->max_out || chunk % row_group(L->scheme) ||
+        /* the last one makes the first map, chunk outputs at a time (bitmcu_step_fc_requant
+         * tells it by its chunk); the others all of their outputs */
+        const uint32_t chunk = last ? P->chunk : P->n_out, group = row_group(L->scheme);
+        if (P->n_in != n || P->relu != 1u || (!last && (P->chunk || L->buf)) || !chunk ||
+            !group || chunk > m->max_out || chunk % group ||
             check_weights(L, P->n_in, P->n_out, P->row_bytes, P->shift, P->n_out) != BITMCU_OK ||
             (last ? P->n_out != chans * side * side : P->n_out > m->max_in)) {
             return BITMCU_ERR_LAYER;
@@ -1538,7 +1598,7 @@ static bitmcu_status check_decoder(const bitmcu_model *m) {
         at[n_st] = L->buf; /* the band: the last stage's rows of output pixels */
         size[n_st] = P->factor * side;
     }
-    if (chans != 1u || side != m->n_features) {
+    if (chans != 1u || m->n_features != 0u) {
         return BITMCU_ERR_LAYER;
     }
     for (uint32_t i = 0; i <= n_st; i++) {
@@ -1621,8 +1681,16 @@ bitmcu_status bitmcu_check(const bitmcu_model *m, size_t n_entries, uint32_t fla
     }
     const bitmcu_status st = m->kind == BITMCU_KIND_DECODER ? check_decoder(m)
                                                             : check_classifier(m);
-    if (st != BITMCU_OK || !(flags & BITMCU_CHECK_SUMS)) {
+    if (st != BITMCU_OK) {
         return st;
+    }
+    for (uint32_t l = 0; l < m->n_layers; l++) { /* the functions the walk will call */
+        if (!step_ok(m, l)) {
+            return BITMCU_ERR_LAYER;
+        }
+    }
+    if (!(flags & BITMCU_CHECK_SUMS)) {
+        return BITMCU_OK;
     }
     uint32_t t, w;
     bitmcu_sums(m, &t, &w); /* the fields are consistent: every weight read is in bounds */

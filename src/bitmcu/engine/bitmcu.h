@@ -21,7 +21,7 @@
 #include <stdint.h>
 
 #define BITMCU_MAGIC 0x554D4942u /* "BIMU" little-endian */
-#define BITMCU_FORMAT_VERSION 7u
+#define BITMCU_FORMAT_VERSION 8u
 #define BITMCU_MAX_FRONT 8u /* front end layers at most */
 #define BITMCU_MAX_STAGES 8u /* decoder stages at most */
 #define BITMCU_MAX_LAYERS 255u /* layers at most (the table's end marker not counted) */
@@ -140,9 +140,34 @@ typedef struct {          /* STAGE: a decoder's 3x3 convolution (padding 1) over
     uint16_t side;        /* side of the input map */
 } bitmcu_stage;
 
-/* One layer: its op, its scheme, its op's parameters, its output buffer and its weights.
- * A decoder's layers (FC and STAGE) add an int8 bias per output row: the biases sit just before
- * the packed codes (weights - rows). */
+/* Generated rows handed over by bitmcu_generate: n_rows rows of `width` uint8 pixels, from
+ * image row y0 on (a band; the image is never whole in RAM). */
+typedef void (*bitmcu_emit_fn)(void *ctx, const uint8_t *rows, uint16_t y0, uint16_t n_rows,
+                               uint16_t width);
+
+struct bitmcu_model;
+/* What the ops hand on from one to the next while the engine walks the table. */
+typedef struct bitmcu_state {
+    const struct bitmcu_model *model;
+    uint8_t *arena;          /* the caller's arena, as bytes; the plan's buffers lie in it */
+    const uint8_t *pixels;   /* a classifier's values the next FC ShiftNorms before it runs: the
+                              * image (n_input), which the front end replaces by its features
+                              * (n_features); NULL once `act` holds the next FC's input */
+    bitmcu_act act;          /* the next FC's input: nonzero activations */
+    bitmcu_emit_fn emit;     /* a decoder's receiver of output rows, and its context */
+    void *ctx;
+} bitmcu_state;
+
+struct bitmcu_layer;
+/* An op's C function: runs the op of the table row `at` and returns the row after those it ran
+ * (one; a macro-op, the front end or a decoder's stages, all of its rows), or NULL where the
+ * table is not one it can run (the entry points then return BITMCU_ERR_LAYER). */
+typedef const struct bitmcu_layer *(*bitmcu_step_fn)(bitmcu_state *s,
+                                                     const struct bitmcu_layer *at);
+
+/* One layer: its op, its scheme, its op's parameters, its output buffer, its weights and the
+ * C functions that run it. A decoder's layers (FC and STAGE) add an int8 bias per output row:
+ * the biases sit just before the packed codes (weights - rows). */
 typedef struct bitmcu_layer {
     uint8_t op;              /* bitmcu_op */
     uint8_t scheme;          /* bitmcu_scheme (0 for POOL) */
@@ -159,20 +184,17 @@ typedef struct bitmcu_layer {
     uint32_t nbytes;         /* bytes of the layer's weight array (a decoder's biases included) */
     const uint8_t *weights;  /* packed codes (layout: the scheme's, see quant/schemes.py) */
     bitmcu_kernel kernel;    /* FC and STAGE: the scheme's fc kernel; else NULL */
+    bitmcu_step_fn step;     /* the op's function (bitmcu_step_*, bitmcu_front_end*): model.h
+                              * names only those its ops need, so a firmware links no other */
 } bitmcu_layer;
-
-struct bitmcu_model;
-/* The convolutional front end: image -> features (referenced only by CNN model tables, so FC
- * firmware does not link it). */
-typedef bitmcu_status (*bitmcu_front_fn)(const struct bitmcu_model *model, const uint8_t *input,
-                                         uint8_t *arena);
 
 typedef struct bitmcu_model {
     uint32_t magic;          /* BITMCU_MAGIC */
     uint16_t version;        /* BITMCU_FORMAT_VERSION */
     uint16_t n_layers;
     uint32_t config_hash;
-    uint16_t n_input;        /* input pixels (uint8) */
+    uint16_t n_input;        /* input values: a classifier's pixels (uint8), a decoder's latent
+                              * values (int8) */
     uint16_t n_classes;
     uint16_t max_out;        /* widest layer output (accumulators) */
     uint16_t max_in;         /* widest FC input (nonzero list), its input pixels included */
@@ -183,13 +205,11 @@ typedef struct bitmcu_model {
     uint8_t act_max;         /* largest activation value (255 for 8-bit) */
     uint8_t n_front;         /* leading CONV1/DW/POOL layers (0: fully connected model) */
     uint8_t bias_unit;       /* 1: each FC layer's last input is the largest of the others */
-    uint8_t kind;            /* bitmcu_kind; a decoder: n_input = latent size, n_features =
-                              * image side, n_front = 0 */
+    uint8_t kind;            /* bitmcu_kind: which entry point runs the model */
     uint32_t arena_words;    /* int32 words of arena the model needs */
     uint32_t table_sum;      /* FNV-1a of the model's and its layers' number fields (export) */
     uint32_t weight_sum;     /* FNV-1a of every layer's weight array, in layer order (export) */
     const bitmcu_layer *layers; /* n_layers layers, then an end marker (a layer of zeros) */
-    bitmcu_front_fn front;   /* bitmcu_front_end(_8bit) for CNN models, else NULL */
 } bitmcu_model;
 
 /* Check a model table before trusting it (once, at start-up or on the host; bitmcu_run and
@@ -211,11 +231,6 @@ const char *bitmcu_status_name(uint32_t status);
  * logits: (n_classes) int32 out; pred: index of the largest logit (first on ties), may be NULL. */
 bitmcu_status bitmcu_run(const bitmcu_model *model, const uint8_t *input, int32_t *arena,
                          size_t arena_words, int32_t *logits, uint16_t *pred);
-
-/* Generated rows handed over by bitmcu_generate: n_rows rows of `width` uint8 pixels, from
- * image row y0 on (a band; the image is never whole in RAM). */
-typedef void (*bitmcu_emit_fn)(void *ctx, const uint8_t *rows, uint16_t y0, uint16_t n_rows,
-                               uint16_t width);
 
 /* Generate one image with a decoder: z (n_input int8 latent values), cls < n_classes;
  * arena: arena_words int32 words; emit receives the image band by band, top to bottom. */
@@ -241,12 +256,22 @@ void bitmcu_fc_fp130(const bitmcu_layer *layer, const bitmcu_act *act, int32_t *
 void bitmcu_fc_nf4(const bitmcu_layer *layer, const bitmcu_act *act, int32_t *acc);
 void bitmcu_fc_8bit(const bitmcu_layer *layer, const bitmcu_act *act, int32_t *acc);
 
-/* The front end of CNN models: every channel, image -> features (channel-major, at the arena's
- * feat_at), each layer's map at its planned buf. */
-bitmcu_status bitmcu_front_end(const bitmcu_model *model, const uint8_t *input, uint8_t *arena);
+/* The ops' functions (bitmcu_step_fn), one per op; the engine walks the table calling each
+ * row's. Both entry points above are this walk between their input and their output. */
+/* FC of a classifier: ShiftNorm of its input where that is still pixels, the kernel, then
+ * ShiftNorm+ReLU of the accumulators for the next layer (relu) or the logits (the last). */
+const bitmcu_layer *bitmcu_step_fc(bitmcu_state *s, const bitmcu_layer *at);
+/* FC of a decoder: the kernel, requantized by its fixed shift and biases into the next FC's
+ * input, or (chunk > 0) chunk outputs at a time into the first stage's input rows. */
+const bitmcu_layer *bitmcu_step_fc_requant(bitmcu_state *s, const bitmcu_layer *at);
+/* A decoder's stages (a macro-op over all of them): row by row, each stage keeping the rows of
+ * its input it still needs, the last one's rows handed to emit band by band. */
+const bitmcu_layer *bitmcu_step_stages(bitmcu_state *s, const bitmcu_layer *at);
+/* The front end of CNN models (a macro-op over its CONV1/DW/POOL rows): every channel, image ->
+ * features (channel-major, at the arena's feat_at), each layer's map at its planned buf. */
+const bitmcu_layer *bitmcu_front_end(bitmcu_state *s, const bitmcu_layer *at);
 /* The same for models whose convolutions are all 8-bit: less code. */
-bitmcu_status bitmcu_front_end_8bit(const bitmcu_model *model, const uint8_t *input,
-                                    uint8_t *arena);
+const bitmcu_layer *bitmcu_front_end_8bit(bitmcu_state *s, const bitmcu_layer *at);
 
 /* One channel of a 3x3 convolution (no padding) requantized by `shift`; w: the 9 levels. */
 void bitmcu_conv3x3(const int32_t w[9], uint32_t shift, uint32_t act_max, const uint8_t *in,

@@ -22,8 +22,8 @@
 #include "model.h"
 
 #define N_LAYERS BITMCU_MODEL_N_LAYERS
-#define N_MODEL_FIELDS 20u /* 16 numbers, 2 sums, layers, front */
-#define N_LAYER_FIELDS 12u /* 10 numbers, weights, kernel */
+#define N_MODEL_FIELDS 19u /* 16 numbers, 2 sums, layers */
+#define N_LAYER_FIELDS 13u /* 10 numbers, weights, kernel, step */
 
 #ifdef BITMCU_MODEL_LATENT /* a decoder */
 #define OUT_BYTES (BITMCU_MODEL_OUTPUT_SIDE * BITMCU_MODEL_OUTPUT_SIDE)
@@ -40,7 +40,9 @@ static uint32_t bad_emit;
 static const bitmcu_kernel kernels[9] = {NULL, bitmcu_fc_binary, bitmcu_fc_ternary,
                                          bitmcu_fc_2bitsym, bitmcu_fc_4bitsym, bitmcu_fc_4bit,
                                          bitmcu_fc_fp130, bitmcu_fc_nf4, bitmcu_fc_8bit};
-static const bitmcu_front_fn fronts[3] = {NULL, bitmcu_front_end, bitmcu_front_end_8bit};
+static const bitmcu_step_fn steps[6] = {NULL, bitmcu_step_fc, bitmcu_step_fc_requant,
+                                        bitmcu_step_stages, bitmcu_front_end,
+                                        bitmcu_front_end_8bit};
 
 static uint32_t rnd(uint32_t *s) { return bitmcu_xorshift32(s); }
 
@@ -81,8 +83,7 @@ static int mutate_model(uint32_t f, uint32_t *s) {
     case 15: SET(arena_words, uint32_t); return 0;
     case 16: SET(table_sum, uint32_t); return 1;
     case 17: SET(weight_sum, uint32_t); return 1;
-    case 18: m->layers = NULL; return 0;
-    default: m->front = fronts[rnd(s) % 3u]; return 0;
+    default: m->layers = NULL; return 0;
     }
 #undef SET
 }
@@ -102,7 +103,8 @@ static int mutate_layer(bitmcu_layer *L, uint32_t f, uint32_t *s) {
     case 8: SET(buf, uint16_t); return 0;
     case 9: SET(nbytes, uint32_t); return 0;
     case 10: L->weights = NULL; return 0;
-    default: L->kernel = kernels[rnd(s) % 9u]; return 0;
+    case 11: L->kernel = kernels[rnd(s) % 9u]; return 0;
+    default: L->step = steps[rnd(s) % 6u]; return 0;
     }
 #undef SET
 }

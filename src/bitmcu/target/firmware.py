@@ -21,8 +21,9 @@ import numpy as np
 from ..core.errors import BitmcuError, choices
 from ..core.outdir import locked, writing
 from ..deploy import reference
-from ..deploy.codegen import front_entry, images_header, samples_header, table_sums
+from ..deploy.codegen import images_header, samples_header, table_sums
 from ..deploy.export import read_export
+from ..deploy.ops import front_entry
 from .chips import get_chip
 
 GCC = "riscv64-unknown-elf-gcc"
@@ -140,6 +141,21 @@ _CI_NODE = re.compile(r'node: \{ title: "([^"]+)" label: "[^"]*?\\n(\d+) bytes \
 _CI_EDGE = re.compile(r'edge: \{ sourcename: "([^"]+)" targetname: "([^"]+)"')
 
 
+# the functions that call the table's op functions (bitmcu_step_fn), the engine's entry points
+STEP_CALLERS = ("bitmcu_run", "bitmcu_generate")
+
+
+def _base(name: str) -> str:
+    """A function's name as GCC's call graph titles it: "file.c:name" for static ones,
+    "name.constprop.0" for clones."""
+    return name.rsplit(":", 1)[-1].split(".")[0]
+
+
+def is_step(name: str) -> bool:
+    """Whether a function is one of the engine's op functions (bitmcu_step_fn in bitmcu.h)."""
+    return _base(name).startswith(("bitmcu_step_", "bitmcu_front_end"))
+
+
 def worst_stack(callgraph_files: list[Path], root: str = "main",
                 linked: set[str] | None = None) -> int | None:
     """Worst-case stack bytes of ``root`` from GCC's ``-fcallgraph-info=su`` files.
@@ -147,10 +163,13 @@ def worst_stack(callgraph_files: list[Path], root: str = "main",
     ``linked``: the functions the linker kept (the ELF's); an indirect call reaches only those
     (a decoder's engine functions, compiled into every firmware but dropped by --gc-sections
     from a classifier's, are no call target there).
-    The deepest call chain of static frame sizes; an indirect call (the model's kernel and front
-    end pointers) may reach any function with a frame, except those already on the chain (the
-    engine does not recurse). Library helpers without a frame (libgcc's __mulsi3) count 0.
-    None where GCC wrote no call graph or a frame is not static (then it cannot be bounded here).
+    The deepest call chain of static frame sizes; an indirect call may reach any function with a
+    frame, except those already on the chain (the engine does not recurse), by its pointer's
+    type: the entry points (:data:`STEP_CALLERS`) call the table's op functions (bitmcu_step_fn:
+    :func:`is_step`, nothing else), every other indirect call (the kernels, bitmcu_kernel; a
+    firmware's callbacks) anything but those. Library helpers without a frame (libgcc's
+    __mulsi3) count 0. None where GCC wrote no call graph or a frame is not static (then it
+    cannot be bounded here).
     """
     frames: dict[str, int] = {}
     calls: dict[str, set[str]] = {}
@@ -165,15 +184,15 @@ def worst_stack(callgraph_files: list[Path], root: str = "main",
     if root not in frames:
         return None
     if linked is not None:
-        # GCC titles static functions "file.c:name" and clones "name.constprop.0"
-        base = lambda n: n.rsplit(":", 1)[-1].split(".")[0]  # noqa: E731
-        kept = {base(n) for n in linked}
-        frames = {k: v for k, v in frames.items() if base(k) in kept or k == root}
+        kept = {_base(n) for n in linked}
+        frames = {k: v for k, v in frames.items() if _base(k) in kept or k == root}
 
     def depth(fn: str, chain: frozenset) -> int:
         targets = calls.get(fn, set())
         if "__indirect_call" in targets:
-            targets = (targets - {"__indirect_call"}) | set(frames)
+            steps = _base(fn) in STEP_CALLERS
+            targets = (targets - {"__indirect_call"}) | {
+                t for t in frames if is_step(t) == steps}
         below = [depth(t, chain | {t}) for t in targets if t not in chain]
         return frames.get(fn, 0) + max(below, default=0)
 

@@ -340,3 +340,41 @@ def test_compare_c_names_the_first_sample_that_differs(tiny_export, monkeypatch)
     with pytest.raises(BitmcuError, match=r"C engine \(nomul\) differs from the reference on "
                                           r"\d+ of 12 samples .*first: seed \d+, class \d"):
         verify.compare_c(model, batch, builds=(False,))
+
+
+def test_wide_fc_layers_run_in_chunks_through_a_scratch():
+    """A decoder's fc layer with more outputs than a chunk is computed CHUNK_ROWS at a time into
+    bytes (a scratch over the rings, dead before they are written), so the accumulators never
+    hold more than a chunk: the die's 64-output first layer needs 32 accumulators, not 64.
+    C == reference, with the sanitizers, with and without multiplier."""
+    from bitmcu.deploy import verify
+    from bitmcu.deploy.codegen import table_rows
+    from bitmcu.deploy.ops import CHUNK_ROWS
+    from bitmcu.deploy.plan import plan
+    from bitmcu.train.lower import load_int_model
+
+    from .conftest import ROOT
+
+    model, _ = load_int_model(ROOT / "models" / "die-ch32v003")
+    rows = [r for _, r in table_rows(model)]
+    assert rows[0].op == "fc" and rows[0].n_out > CHUNK_ROWS and rows[0].mult == CHUNK_ROWS
+    p = plan(model)
+    assert model.max_out == CHUNK_ROWS and rows[0].buf >= p.nz_at + 2 * model.max_in
+    assert rows[0].buf == rows[1].buf  # the scratch lies over the first map's rows
+    ref, outs = verify.compare_c(model, verify.sample_inputs(model, 40), sanitize=True)
+    for c in outs.values():
+        np.testing.assert_array_equal(c, ref)
+
+
+def test_a_decoder_exports_without_its_training_data(tiny_decoder, tmp_path, monkeypatch):
+    """A decoder has no test images: exporting it neither loads nor renders its data set (a
+    classifier's export needs its test images and still loads them)."""
+    from bitmcu.apps import pipeline
+
+    def no_data(cfg):
+        raise AssertionError("export loaded the data set")
+
+    monkeypatch.setattr(pipeline, "load_data", no_data)
+    pipeline.export(tiny_decoder, tmp_path / "e", target="ch32v003")
+    assert (tmp_path / "e" / "test_samples.h").is_file()
+    assert not (tmp_path / "e" / "test_set.npz").exists()

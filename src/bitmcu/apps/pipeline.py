@@ -74,27 +74,25 @@ def _export(run, out: Path, target: str, data_dir, n_images: int, command: str, 
     cfg = blob["cfg"]
     if data_dir:
         cfg.data.data_dir = data_dir
-    float_acc = int_acc = None
-    n_test = 0
-    data = load_data(cfg)
-    test_x = data.test_x.numpy()
-    test_y = data.test_y.numpy()
-    if model.generative:
-        evaluate = False  # a decoder is judged by `bitmcu judge`, not by test accuracy
-    if evaluate:
+    float_acc = int_acc = test_x = test_y = None
+    n_test, split = 0, "test"
+    if not model.generative:  # a decoder has no test images: its data is not needed
+        data = load_data(cfg)
+        test_x, test_y, split = data.test_x.numpy(), data.test_y.numpy(), data.split
+    if evaluate and not model.generative:  # a decoder is judged by `bitmcu judge`
         float_acc = eval_float(model_from_checkpoint(blob), data.test_x, data.test_y).acc
         pred = in_chunks(lambda x: reference.run(model, x)[1], test_x, "integer reference")
         int_acc = float((pred == test_y).mean())
         n_test = len(test_y)
         if abs(float_acc - int_acc) > MISMATCH_TOLERANCE and not allow_mismatch:
             raise BitmcuError(
-                f"{blob['path']}: the integer model's {data.split} accuracy "
+                f"{blob['path']}: the integer model's {split} accuracy "
                 f"{100 * int_acc:.2f}% differs from the float model's {100 * float_acc:.2f}% "
                 f"by more than {100 * MISMATCH_TOLERANCE:g} points: the conversion does not "
                 "keep this model (weights far outside the trained range?); nothing written. "
                 "--allow-mismatch exports it anyway")
     report = model_report(model, target, float_acc, int_acc, n_test,
-                          cfg.data.input_description(), data.split)
+                          cfg.data.input_description(), split)
 
     write_export(model, out, test_x, test_y, report, target, n_images, command, lock=False,
                  project=project)

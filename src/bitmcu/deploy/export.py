@@ -115,16 +115,20 @@ def write_ch32fun(t: Path, target: str) -> None:
         shutil.copy(t / f, d / f)
 
 
-def write_export(model: IntModel, out: str | Path, test_x: np.ndarray, test_y: np.ndarray,
+def write_export(model: IntModel, out: str | Path, test_x: np.ndarray | None,
+                 test_y: np.ndarray | None,
                  report: ExportReport, target: str = "generic", n_images: int = 8,
                  command: str = "bitmcu export", lock: bool = True,
                  project: str | None = None) -> None:
     """Write an export folder for an integer model; all files appear at once or none do (the
     folder, firmware builds inside it included, is replaced as a whole). ``lock=False``: the
     caller holds ``out`` already. ``project``: also a folder in that ecosystem's layout
-    (:data:`PROJECTS`)."""
+    (:data:`PROJECTS`). ``test_x`` and ``test_y``: a classifier's test images and labels (None
+    for a decoder, which has none: its example generates ``n_images`` samples)."""
     check_project(project, model.generative, target)
-    k = min(n_images, len(test_x))
+    if test_x is None and not model.generative:
+        raise BitmcuError("a classifier's export needs its test images")
+    k = n_images if test_x is None else min(n_images, len(test_x))
     with writing(out, "model.npz", "export", lock) as t:
         (t / "model.h").write_text(model_header(model, command))
         if model.generative:  # seeds 1..k, classes in turn, the reference's image checksums
@@ -143,9 +147,10 @@ def write_export(model: IntModel, out: str | Path, test_x: np.ndarray, test_y: n
         for f in ("bitmcu.c", "bitmcu.h"):
             shutil.copy(engine_dir() / f, t / f)
         model.save(t / "model.npz")
-        m = min(100, len(test_x))  # test images for firmware builds (bitmcu firmware --images)
-        np.savez_compressed(t / "test_set.npz", images=test_x[:m].reshape(m, -1),
-                            labels=test_y[:m])
+        if test_x is not None:  # test images for firmware builds (bitmcu firmware --images)
+            m = min(100, len(test_x))
+            np.savez_compressed(t / "test_set.npz", images=test_x[:m].reshape(m, -1),
+                                labels=test_y[:m])
         if project == "ch32fun":
             write_ch32fun(t, target)
         (t / "report.txt").write_text(report.text() + "\n")

@@ -643,12 +643,20 @@ class FCLayer(Weighted):
         return i + 1 < len(m.ops) and isinstance(m.ops[i + 1], StageLayer)
 
     def chunk(self, m: IntModel, i: int) -> int:
-        """Outputs computed at a time: all, or CHUNK_ROWS for the layer that makes a decoder's
-        first map (where that fits the scheme's row groups)."""
-        if not self._feeds_stage(m, i) or CHUNK_ROWS >= self.n_out or \
+        """Outputs computed at a time: a classifier's all; a decoder's CHUNK_ROWS where it has
+        more (and that fits the scheme's row groups), requantized chunk by chunk into bytes (its
+        buffer: the first map, or a scratch the next layer's nonzero list is made from), so that
+        the accumulators never hold more than a chunk."""
+        if self.shift is None or CHUNK_ROWS >= self.n_out or \
                 CHUNK_ROWS % get_scheme(self.scheme).row_group:
             return self.n_out
         return CHUNK_ROWS
+
+    def chunked(self, m: IntModel, i: int) -> bool:
+        """Whether its outputs go to bytes in its buffer, chunk by chunk (the table's chunk > 0):
+        a decoder's layer that makes the first map, or has more outputs than a chunk."""
+        return self.shift is not None and (self._feeds_stage(m, i) or
+                                           self.chunk(m, i) < self.n_out)
 
     def acc_rows(self, m, i):
         return self.chunk(m, i)
@@ -657,7 +665,9 @@ class FCLayer(Weighted):
         return self.n_in
 
     def buffer(self, m, i):
-        return ("ring", m.ops[i + 1].ring_bytes(True)) if self._feeds_stage(m, i) else ("", 0)
+        if self._feeds_stage(m, i):
+            return "ring", m.ops[i + 1].ring_bytes(True)
+        return ("scratch", self.n_out) if self.chunked(m, i) else ("", 0)
 
     def row(self, m, i):
         what = f"fc {self.scheme} {self.n_in} -> {self.n_out}"
@@ -665,7 +675,7 @@ class FCLayer(Weighted):
             return TableRow("fc", self.scheme, int(self.relu), 0, self.n_in, self.n_out,
                             self.weights.shape[1], 0, self.weights, 0,
                             f"{what}, {self.nbytes} bytes")
-        chunk = self.chunk(m, i) if self._feeds_stage(m, i) else 0
+        chunk = self.chunk(m, i) if self.chunked(m, i) else 0
         return TableRow("fc", self.scheme, 1, self.shift, self.n_in, self.n_out,
                         self.weights.shape[1], chunk, _bias_codes(self), self.n_out,
                         f"{what}, shift {self.shift}; {self.n_out} int8 biases, then "

@@ -14,6 +14,10 @@ reads them. Byte offsets from the arena's start, every buffer 4-byte aligned:
                            rows of later ones); the layer before a stage writes there (``buf``)
   band                     a decoder: the rows of output pixels handed over at once (the last
                            stage's ``buf``)
+  scratch                  a decoder's fc layer with more outputs than a chunk: its outputs as
+                           bytes, chunk by chunk, before the next layer's nonzero list is made
+                           from them; it lies over the rings (dead before any of them or the
+                           band is written)
 """
 
 from __future__ import annotations
@@ -69,10 +73,14 @@ def _plan(model: IntModel) -> Plan:
         if kind == "turn":
             turn ^= 1
             at[i] = turns[turn]
+    rings_at = end + sum(_r4(size) for (kind, size), _ in wants if kind == "kept")
     for kind_now in ("kept", "ring", "band"):
         for i, ((kind, size), _) in enumerate(wants):
             if kind == kind_now:
                 at[i], end = end, end + _r4(size)
+    for i, ((kind, size), _) in enumerate(wants):  # dead before any ring or band is written
+        if kind == "scratch":
+            at[i], end = rings_at, max(end, rings_at + _r4(size))
     rows = [i for i, (_, has_row) in enumerate(wants) if has_row]
     return Plan(nz_at, feat_at, tuple(at.get(i, 0) for i in rows),
                 tuple(wants[i][0][1] for i in rows), end // 4)

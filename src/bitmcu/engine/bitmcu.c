@@ -1175,10 +1175,14 @@ const bitmcu_layer *bitmcu_step_fc_requant(bitmcu_state *s, const bitmcu_layer *
         requant_act(L, acc, act_max, &s->act, nz);
         return L + 1;
     }
-    /* the first map, chunk outputs at a time, into the first stage's input rows (its buf) */
+    /* chunk outputs at a time, requantized into bytes at its buf: the first stage's input rows
+     * or, before another fc layer, a scratch the next layer's nonzero list is made from (the
+     * accumulators never hold more than a chunk) */
     const uint32_t group = bitmcu_schemes[L->scheme < BITMCU_N_SCHEMES ? L->scheme : 0u].group;
+    const uint32_t to_fc = L[1].op != BITMCU_OP_STAGE; /* L[1]: at worst the end marker */
     if (!group || P->chunk > model->max_out || P->chunk % group ||
-        (uint32_t)L->buf + P->n_out > 4u * model->arena_words) {
+        (uint32_t)L->buf + P->n_out > 4u * model->arena_words ||
+        (to_fc && P->n_out > model->max_in)) {
         return NULL;
     }
     uint8_t *map = s->arena + L->buf;
@@ -1191,6 +1195,20 @@ const bitmcu_layer *bitmcu_step_fc_requant(bitmcu_state *s, const bitmcu_layer *
         for (uint32_t i = 0; i < view.p.fc.n_out; i++) {
             map[o + i] = (uint8_t)requant_bias(acc[i], P->shift, bias[o + i], act_max);
         }
+    }
+    if (to_fc) {
+        uint16_t k = 0;
+        uint32_t prev = 0;
+        int32_t sum = 0;
+        for (uint32_t i = 0; i < P->n_out; i++) {
+            if (map[i]) {
+                k = nz_push(nz, k, &prev, i, map[i]);
+                sum += (int32_t)map[i];
+            }
+        }
+        s->act.nz = nz;
+        s->act.n_nz = k;
+        s->act.sum = sum;
     }
     return L + 1;
 }
@@ -1378,32 +1396,6 @@ static const bitmcu_kernel scheme_kernels[BITMCU_N_SCHEMES] = {
     [BITMCU_SCHEME_8BIT] = bitmcu_fc_8bit,
 };
 
-/* What bitmcu_check knows of each op (ids: bitmcu_op): the function that runs it in a model of
- * each kind (NULL: the kind has no such op), and another that may (the 8-bit front end). */
-typedef struct {
-    bitmcu_step_fn step[2]; /* by bitmcu_kind: classifier, decoder */
-    bitmcu_step_fn alt;
-} bitmcu_op_traits;
-#define BITMCU_N_OPS 6u
-static const bitmcu_op_traits op_traits[BITMCU_N_OPS] = {
-    [BITMCU_OP_FC] = {.step = {bitmcu_step_fc, bitmcu_step_fc_requant}},
-    [BITMCU_OP_CONV1] = {.step = {bitmcu_front_end, NULL}, .alt = bitmcu_front_end_8bit},
-    [BITMCU_OP_DW] = {.step = {bitmcu_front_end, NULL}, .alt = bitmcu_front_end_8bit},
-    [BITMCU_OP_POOL] = {.step = {bitmcu_front_end, NULL}, .alt = bitmcu_front_end_8bit},
-    [BITMCU_OP_STAGE] = {.step = {NULL, bitmcu_step_stages}},
-};
-
-/* Row l's op function is its op's in a model of this kind (the front end's rows: all the same). */
-static int step_ok(const bitmcu_model *m, uint32_t l) {
-    const bitmcu_layer *L = &m->layers[l];
-    if (L->op >= BITMCU_N_OPS || m->kind > BITMCU_KIND_DECODER) {
-        return 0;
-    }
-    const bitmcu_op_traits *T = &op_traits[L->op];
-    return L->step && (L->step == T->step[m->kind] || L->step == T->alt) &&
-           (l < m->n_front ? L->step == m->layers[0].step : 1);
-}
-
 /* Rows sharing their packed bytes (1: none; 0: an unknown scheme). */
 static uint32_t row_group(uint32_t scheme) {
     return scheme < BITMCU_N_SCHEMES ? bitmcu_schemes[scheme].group : 0u;
@@ -1500,17 +1492,26 @@ static bitmcu_status check_front(const bitmcu_model *m, uint32_t lo) {
     return BITMCU_OK;
 }
 
-static bitmcu_status check_classifier(const bitmcu_model *m) {
-    const bitmcu_layer *layers = m->layers;
-    const uint32_t n_front = m->n_front;
+/* What flows from row to row as bitmcu_check walks the table the way the engine will: the next
+ * row's input, a map (side > 0: n channels of side x side) or a vector of n values; and where
+ * the rows' buffers may start (after the nonzero list, or after a CNN's features). */
+typedef struct {
+    uint32_t n;
+    uint32_t side;
     uint32_t lo;
-    if (n_front >= m->n_layers || n_front > BITMCU_MAX_FRONT || m->bias_unit > 1u ||
-        m->n_classes == 0u || m->n_classes > m->max_out || check_arena(m, &lo) != BITMCU_OK ||
-        (!n_front && m->n_features != 0u)) {
-        return BITMCU_ERR_MODEL;
+} check_flow;
+
+/* The front end (a macro-op): the table's first n_front rows, CONV1 then DW and POOL, each row's
+ * fields, their chain from the image and their planned maps; its output is the features, which
+ * bitmcu_step_fc ShiftNorms into the first fc layer's input. */
+static bitmcu_status check_map_ops(const bitmcu_model *m, const bitmcu_layer *at, check_flow *x,
+                                   const bitmcu_layer **next) {
+    const uint32_t n_front = m->n_front;
+    if (at != m->layers || n_front == 0u) {
+        return BITMCU_ERR_LAYER;
     }
     for (uint32_t l = 0; l < n_front; l++) {
-        const bitmcu_layer *L = &layers[l];
+        const bitmcu_layer *L = &at[l];
         const bitmcu_map *P = &L->p.map;
         if (L->op == BITMCU_OP_POOL) {
             if (L->scheme || L->weights || L->kernel || L->nbytes || P->shift || P->zero ||
@@ -1523,61 +1524,71 @@ static bitmcu_status check_classifier(const bitmcu_model *m) {
             return BITMCU_ERR_LAYER;
         }
     }
-    if (n_front && check_front(m, lo) != BITMCU_OK) {
+    if (check_front(m, x->lo) != BITMCU_OK) {
         return BITMCU_ERR_LAYER;
     }
-    /* fully connected layers: each one's inputs are the last one's outputs (and the bias unit) */
-    uint32_t n = (uint32_t)(n_front ? m->n_features : m->n_input) + m->bias_unit;
-    if (n > m->max_in) {
+    x->n = m->n_features;
+    x->side = 0;
+    *next = at + n_front;
+    return BITMCU_OK;
+}
+
+/* An fc layer: its inputs are what the row before it made (and the bias unit). A classifier's
+ * ShiftNorms its outputs for the next (relu) or, the table's last, leaves the logits; a
+ * decoder's requantizes them by its shift and biases into the next one's input or, before a
+ * stage, into the stage's first map, chunk outputs at a time (bitmcu_step_fc_requant tells
+ * the two by its chunk). */
+static bitmcu_status check_fc(const bitmcu_model *m, const bitmcu_layer *L, check_flow *x,
+                              const bitmcu_layer **next) {
+    const bitmcu_fc *P = &L->p.fc;
+    if (x->side || P->n_in != x->n + m->bias_unit || (uint32_t)(L - m->layers) < m->n_front) {
+        return BITMCU_ERR_LAYER; /* (a row the front end will run is no fc layer) */
+    }
+    *next = L + 1;
+    x->n = P->n_out;
+    if (m->kind == BITMCU_KIND_CLASSIFIER) {
+        const uint32_t last = L + 1 == m->layers + m->n_layers;
+        return P->relu != (last ? 0u : 1u) || P->chunk || P->shift || L->buf ||
+                       P->n_out > m->max_out ||
+                       check_weights(L, P->n_in, P->n_out, P->row_bytes, P->shift, 0u) !=
+                           BITMCU_OK ||
+                       (last && P->n_out != m->n_classes) ||
+                       (!last && P->n_out + m->bias_unit > m->max_in)
+                   ? BITMCU_ERR_LAYER
+                   : BITMCU_OK;
+    }
+    const bitmcu_layer *stage = L[1].op == BITMCU_OP_STAGE ? L + 1 : NULL; /* L[1]: at worst
+                                                                            * the end marker */
+    const uint32_t chunk = P->chunk ? P->chunk : P->n_out, group = row_group(L->scheme);
+    if (P->relu != 1u || (stage && !P->chunk) || (!P->chunk && L->buf) ||
+        (!stage && P->n_out > m->max_in) || !group || chunk > m->max_out || chunk % group ||
+        check_weights(L, P->n_in, P->n_out, P->row_bytes, P->shift, P->n_out) != BITMCU_OK) {
+        return BITMCU_ERR_LAYER;
+    }
+    if (!stage && P->chunk && /* its scratch: after the nonzero list, inside the arena */
+        (L->buf < x->lo || (uint32_t)L->buf + P->n_out > 4u * m->arena_words)) {
         return BITMCU_ERR_MODEL;
     }
-    for (uint32_t l = n_front; l < m->n_layers; l++) {
-        const bitmcu_layer *L = &layers[l];
-        const bitmcu_fc *P = &L->p.fc;
-        const uint32_t last = l + 1u == m->n_layers;
-        if (L->op != BITMCU_OP_FC || P->n_in != n || P->relu != (last ? 0u : 1u) || P->chunk ||
-            P->shift || L->buf || P->n_out > m->max_out ||
-            check_weights(L, P->n_in, P->n_out, P->row_bytes, P->shift, 0u) != BITMCU_OK ||
-            (last && P->n_out != m->n_classes) || (!last && P->n_out + m->bias_unit > m->max_in)) {
+    if (stage) { /* the stage's first map, the whole of it */
+        const bitmcu_stage *S = &stage->p.stage;
+        if (P->n_out != (uint32_t)S->c_in * S->side * S->side || S->side == 0u) {
             return BITMCU_ERR_LAYER;
         }
-        n = (uint32_t)P->n_out + m->bias_unit;
+        x->n = S->c_in;
+        x->side = S->side;
     }
     return BITMCU_OK;
 }
 
-/* The chain bitmcu_generate walks: fc layers from the latent and class, then stages whose
- * sides and channels follow on down to one channel of the image's side; its planned buffers
- * (each stage's input rows, the band) inside the arena after the nonzero list and apart. */
-static bitmcu_status check_decoder(const bitmcu_model *m) {
-    const bitmcu_layer *layers = m->layers;
-    uint32_t n_fc = 0, lo;
-    while (n_fc < m->n_layers && layers[n_fc].op == BITMCU_OP_FC) {
-        n_fc++;
-    }
-    const uint32_t n_st = m->n_layers - n_fc;
-    if (m->n_front || m->bias_unit || !n_fc || !n_st || n_st > BITMCU_MAX_STAGES ||
-        m->n_classes == 0u || m->n_input == 0u || check_arena(m, &lo) != BITMCU_OK ||
-        2u * m->n_input + m->n_classes > m->max_in) {
-        return BITMCU_ERR_MODEL;
-    }
-    const bitmcu_layer *first = layers + n_fc;
-    uint32_t n = 2u * m->n_input + m->n_classes;
-    uint32_t chans = first->p.stage.c_in, side = first->p.stage.side;
-    for (uint32_t l = 0; l < n_fc; l++) {
-        const bitmcu_layer *L = layers + l;
-        const bitmcu_fc *P = &L->p.fc;
-        const uint32_t last = l + 1u == n_fc;
-        /* the last one makes the first map, chunk outputs at a time (bitmcu_step_fc_requant
-         * tells it by its chunk); the others all of their outputs */
-        const uint32_t chunk = last ? P->chunk : P->n_out, group = row_group(L->scheme);
-        if (P->n_in != n || P->relu != 1u || (!last && (P->chunk || L->buf)) || !chunk ||
-            !group || chunk > m->max_out || chunk % group ||
-            check_weights(L, P->n_in, P->n_out, P->row_bytes, P->shift, P->n_out) != BITMCU_OK ||
-            (last ? P->n_out != chans * side * side : P->n_out > m->max_in)) {
-            return BITMCU_ERR_LAYER;
-        }
-        n = P->n_out;
+/* A decoder's stages (a macro-op): every row left, each taking the map the one before it made
+ * (the first: the fc layer's), down to one channel; their planned buffers (each stage's input
+ * rows, the band) inside the arena after the nonzero list and apart. */
+static bitmcu_status check_stages(const bitmcu_model *m, const bitmcu_layer *first, check_flow *x,
+                                  const bitmcu_layer **next) {
+    const uint32_t n_st = m->n_layers - (uint32_t)(first - m->layers);
+    uint32_t chans = x->n, side = x->side;
+    if (side == 0u || first == m->layers || n_st > BITMCU_MAX_STAGES) {
+        return BITMCU_ERR_LAYER;
     }
     uint32_t at[BITMCU_MAX_STAGES + 1u], size[BITMCU_MAX_STAGES + 1u];
     for (uint32_t s = 0; s < n_st; s++) {
@@ -1598,17 +1609,93 @@ static bitmcu_status check_decoder(const bitmcu_model *m) {
         at[n_st] = L->buf; /* the band: the last stage's rows of output pixels */
         size[n_st] = P->factor * side;
     }
-    if (chans != 1u || m->n_features != 0u) {
-        return BITMCU_ERR_LAYER;
-    }
     for (uint32_t i = 0; i <= n_st; i++) {
-        if (at[i] < lo || at[i] + size[i] > 4u * m->arena_words) {
+        if (at[i] < x->lo || at[i] + size[i] > 4u * m->arena_words) {
             return BITMCU_ERR_MODEL;
         }
         for (uint32_t k = i + 1u; k <= n_st; k++) {
             if (overlap(at[i], size[i], at[k], size[k])) {
                 return BITMCU_ERR_MODEL;
             }
+        }
+    }
+    x->n = chans;
+    x->side = side;
+    *next = first + n_st;
+    return BITMCU_OK;
+}
+
+/* What bitmcu_check knows of each op (ids: bitmcu_op): the function that runs it in a model of
+ * each kind (NULL: the kind has no such op) and another that may (the 8-bit front end), and its
+ * check (a macro-op's checks all of its rows). Only bitmcu_check reads it. */
+typedef bitmcu_status (*check_fn)(const bitmcu_model *m, const bitmcu_layer *at, check_flow *x,
+                                  const bitmcu_layer **next);
+typedef struct {
+    bitmcu_step_fn step[2]; /* by bitmcu_kind: classifier, decoder */
+    bitmcu_step_fn alt;
+    check_fn check;
+} bitmcu_op_traits;
+#define BITMCU_N_OPS 6u
+static const bitmcu_op_traits op_traits[BITMCU_N_OPS] = {
+    [BITMCU_OP_FC] = {.step = {bitmcu_step_fc, bitmcu_step_fc_requant}, .check = check_fc},
+    [BITMCU_OP_CONV1] = {.step = {bitmcu_front_end, NULL}, .alt = bitmcu_front_end_8bit,
+                         .check = check_map_ops},
+    [BITMCU_OP_DW] = {.step = {bitmcu_front_end, NULL}, .alt = bitmcu_front_end_8bit,
+                      .check = check_map_ops},
+    [BITMCU_OP_POOL] = {.step = {bitmcu_front_end, NULL}, .alt = bitmcu_front_end_8bit,
+                        .check = check_map_ops},
+    [BITMCU_OP_STAGE] = {.step = {NULL, bitmcu_step_stages}, .check = check_stages},
+};
+
+/* Row l's function is its op's in a model of this kind (the front end's rows: all the same). */
+static int step_ok(const bitmcu_model *m, uint32_t l) {
+    const bitmcu_layer *L = &m->layers[l];
+    const bitmcu_op_traits *T = &op_traits[L->op]; /* op < BITMCU_N_OPS: checked by the walk */
+    return L->step && (L->step == T->step[m->kind] || L->step == T->alt) &&
+           (l < m->n_front ? L->step == m->layers[0].step : 1);
+}
+
+/* The model's fields for its kind and the walk's input: a classifier's image (n_input pixels;
+ * the front end checks it as a map), a decoder's [relu(z), relu(-z), onehot(class)]. */
+static bitmcu_status check_input(const bitmcu_model *m, check_flow *x) {
+    const uint32_t n_front = m->n_front;
+    if (check_arena(m, &x->lo) != BITMCU_OK || m->n_classes == 0u || n_front >= m->n_layers ||
+        n_front > BITMCU_MAX_FRONT || m->bias_unit > 1u || (!n_front && m->n_features != 0u)) {
+        return BITMCU_ERR_MODEL;
+    }
+    x->side = 0;
+    if (m->kind == BITMCU_KIND_DECODER) {
+        x->n = 2u * m->n_input + m->n_classes;
+        return n_front || m->bias_unit || m->n_input == 0u || x->n > m->max_in ? BITMCU_ERR_MODEL
+                                                                               : BITMCU_OK;
+    }
+    x->n = n_front ? m->n_features : m->n_input;
+    return m->n_classes > m->max_out || x->n + m->bias_unit > m->max_in ? BITMCU_ERR_MODEL
+                                                                        : BITMCU_OK;
+}
+
+/* The table walked as the engine will: each row (a macro-op's rows together) by its op's check,
+ * each op one the model's kind runs; at the end a classifier's logits (a vector: the last fc
+ * layer's check counts them) or a decoder's image (one channel). */
+static bitmcu_status check_walk(const bitmcu_model *m) {
+    check_flow x;
+    bitmcu_status st = check_input(m, &x);
+    const bitmcu_layer *L = m->layers, *const end = L + m->n_layers;
+    while (st == BITMCU_OK && L < end) {
+        if (L->op >= BITMCU_N_OPS || !op_traits[L->op].check || !op_traits[L->op].step[m->kind]) {
+            return BITMCU_ERR_LAYER;
+        }
+        st = op_traits[L->op].check(m, L, &x, &L);
+    }
+    if (st != BITMCU_OK) {
+        return st;
+    }
+    if (m->kind == BITMCU_KIND_DECODER ? x.side == 0u || x.n != 1u : x.side != 0u) {
+        return BITMCU_ERR_LAYER;
+    }
+    for (uint32_t l = 0; l < m->n_layers; l++) { /* the functions the engine's walk will call */
+        if (!step_ok(m, l)) {
+            return BITMCU_ERR_LAYER;
         }
     }
     return BITMCU_OK;
@@ -1679,18 +1766,9 @@ bitmcu_status bitmcu_check(const bitmcu_model *m, size_t n_entries, uint32_t fla
             return BITMCU_ERR_MODEL;
         }
     }
-    const bitmcu_status st = m->kind == BITMCU_KIND_DECODER ? check_decoder(m)
-                                                            : check_classifier(m);
-    if (st != BITMCU_OK) {
+    const bitmcu_status st = check_walk(m);
+    if (st != BITMCU_OK || !(flags & BITMCU_CHECK_SUMS)) {
         return st;
-    }
-    for (uint32_t l = 0; l < m->n_layers; l++) { /* the functions the walk will call */
-        if (!step_ok(m, l)) {
-            return BITMCU_ERR_LAYER;
-        }
-    }
-    if (!(flags & BITMCU_CHECK_SUMS)) {
-        return BITMCU_OK;
     }
     uint32_t t, w;
     bitmcu_sums(m, &t, &w); /* the fields are consistent: every weight read is in bounds */

@@ -116,7 +116,8 @@ typedef struct {          /* FC */
     uint16_t n_in;        /* inputs */
     uint16_t n_out;       /* outputs: the rows of the weight matrix */
     uint16_t row_bytes;   /* packed bytes per row group (4bitsym: a row pair; 2bitsym: 4 rows) */
-    uint16_t chunk;       /* a decoder's last fc layer: outputs computed at a time (0: all) */
+    uint16_t chunk;       /* a decoder's: outputs computed at a time, requantized into bytes at
+                           * its buf (0: all at once, into the next layer's input) */
 } bitmcu_fc;
 
 typedef struct {          /* CONV1 (3x3, the image into channel c), DW (3x3 of channel c / mult),
@@ -179,8 +180,9 @@ typedef struct bitmcu_layer {
     uint16_t buf;            /* byte offset in the arena of the buffer the layer writes, planned
                               * at export (deploy/plan.py): CONV1/DW/POOL their map; a decoder's
                               * last FC and each STAGE the next stage's input rows, the last
-                              * STAGE the band of output rows; 0 for the other FC layers (they
-                              * write the accumulators, at 0) */
+                              * STAGE the band of output rows, another chunked FC its scratch
+                              * (its outputs as bytes); 0 for the other FC layers (they write the
+                              * accumulators, at 0) */
     uint32_t nbytes;         /* bytes of the layer's weight array (a decoder's biases included) */
     const uint8_t *weights;  /* packed codes (layout: the scheme's, see quant/schemes.py) */
     bitmcu_kernel kernel;    /* FC and STAGE: the scheme's fc kernel; else NULL */
@@ -213,8 +215,9 @@ typedef struct bitmcu_model {
 } bitmcu_model;
 
 /* Check a model table before trusting it (once, at start-up or on the host; bitmcu_run and
- * bitmcu_generate check only what they can cheaply): every field against the ops' invariants
- * (the layer chain, row_bytes and nbytes against the scheme, shifts <= 31, kernels, arena);
+ * bitmcu_generate check only what they can cheaply): the table walked as they will walk it,
+ * every field against its op's invariants (the values flowing from row to row, row_bytes and
+ * nbytes against the scheme, shifts <= 31, kernels, each row's op function, arena);
  * with BITMCU_CHECK_SUMS also the checksums of the table and, then, of the weights. n_entries:
  * the length of the layer array as compiled, its end marker included (BITMCU_MODEL_TABLE_ENTRIES
  * of model.h, a constant outside the table): nothing at or beyond it is read, whatever the
@@ -262,7 +265,8 @@ void bitmcu_fc_8bit(const bitmcu_layer *layer, const bitmcu_act *act, int32_t *a
  * ShiftNorm+ReLU of the accumulators for the next layer (relu) or the logits (the last). */
 const bitmcu_layer *bitmcu_step_fc(bitmcu_state *s, const bitmcu_layer *at);
 /* FC of a decoder: the kernel, requantized by its fixed shift and biases into the next FC's
- * input, or (chunk > 0) chunk outputs at a time into the first stage's input rows. */
+ * input; or (chunk > 0) chunk outputs at a time into bytes at its buf: the first stage's input
+ * rows, or a scratch the next FC's input is then made from. */
 const bitmcu_layer *bitmcu_step_fc_requant(bitmcu_state *s, const bitmcu_layer *at);
 /* A decoder's stages (a macro-op over all of them): row by row, each stage keeping the rows of
  * its input it still needs, the last one's rows handed to emit band by band. */

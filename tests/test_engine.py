@@ -385,6 +385,22 @@ def test_python_mirrors_of_the_c_enums_and_constants_match_bitmcu_h():
     enum = lambda prefix: {k: int(v) for k, v in  # noqa: E731
                            re.findall(rf"\b{prefix}_(\w+) = (\d+)", header)}
     assert enum("BITMCU_OP") == {op.upper(): v for op, v in codegen.OPS.items()}
+    # every registered op with a table row names a C op and C functions that bitmcu.h declares
+    from bitmcu.deploy.ops import OPS
+
+    models = [random_model(np.random.default_rng(1), ["8bit"]),
+              random_cnn(np.random.default_rng(2), "8bit"), random_cnn(np.random.default_rng(3),
+                                                                      "fp130")]
+    steps = {op.step(m) for m in models for op in m.ops if op.c_op}
+    steps |= {"bitmcu_step_fc_requant", "bitmcu_step_stages"}  # a decoder's (test_decoder)
+    for name in steps:
+        assert re.search(rf"\bconst bitmcu_layer \*{name}\(bitmcu_state \*s, "
+                         r"const bitmcu_layer \*at\);", header), name
+    seen = {op.name for m in models for op in m.ops}
+    assert seen | {"latent", "stage"} == set(OPS)
+    for cls in set(OPS.values()):
+        c_op = getattr(cls, "c_op", None)
+        assert c_op is None or isinstance(c_op, property) or c_op in codegen.OPS, cls
     statuses = {f"BITMCU_{k}": v for k, v in enum("BITMCU").items()
                 if k == "OK" or k.startswith("ERR_")}
     assert statuses == {name: v for v, (name, _) in hostc.STATUS.items()}

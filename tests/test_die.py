@@ -48,6 +48,13 @@ def test_scripted_presses_draw_the_reference_frames(die_dir):
     for r in run.rolls[1:]:
         assert 20 <= (r.start_cycle - r.press_cycle) / 48e3 < 22
     assert run.ram["total"] <= 2048 and run.flash["total"] <= 16384
+    # the report splits a press's time: debounce, generation and display transfer add up
+    s = run.summary()
+    assert 20 <= s["median_debounce_ms"] < 22
+    for r in run.rolls[1:]:
+        parts = (r.start_cycle - r.press_cycle) + r.generation_cycles + r.display_cycles
+        assert parts == r.end_cycle - r.press_cycle and r.display_cycles > 0
+    assert f"debounce {s['median_debounce_ms']:.1f} ms, generation" in run.text()
 
 
 def test_expected_frame_follows_the_state_and_the_dither(die_dir):

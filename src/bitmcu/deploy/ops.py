@@ -9,9 +9,10 @@ makes. Values (:class:`Shape`):
 
 Each op gives its shape (``out``) and checks (``check``), its numpy reference (``forward``, on
 a batch), the arena buffer its output needs (``buffer``: the memory plan places it), its row of
-the C layer table (``row``; none for the two ops the engine's entry points do themselves:
-the input and the ShiftNorm of the features), and its fields in the model file (``meta``,
-``arrays``, ``from_meta``).
+the C layer table and the name of the C function that runs it (``row``, ``step``; no row for
+the inputs, which the entry points set up, nor for the ShiftNorm of the features, which the
+first fc layer's function does), and its fields in the model file (``meta``, ``arrays``,
+``from_meta``).
 
 Semantics (mirrored by engine/bitmcu.c):
   pixels   the uint8 image, one map
@@ -120,16 +121,16 @@ def register(*names: str):
 class Op:
     """An op of the integer model (see the module's docstring for each op's semantics)."""
 
-    # the C op (bitmcu_op in bitmcu.h, BITMCU_OP_<name upper>) and its id; None: no table row
+    # the C op (bitmcu_op in bitmcu.h, BITMCU_OP_<name upper>); None: no table row
     c_op: ClassVar[str | None] = None
     # the C function that runs it (bitmcu_step_fn in bitmcu.h; a macro-op's on each of its rows)
     c_step: ClassVar[str] = ""
-
-    def step(self, m: IntModel) -> str:
-        """The C function that runs this op in model ``m``."""
-        return self.c_step
     # its parameter struct (bitmcu_layer.p.<struct>) and fields, in TableRow's order
     params: ClassVar[tuple[str, tuple[str, ...]]] = ("", ())
+
+    def step(self, m: IntModel) -> str:
+        """The C function that runs this op in model ``m`` (a row's ``.step``)."""
+        return self.c_step
 
     @property
     def name(self) -> str:
@@ -156,7 +157,7 @@ class Op:
 
     def buffer(self, m: IntModel, i: int) -> tuple[str, int]:
         """The arena buffer op ``i``'s output needs: (kind, bytes); kind "" for none. Kinds (the
-        plan's): turn, kept (maps), feat, ring, band."""
+        plan's, deploy/plan.py): turn, kept (maps), feat, ring, band, scratch."""
         return "", 0
 
     def acc_rows(self, m: IntModel, i: int) -> int:
@@ -537,7 +538,8 @@ def _map_buffer(op, m: IntModel, i: int) -> tuple[str, int]:
 @dataclass
 class ShiftNorm(Op):
     """The map (the image or the front end's features), flattened, to activations by the
-    smallest shift that fits act_max. No table row: ``bitmcu_run`` does it."""
+    smallest shift that fits act_max. No table row: the first fc layer's function
+    (``bitmcu_step_fc``) does it before its kernel."""
 
     name = "norm"
 

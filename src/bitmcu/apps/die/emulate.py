@@ -86,6 +86,10 @@ class DieRun:
             "median_display_cycles": med([r.display_cycles for r in self.rolls]),
             "median_press_to_display_ms": med([r.press_to_display_ms(self.clock_hz)
                                                for r in pressed]),
+            # where a press's time goes: the debounce (press to the roll's start), generating
+            # the picture, sending it (medians, ms at the core clock)
+            "median_debounce_ms": med([(r.start_cycle - r.press_cycle) / self.clock_hz * 1e3
+                                       for r in pressed]),
             "median_i2c_wire_ms": med([r.i2c_wire_ms for r in self.rolls]),
             "i2c_bytes_per_roll": med([r.i2c_bytes for r in self.rolls]),
             "scl_hz": self.scl_hz, "flash": self.flash, "ram": self.ram}
@@ -104,8 +108,12 @@ class DieRun:
                          f"{s['median_i2c_wire_ms']:.1f} ms at {s['scl_hz'] / 1e3:.0f} kHz), "
                          "medians")
         if s["median_press_to_display_ms"] is not None:
+            ms = lambda c: c / self.clock_hz * 1e3  # noqa: E731
             lines.append(f"  press to finished display: {s['median_press_to_display_ms']:.1f} ms "
-                         f"at {self.clock_hz / 1e6:.0f} MHz (debounce and I2C included), median")
+                         f"at {self.clock_hz / 1e6:.0f} MHz, median: debounce "
+                         f"{s['median_debounce_ms']:.1f} ms, generation "
+                         f"{ms(s['median_generation_cycles']):.1f} ms, display transfer "
+                         f"{ms(s['median_display_cycles']):.1f} ms")
         r, f = self.ram, self.flash
         lines.append(f"  flash {f['total']:,} of {f['size']:,} bytes; RAM {r['total']:,} of "
                      f"{r['size']:,} bytes (peak stack {r['stack_peak']:,} measured)")

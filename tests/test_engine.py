@@ -155,6 +155,50 @@ def test_ir_roundtrip_and_validation(tmp_path):
         bad.validate()
 
 
+def test_model_files_with_other_ops_or_versions_are_refused(tmp_path):
+    """model.npz holds the op sequence: a CNN survives the round trip; a file of another IR
+    version, with an op this bitmcu does not know or without an op's weights is refused with
+    one error naming what is wrong."""
+    import io
+    import json
+
+    cnn = random_cnn(np.random.default_rng(6), "fp130", stages=("dw*2", "pool", "dw", "pool"))
+    cnn.save(tmp_path / "cnn.npz")
+    back = IntModel.load(tmp_path / "cnn.npz")
+    assert [op.name for op in back.ops] == [op.name for op in cnn.ops]
+    x = random_images(np.random.default_rng(7), 10, cnn.n_input)
+    np.testing.assert_array_equal(reference.run(back, x)[0], reference.run(cnn, x)[0])
+
+    def rewrite(name, edit_meta=None, drop=None):
+        with np.load(tmp_path / "cnn.npz") as z:
+            arrays = {k: z[k] for k in z.files if k != drop}
+        meta = json.loads(bytes(arrays.pop("meta")).decode())
+        if edit_meta:
+            edit_meta(meta)
+        buf = io.BytesIO()
+        np.savez(buf, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
+        (tmp_path / name).write_bytes(buf.getvalue())
+        return tmp_path / name
+
+    with pytest.raises(BitmcuError, match="not a bitmcu integer model of this version .*re-run"):
+        IntModel.load(rewrite("old.npz", lambda m: m.pop("ir_version")))
+    with pytest.raises(BitmcuError, match=r"op 2 is 'softmax', which this bitmcu does not know "
+                                          r"\(pixels, latent, conv1, dw, pool, norm, fc, stage\)"):
+        IntModel.load(rewrite("op.npz", lambda m: m["ops"][2].update(op="softmax")))
+    with pytest.raises(BitmcuError, match="not a readable bitmcu integer model, truncated or "
+                                          "changed .*'w'"):
+        IntModel.load(rewrite("w.npz", drop="w_1"))
+    # a sequence the engine does not run: the ops in another order
+    def swap(m):
+        m["ops"][5], m["ops"][6] = m["ops"][6], m["ops"][5]  # pool and norm (neither has arrays)
+
+    with pytest.raises(BitmcuError, match=r"the engine runs pixels, then .*this model is: pixels "
+                                          r"conv1 dw pool dw norm pool fc logits"):
+        IntModel.load(rewrite("seq.npz", swap))
+    with pytest.raises(BitmcuError, match="not a readable bitmcu integer model"):
+        IntModel.load(rewrite("short.npz", lambda m: m["ops"].pop(0)))  # arrays of no op
+
+
 @pytest.mark.parametrize("scheme, byte", [("ternary", 243), ("8bit", 0x80), ("4bit", 0x08)])
 def test_codes_a_scheme_never_writes_are_refused(scheme, byte):
     """A ternary byte above 242, the 8-bit code -128, the 4-bit 'minus zero': the kernels' tables

@@ -1147,11 +1147,16 @@ static void stage_row(const bitmcu_layer *L, const ring *src, uint32_t y, uint32
     }
 }
 
+/* Whether stage k (of a decoder's stages) keeps all of its input map: the first map and small
+ * ones; else 4 rows (the plan's rule, deploy/ops.py StageLayer.ring_bytes). */
+BITMCU_INLINE uint32_t ring_whole(uint32_t k, uint32_t side) {
+    return k == 0u || side <= 4u;
+}
+
 /* The input rows of stage k of a decoder's stages `first`: where the layer before it wrote them
- * (its planned buf), all of the first map and of small ones, else 4 (the plan's rule,
- * deploy/ops.py StageLayer.ring_bytes). */
+ * (its planned buf), all of them or 4 (ring_whole). */
 BITMCU_INLINE ring stage_ring(uint8_t *base, const bitmcu_layer *first, uint32_t k) {
-    const uint32_t side = first[k].p.stage.side, whole = k == 0u || side <= 4u;
+    const uint32_t side = first[k].p.stage.side, whole = ring_whole(k, side);
     const ring r = {base + first[(int32_t)k - 1].buf, (uint16_t)(whole ? 0xffffu : 3u),
                     (uint16_t)(whole ? side : 4u)};
     return r;
@@ -1594,7 +1599,7 @@ static bitmcu_status check_stages(const bitmcu_model *m, const bitmcu_layer *fir
     for (uint32_t s = 0; s < n_st; s++) {
         const bitmcu_layer *L = first + s;
         const bitmcu_stage *P = &L->p.stage;
-        const uint32_t kept = s == 0u || side <= 4u ? side : 4u;
+        const uint32_t kept = ring_whole(s, side) ? side : 4u;
         if (L->op != BITMCU_OP_STAGE || P->c_in != chans || P->side != side || side == 0u ||
             (P->factor != 1u && P->factor != 2u) || (P->factor == 2u && (P->rows & 3u)) ||
             9u * P->c_in > m->max_in || P->rows > m->max_out ||

@@ -16,7 +16,7 @@ from .. import __version__
 from ..quant import get_scheme
 from .hostc import template
 from .ir import FORMAT_VERSION, MAGIC, IntModel, Op, TableRow
-from .plan import plan
+from .plan import Plan, plan
 
 
 def c_ident(name: str) -> str:
@@ -75,24 +75,22 @@ OPS = {"fc": 1, "conv1": 2, "dw": 3, "pool": 4, "stage": 5}
 def row_numbers(r: TableRow) -> list[int]:
     """The fields table_sum covers of one table row, in bitmcu.h's order."""
     return [OPS[r.op], 0 if r.scheme is None else get_scheme(r.scheme).id, r.relu, r.shift,
-            r.n_in, r.n_out, r.row_bytes, r.mult, r.buf,
-            0 if r.array is None else int(r.array.size)]
+            r.n_in, r.n_out, r.row_bytes, r.mult, r.buf, r.nbytes]
 
 
-def table_rows(model: IntModel) -> list[tuple[Op, TableRow]]:
-    """The model's layer table: each op that has a row (ops.Op.row) in order, with the plan's
-    buffer of each."""
+def table_rows(model: IntModel, p: Plan | None = None) -> list[tuple[Op, TableRow]]:
+    """The model's layer table: each op that has a row (ops.Op.row) in order, with the buffer
+    of each in the plan ``p`` (the model's, where not given)."""
     ops = [(i, op) for i, op in enumerate(model.ops) if op.c_op is not None]
-    bufs = plan(model).bufs
+    bufs = (plan(model) if p is None else p).bufs
     return [(op, dataclasses.replace(op.row(model, i), buf=b))
             for (i, op), b in zip(ops, bufs, strict=True)]
 
 
-def model_fields(model: IntModel) -> list[int]:
+def _model_fields(model: IntModel, p: Plan, n_rows: int) -> list[int]:
     """The bitmcu_model number fields that table_sum covers, in bitmcu.h's order."""
-    p = plan(model)
     n_input, n_features, kind = model.input.c_input(model)
-    return [MAGIC, FORMAT_VERSION, len(table_rows(model)), model.config_hash, n_input,
+    return [MAGIC, FORMAT_VERSION, n_rows, model.config_hash, n_input,
             model.n_classes, model.max_out, model.max_in, n_features, p.nz_at, p.feat_at,
             model.act_max, len(model.front), int(model.bias_unit), kind, p.words]
 
@@ -116,8 +114,13 @@ def table_sums(model: IntModel) -> tuple[int, int]:
     """(table_sum, weight_sum) as bitmcu_sums computes them from the C table: FNV-1a of every
     number field as 4 little-endian bytes (the model's, then each layer's), and of the
     layers' weight arrays in order."""
-    rows = [r for _, r in table_rows(model)]
-    numbers = model_fields(model) + [v for r in rows for v in row_numbers(r)]
+    p = plan(model)
+    return _sums(model, p, table_rows(model, p))
+
+
+def _sums(model: IntModel, p: Plan, table: list[tuple[Op, TableRow]]) -> tuple[int, int]:
+    rows = [r for _, r in table]
+    numbers = _model_fields(model, p, len(rows)) + [v for r in rows for v in row_numbers(r)]
     t = fnv1a(np.asarray(numbers, dtype="<u4").view(np.uint8))
     w = FNV_START
     for r in rows:
@@ -126,10 +129,9 @@ def table_sums(model: IntModel) -> tuple[int, int]:
     return t, w
 
 
-def _table(model: IntModel) -> list[str]:
+def _table(model: IntModel, rows: list[tuple[Op, TableRow]]) -> list[str]:
     """The weight arrays, the layer table (with its end marker) and the model table, written
     with designated initializers; the arrays are named by their row of the table."""
-    rows = table_rows(model)
     out = []
     for k, (_, r) in enumerate(rows):
         if r.array is not None:
@@ -147,7 +149,7 @@ def _table(model: IntModel) -> list[str]:
         out.append(f"    /* layer {k}: {r.comment} */\n"
                    f"    {{.op = BITMCU_OP_{r.op.upper()}, .scheme = {sch},\n"
                    f"     .p.{view} = {{{params}}},\n"
-                   f"     .buf = {r.buf}, .nbytes = {row_numbers(r)[-1]}u, .weights = {ptr}, "
+                   f"     .buf = {r.buf}, .nbytes = {r.nbytes}u, .weights = {ptr}, "
                    f".kernel = {kernel},\n     .step = {op.step(model)}}},\n")
     out.append("    {.op = 0} /* end of the table */\n};\n\n")
     fields = {"magic": "BITMCU_MAGIC", "version": "BITMCU_FORMAT_VERSION",
@@ -173,11 +175,12 @@ def model_header(model: IntModel, command: str) -> str:
     layer table, model table."""
     out = _header_start(model, command)
     n_input, n_features, kind = model.input.c_input(model)
-    t, w = table_sums(model)
     p = plan(model)
+    rows = table_rows(model, p)
+    t, w = _sums(model, p, rows)
     defs = {"KIND": ("BITMCU_KIND_CLASSIFIER", "BITMCU_KIND_DECODER")[kind],
             "N_INPUT": n_input, "N_CLASSES": model.n_classes,
-            "N_LAYERS": len(table_rows(model)), "N_FRONT": len(model.front),
+            "N_LAYERS": len(rows), "N_FRONT": len(model.front),
             "ACT_MAX": model.act_max, "MAX_OUT": model.max_out, "MAX_IN": model.max_in,
             "N_FEATURES": n_features, "BIAS_UNIT": int(model.bias_unit),
             **model.input.c_defines(model),
@@ -186,7 +189,7 @@ def model_header(model: IntModel, command: str) -> str:
             "CONFIG_HASH": f"0x{model.config_hash:08x}u",
             "TABLE_SUM": f"0x{t:08x}u", "WEIGHT_SUM": f"0x{w:08x}u"}
     out += [*(f"#define BITMCU_MODEL_{k} {v}\n" for k, v in defs.items()), "\n"]
-    out += _table(model)
+    out += _table(model, rows)
     out.append("#endif /* BITMCU_MODEL_H */\n")
     return "".join(out)
 

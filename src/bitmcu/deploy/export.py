@@ -13,7 +13,6 @@ import numpy as np
 
 from ..core.errors import BitmcuError, choices
 from ..core.outdir import writing
-from ..core.rng import latents_for
 from . import reference
 from .codegen import (
     DECODER_MAIN,
@@ -28,6 +27,7 @@ from .codegen import (
 from .hostc import HostModel, engine_dir, template
 from .ir import IntModel, Weighted
 from .plan import plan
+from .verify import sample_inputs
 
 MAX_IMAGES = 10000  # test images an export may embed (test_images.h)
 # largest difference between the float and the integer model's accuracy that export accepts
@@ -132,10 +132,9 @@ def write_export(model: IntModel, out: str | Path, test_x: np.ndarray | None,
     with writing(out, "model.npz", "export", lock) as t:
         (t / "model.h").write_text(model_header(model, command))
         if model.generative:  # seeds 1..k, classes in turn, the reference's image checksums
-            seeds, classes = np.arange(1, k + 1), np.arange(k) % model.n_classes
-            images = reference.generate(model, latents_for(seeds, model.latent,
-                                                           model.latent_scale), classes)
-            (t / "test_samples.h").write_text(samples_header(seeds, classes, command,
+            batch = sample_inputs(model, k)
+            images = model.input.reference(model, batch)
+            (t / "test_samples.h").write_text(samples_header(batch[:, 0], batch[:, 1], command,
                                                              [fnv1a(im) for im in images]))
             (t / "main.c").write_text(DECODER_MAIN)
         else:

@@ -106,6 +106,11 @@ class TableRow:
     comment: str
     buf: int = 0  # byte offset of the layer's output buffer in the arena (the plan's)
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of its weight array (the table's nbytes)."""
+        return 0 if self.array is None else int(self.array.size)
+
 
 OPS: dict[str, type[Op]] = {}  # IR op name -> class
 

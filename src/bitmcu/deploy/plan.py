@@ -58,29 +58,28 @@ def plan(model: IntModel) -> Plan:
 def _plan(model: IntModel) -> Plan:
     """Each op says what its output needs (ops.Op.buffer); the buffers are laid out by kind in
     the order of the module's docstring."""
-    wants = [(op.buffer(model, i), op.c_op is not None) for i, op in enumerate(model.ops)]
+    wants = [op.buffer(model, i) for i, op in enumerate(model.ops)]  # (kind, bytes) per op
     nz_at = 4 * model.max_out
     end = nz_at + _r4(2 * model.max_in)
     feat_at = 0
-    for (kind, size), _ in wants:
+    for kind, size in wants:
         if kind == "feat":
             feat_at, end = end, end + _r4(size)
-    turn_bytes = _r4(max((size for (kind, size), _ in wants if kind in ("turn", "kept")),
-                         default=0))
-    turns, end = (end, end + turn_bytes), end + (2 * turn_bytes if turn_bytes else 0)
+    turn_bytes = _r4(max((size for kind, size in wants if kind in ("turn", "kept")), default=0))
+    turns, end = (end, end + turn_bytes), end + 2 * turn_bytes
     at, turn = {}, 1
-    for i, ((kind, _size), _) in enumerate(wants):
+    for i, (kind, _) in enumerate(wants):
         if kind == "turn":
             turn ^= 1
             at[i] = turns[turn]
-    rings_at = end + sum(_r4(size) for (kind, size), _ in wants if kind == "kept")
+    rings_at = end + sum(_r4(size) for kind, size in wants if kind == "kept")
     for kind_now in ("kept", "ring", "band"):
-        for i, ((kind, size), _) in enumerate(wants):
+        for i, (kind, size) in enumerate(wants):
             if kind == kind_now:
                 at[i], end = end, end + _r4(size)
-    for i, ((kind, size), _) in enumerate(wants):  # dead before any ring or band is written
+    for i, (kind, size) in enumerate(wants):  # dead before any ring or band is written
         if kind == "scratch":
             at[i], end = rings_at, max(end, rings_at + _r4(size))
-    rows = [i for i, (_, has_row) in enumerate(wants) if has_row]
+    rows = [i for i, op in enumerate(model.ops) if op.c_op is not None]
     return Plan(nz_at, feat_at, tuple(at.get(i, 0) for i in rows),
-                tuple(wants[i][0][1] for i in rows), end // 4)
+                tuple(wants[i][1] for i in rows), end // 4)

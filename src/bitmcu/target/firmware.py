@@ -24,6 +24,7 @@ from ..deploy import reference
 from ..deploy.codegen import images_header, samples_header, table_sums
 from ..deploy.export import read_export
 from ..deploy.ops import front_entry
+from ..deploy.verify import sample_inputs
 from .chips import get_chip
 
 GCC = "riscv64-unknown-elf-gcc"
@@ -35,11 +36,6 @@ MIN_STACK = 256
 # Pre-RA instruction scheduling raises register pressure past RV32E's 16 registers and makes the
 # hot loops spill to the stack (measured: 324k vs 241k cycles for the reference model on CH32V003).
 DEFAULT_OPT = "-O2 -fno-schedule-insns"
-
-
-def sample_seeds(n: int) -> np.ndarray:
-    """The seeds of a decoder firmware's n embedded samples: 1..n (class: index % classes)."""
-    return np.arange(1, n + 1)
 
 
 def files_dir() -> Path:
@@ -242,7 +238,7 @@ def _tests(model, export_dir: Path, n: int):
     if model.generative:
         if not 1 <= n <= 100:
             raise BitmcuError(f"--images {n}: choose 1..100 (samples the firmware generates)")
-        batch = np.stack([sample_seeds(n), np.arange(n) % model.n_classes], axis=1)
+        batch = sample_inputs(model, n)
         expected = [zlib.crc32(im.tobytes()) for im in model.input.reference(model, batch)]
         return ("fw_gen.c", ("test_samples.h", samples_header(batch[:, 0], batch[:, 1], command)),
                 batch[:, 1], expected, (0, n))

@@ -69,7 +69,7 @@ def _header_start(model: IntModel, command: str) -> list[str]:
 
 
 # bitmcu_op ids in bitmcu.h, by the ops' C op (ops.Op.c_op)
-OPS = {"fc": 1, "conv1": 2, "dw": 3, "pool": 4, "stage": 5}
+OPS = {"fc": 1, "conv1": 2, "dw": 3, "pool": 4, "stage": 5, "embed": 6, "cell": 7, "sample": 8}
 
 
 def row_numbers(r: TableRow) -> list[int]:
@@ -141,7 +141,7 @@ def _table(model: IntModel, rows: list[tuple[Op, TableRow]]) -> list[str]:
     out.append(f"static const bitmcu_layer bitmcu_layers[{len(rows)} + 1] = {{\n")
     for k, (op, r) in enumerate(rows):
         sch = "0" if r.scheme is None else f"BITMCU_SCHEME_{c_ident(r.scheme)}"
-        kernel = f"bitmcu_{get_scheme(r.scheme).c_kernel}" if r.op in ("fc", "stage") else "NULL"
+        kernel = f"bitmcu_{get_scheme(r.scheme).c_kernel}" if r.op in ("fc", "stage", "cell") else "NULL"
         ptr = "NULL" if r.array is None else f"bitmcu_w{k}" + (f" + {r.offset}" if r.offset else "")
         view, names = op.params
         params = ", ".join(f".{n} = {v}" for n, v in zip(names, (r.relu, r.shift, r.n_in, r.n_out,
@@ -178,7 +178,7 @@ def model_header(model: IntModel, command: str) -> str:
     p = plan(model)
     rows = table_rows(model, p)
     t, w = _sums(model, p, rows)
-    defs = {"KIND": ("BITMCU_KIND_CLASSIFIER", "BITMCU_KIND_DECODER")[kind],
+    defs = {"KIND": ("BITMCU_KIND_CLASSIFIER", "BITMCU_KIND_DECODER", "BITMCU_KIND_TEXT")[kind],
             "N_INPUT": n_input, "N_CLASSES": model.n_classes,
             "N_LAYERS": len(rows), "N_FRONT": len(model.front),
             "ACT_MAX": model.act_max, "MAX_OUT": model.max_out, "MAX_IN": model.max_in,

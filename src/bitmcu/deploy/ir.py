@@ -23,7 +23,9 @@ from .ops import (  # noqa: F401  (re-exported: the ops are the IR's parts)
     OPS,
     RING_ROWS,
     TERNARY_MAX_IN,
+    Cell,
     ConvLayer,
+    Embed,
     FCLayer,
     Latent,
     Op,
@@ -31,18 +33,21 @@ from .ops import (  # noqa: F401  (re-exported: the ops are the IR's parts)
     PoolLayer,
     Shape,
     ShiftNorm,
+    Sample,
     StageLayer,
     TableRow,
+    Tokens,
     Weighted,
     accumulator_bound,
     check_sequence,
 )
 
 MAGIC = 0x554D4942  # "BIMU", also in bitmcu.h
-FORMAT_VERSION = 8  # BITMCU_FORMAT_VERSION in bitmcu.h (2: 2bitsym rows in fours, 3: binary
+FORMAT_VERSION = 9  # BITMCU_FORMAT_VERSION in bitmcu.h (2: 2bitsym rows in fours, 3: binary
 #                    rows in eights, 4: depth multipliers, map_bytes, 5: decoders, 6: nbytes,
 #                    checksums, the table's end marker, 7: the memory plan's offsets, 8: each
-#                    row's op function, the model's front end pointer gone)
+#                    row's op function, the model's front end pointer gone, 9: text models:
+#                    the ops embed, cell and sample)
 IR_VERSION = 2  # model.npz (1: three lists, front, layers and stages; 2: one op sequence)
 
 
@@ -74,6 +79,18 @@ class IntModel:
         return cls([Latent(latent, latent_scale, size), *layers, *stages], n_classes, act_max,
                    config_hash, name)
 
+    @classmethod
+    def chars(cls, vocab: str, context: int, embed: np.ndarray, cells: list[Cell],
+              logits: FCLayer, sample: Sample, config_hash: int, name: str) -> IntModel:
+        """A character model: tokens, embed, cells, the logits, sample (one step per token)."""
+        return cls([Tokens(vocab, context), Embed(embed), *cells, logits, sample], len(vocab),
+                   255, config_hash, name)
+
+    def with_temperature(self, temperature: float) -> IntModel:
+        """The same character model sampling at another temperature."""
+        old = self.ops[-1]
+        return replace(self, ops=[*self.ops[:-1], Sample.at(old.nats, temperature)]).validate()
+
     # ---------------------------------------------------------------- what the ops say
     @property
     def input(self) -> Op:
@@ -83,6 +100,11 @@ class IntModel:
     def generative(self) -> bool:
         """Whether the model makes images (its input a latent) rather than classifying them."""
         return isinstance(self.input, Latent)
+
+    @property
+    def is_text(self) -> bool:
+        """Whether the model generates text, token for token."""
+        return isinstance(self.input, Tokens)
 
     @property
     def input_size(self) -> int:

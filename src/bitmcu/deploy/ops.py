@@ -61,6 +61,10 @@ CLASS_VALUE = LATENT_UNIT  # a decoder's class input value: 1.0 in latent units
 CHUNK_ROWS = 32  # a decoder's last fc layer is computed this many outputs at a time
 RING_ROWS = 4  # rows a decoder stage keeps of its input map (all of a map with fewer)
 MAX_FRONT = 8  # BITMCU_MAX_FRONT in bitmcu.h: map ops before the fc layers
+MAX_TOKENS = 96  # a text model's vocabulary at most (data/text.py MAX_VOCAB)
+MAX_EXP_TABLE = 255  # the sampler's exp table: entries at most
+EXP_STEP = 1 / 16  # nats (after the temperature) per entry of the exp table at most
+EXP_ONE = 65535  # the exp table's first entry's scale
 
 # The op sequences the C engine runs, over the ops' tokens (Op.token), and how to say them
 ENGINE_RUNS = {
@@ -69,6 +73,8 @@ ENGINE_RUNS = {
                "and a last fc layer without ReLU (the logits)"),
     "latent": (r"latent( fcq)+( stage)+",
                "latent, fc layers with fixed shifts and biases, then stages"),
+    "tokens": (r"tokens embed( cell)+ logits sample",
+               "tokens, embed, recurrent cells, the logits (an fc layer without ReLU), sample"),
 }
 
 
@@ -637,6 +643,9 @@ class FCLayer(Weighted):
         return work
 
     def forward(self, a, m):
+        if isinstance(a, reference.TextStep):  # a text model's logits
+            a.x = self.forward(a.x, m)
+            return a
         if m.bias_unit:
             a = np.concatenate([a, a.max(axis=1, keepdims=True)], axis=1)
         acc = reference.fc(self.levels(), a)
@@ -814,6 +823,323 @@ class StageLayer(Weighted):
     def from_meta(cls, meta, arrays):
         return cls(meta["scheme"], meta["c_in"], meta["c_out"], meta["side"], meta["factor"],
                    meta["shift"], arrays["w"], arrays["b"])
+
+
+# ------------------------------------------------------------------------------ text
+
+
+@register("tokens")
+@dataclass
+class Tokens(Op):
+    """A text model's input: the token just read, one per step (END, token 0, first: the start
+    of a line). ``vocab``: each token's character (vocab[0], END, stands as a newline);
+    ``context``: tokens a line holds at most, its END included. A generation reads END, then
+    each token it sampled, until it samples END or has context - 1 characters."""
+
+    vocab: str
+    context: int
+    name = "tokens"
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.vocab)
+
+    @property
+    def max_chars(self) -> int:
+        return self.context - 1
+
+    def out(self, x, m):
+        return Shape("token", self.n_tokens)
+
+    def check(self, x, m, where):
+        if not 2 <= self.n_tokens <= MAX_TOKENS or self.vocab[0] != "\n" or \
+                len(set(self.vocab)) != self.n_tokens:
+            raise BitmcuError(f"{where}: a vocabulary of 2..{MAX_TOKENS} distinct characters, "
+                              f"END (a newline) first; this one has {self.n_tokens}")
+        if not 2 <= self.context <= 255 or m.bias_unit or m.n_classes != self.n_tokens:
+            raise BitmcuError(f"{where}: context {self.context} must be 2..255 tokens, with "
+                              "one class per token and no bias unit")
+
+    def forward(self, a, m):
+        return a  # a TextStep: the caller has set its tokens
+
+    # a batch of a text model's inputs: (N, 1) seeds; a generation samples from the PRNG state
+    # of its seed (core.rng) until END or max_chars characters
+    items = "generations"
+
+    def makes(self, m) -> tuple[Shape, str]:
+        """What the model's last op must make: the next token."""
+        return Shape("token", self.n_tokens), "the next token"
+
+    def item(self, batch, i: int) -> str:
+        return f"seed {int(batch[i, 0])}"
+
+    def reference(self, m, batch):
+        """The reference's outputs of a batch of seeds: per generation its tokens (max_chars,
+        END where it ended) then the logits of every step ((max_chars, n_tokens) int32, zeros
+        after its end), flattened: C and reference must agree on both."""
+        tokens, logits = reference.generate_text(m, batch[:, 0])
+        return np.concatenate([tokens, logits.reshape(len(batch), -1)], axis=1)
+
+    def on_host(self, m, host, batch):
+        """The host-compiled engine's outputs of the same seeds (bitmcu_text_step, its own
+        PRNG and sampler), in the reference's form."""
+        tokens, logits = host.generate_text(batch[:, 0], self.max_chars, self.n_tokens)
+        return np.concatenate([tokens, logits.reshape(len(batch), -1)], axis=1)
+
+    def c_input(self, m):
+        """The model table's n_input (the vocabulary), n_features (0) and kind (bitmcu.h)."""
+        return self.n_tokens, 0, 2
+
+    def c_defines(self, m):
+        """model.h's defines that only this input has."""
+        chars = "".join(c if c not in '"\\' else "\\" + c for c in self.vocab[1:])
+        if not chars.isascii():
+            chars = "".join(c if ord(c) < 128 else f"\\u{ord(c):04x}" for c in chars)
+        return {"CONTEXT": self.context, "MAX_CHARS": self.max_chars,
+                "VOCAB": f'"\\n{chars}"'}
+
+    def meta(self):
+        return {"op": self.name, "vocab": self.vocab, "context": self.context}
+
+    @classmethod
+    def from_meta(cls, meta, arrays):
+        return cls(meta["vocab"], meta["context"])
+
+
+@register("embed")
+@dataclass
+class Embed(Op):
+    """A token's row of the embedding table: ``width`` activations 0..act_max."""
+
+    table: np.ndarray  # (n_tokens, width) uint8
+    name = "embed"
+    c_op = "embed"
+    c_step = "bitmcu_step_embed"
+    params = ("embed", ("zero", "zero_shift", "n_tokens", "width", "zero_bytes", "zero_last"))
+
+    @property
+    def width(self) -> int:
+        return int(self.table.shape[1])
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.table.size)
+
+    def out(self, x, m):
+        return Shape("act", self.width)
+
+    def check(self, x, m, where):
+        if x.kind != "token" or self.table.dtype != np.uint8 or self.table.ndim != 2 or \
+                self.table.shape[0] != x.n or not 1 <= self.width <= MAX_DIM:
+            raise BitmcuError(f"{where}: needs a ({x.n}, width) uint8 table (one row per "
+                              f"token); has {self.table.dtype} {self.table.shape}")
+        if int(self.table.max(initial=0)) > m.act_max:
+            raise BitmcuError(f"{where}: table values reach {int(self.table.max())}, above "
+                              f"act_max {m.act_max}")
+
+    def forward(self, a, m):
+        a.x = self.table[a.tokens].astype(np.int64)
+        return a
+
+    def buffer(self, m, i):
+        return "state", self.width
+
+    def row(self, m, i):
+        n, w = self.table.shape
+        return TableRow("embed", None, 0, 0, n, w, 0, 0, self.table, 0,
+                        f"embed {n} tokens x {w} activations, {self.nbytes} bytes")
+
+    def describe(self, x, y):
+        return self.name, x.n, y.n
+
+    def meta(self):
+        return {"op": self.name}
+
+    def arrays(self):
+        return {"t": self.table}
+
+    @classmethod
+    def from_meta(cls, meta, arrays):
+        return cls(arrays["t"])
+
+
+@register("cell")
+@dataclass
+class Cell(Weighted):
+    """A recurrent cell (Elman, clamped ReLU): its output h is kept from step to step (zeros
+    before a line) and h' = clamp(((sum_i level[o, i] * [x, h][i] + 2^(s-1)) >> s) + b, 0,
+    act_max), the decoder's fc layer function over [its input x, its own last output h]."""
+
+    scheme: str
+    n_x: int  # inputs: the embedding or the cell before
+    n_out: int  # its width: outputs, its state
+    shift: int
+    weights: np.ndarray  # Scheme.packed_shape(n_out, n_x + n_out)
+    bias: np.ndarray  # (n_out,) int8
+    name = "cell"
+    c_op = "cell"
+    c_step = "bitmcu_step_cell"
+    params = ("cell", ("zero", "shift", "n_in", "n_out", "row_bytes", "n_x"))
+
+    @classmethod
+    def from_levels(cls, scheme: str, levels: np.ndarray, shift: int, bias: np.ndarray) -> Cell:
+        sch = get_scheme(scheme)
+        levels = np.asarray(levels)
+        n_out = int(levels.shape[0])
+        return cls(sch.name, int(levels.shape[1]) - n_out, n_out, int(shift), sch.pack(levels),
+                   np.asarray(bias, dtype=np.int8))
+
+    @property
+    def n_in(self) -> int:
+        return self.n_x + self.n_out
+
+    @property
+    def rows_cols(self):
+        return self.n_out, self.n_in
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.weights.size) + int(self.bias.size)
+
+    def out(self, x, m):
+        return Shape("act", self.n_out)
+
+    def check(self, x, m, where):
+        if x.kind != "act" or x.n != self.n_x:
+            raise BitmcuError(f"{where}: takes {self.n_x} inputs but receives {x}")
+        self.check_weights(m, where, self.shift, self.bias, need_bias=True)
+
+    def describe(self, x, y):
+        return self.name, f"{self.n_x}+{self.n_out}", self.n_out
+
+    def kernel_work(self):
+        return {f"bitmcu_{get_scheme(self.scheme).c_kernel}": self.n_in * self.n_out}
+
+    def forward(self, a, m):
+        k = a.cell
+        a.cell += 1
+        x = np.concatenate([a.x, a.h[k]], axis=1)
+        a.x = reference.requant_bias(reference.fc(self.levels(), x), self.shift, self.bias,
+                                     m.act_max)
+        a.h[k] = a.x
+        return a
+
+    def acc_rows(self, m, i):
+        return self.n_out
+
+    def nz_inputs(self, m, i):
+        return self.n_in
+
+    def buffer(self, m, i):
+        return "state", self.n_out
+
+    def row(self, m, i):
+        return TableRow("cell", self.scheme, 0, self.shift, self.n_in, self.n_out,
+                        self.weights.shape[1], self.n_x, _bias_codes(self), self.n_out,
+                        f"cell {self.scheme} {self.n_x}+{self.n_out} -> {self.n_out}, shift "
+                        f"{self.shift}; {self.n_out} int8 biases, then {self.weights.size} "
+                        "bytes of codes")
+
+    def meta(self):
+        return {"op": self.name, "scheme": self.scheme, "n_x": self.n_x, "n_out": self.n_out,
+                "shift": self.shift}
+
+    def arrays(self):
+        return {"w": self.weights, "b": self.bias}
+
+    @classmethod
+    def from_meta(cls, meta, arrays):
+        return cls(meta["scheme"], meta["n_x"], meta["n_out"], meta["shift"], arrays["w"],
+                   arrays["b"])
+
+
+@register("sample")
+@dataclass
+class Sample(Op):
+    """The next token, drawn from the logits: d_i = (max(acc) - acc_i) >> shift, weight w_i =
+    table[d_i] (0 beyond the table), r uniform in [0, sum w) by rejection (r = the top k bits of
+    the next PRNG word, k the bit length of sum w - 1, drawn again while r >= sum w), and the
+    token the first i with w_0 + .. + w_i > r. The table (uint16) is exp(-nats / temperature)
+    at each step's mid-point (export: :func:`exp_table`), so the draw follows the softmax of the
+    logits at the temperature."""
+
+    nats: float  # nats per unit of the logits' accumulators (the trained scale)
+    temperature: float
+    shift: int
+    table: np.ndarray  # (length,) uint16
+    name = "sample"
+    c_op = "sample"
+    c_step = "bitmcu_step_sample"
+    params = ("sample", ("zero", "shift", "n_tokens", "table_len", "zero_bytes", "zero_last"))
+
+    @classmethod
+    def at(cls, nats: float, temperature: float) -> Sample:
+        shift, table = exp_table(nats, temperature)
+        return cls(float(nats), float(temperature), shift, table)
+
+    @property
+    def nbytes(self) -> int:
+        return 2 * len(self.table)
+
+    def out(self, x, m):
+        return Shape("token", x.n)
+
+    def check(self, x, m, where):
+        if x.kind != "acc":
+            raise BitmcuError(f"{where}: takes logits, receives {x} ({x.kind})")
+        if not (self.nats > 0 and self.temperature > 0):
+            raise BitmcuError(f"{where}: scale {self.nats} and temperature {self.temperature} "
+                              "must be > 0")
+        if self.table.dtype != np.uint16 or not 1 <= len(self.table) <= MAX_EXP_TABLE or \
+                int(self.table[0]) == 0 or np.any(np.diff(self.table.astype(np.int64)) > 0) or \
+                not 0 <= self.shift <= 31:
+            raise BitmcuError(f"{where}: the exp table must be 1..{MAX_EXP_TABLE} falling uint16 "
+                              f"values from a nonzero one, and the shift 0..31")
+
+    def forward(self, a, m):
+        a.logits = a.x
+        a.tokens, a.rng = reference.sample(a.x, self.shift, self.table, a.rng)
+        return a
+
+    def buffer(self, m, i):
+        return "", 0
+
+    def row(self, m, i):
+        data = self.table.astype("<u2").view(np.uint8)
+        return TableRow("sample", None, 0, self.shift, m.n_classes, len(self.table), 0, 0, data,
+                        0, f"sample at temperature {self.temperature:g}: (max - logit) >> "
+                        f"{self.shift} indexes {len(self.table)} uint16 weights")
+
+    def describe(self, x, y):
+        return self.name, x.n, "1 token"
+
+    def meta(self):
+        return {"op": self.name, "nats": self.nats, "temperature": self.temperature,
+                "shift": self.shift}
+
+    def arrays(self):
+        return {"t": self.table}
+
+    @classmethod
+    def from_meta(cls, meta, arrays):
+        return cls(float(meta["nats"]), float(meta["temperature"]), meta["shift"], arrays["t"])
+
+
+def exp_table(nats: float, temperature: float) -> tuple[int, np.ndarray]:
+    """The sampler's (shift, table) for logits of ``nats`` per accumulator unit at a
+    temperature: the largest shift whose step (2^shift units) is at most EXP_STEP nats after the
+    temperature (0 where one unit is more), and table[d] = round(EXP_ONE * exp(-(d * 2^shift +
+    (2^shift - 1) / 2) * nats / temperature)), the mean logit of step d, down to its last
+    nonzero value (at most MAX_EXP_TABLE)."""
+    per_unit = nats / temperature
+    shift = 0
+    while shift < 31 and (2 ** (shift + 1)) * per_unit <= EXP_STEP:
+        shift += 1
+    d = np.arange(MAX_EXP_TABLE)
+    mid = d * 2.0**shift + (2.0**shift - 1) / 2
+    table = np.round(EXP_ONE * np.exp(-mid * per_unit))
+    return shift, table[table >= 1].astype(np.uint16)
 
 
 def check_sequence(ops: list[Op]) -> None:

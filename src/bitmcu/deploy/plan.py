@@ -7,6 +7,8 @@ reads them. Byte offsets from the arena's start, every buffer 4-byte aligned:
   acc    0                 max_out int32 accumulators
   nz     nz_at             the nonzero list, 2 bytes per input of the widest layer
   feat   feat_at           a CNN's features (n_features bytes), where the fc layers start
+  state                    a text model: the embedding of the token read and each cell's
+                           output, kept from step to step (nothing else lies over them)
   maps                     a CNN's front end: each layer's output map (``buf``): two turn
                            buffers of the largest map taken in turns, and a buffer of its own
                            for a map that feeds a depth multiplier (its K channels read it)
@@ -65,9 +67,13 @@ def _plan(model: IntModel) -> Plan:
     for kind, size in wants:
         if kind == "feat":
             feat_at, end = end, end + _r4(size)
+    at = {}
+    for i, (kind, size) in enumerate(wants):
+        if kind == "state":
+            at[i], end = end, end + _r4(size)
     turn_bytes = _r4(max((size for kind, size in wants if kind in ("turn", "kept")), default=0))
     turns, end = (end, end + turn_bytes), end + 2 * turn_bytes
-    at, turn = {}, 1
+    turn = 1
     for i, (kind, _) in enumerate(wants):
         if kind == "turn":
             turn ^= 1

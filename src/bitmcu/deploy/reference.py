@@ -8,9 +8,12 @@ Functions take a batch (N, ...) so the whole test set runs in one call.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from ..core.rng import seed_state, xorshift32
 
 if TYPE_CHECKING:
     from .ir import IntModel
@@ -158,3 +161,81 @@ def generate(model: IntModel, z: np.ndarray, cls: np.ndarray) -> np.ndarray:
         raise ValueError("generate() takes a decoder; this model is a classifier")
     return forward(model, (z, cls)).reshape(len(z), model.input_size,
                                             model.input_size).astype(np.uint8)
+
+
+# ------------------------------------------------------------------------------ text
+
+
+@dataclass
+class TextStep:
+    """What a text model's walk carries through one step, for N lines at once: the tokens just
+    read (then sampled), the value between ops, each cell's state (its last output, kept from
+    step to step), the PRNG states and the step's logits."""
+
+    tokens: np.ndarray  # (N,) int64
+    h: list[np.ndarray]  # per cell (N, width) int64
+    rng: np.ndarray  # (N,) uint32
+    x: np.ndarray | None = None
+    logits: np.ndarray | None = None
+    cell: int = 0  # the next cell's index in h, during the walk
+
+
+def sample(acc: np.ndarray, shift: int, table: np.ndarray,
+           rng: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N, V) logits -> ((N,) tokens, the PRNG states after the draws): the sampler of
+    ops.Sample, exactly as bitmcu_step_sample draws."""
+    acc = acc.astype(np.int64)
+    d = (acc.max(axis=1, keepdims=True) - acc) >> shift
+    w = np.where(d < len(table), table.astype(np.int64)[np.minimum(d, len(table) - 1)], 0)
+    cum = np.cumsum(w, axis=1)
+    total = cum[:, -1]
+    k = np.array([int(t - 1).bit_length() for t in total], dtype=np.int64)
+    r = np.zeros(len(acc), dtype=np.int64)
+    rng = np.asarray(rng, dtype=np.uint32).copy()
+    todo = np.ones(len(acc), dtype=bool)
+    while todo.any():  # rejection: at most one draw in two is refused
+        rng[todo] = xorshift32(rng[todo])
+        top = np.where(k > 0, rng.astype(np.int64) >> (32 - np.maximum(k, 1)), 0)
+        r = np.where(todo, top, r)
+        todo &= r >= total
+    return (cum > r[:, None]).argmax(axis=1), rng
+
+
+def text_step(model: IntModel, s: TextStep) -> TextStep:
+    """One step of the walk: the tokens in s.tokens read, the next ones sampled into it."""
+    s.cell = 0
+    return forward(model, s)
+
+
+def text_begin(model: IntModel, seeds) -> TextStep:
+    """The walk's state before a line: END read next, every cell's state zeros, the PRNG at
+    each seed's state."""
+    n = len(seeds)
+    return TextStep(np.zeros(n, dtype=np.int64),
+                    [np.zeros((n, op.n_out), dtype=np.int64) for op in model.find("cell")],
+                    seed_state(seeds))
+
+
+def generate_text(model: IntModel, seeds, prefix: list[int] | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """One line per seed: ((N, max_chars) tokens, END from where each line ended; (N, max_chars,
+    V) int32 logits of each step, zeros after the end). Step t reads the token before (END
+    first), its logits give token t, sampled (or prefix[t], for t < len(prefix): the draw is
+    made and replaced); a line ends at END or after max_chars characters."""
+    inp = model.input
+    seeds = np.asarray(seeds, dtype=np.int64)
+    n, steps = len(seeds), inp.max_chars
+    tokens = np.zeros((n, steps), dtype=np.int64)
+    logits = np.zeros((n, steps, inp.n_tokens), dtype=np.int64)
+    s = text_begin(model, seeds)
+    live = np.ones(n, dtype=bool)
+    for t in range(steps):
+        s = text_step(model, s)
+        if prefix is not None and t < len(prefix):
+            s.tokens = np.full(n, prefix[t], dtype=np.int64)
+        logits[live, t] = s.logits[live]
+        tokens[live, t] = s.tokens[live]
+        live &= s.tokens != 0
+        if not live.any():
+            break
+    return tokens, logits.astype(np.int32)

@@ -21,7 +21,13 @@ typedef char bitmcu_params_share_their_layout[
      offsetof(bitmcu_fc, n_out) == offsetof(bitmcu_stage, rows) &&
      offsetof(bitmcu_fc, row_bytes) == offsetof(bitmcu_stage, row_bytes) &&
      offsetof(bitmcu_fc, n_out) == offsetof(bitmcu_map, channels) &&
-     sizeof(bitmcu_fc) == sizeof(bitmcu_stage) && sizeof(bitmcu_fc) == sizeof(bitmcu_map))
+     offsetof(bitmcu_fc, shift) == offsetof(bitmcu_cell, shift) &&
+     offsetof(bitmcu_fc, n_in) == offsetof(bitmcu_cell, n_in) &&
+     offsetof(bitmcu_fc, n_out) == offsetof(bitmcu_cell, n_out) &&
+     offsetof(bitmcu_fc, row_bytes) == offsetof(bitmcu_cell, row_bytes) &&
+     sizeof(bitmcu_fc) == sizeof(bitmcu_stage) && sizeof(bitmcu_fc) == sizeof(bitmcu_map) &&
+     sizeof(bitmcu_fc) == sizeof(bitmcu_cell) && sizeof(bitmcu_fc) == sizeof(bitmcu_embed) &&
+     sizeof(bitmcu_fc) == sizeof(bitmcu_sample))
         ? 1 : -1];
 
 /* What the engine knows of each weight scheme (ids: bitmcu_scheme): `group` rows share their
@@ -1280,7 +1286,111 @@ const bitmcu_layer *bitmcu_step_stages(bitmcu_state *s, const bitmcu_layer *at) 
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* the walk over the table and its two entry points                                           */
+/* text: token -> embedding -> cells -> logits -> the next token                               */
+
+const bitmcu_layer *bitmcu_step_embed(bitmcu_state *s, const bitmcu_layer *at) {
+    const bitmcu_embed *P = &at->p.embed;
+    if (s->token >= P->n_tokens || (uint32_t)at->buf + P->width > 4u * s->model->arena_words) {
+        return NULL;
+    }
+    const uint8_t *row = at->weights;
+    for (uint32_t t = 0; t < s->token; t++) { /* token * width without a multiplier */
+        row += P->width;
+    }
+    uint8_t *out = s->arena + at->buf;
+    for (uint32_t i = 0; i < P->width; i++) {
+        out[i] = row[i];
+    }
+    return at + 1;
+}
+
+/* The nonzero list of n bytes v (indices from `first` on), appended to the list's k entries. */
+static uint16_t nz_bytes(uint8_t *nz, uint16_t k, uint32_t *prev, uint32_t first, const uint8_t *v,
+                         uint32_t n, int32_t *sum) {
+    for (uint32_t i = 0; i < n; i++) {
+        if (v[i]) {
+            k = nz_push(nz, k, prev, first + i, v[i]);
+            *sum += (int32_t)v[i];
+        }
+    }
+    return k;
+}
+
+const bitmcu_layer *bitmcu_step_cell(bitmcu_state *s, const bitmcu_layer *at) {
+    const bitmcu_model *model = s->model;
+    const bitmcu_cell *P = &at->p.cell;
+    int32_t *acc = (int32_t *)(void *)s->arena;
+    uint8_t *nz = s->arena + model->nz_at;
+    const uint32_t act_max = model->act_max, end = 4u * model->arena_words;
+    if (at == model->layers || !at->kernel || P->n_in > model->max_in ||
+        P->n_out > model->max_out || (uint32_t)P->n_x + P->n_out != P->n_in ||
+        (uint32_t)at->buf + P->n_out > end || (uint32_t)at[-1].buf + P->n_x > end) {
+        return NULL;
+    }
+    uint8_t *h = s->arena + at->buf;
+    uint32_t prev = 0;
+    int32_t sum = 0;
+    uint16_t k = nz_bytes(nz, 0, &prev, 0, s->arena + at[-1].buf, P->n_x, &sum);
+    k = nz_bytes(nz, k, &prev, P->n_x, h, P->n_out, &sum);
+    s->act.nz = nz;
+    s->act.n_nz = k;
+    s->act.sum = sum;
+    at->kernel(at, &s->act, acc); /* the fc kernels read its shared layout */
+    const int8_t *bias = layer_bias(at, P->n_out);
+    for (uint32_t i = 0; i < P->n_out; i++) {
+        h[i] = (uint8_t)requant_bias(acc[i], P->shift, bias[i], act_max);
+    }
+    prev = 0;
+    sum = 0;
+    s->act.n_nz = nz_bytes(nz, 0, &prev, 0, h, P->n_out, &sum); /* the next row's input */
+    s->act.sum = sum;
+    return at + 1;
+}
+
+/* Weight of logit d steps below the largest: table[d], 0 beyond the table. */
+BITMCU_INLINE uint32_t exp_weight(const uint8_t *table, uint32_t len, uint32_t d) {
+    return d < len ? (uint32_t)table[2u * d] | (uint32_t)table[2u * d + 1u] << 8 : 0u;
+}
+
+const bitmcu_layer *bitmcu_step_sample(bitmcu_state *s, const bitmcu_layer *at) {
+    const bitmcu_sample *P = &at->p.sample;
+    const int32_t *acc = (const int32_t *)(const void *)s->arena;
+    const uint32_t n = P->n_tokens, len = P->table_len, shift = P->shift;
+    if (!s->rng || n == 0u || n > s->model->max_out || len == 0u || shift > 31u) {
+        return NULL;
+    }
+    int32_t m = acc[0];
+    for (uint32_t i = 1; i < n; i++) {
+        m = acc[i] > m ? acc[i] : m;
+    }
+    uint32_t total = 0; /* at most 255 tokens of 65535 */
+    for (uint32_t i = 0; i < n; i++) {
+        total += exp_weight(at->weights, len, ((uint32_t)m - (uint32_t)acc[i]) >> shift);
+    }
+    if (total == 0u) {
+        return NULL;
+    }
+    uint32_t bits = 0, r;
+    while ((total - 1u) >> bits) {
+        bits++;
+    }
+    do { /* the top bits of a PRNG word, drawn again while beyond the total */
+        const uint32_t w = bitmcu_xorshift32(s->rng);
+        r = bits ? w >> (32u - bits) : 0u;
+    } while (r >= total);
+    uint32_t c = 0, i = 0;
+    for (; i + 1u < n; i++) {
+        c += exp_weight(at->weights, len, ((uint32_t)m - (uint32_t)acc[i]) >> shift);
+        if (c > r) {
+            break;
+        }
+    }
+    s->token = (uint16_t)i;
+    return at + 1;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* the walk over the table and its entry points                                               */
 
 /* FC of a classifier. */
 const bitmcu_layer *bitmcu_step_fc(bitmcu_state *s, const bitmcu_layer *at) {
@@ -1386,6 +1496,65 @@ bitmcu_status bitmcu_generate(const bitmcu_model *model, const int8_t *z, uint16
     bitmcu_state s = {.model = model, .arena = (uint8_t *)arena, .emit = emit, .ctx = ctx};
     latent_act(z, model->n_input, cls, &s.act, s.arena + model->nz_at);
     return run_ops(&s);
+}
+
+bitmcu_status bitmcu_text_begin(const bitmcu_model *model, int32_t *arena, size_t arena_words) {
+    if (!model || !arena) {
+        return BITMCU_ERR_ARG;
+    }
+    const bitmcu_status st = begin(model, BITMCU_KIND_TEXT, arena_words);
+    if (st != BITMCU_OK) {
+        return st;
+    }
+    uint8_t *a = (uint8_t *)arena;
+    for (const bitmcu_layer *L = model->layers; L->op; L++) {
+        if (L->op == BITMCU_OP_CELL) {
+            if ((uint32_t)L->buf + L->p.cell.n_out > 4u * model->arena_words) {
+                return BITMCU_ERR_LAYER;
+            }
+            for (uint32_t i = 0; i < L->p.cell.n_out; i++) {
+                a[L->buf + i] = 0u;
+            }
+        }
+    }
+    return BITMCU_OK;
+}
+
+bitmcu_status bitmcu_text_step(const bitmcu_model *model, uint16_t token, uint32_t *rng,
+                               int32_t *arena, size_t arena_words, uint16_t *next) {
+    if (!model || !rng || !arena || !next) {
+        return BITMCU_ERR_ARG;
+    }
+    const bitmcu_status st = begin(model, BITMCU_KIND_TEXT, arena_words);
+    if (st != BITMCU_OK) {
+        return st;
+    }
+    if (token >= model->n_input) {
+        return BITMCU_ERR_ARG;
+    }
+    bitmcu_state s = {.model = model, .arena = (uint8_t *)arena, .rng = rng, .token = token};
+    const bitmcu_status run = run_ops(&s);
+    *next = s.token;
+    return run;
+}
+
+bitmcu_status bitmcu_generate_text(const bitmcu_model *model, uint32_t *rng, uint8_t *out,
+                                   uint16_t max_len, uint16_t *n_out, int32_t *arena,
+                                   size_t arena_words) {
+    if (!out || !n_out) {
+        return BITMCU_ERR_ARG;
+    }
+    *n_out = 0;
+    bitmcu_status st = bitmcu_text_begin(model, arena, arena_words);
+    uint16_t token = 0;
+    while (st == BITMCU_OK && *n_out < max_len) {
+        st = bitmcu_text_step(model, token, rng, arena, arena_words, &token);
+        if (st != BITMCU_OK || token == 0u) {
+            break;
+        }
+        out[(*n_out)++] = (uint8_t)token;
+    }
+    return st;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -1551,6 +1720,13 @@ static bitmcu_status check_fc(const bitmcu_model *m, const bitmcu_layer *L, chec
     }
     *next = L + 1;
     x->n = P->n_out;
+    if (m->kind == BITMCU_KIND_TEXT) { /* the logits, which the sampler after it reads */
+        return P->relu || P->chunk || P->shift || L->buf || P->n_out != m->n_classes ||
+                       P->n_out > m->max_out || L[1].op != BITMCU_OP_SAMPLE ||
+                       check_weights(L, P->n_in, P->n_out, P->row_bytes, 0u, 0u) != BITMCU_OK
+                   ? BITMCU_ERR_LAYER
+                   : BITMCU_OK;
+    }
     if (m->kind == BITMCU_KIND_CLASSIFIER) {
         const uint32_t last = L + 1 == m->layers + m->n_layers;
         return P->relu != (last ? 0u : 1u) || P->chunk || P->shift || L->buf ||
@@ -1630,19 +1806,82 @@ static bitmcu_status check_stages(const bitmcu_model *m, const bitmcu_layer *fir
     return BITMCU_OK;
 }
 
+/* A text model's state buffer [buf, buf + n) (the embedding's, a cell's): inside the arena
+ * after the nonzero list, apart from every buffer of the rows before it (all state buffers). */
+static bitmcu_status check_state(const bitmcu_model *m, const bitmcu_layer *L, uint32_t n,
+                                 const check_flow *x) {
+    if (L->buf < x->lo || (uint32_t)L->buf + n > 4u * m->arena_words) {
+        return BITMCU_ERR_MODEL;
+    }
+    for (const bitmcu_layer *B = m->layers; B < L; B++) {
+        const uint32_t nb = B->op == BITMCU_OP_EMBED ? B->p.embed.width : B->p.cell.n_out;
+        if (overlap(L->buf, n, B->buf, nb)) {
+            return BITMCU_ERR_MODEL;
+        }
+    }
+    return BITMCU_OK;
+}
+
+/* The embedding: the table's first row, one row of `width` bytes per token. */
+static bitmcu_status check_embed(const bitmcu_model *m, const bitmcu_layer *L, check_flow *x,
+                                 const bitmcu_layer **next) {
+    const bitmcu_embed *P = &L->p.embed;
+    if (L != m->layers || P->n_tokens != x->n || P->width == 0u || L->scheme || L->kernel ||
+        !L->weights || P->zero || P->zero_shift || P->zero_bytes || P->zero_last ||
+        L->nbytes != (uint32_t)P->n_tokens * P->width) {
+        return BITMCU_ERR_LAYER;
+    }
+    x->n = P->width;
+    *next = L + 1;
+    return check_state(m, L, P->width, x);
+}
+
+/* A cell: the row before it an embedding or a cell (its input, n_x bytes at that row's buf). */
+static bitmcu_status check_cell(const bitmcu_model *m, const bitmcu_layer *L, check_flow *x,
+                                const bitmcu_layer **next) {
+    const bitmcu_cell *P = &L->p.cell;
+    if (L == m->layers || (L[-1].op != BITMCU_OP_EMBED && L[-1].op != BITMCU_OP_CELL) ||
+        P->n_x != x->n || (uint32_t)P->n_x + P->n_out != P->n_in || P->zero ||
+        P->n_in > m->max_in || P->n_out > m->max_out ||
+        check_weights(L, P->n_in, P->n_out, P->row_bytes, P->shift, P->n_out) != BITMCU_OK) {
+        return BITMCU_ERR_LAYER;
+    }
+    x->n = P->n_out;
+    *next = L + 1;
+    return check_state(m, L, P->n_out, x);
+}
+
+/* The sampler: the table's last row, after the logits; its exp table (uint16) starts nonzero,
+ * so that the weights' sum is (and the rejection loop ends). */
+static bitmcu_status check_sample(const bitmcu_model *m, const bitmcu_layer *L, check_flow *x,
+                                  const bitmcu_layer **next) {
+    const bitmcu_sample *P = &L->p.sample;
+    if (L == m->layers || L[-1].op != BITMCU_OP_FC || L + 1 != m->layers + m->n_layers ||
+        P->n_tokens != x->n || P->n_tokens != m->n_classes || P->table_len == 0u ||
+        P->table_len > 255u || P->shift > 31u || L->scheme || L->kernel || L->buf ||
+        !L->weights || P->zero || P->zero_bytes || P->zero_last ||
+        L->nbytes != 2u * P->table_len || (L->weights[0] | L->weights[1]) == 0u) {
+        return BITMCU_ERR_LAYER;
+    }
+    x->n = 1u;
+    *next = L + 1;
+    return BITMCU_OK;
+}
+
 /* What bitmcu_check knows of each op (ids: bitmcu_op): the function that runs it in a model of
  * each kind (NULL: the kind has no such op) and another that may (the 8-bit front end), and its
  * check (a macro-op's checks all of its rows). Only bitmcu_check reads it. */
 typedef bitmcu_status (*check_fn)(const bitmcu_model *m, const bitmcu_layer *at, check_flow *x,
                                   const bitmcu_layer **next);
 typedef struct {
-    bitmcu_step_fn step[2]; /* by bitmcu_kind: classifier, decoder */
+    bitmcu_step_fn step[3]; /* by bitmcu_kind: classifier, decoder, text */
     bitmcu_step_fn alt;
     check_fn check;
 } bitmcu_op_traits;
-#define BITMCU_N_OPS 6u
+#define BITMCU_N_OPS 9u
 static const bitmcu_op_traits op_traits[BITMCU_N_OPS] = {
-    [BITMCU_OP_FC] = {.step = {bitmcu_step_fc, bitmcu_step_fc_requant}, .check = check_fc},
+    [BITMCU_OP_FC] = {.step = {bitmcu_step_fc, bitmcu_step_fc_requant, bitmcu_step_fc},
+                      .check = check_fc},
     [BITMCU_OP_CONV1] = {.step = {bitmcu_front_end, NULL}, .alt = bitmcu_front_end_8bit,
                          .check = check_map_ops},
     [BITMCU_OP_DW] = {.step = {bitmcu_front_end, NULL}, .alt = bitmcu_front_end_8bit,
@@ -1650,6 +1889,9 @@ static const bitmcu_op_traits op_traits[BITMCU_N_OPS] = {
     [BITMCU_OP_POOL] = {.step = {bitmcu_front_end, NULL}, .alt = bitmcu_front_end_8bit,
                         .check = check_map_ops},
     [BITMCU_OP_STAGE] = {.step = {NULL, bitmcu_step_stages}, .check = check_stages},
+    [BITMCU_OP_EMBED] = {.step = {NULL, NULL, bitmcu_step_embed}, .check = check_embed},
+    [BITMCU_OP_CELL] = {.step = {NULL, NULL, bitmcu_step_cell}, .check = check_cell},
+    [BITMCU_OP_SAMPLE] = {.step = {NULL, NULL, bitmcu_step_sample}, .check = check_sample},
 };
 
 /* Row l's function is its op's in a model of this kind (the front end's rows: all the same). */
@@ -1669,6 +1911,13 @@ static bitmcu_status check_input(const bitmcu_model *m, check_flow *x) {
         return BITMCU_ERR_MODEL;
     }
     x->side = 0;
+    if (m->kind == BITMCU_KIND_TEXT) { /* the token read: one of n_input (= n_classes) */
+        x->n = m->n_input;
+        return n_front || m->bias_unit || m->n_input < 2u || m->n_input != m->n_classes ||
+                       m->n_classes > m->max_out
+                   ? BITMCU_ERR_MODEL
+                   : BITMCU_OK;
+    }
     if (m->kind == BITMCU_KIND_DECODER) {
         x->n = 2u * m->n_input + m->n_classes;
         return n_front || m->bias_unit || m->n_input == 0u || x->n > m->max_in ? BITMCU_ERR_MODEL
@@ -1695,7 +1944,9 @@ static bitmcu_status check_walk(const bitmcu_model *m) {
     if (st != BITMCU_OK) {
         return st;
     }
-    if (m->kind == BITMCU_KIND_DECODER ? x.side == 0u || x.n != 1u : x.side != 0u) {
+    if (m->kind == BITMCU_KIND_DECODER ? x.side == 0u || x.n != 1u
+        : m->kind == BITMCU_KIND_TEXT  ? m->layers[m->n_layers - 1u].op != BITMCU_OP_SAMPLE
+                                       : x.side != 0u) {
         return BITMCU_ERR_LAYER;
     }
     for (uint32_t l = 0; l < m->n_layers; l++) { /* the functions the engine's walk will call */
@@ -1739,7 +1990,9 @@ void bitmcu_sums(const bitmcu_model *m, uint32_t *table_sum, uint32_t *weight_su
             t = fnv_word(t, lf[i]);
         }
         if (L->nbytes) {
-            const uint8_t *p = L->weights - (m->kind == BITMCU_KIND_DECODER ? P->n_out : 0u);
+            /* a decoder's layers and a cell have their biases before their codes */
+            const uint32_t biased = m->kind == BITMCU_KIND_DECODER || L->op == BITMCU_OP_CELL;
+            const uint8_t *p = L->weights - (biased ? P->n_out : 0u);
             for (uint32_t i = 0; i < L->nbytes; i++) {
                 w = fnv_byte(w, p[i]);
             }
@@ -1761,7 +2014,7 @@ bitmcu_status bitmcu_check(const bitmcu_model *m, size_t n_entries, uint32_t fla
     }
     if (!m->layers || m->n_layers == 0u || m->n_layers > BITMCU_MAX_LAYERS ||
         (size_t)m->n_layers + 1u != n_entries || m->act_max == 0u ||
-        m->kind > BITMCU_KIND_DECODER) {
+        m->kind > BITMCU_KIND_TEXT) {
         return BITMCU_ERR_MODEL;
     }
     /* the end marker must be where n_layers (now known to be n_entries - 1) says */

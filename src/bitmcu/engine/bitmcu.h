@@ -21,7 +21,7 @@
 #include <stdint.h>
 
 #define BITMCU_MAGIC 0x554D4942u /* "BIMU" little-endian */
-#define BITMCU_FORMAT_VERSION 8u
+#define BITMCU_FORMAT_VERSION 9u
 #define BITMCU_MAX_FRONT 8u /* front end layers at most */
 #define BITMCU_MAX_STAGES 8u /* decoder stages at most */
 #define BITMCU_MAX_LAYERS 255u /* layers at most (the table's end marker not counted) */
@@ -68,14 +68,19 @@ typedef enum {
     BITMCU_OP_CONV1 = 2, /* 3x3 convolution of the image into channel c (front end) */
     BITMCU_OP_DW = 3,    /* depthwise 3x3 convolution of channel c (front end) */
     BITMCU_OP_POOL = 4,  /* 2x2 max-pool of channel c (front end) */
-    BITMCU_OP_STAGE = 5  /* decoder stage: 3x3 convolution over all channels, per pixel an fc
+    BITMCU_OP_STAGE = 5, /* decoder stage: 3x3 convolution over all channels, per pixel an fc
                           * layer of its window, optionally pixel-shuffled to twice the side */
+    BITMCU_OP_EMBED = 6, /* text: the row of the token read, from the embedding table */
+    BITMCU_OP_CELL = 7,  /* text: a recurrent cell, an fc layer over [its input, its own last
+                          * output], requantized by its shift and biases into that output */
+    BITMCU_OP_SAMPLE = 8 /* text: the next token, drawn from the logits */
 } bitmcu_op;
 
 /* Model kinds. */
 typedef enum {
     BITMCU_KIND_CLASSIFIER = 0, /* image -> logits (bitmcu_run) */
-    BITMCU_KIND_DECODER = 1     /* latent + class -> image (bitmcu_generate) */
+    BITMCU_KIND_DECODER = 1,    /* latent + class -> image (bitmcu_generate) */
+    BITMCU_KIND_TEXT = 2        /* token -> next token (bitmcu_text_step, bitmcu_generate_text) */
 } bitmcu_kind;
 
 /* Weight schemes: ids are stable and equal to the Python registry's Scheme.id. */
@@ -141,6 +146,38 @@ typedef struct {          /* STAGE: a decoder's 3x3 convolution (padding 1) over
     uint16_t side;        /* side of the input map */
 } bitmcu_stage;
 
+typedef struct {          /* EMBED: the token's row of the table (weights: n_tokens rows of width
+                           * bytes) into buf */
+    uint8_t zero;
+    uint8_t zero_shift;
+    uint16_t n_tokens;    /* rows of the table: the model's tokens (n_input) */
+    uint16_t width;       /* activations per row */
+    uint16_t zero_bytes;
+    uint16_t zero_last;
+} bitmcu_embed;
+
+typedef struct {          /* CELL: h = clamp(((W [x, h] + 2^(s-1)) >> s) + bias, 0, act_max), x the
+                           * previous row's buf (the embedding or the cell before), h its own buf;
+                           * its layer goes through the fc kernels as is (the layout is shared) */
+    uint8_t zero;
+    uint8_t shift;        /* requantization shift */
+    uint16_t n_in;        /* n_x + n_out: the columns of the weight matrix */
+    uint16_t n_out;       /* outputs, its state: the rows */
+    uint16_t row_bytes;   /* packed bytes per row group */
+    uint16_t n_x;         /* inputs from the row before */
+} bitmcu_cell;
+
+typedef struct {          /* SAMPLE: d_i = (max - acc_i) >> shift, w_i = table[d_i] (0 beyond it),
+                           * r uniform in [0, sum w) from the PRNG (rejection), the token the
+                           * first i with w_0 + .. + w_i > r; weights: the table, uint16 LE */
+    uint8_t zero;
+    uint8_t shift;
+    uint16_t n_tokens;    /* logits: the model's tokens */
+    uint16_t table_len;   /* entries of the exp table, 1..255 */
+    uint16_t zero_bytes;
+    uint16_t zero_last;
+} bitmcu_sample;
+
 /* Generated rows handed over by bitmcu_generate: n_rows rows of `width` uint8 pixels, from
  * image row y0 on (a band; the image is never whole in RAM). */
 typedef void (*bitmcu_emit_fn)(void *ctx, const uint8_t *rows, uint16_t y0, uint16_t n_rows,
@@ -157,6 +194,8 @@ typedef struct bitmcu_state {
     bitmcu_act act;          /* the next FC's input: nonzero activations */
     bitmcu_emit_fn emit;     /* a decoder's receiver of output rows, and its context */
     void *ctx;
+    uint32_t *rng;           /* a text model's PRNG state (the sampler draws from it) */
+    uint16_t token;          /* a text model's token: the one read, then the one sampled */
 } bitmcu_state;
 
 struct bitmcu_layer;
@@ -176,6 +215,9 @@ typedef struct bitmcu_layer {
         bitmcu_fc fc;        /* FC */
         bitmcu_map map;      /* CONV1, DW, POOL */
         bitmcu_stage stage;  /* STAGE */
+        bitmcu_embed embed;  /* EMBED */
+        bitmcu_cell cell;    /* CELL */
+        bitmcu_sample sample; /* SAMPLE */
     } p;
     uint16_t buf;            /* byte offset in the arena of the buffer the layer writes, planned
                               * at export (deploy/plan.py): CONV1/DW/POOL their map; a decoder's
@@ -240,6 +282,19 @@ bitmcu_status bitmcu_run(const bitmcu_model *model, const uint8_t *input, int32_
 bitmcu_status bitmcu_generate(const bitmcu_model *model, const int8_t *z, uint16_t cls,
                               int32_t *arena, size_t arena_words, bitmcu_emit_fn emit, void *ctx);
 
+/* A text model, token by token. bitmcu_text_begin: every cell's state to zeros (the start of a
+ * line). bitmcu_text_step: read `token`, draw the next from the PRNG state *rng into *next; the
+ * step's n_classes int32 logits are left at the start of the arena until the next call. */
+bitmcu_status bitmcu_text_begin(const bitmcu_model *model, int32_t *arena, size_t arena_words);
+bitmcu_status bitmcu_text_step(const bitmcu_model *model, uint16_t token, uint32_t *rng,
+                               int32_t *arena, size_t arena_words, uint16_t *next);
+/* One line: from the start (token 0, END, read first), the sampled tokens until END or max_len
+ * of them (BITMCU_MODEL_MAX_CHARS: a line as long as the model's context); out: (max_len)
+ * tokens, *n_out of them written (END not among them). */
+bitmcu_status bitmcu_generate_text(const bitmcu_model *model, uint32_t *rng, uint8_t *out,
+                                   uint16_t max_len, uint16_t *n_out, int32_t *arena,
+                                   size_t arena_words);
+
 /* The PRNG: xorshift32 (x ^= x << 13; x ^= x >> 17; x ^= x << 5); a state is never 0. */
 uint32_t bitmcu_xorshift32(uint32_t *state);
 /* The state of a seed: seed ^ BITMCU_XORSHIFT_ZERO (that constant where this is 0), then
@@ -276,6 +331,11 @@ const bitmcu_layer *bitmcu_step_stages(bitmcu_state *s, const bitmcu_layer *at);
 const bitmcu_layer *bitmcu_front_end(bitmcu_state *s, const bitmcu_layer *at);
 /* The same for models whose convolutions are all 8-bit: less code. */
 const bitmcu_layer *bitmcu_front_end_8bit(bitmcu_state *s, const bitmcu_layer *at);
+
+/* A text model's ops: the token's embedding row; a cell; the sampler. */
+const bitmcu_layer *bitmcu_step_embed(bitmcu_state *s, const bitmcu_layer *at);
+const bitmcu_layer *bitmcu_step_cell(bitmcu_state *s, const bitmcu_layer *at);
+const bitmcu_layer *bitmcu_step_sample(bitmcu_state *s, const bitmcu_layer *at);
 
 /* One channel of a 3x3 convolution (no padding) requantized by `shift`; w: the 9 levels. */
 void bitmcu_conv3x3(const int32_t w[9], uint32_t shift, uint32_t act_max, const uint8_t *in,

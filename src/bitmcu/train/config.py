@@ -22,6 +22,7 @@ import yaml
 
 from ..core.errors import BitmcuError, choices
 from ..data.dice import DiceConfig, check_config
+from ..data.text import TEXT_DATASETS, is_text_dataset
 from ..quant import get_scheme
 from .shapes import cnn_shapes, convnet_shapes, decoder_shapes
 
@@ -31,6 +32,7 @@ class DataConfig:
     dataset: str = "mnist"  # mnist | fashion-mnist | emnist-<split> | dice | path/to/file.npz
     data_dir: str | None = None  # folder with one subfolder per data set; else $BITMCU_DATA, cache
     size: int = 16  # side of the square input image the model sees (and the chip samples)
+    context: int = 16  # text: tokens per line at most, its end-of-line token included
     resize: Literal["area", "bilinear"] = "area"  # downscale filter (both antialiased)
     crop: int | None = None  # downscale only the central crop x crop square; None = whole image
     train_limit: int | None = None  # use only the first N training images (quick runs)
@@ -62,12 +64,15 @@ class AugmentConfig:
 
 @dataclass
 class ModelConfig:
-    family: Literal["fc", "cnn", "convnet", "decoder"] = "fc"  # convnet: a float teacher, not
-    #                     exportable; decoder: conditional generation (latent + class -> image)
+    family: Literal["fc", "cnn", "convnet", "decoder", "charrnn"] = "fc"  # convnet: a float
+    #   teacher, not exportable; decoder: conditional generation (latent + class -> image);
+    #   charrnn: character generation (embedding, recurrent cells, logits; data: text lines)
+    embed: int = 16  # charrnn: embedding width
     latent: int = 16  # decoder: latent size
     start: int = 4  # decoder: side of the first map (the fc layers' output)
     output: Literal["clamp"] = "clamp"  # decoder: pixels = min(255, relu(acc + 2^(s-1)) >> s)
-    temperature: float = 1.0  # decoder: latent scale when sampling (the chip's sampler too)
+    temperature: float = 1.0  # decoder: latent scale when sampling; charrnn: softmax temperature
+    #                          of the sampler (the chip's too)
     channels: int = 16  # cnn: channels of the first 3x3 convolution
     conv: list[str] = field(default_factory=lambda: ["dw", "pool", "dw", "pool"])  # cnn stages
     conv_scheme: str | None = None  # cnn: weight scheme of the convolutions (null: model.scheme)
@@ -146,7 +151,7 @@ class Config:
         """Epochs at whose start clipping ranges (and a decoder's shifts) are recalibrated."""
         if self.model.clip_until is not None:
             return self.model.clip_until
-        return 1 if self.model.family == "decoder" else 20
+        return 1 if self.model.family in ("decoder", "charrnn") else 20
 
     def n_weight_layers(self) -> int:
         """Layers that model.layer_schemes can name: the fc layers, then a decoder's stages."""
@@ -377,7 +382,28 @@ def _check_model(cfg: Config) -> None:
 
 
 def _check_data(cfg: Config) -> None:
-    """Image side, crop and limits of the data set (the dice renderer's ranges)."""
+    """Image side, crop and limits of the data set (the dice renderer's ranges); text for a
+    character model and only for one."""
+    text = is_text_dataset(cfg.data.dataset)
+    if text != (cfg.model.family == "charrnn"):
+        raise BitmcuError(f"config key 'data.dataset': {cfg.data.dataset!r} is "
+                          f"{'text' if text else 'images'}; model.family {cfg.model.family!r} "
+                          f"takes {'images' if text else 'text'} (text: charrnn with "
+                          f"{', '.join(TEXT_DATASETS)} or a .txt file)")
+    if text:
+        if not 2 <= cfg.data.context <= 255:
+            raise BitmcuError(f"config key 'data.context': {cfg.data.context} must be 2..255 "
+                              "tokens (a line's characters and its end)")
+        if cfg.model.temperature <= 0:
+            raise BitmcuError(f"config key 'model.temperature': {cfg.model.temperature} must "
+                              "be > 0")
+        _positive("model.embed", cfg.model.embed)
+        if not cfg.model.hidden:
+            raise BitmcuError("config key 'model.hidden': a charrnn needs at least one cell "
+                              "width")
+        if cfg.data.train_limit is not None:
+            _positive("data.train_limit", cfg.data.train_limit)
+        return
     _positive("data.size", cfg.data.size, 4)
     if cfg.data.dataset == "dice":
         check_config(cfg.data.dice)
@@ -418,6 +444,9 @@ def _check_train(cfg: Config) -> None:
     if cfg.train.teacher == []:
         raise BitmcuError("config key 'train.teacher': [] is empty; give a run, a list of runs, "
                           "or null for no teacher")
+    if cfg.train.teacher and cfg.model.family == "charrnn":
+        raise BitmcuError("config key 'train.teacher': a charrnn is not distilled; set "
+                          "train.teacher=null")
     if cfg.train.guide is not None and cfg.model.family != "decoder":
         raise BitmcuError(f"config key 'train.guide': {cfg.train.guide!r} guides a decoder's "
                           f"samples; model.family is {cfg.model.family!r} (use train.teacher to "

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..core.errors import BitmcuError
 from ..core.rng import latent_scale
-from ..deploy.ir import ConvLayer, FCLayer, IntModel, PoolLayer, StageLayer
+from ..deploy.ir import Cell, ConvLayer, FCLayer, IntModel, PoolLayer, Sample, StageLayer
 from ..quant import get_scheme
 from ..train.checkpoint import model_from_checkpoint
 from ..train.models import ACT_MAX, QuantConv2d
@@ -43,6 +43,8 @@ def lower(blob: dict) -> IntModel:
             raise BitmcuError(f"{where}: layer {i} uses scheme {s!r} (float), which cannot be "
                               "exported; train with a quantized scheme")
     model = model_from_checkpoint(blob)
+    if cfg.model.family == "charrnn":
+        return _chars(model, cfg)
     if cfg.model.family == "decoder":
         return _decoder(model, cfg, blob["n_classes"])
     n = len(model.layers)
@@ -66,6 +68,15 @@ def _decoder(model, cfg, n_classes: int) -> IntModel:
     return IntModel.decoder(cfg.data.size, n_classes, act_max_for(8), layers, stages,
                             zlib.crc32(cfg.hash().encode()), cfg.name, cfg.model.latent,
                             latent_scale(cfg.model.temperature)).validate()
+
+
+def _chars(model, cfg) -> IntModel:
+    cells = [Cell.from_levels(L.scheme.name, L.integer_weight().numpy(), L.shift_value(), b)
+             for L, b in zip(model.cells, model.integer_biases(), strict=True)]
+    logits = FCLayer.from_levels(model.out.scheme.name, model.out.integer_weight().numpy(), False)
+    sample = Sample.at(float(model.log_scale.detach().exp()), cfg.model.temperature)
+    return IntModel.chars(model.vocab_text(), cfg.data.context, model.integer_embedding(), cells,
+                          logits, sample, zlib.crc32(cfg.hash().encode()), cfg.name).validate()
 
 
 def _front(model, cfg, where) -> list:

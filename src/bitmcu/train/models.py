@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -467,7 +468,142 @@ class DecoderModel(nn.Module):
                 self.output_calibrated.fill_(True)
 
 
+# ------------------------------------------------------------------------------ characters
+
+EMBED_SCALE = 32.0  # activation units per unit of an embedding parameter (as BIAS_SCALE)
+
+
+class CharModel(nn.Module):
+    """Character model: token -> embedding -> recurrent cells -> logits, one token at a time,
+    exact integer arithmetic throughout (the engine's ops embed, cell and the logits fc; their
+    equations in deploy/ops.py).
+
+    The embedding is a table of activations 0..act_max (one row per token); each cell is an
+    :class:`IntLinear` over [its input, its own last output] requantized by a fixed shift plus
+    int8 biases (an Elman cell with a clamped ReLU: the decoder's layer function); the logits
+    are the accumulators of an :class:`IntLinear` over the last cell's output, times a learned
+    scale into nats (``log_scale``: the sampler's exp table is built from it at export).
+    ``vocab`` holds the token's characters (code points), so a checkpoint decodes its tokens.
+
+    With a float scheme (``none``) on every layer it is the float twin of the same size: the
+    same cells on values in [0, 1] (float weights and biases, clamp to [0, 1])."""
+
+    def __init__(self, cfg: Config, n_tokens: int):
+        super().__init__()
+        m = cfg.model
+        self.n_tokens, self.act_max = n_tokens, ACT_MAX
+        schemes = cfg.layer_scheme_names(cfg.n_weight_layers())
+        kinds = {get_scheme(s).exportable for s in schemes}
+        if len(kinds) > 1:
+            raise BitmcuError(f"model.family charrnn: layers {schemes} mix float and quantized "
+                              "schemes; use quantized schemes (the integer model) or none on "
+                              "every layer (its float twin)")
+        self.integer = kinds.pop()
+        clip = {"clip_method": m.clip, "clip_std": m.clip_std}
+        widths = [m.embed, *m.hidden]
+        # activations 0..128 (in [0, 0.5] for the float twin)
+        self.embed = nn.Parameter(torch.rand(n_tokens, m.embed) * (4 if self.integer else 0.5))
+        if self.integer:
+            self.cells = nn.ModuleList(IntLinear(a + b, b, s, **clip) for a, b, s in
+                                       zip(widths[:-1], widths[1:], schemes, strict=False))
+            self.out = IntLinear(widths[-1], n_tokens, schemes[-1], **clip)
+        else:
+            self.cells = nn.ModuleList(nn.Linear(a + b, b, bias=False)
+                                       for a, b in zip(widths[:-1], widths[1:], strict=True))
+            self.out = nn.Linear(widths[-1], n_tokens, bias=False)
+        self.biases = nn.ParameterList(nn.Parameter(torch.zeros(b)) for b in m.hidden)
+        self.log_scale = nn.Parameter(torch.tensor(0.0))
+        self.register_buffer("vocab", torch.zeros(n_tokens, dtype=torch.int32))
+        self.register_buffer("calibrated", torch.zeros((), dtype=torch.bool))
+        self.calib_quantile = None
+        self.headroom = 1
+
+    @property
+    def layers(self):
+        return [*self.cells, self.out]
+
+    def weight_layers(self) -> list[tuple[str, nn.Module]]:
+        return [*((f"cell{i}", L) for i, L in enumerate(self.cells)), ("logits", self.out)]
+
+    def set_vocab(self, vocab: str) -> None:
+        self.vocab.copy_(torch.tensor([ord(c) for c in vocab], dtype=torch.int32))
+
+    def vocab_text(self) -> str:
+        return "".join(chr(int(c)) for c in self.vocab)
+
+    def embedding(self) -> torch.Tensor:
+        """(n_tokens, embed) the embedding table: integer activations (round, clamp, STE)."""
+        if not self.integer:
+            return self.embed.clamp(0, 1)
+        q = (self.embed * EMBED_SCALE).clamp(0, self.act_max)
+        return q + (q.round() - q).detach()
+
+    @torch.no_grad()
+    def integer_embedding(self) -> np.ndarray:
+        return self.embedding().round().to(torch.uint8).cpu().numpy()
+
+    @torch.no_grad()
+    def integer_biases(self) -> list:
+        return [int8_bias(b * BIAS_SCALE).to(torch.int8).cpu().numpy() for b in self.biases]
+
+    def begin(self, batch: int, device=None) -> list[torch.Tensor]:
+        """Every cell's state before a line: zeros."""
+        return [torch.zeros(batch, L.weight.shape[0], device=device) for L in self.cells]
+
+    def step(self, tokens: torch.Tensor, state: list[torch.Tensor],
+             calib: list | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """One token per line (B,) and the cells' states -> (the next token's logits in nats
+        (B, n_tokens), the new states). ``calib``: collects each cell's inputs."""
+        a = self.embedding()[tokens]
+        new = []
+        for i, (L, h) in enumerate(zip(self.cells, state, strict=True)):
+            x = torch.cat([a, h], dim=1)
+            if calib is not None:
+                calib[i].append(x.detach())
+            if self.integer:
+                b = int8_bias(self.biases[i] * BIAS_SCALE).unsqueeze(0)
+                a = _RequantBias.apply(L.accumulate(x), b, L.shift_value(), self.act_max, False)
+            else:
+                a = (L(x) + self.biases[i]).clamp(0, 1)
+            new.append(a)
+        if calib is not None:
+            calib[-1].append(a.detach())
+        acc = self.out.accumulate(a) if self.integer else self.out(a)
+        return acc * self.log_scale.exp(), new
+
+    def forward(self, tokens: torch.Tensor, calib: list | None = None) -> torch.Tensor:
+        """Teacher forcing: (B, T) tokens -> (B, T, n_tokens) logits of the token after each."""
+        state = self.begin(len(tokens), tokens.device)
+        out = []
+        for t in range(tokens.shape[1]):
+            logits, state = self.step(tokens[:, t], state, calib)
+            out.append(logits)
+        return torch.stack(out, dim=1)
+
+    def update_clips(self, calib: torch.Tensor | None = None) -> None:
+        """Clipping ranges; with ``calib`` ((B, T) tokens; the first epochs) each cell's shift,
+        from the accumulators of the inputs it meets (three passes: a cell's own outputs are
+        among its inputs), and the logits' scale (their standard deviation to 1 nat)."""
+        for L in self.layers:
+            if isinstance(L, QuantWeights):
+                L.update_clip()
+        if calib is None or not self.integer:
+            return
+        with torch.no_grad():
+            for _ in range(3):
+                seen = [[] for _ in range(len(self.cells) + 1)]
+                self.forward(calib, seen)
+                for L, xs in zip(self.cells, seen, strict=False):
+                    L.calibrate(torch.cat(xs), self.calib_quantile, self.headroom)
+            acc = self.out.accumulate(torch.cat(seen[-1]))
+            if not bool(self.calibrated):
+                self.log_scale.fill_(-float(acc.std().clamp_min(1.0).log()))
+                self.calibrated.fill_(True)
+
+
 def build_model(cfg: Config, n_classes: int) -> nn.Module:
+    if cfg.model.family == "charrnn":
+        return CharModel(cfg, n_classes)
     if cfg.model.family == "decoder":
         return DecoderModel(cfg, n_classes)
     if cfg.model.family == "fc":

@@ -29,6 +29,10 @@ def plot_curves(metrics: list[dict], path: Path) -> None:
         a2.plot(ep, [100 * m["train_acc"] for m in metrics], label="train")
         a2.plot(ep, [100 * m[f"{split}_acc"] for m in metrics], label=name)
         a2.set_ylabel("accuracy (%)")
+    elif f"{split}_bpc" in metrics[0]:  # a character model
+        a2.plot(ep, [m["train_bpc"] for m in metrics], label="train")
+        a2.plot(ep, [m[f"{split}_bpc"] for m in metrics], label=name)
+        a2.set_ylabel("bits per character")
     else:  # a decoder: reconstruction error per pixel
         a2.plot(ep, [m["train_mse"] for m in metrics], label="train (sampled latent)")
         a2.plot(ep, [m[f"{split}_mse"] for m in metrics], label=f"{name} (mean latent)")

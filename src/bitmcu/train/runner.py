@@ -39,6 +39,7 @@ from .config import (
 )
 from .models import build_model, quantize_latent
 from .nn import QuantWeights
+from .text import calibration_tokens, evaluate_text, load_text_data, train_text_epoch
 from .plots import plot_curves, plot_first_layer, plot_weights
 
 
@@ -521,6 +522,9 @@ def _resume(run_dir: Path, resume, epochs, overrides, log):
 def _epoch_line(cfg: Config, split: str, m: dict) -> str:
     """The line printed after an epoch (a classifier's accuracies, a decoder's losses)."""
     head = f"epoch {m['epoch']:>3}/{cfg.train.epochs}  loss {m['train_loss']:.4f}  "
+    if "train_bpc" in m:
+        return (head + f"train {m['train_bpc']:.4f} bpc  {split} {m[split + '_bpc']:.4f} bpc  "
+                f"({m['seconds']:.1f}s)")
     if "train_acc" in m:
         return (head + f"train {100 * m['train_acc']:.2f}%  {split} "
                 f"{100 * m[split + '_acc']:.2f}%  ({m['seconds']:.1f}s)")
@@ -545,12 +549,16 @@ def _train(cfg: Config, run_dir: Path, resume, epochs, quiet, log, overrides, on
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     device = pick_device(cfg.train.device)
-    data = load_data(cfg)
+    text = cfg.model.family == "charrnn"
+    data = load_text_data(cfg) if text else load_data(cfg)
+    n_classes = data.n_tokens if text else data.n_classes  # a text model's: its tokens
     torch.manual_seed(cfg.seed)
-    if blob is not None and blob["n_classes"] != data.n_classes:
+    if blob is not None and blob["n_classes"] != n_classes:
         raise BitmcuError(f"{resume}: checkpoint has {blob['n_classes']} classes, data has "
-                          f"{data.n_classes}")
-    model = build_model(cfg, data.n_classes) if blob is None else model_from_checkpoint(blob, live=True)
+                          f"{n_classes}")
+    model = build_model(cfg, n_classes) if blob is None else model_from_checkpoint(blob, live=True)
+    if text and blob is None:
+        model.set_vocab(data.vocab)
     # on its device before the optimizer exists: a loaded optimizer state follows the parameters
     model.to(device)
     opt = make_optimizer(cfg, model)
@@ -573,17 +581,22 @@ def _train(cfg: Config, run_dir: Path, resume, epochs, quiet, log, overrides, on
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     tb = _tensorboard(run_dir)
+    what = (f"{len(data.train)} training lines, {n_classes} tokens" if text else
+            f"{len(data.train_x)} training images {data.size}x{data.size}, {n_classes} classes")
     log(f"run {run_dir}: {cfg.name}, {sum(p.numel() for p in model.parameters())} parameters, "
-        f"{len(data.train_x)} training images {data.size}x{data.size}, {data.n_classes} classes, "
-        f"device {device}" + (f", resuming after epoch {start_epoch}" if start_epoch else ""))
+        f"{what}, device {device}" + (f", resuming after epoch {start_epoch}" if start_epoch else ""))
 
     old = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        steps = math.ceil(len(data.train_x) / cfg.train.batch_size)
+        steps = math.ceil(len(data.train if text else data.train_x) / cfg.train.batch_size)
         for epoch in range(start_epoch, cfg.train.epochs):
             t0 = time.perf_counter()
             _set_quantize(model, average, epoch >= cfg.model.quant_from)
-            if epoch < cfg.clip_epochs():
+            if epoch < cfg.clip_epochs() and text:
+                model.update_clips(calib=calibration_tokens(data).to(device))
+                if average is not None:
+                    average.copy_buffers(model)
+            elif epoch < cfg.clip_epochs():
                 calib = data.train_x[:1000].to(device)
                 y_calib = data.train_y[:1000].to(device)
                 model.update_clips(calib=calib if not decoder else (calib, y_calib) if
@@ -593,7 +606,10 @@ def _train(cfg: Config, run_dir: Path, resume, epochs, quiet, log, overrides, on
                     average.copy_buffers(model)
             bar = None if quiet else tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
                                           leave=False, dynamic_ncols=True, disable=None)
-            if decoder:
+            if text:
+                tr_loss, tr_bpc = train_text_epoch(model, opt, data, cfg, epoch, device, bar,
+                                                   lr_at, epoch_generator, average)
+            elif decoder:
                 tr_loss, tr_mse, tr_guide = _train_decoder_epoch(model, opt, data, cfg, epoch,
                                                                  device, bar, average, guide,
                                                                  factors)
@@ -602,7 +618,11 @@ def _train(cfg: Config, run_dir: Path, resume, epochs, quiet, log, overrides, on
                                                teacher, average)
             if bar is not None:
                 bar.close()
-            if decoder:
+            if text:
+                ev = evaluate_text(final, data.test, data, device)
+                m = {"epoch": epoch + 1, "train_loss": tr_loss, "train_bpc": tr_bpc,
+                     f"{data.split}_loss": ev["loss"], f"{data.split}_bpc": ev["bpc"]}
+            elif decoder:
                 ev = evaluate_decoder(final, cfg, data.test_x, data.test_y, device, factors=factors)
                 m = {"epoch": epoch + 1, "train_loss": tr_loss, "train_mse": tr_mse,
                      **({} if tr_guide is None else {"train_guide_acc": tr_guide}),
@@ -613,7 +633,7 @@ def _train(cfg: Config, run_dir: Path, resume, epochs, quiet, log, overrides, on
                      f"{data.split}_loss": ev.loss, f"{data.split}_acc": ev.acc}
             m.update(lr=lr_at(cfg, epoch + 1), seconds=time.perf_counter() - t0)
             metrics.append(m)
-            save_checkpoint(run_dir / "checkpoint.pt", final, opt, cfg, data.n_classes, epoch + 1,
+            save_checkpoint(run_dir / "checkpoint.pt", final, opt, cfg, n_classes, epoch + 1,
                             metrics, live=None if average is None else model)
             _write_metrics(run_dir / "metrics.jsonl", metrics)
             if on_epoch is not None:

@@ -27,11 +27,13 @@ from ..deploy.export import (
 from ..deploy.ir import IntModel
 from ..deploy.verify import (
     DecoderVerifyResult,
+    TextVerifyResult,
     VerifyResult,
     in_chunks,
     sample_inputs,
     verify_model,
     verify_samples,
+    verify_text,
 )
 from ..target.chips import get_chip
 from ..target.emulator import measure_export
@@ -70,16 +72,16 @@ def export(run: str | Path, out: str | Path, target: str = "generic", data_dir: 
 def _export(run, out: Path, target: str, data_dir, n_images: int, command: str, evaluate: bool,
             allow_mismatch: bool, project: str | None) -> ExportReport:
     model, blob = load_int_model(run)
-    check_project(project, model.generative, target)
+    check_project(project, not model.classifier, target)
     cfg = blob["cfg"]
     if data_dir:
         cfg.data.data_dir = data_dir
     float_acc = int_acc = test_x = test_y = None
     n_test, split = 0, "test"
-    if not model.generative:  # a decoder has no test images: its data is not needed
+    if model.classifier:  # a generator has no test images: its data is not needed
         data = load_data(cfg)
         test_x, test_y, split = data.test_x.numpy(), data.test_y.numpy(), data.split
-    if evaluate and not model.generative:  # a decoder is judged by `bitmcu judge`
+    if evaluate and model.classifier:  # a generator is judged by `bitmcu judge`
         float_acc = eval_float(model_from_checkpoint(blob), data.test_x, data.test_y).acc
         pred = in_chunks(lambda x: reference.run(model, x)[1], test_x, "integer reference")
         int_acc = float((pred == test_y).mean())
@@ -91,8 +93,9 @@ def _export(run, out: Path, target: str, data_dir, n_images: int, command: str, 
                 f"by more than {100 * MISMATCH_TOLERANCE:g} points: the conversion does not "
                 "keep this model (weights far outside the trained range?); nothing written. "
                 "--allow-mismatch exports it anyway")
-    report = model_report(model, target, float_acc, int_acc, n_test,
-                          cfg.data.input_description(), split)
+    inp = (f"one token per step, of {model.n_classes}: end of line and "
+           f"{model.input.vocab[1:]!r}" if model.is_text else cfg.data.input_description())
+    report = model_report(model, target, float_acc, int_acc, n_test, inp, split)
 
     write_export(model, out, test_x, test_y, report, target, n_images, command, lock=False,
                  project=project)
@@ -100,10 +103,13 @@ def _export(run, out: Path, target: str, data_dir, n_images: int, command: str, 
 
 
 def verify(run: str | Path, data_dir: str | None = None, limit: int | None = None,
-           sanitize: bool = False, cc: str | None = None) -> VerifyResult | DecoderVerifyResult:
+           sanitize: bool = False, cc: str | None = None
+           ) -> VerifyResult | DecoderVerifyResult | TextVerifyResult:
     """A run's integer model: C == reference on every test image (a decoder: on ``limit``
     samples, 1000 by default), with the trained float model's accuracy beside it."""
     model, blob = load_int_model(run)
+    if model.is_text:
+        return verify_text(model, 1000 if limit is None else limit, sanitize, cc)
     if model.generative:
         return verify_decoder(model, blob, 1000 if limit is None else limit, sanitize, cc)
     cfg = blob["cfg"]

@@ -16,6 +16,7 @@ from .. import __version__
 from ..quant import get_scheme
 from .hostc import template
 from .ir import FORMAT_VERSION, MAGIC, IntModel, Op, TableRow
+from .ops import c_string
 from .plan import Plan, plan
 
 
@@ -234,7 +235,27 @@ def samples_header(seeds: np.ndarray, classes: np.ndarray, command: str,
     return "".join(out)
 
 
-# The export folder's example programs (a classifier's, a decoder's) and their Makefile
+def lines_header(seeds: np.ndarray, lines: list[str] | None, command: str) -> str:
+    """test_lines.h: the seeds a text model's example or firmware generates from, with the
+    numpy reference's line of each where given (the example's; a firmware's check is the
+    profiler's)."""
+    n = len(seeds)
+    out = [banner(command, "test_lines.h - seeds for a text model's example and firmware")]
+    out.append("#ifndef BITMCU_TEST_LINES_H\n#define BITMCU_TEST_LINES_H\n\n#include <stdint.h>\n\n")
+    out.append(f"#define BITMCU_N_LINES {n}\n\n")
+    out.append(f"static const uint32_t bitmcu_line_seeds[{n}] = {{"
+               + ", ".join(f"{int(s)}u" for s in seeds) + "};\n")
+    if lines is not None:
+        out.append("/* the numpy reference's line of each seed */\n"
+                   f"static const char *const bitmcu_line_expected[{n}] = {{"
+                   + ", ".join(c_string(t) for t in lines) + "};\n\n")
+    out.append("#endif /* BITMCU_TEST_LINES_H */\n")
+    return "".join(out)
+
+
+# The export folder's example programs (a classifier's, a decoder's, a text model's) and their
+# Makefile
 EXAMPLE_MAIN = template("example_main.c")
 DECODER_MAIN = template("example_decoder_main.c")
+TEXT_MAIN = template("example_text_main.c")
 MAKEFILE = template("Makefile")

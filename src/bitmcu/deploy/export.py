@@ -14,12 +14,15 @@ import numpy as np
 from ..core.errors import BitmcuError, choices
 from ..core.outdir import writing
 from . import reference
+from .reference import text_lines
 from .codegen import (
     DECODER_MAIN,
     EXAMPLE_MAIN,
     MAKEFILE,
+    TEXT_MAIN,
     fnv1a,
     images_header,
+    lines_header,
     model_header,
     samples_header,
     table_sums,
@@ -90,7 +93,7 @@ PROJECTS = ("ch32fun",)  # --project: a folder in an ecosystem's layout beside t
 
 def check_project(project: str | None, model_generative: bool | None, target: str) -> None:
     """Refuse a project the export cannot write (before any work where the model's kind is
-    not known yet: ``model_generative`` None)."""
+    not known yet: ``model_generative`` None; True for any model that is no classifier)."""
     if project is None:
         return
     if project not in PROJECTS:
@@ -100,7 +103,8 @@ def check_project(project: str | None, model_generative: bool | None, target: st
                           f"--target ch32v003 or ch32v002, not {target!r}")
     if model_generative:
         raise BitmcuError(f"--project {project} runs a classifier on its test images; a decoder "
-                          "goes on a chip as the electronic die (`bitmcu die`)")
+                          "goes on a chip as the electronic die (`bitmcu die`), a text model "
+                          "through `bitmcu firmware`")
 
 
 def write_ch32fun(t: Path, target: str) -> None:
@@ -125,8 +129,8 @@ def write_export(model: IntModel, out: str | Path, test_x: np.ndarray | None,
     caller holds ``out`` already. ``project``: also a folder in that ecosystem's layout
     (:data:`PROJECTS`). ``test_x`` and ``test_y``: a classifier's test images and labels (None
     for a decoder, which has none: its example generates ``n_images`` samples)."""
-    check_project(project, model.generative, target)
-    if test_x is None and not model.generative:
+    check_project(project, not model.classifier, target)
+    if test_x is None and model.classifier:
         raise BitmcuError("a classifier's export needs its test images")
     k = n_images if test_x is None else min(n_images, len(test_x))
     with writing(out, "model.npz", "export", lock) as t:
@@ -137,6 +141,11 @@ def write_export(model: IntModel, out: str | Path, test_x: np.ndarray | None,
             (t / "test_samples.h").write_text(samples_header(batch[:, 0], batch[:, 1], command,
                                                              [fnv1a(im) for im in images]))
             (t / "main.c").write_text(DECODER_MAIN)
+        elif model.is_text:  # seeds 1..k, the reference's lines
+            seeds = np.arange(1, k + 1)
+            (t / "test_lines.h").write_text(lines_header(seeds, text_lines(model, seeds),
+                                                         command))
+            (t / "main.c").write_text(TEXT_MAIN)
         else:
             _, ref_pred = reference.run(model, test_x[:k])
             (t / "test_images.h").write_text(images_header(test_x[:k], test_y[:k], ref_pred,
@@ -165,8 +174,8 @@ def export_test_images(export_dir: str | Path, n: int, what: str = "test images"
         raise BitmcuError(f"{what}: {d} is not the firmware's export folder (no test_set.npz); "
                           "give it with --export")
     model = read_export(d)
-    if model.generative:
-        raise BitmcuError(f"{what}: {d} holds a decoder, which has no test images")
+    if not model.classifier:
+        raise BitmcuError(f"{what}: {d} holds a generator, which has no test images")
     with np.load(d / "test_set.npz") as f:
         images = f["images"]
     if n > len(images):

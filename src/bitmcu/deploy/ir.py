@@ -31,9 +31,9 @@ from .ops import (  # noqa: F401  (re-exported: the ops are the IR's parts)
     Op,
     Pixels,
     PoolLayer,
+    Sample,
     Shape,
     ShiftNorm,
-    Sample,
     StageLayer,
     TableRow,
     Tokens,
@@ -100,6 +100,11 @@ class IntModel:
     def generative(self) -> bool:
         """Whether the model makes images (its input a latent) rather than classifying them."""
         return isinstance(self.input, Latent)
+
+    @property
+    def classifier(self) -> bool:
+        """Whether the model classifies images (its input the pixels; it has test images)."""
+        return isinstance(self.input, Pixels)
 
     @property
     def is_text(self) -> bool:

@@ -892,12 +892,10 @@ class Tokens(Op):
         return self.n_tokens, 0, 2
 
     def c_defines(self, m):
-        """model.h's defines that only this input has."""
-        chars = "".join(c if c not in '"\\' else "\\" + c for c in self.vocab[1:])
-        if not chars.isascii():
-            chars = "".join(c if ord(c) < 128 else f"\\u{ord(c):04x}" for c in chars)
+        """model.h's defines that only this input has (VOCAB: token i's character, as UTF-8;
+        a vocabulary beyond ASCII has more bytes than tokens there)."""
         return {"CONTEXT": self.context, "MAX_CHARS": self.max_chars,
-                "VOCAB": f'"\\n{chars}"'}
+                "VOCAB": c_string(self.vocab)}
 
     def meta(self):
         return {"op": self.name, "vocab": self.vocab, "context": self.context}
@@ -1140,6 +1138,19 @@ def exp_table(nats: float, temperature: float) -> tuple[int, np.ndarray]:
     mid = d * 2.0**shift + (2.0**shift - 1) / 2
     table = np.round(EXP_ONE * np.exp(-mid * per_unit))
     return shift, table[table >= 1].astype(np.uint16)
+
+
+def c_string(text: str) -> str:
+    """A C string literal of UTF-8 text.
+
+    >>> c_string('a"b')
+    '"a\\\\"b"'
+    """
+    out = []
+    for b in text.encode():
+        c = chr(b)
+        out.append(f"\\{c}" if c in '"\\' else c if 32 <= b < 127 else f"\\{b:03o}")
+    return '"' + "".join(out) + '"'
 
 
 def check_sequence(ops: list[Op]) -> None:

@@ -239,3 +239,27 @@ def generate_text(model: IntModel, seeds, prefix: list[int] | None = None
         if not live.any():
             break
     return tokens, logits.astype(np.int32)
+
+
+def decode(model: IntModel, tokens) -> str:
+    """A line's tokens -> its characters, up to its first END."""
+    out = []
+    for t in tokens:
+        if int(t) == 0:
+            break
+        out.append(model.input.vocab[int(t)])
+    return "".join(out)
+
+
+def text_lines(model: IntModel, seeds, prefix: list[int] | None = None) -> list[str]:
+    """The line :func:`generate_text` makes of each seed, as text."""
+    tokens, _ = generate_text(model, seeds, prefix)
+    return [decode(model, row) for row in tokens]
+
+
+def line_tokens(row) -> np.ndarray:
+    """A line's tokens as a chip emits them: up to and with its END (all, where it was cut), as
+    bytes."""
+    row = np.asarray(row)
+    end = np.flatnonzero(row == 0)
+    return row[: end[0] + 1 if len(end) else len(row)].astype(np.uint8)

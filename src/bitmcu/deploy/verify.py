@@ -11,6 +11,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..core.errors import BitmcuError
+from . import reference
 from .codegen import model_header
 from .hostc import HostModel
 from .ir import IntModel
@@ -86,6 +87,30 @@ class DecoderVerifyResult:
             text += (f";\nfloat (QAT) decoder: {self.float_equal} of {self.n} images equal the "
                      "reference's")
         return text
+
+
+@dataclass
+class TextVerifyResult:
+    n: int
+    tokens: int  # tokens generated per engine
+    builds: list[str]
+
+    def text(self) -> str:
+        return (f"verified {self.n} seeded generations: all {self.tokens:,} tokens, and the "
+                f"logits of every step, of the C engine ({', '.join(self.builds)}) equal the "
+                "numpy reference's")
+
+
+def verify_text(model: IntModel, n: int = 1000, sanitize: bool = False,
+                cc: str | None = None) -> TextVerifyResult:
+    """C == reference for a text model: the lines of seeds 1..n, token for token, and every
+    step's logits, with and without the multiplier."""
+    if n < 1:
+        raise BitmcuError(f"--limit {n}: verify at least one generation")
+    seeds = np.arange(1, n + 1).reshape(-1, 1)
+    ref, outs = compare_c(model, seeds, sanitize=sanitize, cc=cc)
+    tokens = sum(len(reference.line_tokens(row)) for row in ref[:, : model.input.max_chars])
+    return TextVerifyResult(n, tokens, list(outs))
 
 
 def sample_inputs(model: IntModel, n: int, seed: int = 1) -> np.ndarray:

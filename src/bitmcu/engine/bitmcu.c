@@ -1277,8 +1277,8 @@ const bitmcu_layer *bitmcu_step_stages(bitmcu_state *s, const bitmcu_layer *at) 
         } else {
             const ring band = {base + L->buf, (uint16_t)(band_rows - 1u), (uint16_t)band_rows};
             stage_row(L, &src, done[k], model->act_max, acc, nz, &band);
-            s->emit(s->ctx, band.rows, (uint16_t)(done[k] * band_rows), (uint16_t)band_rows,
-                    (uint16_t)side);
+            s->out.image.emit(s->out.image.ctx, band.rows, (uint16_t)(done[k] * band_rows),
+                              (uint16_t)band_rows, (uint16_t)side);
         }
         done[k]++;
     }
@@ -1290,11 +1290,12 @@ const bitmcu_layer *bitmcu_step_stages(bitmcu_state *s, const bitmcu_layer *at) 
 
 const bitmcu_layer *bitmcu_step_embed(bitmcu_state *s, const bitmcu_layer *at) {
     const bitmcu_embed *P = &at->p.embed;
-    if (s->token >= P->n_tokens || (uint32_t)at->buf + P->width > 4u * s->model->arena_words) {
+    const uint32_t token = s->out.text.token;
+    if (token >= P->n_tokens || (uint32_t)at->buf + P->width > 4u * s->model->arena_words) {
         return NULL;
     }
     const uint8_t *row = at->weights;
-    for (uint32_t t = 0; t < s->token; t++) { /* token * width without a multiplier */
+    for (uint32_t t = 0; t < token; t++) { /* token * width without a multiplier */
         row += P->width;
     }
     uint8_t *out = s->arena + at->buf;
@@ -1356,7 +1357,7 @@ const bitmcu_layer *bitmcu_step_sample(bitmcu_state *s, const bitmcu_layer *at) 
     const bitmcu_sample *P = &at->p.sample;
     const int32_t *acc = (const int32_t *)(const void *)s->arena;
     const uint32_t n = P->n_tokens, len = P->table_len, shift = P->shift;
-    if (!s->rng || n == 0u || n > s->model->max_out || len == 0u || shift > 31u) {
+    if (!s->out.text.rng || n == 0u || n > s->model->max_out || len == 0u || shift > 31u) {
         return NULL;
     }
     int32_t m = acc[0];
@@ -1375,7 +1376,7 @@ const bitmcu_layer *bitmcu_step_sample(bitmcu_state *s, const bitmcu_layer *at) 
         bits++;
     }
     do { /* the top bits of a PRNG word, drawn again while beyond the total */
-        const uint32_t w = bitmcu_xorshift32(s->rng);
+        const uint32_t w = bitmcu_xorshift32(s->out.text.rng);
         r = bits ? w >> (32u - bits) : 0u;
     } while (r >= total);
     uint32_t c = 0, i = 0;
@@ -1385,7 +1386,7 @@ const bitmcu_layer *bitmcu_step_sample(bitmcu_state *s, const bitmcu_layer *at) 
             break;
         }
     }
-    s->token = (uint16_t)i;
+    s->out.text.token = (uint16_t)i;
     return at + 1;
 }
 
@@ -1493,7 +1494,7 @@ bitmcu_status bitmcu_generate(const bitmcu_model *model, const int8_t *z, uint16
     if (cls >= model->n_classes || model->layers[0].p.fc.n_in != n_in || n_in > model->max_in) {
         return BITMCU_ERR_LAYER;
     }
-    bitmcu_state s = {.model = model, .arena = (uint8_t *)arena, .emit = emit, .ctx = ctx};
+    bitmcu_state s = {.model = model, .arena = (uint8_t *)arena, .out.image = {emit, ctx}};
     latent_act(z, model->n_input, cls, &s.act, s.arena + model->nz_at);
     return run_ops(&s);
 }
@@ -1532,9 +1533,9 @@ bitmcu_status bitmcu_text_step(const bitmcu_model *model, uint16_t token, uint32
     if (token >= model->n_input) {
         return BITMCU_ERR_ARG;
     }
-    bitmcu_state s = {.model = model, .arena = (uint8_t *)arena, .rng = rng, .token = token};
+    bitmcu_state s = {.model = model, .arena = (uint8_t *)arena, .out.text = {rng, token}};
     const bitmcu_status run = run_ops(&s);
-    *next = s.token;
+    *next = s.out.text.token;
     return run;
 }
 

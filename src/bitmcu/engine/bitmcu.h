@@ -192,10 +192,16 @@ typedef struct bitmcu_state {
                               * image (n_input), which the front end replaces by its features
                               * (n_features); NULL once `act` holds the next FC's input */
     bitmcu_act act;          /* the next FC's input: nonzero activations */
-    bitmcu_emit_fn emit;     /* a decoder's receiver of output rows, and its context */
-    void *ctx;
-    uint32_t *rng;           /* a text model's PRNG state (the sampler draws from it) */
-    uint16_t token;          /* a text model's token: the one read, then the one sampled */
+    union {                  /* what a generator hands on (one kind's; the state's size stays) */
+        struct {
+            bitmcu_emit_fn emit; /* a decoder's receiver of output rows, and its context */
+            void *ctx;
+        } image;
+        struct {
+            uint32_t *rng;       /* a text model's PRNG state (the sampler draws from it) */
+            uint16_t token;      /* the token read, then the one sampled */
+        } text;
+    } out;
 } bitmcu_state;
 
 struct bitmcu_layer;

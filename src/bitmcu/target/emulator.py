@@ -65,6 +65,12 @@ class Profile:
     mismatches: int | None  # predictions (decoders: images) different from the reference's
     total_insns: int
     generative: bool = False
+    is_text: bool = False  # a text model's: each inference one line, its pixels the tokens
+
+    def cycles_per_token(self) -> int:
+        """A text model's cycles per token (a character or a line's end), over all lines."""
+        return round(sum(i.cycles for i in self.inferences) /
+                     max(1, sum(len(i.pixels) for i in self.inferences)))
 
     def median_cycles(self) -> int:
         return int(statistics.median(i.cycles for i in self.inferences))
@@ -95,9 +101,15 @@ class Profile:
                      f"{f['rodata']:,}, data {f['data']:,})")
         lines.append(f"RAM:   {r['total']:,} of {r['size']:,} bytes (data {r['data']:,}, bss "
                      f"{r['bss']:,}, peak stack {r['stack_peak']:,})")
-        what = "generated images" if self.generative else "predictions"
+        what = ("generated lines" if self.is_text else "generated images" if self.generative
+                else "predictions")
+        if self.is_text:
+            per = self.cycles_per_token()
+            lines.insert(1, f"  {per:,} cycles per token: {48e6 / per:,.0f} characters per "
+                            "second at 48 MHz")
         if self.mismatches is not None:
-            lines.append(f"{what} equal the numpy reference's for every image"
+            unit = "line" if self.is_text else "image"
+            lines.append(f"{what} equal the numpy reference's for every {unit}"
                          if self.mismatches == 0 else
                          f"{self.mismatches} {what} DIFFER from the numpy reference")
         return "\n".join(lines)
@@ -307,12 +319,13 @@ def profile(elf_path: str | Path, mcu: str | None = None, max_insns: int = MAX_I
         raise BitmcuError(f"{elf_path}: no firmware.json beside it; give the chip with --mcu")
     chip = get_chip(chip_name)
     if images is None:
-        infs, flash, ram, insns, generative = _run(elf_path, chip, meta, max_insns, progress)
+        infs, flash, ram, insns, generative, text = _run(elf_path, chip, meta, max_insns,
+                                                         progress)
         mismatches = None
         if "expected" in meta and len(meta["expected"]) == len(infs):
             got = [zlib.crc32(i.pixels) for i in infs] if generative else [i.pred for i in infs]
             mismatches = sum(g != e for g, e in zip(got, meta["expected"], strict=True))
-        return Profile(chip.name, infs, flash, ram, mismatches, insns, generative)
+        return Profile(chip.name, infs, flash, ram, mismatches, insns, generative, text)
 
     slots = meta.get("n_images")
     if not isinstance(slots, int) or slots < 1:
@@ -323,8 +336,8 @@ def profile(elf_path: str | Path, mcu: str | None = None, max_insns: int = MAX_I
     for k in range(0, len(images), slots):
         group = images[k:k + slots]
         patch = np.concatenate([group, images[:slots - len(group)]])  # a short last group
-        got, flash, ram, n, generative = _run(elf_path, chip, meta, max_insns, progress,
-                                              patch.tobytes())
+        got, flash, ram, n, generative, _ = _run(elf_path, chip, meta, max_insns, progress,
+                                                 patch.tobytes())
         if generative:
             raise BitmcuError(f"{elf_path}: a decoder's firmware generates images; it has no "
                               "test images to replace")
@@ -340,7 +353,7 @@ def profile(elf_path: str | Path, mcu: str | None = None, max_insns: int = MAX_I
 
 def _run(elf_path: Path, chip, meta: dict, max_insns: int, progress: bool,
          images: bytes | None = None):
-    """One run of a firmware to DONE: (inferences, flash, RAM, instructions, generative);
+    """One run of a firmware to DONE: (inferences, flash, RAM, instructions, generative, text);
     ``images`` written over bitmcu_test_images first."""
     m = Machine(elf_path, chip)
     table = m.symbols.get("bitmcu_model_data")
@@ -366,7 +379,9 @@ def _run(elf_path: Path, chip, meta: dict, max_insns: int, progress: bool,
             m.stop()
 
     m.on_marker = on_marker
-    generative = m.hook_word("bitmcu_pixels", lambda v: pixels.append(v & 0xFF))
+    # a generator's output: a decoder's pixels, a text model's tokens
+    text = m.hook_word("bitmcu_tokens", lambda v: pixels.append(v & 0xFF))
+    generative = m.hook_word("bitmcu_pixels", lambda v: pixels.append(v & 0xFF)) or text
     m.run(max_insns, progress)
     if not events or events[-1][0] != EV_DONE:
         raise BitmcuError(f"{elf_path}: no DONE marker after {max_insns:,} instructions (a "
@@ -379,7 +394,7 @@ def _run(elf_path: Path, chip, meta: dict, max_insns: int, progress: bool,
     if not infs:
         raise BitmcuError(f"{elf_path}: ran to DONE but wrote no image start/end markers")
     flash, ram = m.memory_use()
-    return infs, flash, ram, m.insns, generative
+    return infs, flash, ram, m.insns, generative, text
 
 
 @dataclass

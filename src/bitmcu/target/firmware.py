@@ -21,7 +21,7 @@ import numpy as np
 from ..core.errors import BitmcuError, choices
 from ..core.outdir import locked, writing
 from ..deploy import reference
-from ..deploy.codegen import images_header, samples_header, table_sums
+from ..deploy.codegen import images_header, lines_header, samples_header, table_sums
 from ..deploy.export import read_export
 from ..deploy.ops import front_entry
 from ..deploy.verify import sample_inputs
@@ -235,6 +235,14 @@ def _tests(model, export_dir: Path, n: int):
     first n test images of the export with the reference's predictions (fw_main.c); a
     decoder's n (seed, class) pairs with the crc32 of the reference's pixels (fw_gen.c)."""
     command = f"bitmcu firmware {export_dir}"
+    if model.is_text:  # n seeds, the crc32 of the reference's tokens (END included)
+        if not 1 <= n <= 100:
+            raise BitmcuError(f"--images {n}: choose 1..100 (lines the firmware generates)")
+        seeds = np.arange(1, n + 1)
+        tokens = reference.generate_text(model, seeds)[0]
+        expected = [zlib.crc32(reference.line_tokens(row).tobytes()) for row in tokens]
+        return ("fw_text.c", ("test_lines.h", lines_header(seeds, None, command)),
+                [0] * n, expected, (0, n))
     if model.generative:
         if not 1 <= n <= 100:
             raise BitmcuError(f"--images {n}: choose 1..100 (samples the firmware generates)")

@@ -39,8 +39,8 @@ from .config import (
 )
 from .models import build_model, quantize_latent
 from .nn import QuantWeights
-from .text import calibration_tokens, evaluate_text, load_text_data, train_text_epoch
 from .plots import plot_curves, plot_first_layer, plot_weights
+from .text import calibration_tokens, evaluate_text, load_text_data, train_text_epoch
 
 
 def lr_at(cfg: Config, t: float) -> float:

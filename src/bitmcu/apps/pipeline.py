@@ -72,16 +72,16 @@ def export(run: str | Path, out: str | Path, target: str = "generic", data_dir: 
 def _export(run, out: Path, target: str, data_dir, n_images: int, command: str, evaluate: bool,
             allow_mismatch: bool, project: str | None) -> ExportReport:
     model, blob = load_int_model(run)
-    check_project(project, not model.classifier, target)
+    check_project(project, not model.classifies, target)
     cfg = blob["cfg"]
     if data_dir:
         cfg.data.data_dir = data_dir
     float_acc = int_acc = test_x = test_y = None
     n_test, split = 0, "test"
-    if model.classifier:  # a generator has no test images: its data is not needed
+    if model.classifies:  # a generator has no test images: its data is not needed
         data = load_data(cfg)
         test_x, test_y, split = data.test_x.numpy(), data.test_y.numpy(), data.split
-    if evaluate and model.classifier:  # a generator is judged by `bitmcu judge`
+    if evaluate and model.classifies:  # a generator is judged by `bitmcu judge`
         float_acc = eval_float(model_from_checkpoint(blob), data.test_x, data.test_y).acc
         pred = in_chunks(lambda x: reference.run(model, x)[1], test_x, "integer reference")
         int_acc = float((pred == test_y).mean())

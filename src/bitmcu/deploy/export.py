@@ -14,7 +14,6 @@ import numpy as np
 from ..core.errors import BitmcuError, choices
 from ..core.outdir import writing
 from . import reference
-from .reference import text_lines
 from .codegen import (
     DECODER_MAIN,
     EXAMPLE_MAIN,
@@ -30,6 +29,7 @@ from .codegen import (
 from .hostc import HostModel, engine_dir, template
 from .ir import IntModel, Weighted
 from .plan import plan
+from .reference import text_lines
 from .verify import sample_inputs
 
 MAX_IMAGES = 10000  # test images an export may embed (test_images.h)
@@ -129,8 +129,8 @@ def write_export(model: IntModel, out: str | Path, test_x: np.ndarray | None,
     caller holds ``out`` already. ``project``: also a folder in that ecosystem's layout
     (:data:`PROJECTS`). ``test_x`` and ``test_y``: a classifier's test images and labels (None
     for a decoder, which has none: its example generates ``n_images`` samples)."""
-    check_project(project, not model.classifier, target)
-    if test_x is None and model.classifier:
+    check_project(project, not model.classifies, target)
+    if test_x is None and model.classifies:
         raise BitmcuError("a classifier's export needs its test images")
     k = n_images if test_x is None else min(n_images, len(test_x))
     with writing(out, "model.npz", "export", lock) as t:
@@ -174,7 +174,7 @@ def export_test_images(export_dir: str | Path, n: int, what: str = "test images"
         raise BitmcuError(f"{what}: {d} is not the firmware's export folder (no test_set.npz); "
                           "give it with --export")
     model = read_export(d)
-    if not model.classifier:
+    if not model.classifies:
         raise BitmcuError(f"{what}: {d} holds a generator, which has no test images")
     with np.load(d / "test_set.npz") as f:
         images = f["images"]

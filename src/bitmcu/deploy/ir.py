@@ -102,7 +102,7 @@ class IntModel:
         return isinstance(self.input, Latent)
 
     @property
-    def classifier(self) -> bool:
+    def classifies(self) -> bool:
         """Whether the model classifies images (its input the pixels; it has test images)."""
         return isinstance(self.input, Pixels)
 

@@ -144,3 +144,82 @@ def save_samples(path: Path, images: np.ndarray, classes: np.ndarray, seeds: np.
                         seeds=seeds.astype(np.int64), temperature=np.float64(temperature),
                         latent_scale=np.int64(model.latent_scale), engine=np.str_(engine))
     tmp.replace(path)
+
+
+# ------------------------------------------------------------------------------ text
+
+TEXT_ENGINES = ("int", "c")
+MAX_LINES = 100_000
+
+
+def load_text_model(run: str | Path, temperature: float | None = None):
+    """(checkpoint blob, integer model) of a character model run, at ``temperature`` (0..2]
+    in place of the run's model.temperature where given."""
+    model, blob = load_int_model(run)
+    if not model.is_text:
+        raise BitmcuError(f"{run}: not a text model (model.family {blob['cfg'].model.family}); "
+                          "lines come from a charrnn run")
+    if temperature is not None:
+        if not 0 < temperature <= 2:
+            raise BitmcuError(f"--temperature {temperature}: must be in (0, 2] (1 = the "
+                              "model's own distribution, lower: more likely characters)")
+        model = model.with_temperature(temperature)
+    return blob, model
+
+
+def prefix_tokens(model, prefix: str | None) -> list[int] | None:
+    """A prefix's tokens; refused where a character is not in the vocabulary or the prefix
+    leaves no room to continue it."""
+    if not prefix:
+        return None
+    vocab = model.input.vocab
+    bad = sorted(set(prefix) - set(vocab[1:]))
+    if bad:
+        raise BitmcuError(f"--prefix {prefix!r}: {''.join(bad)!r} not in the model's "
+                          f"vocabulary {vocab[1:]!r}")
+    if len(prefix) >= model.input.max_chars:
+        raise BitmcuError(f"--prefix {prefix!r}: {len(prefix)} characters; a line holds at most "
+                          f"{model.input.max_chars}, so the prefix must be shorter")
+    return [vocab.index(c) for c in prefix]
+
+
+def sample_lines(model, seeds, engine: str = "int", prefix: str | None = None,
+                 has_mul: bool = True) -> list[str]:
+    """One line per seed by ``engine``: the numpy reference (int) or the host-compiled C
+    engine (c), token for token the same."""
+    if engine not in TEXT_ENGINES:
+        raise BitmcuError(f"--engine {engine!r} is not allowed for a text model; use "
+                          f"{choices(TEXT_ENGINES)}")
+    pre = prefix_tokens(model, prefix)
+    seeds = np.asarray(seeds, dtype=np.int64)
+    if engine == "int":
+        return reference.text_lines(model, seeds, pre)
+    host = HostModel(model_header(model, "bitmcu sample"), has_mul=has_mul)
+    try:
+        tokens, _ = host.generate_text(seeds, model.input.max_chars, model.n_classes, pre)
+    finally:
+        host.close()
+    return [reference.decode(model, row) for row in tokens]
+
+
+def sample_text(run: str | Path, n: int = 10, engine: str = "int", seed: int = 1,
+                temperature: float | None = None, prefix: str | None = None,
+                out: str | Path | None = None) -> list[str]:
+    """n lines of a character model (seeds seed, seed + 1, ...), written to ``out`` (.txt, one
+    line each) where given."""
+    if not 1 <= n <= MAX_LINES:
+        raise BitmcuError(f"--lines {n}: must be 1..{MAX_LINES}")
+    if out is not None:
+        out = Path(out)
+        if out.suffix.lower() != ".txt":
+            raise BitmcuError(f"--out {out}: a text model's lines go to a .txt file")
+        if not out.parent.is_dir():
+            raise BitmcuError(f"--out {out}: the folder {out.parent} does not exist")
+    _, model = load_text_model(run, temperature)
+    check_seeds(seed, n)
+    lines = sample_lines(model, seed + np.arange(n), engine, prefix)
+    if out is not None:
+        tmp = out.with_name(out.name + ".part")
+        tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        tmp.replace(out)
+    return lines

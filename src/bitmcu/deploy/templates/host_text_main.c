@@ -4,7 +4,8 @@
 #include "bitmcu.h"
 #include "model.h"
 
-int bitmcu_host_text_batch(const uint32_t *seeds, int32_t n, int32_t steps, int32_t *tokens,
+int bitmcu_host_text_batch(const uint32_t *seeds, int32_t n, int32_t steps,
+                           const int32_t *prefix, int32_t n_prefix, int32_t *tokens,
                            int32_t *logits);
 
 /* usage: prog SEEDS.bin N STEPS TOKENS.bin LOGITS.bin */
@@ -18,7 +19,7 @@ int main(int argc, char **argv) {
     FILE *f = fopen(argv[1], "rb");
     if (!f || fread(seeds, 4, (size_t)n, f) != (size_t)n) return 3;
     fclose(f);
-    if (bitmcu_host_text_batch(seeds, n, steps, tokens, logits) != 0) return 4;
+    if (bitmcu_host_text_batch(seeds, n, steps, NULL, 0, tokens, logits) != 0) return 4;
     f = fopen(argv[4], "wb");
     if (!f || fwrite(tokens, 4, nt, f) != nt) return 5;
     fclose(f);

@@ -2,11 +2,14 @@
 #include "model.h"
 
 /* n lines, line i from the PRNG state of seeds[i]: per step its sampled token
- * (tokens[i * steps + t], up to and with END) and its logits (logits[(i * steps + t) * V ..]);
- * the rest stays as the caller left it (zeros). Returns 0 or -status. */
-int bitmcu_host_text_batch(const uint32_t *seeds, int32_t n, int32_t steps, int32_t *tokens,
+ * (tokens[i * steps + t], up to and with END; the first n_prefix replaced by prefix's) and its
+ * logits (logits[(i * steps + t) * V ..]); the rest stays as the caller left it (zeros).
+ * Returns 0 or -status. */
+int bitmcu_host_text_batch(const uint32_t *seeds, int32_t n, int32_t steps,
+                           const int32_t *prefix, int32_t n_prefix, int32_t *tokens,
                            int32_t *logits);
-int bitmcu_host_text_batch(const uint32_t *seeds, int32_t n, int32_t steps, int32_t *tokens,
+int bitmcu_host_text_batch(const uint32_t *seeds, int32_t n, int32_t steps,
+                           const int32_t *prefix, int32_t n_prefix, int32_t *tokens,
                            int32_t *logits) {
     static int32_t arena[BITMCU_MODEL_ARENA_WORDS];
     const size_t v = BITMCU_MODEL_N_CLASSES;
@@ -17,6 +20,9 @@ int bitmcu_host_text_batch(const uint32_t *seeds, int32_t n, int32_t steps, int3
         for (int32_t t = 0; st == BITMCU_OK && t < steps; t++) {
             st = bitmcu_text_step(&bitmcu_model_data, token, &rng, arena,
                                   BITMCU_MODEL_ARENA_WORDS, &token);
+            if (t < n_prefix) {
+                token = (uint16_t)prefix[t];
+            }
             const size_t at = (size_t)i * (size_t)steps + (size_t)t;
             for (size_t k = 0; k < v; k++) {
                 logits[at * v + k] = arena[k];

@@ -438,11 +438,12 @@ def test_python_mirrors_of_the_c_enums_and_constants_match_bitmcu_h():
                                                                       "fp130")]
     steps = {op.step(m) for m in models for op in m.ops if op.c_op}
     steps |= {"bitmcu_step_fc_requant", "bitmcu_step_stages"}  # a decoder's (test_decoder)
+    steps |= {"bitmcu_step_embed", "bitmcu_step_cell", "bitmcu_step_sample"}  # test_text's
     for name in steps:
         assert re.search(rf"\bconst bitmcu_layer \*{name}\(bitmcu_state \*s, "
                          r"const bitmcu_layer \*at\);", header), name
     seen = {op.name for m in models for op in m.ops}
-    assert seen | {"latent", "stage"} == set(OPS)
+    assert seen | {"latent", "stage", "tokens", "embed", "cell", "sample"} == set(OPS)
     for cls in set(OPS.values()):
         c_op = getattr(cls, "c_op", None)
         assert c_op is None or isinstance(c_op, property) or c_op in codegen.OPS, cls
@@ -450,7 +451,7 @@ def test_python_mirrors_of_the_c_enums_and_constants_match_bitmcu_h():
                 if k == "OK" or k.startswith("ERR_")}
     assert statuses == {name: v for v, (name, _) in hostc.STATUS.items()}
     assert int(re.search(r"BITMCU_N_STATUS (\d+)u", header).group(1)) == len(hostc.STATUS)
-    assert set(enum("BITMCU_KIND")) == {"CLASSIFIER", "DECODER"}
+    assert set(enum("BITMCU_KIND")) == {"CLASSIFIER", "DECODER", "TEXT"}
     define = lambda name: int(re.search(rf"#define {name} (0x[0-9A-Fa-f]+|\d+)u?\b",  # noqa: E731
                                         header).group(1), 0)
     assert define("BITMCU_MAGIC") == ir.MAGIC

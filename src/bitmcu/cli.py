@@ -239,6 +239,9 @@ def add_judge(sub) -> None:
                    "run's model.temperature)")
     p.add_argument("--data-dir", help="folder with the data sets (overrides the run's)")
     p.add_argument("--json", type=Path, help="also write the figures as JSON here")
+    p.add_argument("--lines", type=count("--lines"), default=1000, help="a text model: lines "
+                   "to sample (default 1000); its --oracle is a larger float character model of "
+                   "the same lines (default: the shipped models/judge-<data set>)")
     p.set_defaults(func=_cmd_judge)
 
 
@@ -539,6 +542,21 @@ def _cmd_sample(a) -> int:
 
 def _cmd_judge(a) -> int:
     from .apps.judge import judge, write_json
+    from .train.checkpoint import load_checkpoint
+
+    if load_checkpoint(a.run)["cfg"].model.family == "charrnn":
+        from .apps.judge_text import judge_text
+        from .apps.judge_text import write_json as write_text_json
+
+        if a.oracle and len(a.oracle) > 1:
+            raise BitmcuError("--oracle: a text model has one judge model")
+        res = judge_text(a.run, a.lines, a.seed, a.temperature, a.data_dir,
+                         a.oracle[0] if a.oracle else None)
+        print(res.text())
+        if a.json:
+            write_text_json(res, a.json)
+            print(f"wrote {a.json}")
+        return 0
 
     engines = [e.strip() for e in a.engines.split(",") if e.strip()]
     res = judge(a.run, a.oracle, a.per_class, engines, a.seed, a.data_dir, quiet=False,

@@ -218,6 +218,21 @@ class HostModel:
                 np.frombuffer(files[2].read_bytes(), dtype=np.int32).reshape(n, steps,
                                                                             n_tokens).copy())
 
+    def text_logits(self, tokens: np.ndarray, n_tokens: int) -> np.ndarray:
+        """Teacher forcing: (N, T) given tokens (END first) -> (N, T, n_tokens) int32 logits of
+        every step, by the C engine."""
+        if self.lib is None:
+            raise BitmcuError("HostModel.text_logits needs the shared-library build")
+        tokens = np.ascontiguousarray(tokens, dtype=np.int32)
+        n, steps = tokens.shape
+        logits = np.zeros((n, steps, n_tokens), dtype=np.int32)
+        fn = self.lib.bitmcu_host_text_forced
+        fn.argtypes = [_P, _N, _N, _P]
+        rc = fn(tokens.ctypes.data, n, steps, logits.ctypes.data)
+        if rc != 0:
+            raise BitmcuError(f"C engine returned status {-rc}: {status_text(-rc)}")
+        return logits
+
     def close(self) -> None:
         if self._tmp is not None:
             self._tmp.cleanup()

@@ -263,3 +263,17 @@ def line_tokens(row) -> np.ndarray:
     row = np.asarray(row)
     end = np.flatnonzero(row == 0)
     return row[: end[0] + 1 if len(end) else len(row)].astype(np.uint8)
+
+
+def text_logits(model: IntModel, tokens: np.ndarray) -> np.ndarray:
+    """Teacher forcing: (N, T) given tokens (END first) -> (N, T, V) int32 logits of every
+    step (the sampler draws too; its tokens are replaced by the given ones)."""
+    tokens = np.asarray(tokens, dtype=np.int64)
+    n, steps = tokens.shape
+    out = np.zeros((n, steps, model.n_classes), dtype=np.int64)
+    s = text_begin(model, np.zeros(n, dtype=np.int64))
+    for t in range(steps):
+        s.tokens = tokens[:, t]
+        s = text_step(model, s)
+        out[:, t] = s.logits
+    return out.astype(np.int32)

@@ -266,3 +266,19 @@ def test_export_example_firmware_and_emulator(text_run, text_model, tmp_path, ca
         assert [zlib.crc32(i.pixels) for i in prof.inferences] == [
             zlib.crc32(reference.line_tokens(t).tobytes()) for t in toks]
         assert "cycles per token" in prof.text()
+
+
+@pytest.mark.parametrize("schemes", [["binary", "ternary"], ["2bitsym", "binary_balanced"],
+                                     ["4bit", "fp130"], ["nf4", "8bit"]], ids="-".join)
+def test_every_scheme_trains_and_runs_exactly(schemes, tmp_path):
+    """QAT with every exportable scheme, mixed per layer (cell, logits): the integer model the
+    run lowers to runs in C exactly as in the reference, with and without multiplier."""
+    from bitmcu.train import train
+    from bitmcu.train.lower import load_int_model
+
+    sets = tiny_text(**{"train.epochs": 1, "data.train_limit": 200,
+                        "model.layer_schemes": f"[{','.join(schemes)}]"})
+    run = train(load_config("charrnn-surnames", sets), run_dir=tmp_path / "run", quiet=True)
+    model = load_int_model(run)[0]
+    assert [op.scheme for op in model.find("cell", "fc")] == schemes
+    compare_c(model, np.arange(1, 61).reshape(-1, 1))

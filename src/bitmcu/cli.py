@@ -66,6 +66,15 @@ def _cmd_eval(a) -> int:
     if a.data_dir:
         cfg.data.data_dir = a.data_dir
     model = model_from_checkpoint(blob)
+    if cfg.model.family == "charrnn":
+        from .train.text import bigram_bpc, evaluate_text, load_text_data
+
+        data = load_text_data(cfg)
+        ev = evaluate_text(model, data.test, data)
+        print(f"{data.split} lines: {ev['bpc']:.4f} bits per character (loss {ev['loss']:.4f} "
+              f"nats per token) on {len(data.test)} lines; bigram baseline "
+              f"{bigram_bpc(data, data.test):.4f}")
+        return 0
     data = load_data(cfg)
     ev = evaluate(model, data.test_x, data.test_y)
     cm = ev.confusion(data.n_classes)
@@ -91,9 +100,10 @@ def _cmd_info(a) -> int:
     cfg = blob["cfg"]
     m = blob["metrics"][-1] if blob["metrics"] else {}
     s, name = _split_of(m)
-    print(f"run {blob['path'].parent}: {cfg.name}, {blob['epoch']} epochs, "
-          f"{name} accuracy {100 * m.get(s + '_acc', 0):.2f}%, norm {cfg.model.norm}, "
-          f"scale {cfg.model.scale}, clip {cfg.model.clip}")
+    score = (f"{name} {m[s + '_bpc']:.4f} bits per character" if s + "_bpc" in m else
+             f"{name} accuracy {100 * m.get(s + '_acc', 0):.2f}%")
+    print(f"run {blob['path'].parent}: {cfg.name}, {blob['epoch']} epochs, {score}, norm "
+          f"{cfg.model.norm}, scale {cfg.model.scale}, clip {cfg.model.clip}")
     print(format_info(layer_stats(model_from_checkpoint(blob))))
     return 0
 

@@ -148,14 +148,17 @@ def run_all(config: str | None, overrides: list[str], out: Path | None, mcu: str
     rep = export(run, exp, target=mcu, command=f"bitmcu run {config or ''}".strip())
     log("verifying the C engine against the numpy reference on the test set ...")
     ver = verify(run)
-    summary = {"run": str(run), "weight_bytes": rep.weight_bytes, "float_acc": ver.float_acc,
-               "int_acc": ver.int_acc, "c_acc": ver.c_acc, "n_test": ver.n}
-    lines = [
-        f"run:        {run}",
-        f"accuracy:   float {100 * ver.float_acc:.2f}%, integer {100 * ver.int_acc:.2f}%, C "
-        f"{100 * ver.c_acc['nomul']:.2f}% on {ver.n} test images (C logits == reference: yes)",
-        f"weights:    {rep.weight_bytes:,} bytes, arena {rep.arena_bytes:,} bytes",
-    ]
+    if isinstance(ver, VerifyResult):
+        summary = {"run": str(run), "weight_bytes": rep.weight_bytes, "float_acc": ver.float_acc,
+                   "int_acc": ver.int_acc, "c_acc": ver.c_acc, "n_test": ver.n}
+        checked = (f"accuracy:   float {100 * ver.float_acc:.2f}%, integer "
+                   f"{100 * ver.int_acc:.2f}%, C {100 * ver.c_acc['nomul']:.2f}% on {ver.n} test "
+                   "images (C logits == reference: yes)")
+    else:  # a generator: C == reference on its samples
+        summary = {"run": str(run), "weight_bytes": rep.weight_bytes, "verified": ver.text()}
+        checked = f"verified:   {ver.text()}"
+    lines = [f"run:        {run}", checked,
+             f"weights:    {rep.weight_bytes:,} bytes, arena {rep.arena_bytes:,} bytes"]
     if shutil.which(GCC) is None:
         lines.append(f"firmware:   skipped ({GCC} not installed)")
     else:
@@ -170,7 +173,11 @@ def run_all(config: str | None, overrides: list[str], out: Path | None, mcu: str
             f"{prof.ram['total']:,}/{prof.ram['size']:,} bytes (peak stack "
             f"{prof.ram['stack_peak']})",
             f"speed:      {med:,} cycles per inference = {med / 48e3:.2f} ms at 48 MHz "
-            f"(emulated; predictions == reference: {'yes' if prof.mismatches == 0 else 'NO'})",
+            f"(emulated; outputs == reference: {'yes' if prof.mismatches == 0 else 'NO'})",
         ]
+        if prof.is_text:
+            per = prof.cycles_per_token()
+            lines.append(f"text:       {per:,} cycles per token, {48e6 / per:,.0f} characters "
+                         "per second at 48 MHz")
     (run / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return "\n".join(lines)

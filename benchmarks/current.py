@@ -33,6 +33,7 @@ from bitmcu.train.models import build_model
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"
 CLASSES = {"mnist": 10, "fashion-mnist": 10, "dice": 6}  # the named configs' data sets
+VOCAB = {"surnames": "\n" + "abcdefghijklmnopqrstuvwxyz"}  # the text ones' tokens
 CHIP_NAMES = {"ch32v003": "CH32V003", "ch32v002": "CH32V002"}
 
 
@@ -49,17 +50,21 @@ def shipped() -> list[dict]:
 def firmware_sizes(cfg, chip: str, work: Path, n_images: int) -> tuple[int, int, int]:
     """(flash, RAM, weight bytes) of the config's firmware for ``chip``, built from untrained weights: flash =
     text + rodata + data, RAM = data + bss + the static stack bound."""
-    n_classes = CLASSES[cfg.data.dataset]
+    text = cfg.model.family == "charrnn"
+    n_classes = len(VOCAB[cfg.data.dataset]) if text else CLASSES[cfg.data.dataset]
     torch.manual_seed(cfg.seed)
     net = build_model(cfg, n_classes)
     net.update_clips()
+    if text:
+        net.set_vocab(VOCAB[cfg.data.dataset])
     model = lower({"cfg": cfg, "model": net.state_dict(), "n_classes": n_classes,
                    "path": f"config {cfg.name}"})
     exp = work / f"{cfg.name}-{chip}"
     side = cfg.data.size
-    images = np.zeros((4, side, side), dtype=np.uint8)
-    write_export(model, exp, images, np.zeros(4, dtype=np.int64), model_report(model, chip),
-                 chip, 4, "benchmarks/current.py")
+    images = None if text else np.zeros((4, side, side), dtype=np.uint8)
+    labels = None if text else np.zeros(4, dtype=np.int64)
+    write_export(model, exp, images, labels, model_report(model, chip), chip, 4,
+                 "benchmarks/current.py")
     info = build_firmware(exp, chip, n_images=n_images)
     with open(info.elf, "rb") as f:
         secs = {s.name: s["sh_size"] for s in ELFFile(f).iter_sections()}
@@ -81,6 +86,8 @@ def model_accuracy(m: dict, figures: dict) -> str:
     acc = m.get("accuracy", {}).get("integer")
     if acc is not None:
         return _pct(acc)
+    if "bpc" in m:  # a character model: bits per character of the integer model
+        return f"{m['bpc']['integer']:.3f} bits per character"
     return f"{_pct(figures[m['config']]['accuracy']['value'])} by strict judges"
 
 

@@ -266,6 +266,30 @@ def test_export_example_firmware_and_emulator(text_run, text_model, tmp_path, ca
         assert [zlib.crc32(i.pixels) for i in prof.inferences] == [
             zlib.crc32(reference.line_tokens(t).tobytes()) for t in toks]
         assert "cycles per token" in prof.text()
+        assert fw.stack_bound >= prof.ram["stack_peak"]  # the static bound holds the walk
+
+
+def test_text_die_draws_the_reference_lines(text_run, tmp_path, capsys):
+    """`bitmcu die` of a character model: each emulated press draws a line; every frame equals
+    the reference's line laid out in the die's font; RAM keeps its headroom."""
+    from bitmcu.apps.die.emulate import check_frames, drawn_lines, roll_die
+    from bitmcu.apps.die.firmware import build_die
+    from bitmcu.apps.die.font import glyphs, render_line
+
+    info = build_die(text_run, out=tmp_path / "die")
+    assert info.is_text and info.ram["total"] <= 2048 - 128
+    run = roll_die(tmp_path / "die", rolls=4)
+    assert check_frames(run) == []
+    lines = drawn_lines(run)
+    assert [r.face for r in run.rolls] == [len(ln) for ln in lines]
+    table, rows = glyphs(info.vocab)
+    vocab = info.vocab
+    for r, line in zip(run.rolls, lines, strict=True):
+        want = render_line(table, rows, [vocab.index(c) for c in line])
+        assert r.frame.any() == bool(line) and (r.frame == want).all()
+    # a wrong line is told apart: the frame of another line differs
+    other = render_line(table, rows, [vocab.index(c) for c in (lines[0] + "a")[1:]])
+    assert not (run.rolls[0].frame == other).all()
 
 
 @pytest.mark.parametrize("schemes", [["binary", "ternary"], ["2bitsym", "binary_balanced"],

@@ -385,7 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _cmd_die(a) -> int:
     import json
 
-    from .apps.die.emulate import check_frames, judge_frames, roll_die, write_frames
+    from .apps.die.emulate import check_frames, drawn_lines, judge_frames, roll_die, write_frames
     from .apps.die.firmware import DieOptions, build_die
 
     if a.oracle and a.emulate is None:
@@ -399,6 +399,22 @@ def _cmd_die(a) -> int:
     print(run.text())
     files = write_frames(run, Path(info.elf).parent / "rolls")
     bad = check_frames(run)
+    if info.is_text:
+        if a.oracle:
+            raise BitmcuError("--oracle judges a picture die's faces; a text die's lines are "
+                              "judged by `bitmcu judge RUN`")
+        lines = drawn_lines(run)
+        print("  lines: " + ", ".join(lines))
+        path = Path(files["json"])
+        report = json.loads(path.read_text())
+        report["lines"] = lines
+        path.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {files['sheet']}, {files['gif']}, {files['json']} and one PNG per press")
+        if bad:
+            raise BitmcuError(f"{len(bad)} of {len(run.rolls)} frames differ from the numpy "
+                              f"reference's (rolls {bad[:10]})")
+        print(f"every frame equals the numpy reference's line ({len(run.rolls)} presses)")
+        return 0
     j = judge_frames(run, a.oracle)
     print("  judges of the frames: " + ", ".join(f"{Path(n).name} {100 * v:.2f}%"
                                                  for n, v in j["judges"].items())

@@ -207,27 +207,28 @@ def text_step(model: IntModel, s: TextStep) -> TextStep:
     return forward(model, s)
 
 
-def text_begin(model: IntModel, seeds) -> TextStep:
+def text_begin(model: IntModel, seeds, states=None) -> TextStep:
     """The walk's state before a line: END read next, every cell's state zeros, the PRNG at
-    each seed's state."""
+    each seed's state (or at the given PRNG ``states`` themselves)."""
     n = len(seeds)
+    rng = seed_state(seeds) if states is None else np.asarray(states, dtype=np.uint32)
     return TextStep(np.zeros(n, dtype=np.int64),
-                    [np.zeros((n, op.n_out), dtype=np.int64) for op in model.find("cell")],
-                    seed_state(seeds))
+                    [np.zeros((n, op.n_out), dtype=np.int64) for op in model.find("cell")], rng)
 
 
-def generate_text(model: IntModel, seeds, prefix: list[int] | None = None
+def generate_text(model: IntModel, seeds, prefix: list[int] | None = None, states=None
                   ) -> tuple[np.ndarray, np.ndarray]:
     """One line per seed: ((N, max_chars) tokens, END from where each line ended; (N, max_chars,
     V) int32 logits of each step, zeros after the end). Step t reads the token before (END
     first), its logits give token t, sampled (or prefix[t], for t < len(prefix): the draw is
-    made and replaced); a line ends at END or after max_chars characters."""
+    made and replaced); a line ends at END or after max_chars characters. ``states``: start
+    from these PRNG states rather than from the seeds' (the text die's)."""
     inp = model.input
     seeds = np.asarray(seeds, dtype=np.int64)
     n, steps = len(seeds), inp.max_chars
     tokens = np.zeros((n, steps), dtype=np.int64)
     logits = np.zeros((n, steps, inp.n_tokens), dtype=np.int64)
-    s = text_begin(model, seeds)
+    s = text_begin(model, seeds, states)
     live = np.ones(n, dtype=bool)
     for t in range(steps):
         s = text_step(model, s)

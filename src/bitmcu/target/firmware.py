@@ -138,7 +138,7 @@ _CI_EDGE = re.compile(r'edge: \{ sourcename: "([^"]+)" targetname: "([^"]+)"')
 
 
 # the functions that call the table's op functions (bitmcu_step_fn), the engine's entry points
-STEP_CALLERS = ("bitmcu_run", "bitmcu_generate")
+STEP_CALLERS = ("bitmcu_run", "bitmcu_generate", "bitmcu_text_step")
 
 
 def _base(name: str) -> str:

@@ -89,7 +89,8 @@ class ModelConfig:
     clip_until: int | None = None  # update clipping (and a decoder's shifts) every epoch until
     #                                this epoch, then freeze; None: 20, for a decoder 1 (a
     #                                decoder's fixed shifts and biases do not survive a
-    #                                recalibration late in training)
+    #                                recalibration late in training), for a charrnn every
+    #                                epoch (its cells' shifts)
     quant_from: int = 0  # float weights (no weight quantization) before this epoch
     act_bits: int = 8  # activation fake-quantization bits
 
@@ -151,7 +152,9 @@ class Config:
         """Epochs at whose start clipping ranges (and a decoder's shifts) are recalibrated."""
         if self.model.clip_until is not None:
             return self.model.clip_until
-        return 1 if self.model.family in ("decoder", "charrnn") else 20
+        if self.model.family == "charrnn":
+            return self.train.epochs  # every epoch (models.CharModel says why)
+        return 1 if self.model.family == "decoder" else 20
 
     def n_weight_layers(self) -> int:
         """Layers that model.layer_schemes can name: the fc layers, then a decoder's stages."""
@@ -444,9 +447,6 @@ def _check_train(cfg: Config) -> None:
     if cfg.train.teacher == []:
         raise BitmcuError("config key 'train.teacher': [] is empty; give a run, a list of runs, "
                           "or null for no teacher")
-    if cfg.train.teacher and cfg.model.family == "charrnn":
-        raise BitmcuError("config key 'train.teacher': a charrnn is not distilled; set "
-                          "train.teacher=null")
     if cfg.train.guide is not None and cfg.model.family != "decoder":
         raise BitmcuError(f"config key 'train.guide': {cfg.train.guide!r} guides a decoder's "
                           f"samples; model.family is {cfg.model.family!r} (use train.teacher to "

@@ -40,7 +40,13 @@ from .config import (
 from .models import build_model, quantize_latent
 from .nn import QuantWeights
 from .plots import plot_curves, plot_first_layer, plot_weights
-from .text import calibration_tokens, evaluate_text, load_text_data, train_text_epoch
+from .text import (
+    calibration_tokens,
+    evaluate_text,
+    load_text_data,
+    load_text_teacher,
+    train_text_epoch,
+)
 
 
 def lr_at(cfg: Config, t: float) -> float:
@@ -570,7 +576,7 @@ def _train(cfg: Config, run_dir: Path, resume, epochs, quiet, log, overrides, on
         if blob is not None:
             average.model.load_state_dict(blob["model"])
     final = model if average is None else average.model  # what the run delivers
-    teacher = load_teacher(cfg, data, device)
+    teacher = load_text_teacher(cfg, data, device) if text else load_teacher(cfg, data, device)
     decoder = cfg.model.family == "decoder"
     if decoder and teacher is not None:
         raise BitmcuError("config key 'train.teacher': a decoder (model.family decoder) is not "
@@ -608,7 +614,7 @@ def _train(cfg: Config, run_dir: Path, resume, epochs, quiet, log, overrides, on
                                           leave=False, dynamic_ncols=True, disable=None)
             if text:
                 tr_loss, tr_bpc = train_text_epoch(model, opt, data, cfg, epoch, device, bar,
-                                                   lr_at, epoch_generator, average)
+                                                   lr_at, epoch_generator, average, teacher)
             elif decoder:
                 tr_loss, tr_mse, tr_guide = _train_decoder_epoch(model, opt, data, cfg, epoch,
                                                                  device, bar, average, guide,

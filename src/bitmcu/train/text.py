@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..core.errors import BitmcuError
 from ..data.text import TextData, load_text
 from .config import Config
 
@@ -23,15 +24,45 @@ def load_text_data(cfg: Config) -> TextData:
     return load_text(d.dataset, d.context, d.data_dir, d.train_limit, d.validation)
 
 
-def line_loss(model, tokens: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """(summed cross-entropy in nats, predicted tokens) of a batch of encoded lines."""
+def line_loss(model, tokens: torch.Tensor, lengths: torch.Tensor, teacher=None,
+              cfg: Config | None = None) -> tuple[torch.Tensor, int, torch.Tensor]:
+    """(summed cross-entropy in nats, predicted tokens, the summed training loss) of a batch of
+    encoded lines; with a teacher (train.teacher), the loss mixes in the KL divergence from
+    its predictions at train.distill_temperature, weighted by train.distill."""
     t = int(lengths.max())
     logits = model(tokens[:, :t])  # (B, t, V)
     target = tokens[:, 1 : t + 1]
     mask = torch.arange(t, device=tokens.device).unsqueeze(0) < lengths.unsqueeze(1)
-    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
-                         reduction="none").reshape(target.shape)
-    return (ce * mask).sum(), int(mask.sum())
+    flat = logits.reshape(-1, logits.shape[-1])
+    ce = F.cross_entropy(flat, target.reshape(-1), reduction="none").reshape(target.shape)
+    ce = (ce * mask).sum()
+    if teacher is None:
+        return ce, int(mask.sum()), ce
+    with torch.no_grad():
+        soft = teacher(tokens[:, :t]).reshape(flat.shape)
+    temp, a = cfg.train.distill_temperature, cfg.train.distill
+    kd = F.kl_div(F.log_softmax(flat / temp, dim=1), F.log_softmax(soft / temp, dim=1),
+                  reduction="none", log_target=True).sum(1).reshape(target.shape)
+    return ce, int(mask.sum()), (1 - a) * ce + a * (kd * mask).sum() * temp * temp
+
+
+def load_text_teacher(cfg: Config, data: TextData, device):
+    """The character model to distill from (train.teacher: one run), of the same vocabulary."""
+    from .checkpoint import load_checkpoint, model_from_checkpoint
+
+    if not cfg.train.teacher:
+        return None
+    if not isinstance(cfg.train.teacher, str):
+        raise BitmcuError("config key 'train.teacher': a character model distills from one run")
+    blob = load_checkpoint(cfg.train.teacher)
+    if blob["cfg"].model.family != "charrnn":
+        raise BitmcuError(f"train.teacher {cfg.train.teacher}: model.family "
+                          f"{blob['cfg'].model.family}; a character model's teacher is one too")
+    net = model_from_checkpoint(blob).to(device)
+    if net.vocab_text() != data.vocab:
+        raise BitmcuError(f"train.teacher {cfg.train.teacher}: its vocabulary differs from this "
+                          "run's lines: train the teacher on the same data")
+    return net
 
 
 def calibration_tokens(data: TextData, n: int = 1000) -> torch.Tensor:
@@ -41,7 +72,7 @@ def calibration_tokens(data: TextData, n: int = 1000) -> torch.Tensor:
 
 
 def train_text_epoch(model, opt, data: TextData, cfg: Config, epoch: int, device, bar, lr_at,
-                     epoch_generator, average=None) -> tuple[float, float]:
+                     epoch_generator, average=None, teacher=None) -> tuple[float, float]:
     """One epoch over the training lines in a seeded order; returns (mean loss per token in
     nats, training bpc)."""
     gen = epoch_generator(cfg.seed, epoch)
@@ -57,8 +88,8 @@ def train_text_epoch(model, opt, data: TextData, cfg: Config, epoch: int, device
         lr = lr_at(cfg, epoch + s / steps)
         for g in opt.param_groups:
             g["lr"] = lr
-        ce, k = line_loss(model, x[idx].to(device), lengths[idx].to(device))
-        loss = ce / k
+        ce, k, total = line_loss(model, x[idx].to(device), lengths[idx].to(device), teacher, cfg)
+        loss = total / k
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -83,7 +114,8 @@ def evaluate_text(model, lines: list[str], data: TextData, device=None,
     x, lengths = data.encode(lines)
     tot, count = 0.0, 0
     for i in range(0, len(x), batch):
-        ce, k = line_loss(model, x[i : i + batch].to(device), lengths[i : i + batch].to(device))
+        ce, k, _ = line_loss(model, x[i : i + batch].to(device),
+                             lengths[i : i + batch].to(device))
         tot += ce.item()
         count += k
     nats = tot / max(1, count)

@@ -2,8 +2,8 @@
 SSD1306 (die/peripherals.py, die/ssd1306.py), scripted button presses, and per roll the face
 drawn, the frame read back from the display's memory, the cycles and the I2C time.
 
-Presses: by default one roll at start-up and then, ``gap_ms`` after each roll ends, a press held
-``hold_ms``; or an explicit script of (start, length) presses in ms from reset. The run ends
+Presses: by default one roll at start-up and then, ``gap_ms`` after each roll ends (or after
+the last press was let go, where that is later), a press held ``hold_ms``; or an explicit script of (start, length) presses in ms from reset. The run ends
 after the requested rolls, or once the script is over and the firmware waits for a press.
 
 The expected frame of a roll (:func:`expected_frame`) is what the numpy reference generates for
@@ -33,6 +33,7 @@ from ...target.emulator import ENGINE_ERROR, Machine
 from ...train.config import load_config
 from ..judge import default_oracles, load_oracle, read_all
 from .display import display_bits, frame_image
+from .font import glyphs, render_line
 from .firmware import LEFT_COLUMN, DieFirmware, DieOptions
 from .peripherals import Peripherals, Press
 from .ssd1306 import SSD1306
@@ -78,10 +79,11 @@ class DieRun:
         pressed = [r for r in self.rolls if r.press_cycle is not None]
         med = lambda v: float(np.median(v)) if len(v) else None  # noqa: E731
         faces = [r.face for r in self.rolls]
+        drawn = ({"line_lengths": faces} if self.firmware.is_text else
+                 {"faces": {str(f): faces.count(f) for f in range(1, 7)},
+                  "uniformity_p": uniformity_p(faces)})
         return {
-            "rolls": len(self.rolls),
-            "faces": {str(f): faces.count(f) for f in range(1, 7)},
-            "uniformity_p": uniformity_p(faces),
+            "rolls": len(self.rolls), **drawn,
             "median_generation_cycles": med([r.generation_cycles for r in self.rolls]),
             "median_display_cycles": med([r.display_cycles for r in self.rolls]),
             "median_press_to_display_ms": med([r.press_to_display_ms(self.clock_hz)
@@ -96,9 +98,13 @@ class DieRun:
 
     def text(self) -> str:
         s = self.summary()
-        lines = [f"{s['rolls']} emulated rolls on the {self.firmware.mcu}: faces "
-                 + ", ".join(f"{k}: {v}" for k, v in s["faces"].items())
-                 + f" (chi-square uniformity p = {s['uniformity_p']:.3f})"]
+        if self.firmware.is_text:
+            lines = [f"{s['rolls']} emulated presses on the {self.firmware.mcu}: lines of "
+                     + ", ".join(str(n) for n in s["line_lengths"]) + " characters"]
+        else:
+            lines = [f"{s['rolls']} emulated rolls on the {self.firmware.mcu}: faces "
+                     + ", ".join(f"{k}: {v}" for k, v in s["faces"].items())
+                     + f" (chi-square uniformity p = {s['uniformity_p']:.3f})"]
         if s["median_generation_cycles"] is not None:
             lines.append(f"  generation {s['median_generation_cycles']:,.0f} cycles "
                          f"({s['median_generation_cycles'] / self.clock_hz * 1e3:.1f} ms), "
@@ -146,6 +152,24 @@ def expected_frame(model, state: int, dither: str) -> tuple[int, np.ndarray]:
     frame = np.zeros((64, 128), dtype=bool)
     frame[:, LEFT_COLUMN:LEFT_COLUMN + 64] = display_bits(img, dither)
     return v + 1, frame
+
+
+def expected_line(model, state: int) -> tuple[list[int], np.ndarray]:
+    """(tokens, (64, 128) bool frame) the text die must draw for a roll starting from PRNG
+    state ``state``: the reference's line from that state, drawn as font.render_line lays it
+    out."""
+    tokens = reference.generate_text(model, [0], states=[state])[0][0]
+    line = [int(t) for t in tokens if t]
+    end = list(tokens).index(0) if 0 in tokens else len(tokens)
+    line = line[:end]
+    table, rows = glyphs(model.input.vocab)
+    return line, render_line(table, rows, line)
+
+
+def drawn_lines(run: DieRun) -> list[str]:
+    """The text die's lines, roll by roll: the reference's line of each roll's PRNG state."""
+    model = read_export(run.firmware.export)
+    return [reference.decode(model, expected_line(model, r.state)[0] + [0]) for r in run.rolls]
 
 
 def roll_die(die_dir: str | Path, rolls: int | None = None, presses: list[tuple[float, float]]
@@ -230,7 +254,11 @@ def roll_die(die_dir: str | Path, rolls: int | None = None, presses: list[tuple[
                 if len(out) >= rolls:
                     m.stop()
                 else:
-                    p.presses.append(Press(int(cyc + gap_ms * ms), int(hold_ms * ms)))
+                    # gap_ms after the roll, or after the last press was let go where the
+                    # roll ended sooner (the text die's): the firmware waits for the button
+                    # to be up before it takes a press
+                    up = max([cyc] + [q.at + q.hold for q in p.presses[-1:]])
+                    p.presses.append(Press(int(up + gap_ms * ms), int(hold_ms * ms)))
 
     m.on_marker = on_marker
     try:
@@ -252,6 +280,11 @@ def check_frames(run: DieRun) -> list[int]:
     model = read_export(run.firmware.export)
     bad = []
     for r in run.rolls:
+        if run.firmware.is_text:
+            line, frame = expected_line(model, r.state)
+            if len(line) != r.face or not np.array_equal(frame, r.frame):
+                bad.append(r.index)
+            continue
         face, frame = expected_frame(model, r.state, run.firmware.options["dither"])
         if face != r.face or not np.array_equal(frame, r.frame):
             bad.append(r.index)

@@ -9,11 +9,18 @@
  * Marker events (the emulator's view; a plain RAM word on the chip): 1 = roll start (arg: roll
  * index), 2 = layer start (the engine's trace), 5/6 = a display transfer starts/ends, 3 = roll
  * end (arg: the face drawn, 1..6; 0x800000 | the bitmcu_status when the model reported an error), 7 = the test
- * pattern (button held at power-up) is on the display. */
+ * pattern (button held at power-up) is on the display.
+ *
+ * The text die (DIE_TEXT, a character model): each press generates one line, token by token
+ * from the same PRNG state, and draws it centred with the glyphs of die_font.h (twice their size
+ * where the line fits); roll end's arg is then the line's length in characters. */
 #include "bitmcu.h"
 #include "ch32v003_regs.h"
 #include "die_config.h"
 #include "model.h"
+#if DIE_TEXT
+#include "die_font.h"
+#endif
 
 volatile uint32_t bitmcu_marker;
 static int32_t arena[BITMCU_MODEL_ARENA_WORDS];
@@ -180,7 +187,9 @@ static const uint8_t oled_init_cmds[] = {
     0x21, 0, 127, 0x22, 0, 7, /* the whole screen */
 };
 static const uint8_t oled_on[] = {0xAF};
+#if !DIE_TEXT
 static const uint8_t oled_window[] = {0x21, LEFT, LEFT + 63u, 0x22, 0, 7};
+#endif
 
 static void oled_clear(void) {
     static const uint8_t zero = 0;
@@ -194,6 +203,7 @@ static void oled_init(void) {
     oled_commands(oled_on, sizeof oled_on);
 }
 
+#if !DIE_TEXT
 /* ------------------------------------------------------------------ picture: scale and dither */
 
 #if DIE_DITHER
@@ -265,6 +275,72 @@ static void roll(uint32_t index, uint32_t entropy) {
                                              BITMCU_MODEL_ARENA_WORDS, emit, 0);
     MARK(3, st == BITMCU_OK ? face + 1u : 0x800000u | (uint32_t)st);
 }
+
+#else
+/* ------------------------------------------------------------------ the text die */
+
+/* The bits of display page p (rows 8p..8p+7) of a glyph column (bit k: font row k) drawn from
+ * display row y0 on, each font row `s` display rows (s: 1 or 2, the shift sh = s - 1). */
+static uint8_t column_bits(uint32_t col, uint32_t p, uint32_t y0, uint32_t sh) {
+    uint8_t b = 0;
+    for (uint32_t r = 0; r < 8u; r++) {
+        const uint32_t y = 8u * p + r;
+        if (y >= y0) {
+            const uint32_t fy = (y - y0) >> sh;
+            if (fy < DIE_FONT_ROWS && ((col >> fy) & 1u)) {
+                b |= (uint8_t)(1u << r);
+            }
+        }
+    }
+    return b;
+}
+
+/* The line centred on the whole screen, page by page, 64 columns at a time. */
+static void draw_line(const uint8_t *tokens, uint32_t n) {
+    const uint32_t sh = n * DIE_FONT_ADVANCE * 2u <= 128u && DIE_FONT_ROWS * 2u <= 64u;
+    const uint32_t width = (n * DIE_FONT_ADVANCE) << sh;
+    const uint32_t x0 = (128u - width) >> 1, y0 = (64u - (DIE_FONT_ROWS << sh)) >> 1;
+    oled_commands(oled_init_cmds + sizeof oled_init_cmds - 6u, 6u); /* the whole screen */
+    for (uint32_t p = 0; p < 8u; p++) {
+        for (uint32_t half = 0; half < 2u; half++) {
+            for (uint32_t i = 0; i < sizeof page; i++) {
+                page[i] = 0;
+            }
+            uint32_t x = x0;
+            for (uint32_t k = 0; k < n; k++) {
+                const uint16_t *g = die_font[tokens[k]];
+                for (uint32_t fx = 0; fx < DIE_FONT_ADVANCE; fx++) {
+                    for (uint32_t sx = 0; sx <= sh; sx++, x++) {
+                        if (x >= 64u * half && x < 64u * half + 64u) {
+                            page[x - 64u * half] = column_bits(g[fx], p, y0, sh);
+                        }
+                    }
+                }
+            }
+            MARK(5, p);
+            oled_send(0x40, page, sizeof page, 0);
+            MARK(6, p);
+        }
+    }
+}
+
+uint32_t die_state = 0x2545F491u; /* as the picture die's (the emulator reads it) */
+
+static void roll(uint32_t index, uint32_t entropy) {
+    uint8_t line[BITMCU_MODEL_MAX_CHARS];
+    uint16_t n = 0;
+    die_state = bitmcu_seed_state(die_state ^ entropy);
+    MARK(1, index);
+    uint32_t state = die_state;
+    const bitmcu_status st = bitmcu_generate_text(&bitmcu_model_data, &state, line,
+                                                  BITMCU_MODEL_MAX_CHARS, &n, arena,
+                                                  BITMCU_MODEL_ARENA_WORDS);
+    if (st == BITMCU_OK) {
+        draw_line(line, n);
+    }
+    MARK(3, st == BITMCU_OK ? n : 0x800000u | (uint32_t)st);
+}
+#endif
 
 /* The wiring check: with the button held at power-up, an 8x8 checkerboard over the whole
  * screen until it is released. */

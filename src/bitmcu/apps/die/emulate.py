@@ -3,8 +3,9 @@ SSD1306 (die/peripherals.py, die/ssd1306.py), scripted button presses, and per r
 drawn, the frame read back from the display's memory, the cycles and the I2C time.
 
 Presses: by default one roll at start-up and then, ``gap_ms`` after each roll ends (or after
-the last press was let go, where that is later), a press held ``hold_ms``; or an explicit script of (start, length) presses in ms from reset. The run ends
-after the requested rolls, or once the script is over and the firmware waits for a press.
+the last press was let go, where that is later), a press held ``hold_ms``; or an explicit
+script of (start, length) presses in ms from reset. The run ends after the requested rolls,
+or once the script is over and the firmware waits for a press.
 
 The expected frame of a roll (:func:`expected_frame`) is what the numpy reference generates for
 the roll's PRNG state (read from the firmware's ``die_state``), scaled up and dithered as
@@ -33,8 +34,8 @@ from ...target.emulator import ENGINE_ERROR, Machine
 from ...train.config import load_config
 from ..judge import default_oracles, load_oracle, read_all
 from .display import display_bits, frame_image
-from .font import glyphs, render_line
 from .firmware import LEFT_COLUMN, DieFirmware, DieOptions
+from .font import glyphs, render_line
 from .peripherals import Peripherals, Press
 from .ssd1306 import SSD1306
 

@@ -105,14 +105,18 @@ def shipped_table(models: list[dict], figures: dict) -> str:
                          f"{fw['flash']:,} | {fw['ram']:,} | {cmd} |")
         if "die" in m:
             d = m["die"]
-            lines.append(f"| the die firmware (`bitmcu die {m['name']}`) | | | CH32V003 | "
-                         f"{d['generation_cycles'][0]:,} per roll | {d['flash']:,} | "
-                         f"{d['ram']:,} | |")
+            what = "text die" if "lines" in d else "die"
+            lines.append(f"| the {what} firmware (`bitmcu die {m['name']}`) | | | CH32V003 | "
+                         f"{d['generation_cycles'][0]:,} per {'line' if 'lines' in d else 'roll'}"
+                         f" | {d['flash']:,} | {d['ram']:,} | |")
     lines.append("")
     lines.append("| oracle (judges, host only) | test accuracy | on the OLED (dithered) |")
     lines.append("|---|---:|---:|")
     for m in models:
-        if m.get("kind") == "oracle":
+        if m.get("kind") == "oracle" and "test_bpc" in m:  # a judge of text
+            lines.append(f"| [{m['name']}](../models/{m['name']}) | {m['test_bpc']:.4f} bits "
+                         "per character | - |")
+        elif m.get("kind") == "oracle":
             disp = m.get("display_accuracy")
             lines.append(f"| [{m['name']}](../models/{m['name']}) | {m['test_accuracy']:.2f}% | "
                          f"{'-' if disp is None else f'{disp:.2f}%'} |")
@@ -179,7 +183,8 @@ def readme_block(models, figures: dict) -> str:
     what = {"reference": "MNIST, 256-64-64-64-10, 4-bit",
             "cnn-ch32v002-ternary": "MNIST, depthwise CNN, 80 channels",
             "cnn-ch32v002-fast": "MNIST, depthwise CNN, 32 channels",
-            "die-ch32v003": "dice 32x32 decoder (the electronic die)"}
+            "die-ch32v003": "dice 32x32 decoder (the electronic die)",
+            "charrnn-surnames": "surnames, character model (cell 96, 4-bit): new names"}
     for m in models:
         if m.get("kind") == "oracle":
             continue

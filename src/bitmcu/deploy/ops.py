@@ -6,6 +6,7 @@ makes. Values (:class:`Shape`):
   map   uint8 maps, ``n`` channels of ``side`` x ``side``, channel-major (an image: one channel)
   act   a vector of ``n`` activations 0..act_max
   acc   a vector of ``n`` int32 accumulators (a classifier's logits)
+  token one token of ``n`` (a text model's input and output)
 
 Each op gives its shape (``out``) and checks (``check``), its numpy reference (``forward``, on
 a batch), the arena buffer its output needs (``buffer``: the memory plan places it), its row of
@@ -33,9 +34,19 @@ Semantics (mirrored by engine/bitmcu.c):
            map; out = clamp(((acc + 2^(s-1)) >> s) + b, 0, act_max); factor 2 places output
            k = c * 4 + dy * 2 + dx at (c, 2y + dy, 2x + dx) (pixel shuffle). A stage takes a
            map, or the vector an fc layer makes as the map (c_in, side, side).
+  tokens   a text model's input, one token per step: the one read (END, token 0, first)
+  embed    table[token]: a row of activations 0..act_max
+  cell     h' = clamp(((sum_i level[o, i] * [x, h][i] + 2^(s-1)) >> s) + b[o], 0, act_max), x
+           the op before's output, h the cell's own output of the step before (zeros before a
+           line), kept in its buffer from step to step (an Elman cell with a clamped ReLU)
+  sample   the next token from the logits (acc): d_i = (max(acc) - acc_i) >> shift, w_i =
+           table[d_i] (0 beyond it), r the top k bits of the next xorshift32 word (k the bit
+           length of sum(w) - 1; drawn again while r >= sum(w)), the token the first i with
+           w_0 + .. + w_i > r; table = round(65535 exp(-nats * mid(d) / temperature))
 
-The C engine runs two sequences (:data:`ENGINE_RUNS`): a classifier (``bitmcu_run``) and a
-decoder (``bitmcu_generate``); ``IntModel.validate`` refuses any other.
+The C engine runs three sequences (:data:`ENGINE_RUNS`): a classifier (``bitmcu_run``), a
+decoder (``bitmcu_generate``) and a text model (``bitmcu_text_step``, once per token);
+``IntModel.validate`` refuses any other.
 """
 
 from __future__ import annotations

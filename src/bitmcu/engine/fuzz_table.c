@@ -12,6 +12,7 @@
  * ran: tables that checked OK and were run; changed: of those, runs whose output differs from
  * the unmutated table's; neutral_changed: of those, runs in which only fields that cannot change
  * the output were mutated (must be 0); bad_emit: decoder bands outside the image (must be 0).
+ * A classifier's output: its logits; a decoder's: its image; a text model's: a line's tokens.
  *
  * usage: fuzz_table TRIALS SEED SUMS   (SUMS 1: bitmcu_check with BITMCU_CHECK_SUMS) */
 #include <stdio.h>
@@ -27,6 +28,8 @@
 
 #ifdef BITMCU_MODEL_LATENT /* a decoder */
 #define OUT_BYTES (BITMCU_MODEL_OUTPUT_SIDE * BITMCU_MODEL_OUTPUT_SIDE)
+#elif defined(BITMCU_MODEL_MAX_CHARS) /* a text model: a line's tokens and its length */
+#define OUT_BYTES (BITMCU_MODEL_MAX_CHARS + 2)
 #else
 #define OUT_BYTES (BITMCU_MODEL_N_CLASSES * 4)
 #endif
@@ -40,9 +43,10 @@ static uint32_t bad_emit;
 static const bitmcu_kernel kernels[9] = {NULL, bitmcu_fc_binary, bitmcu_fc_ternary,
                                          bitmcu_fc_2bitsym, bitmcu_fc_4bitsym, bitmcu_fc_4bit,
                                          bitmcu_fc_fp130, bitmcu_fc_nf4, bitmcu_fc_8bit};
-static const bitmcu_step_fn steps[6] = {NULL, bitmcu_step_fc, bitmcu_step_fc_requant,
+static const bitmcu_step_fn steps[9] = {NULL, bitmcu_step_fc, bitmcu_step_fc_requant,
                                         bitmcu_step_stages, bitmcu_front_end,
-                                        bitmcu_front_end_8bit};
+                                        bitmcu_front_end_8bit, bitmcu_step_embed,
+                                        bitmcu_step_cell, bitmcu_step_sample};
 
 static uint32_t rnd(uint32_t *s) { return bitmcu_xorshift32(s); }
 
@@ -104,7 +108,7 @@ static int mutate_layer(bitmcu_layer *L, uint32_t f, uint32_t *s) {
     case 9: SET(nbytes, uint32_t); return 0;
     case 10: L->weights = NULL; return 0;
     case 11: L->kernel = kernels[rnd(s) % 9u]; return 0;
-    default: L->step = steps[rnd(s) % 6u]; return 0;
+    default: L->step = steps[rnd(s) % 9u]; return 0;
     }
 #undef SET
 }
@@ -124,6 +128,15 @@ static bitmcu_status run_model(void) {
     uint32_t state = bitmcu_seed_state(1u);
     bitmcu_sample_latent(&state, z, BITMCU_MODEL_LATENT, BITMCU_MODEL_LATENT_SCALE);
     return bitmcu_generate(&model, z, 0u, arena, BITMCU_MODEL_ARENA_WORDS, emit, NULL);
+}
+#elif defined(BITMCU_MODEL_MAX_CHARS)
+static bitmcu_status run_model(void) {
+    uint32_t state = bitmcu_seed_state(1u);
+    uint16_t n = 0;
+    const bitmcu_status st = bitmcu_generate_text(&model, &state, out, BITMCU_MODEL_MAX_CHARS,
+                                                  &n, arena, BITMCU_MODEL_ARENA_WORDS);
+    memcpy(out + BITMCU_MODEL_MAX_CHARS, &n, 2);
+    return st;
 }
 #else
 static uint8_t image[BITMCU_MODEL_N_INPUT];
@@ -145,7 +158,7 @@ int main(int argc, char **argv) {
     const long trials = atol(argv[1]);
     uint32_t s = bitmcu_seed_state((uint32_t)atol(argv[2]));
     const uint32_t flags = atoi(argv[3]) ? BITMCU_CHECK_SUMS : 0u;
-#ifndef BITMCU_MODEL_LATENT
+#if !defined(BITMCU_MODEL_LATENT) && !defined(BITMCU_MODEL_MAX_CHARS)
     for (uint32_t i = 0; i < BITMCU_MODEL_N_INPUT; i++) {
         image[i] = (uint8_t)(rnd(&s) >> 24);
     }

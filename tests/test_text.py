@@ -380,3 +380,14 @@ def test_fuzzed_text_tables_never_crash_the_engine(text_model):
 
     full, bare = _fuzz_both_ways(text_model)
     assert full.ran > 0 and bare.ran > full.ran
+
+
+def test_run_takes_a_text_config_through_every_step(tmp_path):
+    """`bitmcu run`: train, export, verify, firmware and profile of a character model, one
+    summary with its verification and its characters per second."""
+    from bitmcu.apps.pipeline import run_all
+
+    text = run_all("charrnn-surnames", tiny_text(**{"train.epochs": 1, "model.hidden": "[16]"}),
+                   tmp_path / "run", quiet=True, log=lambda *a: None)
+    assert "verified:   verified 1000 seeded generations" in text
+    assert "outputs == reference: yes" in text and "characters per second" in text

@@ -405,31 +405,25 @@ def _cmd_die(a) -> int:
                               "judged by `bitmcu judge RUN`")
         lines = drawn_lines(run)
         print("  lines: " + ", ".join(lines))
-        path = Path(files["json"])
-        report = json.loads(path.read_text())
-        report["lines"] = lines
-        path.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {files['sheet']}, {files['gif']}, {files['json']} and one PNG per press")
-        if bad:
-            raise BitmcuError(f"{len(bad)} of {len(run.rolls)} frames differ from the numpy "
-                              f"reference's (rolls {bad[:10]})")
-        print(f"every frame equals the numpy reference's line ({len(run.rolls)} presses)")
-        return 0
-    j = judge_frames(run, a.oracle)
-    print("  judges of the frames: " + ", ".join(f"{Path(n).name} {100 * v:.2f}%"
-                                                 for n, v in j["judges"].items())
-          + f"; strict (every judge reads the face drawn): {100 * j['strict']:.2f}%; distinct "
-          "frames per face: " + ", ".join(f"{f}: {100 * v['distinct']:.0f}%"
-                                          for f, v in j["per_face"].items() if v["rolls"]))
+        extra, unit, drawn = {"lines": lines}, ("press", "presses"), "line"
+    else:
+        j = judge_frames(run, a.oracle)
+        print("  judges of the frames: " + ", ".join(f"{Path(n).name} {100 * v:.2f}%"
+                                                     for n, v in j["judges"].items())
+              + f"; strict (every judge reads the face drawn): {100 * j['strict']:.2f}%; "
+              "distinct frames per face: " + ", ".join(f"{f}: {100 * v['distinct']:.0f}%"
+                                                      for f, v in j["per_face"].items()
+                                                      if v["rolls"]))
+        extra, unit, drawn = {"judges": j}, ("roll", "rolls"), "picture"
     path = Path(files["json"])
     report = json.loads(path.read_text())
-    report["judges"] = j
+    report.update(extra)
     path.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {files['sheet']}, {files['gif']}, {files['json']} and one PNG per roll")
+    print(f"wrote {files['sheet']}, {files['gif']}, {files['json']} and one PNG per {unit[0]}")
     if bad:
         raise BitmcuError(f"{len(bad)} of {len(run.rolls)} frames differ from the numpy "
                           f"reference's (rolls {bad[:10]})")
-    print(f"every frame equals the numpy reference's picture ({len(run.rolls)} rolls)")
+    print(f"every frame equals the numpy reference's {drawn} ({len(run.rolls)} {unit[1]})")
     return 0
 
 

@@ -391,3 +391,29 @@ def test_run_takes_a_text_config_through_every_step(tmp_path):
                    tmp_path / "run", quiet=True, log=lambda *a: None)
     assert "verified:   verified 1000 seeded generations" in text
     assert "outputs == reference: yes" in text and "characters per second" in text
+
+
+def test_a_user_file_beyond_ascii_exports_and_prints_its_lines(tmp_path):
+    """A user's UTF-8 lines (accents): trained, exported, and the example program prints the
+    reference's lines, each token's character a UTF-8 string of model.h's BITMCU_MODEL_TOKENS."""
+    from bitmcu.apps.pipeline import export
+    from bitmcu.train import train
+    from bitmcu.train.lower import load_int_model
+
+    words = "café naïve résumé élan fiancé thé même soirée crème brûlée zoé louis".split()
+    f = tmp_path / "mots.txt"
+    f.write_text("\n".join(words * 3) + "\n", encoding="utf-8")
+    run = train(load_config("charrnn-surnames", tiny_text(**{"data.dataset": str(f),
+                                                             "train.epochs": 1})),
+                run_dir=tmp_path / "run", quiet=True)
+    model = load_int_model(run)[0]
+    assert "é" in model.input.vocab
+    export(run, tmp_path / "exp")
+    exp = tmp_path / "exp"
+    subprocess.run(["cc", "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "main.c", "bitmcu.c",
+                    "-o", "example"], cwd=exp, check=True)
+    r = subprocess.run(["./example"], cwd=exp, capture_output=True)
+    assert r.returncode == 0, r.stdout
+    printed = [ln.split(b": ", 1)[1].decode() if b": " in ln else ""
+               for ln in r.stdout.split(b"\n")[:8]]
+    assert printed == reference.text_lines(model, np.arange(1, 9))

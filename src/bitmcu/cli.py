@@ -532,8 +532,8 @@ def _cmd_export(a) -> int:
     rep = export(a.run, a.out, a.target, a.data_dir, a.images, command=cmd,
                  allow_mismatch=a.allow_mismatch, project=a.project)
     print(rep.text())
-    print(f"wrote {a.out}/: model.h, bitmcu.c, bitmcu.h, main.c, test_images.h, Makefile, "
-          "model.npz, report.txt")
+    written = sorted(p.name for p in Path(a.out).iterdir() if p.is_file())
+    print(f"wrote {a.out}/: {', '.join(written)}")
     if a.project:
         print(f"wrote {a.out}/{a.project}/: a {a.project} project; build and flash it with "
               f"`make -C {a.out}/{a.project} flash CH32FUN=path/to/ch32fun/ch32fun`")

@@ -903,10 +903,10 @@ class Tokens(Op):
         return self.n_tokens, 0, 2
 
     def c_defines(self, m):
-        """model.h's defines that only this input has (VOCAB: token i's character, as UTF-8;
-        a vocabulary beyond ASCII has more bytes than tokens there)."""
+        """model.h's defines that only this input has (TOKENS: an initializer of each token's
+        character as a UTF-8 string, END's "\\n")."""
         return {"CONTEXT": self.context, "MAX_CHARS": self.max_chars,
-                "VOCAB": c_string(self.vocab)}
+                "TOKENS": "{" + ", ".join(c_string(c) for c in self.vocab) + "}"}
 
     def meta(self):
         return {"op": self.name, "vocab": self.vocab, "context": self.context}

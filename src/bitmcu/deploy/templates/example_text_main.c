@@ -12,11 +12,12 @@
 static int32_t arena[BITMCU_MODEL_ARENA_WORDS];
 
 int main(void) {
-    static const char vocab[] = BITMCU_MODEL_VOCAB; /* token i's character (0: end of line) */
+    /* token i's character, UTF-8 (token 0: the end of a line) */
+    static const char *const chars[BITMCU_MODEL_N_CLASSES] = BITMCU_MODEL_TOKENS;
     int agree = 0;
     for (int i = 0; i < BITMCU_N_LINES; i++) {
         uint8_t tokens[BITMCU_MODEL_MAX_CHARS];
-        char line[BITMCU_MODEL_MAX_CHARS + 1];
+        char line[4 * BITMCU_MODEL_MAX_CHARS + 1]; /* UTF-8: at most 4 bytes a character */
         uint16_t n = 0;
         uint32_t state = bitmcu_seed_state(bitmcu_line_seeds[i]);
         bitmcu_status st = bitmcu_generate_text(&bitmcu_model_data, &state, tokens,
@@ -26,10 +27,10 @@ int main(void) {
             printf("line %d: bitmcu_generate_text failed with status %d\n", i, (int)st);
             return 2;
         }
+        line[0] = '\0';
         for (uint16_t k = 0; k < n; k++) {
-            line[k] = vocab[tokens[k]];
+            strcat(line, chars[tokens[k]]);
         }
-        line[n] = '\0';
         agree += strcmp(line, bitmcu_line_expected[i]) == 0;
         printf("seed %u: %s\n", (unsigned)bitmcu_line_seeds[i], line);
     }

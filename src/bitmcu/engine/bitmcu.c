@@ -1,10 +1,12 @@
 /* bitmcu.c - integer inference engine. See bitmcu.h; mirrored by bitmcu/deploy/reference.py.
  *
- * The model is one table of ops; bitmcu_run and bitmcu_generate set up its input, walk the
- * table calling each row's op function (run_ops; a macro-op, the front end or a decoder's
- * stages, runs all of its rows) and hand on its output. A classifier:
+ * The model is one table of ops; bitmcu_run, bitmcu_generate and bitmcu_text_step set up its
+ * input, walk the table calling each row's op function (run_ops; a macro-op, the front end or a
+ * decoder's stages, runs all of its rows) and hand on its output. A classifier:
  *   pixels (uint8) [--front end--> features] --shiftnorm--> nonzero list --fc kernel--> int32
  *   acc --shiftnorm+relu--> nonzero list --fc kernel--> ... --> int32 logits --> argmax
+ * A text model, once per token: token --embed--> activations --cell (its state kept)--> ...
+ *   --fc kernel--> int32 logits --sample--> the next token
  *
  * Arena layout: planned at export (deploy/plan.py) and carried by the table: the accumulators
  * at 0, the nonzero activation list as bytes (delta-index, value) pairs at nz_at, then the maps

@@ -244,8 +244,8 @@ typedef struct bitmcu_model {
     uint16_t n_layers;
     uint32_t config_hash;
     uint16_t n_input;        /* input values: a classifier's pixels (uint8), a decoder's latent
-                              * values (int8) */
-    uint16_t n_classes;
+                              * values (int8); a text model's tokens (its vocabulary) */
+    uint16_t n_classes;      /* classes; a text model's tokens (its logits) */
     uint16_t max_out;        /* widest layer output (accumulators) */
     uint16_t max_in;         /* widest FC input (nonzero list), its input pixels included */
     uint16_t n_features;     /* front end: flattened outputs (channels * side^2); else 0 */

@@ -1138,17 +1138,20 @@ class Sample(Op):
 def exp_table(nats: float, temperature: float) -> tuple[int, np.ndarray]:
     """The sampler's (shift, table) for logits of ``nats`` per accumulator unit at a
     temperature: the largest shift whose step (2^shift units) is at most EXP_STEP nats after the
-    temperature (0 where one unit is more), and table[d] = round(EXP_ONE * exp(-(d * 2^shift +
-    (2^shift - 1) / 2) * nats / temperature)), the mean logit of step d, down to its last
-    nonzero value (at most MAX_EXP_TABLE)."""
+    temperature (0 where one unit is more; one more where MAX_EXP_TABLE entries would not reach
+    the last nonzero one), and table[d] = round(EXP_ONE * exp(-(d * 2^shift + (2^shift - 1) / 2)
+    * nats / temperature)), the mean logit of step d, down to its last nonzero value."""
     per_unit = nats / temperature
     shift = 0
     while shift < 31 and (2 ** (shift + 1)) * per_unit <= EXP_STEP:
         shift += 1
-    d = np.arange(MAX_EXP_TABLE)
-    mid = d * 2.0**shift + (2.0**shift - 1) / 2
-    table = np.round(EXP_ONE * np.exp(-mid * per_unit))
-    return shift, table[table >= 1].astype(np.uint16)
+    d = np.arange(MAX_EXP_TABLE + 1)
+    while True:  # a coarser step where MAX_EXP_TABLE entries would not reach the last nonzero
+        mid = d * 2.0**shift + (2.0**shift - 1) / 2
+        table = np.round(EXP_ONE * np.exp(-mid * per_unit))
+        if table[-1] < 1 or shift == 31:
+            return shift, table[:MAX_EXP_TABLE][table[:MAX_EXP_TABLE] >= 1].astype(np.uint16)
+        shift += 1
 
 
 def c_string(text: str) -> str:

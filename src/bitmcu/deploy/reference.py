@@ -1,6 +1,7 @@
 """Numpy reference of the integer engine, mirroring engine/bitmcu.c function for function:
 the integer kernels the ops (ops.py) run, and :func:`forward`, the one walk over a model's ops
-(:func:`run` and :func:`generate` are its two entry points, like the C engine's).
+(:func:`run`, :func:`generate` and, a step per token, :func:`generate_text` are its entry
+points, like the C engine's).
 
 Integer arithmetic only (int64 numpy with int32 range checks): no floats, no np.round.
 Functions take a batch (N, ...) so the whole test set runs in one call.
@@ -86,8 +87,8 @@ def maxpool2(a: np.ndarray) -> np.ndarray:
 
 
 def forward(model: IntModel, x, upto: int | None = None):
-    """The model's ops in turn on a batch of its input (images, or (latents, classes)); with
-    ``upto``, only the ops before that index."""
+    """The model's ops in turn on a batch of its input (images, (latents, classes), or a text
+    model's :class:`TextStep`); with ``upto``, only the ops before that index."""
     a = x
     for op in model.ops[:upto]:
         a = op.forward(a, model)

@@ -71,15 +71,6 @@ class TextData:
         lengths = np.array([len(line) + 1 for line in lines], dtype=np.int64)
         return torch.from_numpy(x), torch.from_numpy(lengths)
 
-    def decode(self, tokens) -> str:
-        """Tokens up to the first END -> their characters."""
-        out = []
-        for t in tokens:
-            if int(t) == END:
-                break
-            out.append(self.vocab[int(t)])
-        return "".join(out)
-
 
 def is_text_dataset(name: str) -> bool:
     return name in TEXT_DATASETS or name.endswith(".txt")

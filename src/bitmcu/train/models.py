@@ -227,6 +227,12 @@ def int8_bias(b: torch.Tensor) -> torch.Tensor:
     return q + (q.round() - q).detach()
 
 
+def integer_biases(biases) -> list:
+    """Bias parameters (in BIAS_SCALE units) -> their int8 values (numpy), as the integer engine
+    adds them."""
+    return [int8_bias(b * BIAS_SCALE).to(torch.int8).cpu().numpy() for b in biases]
+
+
 def bias_view(b: torch.Tensor, dim: int) -> torch.Tensor:
     """Biases (n_out,) shaped to add along dim 1 of a (B, n_out, ...) tensor of `dim` dims."""
     return b.reshape(1, -1, *([1] * (dim - 2)))
@@ -415,7 +421,7 @@ class DecoderModel(nn.Module):
     @torch.no_grad()
     def integer_biases(self) -> list:
         """Each layer's int8 biases (numpy), as the integer engine adds them."""
-        return [int8_bias(b * BIAS_SCALE).to(torch.int8).cpu().numpy() for b in self.biases]
+        return integer_biases(self.biases)
 
     def weight_layers(self) -> list[tuple[str, nn.Module]]:
         return [*((f"fc{i}", L) for i, L in enumerate(self.fcs)),
@@ -549,7 +555,8 @@ class CharModel(nn.Module):
 
     @torch.no_grad()
     def integer_biases(self) -> list:
-        return [int8_bias(b * BIAS_SCALE).to(torch.int8).cpu().numpy() for b in self.biases]
+        """Each cell's int8 biases (numpy), as the integer engine adds them."""
+        return integer_biases(self.biases)
 
     def begin(self, batch: int, device=None) -> list[torch.Tensor]:
         """Every cell's state before a line: zeros."""

@@ -160,9 +160,7 @@ def expected_line(model, state: int) -> tuple[list[int], np.ndarray]:
     state ``state``: the reference's line from that state, drawn as font.render_line lays it
     out."""
     tokens = reference.generate_text(model, [0], states=[state])[0][0]
-    line = [int(t) for t in tokens if t]
-    end = list(tokens).index(0) if 0 in tokens else len(tokens)
-    line = line[:end]
+    line = [int(t) for t in reference.line_tokens(tokens) if t]  # without its END
     table, rows = glyphs(model.input.vocab)
     return line, render_line(table, rows, line)
 
@@ -170,7 +168,7 @@ def expected_line(model, state: int) -> tuple[list[int], np.ndarray]:
 def drawn_lines(run: DieRun) -> list[str]:
     """The text die's lines, roll by roll: the reference's line of each roll's PRNG state."""
     model = read_export(run.firmware.export)
-    return [reference.decode(model, expected_line(model, r.state)[0] + [0]) for r in run.rolls]
+    return [reference.decode(model, expected_line(model, r.state)[0]) for r in run.rolls]
 
 
 def roll_die(die_dir: str | Path, rolls: int | None = None, presses: list[tuple[float, float]]

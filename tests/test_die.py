@@ -2,6 +2,8 @@
 frames equal to the reference's, debouncing, the test pattern, fair rolls, and the errors of the
 display and I2C models."""
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -44,17 +46,20 @@ def test_scripted_presses_draw_the_reference_frames(die_dir):
     assert len({r.state for r in run.rolls}) == 4
     assert all(r.i2c_bytes > 512 for r in run.rolls)  # 8 pages of 64 columns, and commands
     assert run.scl_hz == pytest.approx(400e3, rel=0.01)
-    # the roll starts once the press is debounced: 20 ms after the button went down
+    # the chip sleeps between presses: each press wakes it from standby (200 us, the
+    # datasheet's), and the roll starts once the press is debounced, 20 ms later
     for r in run.rolls[1:]:
-        assert 20 <= (r.start_cycle - r.press_cycle) / 48e3 < 22
+        assert r.wake_cycles == 200 * 48
+        assert 20 <= (r.start_cycle - r.press_cycle - r.wake_cycles) / 48e3 < 21
     assert run.ram["total"] <= 2048 and run.flash["total"] <= 16384
-    # the report splits a press's time: debounce, generation and display transfer add up
+    # the report splits a press's time: wake-up, debounce, generation and display transfer
     s = run.summary()
-    assert 20 <= s["median_debounce_ms"] < 22
+    assert 20 <= s["median_debounce_ms"] < 21 and s["median_wake_ms"] == pytest.approx(0.2)
     for r in run.rolls[1:]:
         parts = (r.start_cycle - r.press_cycle) + r.generation_cycles + r.display_cycles
         assert parts == r.end_cycle - r.press_cycle and r.display_cycles > 0
-    assert f"debounce {s['median_debounce_ms']:.1f} ms, generation" in run.text()
+    assert (f"wake-up from standby 0.2 ms, debounce {s['median_debounce_ms']:.1f} ms, "
+            "generation") in run.text()
 
 
 def test_expected_frame_follows_the_state_and_the_dither(die_dir):
@@ -324,3 +329,80 @@ def test_bad_press_scripts(die_dir):
         roll_die(die_dir, presses=[(100, 0)])
     with pytest.raises(BitmcuError, match="not both"):
         roll_die(die_dir, rolls=2, presses=[(100, 30)])
+
+
+def test_sleep_between_presses_and_the_display_timeout(die_dir):
+    """Presses with long pauses: the chip is in standby through each pause (woken by the
+    button, and by the auto-wakeup that counts the display's 10 s); the display goes off 10.08 s
+    after the release and on again for the next roll; every frame as the reference's."""
+    run = roll_die(die_dir, presses=[(300, 60), (14_000, 60), (15_000, 60)])
+    assert check_frames(run) == [] and len(run.rolls) == 4
+    ms = 48e3
+    standby = [s for s in run.sleeps if s.mode == "standby"]
+    assert standby == run.sleeps and len(standby) >= 4
+    # each pause between presses is spent asleep, up to the wake-ups
+    for r, q in itertools.pairwise(run.rolls[1:]):
+        asleep = sum(min(s.end, q.press_cycle) - max(s.start, r.end_cycle) for s in run.sleeps
+                     if s.end > r.end_cycle and s.start < q.press_cycle)
+        gap = q.press_cycle - r.end_cycle
+        assert asleep > gap - 150 * ms  # awake only for the release's debounce
+    # the display: off 10.08 s after the first press's release, on again for the second
+    off = [t for t, on, *_ in run.display_history if not on and t > 400 * ms]
+    assert len(off) >= 1 and 10_000 * ms < off[0] < 10_900 * ms
+    causes = [s.cause for s in run.sleeps]
+    assert causes.count("awu") == 1 and causes.count("button") == 3
+    assert [r.display_woke for r in run.rolls] == [False, False, True, False]
+    woke = run.rolls[2]
+    assert woke.visible_cycle >= woke.end_cycle  # the panel lights 100 ms after AFh
+    # SysTick stands still in standby: the press times it reads stay small
+    s = run.summary()
+    assert s["display_woke"] == 1 and s["sleeps"] == len(run.sleeps)
+    assert "the panel lights 100 ms after it is turned on" in run.text()
+
+
+def test_energy_of_a_scripted_session_is_pinned(die_dir):
+    """The energy model over a short scripted session: the charge of each part by the
+    datasheets' currents (pinned), and the battery life projection's arithmetic."""
+    from bitmcu.apps.die.energy import CURRENTS, display_amps, project
+
+    run = roll_die(die_dir, presses=[(300, 60), (14_000, 60)])
+    b = run.budget_dict()
+    # the run ends asleep after the second press's roll and release: 14.08 s, of which
+    # 13.848 s in standby (10.31 s with the LSI counting the display's timeout, 3.54 s without)
+    assert b["seconds"] == pytest.approx(14.080, abs=0.005)
+    assert b["standby_s"] == pytest.approx(13.848, abs=0.005)
+    uc = b["uC"]
+    assert uc["mcu_standby"] == pytest.approx(136.77, rel=2e-3)  # 10.26 uA x 10.31 + 8.76 x 3.54
+    assert uc["mcu_wake"] == pytest.approx(3.942, rel=1e-6)  # 3 wake-ups x 200 us x 6.57 mA
+    assert uc["display_off"] == pytest.approx(71.69, rel=2e-3)  # 20 uA x 3.58 s
+    assert uc["mcu_run"] == pytest.approx(6.57e3 * b["awake_s"])
+    # the display on: its history's lit pixels through display_amps
+    h = run.display_history + [(run.end_cycle, None, None, None)]
+    on = sum(display_amps(True, p, n) * (t1 - t0) / 48e6 for (t0, o, p, n), (t1, *_)
+             in itertools.pairwise(h) if o)
+    assert uc["display_on"] == pytest.approx(on * 1e6)
+    assert b["total_uC"] == pytest.approx(sum(uc.values()))
+    # the display's current: sleep, or IDD + twice (ICC + the lit pixels' segment current)
+    assert display_amps(False, False, 0) == 20e-6
+    assert display_amps(True, True, 64) == pytest.approx(50e-6 + 2 * (430e-6 + 100e-6 * 0xCF / 256))
+    p = project(1e-3, 0.1, 64, 10.0, 1, rolls_per_day=20, battery_mah=220)
+    idle = CURRENTS["mcu_standby"].amps + CURRENTS["oled_sleep"].amps
+    shown = (display_amps(True, True, 64) + 10.26e-6) * 10 + 6.57e-3 * 200e-6
+    day = 20 * 1e-3 + 20 * shown + idle * (86_400 - 20 * 10.1)
+    assert p.day_coulombs == pytest.approx(day)
+    assert p.days == pytest.approx(220 * 3.6 / day)
+    assert p.idle_amps == pytest.approx(28.76e-6)
+
+
+def test_sleep_model_errors():
+    """A wait for an interrupt, EXTI interrupts and a sleep with no wake-up source are named."""
+    m, p = i2c_ready()
+    p.wfi()  # WFITOWFE clear
+    assert "waits for an interrupt" in m.error
+    m, p = i2c_ready()
+    p.write(0x40010400, 4, 1 << 3)
+    assert "EXTI interrupts" in m.error
+    m, p = i2c_ready()
+    p.write(0xE000ED10, 4, 1 << 3)
+    p.wfi()
+    assert "no wake-up source" in m.error

@@ -357,6 +357,14 @@ def add_die(sub) -> None:
     p.add_argument("--dither", default="ordered", help="ordered (4x4 Bayer, default) | threshold")
     p.add_argument("--debounce-ms", type=int, default=20, help="button debounce, 1..500 ms "
                    "(default 20)")
+    p.add_argument("--display-timeout", type=float, default=10.0, metavar="S",
+                   help="the display sleeps S seconds after the button is let go (0: never; "
+                   "0.48..3600, in steps of 0.48 s; default 10)")
+    p.add_argument("--rolls-per-day", type=float, default=20.0, help="with --emulate: the use "
+                   "the battery life is for (default 20 rolls a day, each face shown until the "
+                   "display's timeout)")
+    p.add_argument("--battery-mah", type=float, default=220.0, help="with --emulate: the "
+                   "battery's capacity (default 220 mAh, a CR2032)")
     p.add_argument("--out", type=Path, help="output folder (default: SOURCE-die)")
     p.add_argument("--emulate", type=count("--emulate"), metavar="N", help="emulate N rolls; frames, contact "
                    "sheet, GIF and rolls.json go to OUT/rolls")
@@ -390,7 +398,12 @@ def _cmd_die(a) -> int:
 
     if a.oracle and a.emulate is None:
         raise BitmcuError("--oracle judges the emulated frames: give --emulate N with it")
-    info = build_die(a.source, a.mcu, a.out, DieOptions(a.button, a.dither, a.debounce_ms))
+    if not 0 < a.rolls_per_day <= 10_000:
+        raise BitmcuError(f"--rolls-per-day {a.rolls_per_day:g}: must be > 0 and <= 10,000")
+    if not 0 < a.battery_mah <= 100_000:
+        raise BitmcuError(f"--battery-mah {a.battery_mah:g}: must be > 0 and <= 100,000")
+    info = build_die(a.source, a.mcu, a.out, DieOptions(a.button, a.dither, a.debounce_ms,
+                                                        a.display_timeout))
     print(info.text())
     if a.emulate is None:
         print(f"emulate it with: bitmcu die {a.source} --emulate 12")
@@ -398,6 +411,12 @@ def _cmd_die(a) -> int:
     run = roll_die(Path(info.elf).parent, rolls=a.emulate, seed=a.seed, progress=True)
     print(run.text())
     files = write_frames(run, Path(info.elf).parent / "rolls")
+    proj = run.projection(a.rolls_per_day, a.battery_mah)
+    if proj is not None:
+        from .apps.die.energy import plot_budget
+
+        print(proj.text())
+        plot_budget(proj, Path(files["json"]).with_name("energy.png"))
     bad = check_frames(run)
     if info.is_text:
         if a.oracle:
@@ -418,8 +437,12 @@ def _cmd_die(a) -> int:
     path = Path(files["json"])
     report = json.loads(path.read_text())
     report.update(extra)
+    if proj is not None:
+        report["energy"] = proj.to_dict()
     path.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {files['sheet']}, {files['gif']}, {files['json']} and one PNG per {unit[0]}")
+    print(f"wrote {files['sheet']}, {files['gif']}, {files['json']}"
+          + (f", {path.with_name('energy.png')}" if proj is not None else "")
+          + f" and one PNG per {unit[0]}")
     if bad:
         raise BitmcuError(f"{len(bad)} of {len(run.rolls)} frames differ from the numpy "
                           f"reference's (rolls {bad[:10]})")

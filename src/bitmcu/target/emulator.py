@@ -23,7 +23,15 @@ import numpy as np
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 from tqdm import tqdm
-from unicorn import UC_ARCH_RISCV, UC_HOOK_BLOCK, UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE, Uc, UcError
+from unicorn import (
+    UC_ARCH_RISCV,
+    UC_HOOK_BLOCK,
+    UC_HOOK_CODE,
+    UC_HOOK_MEM_READ,
+    UC_HOOK_MEM_WRITE,
+    Uc,
+    UcError,
+)
 from unicorn.riscv_const import UC_RISCV_REG_PC
 from unicorn.unicorn_const import UC_MODE_RISCV32
 
@@ -44,6 +52,7 @@ MAP_FLASH = 64 * 1024  # mapped, so that an overflowing image still loads; the s
 MAP_RAM = 64 * 1024
 MAX_INSNS = 500_000_000  # a profile's default limit
 PROGRESS_STEP = 2_000_000  # instructions between updates of the progress bar
+WFI = 0x10500073  # the one encoding of wfi (no compressed form)
 
 
 @dataclass
@@ -144,8 +153,10 @@ class Machine:
                 elf = ELFFile(f)
                 if elf["e_machine"] != "EM_RISCV" or elf.elfclass != 32:
                     raise BitmcuError(f"{self.path}: not a 32-bit RISC-V ELF")
-                segments = [(s["p_paddr"], s.data()) for s in elf.iter_segments()
-                            if s["p_type"] == "PT_LOAD" and s["p_filesz"] > 0]
+                loads = [s for s in elf.iter_segments()
+                         if s["p_type"] == "PT_LOAD" and s["p_filesz"] > 0]
+                segments = [(s["p_paddr"], s.data()) for s in loads]
+                code = [(s["p_vaddr"], s.data()) for s in loads if s["p_flags"] & 1]  # PF_X
                 self.sections = _sections(elf)
                 self.symbols = _symbols(elf)
                 self.entry = elf["e_entry"]
@@ -168,6 +179,7 @@ class Machine:
         self.error: str | None = None
         self.oob: int | None = None
         self.on_marker = None  # fn(event, arg, cycles, insns) -> None
+        self.on_wfi = None  # fn() -> None: a sleep model, called where the firmware runs wfi
         self._bar = None  # tqdm progress bar of a run
         ram_end = RAM_BASE + chip.ram_kb * 1024
         flash_end = FLASH_BASE + chip.flash_kb * 1024
@@ -177,6 +189,12 @@ class Machine:
         uc.hook_add(UC_HOOK_MEM_WRITE, self._on_marker, begin=marker, end=marker + 3)
         uc.hook_add(UC_HOOK_MEM_WRITE | UC_HOOK_MEM_READ, self._on_oob, begin=ram_end,
                     end=RAM_BASE + MAP_RAM - 1)
+        # wfi (Unicorn would halt on it): a hook on each address that holds its encoding (one
+        # that is not an instruction's start never runs)
+        for base, data in code:
+            for off in range(0, len(data) - 3, 2):
+                if int.from_bytes(data[off:off + 4], "little") == WFI:
+                    uc.hook_add(UC_HOOK_CODE, self._on_wfi, begin=base + off, end=base + off)
 
     def _on_block(self, uc, addr, size, _):
         key = (addr, size)
@@ -219,6 +237,14 @@ class Machine:
         if self.on_marker is not None:
             cyc, ins = self.now()  # the block charged only up to the store
             self.on_marker(value >> 24, value & 0xFFFFFF, cyc, ins)
+
+    def _on_wfi(self, uc, addr, size, _):
+        if self.on_wfi is None:
+            self.fail(f"the firmware ran wfi at 0x{addr:08x}; sleeping is modelled only with the "
+                      "die's peripherals (bitmcu die --emulate)")
+            return
+        self.on_wfi()  # it moves the clock to the wake-up, or stops the run
+        uc.reg_write(UC_RISCV_REG_PC, addr + 4)  # awake: on after the wfi
 
     def _on_oob(self, uc, access, addr, size, value, _):
         if self.oob is None:

@@ -4,8 +4,10 @@ drawn, the frame read back from the display's memory, the cycles and the I2C tim
 
 Presses: by default one roll at start-up and then, ``gap_ms`` after each roll ends (or after
 the last press was let go, where that is later), a press held ``hold_ms``; or an explicit
-script of (start, length) presses in ms from reset. The run ends after the requested rolls,
-or once the script is over and the firmware waits for a press.
+script of (start, length) presses in ms from reset. The run ends once the firmware sleeps for
+good after the last roll (its display timed out), or, with a script, once the script is over
+and the firmware waits for a press. The sleeps and the display's history make the energy
+budget (die/energy.py).
 
 The expected frame of a roll (:func:`expected_frame`) is what the numpy reference generates for
 the roll's PRNG state (read from the firmware's ``die_state``), scaled up and dithered as
@@ -34,12 +36,14 @@ from ...target.emulator import ENGINE_ERROR, Machine
 from ...train.config import load_config
 from ..judge import default_oracles, load_oracle, read_all
 from .display import display_bits, frame_image
+from .energy import Projection, project, session_budget
 from .firmware import LEFT_COLUMN, DieFirmware, DieOptions
 from .font import glyphs, render_line
-from .peripherals import Peripherals, Press
+from .peripherals import WAKE_US, Peripherals, Press, Sleep
 from .ssd1306 import SSD1306
 
 EV_ROLL, EV_LAYER, EV_END, EV_TX_START, EV_TX_END, EV_PATTERN = 1, 2, 3, 5, 6, 7
+T_AF_MS = 100.0  # SSD1306 DS section 8.9.2: SEG/COM on 100 ms after AFh with the charge pump
 
 
 @dataclass
@@ -54,6 +58,9 @@ class Roll:
     i2c_bytes: int
     i2c_wire_ms: float  # time the I2C bus was busy, at the SCL clock the firmware set
     frame: np.ndarray = field(repr=False, default=None)  # (64, 128) bool, read from the display
+    wake_cycles: int = 0  # the wake-up from standby at the press (0: the chip was awake)
+    display_woke: bool = False  # the display had timed out: it was turned on for this roll
+    visible_cycle: int = 0  # the face finished and the panel lit (T_AF after a timeout)
 
     @property
     def generation_cycles(self) -> int:
@@ -75,6 +82,44 @@ class DieRun:
     scl_hz: float
     patterns: list = field(default_factory=list)  # frames of the test pattern (button held at
     #                                               power-up), (64, 128) bool each
+    sleeps: list[Sleep] = field(default_factory=list)
+    display_history: list = field(default_factory=list)  # (cycle, on, charge pump, lit pixels)
+    end_cycle: float = 0.0  # where the emulation ended
+
+    def awake_after(self, r: Roll) -> float | None:
+        """Cycles from a roll's press to the chip's next standby (None: it never slept after)."""
+        nxt = next((s.start for s in self.sleeps if s.start >= r.end_cycle), None)
+        return None if nxt is None or r.press_cycle is None else nxt - r.press_cycle
+
+    def timed_out_after(self) -> float | None:
+        """Seconds from the last roll's release (the chip's standby) to the display turned off,
+        where the emulation went that far."""
+        if not self.rolls:
+            return None
+        last = self.rolls[-1].end_cycle
+        sleep = next((s.start for s in self.sleeps if s.start >= last), None)
+        off = next((t for t, on, *_ in self.display_history if t >= last and not on), None)
+        return None if sleep is None or off is None else (off - sleep) / self.clock_hz
+
+    def projection(self, rolls_per_day: float = 20.0, battery_mah: float = 220.0
+                   ) -> Projection | None:
+        """Battery life at ``rolls_per_day`` from the pressed rolls' medians (None: no roll was
+        pressed or the chip never slept after one)."""
+        opt = DieOptions(**self.firmware.options)
+        awake = [self.awake_after(r) for r in self.rolls]
+        rolls = [(r, a / self.clock_hz) for r, a in zip(self.rolls, awake, strict=True)
+                 if a is not None]
+        if not rolls:
+            return None
+        from .energy import CURRENTS, display_amps
+
+        run = CURRENTS["mcu_run"].amps
+        coulombs = [(run + display_amps(True, True, int(r.frame.sum()))) * a for r, a in rolls]
+        timeout = self.timed_out_after()
+        return project(float(np.median(coulombs)), float(np.median([a for _, a in rolls])),
+                       float(np.median([r.frame.sum() for r, _ in rolls])),
+                       opt.timeout_s() if timeout is None else timeout, opt.awu()[1],
+                       rolls_per_day, battery_mah)
 
     def summary(self) -> dict:
         pressed = [r for r in self.rolls if r.press_cycle is not None]
@@ -89,13 +134,27 @@ class DieRun:
             "median_display_cycles": med([r.display_cycles for r in self.rolls]),
             "median_press_to_display_ms": med([r.press_to_display_ms(self.clock_hz)
                                                for r in pressed]),
-            # where a press's time goes: the debounce (press to the roll's start), generating
-            # the picture, sending it (medians, ms at the core clock)
-            "median_debounce_ms": med([(r.start_cycle - r.press_cycle) / self.clock_hz * 1e3
-                                       for r in pressed]),
+            # where a press's time goes: the wake-up from standby, the debounce (to the roll's
+            # start), generating the picture, sending it (medians, ms at the core clock)
+            "median_debounce_ms": med([(r.start_cycle - r.press_cycle - r.wake_cycles) /
+                                       self.clock_hz * 1e3 for r in pressed]),
             "median_i2c_wire_ms": med([r.i2c_wire_ms for r in self.rolls]),
+            "median_wake_ms": med([r.wake_cycles / self.clock_hz * 1e3 for r in pressed]),
+            "display_woke": sum(r.display_woke for r in self.rolls),
+            "median_press_to_visible_after_timeout_ms": med(
+                [(r.visible_cycle - r.press_cycle) / self.clock_hz * 1e3 for r in pressed
+                 if r.display_woke]),
+            "display_timed_out_s": self.timed_out_after(),
+            "sleeps": len(self.sleeps),
+            "session": self.budget_dict(),
             "i2c_bytes_per_roll": med([r.i2c_bytes for r in self.rolls]),
             "scl_hz": self.scl_hz, "flash": self.flash, "ram": self.ram}
+
+    def budget_dict(self) -> dict:
+        b = session_budget(self.sleeps, self.display_history, self.end_cycle, self.clock_hz)
+        return {"seconds": b.seconds, "awake_s": b.awake_s, "standby_s": b.standby_s,
+                "display_on_s": b.display_on_s,
+                "uC": {k: v * 1e6 for k, v in b.charge.items()}, "total_uC": b.total * 1e6}
 
     def text(self) -> str:
         s = self.summary()
@@ -117,10 +176,23 @@ class DieRun:
         if s["median_press_to_display_ms"] is not None:
             ms = lambda c: c / self.clock_hz * 1e3  # noqa: E731
             lines.append(f"  press to finished display: {s['median_press_to_display_ms']:.1f} ms "
-                         f"at {self.clock_hz / 1e6:.0f} MHz, median: debounce "
+                         f"at {self.clock_hz / 1e6:.0f} MHz, median: wake-up from standby "
+                         f"{s['median_wake_ms']:.1f} ms, debounce "
                          f"{s['median_debounce_ms']:.1f} ms, generation "
                          f"{ms(s['median_generation_cycles']):.1f} ms, display transfer "
                          f"{ms(s['median_display_cycles']):.1f} ms")
+        if s["display_woke"] and s["median_press_to_visible_after_timeout_ms"] is not None:
+            lines.append(f"  after a display timeout ({s['display_woke']} rolls) the panel lights "
+                         f"{T_AF_MS:.0f} ms after it is turned on: press to a visible face "
+                         f"{s['median_press_to_visible_after_timeout_ms']:.1f} ms, median")
+        b = s["session"]
+        lines.append(f"  session: {b['seconds']:.2f} s emulated, awake {b['awake_s']:.2f} s, "
+                     f"standby {b['standby_s']:.2f} s ({s['sleeps']} sleeps), display on "
+                     f"{b['display_on_s']:.2f} s; {b['total_uC']:,.0f} uC by the datasheets' "
+                     "currents")
+        if s["display_timed_out_s"] is not None:
+            lines.append(f"  the display turned off {s['display_timed_out_s']:.2f} s after the "
+                         "last roll's release")
         r, f = self.ram, self.flash
         lines.append(f"  flash {f['total']:,} of {f['size']:,} bytes; RAM {r['total']:,} of "
                      f"{r['size']:,} bytes (peak stack {r['stack_peak']:,} measured)")
@@ -228,8 +300,12 @@ def roll_die(die_dir: str | Path, rolls: int | None = None, presses: list[tuple[
             if out and press is not None and out[-1].press_cycle == press:
                 press = None  # a second roll from one press cannot be
             cur.clear()
+            woke = next((sl for sl in reversed(p.sleeps) if sl.cause == "button"
+                         and press is not None and sl.end >= press), None)
             cur.update(index=arg, start=cyc, state=read_state(), press=press, tx=0.0,
-                       tx_at=None, bytes=p.i2c.wire_bytes, wire=p.i2c.wire_cycles)
+                       tx_at=None, bytes=p.i2c.wire_bytes, wire=p.i2c.wire_cycles,
+                       wake=WAKE_US[woke.mode] * ms / 1e3 if woke else 0.0,
+                       display_off=not display.on)
         elif event == EV_PATTERN:
             patterns.append(display.pixels())
         elif event == EV_TX_START and cur:
@@ -244,14 +320,19 @@ def roll_die(die_dir: str | Path, rolls: int | None = None, presses: list[tuple[
             r = Roll(cur["index"], arg, cur["state"], cur["press"],
                      int(cur["start"]), int(cyc), int(cur["tx"]),
                      p.i2c.wire_bytes - cur["bytes"],
-                     (p.i2c.wire_cycles - cur["wire"]) / ms, display.pixels())
+                     (p.i2c.wire_cycles - cur["wire"]) / ms, display.pixels(),
+                     round(cur["wake"]), cur["display_off"],
+                     int(max(cyc, display.on_since + T_AF_MS * ms) if cur["display_off"]
+                         else cyc))
             out.append(r)
             cur.clear()
             if progress:
                 advance()
             if rolls is not None:
                 if len(out) >= rolls:
-                    m.stop()
+                    # no press comes: on until the firmware sleeps for good (the display's
+                    # timeout included)
+                    p.deadline = math.inf
                 else:
                     # gap_ms after the roll, or after the last press was let go where the
                     # roll ended sooner (the text die's): the firmware waits for the button
@@ -270,7 +351,8 @@ def roll_die(die_dir: str | Path, rolls: int | None = None, presses: list[tuple[
                           f"{max_insns:,} instructions")
     flash, ram = m.memory_use()
     scl = clock / p.i2c.period() if p.i2c.regs[0x1C] else float("nan")
-    return DieRun(fw, out, ram, flash, clock, scl, patterns)
+    return DieRun(fw, out, ram, flash, clock, scl, patterns, p.sleeps, display.history,
+                  m.time())
 
 
 def check_frames(run: DieRun) -> list[int]:

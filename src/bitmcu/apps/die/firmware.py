@@ -30,6 +30,11 @@ PORTS = {"A": 0, "C": 2, "D": 3}
 ADC_PIN = ("D", 4, 7)  # PD4 = ADC channel 7, left unconnected: its noise seeds the PRNG
 OLED_ADDRESS = 0x3C
 I2C_HZ = 400_000
+EXTI_PORTS = {"A": 0, "C": 2, "D": 3}  # AFIO_EXTICR's port codes
+LSI_HZ = 128_000  # the auto-wakeup's clock (datasheet: 100..150 kHz)
+AWU_PSC = (15, 61440)  # AWUPSC code and divider: 0.48 s per count at 128 kHz
+AWU_WINDOW_MAX = 63
+MAX_TIMEOUT_S = 3600
 FACES = 6
 LEFT_COLUMN = 32  # the 64x64 picture spans display columns 32..95 (die.c's LEFT)
 
@@ -39,6 +44,8 @@ class DieOptions:
     button: str = DEFAULT_BUTTON  # GPIO pin of the button (to ground; internal pull-up)
     dither: str = "ordered"  # ordered (4x4 Bayer) | threshold (at 128)
     debounce_ms: int = 20  # the button must be stable this long (up, then down) to count
+    display_timeout_s: float = 10.0  # the display sleeps this long after the button is let go
+    #                                  (0: it stays on)
 
     def check(self) -> None:
         if self.button.upper() not in BUTTON_PINS:
@@ -48,6 +55,25 @@ class DieOptions:
             raise BitmcuError(f"--dither {self.dither!r} is not allowed; use {choices(DITHERS)}")
         if not 1 <= self.debounce_ms <= 500:
             raise BitmcuError(f"--debounce-ms {self.debounce_ms}: must be 1..500")
+        if not (self.display_timeout_s == 0 or
+                AWU_PSC[1] / LSI_HZ <= self.display_timeout_s <= MAX_TIMEOUT_S):
+            raise BitmcuError(f"--display-timeout {self.display_timeout_s:g}: must be 0 (the "
+                              f"display stays on) or {AWU_PSC[1] / LSI_HZ:g}..{MAX_TIMEOUT_S} "
+                              "seconds")
+
+    def awu(self) -> tuple[int, int]:
+        """(window, wakes): the auto-wakeup's window (counts of 0.48 s) and how many of its
+        periods make the display timeout, the nearest the counts allow; (0, 0) for no timeout."""
+        if not self.display_timeout_s:
+            return 0, 0
+        counts = max(1, round(self.display_timeout_s * LSI_HZ / AWU_PSC[1]))
+        wakes = -(-counts // AWU_WINDOW_MAX)
+        return round(counts / wakes), wakes
+
+    def timeout_s(self) -> float:
+        """The display timeout the firmware keeps (at the LSI's typical 128 kHz)."""
+        window, wakes = self.awu()
+        return window * wakes * AWU_PSC[1] / LSI_HZ
 
     @property
     def pin(self) -> tuple[str, int]:
@@ -100,7 +126,15 @@ class DieFirmware:
                 f"{r['bss']:,}, worst-case stack {r['stack_bound']})\n"
                 f"  button {o['button']} (to ground), debounce {o['debounce_ms']} ms, "
                 f"{shows} on an SSD1306 at I2C 0x{OLED_ADDRESS:02x} (SDA PC1, SCL PC2), "
-                f"entropy from PD4")
+                f"entropy from PD4\n"
+                f"  standby between rolls, woken by the button; {self.timeout_text()}")
+
+    def timeout_text(self) -> str:
+        opt = DieOptions(**self.options)
+        if not opt.display_timeout_s:
+            return "the display stays on"
+        return (f"the display sleeps {opt.timeout_s():.2f} s after the button is let go "
+                "(+-20%: the LSI runs at 100..150 kHz)")
 
 
 def die_files() -> Path:
@@ -114,8 +148,13 @@ def config_header(opt: DieOptions, scale: int, text: bool = False) -> str:
              f"#define DIE_TEXT {int(text)}",
              f"#define DIE_BUTTON_PORT {PORTS[port]}u /* GPIO{port} */",
              f"#define DIE_BUTTON_PIN {pin}u",
+             f"#define DIE_BUTTON_EXTI_PORT {EXTI_PORTS[port]}u",
              f"#define DIE_DEBOUNCE_MS {opt.debounce_ms}u",
              f"#define DIE_DITHER {int(opt.dither == 'ordered')}",
+             f"#define DIE_AWU_PSC {AWU_PSC[0]}u /* LSI / {AWU_PSC[1]} */",
+             f"#define DIE_AWU_WINDOW {opt.awu()[0] or AWU_WINDOW_MAX}u",
+             f"#define DIE_AWU_WAKES {opt.awu()[1]}u /* display timeout "
+             f"{opt.timeout_s():.2f} s; 0: none */",
              f"#define DIE_SCALE {scale}u",
              f"#define DIE_OLED_ADDR 0x{OLED_ADDRESS:02X}u",
              f"#define DIE_I2C_HZ {I2C_HZ}u",

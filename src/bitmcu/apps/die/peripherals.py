@@ -1,11 +1,20 @@
 """Models of the CH32V003 peripherals the die firmware touches, mapped onto the emulator.
 
-RCC (the clock tree's enable and ready flags), FLASH (wait states), GPIO ports A, C and D (the
-button: scripted presses), AFIO, I2C1 (master transmitter with the status flags a polling driver
-waits on, timed by its SCL clock so that the transfer costs the cycles it costs on the chip),
-ADC1 (a seeded noise sequence) and SysTick (an up-counter of the core clock). Registers follow
-the CH32V003 reference manual's map. A read or write of a register no model covers stops the
-run with an error naming the address, as does a sequence the I2C model does not support.
+RCC (the clock tree's enable and ready flags, the LSI), FLASH (wait states), GPIO ports A, C and
+D (the button: scripted presses), AFIO (the EXTI lines' ports), EXTI (event lines: the button's
+edges and the auto-wakeup), PWR (standby and the auto-wakeup), PFIC_SCTLR (deep sleep, WFI as
+WFE, SETEVENT), I2C1 (master transmitter with the status flags a polling driver waits on, timed
+by its SCL clock so that the transfer costs the cycles it costs on the chip), ADC1 (a seeded
+noise sequence) and SysTick (an up-counter of the core clock). Registers follow the CH32V003
+reference manual's map. A read or write of a register no model covers stops the run with an
+error naming the address, as does a sequence the I2C model does not support.
+
+Sleep (the firmware's wfi, with PFIC_SCTLR.WFITOWFE: a wait for an event; interrupts are not
+modelled): an event pending since the last wait (an enabled EXTI line's edge, SETEVENT) ends the
+wait at once; else the clock moves to the next event, plus the datasheet's wake-up time (table
+3-13: 200 us from standby, 30 us from sleep). Standby (SLEEPDEEP with PWR_CTLR.PDDS) stops
+every clock: SysTick stands still, and the chip wakes on the HSI (PLL off, PWR_CTLR reset), as
+the reference manual says. Each sleep is recorded (:class:`Sleep`) for the energy model.
 
 Time is the emulator's cycle count (the core clock, 48 MHz after the firmware's PLL set-up).
 """
@@ -20,6 +29,25 @@ from .ssd1306 import SSD1306, DisplayError
 
 IO_BASE, IO_SIZE = 0x40000000, 0x24000  # APB1, APB2 and AHB peripherals up to FLASH
 STK_BASE, STK_SIZE = 0xE000F000, 0x1000
+PFIC_BASE, PFIC_SCTLR = 0xE000E000, 0xE000ED10
+PWR_BASE, EXTI_BASE, AFIO_EXTICR, RCC_RSTSCKR = 0x40007000, 0x40010400, 0x40010008, 0x40021024
+SCTLR_SLEEPDEEP, SCTLR_WFITOWFE, SCTLR_SETEVENT = 1 << 2, 1 << 3, 1 << 5
+EXTI_AWU_LINE = 9
+EXTI_PORT = {"A": 0, "C": 2, "D": 3}  # AFIO_EXTICR's codes
+LSI_HZ = 128_000
+AWU_DIV = (1, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 10240, 61440)
+WAKE_US = {"standby": 200.0, "sleep": 30.0}  # datasheet table 3-13 (tWUSTDBY, twusleep)
+
+
+@dataclass
+class Sleep:
+    """One wait for an event: from the wfi (``start``) to awake again (``end``, the wake-up
+    time included), in cycles; standby or sleep; whether the LSI ran; what woke the chip."""
+    start: float
+    end: float
+    mode: str  # standby | sleep
+    lsi: bool
+    cause: str  # button | awu | event (SETEVENT)
 
 
 @dataclass
@@ -46,10 +74,15 @@ class Peripherals:
         self.stk_base, self.stk_zero = 0, 0.0
         self.deadline: float | None = None  # stop when the firmware reads the timer after it
         self.i2c = I2CMaster(self)
-        machine.map_io(IO_BASE, IO_SIZE, lambda o, s: self.read(IO_BASE + o, s),
-                       lambda o, s, v: self.write(IO_BASE + o, s, v))
-        machine.map_io(STK_BASE, STK_SIZE, lambda o, s: self.read(STK_BASE + o, s),
-                       lambda o, s, v: self.write(STK_BASE + o, s, v))
+        self.sleeps: list[Sleep] = []
+        self.event_seen = -1.0  # events up to this time are consumed (a wait ended on them)
+        self.set_event_at: float | None = None  # SETEVENT's
+        self.awu_start: float | None = None  # when the auto-wakeup was enabled
+        display.clock = self.now
+        machine.on_wfi = self.wfi
+        for base, size in ((IO_BASE, IO_SIZE), (STK_BASE, STK_SIZE), (PFIC_BASE, 0x1000)):
+            machine.map_io(base, size, lambda o, s, b=base: self.read(b + o, s),
+                           lambda o, s, v, b=base: self.write(b + o, s, v))
 
     def now(self) -> float:
         return self.m.time()
@@ -60,7 +93,8 @@ class Peripherals:
 
     def unknown(self, addr: int, what: str) -> int:
         return self.fail(f"the firmware {what} 0x{addr:08x}, a peripheral register no model "
-                         "covers (modelled: RCC, FLASH, GPIOA/C/D, AFIO, I2C1, ADC1, SysTick)")
+                         "covers (modelled: RCC, FLASH, GPIOA/C/D, AFIO, EXTI events, PWR, "
+                         "I2C1, ADC1, SysTick, PFIC_SCTLR)")
 
     def button_down(self) -> bool:
         """Whether the button is down now; ``presses`` are in time order and do not overlap."""
@@ -100,7 +134,16 @@ class Peripherals:
             if off == 0x04:  # SWS follows SW
                 v = (v & ~0xC) | ((v & 3) << 2)
             return v
+        if addr == RCC_RSTSCKR:  # LSIRDY follows LSION at once
+            v = self.regs.get(addr, 0x0C000000)
+            return (v & ~2) | ((v & 1) << 1)
         if addr == 0x40022000:  # FLASH_ACTLR
+            return self.regs.get(addr, 0)
+        if base == PWR_BASE and off in (0x00, 0x04, 0x08, 0x0C, 0x10):
+            return self.regs.get(addr, 0x3F if off == 0x0C else 0)
+        if base == EXTI_BASE and off in (0x00, 0x04, 0x08, 0x0C, 0x14):
+            return self.regs.get(addr, 0) if off != 0x14 else 0  # INTFR: no interrupts
+        if addr == PFIC_SCTLR:
             return self.regs.get(addr, 0)
         if base in self.GPIO and off in (0x00, 0x08, 0x0C):
             if off == 0x08:  # INDR: pulled-up inputs read 1, the button pulls its pin low
@@ -109,7 +152,7 @@ class Peripherals:
                     v &= ~(1 << self.button_pin)
                 return v
             return self.regs.get(addr, 0x44444444 if off == 0 else 0)
-        if base == 0x40010000 and off in (0x04,):  # AFIO_PCFR1
+        if base == 0x40010000 and off in (0x04, 0x08):  # AFIO_PCFR1, AFIO_EXTICR
             return self.regs.get(addr, 0)
         if base == 0x40005400:
             return self.i2c.read(off)
@@ -125,8 +168,23 @@ class Peripherals:
         base, off = addr & ~0x3FF, addr & 0x3FF
         if base == 0x40021000 and off in (0x00, 0x04, 0x14, 0x18, 0x1C):
             self.regs[addr] = v
-        elif addr == 0x40022000:
+        elif addr in (0x40022000, RCC_RSTSCKR):
             self.regs[addr] = v
+        elif base == PWR_BASE and off in (0x00, 0x08, 0x0C, 0x10):
+            if off == 0x08:  # AWUCSR: the count starts when AWUEN goes 1
+                was = self.regs.get(addr, 0) & 2
+                self.awu_start = (self.awu_start if was else self.now()) if v & 2 else None
+            self.regs[addr] = v
+        elif base == EXTI_BASE and off in (0x00, 0x04, 0x08, 0x0C, 0x14):
+            if off == 0x00 and v:
+                self.fail(f"the firmware enabled EXTI interrupts (INTENR 0x{v:x}); the model "
+                          "wakes the chip by events only (EVENR, WFI as WFE)")
+            elif off != 0x14:
+                self.regs[addr] = v
+        elif addr == PFIC_SCTLR:
+            if v & SCTLR_SETEVENT:
+                self.set_event_at = self.now()
+            self.regs[addr] = v & ~SCTLR_SETEVENT
         elif base in self.GPIO and off in (0x00, 0x0C):
             self.regs[addr] = v
         elif base in self.GPIO and off in (0x10, 0x14):  # BSHR (set / reset), BCR (reset)
@@ -136,7 +194,7 @@ class Peripherals:
             else:
                 out &= ~(v & 0xFFFF)
             self.regs[base + 0x0C] = out & 0xFFFF
-        elif base == 0x40010000 and off == 0x04:
+        elif base == 0x40010000 and off in (0x04, 0x08):
             self.regs[addr] = v
         elif base == 0x40005400:
             self.i2c.write(off, v)
@@ -152,6 +210,71 @@ class Peripherals:
             self.regs[addr] = v
         else:
             self.unknown(addr, "wrote")
+
+    # ------------------------------------------------------------------ sleep and events
+    def _edges(self, falling: bool) -> list[float]:
+        """The button's falling (or rising) edges, in time order."""
+        out = []
+        for p in self.presses:
+            down = [p.at] + [p.at + a + n for a, n in p.bounces]
+            up = [p.at + a for a, _ in p.bounces] + [p.at + p.hold]
+            out += down if falling else up
+        return sorted(out)
+
+    def next_event(self, after: float) -> tuple[float, str] | None:
+        """The first event after ``after``: (time, cause), or None where no source is on."""
+        found = []
+        if self.set_event_at is not None and self.set_event_at > after:
+            found.append((self.set_event_at, "event"))
+        ev = self.regs.get(EXTI_BASE + 0x04, 0)
+        rise, fall = self.regs.get(EXTI_BASE + 0x08, 0), self.regs.get(EXTI_BASE + 0x0C, 0)
+        line = self.button_pin
+        port = self.regs.get(AFIO_EXTICR, 0) >> (2 * line) & 3
+        if ev >> line & 1 and port == EXTI_PORT[self.button_port]:
+            for edge_falls, on in ((True, fall), (False, rise)):
+                if on >> line & 1:
+                    found += [(t, "button") for t in self._edges(edge_falls) if t > after][:1]
+        awu = self.regs.get(PWR_BASE + 0x08, 0) & 2 and self.regs.get(RCC_RSTSCKR, 0) & 1
+        window = self.regs.get(PWR_BASE + 0x0C, 0x3F) & 0x3F
+        if (awu and window and self.awu_start is not None and ev >> EXTI_AWU_LINE & 1
+                and (rise | fall) >> EXTI_AWU_LINE & 1):
+            period = window * AWU_DIV[self.regs.get(PWR_BASE + 0x10, 0) & 15] * \
+                self.m.chip.clock_hz / LSI_HZ
+            k = int(max(0.0, after - self.awu_start) // period) + 1
+            found.append((self.awu_start + k * period, "awu"))
+        return min(found) if found else None
+
+    def wfi(self) -> None:
+        """The firmware waits for an event (see the module's docstring)."""
+        sctlr = self.regs.get(PFIC_SCTLR, 0)
+        if not sctlr & SCTLR_WFITOWFE:
+            self.fail("the firmware waits for an interrupt (wfi with PFIC_SCTLR.WFITOWFE clear); "
+                      "the model wakes the chip by events only: set WFITOWFE")
+            return
+        t = self.now()
+        nxt = self.next_event(self.event_seen)
+        if nxt is not None and nxt[0] <= t:  # pending: the wait ends at once
+            self.event_seen = t
+            return
+        nxt = self.next_event(t)
+        if nxt is None or (self.deadline is not None and nxt[0] >= self.deadline):
+            if self.deadline is None:
+                self.fail("the firmware sleeps with no wake-up source left (an EXTI event line "
+                          "on the button, or the auto-wakeup)")
+            else:
+                self.m.stop()  # the script is over and the firmware sleeps
+            return
+        standby = bool(sctlr & SCTLR_SLEEPDEEP and self.regs.get(PWR_BASE, 0) & 2)
+        mode = "standby" if standby else "sleep"
+        end = nxt[0] + WAKE_US[mode] * self.m.chip.clock_hz / 1e6
+        self.sleeps.append(Sleep(t, end, mode, bool(self.regs.get(RCC_RSTSCKR, 0) & 1), nxt[1]))
+        self.event_seen = nxt[0]
+        self.m.wait_until(end)
+        if standby:  # every clock stopped: SysTick stood still; the chip wakes on the HSI
+            self.stk_zero += end - t
+            self.regs[0x40021000] = self.regs.get(0x40021000, 0x3) & ~(1 << 24)
+            self.regs[0x40021004] = self.regs.get(0x40021004, 0) & ~3
+            self.regs[PWR_BASE] = 0
 
     # ------------------------------------------------------------------ SysTick, ADC
     def _systick(self) -> int:

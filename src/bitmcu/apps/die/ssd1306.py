@@ -4,6 +4,10 @@ It decodes the byte stream of each I2C write transaction (a control byte: Co bit
 then commands or display data) into its 128 x 8 pages of display memory, in the three memory
 addressing modes. Commands the model knows are applied or recorded; any other byte in the
 command stream is reported (:class:`DisplayError`), never ignored.
+
+For the energy model it keeps a history of what draws current: (time, display on (AFh/AEh),
+charge pump on (8Dh 14h/10h), lit pixels), a row at each change, the time from ``clock`` (the
+emulator's cycles).
 """
 
 from __future__ import annotations
@@ -43,6 +47,12 @@ class SSD1306:
         self.data_bytes = 0
         self.command_bytes = 0
         self._cmd: list[int] = []
+        self.pump = False  # the charge pump (8Dh 14h) after reset: off
+        self.on_since = 0.0  # the last AFh that turned the display on (the panel lights T_AF
+        #                      later: SSD1306 DS section 8.9.2)
+        self.clock = lambda: 0.0
+        self.history: list[tuple[float, bool, bool, int]] = []
+        self._wrote = False
 
     # -- the I2C side: one write transaction at a time
     def begin(self) -> None:
@@ -67,6 +77,18 @@ class SSD1306:
         if self._cmd:
             raise DisplayError(f"SSD1306: command 0x{self._cmd[0]:02x} ended after "
                                f"{len(self._cmd) - 1} of its {ARGS[self._cmd[0]]} argument bytes")
+        if self._wrote:
+            self._wrote = False
+            self._record()
+
+    def lit(self) -> int:
+        """Pixels the panel lights (the shown picture's)."""
+        return int(np.count_nonzero(self.pixels()))
+
+    def _record(self) -> None:
+        row = (self.clock(), self.on, self.pump, self.lit())
+        if not self.history or self.history[-1][1:] != row[1:]:
+            self.history.append(row)
 
     # -- commands and data
     def _command(self, byte: int) -> None:
@@ -102,7 +124,17 @@ class SSD1306:
         elif c <= 0x1F:
             self.col = (self.col & 0x0F) | ((c & 0x07) << 4)
         elif c in (0xAE, 0xAF):
+            if c == 0xAF and not self.on:
+                self.on_since = self.clock()
             self.on = c == 0xAF
+            self._record()
+        elif c == 0x8D:
+            if args[0] & ~0x04 != 0x10:
+                raise DisplayError(f"SSD1306: charge pump setting 0x{args[0]:02x} is not 0x10 "
+                                   "(off) or 0x14 (on)")
+            self.pump = bool(args[0] & 0x04)
+            self.settings[c] = args
+            self._record()
         elif c in (0xA0, 0xA1):
             self.seg_remap = c == 0xA1
         elif c in (0xC0, 0xC8):
@@ -116,6 +148,7 @@ class SSD1306:
 
     def _data(self, byte: int) -> None:
         self.data_bytes += 1
+        self._wrote = True
         self.ram[self.page, self.col] = byte
         if self.mode == 0:  # horizontal: along the columns, then the next page
             if self.col == self.col_hi:

@@ -1,5 +1,6 @@
 /* ch32v003_regs.h - the CH32V003 registers the die firmware uses, after the register map of the
- * CH32V003 reference manual (RCC, FLASH, GPIO, AFIO, I2C1, ADC1, SysTick). Only what is used. */
+ * CH32V003 reference manual (RCC, FLASH, GPIO, AFIO, EXTI, PWR, I2C1, ADC1, SysTick, PFIC). Only
+ * what is used. */
 #ifndef CH32V003_REGS_H
 #define CH32V003_REGS_H
 #include <stdint.h>
@@ -11,6 +12,10 @@
 #define RCC_CFGR0 REG32(0x40021004u)
 #define RCC_APB2PCENR REG32(0x40021018u)
 #define RCC_APB1PCENR REG32(0x4002101Cu)
+#define RCC_RSTSCKR REG32(0x40021024u)
+#define RCC_LSION (1u << 0)
+#define RCC_LSIRDY (1u << 1)
+#define RCC_PWREN (1u << 28) /* in APB1PCENR */
 #define RCC_HSION (1u << 0)
 #define RCC_PLLON (1u << 24)
 #define RCC_PLLRDY (1u << 25)
@@ -42,6 +47,30 @@
 #define GPIO_IN_ANALOG 0x0u    /* MODE 00, CNF 00 */
 #define GPIO_IN_PULL 0x8u      /* MODE 00, CNF 10: pull-up or pull-down (OUTDR bit: up) */
 #define GPIO_AF_OD_50MHZ 0xFu  /* MODE 11, CNF 11: alternate function, open drain */
+
+/* AFIO_EXTICR: the port of EXTI lines 0..7, 2 bits each (0 = GPIOA, 2 = GPIOC, 3 = GPIOD) */
+#define AFIO_EXTICR REG32(0x40010008u)
+
+/* EXTI: lines 0..7 are the pins of that number, line 9 the auto-wakeup */
+#define EXTI_EVENR REG32(0x40010404u)
+#define EXTI_RTENR REG32(0x40010408u)
+#define EXTI_FTENR REG32(0x4001040Cu)
+#define EXTI_AWU (1u << 9)
+
+/* PWR: standby (PDDS, reset on every wake from standby) and the auto-wakeup on the LSI:
+ * an event every AWUWR counts of LSI / AWUPSC */
+#define PWR_CTLR REG32(0x40007000u)
+#define PWR_AWUCSR REG32(0x40007008u)
+#define PWR_AWUWR REG32(0x4000700Cu)
+#define PWR_AWUPSC REG32(0x40007010u)
+#define PWR_PDDS (1u << 1)
+#define PWR_AWUEN (1u << 1)
+
+/* PFIC_SCTLR: SLEEPDEEP with PDDS is standby; WFITOWFE makes WFI wait for an event */
+#define PFIC_SCTLR REG32(0xE000ED10u)
+#define PFIC_SLEEPDEEP (1u << 2)
+#define PFIC_WFITOWFE (1u << 3)
+#define PFIC_SETEVENT (1u << 5) /* write only: an event, which the next wait ends on at once */
 
 /* I2C1: master, 7-bit addresses (default pins PC1 = SDA, PC2 = SCL) */
 #define I2C1_CTLR1 REG32(0x40005400u)

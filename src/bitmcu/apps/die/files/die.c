@@ -6,6 +6,11 @@
  * thresholded or ordered-dithered to 1 bit, one 8-row display page at a time (a 64-byte buffer,
  * never a frame buffer). The seed mixes ADC noise with the SysTick count at the press.
  *
+ * Between rolls the chip sleeps in standby (every clock stopped, SysTick too), woken by the
+ * button's falling edge as an EXTI event (WFI taken as WFE: no interrupt handler). The display
+ * stays on DIE_AWU_WAKES auto-wakeup periods after the button is let go (the LSI's counter,
+ * woken to count them), then sleeps itself (display off, charge pump off) until the next roll.
+ *
  * Marker events (the emulator's view; a plain RAM word on the chip): 1 = roll start (arg: roll
  * index), 2 = layer start (the engine's trace), 5/6 = a display transfer starts/ends, 3 = roll
  * end (arg: the face drawn, 1..6; 0x800000 | the bitmcu_status when the model reported an error), 7 = the test
@@ -27,7 +32,12 @@ static int32_t arena[BITMCU_MODEL_ARENA_WORDS];
 static uint8_t page[64];        /* the display page being filled: 64 columns x 8 rows */
 static uint8_t i2c_failed;      /* the display did not acknowledge: keep rolling without it */
 
-#define MARK(event, arg) (bitmcu_marker = ((uint32_t)(event) << 24) | (uint32_t)(arg))
+/* the memory clobber: every store before a marker (die_state's) is done when the emulator sees it */
+#define MARK(event, arg)                                                                         \
+    do {                                                                                         \
+        __asm__ volatile("" ::: "memory");                                                       \
+        bitmcu_marker = ((uint32_t)(event) << 24) | (uint32_t)(arg);                             \
+    } while (0)
 #define TICKS_PER_MS (DIE_CLOCK_HZ / 1000u)
 #define LEFT 32u /* first display column of the 64x64 picture */
 
@@ -43,6 +53,9 @@ static void clock_init(void) {
     RCC_CFGR0 = (RCC_CFGR0 & ~RCC_SW_MASK) | RCC_SW_PLL;
     while ((RCC_CFGR0 & RCC_SWS_MASK) != RCC_SWS_PLL) {
     }
+}
+
+static void systick_init(void) {
     STK_CMPLR = 0xFFFFFFFFu;
     STK_CNTL = 0;
     STK_CTLR = STK_STE | STK_STCLK_HCLK; /* free-running, no interrupt */
@@ -52,30 +65,6 @@ static uint32_t now(void) { return STK_CNTL; }
 
 static void pin_mode(uint32_t port, uint32_t pin, uint32_t mode) {
     GPIO_CFGLR(port) = (GPIO_CFGLR(port) & ~(15u << (4u * pin))) | (mode << (4u * pin));
-}
-
-static int button_down(void) { return !(GPIO_INDR(DIE_BUTTON_PORT) & (1u << DIE_BUTTON_PIN)); }
-
-/* Wait for a press: the button up (for DIE_DEBOUNCE_MS without a break, unless it is up on
- * entry: the last press ended during the roll), then down as long (a bounce, or a press shorter
- * than that, is no press). Returns the time the press began. */
-static uint32_t wait_press(void) {
-    int down = button_down(), armed = !down;
-    uint32_t since = now();
-    for (;;) {
-        const int d = button_down();
-        const uint32_t t = now();
-        if (d != down) {
-            down = d;
-            since = t;
-        } else if (t - since >= DIE_DEBOUNCE_MS * TICKS_PER_MS) {
-            if (!down) {
-                armed = 1;
-            } else if (armed) {
-                return since;
-            }
-        }
-    }
 }
 
 /* ------------------------------------------------------------------ entropy */
@@ -187,6 +176,9 @@ static const uint8_t oled_init_cmds[] = {
     0x21, 0, 127, 0x22, 0, 7, /* the whole screen */
 };
 static const uint8_t oled_on[] = {0xAF};
+static const uint8_t oled_off[] = {0xAE, 0x8D, 0x10}; /* display off, then its charge pump */
+static const uint8_t oled_wake[] = {0x8D, 0x14, 0xAF}; /* charge pump on, display on */
+static uint8_t display_on;
 #if !DIE_TEXT
 static const uint8_t oled_window[] = {0x21, LEFT, LEFT + 63u, 0x22, 0, 7};
 #endif
@@ -201,6 +193,92 @@ static void oled_init(void) {
     oled_commands(oled_init_cmds, sizeof oled_init_cmds);
     oled_clear();
     oled_commands(oled_on, sizeof oled_on);
+    display_on = 1;
+}
+
+/* The display on again before a roll's picture (the panel lights about 100 ms after, while
+ * the picture is drawn). */
+static void display_wake(void) {
+    if (!display_on) {
+        oled_commands(oled_wake, sizeof oled_wake);
+        display_on = 1;
+    }
+}
+
+/* ------------------------------------------------------------------ sleep and the button */
+
+static void sleep_init(void) {
+    RCC_APB1PCENR |= RCC_PWREN;
+    AFIO_EXTICR = (AFIO_EXTICR & ~(3u << (2u * DIE_BUTTON_PIN))) |
+                  (DIE_BUTTON_EXTI_PORT << (2u * DIE_BUTTON_PIN));
+    EXTI_EVENR |= (1u << DIE_BUTTON_PIN) | EXTI_AWU; /* events, not interrupts */
+    EXTI_FTENR |= (1u << DIE_BUTTON_PIN) | EXTI_AWU; /* the button pulls its pin down */
+    PWR_AWUPSC = DIE_AWU_PSC;
+    PWR_AWUWR = DIE_AWU_WINDOW;
+    PFIC_SCTLR |= PFIC_SLEEPDEEP | PFIC_WFITOWFE;
+}
+
+static int button_down(void) { return !(GPIO_INDR(DIE_BUTTON_PORT) & (1u << DIE_BUTTON_PIN)); }
+
+/* Standby until an event: the button going down or, with awu, the auto-wakeup. An event from
+ * before (a bounce of the last press) is cleared first: SETEVENT makes the first wait end at
+ * once. The chip wakes on the HSI (24 MHz): the clock is set up again. */
+static void standby(uint32_t awu) {
+    if (awu) { /* the auto-wakeup's clock: the LSI, 128 kHz (off otherwise: 1.5 uA less) */
+        RCC_RSTSCKR |= RCC_LSION;
+        while (!(RCC_RSTSCKR & RCC_LSIRDY)) {
+        }
+    } else {
+        RCC_RSTSCKR &= ~RCC_LSION;
+    }
+    PWR_AWUCSR = awu ? PWR_AWUEN : 0u;
+    PWR_CTLR |= PWR_PDDS;
+    PFIC_SCTLR |= PFIC_SETEVENT;
+    __asm__ volatile("wfi");
+    if (!button_down()) { /* not pressed since the check before the call */
+        __asm__ volatile("wfi");
+    }
+    clock_init();
+}
+
+/* Wait for a press: the button up (for DIE_DEBOUNCE_MS without a break, unless it is up on
+ * entry: the last press ended during the roll), then standby until it goes down, then down as
+ * long (a bounce, or a press shorter than that, is no press). The display sleeps once
+ * DIE_AWU_WAKES auto-wakeups have passed in standby. Returns the time the press began (SysTick,
+ * which stands still in standby). */
+static uint32_t wait_press(void) {
+    int down = button_down(), armed = !down;
+    uint32_t since = now();
+    uint32_t awu_left = display_on ? DIE_AWU_WAKES : 0u;
+    PWR_AWUCSR = 0; /* the auto-wakeup counts from the next standby */
+    for (;;) {
+        const int d = button_down();
+        const uint32_t t = now();
+        if (d != down) {
+            down = d;
+            since = t;
+        } else if (t - since >= DIE_DEBOUNCE_MS * TICKS_PER_MS) {
+            if (down && armed) {
+                return since;
+            }
+            if (!down) { /* up long enough: sleep until the button goes down */
+                armed = 1;
+                for (;;) {
+                    standby(awu_left != 0u);
+                    if (button_down()) {
+                        break;
+                    }
+                    if (awu_left && --awu_left == 0u) { /* the display's time is up */
+                        oled_commands(oled_off, sizeof oled_off);
+                        display_on = 0;
+                    }
+                }
+                PWR_AWUCSR = 0;
+                down = 1;
+                since = now();
+            }
+        }
+    }
 }
 
 #if !DIE_TEXT
@@ -264,6 +342,7 @@ static void roll(uint32_t index, uint32_t entropy) {
     int8_t z[BITMCU_MODEL_LATENT];
     die_state = bitmcu_seed_state(die_state ^ entropy);
     MARK(1, index);
+    display_wake();
     uint32_t state = die_state;
     const uint32_t face = roll_face(&state);
     bitmcu_sample_latent(&state, z, BITMCU_MODEL_LATENT, BITMCU_MODEL_LATENT_SCALE);
@@ -331,6 +410,7 @@ static void roll(uint32_t index, uint32_t entropy) {
     uint16_t n = 0;
     die_state = bitmcu_seed_state(die_state ^ entropy);
     MARK(1, index);
+    display_wake();
     uint32_t state = die_state;
     const bitmcu_status st = bitmcu_generate_text(&bitmcu_model_data, &state, line,
                                                   BITMCU_MODEL_MAX_CHARS, &n, arena,
@@ -362,12 +442,14 @@ static void test_pattern(void) {
 
 int main(void) {
     clock_init();
+    systick_init();
     RCC_APB2PCENR |= RCC_IOPAEN | RCC_IOPCEN | RCC_IOPDEN;
     pin_mode(DIE_BUTTON_PORT, DIE_BUTTON_PIN, GPIO_IN_PULL);
     GPIO_BSHR(DIE_BUTTON_PORT) = 1u << DIE_BUTTON_PIN; /* pull-up: the button pulls to ground */
     adc_init();
     i2c_init();
     oled_init();
+    sleep_init();
     if (button_down()) {
         test_pattern();
     }

@@ -113,8 +113,12 @@ def test_cli_die_and_bad_options(die_dir, tmp_path, capsys):
 
     judged = json.loads((tmp_path / "d" / "rolls" / "rolls.json").read_text())["judges"]
     assert "pips" in judged["judges"] and 0 <= judged["strict"] <= min(judged["judges"].values())
+    energy = json.loads((tmp_path / "d" / "rolls" / "rolls.json").read_text())["energy"]
+    assert energy["rolls_per_day"] == 20 and energy["battery_mah"] == 220
+    assert energy["idle_uA"] == pytest.approx(28.76) and energy["battery_days"] > 180
+    assert "battery: 220 mAh lasts" in out
     for f in ("die.elf", "die.bin", "die.hex", "die.map", "die.json", "rolls/contact_sheet.png",
-              "rolls/rolls.gif", "rolls/roll-0001.png", "rolls/rolls.json"):
+              "rolls/rolls.gif", "rolls/roll-0001.png", "rolls/rolls.json", "rolls/energy.png"):
         assert (tmp_path / "d" / f).is_file(), f
     with pytest.raises(BitmcuError, match="--button 'PC1' is not allowed"):
         build_die(run, out=tmp_path / "x", options=DieOptions(button="PC1"))
@@ -125,6 +129,10 @@ def test_cli_die_and_bad_options(die_dir, tmp_path, capsys):
                                                   "--emulate N"),
                         (["--debounce-ms", "0"], "--debounce-ms 0: must be 1..500"),
                         (["--debounce-ms", "501"], "--debounce-ms 501: must be 1..500"),
+                        (["--display-timeout", "0.2"], "--display-timeout 0.2: must be 0 (the "
+                                                       "display stays on) or 0.48..3600"),
+                        (["--rolls-per-day", "0"], "--rolls-per-day 0: must be > 0"),
+                        (["--battery-mah", "-5"], "--battery-mah -5: must be > 0"),
                         (["--seed", "-1"], "--seed -1: give a whole number 0..")):
         assert main(["die", str(run), "--out", str(tmp_path / "y"), *argv]) == 2
         err = capsys.readouterr().err
@@ -406,3 +414,15 @@ def test_sleep_model_errors():
     p.write(0xE000ED10, 4, 1 << 3)
     p.wfi()
     assert "no wake-up source" in m.error
+
+
+def test_display_timeout_zero_keeps_the_display_on(die_dir, tmp_path):
+    run_dir = die_dir.parent / "run"
+    build_die(run_dir, out=tmp_path / "d", options=DieOptions(display_timeout_s=0))
+    run = roll_die(tmp_path / "d", presses=[(300, 60), (14_000, 60)])
+    assert check_frames(run) == [] and len(run.rolls) == 3
+    assert [s.cause for s in run.sleeps] == ["button", "button"]  # no auto-wakeup
+    assert not any(s.lsi for s in run.sleeps)  # the LSI off: 8.76 uA instead of 10.26
+    assert all(on for _, on, *_ in run.display_history[2:])  # on after the init, never off
+    assert DieOptions(display_timeout_s=10).awu() == (21, 1)  # 21 x 0.48 s = 10.08 s
+    assert DieOptions(display_timeout_s=60).awu() == (62, 2)  # 2 x 62 x 0.48 s = 59.52 s

@@ -9,10 +9,10 @@ import pytest
 
 from bitmcu.apps.die.emulate import check_frames, expected_frame, roll_die, uniformity_p
 from bitmcu.apps.die.firmware import DieOptions, build_die
-from bitmcu.apps.die.peripherals import Peripherals
 from bitmcu.apps.die.ssd1306 import SSD1306, DisplayError
 from bitmcu.cli import main
 from bitmcu.core.errors import BitmcuError
+from bitmcu.target.peripherals import Peripherals
 from bitmcu.train.config import load_config
 
 # the smallest dice decoder the die takes: 32x32 from an 8x8 map, cheap to emulate
@@ -301,8 +301,8 @@ def test_i2c_model_refuses_unsupported_sequences(steps, msg):
 
 def test_unmodelled_register_is_named():
     m, p = i2c_ready()
-    p.read(0x40013800, 4)  # USART1
-    assert "0x40013800, a peripheral register no model covers" in m.error
+    p.read(0x40013000, 4)  # SPI1
+    assert "0x40013000, a peripheral register no model covers" in m.error
 
 
 def test_shipped_die_model_keeps_its_figures(tmp_path):

@@ -1,5 +1,5 @@
 """Rolling the die in the emulator: the die ELF in Unicorn with the peripheral models and the
-SSD1306 (die/peripherals.py, die/ssd1306.py), scripted button presses, and per roll the face
+SSD1306 (target/peripherals.py, die/ssd1306.py), scripted button presses, and per roll the face
 drawn, the frame read back from the display's memory, the cycles and the I2C time.
 
 Presses: by default one roll at start-up and then, ``gap_ms`` after each roll ends (or after
@@ -33,13 +33,13 @@ from ...deploy.export import read_export
 from ...deploy.hostc import status_text
 from ...target.chips import get_chip
 from ...target.emulator import ENGINE_ERROR, Machine
+from ...target.peripherals import WAKE_US, Peripherals, Press, Sleep
 from ...train.config import load_config
 from ..judge import default_oracles, load_oracle, read_all
 from .display import display_bits, frame_image
 from .energy import Projection, project, session_budget
 from .firmware import LEFT_COLUMN, DieFirmware, DieOptions
 from .font import glyphs, render_line
-from .peripherals import WAKE_US, Peripherals, Press, Sleep
 from .ssd1306 import SSD1306
 
 EV_ROLL, EV_LAYER, EV_END, EV_TX_START, EV_TX_END, EV_PATTERN = 1, 2, 3, 5, 6, 7

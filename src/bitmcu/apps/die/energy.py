@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .peripherals import WAKE_US
+from ...target.peripherals import WAKE_US
 
 DAY_S = 86_400.0
 CR2032_MAH = 220.0

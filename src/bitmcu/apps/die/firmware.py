@@ -227,7 +227,7 @@ def build_die(source: str | Path, mcu: str = "ch32v003", out: str | Path | None 
         for f in ("startup.S", "fw_trace.h", "mem.c"):
             shutil.copy(fw.files_dir() / f, t / f)
         shutil.copy(die_files() / "die.c", t / "fw_main.c")
-        shutil.copy(die_files() / "ch32v003_regs.h", t / "ch32v003_regs.h")
+        shutil.copy(fw.files_dir() / "ch32v003_regs.h", t / "ch32v003_regs.h")
         (t / "die_config.h").write_text(config_header(options, scale, model.is_text))
         if model.is_text:
             (t / "die_font.h").write_text(font_header(model.input.vocab))

@@ -1,13 +1,16 @@
-"""Models of the CH32V003 peripherals the die firmware touches, mapped onto the emulator.
+"""Models of the CH32V003 peripherals bitmcu's firmware touches (the die's, and every firmware's
+clock, SysTick, USART1 and LED), mapped onto the emulator.
 
 RCC (the clock tree's enable and ready flags, the LSI), FLASH (wait states), GPIO ports A, C and
-D (the button: scripted presses), AFIO (the EXTI lines' ports), EXTI (event lines: the button's
-edges and the auto-wakeup), PWR (standby and the auto-wakeup), PFIC_SCTLR (deep sleep, WFI as
-WFE, SETEVENT), I2C1 (master transmitter with the status flags a polling driver waits on, timed
-by its SCL clock so that the transfer costs the cycles it costs on the chip), ADC1 (a seeded
-noise sequence) and SysTick (an up-counter of the core clock). Registers follow the CH32V003
-reference manual's map. A read or write of a register no model covers stops the run with an
-error naming the address, as does a sequence the I2C model does not support.
+D (the button: scripted presses; an LED pin: its changes recorded), AFIO (the EXTI lines'
+ports), EXTI (event lines: the button's edges and the auto-wakeup), PWR (standby and the
+auto-wakeup), PFIC_SCTLR (deep sleep, WFI as WFE, SETEVENT), I2C1 (master transmitter with the
+status flags a polling driver waits on, timed by its SCL clock so that the transfer costs the
+cycles it costs on the chip), ADC1 (a seeded noise sequence), USART1 (a transmitter on PD5,
+timed by its baud rate, the text captured) and SysTick (an up-counter of the core clock).
+Registers follow the CH32V003 reference manual's map. A read or write of a register no model
+covers stops the run with an error naming the address, as does a sequence the I2C model does
+not support.
 
 Sleep (the firmware's wfi, with PFIC_SCTLR.WFITOWFE: a wait for an event; interrupts are not
 modelled): an event pending since the last wait (an enabled EXTI line's edge, SETEVENT) ends the
@@ -25,11 +28,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .ssd1306 import SSD1306, DisplayError
+from ..core.errors import BitmcuError
 
 IO_BASE, IO_SIZE = 0x40000000, 0x24000  # APB1, APB2 and AHB peripherals up to FLASH
 STK_BASE, STK_SIZE = 0xE000F000, 0x1000
 PFIC_BASE, PFIC_SCTLR = 0xE000E000, 0xE000ED10
+USART1_BASE = 0x40013800
 PWR_BASE, EXTI_BASE, AFIO_EXTICR, RCC_RSTSCKR = 0x40007000, 0x40010400, 0x40010008, 0x40021024
 SCTLR_SLEEPDEEP, SCTLR_WFITOWFE, SCTLR_SETEVENT = 1 << 2, 1 << 3, 1 << 5
 EXTI_AWU_LINE = 9
@@ -64,9 +68,14 @@ class Peripherals:
 
     GPIO = {0x40010800: "A", 0x40011000: "C", 0x40011400: "D"}
 
-    def __init__(self, machine, display: SSD1306, button: tuple[str, int], adc_seed: int = 0):
+    def __init__(self, machine, display=None, button: tuple[str, int] | None = None,
+                 adc_seed: int = 0, led: tuple[str, int] | None = None):
+        """``display``: the device on I2C1 (address, begin, write, end; None: no device);
+        ``button``, ``led``: (port letter, pin) or None."""
         self.m, self.display = machine, display
-        self.button_port, self.button_pin = button
+        self.button_port, self.button_pin = button or ("", 0)
+        self.led = led
+        self.led_changes: list[tuple[float, int]] = []  # (cycle, level) at each change
         self.presses: list[Press] = []
         self.regs: dict[int, int] = {}
         self.adc_rng = np.random.default_rng(adc_seed)
@@ -78,7 +87,9 @@ class Peripherals:
         self.event_seen = -1.0  # events up to this time are consumed (a wait ended on them)
         self.set_event_at: float | None = None  # SETEVENT's
         self.awu_start: float | None = None  # when the auto-wakeup was enabled
-        display.clock = self.now
+        self.usart = Usart(self)
+        if display is not None:
+            display.clock = self.now
         machine.on_wfi = self.wfi
         for base, size in ((IO_BASE, IO_SIZE), (STK_BASE, STK_SIZE), (PFIC_BASE, 0x1000)):
             machine.map_io(base, size, lambda o, s, b=base: self.read(b + o, s),
@@ -94,11 +105,13 @@ class Peripherals:
     def unknown(self, addr: int, what: str) -> int:
         return self.fail(f"the firmware {what} 0x{addr:08x}, a peripheral register no model "
                          "covers (modelled: RCC, FLASH, GPIOA/C/D, AFIO, EXTI events, PWR, "
-                         "I2C1, ADC1, SysTick, PFIC_SCTLR)")
+                         "I2C1, ADC1, USART1, SysTick, PFIC_SCTLR)")
 
     def button_down(self) -> bool:
         """Whether the button is down now; ``presses`` are in time order and do not overlap."""
         t = self.now()
+        if not self.button_port:
+            return False
         for p in reversed(self.presses):  # the latest that has begun decides
             if p.at <= t:
                 return t < p.at + p.hold and not any(p.at + a <= t < p.at + a + n
@@ -112,7 +125,7 @@ class Peripherals:
                              "peripherals take aligned 32-bit accesses")
         try:
             return self._read(addr)
-        except DisplayError as e:
+        except BitmcuError as e:  # the I2C device's (the display model's)
             return self.fail(str(e))
 
     def write(self, addr: int, size: int, value: int) -> None:
@@ -122,7 +135,7 @@ class Peripherals:
             return
         try:
             self._write(addr, value & 0xFFFFFFFF)
-        except DisplayError as e:
+        except BitmcuError as e:  # the I2C device's (the display model's)
             self.fail(str(e))
 
     def _read(self, addr: int) -> int:
@@ -156,6 +169,8 @@ class Peripherals:
             return self.regs.get(addr, 0)
         if base == 0x40005400:
             return self.i2c.read(off)
+        if base == USART1_BASE:
+            return self.usart.read(off)
         if base == 0x40012400 and off in (0x00, 0x08, 0x0C, 0x10, 0x2C, 0x34, 0x4C):
             return self._adc_read(addr, off)
         if addr in (STK_BASE, STK_BASE + 0x10):
@@ -185,19 +200,25 @@ class Peripherals:
             if v & SCTLR_SETEVENT:
                 self.set_event_at = self.now()
             self.regs[addr] = v & ~SCTLR_SETEVENT
-        elif base in self.GPIO and off in (0x00, 0x0C):
+        elif base in self.GPIO and off == 0x00:
             self.regs[addr] = v
-        elif base in self.GPIO and off in (0x10, 0x14):  # BSHR (set / reset), BCR (reset)
-            out = self.regs.get(base + 0x0C, 0)
-            if off == 0x10:
+        elif base in self.GPIO and off in (0x0C, 0x10, 0x14):  # OUTDR, BSHR, BCR
+            old = out = self.regs.get(base + 0x0C, 0)
+            if off == 0x0C:
+                out = v
+            elif off == 0x10:  # set the low half's bits, reset the high half's
                 out = (out | (v & 0xFFFF)) & ~(v >> 16)
             else:
                 out &= ~(v & 0xFFFF)
             self.regs[base + 0x0C] = out & 0xFFFF
+            if self.led and self.GPIO[base] == self.led[0] and (old ^ out) >> self.led[1] & 1:
+                self.led_changes.append((self.now(), out >> self.led[1] & 1))
         elif base == 0x40010000 and off in (0x04, 0x08):
             self.regs[addr] = v
         elif base == 0x40005400:
             self.i2c.write(off, v)
+        elif base == USART1_BASE:
+            self.usart.write(off, v)
         elif base == 0x40012400 and off in (0x00, 0x08, 0x0C, 0x10, 0x2C, 0x34):
             self._adc_write(addr, off, v)
         elif addr == STK_BASE:
@@ -230,7 +251,7 @@ class Peripherals:
         rise, fall = self.regs.get(EXTI_BASE + 0x08, 0), self.regs.get(EXTI_BASE + 0x0C, 0)
         line = self.button_pin
         port = self.regs.get(AFIO_EXTICR, 0) >> (2 * line) & 3
-        if ev >> line & 1 and port == EXTI_PORT[self.button_port]:
+        if self.button_port and ev >> line & 1 and port == EXTI_PORT[self.button_port]:
             for edge_falls, on in ((True, fall), (False, rise)):
                 if on >> line & 1:
                     found += [(t, "button") for t in self._edges(edge_falls) if t > after][:1]
@@ -416,6 +437,9 @@ class I2CMaster:
                 if v & 1:
                     self.p.fail(f"I2C1: read from 0x{v >> 1:02x}; the display is written only")
                     return
+                if self.p.display is None:
+                    self.p.fail(f"I2C1: no device at address 0x{v >> 1:02x} (none is connected)")
+                    return
                 if v >> 1 != self.p.display.address:
                     self.p.fail(f"I2C1: no device at address 0x{v >> 1:02x} (the SSD1306 "
                                 f"answers at 0x{self.p.display.address:02x})")
@@ -444,3 +468,76 @@ class I2CMaster:
         self.ready_at = start + 9 * self.period()
         self.wire_cycles += 9 * self.period()
         self.wire_bytes += 1
+
+
+class Usart:
+    """USART1 as a transmitter: each byte is 10 bit times on the wire (start, 8 data, stop; a
+    bit is BRR core clocks, f = HCLK / BRR), the data register beside the shift register: TXE
+    while it is free, TC once both are empty. A status read while the firmware can only wait
+    moves the clock to where the flag comes (as I2C1's). The bytes sent are captured in ``out``;
+    a byte sent while the transmitter is off, or TX not routed to an output pin (PD5, the
+    default mapping, as an alternate-function output), stops the run with an error."""
+
+    def __init__(self, p: Peripherals):
+        self.p = p
+        self.regs = {0x08: 0, 0x0C: 0, 0x10: 0, 0x14: 0, 0x18: 0}
+        self.ready_at = 0.0  # when the byte being shifted out is done
+        self.queued: int | None = None
+        self.out = bytearray()
+
+    @property
+    def text(self) -> str:
+        return self.out.decode("latin-1")
+
+    def baud(self) -> float | None:
+        brr = self.regs[0x08] & 0xFFFF
+        return self.p.m.chip.clock_hz / brr if brr else None
+
+    def _advance(self) -> None:
+        if self.queued is not None and self.p.now() >= self.ready_at:
+            self._shift(self.queued, self.ready_at)
+            self.queued = None
+
+    def _shift(self, byte: int, start: float) -> None:
+        self.ready_at = start + 10 * (self.regs[0x08] & 0xFFFF)
+        self.out.append(byte)
+
+    def read(self, off: int) -> int:
+        self._advance()
+        if off == 0x00:  # STATR
+            if self.queued is not None:  # TXE can only come when the wire is done
+                self.p.m.wait_until(self.ready_at)
+                self._advance()
+            done = self.queued is None and self.p.now() >= self.ready_at
+            return (1 << 7 if self.queued is None else 0) | (1 << 6 if done else 0)
+        if off == 0x04:
+            return 0  # nothing received: RX is not modelled
+        if off in self.regs:
+            return self.regs[off]
+        return self.p.unknown(USART1_BASE + off, "read")
+
+    def write(self, off: int, v: int) -> None:
+        self._advance()
+        if off == 0x04:  # DATAR
+            ctlr1 = self.regs[0x0C]
+            if not (ctlr1 >> 13 & 1 and ctlr1 >> 3 & 1 and self.regs[0x08] & 0xFFFF):
+                self.p.fail("USART1: a byte written with the transmitter off (CTLR1.UE, TE, "
+                            "and BRR set first)")
+                return
+            pd5 = self.p.regs.get(0x40011400, 0x44444444) >> 20 & 15
+            remap = self.p.regs.get(0x40010004, 0) & (1 << 2 | 1 << 21)
+            if remap or not (pd5 & 3 and pd5 & 8):
+                self.p.fail("USART1: TX does not reach a pin (PD5 must be an alternate-function "
+                            "output, AFIO_PCFR1's USART1 remap 0)")
+                return
+            if self.queued is not None:
+                self.p.fail("USART1: a byte written to DATAR while TXE was clear (lost)")
+                return
+            if self.p.now() >= self.ready_at:
+                self._shift(v & 0xFF, self.p.now())
+            else:
+                self.queued = v & 0xFF
+        elif off in self.regs:
+            self.regs[off] = v
+        else:
+            self.p.unknown(USART1_BASE + off, "wrote")

@@ -60,6 +60,11 @@ def test_scripted_presses_draw_the_reference_frames(die_dir):
         assert parts == r.end_cycle - r.press_cycle and r.display_cycles > 0
     assert (f"wake-up from standby 0.2 ms, debounce {s['median_debounce_ms']:.1f} ms, "
             "generation") in run.text()
+    # each roll is printed on USART1 (face, cycles, status), as the emulator saw it
+    assert run.uart_errors() == []
+    assert [ln.split(",")[0] for ln in run.uart.splitlines()] == [
+        f"roll {r.index}: face {r.face}" for r in run.rolls]
+    assert "they agree with the rolls" in run.text()
 
 
 def test_expected_frame_follows_the_state_and_the_dither(die_dir):
@@ -88,7 +93,7 @@ def test_button_held_at_power_up_shows_the_test_pattern(die_dir):
 
 
 def test_rolls_are_fair_and_differ(die_dir):
-    run = roll_die(die_dir, rolls=30, gap_ms=1, hold_ms=21)
+    run = roll_die(die_dir, rolls=30, gap_ms=6, hold_ms=21)  # after the roll's 3.5 ms on USART1
     faces = [r.face for r in run.rolls]
     assert uniformity_p(faces) > 0.01
     assert len({r.frame.tobytes() for r in run.rolls}) > 25
@@ -418,10 +423,13 @@ def test_sleep_model_errors():
 
 def test_display_timeout_zero_keeps_the_display_on(die_dir, tmp_path):
     run_dir = die_dir.parent / "run"
-    build_die(run_dir, out=tmp_path / "d", options=DieOptions(display_timeout_s=0))
+    with pytest.raises(BitmcuError, match="--led PC3: the die uses it"):
+        build_die(run_dir, out=tmp_path / "x", options=DieOptions(led="PC3"))
+    build_die(run_dir, out=tmp_path / "d", options=DieOptions(display_timeout_s=0, led="PD6"))
     run = roll_die(tmp_path / "d", presses=[(300, 60), (14_000, 60)])
     assert check_frames(run) == [] and len(run.rolls) == 3
     assert [s.cause for s in run.sleeps] == ["button", "button"]  # no auto-wakeup
+    assert run.led_changes == 3 and run.uart_errors() == []  # the LED toggles at each roll
     assert not any(s.lsi for s in run.sleeps)  # the LSI off: 8.76 uA instead of 10.26
     assert all(on for _, on, *_ in run.display_history[2:])  # on after the init, never off
     assert DieOptions(display_timeout_s=10).awu() == (21, 1)  # 21 x 0.48 s = 10.08 s

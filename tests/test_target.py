@@ -51,6 +51,83 @@ def test_firmware_runs_in_the_emulator_and_matches_the_reference(tiny_export, tm
         assert unused not in dis
 
 
+@pytest.mark.parametrize("mcu", ["ch32v003", "ch32v002"])
+def test_firmware_prints_its_results_on_usart1_and_blinks(tiny_export, tmp_path, mcu):
+    """Every firmware prints each prediction, its label and its SysTick cycles on USART1 (PD5,
+    115200 8N1) and a summary; the profile captures the text and checks it against what it
+    measured; the LED toggles once per inference."""
+    from bitmcu.target.emulator import UART_SLACK, check_uart
+
+    info = build_firmware(tiny_export, mcu, tmp_path / "fw", n_images=3, led="PC0")
+    assert info.led == "PC0"
+    prof = profile(info.elf)
+    lines = prof.uart.splitlines()
+    assert len(lines) == 4 and prof.uart.endswith("\r\n")
+    for i, (inf, ln) in enumerate(zip(prof.inferences, lines, strict=False)):
+        head = f"image {i}: prediction {inf.pred}, label {info.labels[i]}, "
+        assert ln.startswith(head) and ln.endswith(" cycles, status 0")
+        printed = int(ln[len(head):].split()[0])
+        assert abs(printed - inf.cycles) <= UART_SLACK  # SysTick agrees with the cycle model
+    assert lines[-1] == "done: 3 images, 0 errors"
+    assert prof.uart_errors == [] and prof.led_changes == 3
+    assert "USART1 (115200 8N1 on PD5) printed 4 lines" in prof.text()
+    assert "the printed results equal the profile's" in prof.text()
+    # a printed line that disagrees is named
+    prof.uart = prof.uart.replace(f"prediction {prof.inferences[0].pred}",
+                                  f"prediction {prof.inferences[0].pred + 1}", 1)
+    assert any("disagrees with the profile" in e for e in check_uart(prof, info.labels))
+    with pytest.raises(BitmcuError, match="--led 'PD5' is not allowed"):
+        build_firmware(tiny_export, mcu, tmp_path / "x", led="PD5")
+
+
+def test_usart_model_times_bytes_and_checks_its_set_up():
+    """USART1: a byte is 10 bit times of BRR core clocks; TXE while the data register is free,
+    TC once the wire is idle (a status poll that can only wait moves the clock); a byte with the
+    transmitter off or TX not routed to PD5 is an error."""
+    from bitmcu.target.chips import get_chip
+    from bitmcu.target.peripherals import Peripherals
+
+    class M:
+        chip = get_chip("ch32v003")
+        t, error = 0.0, None
+
+        def time(self):
+            return self.t
+
+        def map_io(self, *a):
+            pass
+
+        def wait_until(self, t):
+            self.t = max(self.t, t)
+
+        def fail(self, message):
+            self.error = self.error or message
+
+    m = M()
+    p = Peripherals(m)
+    u = 0x40013800
+    p.write(u + 0x04, 4, 0x41)
+    assert "transmitter off" in m.error
+    m = M()
+    p = Peripherals(m)
+    p.write(u + 0x08, 4, 417)  # 115,108 baud at 48 MHz
+    p.write(u + 0x0C, 4, 1 << 13 | 1 << 3)
+    p.write(u + 0x04, 4, 0x41)
+    assert "TX does not reach a pin" in m.error
+    m = M()
+    p = Peripherals(m)
+    p.write(0x40011400, 4, 0x44944444)  # PD5: alternate-function push-pull
+    p.write(u + 0x08, 4, 417)
+    p.write(u + 0x0C, 4, 1 << 13 | 1 << 3)
+    p.write(u + 0x04, 4, ord("h"))  # on the wire at once
+    assert p.read(u, 4) == 1 << 7  # TXE, not TC
+    p.write(u + 0x04, 4, ord("i"))  # waits in the data register
+    assert p.read(u, 4) == 1 << 7 and m.t == 4170  # TXE came when "h" was done
+    assert p.read(u, 4) == 1 << 7 | 1 << 6 and m.t == 8340  # polled again: waits for TC
+    assert p.usart.text == "hi" and m.error is None
+    assert p.usart.baud() == pytest.approx(115_108, rel=1e-4)
+
+
 def test_relative_paths(tiny_export, tmp_path, monkeypatch):
     shutil.copytree(tiny_export, tmp_path / "exp")
     monkeypatch.chdir(tmp_path)
@@ -176,8 +253,8 @@ def test_model_too_large_for_flash_names_region_and_bytes(tmp_path):
     assert "alone do not fit" in str(e.value) and "fewer" not in str(e.value)
     assert not (tmp_path / "fw").exists()
     # a model that fits with one image but not with four: the hint names the count that fits
-    layers = [FCLayer.from_levels("8bit", rng.integers(-127, 128, (54, 256)), relu=True),
-              FCLayer.from_levels("8bit", rng.integers(-127, 128, (10, 54)), relu=False)]
+    layers = [FCLayer.from_levels("8bit", rng.integers(-127, 128, (52, 256)), relu=True),
+              FCLayer.from_levels("8bit", rng.integers(-127, 128, (10, 52)), relu=False)]
     model = IntModel.classifier(16, 10, 255, layers, 1, "fits").validate()
     write_export(model, tmp_path / "fits", x, np.arange(4), model_report(model, "ch32v003"))
     build_firmware(tmp_path / "fits", "ch32v003", tmp_path / "fw1", n_images=1)

@@ -264,6 +264,9 @@ def add_firmware(sub) -> None:
     p.add_argument("--images", type=count("--images"), default=4, help="test images to embed (default 4)")
     p.add_argument("--hot-loops", default="auto", help="auto | sram | flash: where the kernels "
                    "run (default auto: SRAM, the faster, unless the RAM would overflow)")
+    p.add_argument("--led", metavar="PIN", help="an LED pin (to ground through a resistor) the "
+                   "firmware toggles at each inference, e.g. PC0 (default: none); every "
+                   "firmware prints its results on USART1 TX, PD5, 115200 8N1")
     p.add_argument("--out", type=Path, help="output folder (default EXPORT_DIR/firmware-MCU)")
     p.set_defaults(func=_cmd_firmware)
 
@@ -357,6 +360,8 @@ def add_die(sub) -> None:
     p.add_argument("--dither", default="ordered", help="ordered (4x4 Bayer, default) | threshold")
     p.add_argument("--debounce-ms", type=int, default=20, help="button debounce, 1..500 ms "
                    "(default 20)")
+    p.add_argument("--led", metavar="PIN", help="an LED pin the die toggles at each roll "
+                   "(default: none); every roll is also printed on USART1 TX, PD5, 115200 8N1")
     p.add_argument("--display-timeout", type=float, default=10.0, metavar="S",
                    help="the display sleeps S seconds after the button is let go (0: never; "
                    "0.48..3600, in steps of 0.48 s; default 10)")
@@ -403,7 +408,7 @@ def _cmd_die(a) -> int:
     if not 0 < a.battery_mah <= 100_000:
         raise BitmcuError(f"--battery-mah {a.battery_mah:g}: must be > 0 and <= 100,000")
     info = build_die(a.source, a.mcu, a.out, DieOptions(a.button, a.dither, a.debounce_ms,
-                                                        a.display_timeout))
+                                                        a.display_timeout, a.led))
     print(info.text())
     if a.emulate is None:
         print(f"emulate it with: bitmcu die {a.source} --emulate 12")
@@ -453,7 +458,7 @@ def _cmd_die(a) -> int:
 def _cmd_firmware(a) -> int:
     from .target.firmware import build_firmware
 
-    info = build_firmware(a.export_dir, a.mcu, a.out, a.images, a.hot_loops)
+    info = build_firmware(a.export_dir, a.mcu, a.out, a.images, a.hot_loops, led=a.led)
     print(f"built {info.elf} (+ .bin, .hex) for {info.mcu}: {info.n_images} test images, "
           f"kernels in {info.hot_loops}"
           + (f" ({info.hot_loops_note})" if info.hot_loops_note else "")

@@ -13,6 +13,7 @@ row) is charged all the cycles spent in it.
 from __future__ import annotations
 
 import json
+import re
 import statistics
 import zlib
 from dataclasses import dataclass, field
@@ -39,7 +40,8 @@ from ..core.errors import BitmcuError
 from ..deploy.hostc import status_text
 from .chips import FLASH_BASE, RAM_BASE, get_chip
 from .cycles import BRANCH, JUMP, CycleModel
-from .firmware import build_firmware
+from .firmware import build_firmware, led_pin
+from .peripherals import Peripherals
 
 if TYPE_CHECKING:
     from .firmware import FirmwareInfo
@@ -75,6 +77,9 @@ class Profile:
     total_insns: int
     generative: bool = False
     is_text: bool = False  # a text model's: each inference one line, its pixels the tokens
+    uart: str = ""  # what the firmware printed on USART1
+    led_changes: int = 0  # times the LED pin changed
+    uart_errors: list[str] = field(default_factory=list)  # printed lines that disagree
 
     def cycles_per_token(self) -> int:
         """A text model's cycles per token (a character or a line's end), over all lines."""
@@ -116,6 +121,15 @@ class Profile:
             per = self.cycles_per_token()
             lines.insert(1, f"  {per:,} cycles per token: {48e6 / per:,.0f} characters per "
                             "second at 48 MHz")
+        if self.uart:
+            lines.append(f"USART1 (115200 8N1 on PD5) printed {len(self.uart.splitlines())} "
+                         "lines" + (f", the LED changed {self.led_changes} times"
+                                    if self.led_changes else "") + ":")
+            lines += ["  | " + ln for ln in self.uart.splitlines()[:12]]
+            if len(self.uart.splitlines()) > 12:
+                lines.append("  | ...")
+            lines.append("  the printed results equal the profile's" if not self.uart_errors
+                         else "  " + "\n  ".join(self.uart_errors))
         if self.mismatches is not None:
             unit = "line" if self.is_text else "image"
             lines.append(f"{what} equal the numpy reference's for every {unit}"
@@ -345,13 +359,16 @@ def profile(elf_path: str | Path, mcu: str | None = None, max_insns: int = MAX_I
         raise BitmcuError(f"{elf_path}: no firmware.json beside it; give the chip with --mcu")
     chip = get_chip(chip_name)
     if images is None:
-        infs, flash, ram, insns, generative, text = _run(elf_path, chip, meta, max_insns,
-                                                         progress)
+        infs, flash, ram, insns, generative, text, board = _run(elf_path, chip, meta, max_insns,
+                                                                progress)
         mismatches = None
         if "expected" in meta and len(meta["expected"]) == len(infs):
             got = [zlib.crc32(i.pixels) for i in infs] if generative else [i.pred for i in infs]
             mismatches = sum(g != e for g, e in zip(got, meta["expected"], strict=True))
-        return Profile(chip.name, infs, flash, ram, mismatches, insns, generative, text)
+        prof = Profile(chip.name, infs, flash, ram, mismatches, insns, generative, text,
+                       board.usart.text, len(board.led_changes))
+        prof.uart_errors = check_uart(prof, meta.get("labels"))
+        return prof
 
     slots = meta.get("n_images")
     if not isinstance(slots, int) or slots < 1:
@@ -362,8 +379,8 @@ def profile(elf_path: str | Path, mcu: str | None = None, max_insns: int = MAX_I
     for k in range(0, len(images), slots):
         group = images[k:k + slots]
         patch = np.concatenate([group, images[:slots - len(group)]])  # a short last group
-        got, flash, ram, n, generative, _ = _run(elf_path, chip, meta, max_insns, progress,
-                                                 patch.tobytes())
+        got, flash, ram, n, generative, _, _ = _run(elf_path, chip, meta, max_insns, progress,
+                                                    patch.tobytes())
         if generative:
             raise BitmcuError(f"{elf_path}: a decoder's firmware generates images; it has no "
                               "test images to replace")
@@ -382,6 +399,7 @@ def _run(elf_path: Path, chip, meta: dict, max_insns: int, progress: bool,
     """One run of a firmware to DONE: (inferences, flash, RAM, instructions, generative, text);
     ``images`` written over bitmcu_test_images first."""
     m = Machine(elf_path, chip)
+    board = Peripherals(m, led=led_pin(meta.get("led")))  # clock, SysTick, USART1, the LED
     table = m.symbols.get("bitmcu_model_data")
     if table is not None and meta.get("table_sum") is not None:
         sums = m.uc.mem_read(table + MODEL_SUMS_OFFSET, 8)
@@ -420,7 +438,8 @@ def _run(elf_path: Path, chip, meta: dict, max_insns: int, progress: bool,
     if not infs:
         raise BitmcuError(f"{elf_path}: ran to DONE but wrote no image start/end markers")
     flash, ram = m.memory_use()
-    return infs, flash, ram, m.insns, generative, text
+    board.usart.flush()
+    return infs, flash, ram, m.insns, generative, text, board
 
 
 @dataclass
@@ -450,6 +469,50 @@ def measure_export(export_dir: str | Path, mcu: str, n_images: int = 4, exact: b
         raise BitmcuError(f"{fw.elf}: {prof.mismatches} emulated predictions differ from the "
                           "numpy reference")
     return Measured(fw, prof)
+
+
+UART_SLACK = 64  # cycles between a SysTick read and the marker beside it (a few instructions)
+_UART_LINE = {
+    "image": re.compile(r"image (?P<i>\d+): prediction (?P<out>\d+), label (?P<label>\d+), "
+                        r"(?P<cycles>\d+) cycles, status (?P<status>\d+)"),
+    "sample": re.compile(r"sample (?P<i>\d+): class (?P<out>\d+), (?P<cycles>\d+) cycles"),
+    "line": re.compile(r"line (?P<i>\d+): (?P<out>.*), (?P<cycles>\d+) cycles"),
+}
+_UART_DONE = re.compile(r"done: (\d+) \w+, (\d+) errors")
+
+
+def check_uart(prof: Profile, labels: list[int] | None = None) -> list[str]:
+    """Where what the firmware printed on USART1 disagrees with what the profile measured: one
+    line per inference with its prediction (a classifier's, and the label the firmware embeds),
+    class (a decoder's) or characters (a text model's, one per token but the end), and its
+    SysTick cycles within UART_SLACK of the profile's; then the summary line. Empty: they
+    agree."""
+    kind = "line" if prof.is_text else "sample" if prof.generative else "image"
+    lines = [ln for ln in prof.uart.split("\r\n") if ln.startswith(kind + " ")]
+    errors = []
+    if len(lines) != len(prof.inferences):
+        return [f"USART1: {len(lines)} {kind} lines printed for {len(prof.inferences)} "
+                "inferences"]
+    for inf, ln in zip(prof.inferences, lines, strict=True):
+        m = _UART_LINE[kind].fullmatch(ln)
+        if m is None:
+            errors.append(f"USART1: {ln!r} is not a {kind} line")
+            continue
+        idx, cycles, out = int(m["i"]), int(m["cycles"]), m["out"]
+        if kind == "image":
+            ok = int(out) == inf.pred and m["status"] == "0" and (
+                labels is None or int(m["label"]) == labels[inf.index])
+        elif kind == "sample":
+            ok = int(out) == inf.pred
+        else:  # one character a token, but the line's end
+            ok = len(out) == max(0, len(inf.pixels) - 1)
+        if idx != inf.index or not ok or abs(cycles - inf.cycles) > UART_SLACK:
+            errors.append(f"USART1: {ln!r} disagrees with the profile ({kind} {inf.index}: "
+                          f"{inf.pred}, {inf.cycles} cycles)")
+    done = _UART_DONE.search(prof.uart)
+    if done is None or int(done.group(1)) != len(lines) or int(done.group(2)) != 0:
+        errors.append(f"USART1: no summary line of {len(lines)} {kind}s and 0 errors")
+    return errors
 
 
 def _inferences(events) -> list[Inference]:

@@ -32,6 +32,9 @@ OBJCOPY = "riscv64-unknown-elf-objcopy"
 INSTALL_HINT = ("install Debian's RISC-V cross compiler: apt-get install gcc-riscv64-unknown-elf "
                 "binutils-riscv64-unknown-elf picolibc-riscv64-unknown-elf")
 HOT = ("auto", "sram", "flash")  # auto: SRAM where the firmware still fits, else flash
+# every firmware's own files: start-up, the trace hook, memcpy/memset, the board (clock,
+# SysTick, USART1, LED) and its registers
+BOARD_FILES = ("startup.S", "fw_trace.h", "mem.c", "board.c", "board.h", "ch32v003_regs.h")
 MIN_STACK = 256
 # Pre-RA instruction scheduling raises register pressure past RV32E's 16 registers and makes the
 # hot loops spill to the stack (measured: 324k vs 241k cycles for the reference model on CH32V003).
@@ -65,6 +68,7 @@ class FirmwareInfo:
     flash_kernels: list[str] | None = None  # sram placement: hot kernels kept in flash anyway
     table_sum: int | None = None  # the model's checksums (model.npz's, equal to model.h's)
     weight_sum: int | None = None
+    led: str | None = None  # the pin the firmware toggles at each inference (None: no LED)
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2) + "\n")
@@ -213,20 +217,47 @@ def _ram_use(elf_path: Path) -> tuple[int, int]:
     return size.get(".data", 0), size.get(".bss", 0)
 
 
+# pins an LED may use: not USART1's TX (PD5), SWIO (PD1) or NRST (PD7)
+LED_PINS = ("PA1", "PA2", "PC0", "PC1", "PC2", "PC3", "PC4", "PC5", "PC6", "PC7", "PD0", "PD2",
+            "PD3", "PD4", "PD6")
+PORTS = {"A": 0, "C": 2, "D": 3}
+
+
+def led_pin(led: str | None) -> tuple[str, int] | None:
+    """(port letter, pin) of an --led PIN, checked; None for none."""
+    if led is None:
+        return None
+    if led.upper() not in LED_PINS:
+        raise BitmcuError(f"--led {led!r} is not allowed; use {choices(LED_PINS)} (PD5 is "
+                          "USART1 TX, PD1 SWIO, PD7 NRST)")
+    return led[1].upper(), int(led[2])
+
+
+def board_defines(chip, led: str | None = None) -> list[str]:
+    """board.c's settings: the chip's flash wait states at 48 MHz and the LED's pin."""
+    out = [f"-DBOARD_FLASH_LATENCY={chip.flash_read_extra}u"]
+    pin = led_pin(led)
+    if pin:
+        out += [f"-DBOARD_LED_PORT={PORTS[pin[0]]}u", f"-DBOARD_LED_PIN={pin[1]}u"]
+    return out
+
+
 def build_firmware(export_dir: str | Path, mcu: str, out: str | Path | None = None,
-                   n_images: int = 4, hot_loops: str = "auto", opt: str = DEFAULT_OPT) -> FirmwareInfo:
+                   n_images: int = 4, hot_loops: str = "auto", opt: str = DEFAULT_OPT,
+                   led: str | None = None) -> FirmwareInfo:
     """Compile and link the firmware; writes firmware.elf/.bin/.hex/.map and firmware.json.
 
     ``hot_loops``: where the kernels run; ``auto`` puts them in SRAM (faster: no flash wait
     states) unless the RAM would then overflow, and in flash otherwise (``hot_loops_note`` says
-    why)."""
+    why). ``led``: a pin the firmware toggles at each inference."""
     chip = get_chip(mcu)
+    led_pin(led)
     if hot_loops not in HOT:
         raise BitmcuError(f"--hot-loops {hot_loops!r} is not allowed; use {choices(HOT)}")
     export_dir = Path(export_dir)
     out = (Path(out) if out else export_dir / f"firmware-{chip.name}").absolute()
     with locked(export_dir, shared=True), writing(out, "firmware.json", "firmware") as t:
-        return _build(export_dir, chip, t, out, n_images, hot_loops, opt)
+        return _build(export_dir, chip, t, out, n_images, hot_loops, opt, led)
 
 
 def _tests(model, export_dir: Path, n: int):
@@ -264,40 +295,41 @@ def _tests(model, export_dir: Path, n: int):
 
 
 def _build(export_dir: Path, chip, t: Path, out: Path, n_images: int, hot_loops: str,
-           opt: str) -> FirmwareInfo:
+           opt: str, led: str | None) -> FirmwareInfo:
     model = read_export(export_dir, check=True)
     main, header, labels, expected, images = _tests(model, export_dir, n_images)
     gcc, objcopy = find_tool(GCC), find_tool(OBJCOPY)
 
     for f in ("model.h", "bitmcu.c", "bitmcu.h"):
         shutil.copy(export_dir / f, t / f)
-    for f in ("startup.S", "fw_trace.h", "mem.c"):
+    for f in BOARD_FILES:
         shutil.copy(files_dir() / f, t / f)
     shutil.copy(files_dir() / main, t / "fw_main.c")
     (t / header[0]).write_text(header[1])
-    cmd, stack, place, note, flash_hot = link_placed(gcc, t, model, chip, hot_loops, opt, images)
+    cmd, stack, place, note, flash_hot = link_placed(gcc, t, model, chip, hot_loops, opt, images,
+                                                     board_defines(chip, led))
     write_images(objcopy, t, cmd)
     info = FirmwareInfo(chip.name, str(out / "firmware.elf"), str(out / "firmware.bin"),
                         str(out / "firmware.hex"), n_images, place,
                         [int(v) for v in labels], [int(v) for v in expected], stack, note,
-                        flash_hot or None, *table_sums(model))
+                        flash_hot or None, *table_sums(model), led.upper() if led else None)
     info.save(t / "firmware.json")
     return info
 
 
 def link_placed(gcc: str, t: Path, model, chip, hot_loops: str, opt: str,
-                images: tuple[int, int] = (0, 0)
+                images: tuple[int, int] = (0, 0), defines: list[str] = ()
                 ) -> tuple[list[str], int | None, str, str, list[str]]:
     """Link t/firmware.elf with the kernels where ``hot_loops`` says (auto: all in SRAM; else
     the fewest, least used kernels in flash; else all in flash). Returns (command, worst-case
     stack, placement, why auto moved kernels to flash, the kernels kept in flash)."""
     if hot_loops != "auto":
-        cmd, stack = _link(gcc, t, chip, hot_loops, opt, images)
+        cmd, stack = _link(gcc, t, chip, hot_loops, opt, images, defines=defines)
         return cmd, stack, hot_loops, "", []
     names, over = hot_kernels(model, chip), 0
     for i in range(len(names)):
         try:
-            cmd, stack = _link(gcc, t, chip, "sram", opt, images, names[:i])
+            cmd, stack = _link(gcc, t, chip, "sram", opt, images, names[:i], defines)
         except RamOverflow as e:
             if i == 0:
                 over = e.over
@@ -305,7 +337,7 @@ def link_placed(gcc: str, t: Path, model, chip, hot_loops: str, opt: str,
         note = "" if i == 0 else (f"but {', '.join(names[:i])} in flash: with all in SRAM the "
                                   f"RAM would overflow by {over} bytes")
         return cmd, stack, "sram", note, names[:i]
-    cmd, stack = _link(gcc, t, chip, "flash", opt, images)
+    cmd, stack = _link(gcc, t, chip, "flash", opt, images, defines=defines)
     return cmd, stack, "flash", f"in SRAM they would overflow the RAM by {over} bytes", []
 
 
@@ -319,7 +351,7 @@ def write_images(objcopy: str, t: Path, cmd: list[str]) -> None:
 
 
 def _link(gcc: str, t: Path, chip, hot_loops: str, opt: str, images: tuple[int, int],
-          flash_hot: list[str] = ()) -> tuple[list[str], int | None]:
+          flash_hot: list[str] = (), defines: list[str] = ()) -> tuple[list[str], int | None]:
     """Compile and link t/firmware.elf with the kernels in `hot_loops` (sram: but `flash_hot`
     in flash); the command and the worst-case stack. Raises RamOverflow where data, arena and
     stack exceed the chip's RAM."""
@@ -327,8 +359,9 @@ def _link(gcc: str, t: Path, chip, hot_loops: str, opt: str, images: tuple[int, 
     hot = f"-DBITMCU_HOT_IN_SRAM={int(hot_loops == 'sram')}"
     cmd = [gcc, *chip.cflags, *opt.split(), "-std=c99", "-Wall", "-Wextra", "-ffreestanding",
            "-nostdlib", "-ffunction-sections", "-fdata-sections", "-msmall-data-limit=8",
-           "-fno-builtin", hot, "-include", str(t / "fw_trace.h"), f"-I{t}",
+           "-fno-builtin", hot, *defines, "-include", str(t / "fw_trace.h"), f"-I{t}",
            str(t / "startup.S"), str(t / "fw_main.c"), str(t / "bitmcu.c"), str(t / "mem.c"),
+           str(t / "board.c"),
            "-T", str(t / "link.ld"), "-Wl,--gc-sections", f"-Wl,-Map={t / 'firmware.map'}",
            "-fcallgraph-info=su", "-lgcc", "-o", str(t / "firmware.elf")]
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=t)

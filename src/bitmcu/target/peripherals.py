@@ -286,6 +286,10 @@ class Peripherals:
                 self.m.stop()  # the script is over and the firmware sleeps
             return
         standby = bool(sctlr & SCTLR_SLEEPDEEP and self.regs.get(PWR_BASE, 0) & 2)
+        if standby and self.usart.busy():
+            self.fail("the firmware entered standby while USART1 was still sending (standby "
+                      "stops its clock: the text would be cut; wait for STATR.TC first)")
+            return
         mode = "standby" if standby else "sleep"
         end = nxt[0] + WAKE_US[mode] * self.m.chip.clock_hz / 1e6
         self.sleeps.append(Sleep(t, end, mode, bool(self.regs.get(RCC_RSTSCKR, 0) & 1), nxt[1]))
@@ -484,6 +488,7 @@ class Usart:
         self.ready_at = 0.0  # when the byte being shifted out is done
         self.queued: int | None = None
         self.out = bytearray()
+        self._polled = False  # the last access was a status read
 
     @property
     def text(self) -> str:
@@ -502,12 +507,26 @@ class Usart:
         self.ready_at = start + 10 * (self.regs[0x08] & 0xFFFF)
         self.out.append(byte)
 
+    def busy(self) -> bool:
+        """Whether a byte is still being sent (or waits to be)."""
+        self._advance()
+        return self.queued is not None or self.p.now() < self.ready_at
+
+    def flush(self) -> None:
+        """The bytes still to be sent, sent (the end of a run)."""
+        if self.queued is not None:
+            self._shift(self.queued, self.ready_at)
+            self.queued = None
+
     def read(self, off: int) -> int:
         self._advance()
         if off == 0x00:  # STATR
-            if self.queued is not None:  # TXE can only come when the wire is done
+            # TXE can only come when the wire is done; a second read in a row with only TC to
+            # come waits for TC
+            if self.queued is not None or (self._polled and self.p.now() < self.ready_at):
                 self.p.m.wait_until(self.ready_at)
                 self._advance()
+            self._polled = True
             done = self.queued is None and self.p.now() >= self.ready_at
             return (1 << 7 if self.queued is None else 0) | (1 << 6 if done else 0)
         if off == 0x04:
@@ -518,6 +537,7 @@ class Usart:
 
     def write(self, off: int, v: int) -> None:
         self._advance()
+        self._polled = False
         if off == 0x04:  # DATAR
             ctlr1 = self.regs[0x0C]
             if not (ctlr1 >> 13 & 1 and ctlr1 >> 3 & 1 and self.regs[0x08] & 0xFFFF):

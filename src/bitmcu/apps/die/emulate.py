@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import re
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -85,6 +86,27 @@ class DieRun:
     sleeps: list[Sleep] = field(default_factory=list)
     display_history: list = field(default_factory=list)  # (cycle, on, charge pump, lit pixels)
     end_cycle: float = 0.0  # where the emulation ended
+    uart: str = ""  # what the firmware printed on USART1
+    led_changes: int = 0
+
+    def uart_errors(self) -> list[str]:
+        """Where the printed lines disagree with the emulated rolls: one line per roll, its face
+        (or the line's length in characters) and its cycles (within 1,000 of the roll's)."""
+        kind = "press" if self.firmware.is_text else "roll"
+        pat = re.compile(rf"{kind} (\d+): (.*), (\d+) cycles, status (\d+)")
+        lines = [ln for ln in self.uart.split("\r\n") if ln.startswith(kind + " ")]
+        if len(lines) != len(self.rolls):
+            return [f"USART1: {len(lines)} {kind} lines printed for {len(self.rolls)} rolls"]
+        errors = []
+        for r, ln in zip(self.rolls, lines, strict=True):
+            m = pat.fullmatch(ln)
+            drawn = (m and (len(m[2]) if self.firmware.is_text else
+                            int(m[2][len("face "):]) if m[2].startswith("face ") else None))
+            if m is None or int(m[1]) != r.index or drawn != r.face or m[4] != "0" or \
+                    abs(int(m[3]) - (r.end_cycle - r.start_cycle)) > 1000:
+                errors.append(f"USART1: {ln!r} disagrees with roll {r.index} (face or length "
+                              f"{r.face}, {r.end_cycle - r.start_cycle} cycles)")
+        return errors
 
     def awake_after(self, r: Roll) -> float | None:
         """Cycles from a roll's press to the chip's next standby (None: it never slept after)."""
@@ -193,6 +215,13 @@ class DieRun:
         if s["display_timed_out_s"] is not None:
             lines.append(f"  the display turned off {s['display_timed_out_s']:.2f} s after the "
                          "last roll's release")
+        if self.uart:
+            printed = self.uart.splitlines()
+            lines.append(f"  USART1 printed {len(printed)} lines, e.g. {printed[0]!r}"
+                         + (f"; the LED changed {self.led_changes} times" if self.led_changes
+                            else "") + ": " + ("they agree with the rolls" if not
+                                               self.uart_errors() else
+                                               "; ".join(self.uart_errors()[:3])))
         r, f = self.ram, self.flash
         lines.append(f"  flash {f['total']:,} of {f['size']:,} bytes; RAM {r['total']:,} of "
                      f"{r['size']:,} bytes (peak stack {r['stack_peak']:,} measured)")
@@ -266,7 +295,9 @@ def roll_die(die_dir: str | Path, rolls: int | None = None, presses: list[tuple[
     if "die_state" not in m.symbols:
         raise BitmcuError(f"{die_dir / 'die.elf'}: no symbol die_state; not a bitmcu die firmware")
     display = SSD1306(seed=seed)
-    p = Peripherals(m, display, DieOptions(**fw.options).pin, adc_seed=seed)
+    opt = DieOptions(**fw.options)
+    p = Peripherals(m, display, opt.pin, adc_seed=seed,
+                    led=(opt.led[1].upper(), int(opt.led[2])) if opt.led else None)
     if presses is not None:
         if any(n <= 0 or a < 0 for a, n in presses):
             raise BitmcuError("presses: each (start, length) in ms needs start >= 0, length > 0")
@@ -350,9 +381,10 @@ def roll_die(die_dir: str | Path, rolls: int | None = None, presses: list[tuple[
         raise BitmcuError(f"{die_dir / 'die.elf'}: {len(out)} of {rolls} rolls after "
                           f"{max_insns:,} instructions")
     flash, ram = m.memory_use()
+    p.usart.flush()
     scl = clock / p.i2c.period() if p.i2c.regs[0x1C] else float("nan")
     return DieRun(fw, out, ram, flash, clock, scl, patterns, p.sleeps, display.history,
-                  m.time())
+                  m.time(), p.usart.text, len(p.led_changes))
 
 
 def check_frames(run: DieRun) -> list[int]:

@@ -21,9 +21,10 @@ from ...target.chips import get_chip
 from ..pipeline import export
 from .font import font_header
 
-# pins a button may use: not I2C1's PC1/PC2, the entropy ADC's PD4, SWIO's PD1 or NRST's PD7
+# pins a button may use: not I2C1's PC1/PC2, the entropy ADC's PD4, USART1 TX's PD5, SWIO's PD1
+# or NRST's PD7
 BUTTON_PINS = ("PA1", "PA2", "PC0", "PC3", "PC4", "PC5", "PC6", "PC7", "PD0", "PD2", "PD3",
-               "PD5", "PD6")
+               "PD6")
 DEFAULT_BUTTON = "PC3"
 DITHERS = ("ordered", "threshold")
 PORTS = {"A": 0, "C": 2, "D": 3}
@@ -46,13 +47,20 @@ class DieOptions:
     debounce_ms: int = 20  # the button must be stable this long (up, then down) to count
     display_timeout_s: float = 10.0  # the display sleeps this long after the button is let go
     #                                  (0: it stays on)
+    led: str | None = None  # a pin toggled at each roll (None: no LED)
 
     def check(self) -> None:
         if self.button.upper() not in BUTTON_PINS:
             raise BitmcuError(f"--button {self.button!r} is not allowed; use {choices(BUTTON_PINS)} "
-                              "(PC1/PC2 are I2C1, PD4 the entropy ADC, PD1 SWIO, PD7 NRST)")
+                              "(PC1/PC2 are I2C1, PD4 the entropy ADC, PD5 USART1 TX, PD1 SWIO, "
+                              "PD7 NRST)")
         if self.dither not in DITHERS:
             raise BitmcuError(f"--dither {self.dither!r} is not allowed; use {choices(DITHERS)}")
+        if self.led is not None:
+            fw.led_pin(self.led)
+            if self.led.upper() in ("PC1", "PC2", "PD4", self.button.upper()):
+                raise BitmcuError(f"--led {self.led}: the die uses it (I2C1 PC1/PC2, the "
+                                  f"entropy ADC PD4, the button {self.button.upper()})")
         if not 1 <= self.debounce_ms <= 500:
             raise BitmcuError(f"--debounce-ms {self.debounce_ms}: must be 1..500")
         if not (self.display_timeout_s == 0 or
@@ -127,6 +135,8 @@ class DieFirmware:
                 f"  button {o['button']} (to ground), debounce {o['debounce_ms']} ms, "
                 f"{shows} on an SSD1306 at I2C 0x{OLED_ADDRESS:02x} (SDA PC1, SCL PC2), "
                 f"entropy from PD4\n"
+                f"  results on USART1 TX (PD5, 115200 8N1)"
+                + (f", LED {o['led']} toggles at each roll" if o.get("led") else "") + "\n"
                 f"  standby between rolls, woken by the button; {self.timeout_text()}")
 
     def timeout_text(self) -> str:
@@ -224,14 +234,14 @@ def build_die(source: str | Path, mcu: str = "ch32v003", out: str | Path | None 
         scale = 0 if model.is_text else 64 // model.input_size
         for f in ("model.h", "bitmcu.c", "bitmcu.h"):
             shutil.copy(export_dir / f, t / f)
-        for f in ("startup.S", "fw_trace.h", "mem.c"):
+        for f in fw.BOARD_FILES:
             shutil.copy(fw.files_dir() / f, t / f)
         shutil.copy(die_files() / "die.c", t / "fw_main.c")
-        shutil.copy(fw.files_dir() / "ch32v003_regs.h", t / "ch32v003_regs.h")
         (t / "die_config.h").write_text(config_header(options, scale, model.is_text))
         if model.is_text:
             (t / "die_font.h").write_text(font_header(model.input.vocab))
-        cmd, stack, place, note, _ = fw.link_placed(gcc, t, model, chip, hot_loops, opt)
+        cmd, stack, place, note, _ = fw.link_placed(gcc, t, model, chip, hot_loops, opt,
+                                                    defines=fw.board_defines(chip, options.led))
         fw.write_images(objcopy, t, cmd)
         flash, ram = _sizes(t / "firmware.elf", chip, stack)
         for ext in ("elf", "bin", "hex", "map"):

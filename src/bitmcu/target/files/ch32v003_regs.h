@@ -1,6 +1,6 @@
-/* ch32v003_regs.h - the CH32V003 registers the die firmware uses, after the register map of the
- * CH32V003 reference manual (RCC, FLASH, GPIO, AFIO, EXTI, PWR, I2C1, ADC1, SysTick, PFIC). Only
- * what is used. */
+/* ch32v003_regs.h - the CH32V003 registers bitmcu's firmware uses (the die's, and board.c's),
+ * after the register map of the CH32V003 reference manual (RCC, FLASH, GPIO, AFIO, EXTI, PWR,
+ * I2C1, ADC1, USART1, SysTick, PFIC). Only what is used. */
 #ifndef CH32V003_REGS_H
 #define CH32V003_REGS_H
 #include <stdint.h>
@@ -30,6 +30,7 @@
 #define RCC_IOPCEN (1u << 4)
 #define RCC_IOPDEN (1u << 5)
 #define RCC_ADC1EN (1u << 9)
+#define RCC_USART1EN (1u << 14)
 #define RCC_I2C1EN (1u << 21)
 #define RCC_ADCPRE_MASK (31u << 11)
 
@@ -47,6 +48,8 @@
 #define GPIO_IN_ANALOG 0x0u    /* MODE 00, CNF 00 */
 #define GPIO_IN_PULL 0x8u      /* MODE 00, CNF 10: pull-up or pull-down (OUTDR bit: up) */
 #define GPIO_AF_OD_50MHZ 0xFu  /* MODE 11, CNF 11: alternate function, open drain */
+#define GPIO_AF_PP_10MHZ 0x9u  /* MODE 01, CNF 10: alternate function, push-pull */
+#define GPIO_OUT_PP_10MHZ 0x1u /* MODE 01, CNF 00: output, push-pull */
 
 /* AFIO_EXTICR: the port of EXTI lines 0..7, 2 bits each (0 = GPIOA, 2 = GPIOC, 3 = GPIOD) */
 #define AFIO_EXTICR REG32(0x40010008u)
@@ -104,6 +107,16 @@
 #define ADC_EXTSEL_SWSTART (7u << 17)
 #define ADC_EXTTRIG (1u << 20)
 #define ADC_SWSTART (1u << 22)
+
+/* USART1: TX on PD5 (the default mapping); a bit is BRR HCLK cycles */
+#define USART1_STATR REG32(0x40013800u)
+#define USART1_DATAR REG32(0x40013804u)
+#define USART1_BRR REG32(0x40013808u)
+#define USART1_CTLR1 REG32(0x4001380Cu)
+#define USART_TXE (1u << 7)
+#define USART_TC (1u << 6)
+#define USART_TE (1u << 3)
+#define USART_UE (1u << 13)
 
 /* SysTick: a 32-bit up-counter of HCLK */
 #define STK_CTLR REG32(0xE000F000u)

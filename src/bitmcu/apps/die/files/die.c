@@ -11,6 +11,9 @@
  * stays on DIE_AWU_WAKES auto-wakeup periods after the button is let go (the LSI's counter,
  * woken to count them), then sleeps itself (display off, charge pump off) until the next roll.
  *
+ * Each roll's face (or line), its cycles and the engine's status are printed on USART1 (TX on
+ * PD5, 115200 8N1; board.c), and the LED pin (where one is given) toggles.
+ *
  * Marker events (the emulator's view; a plain RAM word on the chip): 1 = roll start (arg: roll
  * index), 2 = layer start (the engine's trace), 5/6 = a display transfer starts/ends, 3 = roll
  * end (arg: the face drawn, 1..6; 0x800000 | the bitmcu_status when the model reported an error), 7 = the test
@@ -20,6 +23,7 @@
  * from the same PRNG state, and draws it centred with the glyphs of die_font.h (twice their size
  * where the line fits); roll end's arg is then the line's length in characters. */
 #include "bitmcu.h"
+#include "board.h"
 #include "ch32v003_regs.h"
 #include "die_config.h"
 #include "model.h"
@@ -42,24 +46,6 @@ static uint8_t i2c_failed;      /* the display did not acknowledge: keep rolling
 #define LEFT 32u /* first display column of the 64x64 picture */
 
 /* ------------------------------------------------------------------ clock, timer, pins */
-
-static void clock_init(void) {
-    /* HSI 24 MHz -> PLL x2 = 48 MHz; one flash wait state first */
-    FLASH_ACTLR = (FLASH_ACTLR & ~FLASH_LATENCY_MASK) | FLASH_LATENCY_1;
-    RCC_CFGR0 &= ~(RCC_HPRE_MASK | RCC_PLLSRC_HSE);
-    RCC_CTLR |= RCC_HSION | RCC_PLLON;
-    while (!(RCC_CTLR & RCC_PLLRDY)) {
-    }
-    RCC_CFGR0 = (RCC_CFGR0 & ~RCC_SW_MASK) | RCC_SW_PLL;
-    while ((RCC_CFGR0 & RCC_SWS_MASK) != RCC_SWS_PLL) {
-    }
-}
-
-static void systick_init(void) {
-    STK_CMPLR = 0xFFFFFFFFu;
-    STK_CNTL = 0;
-    STK_CTLR = STK_STE | STK_STCLK_HCLK; /* free-running, no interrupt */
-}
 
 static uint32_t now(void) { return STK_CNTL; }
 
@@ -224,6 +210,7 @@ static int button_down(void) { return !(GPIO_INDR(DIE_BUTTON_PORT) & (1u << DIE_
  * before (a bounce of the last press) is cleared first: SETEVENT makes the first wait end at
  * once. The chip wakes on the HSI (24 MHz): the clock is set up again. */
 static void standby(uint32_t awu) {
+    board_flush(); /* standby stops USART1's clock */
     if (awu) { /* the auto-wakeup's clock: the LSI, 128 kHz (off otherwise: 1.5 uA less) */
         RCC_RSTSCKR |= RCC_LSION;
         while (!(RCC_RSTSCKR & RCC_LSIRDY)) {
@@ -238,7 +225,7 @@ static void standby(uint32_t awu) {
     if (!button_down()) { /* not pressed since the check before the call */
         __asm__ volatile("wfi");
     }
-    clock_init();
+    board_clock();
 }
 
 /* Wait for a press: the button up (for DIE_DEBOUNCE_MS without a break, unless it is up on
@@ -340,6 +327,7 @@ uint32_t die_state = 0x2545F491u;
 
 static void roll(uint32_t index, uint32_t entropy) {
     int8_t z[BITMCU_MODEL_LATENT];
+    const uint32_t t0 = now();
     die_state = bitmcu_seed_state(die_state ^ entropy);
     MARK(1, index);
     display_wake();
@@ -353,6 +341,9 @@ static void roll(uint32_t index, uint32_t entropy) {
     const bitmcu_status st = bitmcu_generate(&bitmcu_model_data, z, (uint16_t)face, arena,
                                              BITMCU_MODEL_ARENA_WORDS, emit, 0);
     MARK(3, st == BITMCU_OK ? face + 1u : 0x800000u | (uint32_t)st);
+    board_led_toggle();
+    board_print("roll %: face %, % cycles, status %\r\n", index, face + 1u, now() - t0,
+                (uint32_t)st, 0);
 }
 
 #else
@@ -406,8 +397,10 @@ static void draw_line(const uint8_t *tokens, uint32_t n) {
 uint32_t die_state = 0x2545F491u; /* as the picture die's (the emulator reads it) */
 
 static void roll(uint32_t index, uint32_t entropy) {
+    static const char *const chars[BITMCU_MODEL_N_CLASSES] = BITMCU_MODEL_TOKENS;
     uint8_t line[BITMCU_MODEL_MAX_CHARS];
     uint16_t n = 0;
+    const uint32_t t0 = now();
     die_state = bitmcu_seed_state(die_state ^ entropy);
     MARK(1, index);
     display_wake();
@@ -419,6 +412,13 @@ static void roll(uint32_t index, uint32_t entropy) {
         draw_line(line, n);
     }
     MARK(3, st == BITMCU_OK ? n : 0x800000u | (uint32_t)st);
+    const uint32_t cycles = now() - t0;
+    board_led_toggle();
+    board_print("press %: ", index, 0, 0, 0, 0);
+    for (uint32_t k = 0; k < n; k++) {
+        board_puts(chars[line[k]]);
+    }
+    board_print(", % cycles, status %\r\n", cycles, (uint32_t)st, 0, 0, 0);
 }
 #endif
 
@@ -441,8 +441,7 @@ static void test_pattern(void) {
 }
 
 int main(void) {
-    clock_init();
-    systick_init();
+    board_init(); /* 48 MHz, SysTick, USART1 on PD5, the LED */
     RCC_APB2PCENR |= RCC_IOPAEN | RCC_IOPCEN | RCC_IOPDEN;
     pin_mode(DIE_BUTTON_PORT, DIE_BUTTON_PIN, GPIO_IN_PULL);
     GPIO_BSHR(DIE_BUTTON_PORT) = 1u << DIE_BUTTON_PIN; /* pull-up: the button pulls to ground */

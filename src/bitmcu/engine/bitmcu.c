@@ -219,10 +219,12 @@ BITMCU_INLINE void fc_terms(const bitmcu_layer *L, const bitmcu_act *a, int32_t 
  * (the loop is unrolled, so each product is a constant multiplication the compiler turns into
  * shifts and adds). */
 BITMCU_INLINE void term_table(uint32_t x, term_kind kind, int32_t t[16]) {
-    if (kind == TERM_4BITSYM) {
+    if (kind == TERM_4BITSYM) { /* two products a step: half the loop's branches */
         int32_t v = 0;
-        for (uint32_t c = 0; c < 16u; c++, v += (int32_t)x) {
-            t[c] = v;
+        const int32_t x2 = (int32_t)(x << 1);
+        for (int32_t *p = t; p != t + 16; p += 2, v += x2) {
+            p[0] = v;
+            p[1] = v + (int32_t)x;
         }
         return;
     }
@@ -245,35 +247,47 @@ BITMCU_INLINE void term_table(uint32_t x, term_kind kind, int32_t t[16]) {
 /* 4-bit codes without a multiplier, one nonzero activation at a time: its 16 products are
  * built once, then every output adds the one its code picks (a load instead of a shift-and-add
  * multiplication per weight). Rows are packed one after another, except 4bitsym's: interleaved
- * in pairs, one byte per input holding both rows' codes. */
+ * in pairs, one byte per input holding both rows' codes (an odd last row alone in the low
+ * nibbles, found once per call: GCC computed its address per activation with __mulsi3, whether
+ * the row count was odd or not). */
 BITMCU_INLINE void fc_table4(const bitmcu_layer *L, const bitmcu_act *a, int32_t *acc,
                              term_kind kind) {
     for (uint16_t o = 0; o < L->p.fc.n_out; o++) {
         acc[o] = 0;
+    }
+    const uint32_t pairs = L->p.fc.n_out >> 1, rb = L->p.fc.row_bytes;
+    const uint8_t *odd = NULL;
+    if (kind == TERM_4BITSYM && (L->p.fc.n_out & 1u)) {
+        odd = L->weights;
+        for (uint32_t g = pairs; g != 0u; g--) {
+            odd += rb;
+        }
     }
     uint32_t i = 0, x = 0;
     BITMCU_FOR_NZ(a, i, x) {
         if (x == 0u) { /* a filler entry of a long gap */
             continue;
         }
-        int32_t t[16];
-        term_table(x, kind, t);
         if (kind == TERM_4BITSYM) {
             const uint8_t *w = L->weights + i;
             int32_t *s = acc;
-            for (uint32_t g = L->p.fc.n_out >> 1; g != 0u; g--, w += L->p.fc.row_bytes, s += 2) {
+            int32_t t[16];
+            term_table(x, kind, t);
+            for (uint32_t g = pairs; g != 0u; g--, w += rb, s += 2) {
                 const uint32_t c = *w;
                 s[0] += t[c & 15u];
                 s[1] += t[c >> 4];
             }
-            if (L->p.fc.n_out & 1u) {
-                s[0] += t[*w & 15u];
+            if (odd) {
+                s[0] += t[odd[i] & 15u];
             }
             continue;
         }
+        int32_t t[16];
+        term_table(x, kind, t);
         const uint8_t *w = L->weights + (i >> 1);
         const uint32_t shift = (i & 1u) << 2;
-        for (int32_t *s = acc, *end = acc + L->p.fc.n_out; s != end; s++, w += L->p.fc.row_bytes) {
+        for (int32_t *s = acc, *end = acc + L->p.fc.n_out; s != end; s++, w += rb) {
             *s += t[(*w >> shift) & 15u];
         }
     }

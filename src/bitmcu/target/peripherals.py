@@ -33,6 +33,8 @@ from ..core.errors import BitmcuError
 IO_BASE, IO_SIZE = 0x40000000, 0x24000  # APB1, APB2 and AHB peripherals up to FLASH
 STK_BASE, STK_SIZE = 0xE000F000, 0x1000
 PFIC_BASE, PFIC_SCTLR = 0xE000E000, 0xE000ED10
+DMA_BASE = 0x40020000  # DMA1: channel 6 is I2C1 TX (reference manual table 8-2)
+DMA_TCIF6 = 1 << 21
 USART1_BASE = 0x40013800
 PWR_BASE, EXTI_BASE, AFIO_EXTICR, RCC_RSTSCKR = 0x40007000, 0x40010400, 0x40010008, 0x40021024
 SCTLR_SLEEPDEEP, SCTLR_WFITOWFE, SCTLR_SETEVENT = 1 << 2, 1 << 3, 1 << 5
@@ -105,7 +107,7 @@ class Peripherals:
     def unknown(self, addr: int, what: str) -> int:
         return self.fail(f"the firmware {what} 0x{addr:08x}, a peripheral register no model "
                          "covers (modelled: RCC, FLASH, GPIOA/C/D, AFIO, EXTI events, PWR, "
-                         "I2C1, ADC1, USART1, SysTick, PFIC_SCTLR)")
+                         "I2C1 with DMA1 channel 6, ADC1, USART1, SysTick, PFIC_SCTLR)")
 
     def button_down(self) -> bool:
         """Whether the button is down now; ``presses`` are in time order and do not overlap."""
@@ -171,6 +173,14 @@ class Peripherals:
             return self.i2c.read(off)
         if base == USART1_BASE:
             return self.usart.read(off)
+        if base == DMA_BASE and off in (0x00, 0x6C, 0x70, 0x74, 0x78):
+            if off == 0x00:  # INTFR: polled for TCIF6
+                if not self.regs.get(DMA_BASE, 0) & DMA_TCIF6:
+                    self.i2c.dma_wait()
+                return self.regs.get(DMA_BASE, 0)
+            if off == 0x70:
+                return self.i2c.dma_left
+            return self.regs.get(addr, 0)
         if base == 0x40012400 and off in (0x00, 0x08, 0x0C, 0x10, 0x2C, 0x34, 0x4C):
             return self._adc_read(addr, off)
         if addr in (STK_BASE, STK_BASE + 0x10):
@@ -219,6 +229,8 @@ class Peripherals:
             self.i2c.write(off, v)
         elif base == USART1_BASE:
             self.usart.write(off, v)
+        elif base == DMA_BASE and off in (0x04, 0x6C, 0x70, 0x74, 0x78):
+            self._dma_write(addr, off, v)
         elif base == 0x40012400 and off in (0x00, 0x08, 0x0C, 0x10, 0x2C, 0x34):
             self._adc_write(addr, off, v)
         elif addr == STK_BASE:
@@ -231,6 +243,34 @@ class Peripherals:
             self.regs[addr] = v
         else:
             self.unknown(addr, "wrote")
+
+    # ------------------------------------------------------------------ DMA1 channel 6
+    def _dma_write(self, addr: int, off: int, v: int) -> None:
+        if off == 0x04:  # INTFCR: clear flags
+            self.regs[DMA_BASE] = self.regs.get(DMA_BASE, 0) & ~v
+            return
+        was = self.regs.get(DMA_BASE + 0x6C, 0) & 1
+        self.regs[addr] = v
+        if off == 0x6C and v & 1 and not was:  # EN
+            if (v & (1 << 4 | 1 << 7)) != (1 << 4 | 1 << 7) or v & (1 << 14 | 1 << 5 | 0xF00) \
+                    or self.regs.get(DMA_BASE + 0x74) != 0x40005410:
+                self.fail("DMA1 channel 6: the model moves bytes from memory (DIR, MINC; 8-bit, "
+                          "not circular) to I2C1's DATAR only")
+                return
+            if not self.i2c.regs[0x04] >> 11 & 1:
+                self.fail("DMA1 channel 6 enabled before I2C1's CTLR2.DMAEN")
+                return
+            self.regs[DMA_BASE] = self.regs.get(DMA_BASE, 0) & ~DMA_TCIF6
+            self.i2c.dma_start(self.regs.get(DMA_BASE + 0x78, 0),
+                               self.regs.get(DMA_BASE + 0x70, 0) & 0xFFFF)
+        elif off == 0x6C and not v & 1 and was and self.i2c.dma_left:
+            self.fail("DMA1 channel 6 disabled with bytes left to send")
+
+    def dma_done(self, at: float) -> None:
+        self.regs[DMA_BASE] = self.regs.get(DMA_BASE, 0) | DMA_TCIF6 | 1 << 20  # TCIF6, GIF6
+        if self.i2c._dma_hook is not None:
+            self.m.unwatch(self.i2c._dma_hook)
+            self.i2c._dma_hook = None
 
     # ------------------------------------------------------------------ sleep and events
     def _edges(self, falling: bool) -> list[float]:
@@ -354,6 +394,10 @@ class I2CMaster:
         self.wire_bytes = 0  # bytes sent (address bytes included)
         self.wire_cycles = 0.0  # cycles the bus was busy
         self.addr_cleared = False
+        self.dma_left = 0  # bytes DMA channel 6 still feeds to DATAR (CTLR2.DMAEN)
+        self.dma_addr = 0  # the memory address of the next
+        self.dr_free_at = 0.0  # when DATAR was emptied (DMA loads it then)
+        self._dma_hook = None
 
     def period(self) -> float:
         ccr = self.regs[0x1C] & 0xFFF
@@ -363,12 +407,53 @@ class I2CMaster:
         return 3 * ccr if self.regs[0x1C] & (1 << 15) else 2 * ccr
 
     def _advance(self) -> None:
-        if self.queued is not None and self.p.now() >= self.ready_at:
-            self._shift(self.queued)  # it started when the byte before it was done
-            self.queued = None
+        """Up to now: the byte in DATAR moves to the wire when the one before it is done, and
+        with DMA (CTLR2.DMAEN, channel 6 on) DATAR is loaded from memory as soon as it is
+        empty, so the bytes go back to back."""
+        t = self.p.now()
+        while True:
+            if self.queued is not None:
+                if t < self.ready_at:
+                    return
+                start = self.ready_at
+                self._shift(self.queued)  # it started when the byte before it was done
+                self.queued = None
+                self.dr_free_at = start
+            elif self.dma_left and self.regs[0x04] >> 11 & 1 and t >= self.dr_free_at:
+                self.queued = self.p.m.uc.mem_read(self.dma_addr, 1)[0]
+                self.dma_addr += 1
+                self.dma_left -= 1
+                if not self.dma_left:
+                    self.p.dma_done(self.dr_free_at)
+                if self.p.now() >= self.ready_at and self.dr_free_at >= self.ready_at:
+                    self._shift(self.queued, self.dr_free_at)  # the wire was idle
+                    self.queued = None
+            else:
+                return
+
+    def dma_start(self, addr: int, count: int) -> None:
+        """DMA channel 6 enabled to feed ``count`` bytes from ``addr`` to DATAR."""
+        if self.state != "data":
+            self.p.fail(f"DMA to I2C1 started in the {self.state} phase (after the address)")
+            return
+        self._advance()
+        self.dma_addr, self.dma_left = addr, count
+        self.dr_free_at = max(self.p.now(), self.ready_at if self.queued is not None else 0.0)
+        # a write to the bytes still to be sent first sends those whose time has come
+        self._dma_hook = self.p.m.watch_writes(addr, count, lambda: self._advance())
+        self._advance()
+
+    def dma_wait(self) -> None:
+        """A poll of the DMA's flags: the clock moves to the next byte the DMA loads (the
+        firmware can only wait)."""
+        while self.dma_left:
+            nxt = self.ready_at if self.queued is not None else self.dr_free_at
+            self.p.m.wait_until(nxt)
+            self._advance()
 
     def _shift(self, byte: int, start: float | None = None) -> None:
         start = self.ready_at if start is None else start
+        self.dr_free_at = start
         self.ready_at = start + 9 * self.period()
         self.wire_cycles += 9 * self.period()
         self.wire_bytes += 1

@@ -108,6 +108,21 @@
 #define ADC_EXTTRIG (1u << 20)
 #define ADC_SWSTART (1u << 22)
 
+/* DMA1 channel 6: I2C1 TX (reference manual table 8-2) */
+#define RCC_AHBPCENR REG32(0x40021014u)
+#define RCC_DMA1EN (1u << 0)
+#define DMA1_INTFR REG32(0x40020000u)
+#define DMA1_INTFCR REG32(0x40020004u)
+#define DMA1_CFGR6 REG32(0x4002006Cu)
+#define DMA1_CNTR6 REG32(0x40020070u)
+#define DMA1_PADDR6 REG32(0x40020074u)
+#define DMA1_MADDR6 REG32(0x40020078u)
+#define DMA_TCIF6 (1u << 21)
+#define DMA_EN (1u << 0)
+#define DMA_DIR_FROM_MEMORY (1u << 4)
+#define DMA_MINC (1u << 7)
+#define I2C_DMAEN (1u << 11) /* in CTLR2 */
+
 /* USART1: TX on PD5 (the default mapping); a bit is BRR HCLK cycles */
 #define USART1_STATR REG32(0x40013800u)
 #define USART1_DATAR REG32(0x40013804u)

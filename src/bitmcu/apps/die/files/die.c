@@ -17,7 +17,8 @@
  * Marker events (the emulator's view; a plain RAM word on the chip): 1 = roll start (arg: roll
  * index), 2 = layer start (the engine's trace), 5/6 = a display transfer starts/ends, 3 = roll
  * end (arg: the face drawn, 1..6; 0x800000 | the bitmcu_status when the model reported an error), 7 = the test
- * pattern (button held at power-up) is on the display.
+ * pattern (button held at power-up) is on the display, 8 = the roll was dropped (arg: its index;
+ * the button was up again DIE_DEBOUNCE_MS after the edge that started it: no press).
  *
  * The text die (DIE_TEXT, a character model): each press generates one line, token by token
  * from the same PRNG state, and draws it centred with the glyphs of die_font.h (twice their size
@@ -107,27 +108,62 @@ static void i2c_init(void) {
     pin_mode(2, 1, GPIO_AF_OD_50MHZ); /* PC1 = SDA */
     pin_mode(2, 2, GPIO_AF_OD_50MHZ); /* PC2 = SCL */
     I2C1_CTLR2 = DIE_CLOCK_HZ / 1000000u; /* peripheral clock in MHz */
+    RCC_AHBPCENR |= RCC_DMA1EN;
+    DMA1_PADDR6 = (uint32_t)&I2C1_DATAR;
     I2C1_CKCFGR = I2C_FS | (DIE_CLOCK_HZ / (3u * DIE_I2C_HZ));
     I2C1_CTLR1 = I2C_PE;
 }
 
-/* One I2C write transaction to the display: control byte, then n bytes. */
-static void oled_send(uint8_t control, const uint8_t *bytes, uint32_t n, int repeat) {
-    if (i2c_failed) {
+#if !DIE_TEXT
+static uint8_t dma_busy; /* a page is going to the display by DMA */
+
+/* The page that DMA sends, finished: every byte out (TCIF6, then BTF), then STOP. */
+static void page_finish(void) {
+    if (!dma_busy) {
         return;
     }
+    MARK(5, 8);
+    while (!(DMA1_INTFR & DMA_TCIF6)) {
+    }
+    if (i2c_wait(I2C_BTF)) {
+        I2C1_CTLR1 |= I2C_STOP;
+    }
+    DMA1_CFGR6 = 0;
+    DMA1_INTFCR = DMA_TCIF6;
+    I2C1_CTLR2 &= ~I2C_DMAEN;
+    dma_busy = 0;
+    MARK(6, 8);
+}
+#else
+#define page_finish() ((void)0)
+#endif
+
+/* START, the display's address and a control byte: 0 where the display did not answer. */
+static int oled_begin(uint8_t control) {
+    if (i2c_failed) {
+        return 0;
+    }
+    page_finish();
     while (I2C1_STAR2 & I2C_BUSY) {
     }
     I2C1_CTLR1 |= I2C_START;
     if (!i2c_wait(I2C_SB)) {
-        return;
+        return 0;
     }
     I2C1_DATAR = DIE_OLED_ADDR << 1;
     if (!i2c_wait(I2C_ADDR)) {
-        return;
+        return 0;
     }
     (void)I2C1_STAR2; /* reading STAR1 then STAR2 clears ADDR */
     I2C1_DATAR = control;
+    return 1;
+}
+
+/* One I2C write transaction to the display: control byte, then n bytes. */
+static void oled_send(uint8_t control, const uint8_t *bytes, uint32_t n, int repeat) {
+    if (!oled_begin(control)) {
+        return;
+    }
     for (uint32_t i = 0; i < n; i++) {
         if (!i2c_wait(I2C_TXE)) {
             return;
@@ -229,10 +265,10 @@ static void standby(uint32_t awu) {
 }
 
 /* Wait for a press: the button up (for DIE_DEBOUNCE_MS without a break, unless it is up on
- * entry: the last press ended during the roll), then standby until it goes down, then down as
- * long (a bounce, or a press shorter than that, is no press). The display sleeps once
- * DIE_AWU_WAKES auto-wakeups have passed in standby. Returns the time the press began (SysTick,
- * which stands still in standby). */
+ * entry: the last press ended during the roll), then standby until it goes down. The display
+ * sleeps once DIE_AWU_WAKES auto-wakeups have passed in standby. Returns the time the press
+ * began (SysTick, which stands still in standby): the roll starts at once, and press_held()
+ * checks the press before the first page is drawn. */
 static uint32_t wait_press(void) {
     int down = button_down(), armed = !down;
     uint32_t since = now();
@@ -244,28 +280,42 @@ static uint32_t wait_press(void) {
         if (d != down) {
             down = d;
             since = t;
-        } else if (t - since >= DIE_DEBOUNCE_MS * TICKS_PER_MS) {
             if (down && armed) {
-                return since;
+                return t;
             }
-            if (!down) { /* up long enough: sleep until the button goes down */
-                armed = 1;
-                for (;;) {
-                    standby(awu_left != 0u);
-                    if (button_down()) {
-                        break;
-                    }
-                    if (awu_left && --awu_left == 0u) { /* the display's time is up */
-                        oled_commands(oled_off, sizeof oled_off);
-                        display_on = 0;
-                    }
+        } else if (!down && t - since >= DIE_DEBOUNCE_MS * TICKS_PER_MS) {
+            /* up long enough: sleep until the button goes down */
+            for (;;) {
+                standby(awu_left != 0u);
+                if (button_down()) {
+                    PWR_AWUCSR = 0;
+                    return now();
                 }
-                PWR_AWUCSR = 0;
-                down = 1;
-                since = now();
+                if (awu_left && --awu_left == 0u) { /* the display's time is up */
+                    oled_commands(oled_off, sizeof oled_off);
+                    display_on = 0;
+                }
             }
         }
     }
+}
+
+/* A roll starts at its press's first edge; the press counts if the button is still down
+ * DIE_DEBOUNCE_MS after it, checked (waiting where it is sooner) before the first page goes to
+ * the display while the picture is generated: a bounce or a shorter press draws nothing. */
+static uint32_t press_at;
+static uint8_t press_state; /* 0: not checked yet, 1: held (or the start-up roll), 2: no press */
+
+static int press_held(void) {
+    if (!press_state) {
+        while (now() - press_at < DIE_DEBOUNCE_MS * TICKS_PER_MS) {
+        }
+        press_state = button_down() ? 1u : 2u;
+        if (press_state == 1u) {
+            display_wake();
+        }
+    }
+    return press_state == 1u;
 }
 
 #if !DIE_TEXT
@@ -287,6 +337,12 @@ static void emit(void *ctx, const uint8_t *rows, uint16_t y0, uint16_t n_rows, u
     for (uint32_t r = 0; r < n_rows; r++) {
         const uint8_t *px = rows + r * width;
         const uint32_t y = DIE_SCALE * (y0 + r); /* first display row of this image row */
+        if ((y & 7u) == 0u) { /* a new page: the last one sent, its buffer cleared */
+            page_finish();
+            for (uint32_t i = 0; i < sizeof page; i++) {
+                page[i] = 0;
+            }
+        }
         for (uint32_t x = 0; x < width; x++) {
             const uint32_t p = px[x];
             for (uint32_t dy = 0; dy < DIE_SCALE; dy++) {
@@ -298,13 +354,16 @@ static void emit(void *ctx, const uint8_t *rows, uint16_t y0, uint16_t n_rows, u
                 }
             }
         }
-        if (((y + DIE_SCALE - 1u) & 7u) == 7u) { /* the page is complete */
-            MARK(5, y >> 3);
-            oled_send(0x40, page, sizeof page, 0);
-            MARK(6, y >> 3);
-            for (uint32_t i = 0; i < sizeof page; i++) {
-                page[i] = 0;
+        if (((y + DIE_SCALE - 1u) & 7u) == 7u && press_held()) { /* the page is complete */
+            MARK(5, y >> 3); /* to the display by DMA while the next page is generated */
+            if (oled_begin(0x40)) {
+                DMA1_MADDR6 = (uint32_t)page;
+                DMA1_CNTR6 = sizeof page;
+                I2C1_CTLR2 |= I2C_DMAEN;
+                DMA1_CFGR6 = DMA_MINC | DMA_DIR_FROM_MEMORY | DMA_EN;
+                dma_busy = 1;
             }
+            MARK(6, y >> 3);
         }
     }
 }
@@ -327,10 +386,8 @@ uint32_t die_state = 0x2545F491u;
 
 static void roll(uint32_t index, uint32_t entropy) {
     int8_t z[BITMCU_MODEL_LATENT];
-    const uint32_t t0 = now();
     die_state = bitmcu_seed_state(die_state ^ entropy);
     MARK(1, index);
-    display_wake();
     uint32_t state = die_state;
     const uint32_t face = roll_face(&state);
     bitmcu_sample_latent(&state, z, BITMCU_MODEL_LATENT, BITMCU_MODEL_LATENT_SCALE);
@@ -340,10 +397,15 @@ static void roll(uint32_t index, uint32_t entropy) {
     }
     const bitmcu_status st = bitmcu_generate(&bitmcu_model_data, z, (uint16_t)face, arena,
                                              BITMCU_MODEL_ARENA_WORDS, emit, 0);
+    page_finish(); /* the last page */
+    if (!press_held()) { /* no press after all: nothing was drawn */
+        MARK(8, index);
+        return;
+    }
     MARK(3, st == BITMCU_OK ? face + 1u : 0x800000u | (uint32_t)st);
     board_led_toggle();
-    board_print("roll %: face %, % cycles, status %\r\n", index, face + 1u, now() - t0,
-                (uint32_t)st, 0);
+    board_print("roll %: face %, % cycles, status %\r\n", index, face + 1u, now() - press_at,
+                (uint32_t)st, 0); /* cycles awake since the press (or start-up) */
 }
 
 #else
@@ -400,19 +462,21 @@ static void roll(uint32_t index, uint32_t entropy) {
     static const char *const chars[BITMCU_MODEL_N_CLASSES] = BITMCU_MODEL_TOKENS;
     uint8_t line[BITMCU_MODEL_MAX_CHARS];
     uint16_t n = 0;
-    const uint32_t t0 = now();
     die_state = bitmcu_seed_state(die_state ^ entropy);
     MARK(1, index);
-    display_wake();
     uint32_t state = die_state;
     const bitmcu_status st = bitmcu_generate_text(&bitmcu_model_data, &state, line,
                                                   BITMCU_MODEL_MAX_CHARS, &n, arena,
                                                   BITMCU_MODEL_ARENA_WORDS);
+    if (!press_held()) { /* no press after all: nothing is drawn */
+        MARK(8, index);
+        return;
+    }
     if (st == BITMCU_OK) {
         draw_line(line, n);
     }
     MARK(3, st == BITMCU_OK ? n : 0x800000u | (uint32_t)st);
-    const uint32_t cycles = now() - t0;
+    const uint32_t cycles = now() - press_at; /* awake since the press (or start-up) */
     board_led_toggle();
     board_print("press %: ", index, 0, 0, 0, 0);
     for (uint32_t k = 0; k < n; k++) {
@@ -453,9 +517,12 @@ int main(void) {
         test_pattern();
     }
     uint32_t rolls = 0;
-    roll(rolls++, adc_noise() ^ now());
+    press_state = 1; /* the start-up roll: no press to check */
+    press_at = now();
+    roll(rolls++, adc_noise() ^ press_at);
     for (;;) {
-        const uint32_t pressed_at = wait_press();
-        roll(rolls++, adc_noise() ^ pressed_at);
+        press_at = wait_press();
+        press_state = 0;
+        roll(rolls++, adc_noise() ^ press_at);
     }
 }

@@ -438,3 +438,17 @@ def test_display_timeout_zero_keeps_the_display_on(die_dir, tmp_path):
     assert all(on for _, on, *_ in run.display_history[2:])  # on after the init, never off
     assert DieOptions(display_timeout_s=10).awu() == (21, 1)  # 21 x 0.48 s = 10.08 s
     assert DieOptions(display_timeout_s=60).awu() == (62, 2)  # 2 x 62 x 0.48 s = 59.52 s
+
+
+def test_dma_to_i2c_model_refuses_what_it_does_not_model():
+    """DMA1 channel 6 feeds I2C1's data register from memory; enabling it before CTLR2.DMAEN,
+    with another direction or peripheral address, or disabling it with bytes left is named."""
+    m, p = i2c_ready()
+    p.write(0x40020074, 4, 0x40005410)  # PADDR6: I2C1's DATAR
+    p.write(0x4002006C, 4, 1 << 7 | 1 << 4 | 1)  # EN before I2C1's DMAEN
+    assert "before I2C1's CTLR2.DMAEN" in m.error
+    m, p = i2c_ready()
+    p.write(0x40020074, 4, 0x40013804)  # USART1's DATAR
+    p.write(0x40005404, 4, 1 << 11)
+    p.write(0x4002006C, 4, 1 << 7 | 1 << 4 | 1)
+    assert "to I2C1's DATAR only" in m.error

@@ -56,3 +56,28 @@ def tiny_run(tmp_path_factory):
     cfg = load_config(None, tiny_overrides())
     out = tmp_path_factory.mktemp("runs") / "tiny"
     return train(cfg, run_dir=out, quiet=True)
+
+
+class FakeMachine:
+    """The emulator's clock and error seam, for driving the peripheral models by hand."""
+
+    def __init__(self):
+        from bitmcu.target.chips import get_chip
+
+        self.chip = get_chip("ch32v003")
+        self.t, self.error = 0.0, None
+
+    def time(self):
+        return self.t
+
+    def map_io(self, *a):
+        pass
+
+    def wait_until(self, t):
+        self.t = max(self.t, t)
+
+    def fail(self, message):
+        self.error = self.error or message
+
+    def stop(self):
+        pass

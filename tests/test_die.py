@@ -15,6 +15,8 @@ from bitmcu.core.errors import BitmcuError
 from bitmcu.target.peripherals import Peripherals
 from bitmcu.train.config import load_config
 
+from .conftest import FakeMachine
+
 # the smallest dice decoder the die takes: 32x32 from an 8x8 map, cheap to emulate
 TINY_DIE = ["data.dataset=dice", "data.size=32", "data.dice.train=300", "data.dice.test=60",
             "model.family=decoder", "model.latent=2", "model.hidden=[8]", "model.channels=1",
@@ -242,26 +244,6 @@ def test_ssd1306_unfinished_command():
         d.write(b)
     with pytest.raises(DisplayError, match="0x21 ended after 1 of its 2 argument bytes"):
         d.end()
-
-
-class FakeMachine:
-    def __init__(self):
-        self.t, self.error = 0.0, None
-
-    def time(self):
-        return self.t
-
-    def map_io(self, *a):
-        pass
-
-    def wait_until(self, t):
-        self.t = max(self.t, t)
-
-    def fail(self, message):
-        self.error = self.error or message
-
-    def stop(self):
-        pass
 
 
 def i2c_ready():

@@ -15,6 +15,8 @@ from bitmcu.target.chips import CHIPS
 from bitmcu.target.emulator import profile
 from bitmcu.target.firmware import GCC, build_firmware, files_dir, linker_script, worst_stack
 
+from .conftest import FakeMachine
+
 pytestmark = pytest.mark.skipif(shutil.which(GCC) is None, reason=f"{GCC} not installed")
 
 
@@ -84,37 +86,20 @@ def test_usart_model_times_bytes_and_checks_its_set_up():
     """USART1: a byte is 10 bit times of BRR core clocks; TXE while the data register is free,
     TC once the wire is idle (a status poll that can only wait moves the clock); a byte with the
     transmitter off or TX not routed to PD5 is an error."""
-    from bitmcu.target.chips import get_chip
     from bitmcu.target.peripherals import Peripherals
 
-    class M:
-        chip = get_chip("ch32v003")
-        t, error = 0.0, None
-
-        def time(self):
-            return self.t
-
-        def map_io(self, *a):
-            pass
-
-        def wait_until(self, t):
-            self.t = max(self.t, t)
-
-        def fail(self, message):
-            self.error = self.error or message
-
-    m = M()
+    m = FakeMachine()
     p = Peripherals(m)
     u = 0x40013800
     p.write(u + 0x04, 4, 0x41)
     assert "transmitter off" in m.error
-    m = M()
+    m = FakeMachine()
     p = Peripherals(m)
     p.write(u + 0x08, 4, 417)  # 115,108 baud at 48 MHz
     p.write(u + 0x0C, 4, 1 << 13 | 1 << 3)
     p.write(u + 0x04, 4, 0x41)
     assert "TX does not reach a pin" in m.error
-    m = M()
+    m = FakeMachine()
     p = Peripherals(m)
     p.write(0x40011400, 4, 0x44944444)  # PD5: alternate-function push-pull
     p.write(u + 0x08, 4, 417)

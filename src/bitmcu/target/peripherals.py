@@ -374,7 +374,21 @@ class Peripherals:
         self.regs[addr] = v
 
 
-class I2CMaster:
+class DataRegister:
+    """A transmitter's data register beside its shift register (I2C1's, USART1's): a byte
+    written while the wire is idle goes out at once, one written while it is busy waits in the
+    register, one written while the register is full is lost (an error)."""
+
+    def _put(self, byte: int, unit: str) -> None:
+        if self.queued is not None:
+            self.p.fail(f"{unit}: a byte written to DATAR while TxE was clear (lost)")
+        elif self.p.now() >= self.ready_at:
+            self._shift(byte, self.p.now())
+        else:
+            self.queued = byte
+
+
+class I2CMaster(DataRegister):
     """I2C1 as a master transmitter (START, 7-bit address, data, STOP) to the SSD1306.
 
     Each byte takes 9 SCL periods on the wire (SCL from CKCFGR's CCR and its mode: fast mode
@@ -537,13 +551,7 @@ class I2CMaster:
                 self.state, self.addr_cleared = "address", False
                 self.p.display.begin()
             elif self.state == "data":
-                if self.queued is not None:
-                    self.p.fail("I2C1: a byte written to DATAR while TxE was clear (lost)")
-                    return
-                if self.p.now() >= self.ready_at:
-                    self._shift(v & 0xFF, self.p.now())
-                else:
-                    self.queued = v & 0xFF
+                self._put(v & 0xFF, "I2C1")
             else:
                 self.p.fail(f"I2C1: a byte written to DATAR in the {self.state} phase (the "
                             "address is cleared by reading STAR1 then STAR2)")
@@ -559,7 +567,7 @@ class I2CMaster:
         self.wire_bytes += 1
 
 
-class Usart:
+class Usart(DataRegister):
     """USART1 as a transmitter: each byte is 10 bit times on the wire (start, 8 data, stop; a
     bit is BRR core clocks, f = HCLK / BRR), the data register beside the shift register: TXE
     while it is free, TC once both are empty. A status read while the firmware can only wait
@@ -635,13 +643,7 @@ class Usart:
                 self.p.fail("USART1: TX does not reach a pin (PD5 must be an alternate-function "
                             "output, AFIO_PCFR1's USART1 remap 0)")
                 return
-            if self.queued is not None:
-                self.p.fail("USART1: a byte written to DATAR while TXE was clear (lost)")
-                return
-            if self.p.now() >= self.ready_at:
-                self._shift(v & 0xFF, self.p.now())
-            else:
-                self.queued = v & 0xFF
+            self._put(v & 0xFF, "USART1")
         elif off in self.regs:
             self.regs[off] = v
         else:

@@ -273,14 +273,10 @@ class Machine:
                          begin=a, end=a + 3)
         return True
 
-    def watch_writes(self, addr: int, size: int, fn):
-        """Call fn() before every store to [addr, addr + size) (a DMA reading that memory);
-        returns the handle for :meth:`unwatch`."""
-        return self.uc.hook_add(UC_HOOK_MEM_WRITE, lambda uc, acc, a, sz, v, _: fn(),
-                                begin=addr, end=addr + size - 1)
-
-    def unwatch(self, handle) -> None:
-        self.uc.hook_del(handle)
+    def watch_writes(self, addr: int, size: int, fn) -> None:
+        """Call fn() before every store to [addr, addr + size) (a DMA reading that memory)."""
+        self.uc.hook_add(UC_HOOK_MEM_WRITE, lambda uc, acc, a, sz, v, _: fn(),
+                         begin=addr, end=addr + size - 1)
 
     def map_io(self, base: int, size: int, read, write) -> None:
         """Map a peripheral: read(offset, size) -> value, write(offset, size, value)."""

@@ -268,9 +268,6 @@ class Peripherals:
 
     def dma_done(self, at: float) -> None:
         self.regs[DMA_BASE] = self.regs.get(DMA_BASE, 0) | DMA_TCIF6 | 1 << 20  # TCIF6, GIF6
-        if self.i2c._dma_hook is not None:
-            self.m.unwatch(self.i2c._dma_hook)
-            self.i2c._dma_hook = None
 
     # ------------------------------------------------------------------ sleep and events
     def _edges(self, falling: bool) -> list[float]:
@@ -411,7 +408,7 @@ class I2CMaster(DataRegister):
         self.dma_left = 0  # bytes DMA channel 6 still feeds to DATAR (CTLR2.DMAEN)
         self.dma_addr = 0  # the memory address of the next
         self.dr_free_at = 0.0  # when DATAR was emptied (DMA loads it then)
-        self._dma_hook = None
+        self._watched: set[tuple[int, int]] = set()  # memory ranges a DMA has read
 
     def period(self) -> float:
         ccr = self.regs[0x1C] & 0xFFF
@@ -453,8 +450,11 @@ class I2CMaster(DataRegister):
         self._advance()
         self.dma_addr, self.dma_left = addr, count
         self.dr_free_at = max(self.p.now(), self.ready_at if self.queued is not None else 0.0)
-        # a write to the bytes still to be sent first sends those whose time has come
-        self._dma_hook = self.p.m.watch_writes(addr, count, lambda: self._advance())
+        # a write to the bytes still to be sent first sends those whose time has come (one hook
+        # per buffer, kept: adding and removing hooks flushes Unicorn's translations)
+        if (addr, count) not in self._watched:
+            self._watched.add((addr, count))
+            self.p.m.watch_writes(addr, count, lambda: self.dma_left and self._advance())
         self._advance()
 
     def dma_wait(self) -> None:

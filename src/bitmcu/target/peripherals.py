@@ -266,7 +266,7 @@ class Peripherals:
         elif off == 0x6C and not v & 1 and was and self.i2c.dma_left:
             self.fail("DMA1 channel 6 disabled with bytes left to send")
 
-    def dma_done(self, at: float) -> None:
+    def dma_done(self) -> None:
         self.regs[DMA_BASE] = self.regs.get(DMA_BASE, 0) | DMA_TCIF6 | 1 << 20  # TCIF6, GIF6
 
     # ------------------------------------------------------------------ sleep and events
@@ -435,7 +435,7 @@ class I2CMaster(DataRegister):
                 self.dma_addr += 1
                 self.dma_left -= 1
                 if not self.dma_left:
-                    self.p.dma_done(self.dr_free_at)
+                    self.p.dma_done()
                 if self.p.now() >= self.ready_at and self.dr_free_at >= self.ready_at:
                     self._shift(self.queued, self.dr_free_at)  # the wire was idle
                     self.queued = None
@@ -460,7 +460,7 @@ class I2CMaster(DataRegister):
     def dma_wait(self) -> None:
         """A poll of the DMA's flags: the clock moves to the next byte the DMA loads (the
         firmware can only wait)."""
-        while self.dma_left:
+        while self.dma_left and self.regs[0x04] >> 11 & 1:  # (DMAEN cleared: no byte comes)
             nxt = self.ready_at if self.queued is not None else self.dr_free_at
             self.p.m.wait_until(nxt)
             self._advance()

@@ -4,7 +4,10 @@
  * each pixel of the 32x32 (or 16x16) image becomes 2x2 (4x4) display pixels, a 64x64 picture
  * in the middle of the screen,
  * thresholded or ordered-dithered to 1 bit, one 8-row display page at a time (a 64-byte buffer,
- * never a frame buffer). The seed mixes ADC noise with the SysTick count at the press.
+ * never a frame buffer), each page sent by DMA while the next one is generated. The seed mixes
+ * ADC noise with the SysTick count at the press. A roll starts at the press's first edge; the
+ * press counts if the button is still down DIE_DEBOUNCE_MS later, checked before the first
+ * page is drawn.
  *
  * Between rolls the chip sleeps in standby (every clock stopped, SysTick too), woken by the
  * button's falling edge as an EXTI event (WFI taken as WFE: no interrupt handler). The display

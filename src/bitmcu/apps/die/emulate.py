@@ -34,11 +34,12 @@ from ...deploy.export import read_export
 from ...deploy.hostc import status_text
 from ...target.chips import get_chip
 from ...target.emulator import ENGINE_ERROR, Machine
+from ...target.firmware import led_pin
 from ...target.peripherals import WAKE_US, Peripherals, Press, Sleep
 from ...train.config import load_config
 from ..judge import default_oracles, load_oracle, read_all
 from .display import display_bits, frame_image
-from .energy import Projection, project, session_budget
+from .energy import CURRENTS, Projection, display_amps, project, session_budget
 from .firmware import LEFT_COLUMN, DieFirmware, DieOptions
 from .font import glyphs, render_line
 from .ssd1306 import SSD1306
@@ -140,8 +141,6 @@ class DieRun:
                  if a is not None]
         if not rolls:
             return None
-        from .energy import CURRENTS, display_amps
-
         run = CURRENTS["mcu_run"].amps
         coulombs = [(run + display_amps(True, True, int(r.frame.sum()))) * a for r, a in rolls]
         timeout = self.timed_out_after()
@@ -223,12 +222,11 @@ class DieRun:
             lines.append(f"  the display turned off {s['display_timed_out_s']:.2f} s after the "
                          "last roll's release")
         if self.uart:
-            printed = self.uart.splitlines()
+            printed, errors = self.uart.splitlines(), self.uart_errors()
             lines.append(f"  USART1 printed {len(printed)} lines, e.g. {printed[0]!r}"
                          + (f"; the LED changed {self.led_changes} times" if self.led_changes
-                            else "") + ": " + ("they agree with the rolls" if not
-                                               self.uart_errors() else
-                                               "; ".join(self.uart_errors()[:3])))
+                            else "") + ": " + ("; ".join(errors[:3]) if errors else
+                                               "they agree with the rolls"))
         r, f = self.ram, self.flash
         lines.append(f"  flash {f['total']:,} of {f['size']:,} bytes; RAM {r['total']:,} of "
                      f"{r['size']:,} bytes (peak stack {r['stack_peak']:,} measured)")
@@ -303,8 +301,7 @@ def roll_die(die_dir: str | Path, rolls: int | None = None, presses: list[tuple[
         raise BitmcuError(f"{die_dir / 'die.elf'}: no symbol die_state; not a bitmcu die firmware")
     display = SSD1306(seed=seed)
     opt = DieOptions(**fw.options)
-    p = Peripherals(m, display, opt.pin, adc_seed=seed,
-                    led=(opt.led[1].upper(), int(opt.led[2])) if opt.led else None)
+    p = Peripherals(m, display, opt.pin, adc_seed=seed, led=led_pin(opt.led))
     if presses is not None:
         if any(n <= 0 or a < 0 for a, n in presses):
             raise BitmcuError("presses: each (start, length) in ms needs start >= 0, length > 0")

@@ -26,6 +26,7 @@ from ..deploy.export import read_export
 from ..deploy.ops import front_entry
 from ..deploy.verify import sample_inputs
 from .chips import get_chip
+from .peripherals import EXTI_PORT
 
 GCC = "riscv64-unknown-elf-gcc"
 OBJCOPY = "riscv64-unknown-elf-objcopy"
@@ -220,7 +221,7 @@ def _ram_use(elf_path: Path) -> tuple[int, int]:
 # pins an LED may use: not USART1's TX (PD5), SWIO (PD1) or NRST (PD7)
 LED_PINS = ("PA1", "PA2", "PC0", "PC1", "PC2", "PC3", "PC4", "PC5", "PC6", "PC7", "PD0", "PD2",
             "PD3", "PD4", "PD6")
-PORTS = {"A": 0, "C": 2, "D": 3}
+PORTS = EXTI_PORT  # GPIO port indices (A 0, C 2, D 3): AFIO_EXTICR's codes too
 
 
 def led_pin(led: str | None) -> tuple[str, int] | None:

@@ -18,6 +18,7 @@ from ...core.outdir import locked, writing
 from ...deploy.export import read_export
 from ...target import firmware as fw
 from ...target.chips import get_chip
+from ...target.peripherals import LSI_HZ
 from ..pipeline import export
 from .font import font_header
 
@@ -27,12 +28,10 @@ BUTTON_PINS = ("PA1", "PA2", "PC0", "PC3", "PC4", "PC5", "PC6", "PC7", "PD0", "P
                "PD6")
 DEFAULT_BUTTON = "PC3"
 DITHERS = ("ordered", "threshold")
-PORTS = {"A": 0, "C": 2, "D": 3}
+PORTS = fw.PORTS  # GPIO port indices, also AFIO_EXTICR's codes for the EXTI lines
 ADC_PIN = ("D", 4, 7)  # PD4 = ADC channel 7, left unconnected: its noise seeds the PRNG
 OLED_ADDRESS = 0x3C
 I2C_HZ = 400_000
-EXTI_PORTS = {"A": 0, "C": 2, "D": 3}  # AFIO_EXTICR's port codes
-LSI_HZ = 128_000  # the auto-wakeup's clock (datasheet: 100..150 kHz)
 AWU_PSC = (15, 61440)  # AWUPSC code and divider: 0.48 s per count at 128 kHz
 AWU_WINDOW_MAX = 63
 MAX_TIMEOUT_S = 3600
@@ -158,7 +157,7 @@ def config_header(opt: DieOptions, scale: int, text: bool = False) -> str:
              f"#define DIE_TEXT {int(text)}",
              f"#define DIE_BUTTON_PORT {PORTS[port]}u /* GPIO{port} */",
              f"#define DIE_BUTTON_PIN {pin}u",
-             f"#define DIE_BUTTON_EXTI_PORT {EXTI_PORTS[port]}u",
+             f"#define DIE_BUTTON_EXTI_PORT {PORTS[port]}u",
              f"#define DIE_DEBOUNCE_MS {opt.debounce_ms}u",
              f"#define DIE_DITHER {int(opt.dither == 'ordered')}",
              f"#define DIE_AWU_PSC {AWU_PSC[0]}u /* LSI / {AWU_PSC[1]} */",

@@ -126,7 +126,9 @@ def test_cli_die_and_bad_options(die_dir, tmp_path, capsys):
     assert "pips" in judged["judges"] and 0 <= judged["strict"] <= min(judged["judges"].values())
     energy = json.loads((tmp_path / "d" / "rolls" / "rolls.json").read_text())["energy"]
     assert energy["rolls_per_day"] == 20 and energy["battery_mah"] == 220
-    assert energy["idle_uA"] == pytest.approx(28.76) and energy["battery_days"] > 180
+    # the display's supply switched off at idle (PC4, the default): the chip's standby and the
+    # switch's leakage
+    assert energy["idle_uA"] == pytest.approx(9.76) and energy["battery_days"] > 180
     assert "battery: 220 mAh lasts" in out
     for f in ("die.elf", "die.bin", "die.hex", "die.map", "die.json", "rolls/contact_sheet.png",
               "rolls/rolls.gif", "rolls/roll-0001.png", "rolls/rolls.json", "rolls/energy.png"):
@@ -135,6 +137,10 @@ def test_cli_die_and_bad_options(die_dir, tmp_path, capsys):
         build_die(run, out=tmp_path / "x", options=DieOptions(button="PC1"))
     with pytest.raises(BitmcuError, match="--dither 'floyd' is not allowed"):
         build_die(run, out=tmp_path / "x", options=DieOptions(dither="floyd"))
+    with pytest.raises(BitmcuError, match="--display-power 'PC2' is not allowed"):
+        build_die(run, out=tmp_path / "x", options=DieOptions(display_power="PC2"))
+    with pytest.raises(BitmcuError, match="--display-power PC4: the button uses it.*none"):
+        build_die(run, out=tmp_path / "x", options=DieOptions(button="PC4"))
     assert not (tmp_path / "x").exists()  # nothing written
     for argv, words in ((["--oracle", str(run)], "--oracle judges the emulated frames: give "
                                                   "--emulate N"),
@@ -246,6 +252,51 @@ def test_ssd1306_unfinished_command():
         d.end()
 
 
+def test_ssd1306_supply_switch_follows_the_datasheet():
+    """A switched supply: commands only POWER_UP_MS after it goes on, the controller from reset
+    (memory undefined); off only after AEh, 8Dh 10h and tOFF (100 ms); each misstep is named.
+    Through the peripherals, the pin switches it: an output driven low is on."""
+    t = [0.0]
+    d = SSD1306()
+    d.clock, d.hz = (lambda: t[0]), 1e3  # clock in ms
+    d.power(False)
+    with pytest.raises(DisplayError, match="while its supply is switched off"):
+        d.begin()
+    t[0] = 100.0
+    d.power(True)
+    t[0] = 105.0
+    with pytest.raises(DisplayError, match="addressed 5.00 ms after its supply was switched on"):
+        d.begin()
+    t[0] = 110.0
+    d.begin()
+    for b in (0x00, 0x8D, 0x14, 0xAF):
+        d.write(b)
+    d.end()
+    with pytest.raises(DisplayError, match="while the display or its charge pump was on"):
+        d.power(False)
+    d.begin()
+    for b in (0x00, 0xAE, 0x8D, 0x10):
+        d.write(b)
+    d.end()
+    t[0] = 150.0
+    with pytest.raises(DisplayError, match="40.0 ms after the charge pump; .* tOFF = 100 ms"):
+        d.power(False)
+    t[0] = 210.0
+    d.power(False)
+    before = d.ram.copy()
+    d.power(True)  # from reset: a new undefined memory, page addressing, display off
+    assert not d.on and not d.pump and d.mode == 2 and (d.ram != before).any()
+    assert [k for k, _ in itertools.groupby(row[4] for row in d.history)] == [False, True,
+                                                                            False, True]
+    m = FakeMachine()
+    p = Peripherals(m, SSD1306(), ("C", 3), power=("C", 4))
+    assert not p.display.powered  # the gate's pull-up: off at reset (PC4 an input)
+    p.write(0x40011000, 4, 0x44414444)  # PC4 an output, OUTDR 0: low, on
+    assert p.display.powered
+    p.write(0x40011010, 4, 1 << 4)  # BSHR: PC4 high, off
+    assert not p.display.powered and m.error is None
+
+
 def i2c_ready():
     m = FakeMachine()
     p = Peripherals(m, SSD1306(), ("C", 3))
@@ -348,8 +399,16 @@ def test_sleep_between_presses_and_the_display_timeout(die_dir):
     # the display: off 10.08 s after the first press's release, on again for the second
     off = [t for t, on, *_ in run.display_history if not on and t > 400 * ms]
     assert len(off) >= 1 and 10_000 * ms < off[0] < 10_900 * ms
-    causes = [s.cause for s in run.sleeps]
-    assert causes.count("awu") == 1 and causes.count("button") == 3
+    causes = [s.cause for s in run.sleeps]  # the display's timeout, then tOFF to its supply cut
+    assert causes.count("awu") == 2 and causes.count("button") == 3
+    # its supply (PC4's switch): off 0.48 s after the display and its charge pump (the
+    # datasheet's tOFF is 100 ms), on again at the second press's edge; the display then set up
+    # from reset, its random memory beside the picture cleared (the frames above are equal)
+    cut = [t for t, *_, powered in run.display_history if not powered and t > 400 * ms]
+    back = [t for t, *_, powered in run.display_history if powered and t > 400 * ms and
+            cut and t > cut[0]]
+    assert len(cut) == 1 and cut[0] - off[0] == pytest.approx(0.48 * 48e6, rel=1e-3)
+    assert back[0] == pytest.approx(run.rolls[2].press_cycle, abs=2 * ms)
     assert [r.display_woke for r in run.rolls] == [False, False, True, False]
     woke = run.rolls[2]
     assert woke.visible_cycle >= woke.end_cycle  # the panel lights 100 ms after AFh
@@ -367,7 +426,22 @@ def test_energy_of_a_scripted_session_is_pinned(die_dir):
     run = roll_die(die_dir, presses=[(300, 60), (14_000, 60)])
     b = run.budget_dict()
     # the run ends asleep after the second press's roll and release: 14.08 s, of which
-    # 13.848 s in standby (10.31 s with the LSI counting the display's timeout, 3.54 s without)
+    # 13.839 s in standby (10.78 s with the LSI counting the display's timeout and then the
+    # 0.48 s to its supply cut, 3.06 s without)
+    assert b["seconds"] == pytest.approx(14.080, abs=0.005)
+    assert b["standby_s"] == pytest.approx(13.839, abs=0.005)
+    uc = b["uC"]
+    assert uc["mcu_standby"] == pytest.approx(137.40, rel=2e-3)  # 10.26 uA x 10.78 + 8.76 x 3.06
+    assert uc["mcu_wake"] == pytest.approx(5.256, rel=1e-6)  # 4 wake-ups x 200 us x 6.57 mA
+    # 20 uA x 0.54 s asleep (0.48 s to the cut, 35 ms at start-up, 20 ms before the set-up
+    # after the press) + 1 uA x 3.06 s switched off
+    assert uc["display_off"] == pytest.approx(13.78, rel=2e-3)
+    # without the switch (the display always powered: it sleeps)
+    unswitched = die_dir.parent / "die-unswitched"
+    build_die(die_dir.parent / "run", out=unswitched, options=DieOptions(display_power=None))
+    run = roll_die(unswitched, presses=[(300, 60), (14_000, 60)])
+    b = run.budget_dict()
+    # 13.848 s in standby: 10.31 s with the LSI counting the display's timeout, 3.54 s without
     assert b["seconds"] == pytest.approx(14.080, abs=0.005)
     assert b["standby_s"] == pytest.approx(13.848, abs=0.005)
     uc = b["uC"]
@@ -376,8 +450,8 @@ def test_energy_of_a_scripted_session_is_pinned(die_dir):
     assert uc["display_off"] == pytest.approx(71.69, rel=2e-3)  # 20 uA x 3.58 s
     assert uc["mcu_run"] == pytest.approx(6.57e3 * b["awake_s"])
     # the display on: its history's lit pixels through display_amps
-    h = run.display_history + [(run.end_cycle, None, None, None)]
-    on = sum(display_amps(True, p, n) * (t1 - t0) / 48e6 for (t0, o, p, n), (t1, *_)
+    h = run.display_history + [(run.end_cycle, None, None, None, None)]
+    on = sum(display_amps(True, p, n) * (t1 - t0) / 48e6 for (t0, o, p, n, _), (t1, *_)
              in itertools.pairwise(h) if o)
     assert uc["display_on"] == pytest.approx(on * 1e6)
     assert b["total_uC"] == pytest.approx(sum(uc.values()))
@@ -391,6 +465,14 @@ def test_energy_of_a_scripted_session_is_pinned(die_dir):
     assert p.day_coulombs == pytest.approx(day)
     assert p.days == pytest.approx(220 * 3.6 / day)
     assert p.idle_amps == pytest.approx(28.76e-6)
+    # with the switch: the display sleeps 0.48 s more (LSI on, one more wake-up), then draws
+    # only the switch's leakage
+    q = project(1e-3, 0.1, 64, 10.0, 1, rolls_per_day=20, battery_mah=220, switch_after_s=0.48)
+    shown_q = shown + (20e-6 + 10.26e-6) * 0.48 + 6.57e-3 * 200e-6
+    idle_q = CURRENTS["mcu_standby"].amps + 1e-6
+    assert q.idle_amps == pytest.approx(9.76e-6) and display_amps(False, False, 0, False) == 1e-6
+    assert q.day_coulombs == pytest.approx(20 * 1e-3 + 20 * shown_q +
+                                           idle_q * (86_400 - 20 * 10.58))
 
 
 def test_sleep_model_errors():
@@ -417,7 +499,9 @@ def test_display_timeout_zero_keeps_the_display_on(die_dir, tmp_path):
     assert [s.cause for s in run.sleeps] == ["button", "button"]  # no auto-wakeup
     assert run.led_changes == 3 and run.uart_errors() == []  # the LED toggles at each roll
     assert not any(s.lsi for s in run.sleeps)  # the LSI off: 8.76 uA instead of 10.26
-    assert all(on for _, on, *_ in run.display_history[2:])  # on after the init, never off
+    first = next(i for i, (_, on, *_) in enumerate(run.display_history) if on)
+    assert all(on for _, on, *_ in run.display_history[first:])  # on after the init, never off
+    assert all(powered for *_, powered in run.display_history[1:])  # never switched off
     assert DieOptions(display_timeout_s=10).awu() == (21, 1)  # 21 x 0.48 s = 10.08 s
     assert DieOptions(display_timeout_s=60).awu() == (62, 2)  # 2 x 62 x 0.48 s = 59.52 s
 

@@ -365,6 +365,14 @@ def add_die(sub) -> None:
     p.add_argument("--display-timeout", type=float, default=10.0, metavar="S",
                    help="the display sleeps S seconds after the button is let go (0: never; "
                    "0.48..3600, in steps of 0.48 s; default 10)")
+    p.add_argument("--display-power", metavar="PIN", default="PC4", help="a pin that switches "
+                   "the display's supply through a P-MOSFET (gate on the pin, pulled up; low = "
+                   "on): off after the display's timeout, on at the next press, so that the "
+                   "idle current has no display in it (default PC4; without a switch the "
+                   "display just sleeps; none: no pin)")
+    p.add_argument("--press-gap", type=float, default=0.03, metavar="S", help="with --emulate: "
+                   "seconds from one roll's end to the next press (default 0.03; longer than "
+                   "the display's timeout emulates rolls of a dark display)")
     p.add_argument("--rolls-per-day", type=float, default=20.0, help="with --emulate: the use "
                    "the battery life is for (default 20 rolls a day, each face shown until the "
                    "display's timeout)")
@@ -407,13 +415,18 @@ def _cmd_die(a) -> int:
         raise BitmcuError(f"--rolls-per-day {a.rolls_per_day:g}: must be > 0 and <= 10,000")
     if not 0 < a.battery_mah <= 100_000:
         raise BitmcuError(f"--battery-mah {a.battery_mah:g}: must be > 0 and <= 100,000")
+    if not 0 < a.press_gap <= 86_400:
+        raise BitmcuError(f"--press-gap {a.press_gap:g}: must be > 0 and <= 86,400 seconds")
     info = build_die(a.source, a.mcu, a.out, DieOptions(a.button, a.dither, a.debounce_ms,
-                                                        a.display_timeout, a.led))
+                                                        a.display_timeout, a.led,
+                                                        None if a.display_power.lower() ==
+                                                        "none" else a.display_power))
     print(info.text())
     if a.emulate is None:
         print(f"emulate it with: bitmcu die {a.source} --emulate 12")
         return 0
-    run = roll_die(Path(info.elf).parent, rolls=a.emulate, seed=a.seed, progress=True)
+    run = roll_die(Path(info.elf).parent, rolls=a.emulate, seed=a.seed, progress=True,
+                   gap_ms=a.press_gap * 1e3)
     print(run.text())
     files = write_frames(run, Path(info.elf).parent / "rolls")
     proj = run.projection(a.rolls_per_day, a.battery_mah)

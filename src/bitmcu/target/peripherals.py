@@ -71,12 +71,16 @@ class Peripherals:
     GPIO = {0x40010800: "A", 0x40011000: "C", 0x40011400: "D"}
 
     def __init__(self, machine, display=None, button: tuple[str, int] | None = None,
-                 adc_seed: int = 0, led: tuple[str, int] | None = None):
+                 adc_seed: int = 0, led: tuple[str, int] | None = None,
+                 power: tuple[str, int] | None = None):
         """``display``: the device on I2C1 (address, begin, write, end; None: no device);
-        ``button``, ``led``: (port letter, pin) or None."""
+        ``button``, ``led``: (port letter, pin) or None; ``power``: the pin whose P-MOSFET
+        switches the display's supply (on while the pin is an output driven low; its gate is
+        pulled up: off at reset) or None (always powered)."""
         self.m, self.display = machine, display
         self.button_port, self.button_pin = button or ("", 0)
         self.led = led
+        self.power = power
         self.led_changes: list[tuple[float, int]] = []  # (cycle, level) at each change
         self.presses: list[Press] = []
         self.regs: dict[int, int] = {}
@@ -92,6 +96,9 @@ class Peripherals:
         self.usart = Usart(self)
         if display is not None:
             display.clock = self.now
+            display.hz = machine.chip.clock_hz
+            if power is not None:
+                display.power(False)
         machine.on_wfi = self.wfi
         for base, size in ((IO_BASE, IO_SIZE), (STK_BASE, STK_SIZE), (PFIC_BASE, 0x1000)):
             machine.map_io(base, size, lambda o, s, b=base: self.read(b + o, s),
@@ -212,6 +219,7 @@ class Peripherals:
             self.regs[addr] = v & ~SCTLR_SETEVENT
         elif base in self.GPIO and off == 0x00:
             self.regs[addr] = v
+            self._power_switch()
         elif base in self.GPIO and off in (0x0C, 0x10, 0x14):  # OUTDR, BSHR, BCR
             old = out = self.regs.get(base + 0x0C, 0)
             if off == 0x0C:
@@ -223,6 +231,7 @@ class Peripherals:
             self.regs[base + 0x0C] = out & 0xFFFF
             if self.led and self.GPIO[base] == self.led[0] and (old ^ out) >> self.led[1] & 1:
                 self.led_changes.append((self.now(), out >> self.led[1] & 1))
+            self._power_switch()
         elif base == 0x40010000 and off in (0x04, 0x08):
             self.regs[addr] = v
         elif base == 0x40005400:
@@ -243,6 +252,17 @@ class Peripherals:
             self.regs[addr] = v
         else:
             self.unknown(addr, "wrote")
+
+    def _power_switch(self) -> None:
+        """The display's supply follows its switch's pin: on while it is an output (MODE bits
+        set) driven low."""
+        if self.power is None or self.display is None:
+            return
+        port, pin = self.power
+        base = next(b for b, name in self.GPIO.items() if name == port)
+        mode = self.regs.get(base, 0x44444444) >> (4 * pin) & 3
+        low = not self.regs.get(base + 0x0C, 0) >> pin & 1
+        self.display.power(bool(mode) and low)
 
     # ------------------------------------------------------------------ DMA1 channel 6
     def _dma_write(self, addr: int, off: int, v: int) -> None:
@@ -512,6 +532,9 @@ class I2CMaster(DataRegister):
     def write(self, off: int, v: int) -> None:
         self._advance()
         if off == 0x00:  # CTLR1
+            if not v & 1 and (self.state != "idle" or self.p.now() < self.ready_at):
+                self.p.fail("I2C1 disabled (CTLR1.PE cleared) during a transfer")
+                return
             if v & (1 << 8):  # START
                 if self.state not in ("idle", "data"):
                     self.p.fail(f"I2C1: START during the {self.state} phase")

@@ -133,21 +133,27 @@ class DieRun:
 
     def projection(self, rolls_per_day: float = 20.0, battery_mah: float = 220.0
                    ) -> Projection | None:
-        """Battery life at ``rolls_per_day`` from the pressed rolls' medians (None: no roll was
-        pressed or the chip never slept after one)."""
+        """Battery life at ``rolls_per_day`` from the pressed rolls' medians: those of a dark
+        display where there are any (the use's: each face shown until the timeout), else all
+        (None: no roll was pressed or the chip never slept after one)."""
         opt = DieOptions(**self.firmware.options)
         awake = [self.awake_after(r) for r in self.rolls]
         rolls = [(r, a / self.clock_hz) for r, a in zip(self.rolls, awake, strict=True)
                  if a is not None]
         if not rolls:
             return None
+        dark = [(r, a) for r, a in rolls if r.display_woke]
+        basis = (f"{len(dark)} rolls of a dark display" if dark else
+                 f"{len(rolls)} rolls with the display on (--press-gap longer than the timeout "
+                 "emulates rolls of a dark display)")
+        rolls = dark or rolls
         run = CURRENTS["mcu_run"].amps
         coulombs = [(run + display_amps(True, True, int(r.frame.sum()))) * a for r, a in rolls]
         timeout = self.timed_out_after()
         return project(float(np.median(coulombs)), float(np.median([a for _, a in rolls])),
                        float(np.median([r.frame.sum() for r, _ in rolls])),
                        opt.timeout_s() if timeout is None else timeout, opt.awu()[1],
-                       rolls_per_day, battery_mah)
+                       rolls_per_day, battery_mah, opt.switch_after_s(), basis)
 
     def summary(self) -> dict:
         pressed = [r for r in self.rolls if r.press_cycle is not None]
@@ -301,7 +307,8 @@ def roll_die(die_dir: str | Path, rolls: int | None = None, presses: list[tuple[
         raise BitmcuError(f"{die_dir / 'die.elf'}: no symbol die_state; not a bitmcu die firmware")
     display = SSD1306(seed=seed)
     opt = DieOptions(**fw.options)
-    p = Peripherals(m, display, opt.pin, adc_seed=seed, led=led_pin(opt.led))
+    p = Peripherals(m, display, opt.pin, adc_seed=seed, led=led_pin(opt.led),
+                    power=opt.power_pin)
     if presses is not None:
         if any(n <= 0 or a < 0 for a, n in presses):
             raise BitmcuError("presses: each (start, length) in ms needs start >= 0, length > 0")

@@ -8,6 +8,7 @@ The same ELF that ``bitmcu die --emulate`` runs is the one a user flashes.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from dataclasses import asdict, dataclass
 from importlib import resources
@@ -21,12 +22,15 @@ from ...target.chips import get_chip
 from ...target.peripherals import LSI_HZ
 from ..pipeline import export
 from .font import font_header
+from .ssd1306 import POWER_UP_MS, T_OFF_MS
 
 # pins a button may use: not I2C1's PC1/PC2, the entropy ADC's PD4, USART1 TX's PD5, SWIO's PD1
 # or NRST's PD7
 BUTTON_PINS = ("PA1", "PA2", "PC0", "PC3", "PC4", "PC5", "PC6", "PC7", "PD0", "PD2", "PD3",
                "PD6")
 DEFAULT_BUTTON = "PC3"
+DEFAULT_POWER = "PC4"  # the display's supply switch: harmless where the display is wired to the
+#                        supply directly (it then sleeps instead of losing its supply)
 DITHERS = ("ordered", "threshold")
 PORTS = fw.PORTS  # GPIO port indices, also AFIO_EXTICR's codes for the EXTI lines
 ADC_PIN = ("D", 4, 7)  # PD4 = ADC channel 7, left unconnected: its noise seeds the PRNG
@@ -47,6 +51,9 @@ class DieOptions:
     display_timeout_s: float = 10.0  # the display sleeps this long after the button is let go
     #                                  (0: it stays on)
     led: str | None = None  # a pin toggled at each roll (None: no LED)
+    display_power: str | None = DEFAULT_POWER  # a pin that switches the display's supply
+    #   through a P-MOSFET (driven low: on); off after the display's timeout (None: none, the
+    #   display always powered)
 
     def check(self) -> None:
         if self.button.upper() not in BUTTON_PINS:
@@ -60,6 +67,16 @@ class DieOptions:
             if self.led.upper() in ("PC1", "PC2", "PD4", self.button.upper()):
                 raise BitmcuError(f"--led {self.led}: the die uses it (I2C1 PC1/PC2, the "
                                   f"entropy ADC PD4, the button {self.button.upper()})")
+        if self.display_power is not None:
+            if self.display_power.upper() not in BUTTON_PINS:
+                raise BitmcuError(f"--display-power {self.display_power!r} is not allowed; use "
+                                  f"{choices(BUTTON_PINS)} (PC1/PC2 are I2C1, PD4 the entropy "
+                                  "ADC, PD5 USART1 TX, PD1 SWIO, PD7 NRST)")
+            user = {self.button.upper(): "button", (self.led or "").upper(): "LED"}
+            if self.display_power.upper() in user:
+                raise BitmcuError(f"--display-power {self.display_power}: the "
+                                  f"{user[self.display_power.upper()]} uses it; give each its own "
+                                  "pin (--display-power none: no switch)")
         if not 1 <= self.debounce_ms <= 500:
             raise BitmcuError(f"--debounce-ms {self.debounce_ms}: must be 1..500")
         if not (self.display_timeout_s == 0 or
@@ -82,9 +99,26 @@ class DieOptions:
         window, wakes = self.awu()
         return window * wakes * AWU_PSC[1] / LSI_HZ
 
+    def off_wakes(self) -> tuple[int, int]:
+        """(wakes, window): the auto-wakeup periods (of ``window`` counts) between the display's
+        sleep and its supply switched off, the datasheet's tOFF; (0, 0) without a switch."""
+        if self.display_power is None or not self.display_timeout_s:
+            return 0, 0
+        return 1, math.ceil(T_OFF_MS / 1e3 * LSI_HZ / AWU_PSC[1])
+
+    def switch_after_s(self) -> float | None:
+        """Seconds from the display's sleep to its supply switched off; None without a switch."""
+        wakes, window = self.off_wakes()
+        return wakes * window * AWU_PSC[1] / LSI_HZ if self.display_power else None
+
     @property
     def pin(self) -> tuple[str, int]:
         return self.button[1].upper(), int(self.button[2])
+
+    @property
+    def power_pin(self) -> tuple[str, int] | None:
+        p = self.display_power
+        return None if p is None else (p[1].upper(), int(p[2]))
 
 
 @dataclass
@@ -136,7 +170,10 @@ class DieFirmware:
                 f"entropy from PD4\n"
                 f"  results on USART1 TX (PD5, 115200 8N1)"
                 + (f", LED {o['led']} toggles at each roll" if o.get("led") else "") + "\n"
-                f"  standby between rolls, woken by the button; {self.timeout_text()}")
+                f"  standby between rolls, woken by the button; {self.timeout_text()}"
+                + (f"\n  the display's supply switched by {o['display_power']} through a P-MOSFET "
+                   "(low = on): off after the display's timeout" if o.get("display_power")
+                   and o["display_timeout_s"] else ""))
 
     def timeout_text(self) -> str:
         opt = DieOptions(**self.options)
@@ -164,6 +201,16 @@ def config_header(opt: DieOptions, scale: int, text: bool = False) -> str:
              f"#define DIE_AWU_WINDOW {opt.awu()[0] or AWU_WINDOW_MAX}u",
              f"#define DIE_AWU_WAKES {opt.awu()[1]}u /* display timeout "
              f"{opt.timeout_s():.2f} s; 0: none */",
+             f"#define DIE_POWER {int(opt.display_power is not None)} /* the display's supply "
+             "switched by a pin */",
+             *([f"#define DIE_POWER_PORT {PORTS[opt.power_pin[0]]}u /* GPIO{opt.power_pin[0]} */",
+                f"#define DIE_POWER_PIN {opt.power_pin[1]}u",
+                # 1 ms more than the display needs: counted from the press, a little before
+                # the switch goes on
+                f"#define DIE_POWER_UP_MS {POWER_UP_MS + 1:.0f}u"] if opt.power_pin else []),
+             f"#define DIE_OFF_WAKES {opt.off_wakes()[0]}u /* the supply off this many "
+             "auto-wakeups after the display sleeps (tOFF) */",
+             f"#define DIE_OFF_WINDOW {opt.off_wakes()[1]}u",
              f"#define DIE_SCALE {scale}u",
              f"#define DIE_OLED_ADDR 0x{OLED_ADDRESS:02X}u",
              f"#define DIE_I2C_HZ {I2C_HZ}u",

@@ -6,8 +6,16 @@ addressing modes. Commands the model knows are applied or recorded; any other by
 command stream is reported (:class:`DisplayError`), never ignored.
 
 For the energy model it keeps a history of what draws current: (time, display on (AFh/AEh),
-charge pump on (8Dh 14h/10h), lit pixels), a row at each change, the time from ``clock`` (the
-emulator's cycles).
+charge pump on (8Dh 14h/10h), lit pixels, supply on), a row at each change, the time from
+``clock`` (the emulator's cycles, ``hz`` a second).
+
+Its supply may be switched (:meth:`power`: a P-MOSFET on a GPIO pin, ``bitmcu die
+--display-power``). Switched on, the controller starts from reset (registers at their defaults,
+display memory undefined) and takes commands once ``POWER_UP_MS`` have passed (the supply
+settled, the module's reset released). Switched off, it must have been put through the power-off
+sequence of the datasheet (section 8.9.2: AEh, 8Dh 10h, then the supply off tOFF = 100 ms
+later); a transaction while it is unpowered, too soon after power-up, or a supply cut that skips
+the sequence stops the run (:class:`DisplayError`).
 """
 
 from __future__ import annotations
@@ -17,6 +25,9 @@ import numpy as np
 from ...core.errors import BitmcuError
 
 WIDTH, PAGES = 128, 8
+T_OFF_MS = 100.0  # SSD1306 DS section 8.9.2: the charge pump off this long before VBAT goes
+POWER_UP_MS = 10.0  # a switched supply: settled and the module's RES# released (its RC), with
+#                     margin; the controller itself needs 3 us + 3 us (t1, t2)
 
 # commands with their number of argument bytes (those not listed here take none)
 ARGS = {0x81: 1, 0x20: 1, 0x21: 2, 0x22: 2, 0xA8: 1, 0xD3: 1, 0xD5: 1, 0xD9: 1, 0xDA: 1,
@@ -32,9 +43,21 @@ class DisplayError(BitmcuError):
 class SSD1306:
     def __init__(self, address: int = 0x3C, seed: int = 0):
         self.address = address
+        self.rng = np.random.default_rng(seed)
+        self.clock = lambda: 0.0
+        self.hz = 48e6  # clock() units per second
+        self.history: list[tuple[float, bool, bool, int, bool]] = []
+        self._wrote = False
+        self.powered = True  # the supply (always, unless a switch turns it off)
+        self.powered_at = -np.inf
+        self._reset()
+
+    def _reset(self) -> None:
+        """The controller after reset (power-up): registers at their defaults, display memory
+        undefined."""
         # power-up display memory is undefined: random, so that a driver that does not clear
         # the screen shows it
-        self.ram = np.random.default_rng(seed).integers(0, 256, (PAGES, WIDTH), dtype=np.uint8)
+        self.ram = self.rng.integers(0, 256, (PAGES, WIDTH), dtype=np.uint8)
         self.on = False
         self.mode = 2  # page addressing after reset
         self.col_lo, self.col_hi, self.page_lo, self.page_hi = 0, WIDTH - 1, 0, PAGES - 1
@@ -50,12 +73,39 @@ class SSD1306:
         self.pump = False  # the charge pump (8Dh 14h) after reset: off
         self.on_since = 0.0  # the last AFh that turned the display on (the panel lights T_AF
         #                      later: SSD1306 DS section 8.9.2)
-        self.clock = lambda: 0.0
-        self.history: list[tuple[float, bool, bool, int]] = []
-        self._wrote = False
+        self.pump_off_at: float | None = None  # the charge pump last turned off (None: not on
+        #                                        since power-up)
+
+    def power(self, on: bool) -> None:
+        """The supply switched on or off (a GPIO pin's switch)."""
+        if on == self.powered:
+            return
+        t = self.clock()
+        if on:
+            self._reset()
+            self.powered, self.powered_at = True, t
+        else:
+            if self.on or self.pump:
+                raise DisplayError("SSD1306: its supply was switched off while the display or its "
+                                   "charge pump was on; the power-off sequence sends AEh and "
+                                   "8Dh 10h first (SSD1306 DS section 8.9.2)")
+            if self.pump_off_at is not None and (t - self.pump_off_at) / self.hz * 1e3 < T_OFF_MS:
+                raise DisplayError(f"SSD1306: its supply was switched off "
+                                   f"{(t - self.pump_off_at) / self.hz * 1e3:.1f} ms after the "
+                                   f"charge pump; the datasheet waits tOFF = {T_OFF_MS:.0f} ms "
+                                   "(section 8.9.2)")
+            self.powered = False
+        self._record()
 
     # -- the I2C side: one write transaction at a time
     def begin(self) -> None:
+        if not self.powered:
+            raise DisplayError("SSD1306: addressed on I2C while its supply is switched off")
+        since = (self.clock() - self.powered_at) / self.hz * 1e3
+        if since < POWER_UP_MS:
+            raise DisplayError(f"SSD1306: addressed {since:.2f} ms after its supply was switched "
+                               f"on; it takes commands {POWER_UP_MS:g} ms after (the supply "
+                               "settled, the module's reset released)")
         self._control, self._expect_control = None, True
 
     def write(self, byte: int) -> None:
@@ -86,7 +136,7 @@ class SSD1306:
         return int(np.count_nonzero(self.pixels()))
 
     def _record(self) -> None:
-        row = (self.clock(), self.on, self.pump, self.lit())
+        row = (self.clock(), self.on, self.pump, self.lit(), self.powered)
         if not self.history or self.history[-1][1:] != row[1:]:
             self.history.append(row)
 
@@ -132,6 +182,8 @@ class SSD1306:
             if args[0] & ~0x04 != 0x10:
                 raise DisplayError(f"SSD1306: charge pump setting 0x{args[0]:02x} is not 0x10 "
                                    "(off) or 0x14 (on)")
+            if self.pump and not args[0] & 0x04:
+                self.pump_off_at = self.clock()
             self.pump = bool(args[0] & 0x04)
             self.settings[c] = args
             self._record()

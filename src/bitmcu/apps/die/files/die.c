@@ -13,6 +13,10 @@
  * button's falling edge as an EXTI event (WFI taken as WFE: no interrupt handler). The display
  * stays on DIE_AWU_WAKES auto-wakeup periods after the button is let go (the LSI's counter,
  * woken to count them), then sleeps itself (display off, charge pump off) until the next roll.
+ * With DIE_POWER, a pin also switches the display's supply (a P-MOSFET, on while the pin is
+ * low): off one short auto-wakeup period (the datasheet's tOFF) after the display sleeps, on
+ * again at the next press's edge; the display is set up from reset when the press counts (the
+ * panel lights 100 ms after its AFh, as it does from sleep), the sides of the picture cleared.
  *
  * Each roll's face (or line), its cycles and the engine's status are printed on USART1 (TX on
  * PD5, 115200 8N1; board.c), and the LED pin (where one is given) toggles.
@@ -203,7 +207,11 @@ static const uint8_t oled_init_cmds[] = {
 static const uint8_t oled_on[] = {0xAF};
 static const uint8_t oled_off[] = {0xAE, 0x8D, 0x10}; /* display off, then its charge pump */
 static const uint8_t oled_wake[] = {0x8D, 0x14, 0xAF}; /* charge pump on, display on */
-static uint8_t display_on;
+static uint32_t press_at;   /* when the roll's press began (SysTick) */
+static uint8_t press_state; /* 0: not checked yet, 1: held (or the start-up roll), 2: no press */
+/* the display: its supply switched off (DIE_POWER), on but not set up, set up and asleep, on */
+enum { OLED_UNPOWERED, OLED_RESET, OLED_ASLEEP, OLED_ON };
+static uint8_t oled_state;
 #if !DIE_TEXT
 static const uint8_t oled_window[] = {0x21, LEFT, LEFT + 63u, 0x22, 0, 7};
 #endif
@@ -218,15 +226,64 @@ static void oled_init(void) {
     oled_commands(oled_init_cmds, sizeof oled_init_cmds);
     oled_clear();
     oled_commands(oled_on, sizeof oled_on);
-    display_on = 1;
+    oled_state = OLED_ON;
 }
 
+#if DIE_POWER
+/* The display's supply through the P-MOSFET: the pin low switches it on; high (or an input, at
+ * reset: a pull-up holds the gate) off. Off, I2C1 lets go of SDA and SCL (analog inputs): the
+ * module's pull-ups have no supply, and the bus must not feed the display. Switched on, the
+ * display takes commands DIE_POWER_UP_MS later (power_settle). */
+static void display_power(int on) {
+    if (on) {
+        GPIO_BSHR(DIE_POWER_PORT) = 1u << (16u + DIE_POWER_PIN);
+        pin_mode(DIE_POWER_PORT, DIE_POWER_PIN, GPIO_OUT_PP_10MHZ);
+        oled_state = OLED_RESET;
+    } else {
+        I2C1_CTLR1 = 0;
+        pin_mode(2, 1, GPIO_IN_ANALOG);
+        pin_mode(2, 2, GPIO_IN_ANALOG);
+        GPIO_BSHR(DIE_POWER_PORT) = 1u << DIE_POWER_PIN;
+        oled_state = OLED_UNPOWERED;
+    }
+}
+
+/* Wait until DIE_POWER_UP_MS have passed since `at` (the switch went on then or just after). */
+static void power_settle(uint32_t at) {
+    while (now() - at < DIE_POWER_UP_MS * TICKS_PER_MS) {
+    }
+}
+#endif
+
 /* The display on again before a roll's picture (the panel lights about 100 ms after, while
- * the picture is drawn). */
+ * the picture is drawn). Switched on at the press (DIE_POWER): set up from reset, turned on at
+ * once, then the sides of the picture cleared (the panel is still dark) and its window set. */
 static void display_wake(void) {
-    if (!display_on) {
+#if DIE_POWER
+    if (oled_state == OLED_RESET) {
+        power_settle(press_at);
+        i2c_init();
+        oled_commands(oled_init_cmds, sizeof oled_init_cmds);
+        oled_commands(oled_on, sizeof oled_on);
+#if DIE_TEXT
+        oled_state = OLED_ON; /* each line fills the whole screen */
+#else
+        static const uint8_t zero = 0;
+        static const uint8_t sides[] = {0x21, 0, LEFT - 1u, 0x22, 0, 7, /* the left side */
+                                        0x21, LEFT + 64u, 127, 0x22, 0, 7};
+        for (uint32_t k = 0; k < 2u; k++) {
+            oled_commands(sides + 6u * k, 6u);
+            oled_send(0x40, &zero, LEFT * 8u, 1);
+        }
+        oled_commands(oled_window, sizeof oled_window);
+        oled_state = OLED_ON;
+#endif
+        return;
+    }
+#endif
+    if (oled_state != OLED_ON) {
         oled_commands(oled_wake, sizeof oled_wake);
-        display_on = 1;
+        oled_state = OLED_ON;
     }
 }
 
@@ -275,8 +332,13 @@ static void standby(uint32_t awu) {
 static uint32_t wait_press(void) {
     int down = button_down(), armed = !down;
     uint32_t since = now();
-    uint32_t awu_left = display_on ? DIE_AWU_WAKES : 0u;
+    /* auto-wakeups until the display sleeps (and its supply goes off DIE_OFF_WAKES later) */
+    uint32_t awu_left = oled_state == OLED_ON ? DIE_AWU_WAKES + DIE_OFF_WAKES
+                        : oled_state != OLED_UNPOWERED ? DIE_OFF_WAKES : 0u;
     PWR_AWUCSR = 0; /* the auto-wakeup counts from the next standby */
+#if DIE_POWER
+    PWR_AWUWR = awu_left > DIE_OFF_WAKES ? DIE_AWU_WINDOW : DIE_OFF_WINDOW;
+#endif
     for (;;) {
         const int d = button_down();
         const uint32_t t = now();
@@ -294,10 +356,19 @@ static uint32_t wait_press(void) {
                     PWR_AWUCSR = 0;
                     return now();
                 }
-                if (awu_left && --awu_left == 0u) { /* the display's time is up */
-                    oled_commands(oled_off, sizeof oled_off);
-                    display_on = 0;
+                if (awu_left && --awu_left == DIE_OFF_WAKES && oled_state == OLED_ON) {
+                    oled_commands(oled_off, sizeof oled_off); /* the display's time is up */
+                    oled_state = OLED_ASLEEP;
+#if DIE_POWER
+                    PWR_AWUCSR = 0; /* then tOFF: one short period */
+                    PWR_AWUWR = DIE_OFF_WINDOW;
+#endif
                 }
+#if DIE_POWER
+                else if (awu_left == 0u && oled_state != OLED_UNPOWERED) {
+                    display_power(0);
+                }
+#endif
             }
         }
     }
@@ -306,8 +377,6 @@ static uint32_t wait_press(void) {
 /* A roll starts at its press's first edge; the press counts if the button is still down
  * DIE_DEBOUNCE_MS after it, checked (waiting where it is sooner) before the first page goes to
  * the display while the picture is generated: a bounce or a shorter press draws nothing. */
-static uint32_t press_at;
-static uint8_t press_state; /* 0: not checked yet, 1: held (or the start-up roll), 2: no press */
 
 static int press_held(void) {
     if (!press_state) {
@@ -394,7 +463,9 @@ static void roll(uint32_t index, uint32_t entropy) {
     uint32_t state = die_state;
     const uint32_t face = roll_face(&state);
     bitmcu_sample_latent(&state, z, BITMCU_MODEL_LATENT, BITMCU_MODEL_LATENT_SCALE);
-    oled_commands(oled_window, sizeof oled_window);
+    if (oled_state != OLED_RESET) { /* else display_wake() sets it with the display up */
+        oled_commands(oled_window, sizeof oled_window);
+    }
     for (uint32_t i = 0; i < sizeof page; i++) {
         page[i] = 0;
     }
@@ -512,6 +583,10 @@ int main(void) {
     RCC_APB2PCENR |= RCC_IOPAEN | RCC_IOPCEN | RCC_IOPDEN;
     pin_mode(DIE_BUTTON_PORT, DIE_BUTTON_PIN, GPIO_IN_PULL);
     GPIO_BSHR(DIE_BUTTON_PORT) = 1u << DIE_BUTTON_PIN; /* pull-up: the button pulls to ground */
+#if DIE_POWER
+    display_power(1);
+    power_settle(now());
+#endif
     adc_init();
     i2c_init();
     oled_init();
@@ -526,6 +601,11 @@ int main(void) {
     for (;;) {
         press_at = wait_press();
         press_state = 0;
+#if DIE_POWER
+        if (oled_state == OLED_UNPOWERED) { /* it settles while the picture is generated */
+            display_power(1);
+        }
+#endif
         roll(rolls++, adc_noise() ^ press_at);
     }
 }

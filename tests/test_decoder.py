@@ -50,6 +50,70 @@ def test_latent_sampler_statistics():
     assert rng.latent_scale(0.5) < k < rng.latent_scale(1.5)
 
 
+def test_uniform_prior_sampler():
+    """The uniform prior's word (rng.UNIFORM with the multiplier): one centred byte per value,
+    uniform over +-sqrt(3) latent units of 32 at temperature 1 (variance 1), mean 0; every
+    one of the 256 bytes equally often; the same PRNG words as the normal prior's."""
+    k = rng.latent_scale(1.0, "uniform")
+    assert k & rng.UNIFORM and k & 255 == 56
+    z = rng.latents_for(np.arange(20000), 16, k).astype(np.float64)
+    assert abs(z.mean()) < 0.3 and abs(z.std() / 32 - 1) < 0.02
+    assert z.min() == -56 and z.max() == 56  # (2 * 0 - 255) * 56 / 256 .. (2 * 255 - 255) ...
+    assert abs(np.abs(z).max() / 32 - np.sqrt(3)) < 0.02
+    counts = np.unique(z, return_counts=True)[1]
+    assert counts.max() < 1.5 * counts.mean()  # no value much likelier than another
+    _, after_u = rng.sample_latent(rng.seed_state([7]), 4, k)
+    _, after_n = rng.sample_latent(rng.seed_state([7]), 4, rng.latent_scale(1.0))
+    assert after_u == after_n  # one PRNG word per value either way
+    assert rng.describe_scale(k) == "scale 56, uniform prior"
+
+
+def test_uniform_prior_decoder_in_c_equals_the_reference(tmp_path):
+    """A decoder with model.prior uniform (trained on the renderer's factors, each image
+    weighted by its lit area): model.h carries the flag, and the C engine's sampler and pixels
+    equal the reference's."""
+    from bitmcu.train import train
+    from bitmcu.train.lower import load_int_model
+
+    run = train(load_config(None, [*TINY, "train.objective=factors", "model.prior=uniform",
+                                   "train.pixel_weight=area", "train.epochs=1"]),
+                run_dir=tmp_path / "u", quiet=True)
+    model, _ = load_int_model(run)
+    assert model.latent_scale & rng.UNIFORM
+    header = model_header(model, "test")
+    assert "(BITMCU_LATENT_UNIFORM | " in header
+    seeds = np.arange(200)
+    classes = seeds % model.n_classes
+    host = HostModel(header, has_mul=False)
+    try:
+        images, z = host.generate(seeds, classes, model.input_size, model.latent)
+    finally:
+        host.close()
+    np.testing.assert_array_equal(z, rng.latents_for(seeds, model.latent, model.latent_scale))
+    np.testing.assert_array_equal(images, reference.generate(model, z, classes))
+    with pytest.raises(BitmcuError, match="model.prior.*uniform is the prior of a decoder "
+                                          "trained on the renderer's factors"):
+        load_config(None, [*TINY, "model.prior=uniform"])
+
+
+def test_area_weighted_pixel_loss():
+    """train.pixel_weight area: an image's squared error counts by the batch's mean lit area
+    over its own (0.5..3x), so that a small die weighs as much as a large one."""
+    import torch
+
+    from bitmcu.train.runner import pixel_error, pixel_loss
+
+    target = torch.zeros(2, 4, 4)
+    target[0, :2, :2] = 255  # 4 lit pixels
+    target[1] = 255  # 16 lit pixels: mean 10
+    recon = torch.zeros(2, 4, 4)
+    plain = load_config(None, TINY)
+    area = load_config(None, [*TINY, "train.pixel_weight=area"])
+    assert pixel_loss(plain, recon, target) == pixel_error(recon, target) == (4 + 16) / 2
+    # weights 10 / 4 = 2.5 and 10 / 16 = 0.625
+    assert pixel_loss(area, recon, target).item() == pytest.approx((4 * 2.5 + 16 * 0.625) / 2)
+
+
 def test_xorshift_known_values():
     """The standard xorshift32 (13, 17, 5) sequence from state 1; seeds 0 and XORSHIFT_ZERO
     (whose mix is 0) get nonzero states."""

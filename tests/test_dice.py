@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from scipy.special import ndtr
 
 from bitmcu.core.errors import BitmcuError
 from bitmcu.data import load_dataset
@@ -85,6 +86,12 @@ def test_factor_latents_draw_the_same_dice_clean():
     assert z.shape == (3000, 5) and z.dtype == np.float32
     assert np.abs(z.mean(0)).max() < 0.08 and np.abs(z.std(0) - 1).max() < 0.08  # N(0, 1)
     assert (clean != noisy).any(axis=(1, 2)).all()
+    # the uniform prior's latents: linear in the factors' positions, unit variance, the same
+    # dice
+    zu, clean_u = render_factors(DiceConfig(), 3000, 32, 1, 5, prior="uniform")
+    np.testing.assert_array_equal(clean_u, clean)
+    assert np.abs(zu).max() <= np.sqrt(3) + 1e-6 and np.abs(zu.std(0) - 1).max() < 0.05
+    np.testing.assert_allclose(zu, (ndtr(z) - 0.5) * 2 * np.sqrt(3), atol=2e-3)
     # a latent carrying fewer factors leaves the rest at mid-range: less variation
     _, two = render_factors(DiceConfig(), 3000, 32, 1, 2)
     assert two.astype(float).std(0).mean() < clean.astype(float).std(0).mean()

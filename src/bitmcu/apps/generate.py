@@ -35,7 +35,7 @@ def load_decoder(run: str | Path, temperature: float | None = None):
         if not 0 < temperature <= 2:
             raise BitmcuError(f"--temperature {temperature}: must be in (0, 2] (1 = the prior "
                               "the decoder was trained with)")
-        model = model.with_latent_scale(latent_scale(temperature))
+        model = model.with_latent_scale(latent_scale(temperature, blob["cfg"].model.prior))
     return blob, model
 
 

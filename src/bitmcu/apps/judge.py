@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import BitmcuError, choices
+from ..core.rng import describe_scale
 from ..train import load_checkpoint, load_data, model_from_checkpoint
 from .die.display import display_image
 from .generate import ENGINES, check_seeds, load_decoder, sample_images
@@ -77,7 +78,7 @@ class Judgement:
     real_nearest_train_min: float
     real_frechet: float  # two halves of the real test set
     feature_layer: str
-    latent_scale: int  # the sampler's multiplier (rng.latent_scale of the temperature)
+    latent_scale: int  # the sampler's word (rng.latent_scale of the temperature and prior)
     temperature: float  # the sampling temperature (the run's model.temperature, or --temperature)
     engines: list[EngineFigures] = field(default_factory=list)
     judges: list[str] = field(default_factory=list)  # the oracles' runs, and "pips" for dice
@@ -96,7 +97,7 @@ class Judgement:
         k = self.per_class
         out = [f"judge {self.run}: {k} samples per class (seeds {self.seed}.."
                f"{self.seed + k * len(self.classes) - 1}, temperature {self.temperature:g}: latent "
-               f"scale {self.latent_scale}), oracle {self.oracle} "
+               f"{describe_scale(self.latent_scale)}), oracle {self.oracle} "
                f"(test accuracy {100 * self.oracle_test_accuracy:.2f}%)"]
         names = [e.engine for e in self.engines]
         head = f"{'class':>6}" + "".join(f"{'acc ' + n:>11}{'distinct':>10}{'spread':>8}"

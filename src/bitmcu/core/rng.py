@@ -1,4 +1,4 @@
-"""The one PRNG and the one integer Gaussian latent sampler, mirrored by engine/bitmcu.c.
+"""The one PRNG and the one integer latent sampler, mirrored by engine/bitmcu.c.
 
     xorshift32:  x ^= x << 13; x ^= x >> 17; x ^= x << 5   (uint32, never 0)
     seed -> state: seed ^ XORSHIFT_ZERO (XORSHIFT_ZERO where that is 0), then SEED_ROUNDS rounds
@@ -6,12 +6,17 @@
                    outputs of xorshift32 are small, which would bias the latent)
     latent value: w = xorshift32(); g = sum of w's four bytes - 510   (-510..510)
                   z = clamp((g * scale + 128) >> 8, -127, 127)      (int8, arithmetic shift)
+    uniform prior (the sampler word's bit 8, UNIFORM): g = 2 * (w & 255) - 255 (-255..255)
 
 g is a sum of four uniform bytes (Irwin-Hall): mean 0, variance 4 * (256^2 - 1) / 12 = 21845,
 close to Gaussian. ``scale`` = round(temperature * 256 * LATENT_UNIT / sqrt(21845)), so that
 at temperature 1 z has the standard deviation of LATENT_UNIT (32) latent units, the N(0, 1)
-prior the decoder was trained with (0.992 of it at scale 55). Functions take arrays of seeds
-and work on all of them at once.
+prior the decoder was trained with (0.992 of it at scale 55). With the uniform prior (a decoder
+whose latent is each factor's position in its range, ``model.prior: uniform``) g is one uniform
+byte, centred, and scale = round(temperature * 256 * LATENT_UNIT * sqrt(3) / 255): at temperature
+1, z is uniform over +-sqrt(3) (55 latent units), variance 1. The sampler's word is the multiplier
+(bits 0..7) with UNIFORM or'ed in for that prior. Functions take arrays of seeds and work on all
+of them at once.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ SEED_ROUNDS = 8
 SEED_MAX = 2**32 - 1  # seeds are uint32 states: the CLI refuses others rather than wrap them
 BYTE_SUM_MEAN = 510  # mean of the sum of four uniform bytes
 BYTE_SUM_VAR = 4 * (256**2 - 1) / 12  # its variance: 21845
+UNIFORM = 0x100  # the sampler word's flag for the uniform prior (BITMCU_LATENT_UNIFORM)
+PRIORS = ("normal", "uniform")
 
 
 def seed_state(seeds) -> np.ndarray:
@@ -46,12 +53,21 @@ def xorshift32(state: np.ndarray) -> np.ndarray:
     return x
 
 
-def latent_scale(temperature: float) -> int:
-    """The sampler's multiplier for a temperature (1.0: the training prior's scale)."""
-    k = round(temperature * 256 * LATENT_UNIT / math.sqrt(BYTE_SUM_VAR))
+def latent_scale(temperature: float, prior: str = "normal") -> int:
+    """The sampler's word for a temperature (1.0: the training prior's scale) and prior: the
+    multiplier, with UNIFORM for the uniform prior."""
+    if prior == "uniform":
+        k = round(temperature * 256 * LATENT_UNIT * math.sqrt(3) / 255)
+    else:
+        k = round(temperature * 256 * LATENT_UNIT / math.sqrt(BYTE_SUM_VAR))
     if not 1 <= k <= 255:
         raise ValueError(f"temperature {temperature} gives latent scale {k}; allowed 1..255")
-    return k
+    return k | (UNIFORM if prior == "uniform" else 0)
+
+
+def describe_scale(word: int) -> str:
+    """A sampler word in words: 'scale 55' or 'scale 56, uniform prior'."""
+    return f"scale {word & 255}" + (", uniform prior" if word & UNIFORM else "")
 
 
 def sample_latent(state: np.ndarray, n: int, scale: int) -> tuple[np.ndarray, np.ndarray]:
@@ -61,8 +77,11 @@ def sample_latent(state: np.ndarray, n: int, scale: int) -> tuple[np.ndarray, np
     for i in range(n):
         x = xorshift32(x)
         w = x.astype(np.int64)
-        g = (w & 255) + ((w >> 8) & 255) + ((w >> 16) & 255) + (w >> 24) - BYTE_SUM_MEAN
-        z[:, i] = np.clip((g * scale + 128) >> 8, -127, 127)
+        if scale & UNIFORM:
+            g = 2 * (w & 255) - 255
+        else:
+            g = (w & 255) + ((w >> 8) & 255) + ((w >> 16) & 255) + (w >> 24) - BYTE_SUM_MEAN
+        z[:, i] = np.clip((g * (scale & 255) + 128) >> 8, -127, 127)
     return z, x
 
 

@@ -204,16 +204,20 @@ def clean_params(cfg, p: dict[str, np.ndarray], n_factors: int) -> dict[str, np.
     return q
 
 
-def render_factors(cfg, n: int, size: int, seed: int,
-                   n_factors: int) -> tuple[np.ndarray, np.ndarray]:
-    """The factor latents (n, n_factors) float32, N(0, 1) by construction (the inverse normal
-    CDF of each factor's position in its range), and the clean dice (n, size, size) uint8 of
+def render_factors(cfg, n: int, size: int, seed: int, n_factors: int,
+                   prior: str = "normal") -> tuple[np.ndarray, np.ndarray]:
+    """The factor latents (n, n_factors) float32 and the clean dice (n, size, size) uint8 of
     the same parameters as :func:`render` draws for (n, seed): the training targets of a
-    decoder whose latent is the renderer's own parameters."""
+    decoder whose latent is the renderer's own parameters. The latents follow ``prior`` by
+    construction: normal, N(0, 1) (the inverse normal CDF of each factor's position u in its
+    range), or uniform, (u - 0.5) * 2 sqrt(3) (linear in the factor, unit variance)."""
     rng = np.random.default_rng([seed, 0xD1CE])
     params = draw_params(cfg, n, rng)  # the same stream as render(): the same dice
     u = factor_positions(cfg, params)[:, :n_factors]
-    z = torch.special.ndtri(torch.from_numpy(np.clip(u, 0.0005, 0.9995))).numpy()
+    if prior == "uniform":
+        z = ((u - 0.5) * 2 * np.sqrt(3)).astype(np.float32)
+    else:
+        z = torch.special.ndtri(torch.from_numpy(np.clip(u, 0.0005, 0.9995))).numpy()
     clean = clean_params(cfg, params, n_factors)
     images = np.empty((n, size, size), dtype=np.uint8)
     zero = np.zeros((CHUNK, size, size), dtype=np.float32)
@@ -281,7 +285,8 @@ def dice_arrays(cfg, size: int, cache) -> dict[str, np.ndarray]:
     return _cached(cache, f"dice-{size}", {"size": size, **asdict(cfg), "v": 1}, make)
 
 
-def dice_factor_arrays(cfg, size: int, n_factors: int, cache) -> dict[str, np.ndarray]:
+def dice_factor_arrays(cfg, size: int, n_factors: int, cache,
+                       prior: str = "normal") -> dict[str, np.ndarray]:
     """The factor latents and clean targets (:func:`render_factors`) of the training and test
     sets of :func:`dice_arrays`: train_z, train_t, test_z, test_t."""
     if not 1 <= n_factors <= len(FACTORS):
@@ -290,9 +295,11 @@ def dice_factor_arrays(cfg, size: int, n_factors: int, cache) -> dict[str, np.nd
                           f"{n_factors}")
 
     def make():
-        train_z, train_t = render_factors(cfg, cfg.train, size, cfg.seed, n_factors)
-        test_z, test_t = render_factors(cfg, cfg.test, size, cfg.seed + 1, n_factors)
+        train_z, train_t = render_factors(cfg, cfg.train, size, cfg.seed, n_factors, prior)
+        test_z, test_t = render_factors(cfg, cfg.test, size, cfg.seed + 1, n_factors, prior)
         return {"train_z": train_z, "train_t": train_t, "test_z": test_z, "test_t": test_t}
 
     desc = {"size": size, "factors": n_factors, **asdict(cfg), "v": 1}
+    if prior != "normal":  # (the normal prior's cache entries keep their key)
+        desc["prior"] = prior
     return _cached(cache, f"dice-factors-{size}", desc, make)

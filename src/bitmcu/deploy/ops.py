@@ -58,7 +58,7 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 
 from ..core.errors import BitmcuError
-from ..core.rng import LATENT_UNIT, latents_for
+from ..core.rng import LATENT_UNIT, UNIFORM, latents_for
 from ..quant import get_scheme
 from . import reference
 
@@ -336,8 +336,9 @@ class Pixels(Op):
 @register("latent")
 @dataclass
 class Latent(Op):
-    """A decoder's input: an int8 latent of ``size`` values (drawn by the sampler with
-    multiplier ``scale``, core.rng) and a class; ``side`` is the image side the decoder makes."""
+    """A decoder's input: an int8 latent of ``size`` values (drawn by the sampler with word
+    ``scale``: the multiplier, and rng.UNIFORM for the uniform prior; core.rng) and a class;
+    ``side`` is the image side the decoder makes."""
 
     size: int
     scale: int
@@ -348,8 +349,9 @@ class Latent(Op):
         return Shape("act", 2 * self.size + m.n_classes)
 
     def check(self, x, m, where):
-        if not 1 <= self.scale <= 255:
-            raise BitmcuError(f"{where}: latent scale {self.scale} must be 1..255")
+        if not 1 <= self.scale & ~UNIFORM <= 255:
+            raise BitmcuError(f"{where}: latent scale {self.scale} must be 1..255 (with "
+                              f"0x{UNIFORM:x} for the uniform prior)")
         if self.size < 1 or m.bias_unit:
             raise BitmcuError(f"{where}: a decoder takes a latent of at least one value and "
                               "has no bias unit")
@@ -388,7 +390,10 @@ class Latent(Op):
 
     def c_defines(self, m):
         """model.h's defines that only this input has."""
-        return {"LATENT": self.size, "LATENT_SCALE": f"{self.scale}u", "OUTPUT_SIDE": self.side,
+        scale = f"{self.scale & 255}u"
+        if self.scale & UNIFORM:
+            scale = f"(BITMCU_LATENT_UNIFORM | {scale})"
+        return {"LATENT": self.size, "LATENT_SCALE": scale, "OUTPUT_SIDE": self.side,
                 "BAND_ROWS": m.ops[-1].factor}
 
     def meta(self):

@@ -1030,10 +1030,13 @@ uint32_t bitmcu_seed_state(uint32_t seed) {
 }
 
 void bitmcu_sample_latent(uint32_t *state, int8_t *z, uint16_t n, uint32_t scale) {
+    const uint32_t uniform = scale & BITMCU_LATENT_UNIFORM;
+    scale &= 255u;
     for (uint16_t i = 0; i < n; i++) {
         const uint32_t w = bitmcu_xorshift32(state);
-        const int32_t g = (int32_t)((w & 255u) + ((w >> 8) & 255u) + ((w >> 16) & 255u) +
-                                    (w >> 24)) - 510;
+        const int32_t g = uniform ? (int32_t)((w & 255u) << 1) - 255
+                                  : (int32_t)((w & 255u) + ((w >> 8) & 255u) +
+                                              ((w >> 16) & 255u) + (w >> 24)) - 510;
         /* g * scale without a multiplier: scale's bits, shift and add (two's complement) */
         uint32_t p = 0;
         for (uint32_t b = 0; b < 8u; b++) {

@@ -306,8 +306,10 @@ uint32_t bitmcu_xorshift32(uint32_t *state);
 /* The state of a seed: seed ^ BITMCU_XORSHIFT_ZERO (that constant where this is 0), then
  * BITMCU_SEED_ROUNDS rounds of xorshift32, so that nearby seeds start far apart. */
 uint32_t bitmcu_seed_state(uint32_t seed);
-/* n latent values: per value one PRNG word, g = sum of its four bytes - 510, z = clamp((g *
- * scale + 128) >> 8, -127, 127); scale: BITMCU_MODEL_LATENT_SCALE (the temperature's). */
+/* n latent values: per value one PRNG word, g = sum of its four bytes - 510 (with
+ * BITMCU_LATENT_UNIFORM in scale: g = 2 * its low byte - 255), z = clamp((g * (scale & 255) +
+ * 128) >> 8, -127, 127); scale: BITMCU_MODEL_LATENT_SCALE (the temperature's and the prior's). */
+#define BITMCU_LATENT_UNIFORM 0x100u
 void bitmcu_sample_latent(uint32_t *state, int8_t *z, uint16_t n, uint32_t scale);
 
 /* Kernels, one per scheme (the model table points at the ones it uses). */

@@ -73,6 +73,8 @@ class ModelConfig:
     output: Literal["clamp"] = "clamp"  # decoder: pixels = min(255, relu(acc + 2^(s-1)) >> s)
     temperature: float = 1.0  # decoder: latent scale when sampling; charrnn: softmax temperature
     #                          of the sampler (the chip's too)
+    prior: Literal["normal", "uniform"] = "normal"  # decoder: the latent's prior; uniform (with
+    #   train.objective factors): each factor's position in its range, linear, unit variance
     channels: int = 16  # cnn: channels of the first 3x3 convolution
     conv: list[str] = field(default_factory=lambda: ["dw", "pool", "dw", "pool"])  # cnn stages
     conv_scheme: str | None = None  # cnn: weight scheme of the convolutions (null: model.scheme)
@@ -120,6 +122,9 @@ class TrainConfig:
     #   image's latent) or factors (data.dataset dice only: each image's latent is the
     #   renderer's own parameters, N(0, 1) by construction, and the target is that die drawn
     #   clean: no noise, shear, perspective or background; see data/dice.py)
+    pixel_weight: Literal["none", "area"] = "none"  # decoder: each image's share of the pixel
+    #   loss; area: the batch's mean lit area over the image's own (0.5..3x), so that a small
+    #   picture (a small die) counts as much as a large one
     kl_weight: float = 1.0  # decoder (CVAE): weight of the KL term beside the summed squared
     #                         pixel error (pixels 0..1)
     guide: str | None = None  # decoder: a classifier run of the same data; its cross-entropy
@@ -259,6 +264,8 @@ FAMILY_KEYS: dict[str, tuple[str, ...]] = {
     "model.temperature": ("decoder",),
     "train.objective": ("decoder",),
     "train.kl_weight": ("decoder",),
+    "train.pixel_weight": ("decoder",),
+    "model.prior": ("decoder",),
     "train.guide": ("decoder",),
     "train.guide_weight": ("decoder",),
 }
@@ -457,6 +464,10 @@ def _check_train(cfg: Config) -> None:
                           "(model.family decoder) on the dice renderer's own parameters "
                           f"(data.dataset dice); this run has model.family "
                           f"{cfg.model.family!r}, data.dataset {cfg.data.dataset!r} (use cvae)")
+    if cfg.model.prior == "uniform" and cfg.train.objective != "factors":
+        raise BitmcuError("config key 'model.prior': uniform is the prior of a decoder trained "
+                          "on the renderer's factors (train.objective factors); a CVAE's KL term "
+                          "is to a normal prior (use normal)")
     if not 0.0 <= cfg.train.guide_weight < float("inf"):
         raise BitmcuError(f"config key 'train.guide_weight': {cfg.train.guide_weight} must be "
                           ">= 0")

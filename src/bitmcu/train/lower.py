@@ -67,7 +67,7 @@ def _decoder(model, cfg, n_classes: int) -> IntModel:
                                                biases[len(layers):], strict=False)]
     return IntModel.decoder(cfg.data.size, n_classes, act_max_for(8), layers, stages,
                             zlib.crc32(cfg.hash().encode()), cfg.name, cfg.model.latent,
-                            latent_scale(cfg.model.temperature)).validate()
+                            latent_scale(cfg.model.temperature, cfg.model.prior)).validate()
 
 
 def _chars(model, cfg) -> IntModel:

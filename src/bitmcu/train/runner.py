@@ -312,20 +312,34 @@ def pixel_error(recon, target) -> torch.Tensor:
     return ((recon - target) / 255.0).pow(2).flatten(1).sum(1).mean()
 
 
+def pixel_loss(cfg: Config, recon, target) -> torch.Tensor:
+    """The reconstruction loss: :func:`pixel_error`, each image weighted as
+    ``train.pixel_weight`` says (area: the batch's mean lit area over the image's own, 0.5..3)."""
+    err = ((recon - target) / 255.0).pow(2).flatten(1).sum(1)
+    if cfg.train.pixel_weight == "area":
+        lit = target.float().flatten(1).sum(1)
+        err = err * (lit.mean() / lit.clamp(min=1.0)).clamp(0.5, 3.0)
+    return err.mean()
+
+
 def decoder_loss(cfg: Config, recon, x, mu, logvar) -> tuple[torch.Tensor, torch.Tensor,
                                                             torch.Tensor]:
-    """CVAE loss per image: summed squared pixel error (pixels 0..1) + kl_weight * KL(q || N(0, 1));
-    returns (loss, reconstruction error, KL), each a batch mean."""
+    """CVAE loss per image: the pixel loss (:func:`pixel_loss`) + kl_weight * KL(q || N(0, 1));
+    returns (loss, summed squared pixel error, KL), each a batch mean."""
     rec = pixel_error(recon, x)
     kl = (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp())).sum(1).mean()
-    return rec + cfg.train.kl_weight * kl, rec, kl
+    return pixel_loss(cfg, recon, x) + cfg.train.kl_weight * kl, rec, kl
 
 
 def guide_loss(model, guide, cfg: Config, n: int, n_classes: int, gen: torch.Generator, device):
     """(cross-entropy, accuracy) of the guide on n images decoded from prior latents (at the
     sampling temperature) and random classes: what the chip will draw, judged by a classifier."""
 
-    z = torch.randn(n, model.latent, generator=gen) * cfg.model.temperature
+    if cfg.model.prior == "uniform":  # unit variance: uniform over +-sqrt(3)
+        z = (torch.rand(n, model.latent, generator=gen) * 2 - 1) * math.sqrt(3)
+    else:
+        z = torch.randn(n, model.latent, generator=gen)
+    z = z * cfg.model.temperature
     y = torch.randint(0, n_classes, (n,), generator=gen)
     z, y = z.to(device), y.to(device)
     logits = guide(model.decode(quantize_latent(z), y))
@@ -360,7 +374,7 @@ def _train_decoder_epoch(model, opt, data: Dataset, cfg: Config, epoch: int, dev
         else:
             tb = factors["train_t"][idx].float().to(device)
             recon = model.decode(quantize_latent(factors["train_z"][idx].to(device)), yb)
-            loss = rec = pixel_error(recon, tb)
+            loss, rec = pixel_loss(cfg, recon, tb), pixel_error(recon, tb)
         hit = torch.zeros((), device=device)
         if guide is not None:
             ce, hit = guide_loss(model, guide, cfg, len(idx), data.n_classes, gen, device)
@@ -386,7 +400,8 @@ def load_factors(cfg: Config, data: Dataset) -> dict[str, torch.Tensor] | None:
     if cfg.train.objective != "factors":
         return None
 
-    a = dice_factor_arrays(cfg.data.dice, cfg.data.size, cfg.model.latent, cache_dir())
+    a = dice_factor_arrays(cfg.data.dice, cfg.data.size, cfg.model.latent, cache_dir(),
+                           cfg.model.prior)
     n = len(data.train_x)
     return {k: torch.from_numpy(v[:n] if k.startswith("train") else v) for k, v in a.items()}
 
@@ -411,7 +426,7 @@ def evaluate_decoder(model, cfg: Config, x: torch.Tensor, y: torch.Tensor, devic
         else:
             tb = factors["test_t"][i : i + batch].float().to(device)
             recon = model.decode(quantize_latent(factors["test_z"][i : i + batch].to(device)), yb)
-            loss = rec = pixel_error(recon, tb)
+            loss, rec = pixel_loss(cfg, recon, tb), pixel_error(recon, tb)
             kl = torch.zeros(())
         tot += np.array([loss.item(), rec.item(), kl.item()]) * len(yb)
     tot /= max(1, len(x))

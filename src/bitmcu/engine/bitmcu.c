@@ -1029,22 +1029,31 @@ uint32_t bitmcu_seed_state(uint32_t seed) {
     return s;
 }
 
-void bitmcu_sample_latent(uint32_t *state, int8_t *z, uint16_t n, uint32_t scale) {
-    const uint32_t uniform = scale & BITMCU_LATENT_UNIFORM;
-    scale &= 255u;
+/* g * scale + 128 >> 8, clamped to int8, without a multiplier: scale's bits, shift and add
+ * (two's complement) */
+BITMCU_INLINE int8_t scale_latent(int32_t g, uint32_t scale) {
+    uint32_t p = 0;
+    for (uint32_t b = 0; b < 8u; b++) {
+        p += ((uint32_t)g << b) & bit_mask(scale, b);
+    }
+    int32_t v = ((int32_t)p + 128) >> 8;
+    v = v > 127 ? 127 : v < -127 ? -127 : v;
+    return (int8_t)v;
+}
+
+void bitmcu_sample_uniform(uint32_t *state, int8_t *z, uint16_t n, uint32_t scale) {
     for (uint16_t i = 0; i < n; i++) {
         const uint32_t w = bitmcu_xorshift32(state);
-        const int32_t g = uniform ? (int32_t)((w & 255u) << 1) - 255
-                                  : (int32_t)((w & 255u) + ((w >> 8) & 255u) +
-                                              ((w >> 16) & 255u) + (w >> 24)) - 510;
-        /* g * scale without a multiplier: scale's bits, shift and add (two's complement) */
-        uint32_t p = 0;
-        for (uint32_t b = 0; b < 8u; b++) {
-            p += ((uint32_t)g << b) & bit_mask(scale, b);
-        }
-        int32_t v = ((int32_t)p + 128) >> 8;
-        v = v > 127 ? 127 : v < -127 ? -127 : v;
-        z[i] = (int8_t)v;
+        z[i] = scale_latent((int32_t)((w & 255u) << 1) - 255, scale & 255u);
+    }
+}
+
+void bitmcu_sample_normal(uint32_t *state, int8_t *z, uint16_t n, uint32_t scale) {
+    for (uint16_t i = 0; i < n; i++) {
+        const uint32_t w = bitmcu_xorshift32(state);
+        const int32_t g = (int32_t)((w & 255u) + ((w >> 8) & 255u) + ((w >> 16) & 255u) +
+                                    (w >> 24)) - 510;
+        z[i] = scale_latent(g, scale);
     }
 }
 

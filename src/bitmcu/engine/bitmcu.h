@@ -310,7 +310,16 @@ uint32_t bitmcu_seed_state(uint32_t seed);
  * BITMCU_LATENT_UNIFORM in scale: g = 2 * its low byte - 255), z = clamp((g * (scale & 255) +
  * 128) >> 8, -127, 127); scale: BITMCU_MODEL_LATENT_SCALE (the temperature's and the prior's). */
 #define BITMCU_LATENT_UNIFORM 0x100u
-void bitmcu_sample_latent(uint32_t *state, int8_t *z, uint16_t n, uint32_t scale);
+void bitmcu_sample_normal(uint32_t *state, int8_t *z, uint16_t n, uint32_t scale);
+void bitmcu_sample_uniform(uint32_t *state, int8_t *z, uint16_t n, uint32_t scale);
+/* (an inline dispatch: with the model's constant scale only the prior it uses is linked) */
+static inline void bitmcu_sample_latent(uint32_t *state, int8_t *z, uint16_t n, uint32_t scale) {
+    if (scale & BITMCU_LATENT_UNIFORM) {
+        bitmcu_sample_uniform(state, z, n, scale);
+    } else {
+        bitmcu_sample_normal(state, z, n, scale);
+    }
+}
 
 /* Kernels, one per scheme (the model table points at the ones it uses). */
 void bitmcu_fc_binary(const bitmcu_layer *layer, const bitmcu_act *act, int32_t *acc);

@@ -80,17 +80,8 @@ def test_uniform_prior_decoder_in_c_equals_the_reference(tmp_path):
                 run_dir=tmp_path / "u", quiet=True)
     model, _ = load_int_model(run)
     assert model.latent_scale & rng.UNIFORM
-    header = model_header(model, "test")
-    assert "(BITMCU_LATENT_UNIFORM | " in header
-    seeds = np.arange(200)
-    classes = seeds % model.n_classes
-    host = HostModel(header, has_mul=False)
-    try:
-        images, z = host.generate(seeds, classes, model.input_size, model.latent)
-    finally:
-        host.close()
-    np.testing.assert_array_equal(z, rng.latents_for(seeds, model.latent, model.latent_scale))
-    np.testing.assert_array_equal(images, reference.generate(model, z, classes))
+    assert "(BITMCU_LATENT_UNIFORM | " in model_header(model, "test")
+    assert_c_generates_the_reference(model, np.arange(200), has_mul=False)
     with pytest.raises(BitmcuError, match="model.prior.*uniform is the prior of a decoder "
                                           "trained on the renderer's factors"):
         load_config(None, [*TINY, "model.prior=uniform"])
@@ -143,6 +134,12 @@ def test_c_engine_generates_the_reference_pixels(tiny_decoder, has_mul):
 
     model, _ = load_int_model(tiny_decoder)
     seeds = np.concatenate([np.arange(300), [2**32 - 1, 123456789]])
+    assert_c_generates_the_reference(model, seeds, has_mul)
+
+
+def assert_c_generates_the_reference(model, seeds, has_mul: bool) -> None:
+    """The host C engine draws each seed's latent and image (classes cycling) exactly as the
+    numpy sampler and reference do."""
     classes = np.arange(len(seeds)) % model.n_classes
     host = HostModel(model_header(model, "test"), has_mul=has_mul)
     try:

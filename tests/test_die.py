@@ -150,11 +150,30 @@ def test_cli_die_and_bad_options(die_dir, tmp_path, capsys):
                                                        "display stays on) or 0.48..3600"),
                         (["--rolls-per-day", "0"], "--rolls-per-day 0: must be > 0"),
                         (["--battery-mah", "-5"], "--battery-mah -5: must be > 0"),
+                        (["--press-gap", "0"], "--press-gap 0: must be > 0"),
+                        (["--display-power", "PD5"], "--display-power 'PD5' is not allowed"),
                         (["--seed", "-1"], "--seed -1: give a whole number 0..")):
         assert main(["die", str(run), "--out", str(tmp_path / "y"), *argv]) == 2
         err = capsys.readouterr().err
         assert words in err and err.count("\n") == 1, err
         assert not (tmp_path / "y").exists()
+
+
+def test_cli_press_gap_past_the_timeout_rolls_from_a_dark_display(die_dir, tmp_path, capsys):
+    """--press-gap longer than the display's timeout: the second roll finds the display's
+    supply switched off, sets it up from reset (its frame still the reference's) and the
+    battery projection takes that roll's figures."""
+    import json
+
+    run = die_dir.parent / "run"
+    assert main(["die", str(run), "--out", str(tmp_path / "d"), "--emulate", "2",
+                 "--press-gap", "11"]) == 0
+    out = capsys.readouterr().out
+    assert "every frame equals the numpy reference's picture (2 rolls)" in out
+    assert "the median of 1 roll of a dark display" in out
+    report = json.loads((tmp_path / "d" / "rolls" / "rolls.json").read_text())
+    assert [r["display_woke"] for r in report["rolls"]] == [False, True]
+    assert report["energy"]["roll_basis"] == "1 roll of a dark display"
 
 
 def test_threshold_dithering_in_the_firmware_draws_the_reference(tmp_path):

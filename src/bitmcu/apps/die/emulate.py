@@ -143,9 +143,10 @@ class DieRun:
         if not rolls:
             return None
         dark = [(r, a) for r, a in rolls if r.display_woke]
-        basis = (f"{len(dark)} rolls of a dark display" if dark else
-                 f"{len(rolls)} rolls with the display on (--press-gap longer than the timeout "
-                 "emulates rolls of a dark display)")
+        n = len(dark or rolls)
+        basis = f"{n} roll{'s' if n != 1 else ''} " + (
+            "of a dark display" if dark else "with the display on (--press-gap longer than the "
+            "timeout emulates rolls of a dark display)")
         rolls = dark or rolls
         run = CURRENTS["mcu_run"].amps
         coulombs = [(run + display_amps(True, True, int(r.frame.sum()))) * a for r, a in rolls]

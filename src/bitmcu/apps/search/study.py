@@ -12,6 +12,7 @@ import json
 import multiprocessing
 import os
 import random
+import signal
 import statistics
 import time
 from pathlib import Path
@@ -211,11 +212,26 @@ def work(space_path: str, name: str, url: str, n_trials: int, timeout: float | N
 
 def _worker(*args) -> None:
     """A worker process: Ctrl-C (which reaches every process of the terminal's group) ends it
-    without a traceback; the parent prints the one line about it."""
+    without a traceback; the parent prints the one line about it. An error raised while the
+    interrupt unwinds (Optuna then records the trial's end; with SQLite the other worker may
+    hold the lock: 'database is locked', and Optuna's handler fails in turn) is part of it."""
+    interrupted = False
+
+    def on_sigint(signum, frame):
+        nonlocal interrupted
+        interrupted = True
+        raise KeyboardInterrupt
+
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, on_sigint)
     try:
         work(*args)
     except KeyboardInterrupt:
         raise SystemExit(130) from None
+    except Exception:
+        if interrupted:
+            raise SystemExit(130) from None
+        raise
 
 
 def run_workers(space_path: str, name: str, url: str, n_trials: int, timeout: float | None,

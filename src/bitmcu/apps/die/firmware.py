@@ -107,18 +107,23 @@ class DieOptions:
         return 1, math.ceil(T_OFF_MS / 1e3 * LSI_HZ / AWU_PSC[1])
 
     def switch_after_s(self) -> float | None:
-        """Seconds from the display's sleep to its supply switched off; None without a switch."""
+        """Seconds from the display's sleep to its supply switched off; None where it is never
+        switched off (no switch, or no display timeout)."""
         wakes, window = self.off_wakes()
-        return wakes * window * AWU_PSC[1] / LSI_HZ if self.display_power else None
+        return wakes * window * AWU_PSC[1] / LSI_HZ if wakes else None
 
     @property
     def pin(self) -> tuple[str, int]:
-        return self.button[1].upper(), int(self.button[2])
+        return port_pin(self.button)
 
     @property
     def power_pin(self) -> tuple[str, int] | None:
-        p = self.display_power
-        return None if p is None else (p[1].upper(), int(p[2]))
+        return None if self.display_power is None else port_pin(self.display_power)
+
+
+def port_pin(name: str) -> tuple[str, int]:
+    """(port letter, pin) of a checked pin name such as PC3."""
+    return name[1].upper(), int(name[2])
 
 
 @dataclass

@@ -100,9 +100,10 @@ def test_area_weighted_pixel_loss():
     recon = torch.zeros(2, 4, 4)
     plain = load_config(None, TINY)
     area = load_config(None, [*TINY, "train.pixel_weight=area"])
-    assert pixel_loss(plain, recon, target) == pixel_error(recon, target) == (4 + 16) / 2
-    # weights 10 / 4 = 2.5 and 10 / 16 = 0.625
-    assert pixel_loss(area, recon, target).item() == pytest.approx((4 * 2.5 + 16 * 0.625) / 2)
+    assert pixel_loss(plain, recon, target)[0] == pixel_error(recon, target) == (4 + 16) / 2
+    # weights 10 / 4 = 2.5 and 10 / 16 = 0.625; the error beside it unweighted
+    loss, err = pixel_loss(area, recon, target)
+    assert loss.item() == pytest.approx((4 * 2.5 + 16 * 0.625) / 2) and err == (4 + 16) / 2
 
 
 def test_xorshift_known_values():

@@ -32,7 +32,6 @@ SEED_MAX = 2**32 - 1  # seeds are uint32 states: the CLI refuses others rather t
 BYTE_SUM_MEAN = 510  # mean of the sum of four uniform bytes
 BYTE_SUM_VAR = 4 * (256**2 - 1) / 12  # its variance: 21845
 UNIFORM = 0x100  # the sampler word's flag for the uniform prior (BITMCU_LATENT_UNIFORM)
-PRIORS = ("normal", "uniform")
 
 
 def seed_state(seeds) -> np.ndarray:

@@ -306,29 +306,35 @@ def _train_epoch(model, opt, data: Dataset, cfg: Config, epoch: int, device, bar
     return tot_loss.item() / seen, tot_ok.item() / seen
 
 
+def _image_errors(recon, target) -> torch.Tensor:
+    """Summed squared pixel error of each image (pixels 0..1)."""
+    return ((recon - target) / 255.0).pow(2).flatten(1).sum(1)
+
+
 def pixel_error(recon, target) -> torch.Tensor:
     """Summed squared pixel error per image (pixels 0..1), batch mean: a decoder's
-    reconstruction loss."""
-    return ((recon - target) / 255.0).pow(2).flatten(1).sum(1).mean()
+    reconstruction error."""
+    return _image_errors(recon, target).mean()
 
 
-def pixel_loss(cfg: Config, recon, target) -> torch.Tensor:
-    """The reconstruction loss: :func:`pixel_error`, each image weighted as
-    ``train.pixel_weight`` says (area: the batch's mean lit area over the image's own, 0.5..3)."""
-    err = ((recon - target) / 255.0).pow(2).flatten(1).sum(1)
-    if cfg.train.pixel_weight == "area":
-        lit = target.float().flatten(1).sum(1)
-        err = err * (lit.mean() / lit.clamp(min=1.0)).clamp(0.5, 3.0)
-    return err.mean()
+def pixel_loss(cfg: Config, recon, target) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the reconstruction loss, :func:`pixel_error`) from one pass: the loss weighs each
+    image's error as ``train.pixel_weight`` says (area: the batch's mean lit area over the
+    image's own, 0.5..3)."""
+    err = _image_errors(recon, target)
+    if cfg.train.pixel_weight != "area":
+        return err.mean(), err.mean()
+    lit = target.float().flatten(1).sum(1)
+    return (err * (lit.mean() / lit.clamp(min=1.0)).clamp(0.5, 3.0)).mean(), err.mean()
 
 
 def decoder_loss(cfg: Config, recon, x, mu, logvar) -> tuple[torch.Tensor, torch.Tensor,
                                                             torch.Tensor]:
     """CVAE loss per image: the pixel loss (:func:`pixel_loss`) + kl_weight * KL(q || N(0, 1));
     returns (loss, summed squared pixel error, KL), each a batch mean."""
-    rec = pixel_error(recon, x)
+    loss, rec = pixel_loss(cfg, recon, x)
     kl = (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp())).sum(1).mean()
-    return pixel_loss(cfg, recon, x) + cfg.train.kl_weight * kl, rec, kl
+    return loss + cfg.train.kl_weight * kl, rec, kl
 
 
 def guide_loss(model, guide, cfg: Config, n: int, n_classes: int, gen: torch.Generator, device):
@@ -374,7 +380,7 @@ def _train_decoder_epoch(model, opt, data: Dataset, cfg: Config, epoch: int, dev
         else:
             tb = factors["train_t"][idx].float().to(device)
             recon = model.decode(quantize_latent(factors["train_z"][idx].to(device)), yb)
-            loss, rec = pixel_loss(cfg, recon, tb), pixel_error(recon, tb)
+            loss, rec = pixel_loss(cfg, recon, tb)
         hit = torch.zeros((), device=device)
         if guide is not None:
             ce, hit = guide_loss(model, guide, cfg, len(idx), data.n_classes, gen, device)
@@ -426,7 +432,7 @@ def evaluate_decoder(model, cfg: Config, x: torch.Tensor, y: torch.Tensor, devic
         else:
             tb = factors["test_t"][i : i + batch].float().to(device)
             recon = model.decode(quantize_latent(factors["test_z"][i : i + batch].to(device)), yb)
-            loss, rec = pixel_loss(cfg, recon, tb), pixel_error(recon, tb)
+            loss, rec = pixel_loss(cfg, recon, tb)
             kl = torch.zeros(())
         tot += np.array([loss.item(), rec.item(), kl.item()]) * len(yb)
     tot /= max(1, len(x))

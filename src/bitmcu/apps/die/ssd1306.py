@@ -76,6 +76,9 @@ class SSD1306:
         self.pump_off_at: float | None = None  # the charge pump last turned off (None: not on
         #                                        since power-up)
 
+    def _ms_since(self, t0: float) -> float:
+        return (self.clock() - t0) / self.hz * 1e3
+
     def power(self, on: bool) -> None:
         """The supply switched on or off (a GPIO pin's switch)."""
         if on == self.powered:
@@ -89,9 +92,9 @@ class SSD1306:
                 raise DisplayError("SSD1306: its supply was switched off while the display or its "
                                    "charge pump was on; the power-off sequence sends AEh and "
                                    "8Dh 10h first (SSD1306 DS section 8.9.2)")
-            if self.pump_off_at is not None and (t - self.pump_off_at) / self.hz * 1e3 < T_OFF_MS:
+            if self.pump_off_at is not None and self._ms_since(self.pump_off_at) < T_OFF_MS:
                 raise DisplayError(f"SSD1306: its supply was switched off "
-                                   f"{(t - self.pump_off_at) / self.hz * 1e3:.1f} ms after the "
+                                   f"{self._ms_since(self.pump_off_at):.1f} ms after the "
                                    f"charge pump; the datasheet waits tOFF = {T_OFF_MS:.0f} ms "
                                    "(section 8.9.2)")
             self.powered = False
@@ -101,7 +104,7 @@ class SSD1306:
     def begin(self) -> None:
         if not self.powered:
             raise DisplayError("SSD1306: addressed on I2C while its supply is switched off")
-        since = (self.clock() - self.powered_at) / self.hz * 1e3
+        since = self._ms_since(self.powered_at)
         if since < POWER_UP_MS:
             raise DisplayError(f"SSD1306: addressed {since:.2f} ms after its supply was switched "
                                f"on; it takes commands {POWER_UP_MS:g} ms after (the supply "

@@ -440,3 +440,52 @@ def test_a_decoder_exports_without_its_training_data(tiny_decoder, tmp_path, mon
     pipeline.export(tiny_decoder, tmp_path / "e", target="ch32v003")
     assert (tmp_path / "e" / "test_samples.h").is_file()
     assert not (tmp_path / "e" / "test_set.npz").exists()
+
+
+def test_class_mmd_compares_each_class_with_the_prior():
+    import torch
+
+    from bitmcu.train.runner import class_mmd
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(2).repeat_interleave(400)
+    prior_like = torch.randn(800, 4, generator=g)
+    shifted = prior_like + torch.tensor([1.5, 0, 0, 0])
+    assert abs(class_mmd(prior_like, y, g)) < 0.02
+    assert class_mmd(shifted, y, g) > 0.2
+    # pooled over both classes these latents are the prior exactly, but each class holds one
+    # half of it: the sampler draws every class from the whole prior, so this must count
+    halves = prior_like.clone()
+    halves[:, 0] = halves[:, 0].abs() * torch.where(y == 0, 1.0, -1.0)
+    assert class_mmd(halves, y, g) > 0.1
+    assert abs(class_mmd(halves, torch.zeros_like(y), g)) < 0.02
+    # a class seen once has no within-class pairs: it is left out, not divided by zero
+    assert class_mmd(shifted[:5], torch.arange(5), g) == 0
+    # its gradient pulls the latents toward the prior (a sample's share of it is 1 / batch)
+    z = shifted.clone().requires_grad_(True)
+    class_mmd(z, y, torch.Generator().manual_seed(1)).backward()
+    with torch.no_grad():
+        moved = z - 0.5 * len(z) * z.grad
+    assert class_mmd(moved, y, g) < 0.5 * class_mmd(shifted, y, g)
+
+
+def test_wae_objective_trains_a_deterministic_autoencoder(tmp_path):
+    import torch
+
+    from bitmcu.train import load_checkpoint, model_from_checkpoint, train
+
+    run = train(load_config(None, [*TINY, "train.objective=wae", "train.mmd_weight=5"]),
+                run_dir=tmp_path / "w", quiet=True)
+    blob = load_checkpoint(run)
+    last = blob["metrics"][-1]
+    assert "test_mmd" in last and "test_kl" not in last and np.isfinite(last["test_mmd"])
+    model = model_from_checkpoint(blob).eval()
+    x = torch.randint(0, 256, (8, 16, 16)).float()
+    y = torch.arange(8) % 6
+    with torch.no_grad():
+        a, b = model(x, y, noise=False)[0], model(x, y, noise=False)[0]
+        noisy = model(x, y)[0]
+    assert torch.equal(a, b)  # the latent is the encoder's mean: no draw
+    assert not torch.equal(a, noisy)
+    with pytest.raises(BitmcuError, match="train.mmd_weight"):
+        load_config(None, [*TINY, "train.objective=wae", "train.mmd_weight=-1"])

@@ -43,7 +43,8 @@ def _summary(run: Path) -> None:
         print(f"done: {blob['epoch']} epochs, {name} {m[s + '_bpc']:.4f} bits per character, "
               f"{nbytes} weight bytes; lines: bitmcu sample {run}")
     elif f"{s}_mse" in m:  # a decoder
-        kl = f"KL {m[s + '_kl']:.2f}, " if f"{s}_kl" in m else ""  # none: factor latents
+        kl = (f"KL {m[s + '_kl']:.2f}, " if f"{s}_kl" in m else  # none: factor latents
+              f"MMD {m[s + '_mmd']:.4f}, " if f"{s}_mmd" in m else "")
         print(f"done: {blob['epoch']} epochs, {name} squared error per pixel {m[s + '_mse']:.5f}, "
               f"{kl}{nbytes} weight bytes; samples: bitmcu sample {run} --out grid.png")
     else:

@@ -118,8 +118,10 @@ class TrainConfig:
     #                      linearly from 0 to this value over training (Nagel et al., 2022)
     ema: float = 0.0  # decay of an exponential moving average of the weights, per step; the
     #                   averaged model is evaluated, checkpointed and exported (0 = off)
-    objective: Literal["cvae", "factors"] = "cvae"  # decoder: cvae (a float encoder infers each
-    #   image's latent) or factors (data.dataset dice only: each image's latent is the
+    objective: Literal["cvae", "wae", "factors"] = "cvae"  # decoder: cvae (a float encoder
+    #   infers each image's latent, KL to the prior), wae (the encoder's mean is the latent, and
+    #   a per-class MMD pulls each class's latents to the prior; any data set) or factors
+    #   (data.dataset dice only: each image's latent is the
     #   renderer's own parameters, N(0, 1) by construction, and the target is that die drawn
     #   clean: no noise, shear, perspective or background; see data/dice.py)
     pixel_weight: Literal["none", "area"] = "none"  # decoder: each image's share of the pixel
@@ -127,6 +129,7 @@ class TrainConfig:
     #   picture (a small die) counts as much as a large one
     kl_weight: float = 1.0  # decoder (CVAE): weight of the KL term beside the summed squared
     #                         pixel error (pixels 0..1)
+    mmd_weight: float = 10.0  # decoder (WAE): weight of the per-class MMD beside that error
     guide: str | None = None  # decoder: a classifier run of the same data; its cross-entropy
     #                           on images sampled from the prior joins the loss (class guidance)
     guide_weight: float = 10.0  # decoder with a guide: weight of that cross-entropy
@@ -264,6 +267,7 @@ FAMILY_KEYS: dict[str, tuple[str, ...]] = {
     "model.temperature": ("decoder",),
     "train.objective": ("decoder",),
     "train.kl_weight": ("decoder",),
+    "train.mmd_weight": ("decoder",),
     "train.pixel_weight": ("decoder",),
     "model.prior": ("decoder",),
     "train.guide": ("decoder",),
@@ -275,7 +279,7 @@ MAX_THREADS = 1024  # torch CPU threads: far more crash the process (100,000 seg
 # numbers that must not be negative (beyond those checked with their own range below)
 NON_NEGATIVE = ("data.train_limit", "data.validation", "augment.translate", "augment.rotation",
                 "augment.scale", "augment.elastic", "model.clip_std", "train.gamma", "train.weight_decay",
-                "train.label_smoothing", "train.kl_weight")
+                "train.label_smoothing", "train.kl_weight", "train.mmd_weight")
 
 
 def _walk(obj, prefix: str = ""):
@@ -467,7 +471,7 @@ def _check_train(cfg: Config) -> None:
     if cfg.model.prior == "uniform" and cfg.train.objective != "factors":
         raise BitmcuError("config key 'model.prior': uniform is the prior of a decoder trained "
                           "on the renderer's factors (train.objective factors); a CVAE's KL term "
-                          "is to a normal prior (use normal)")
+                          "and a WAE's MMD are to a normal prior (use normal)")
     if not 0.0 <= cfg.train.guide_weight < float("inf"):
         raise BitmcuError(f"config key 'train.guide_weight': {cfg.train.guide_weight} must be "
                           ">= 0")

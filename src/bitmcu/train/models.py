@@ -455,9 +455,13 @@ class DecoderModel(nn.Module):
                 a = nn.functional.pixel_shuffle(a, 2)
         return a.reshape(len(a), self.size, self.size)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator | None = None):
-        """CVAE pass: (reconstruction (B, S, S), mu, logvar)."""
+    def forward(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator | None = None,
+                noise: bool = True):
+        """Autoencoder pass: (reconstruction (B, S, S), mu, logvar); the latent is drawn from
+        the encoder's posterior (CVAE), or with ``noise`` False is its mean (WAE)."""
         mu, logvar = self.encode(x, y)
+        if not noise:
+            return self.decode(quantize_latent(mu), y), mu, logvar
         eps = torch.randn(mu.shape, generator=gen).to(mu.device) if gen is not None else \
             torch.randn_like(mu)
         z = mu + eps * torch.exp(0.5 * logvar)

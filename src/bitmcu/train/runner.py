@@ -328,13 +328,42 @@ def pixel_loss(cfg: Config, recon, target) -> tuple[torch.Tensor, torch.Tensor]:
     return (err * (lit.mean() / lit.clamp(min=1.0)).clamp(0.5, 3.0)).mean(), err.mean()
 
 
-def decoder_loss(cfg: Config, recon, x, mu, logvar) -> tuple[torch.Tensor, torch.Tensor,
-                                                            torch.Tensor]:
-    """CVAE loss per image: the pixel loss (:func:`pixel_loss`) + kl_weight * KL(q || N(0, 1));
-    returns (loss, summed squared pixel error, KL), each a batch mean."""
+def decoder_loss(cfg: Config, recon, x, mu, logvar, y, gen: torch.Generator | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A decoder's loss per image: the pixel loss (:func:`pixel_loss`) + the latent's divergence
+    from the prior: kl_weight * KL(q || N(0, 1)) for a CVAE, mmd_weight * :func:`class_mmd` for
+    a WAE; returns (loss, summed squared pixel error, divergence), each a batch mean."""
     loss, rec = pixel_loss(cfg, recon, x)
+    if cfg.train.objective == "wae":
+        mmd = class_mmd(mu, y, gen)
+        return loss + cfg.train.mmd_weight * mmd, rec, mmd
     kl = (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp())).sum(1).mean()
     return loss + cfg.train.kl_weight * kl, rec, kl
+
+
+MMD_SCALES = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)  # of 2 x latent size: the IMQ kernels' C
+
+
+def class_mmd(z: torch.Tensor, y: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+    """Maximum mean discrepancy between each class's latents in the batch and as many N(0, 1)
+    draws, averaged over the classes weighted by their share of the batch (unbiased estimate,
+    inverse multiquadratic kernels C / (C + |a - b|^2) summed over C = 2 d s, s in MMD_SCALES:
+    Tolstikhin et al., "Wasserstein Auto-Encoders", 2018). Per class, because the sampler draws
+    every class's latent from the same prior; classes seen once in the batch are left out."""
+
+    p = torch.randn(z.shape, generator=gen).to(z.device)
+    same = (y[:, None] == y[None, :]).to(z.dtype)
+    n = same.sum(1)  # the size of each sample's class in the batch
+    keep = (n > 1).to(z.dtype)
+    off = same * (1 - torch.eye(len(y), dtype=z.dtype, device=z.device))
+    w_pair = off * (keep / (len(y) * (n - 1).clamp(min=1)))[:, None]
+    w_cross = same * (keep / (len(y) * n))[:, None]
+
+    def kernel(a, b):
+        d2 = (a[:, None, :] - b[None, :, :]).pow(2).sum(-1)
+        return sum(c / (c + d2) for c in (2.0 * z.shape[1] * s for s in MMD_SCALES))
+
+    return ((kernel(z, z) + kernel(p, p)) * w_pair).sum() - 2 * (kernel(z, p) * w_cross).sum()
 
 
 def guide_loss(model, guide, cfg: Config, n: int, n_classes: int, gen: torch.Generator, device):
@@ -375,8 +404,8 @@ def _train_decoder_epoch(model, opt, data: Dataset, cfg: Config, epoch: int, dev
             g["lr"] = lr
         if factors is None:
             xb = data.train_x[idx].float().to(device)
-            recon, mu, logvar = model(xb, yb, gen)
-            loss, rec, _ = decoder_loss(cfg, recon, xb, mu, logvar)
+            recon, mu, logvar = model(xb, yb, gen, noise=cfg.train.objective == "cvae")
+            loss, rec, _ = decoder_loss(cfg, recon, xb, mu, logvar, yb, gen)
         else:
             tb = factors["train_t"][idx].float().to(device)
             recon = model.decode(quantize_latent(factors["train_z"][idx].to(device)), yb)
@@ -421,6 +450,7 @@ def evaluate_decoder(model, cfg: Config, x: torch.Tensor, y: torch.Tensor, devic
 
     device = device or torch.device("cpu")
     model.eval()
+    gen = torch.Generator().manual_seed(0)  # a WAE's prior draws: the same at every epoch
     tot = np.zeros(3)
     for i in range(0, len(x), batch):
         yb = y[i : i + batch].to(device)
@@ -428,7 +458,7 @@ def evaluate_decoder(model, cfg: Config, x: torch.Tensor, y: torch.Tensor, devic
             xb = x[i : i + batch].float().to(device)
             mu, logvar = model.encode(xb, yb)
             recon = model.decode(quantize_latent(mu), yb)
-            loss, rec, kl = decoder_loss(cfg, recon, xb, mu, logvar)
+            loss, rec, kl = decoder_loss(cfg, recon, xb, mu, logvar, yb, gen)
         else:
             tb = factors["test_t"][i : i + batch].float().to(device)
             recon = model.decode(quantize_latent(factors["test_z"][i : i + batch].to(device)), yb)
@@ -437,7 +467,9 @@ def evaluate_decoder(model, cfg: Config, x: torch.Tensor, y: torch.Tensor, devic
         tot += np.array([loss.item(), rec.item(), kl.item()]) * len(yb)
     tot /= max(1, len(x))
     out = {"test_loss": float(tot[0]), "test_mse": float(tot[1] / x.shape[-1] ** 2)}
-    return out if factors is not None else {**out, "test_kl": float(tot[2])}
+    if factors is not None:
+        return out
+    return {**out, ("test_mmd" if cfg.train.objective == "wae" else "test_kl"): float(tot[2])}
 
 
 def new_run_dir(base: Path, name: str) -> Path:
@@ -556,7 +588,8 @@ def _epoch_line(cfg: Config, split: str, m: dict) -> str:
         return (head + f"train {100 * m['train_acc']:.2f}%  {split} "
                 f"{100 * m[split + '_acc']:.2f}%  ({m['seconds']:.1f}s)")
     return (head + f"{split} loss {m[split + '_loss']:.4f} (mse/pixel {m[split + '_mse']:.5f}"
-            + (f", kl {m[split + '_kl']:.2f})" if split + "_kl" in m else ")")
+            + (f", kl {m[split + '_kl']:.2f})" if split + "_kl" in m else
+               f", mmd {m[split + '_mmd']:.4f})" if split + "_mmd" in m else ")")
             + (f"  guide {100 * m['train_guide_acc']:.1f}%" if "train_guide_acc" in m else "")
             + f"  ({m['seconds']:.1f}s)")
 

@@ -469,23 +469,56 @@ def test_class_mmd_compares_each_class_with_the_prior():
     assert class_mmd(moved, y, g) < 0.5 * class_mmd(shifted, y, g)
 
 
-def test_wae_objective_trains_a_deterministic_autoencoder(tmp_path):
+def _bars_npz(path, n: int = 1600, seed: int = 0):
+    """A user's own images: 16x16 bars, class 0 horizontal, class 1 vertical, 2 pixels wide
+    anywhere from row (column) 2 to 12."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 2
+    x = np.zeros((n, 16, 16), np.uint8)
+    for i, (c, at) in enumerate(zip(y, rng.integers(2, 13, n), strict=True)):
+        if c == 0:
+            x[i, at : at + 2, 1:15] = 255
+        else:
+            x[i, 1:15, at : at + 2] = 255
+    k = n * 7 // 8
+    np.savez(path, x_train=x[:k], y_train=y[:k], x_test=x[k:], y_test=y[k:])
+    return path
+
+
+def test_wae_objective_learns_a_users_images_from_an_npz(tmp_path):
     import torch
 
+    from bitmcu.apps.generate import load_decoder, sample_images
     from bitmcu.train import load_checkpoint, model_from_checkpoint, train
 
-    run = train(load_config(None, [*TINY, "train.objective=wae", "train.mmd_weight=5"]),
-                run_dir=tmp_path / "w", quiet=True)
+    sets = ["model.family=decoder", f"data.dataset={_bars_npz(tmp_path / 'bars.npz')}",
+            "data.size=16", "augment.enabled=false", "model.latent=2", "model.hidden=[32]",
+            "model.channels=4", "model.start=4", "model.conv=[up*4, up*1]", "model.scheme=8bit",
+            "train.objective=wae", "train.epochs=8", "train.batch_size=32", "train.lr=0.01",
+            "train.threads=1", "model.temperature=1.0"]
+    run = train(load_config(None, sets), run_dir=tmp_path / "w", quiet=True)
     blob = load_checkpoint(run)
-    last = blob["metrics"][-1]
+    first, last = blob["metrics"][0], blob["metrics"][-1]
     assert "test_mmd" in last and "test_kl" not in last and np.isfinite(last["test_mmd"])
+    assert last["test_mse"] < 0.8 * first["test_mse"]
     model = model_from_checkpoint(blob).eval()
     x = torch.randint(0, 256, (8, 16, 16)).float()
-    y = torch.arange(8) % 6
+    y = torch.arange(8) % 2
     with torch.no_grad():
         a, b = model(x, y, noise=False)[0], model(x, y, noise=False)[0]
         noisy = model(x, y)[0]
     assert torch.equal(a, b)  # the latent is the encoder's mean: no draw
     assert not torch.equal(a, noisy)
+    # prior samples at temperature 1, by the integer engine: each class draws its own bar,
+    # at more than one place
+    blob, int_model = load_decoder(run)
+    classes = np.repeat([0, 1], 100)
+    images = sample_images(blob, int_model, np.arange(1, 201), classes, "int").astype(float)
+    rows, cols = images.mean(2).max(1), images.mean(1).max(1)
+    horizontal = rows > cols
+    assert horizontal[classes == 0].mean() > 0.9 and horizontal[classes == 1].mean() < 0.1
+    # the bars lie at 11 places; the prior's samples cover most of them, for both classes
+    assert len(set(images[classes == 0].mean(2).argmax(1))) >= 8
+    assert len(set(images[classes == 1].mean(1).argmax(1))) >= 8
     with pytest.raises(BitmcuError, match="train.mmd_weight"):
         load_config(None, [*TINY, "train.objective=wae", "train.mmd_weight=-1"])

@@ -404,30 +404,43 @@ def test_compare_c_names_the_first_sample_that_differs(tiny_export, monkeypatch)
         verify.compare_c(model, batch, builds=(False,))
 
 
-def test_wide_fc_layers_run_in_chunks_through_a_scratch():
+def test_wide_fc_layers_run_in_chunks_through_a_scratch(tmp_path):
     """A decoder's fc layer with more outputs than a chunk is computed CHUNK_ROWS at a time into
     bytes (a scratch over the rings, dead before they are written), so the accumulators never
-    hold more than a chunk: the die's last fc layer (256 outputs, its first map) needs 32
-    accumulators, not 256. C == reference, with the sanitizers, with and without multiplier."""
+    hold more than a chunk: a 64-output first layer needs 32 accumulators, not 64. The die's
+    last fc layer (256 outputs) writes its first map chunk by chunk the same way. C ==
+    reference, with the sanitizers, with and without multiplier."""
     from bitmcu.deploy import verify
     from bitmcu.deploy.codegen import table_rows
     from bitmcu.deploy.ops import CHUNK_ROWS
     from bitmcu.deploy.plan import plan
+    from bitmcu.train import train
     from bitmcu.train.lower import load_int_model
 
     from .conftest import ROOT
 
-    model, _ = load_int_model(ROOT / "models" / "die-ch32v003")
+    run = train(load_config(None, [*TINY, "model.hidden=[64]", "model.layer_schemes=[]",
+                                   "train.epochs=1"]), run_dir=tmp_path / "wide", quiet=True)
+    model, _ = load_int_model(run)
     rows = [r for _, r in table_rows(model)]
+    assert rows[0].op == "fc" and rows[0].n_out > CHUNK_ROWS and rows[0].mult == CHUNK_ROWS
+    p = plan(model)
+    assert model.max_out == CHUNK_ROWS and rows[0].buf >= p.nz_at + 2 * model.max_in
+    assert rows[0].buf == rows[1].buf  # the scratch lies over the first map's rows
+    ref, outs = verify.compare_c(model, verify.sample_inputs(model, 40), sanitize=True)
+    for c in outs.values():
+        np.testing.assert_array_equal(c, ref)
+
+    die, _ = load_int_model(ROOT / "models" / "die-ch32v003")
+    rows = [r for _, r in table_rows(die)]
     fcs = [r for r in rows if r.op == "fc"]
     assert rows[len(fcs)].op == "stage" and len(fcs) >= 2
     assert all(r.n_out <= CHUNK_ROWS and r.mult == 0 for r in fcs[:-1])  # narrow: no chunks
     wide = fcs[-1]
     assert wide.n_out > CHUNK_ROWS and wide.mult == CHUNK_ROWS
-    p = plan(model)
-    # the scratch lies after the nonzero lists, which it must not overwrite
-    assert model.max_out == CHUNK_ROWS and wide.buf >= p.nz_at + 2 * model.max_in
-    ref, outs = verify.compare_c(model, verify.sample_inputs(model, 40), sanitize=True)
+    # its first map lies after the nonzero lists, which it must not overwrite
+    assert die.max_out == CHUNK_ROWS and wide.buf >= plan(die).nz_at + 2 * die.max_in
+    ref, outs = verify.compare_c(die, verify.sample_inputs(die, 40), sanitize=True)
     for c in outs.values():
         np.testing.assert_array_equal(c, ref)
 

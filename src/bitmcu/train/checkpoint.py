@@ -27,9 +27,11 @@ def config_digest(config: dict) -> str:
 
 
 def save_checkpoint(path: Path, model, optimizer, cfg: Config, n_classes: int, epoch: int,
-                    metrics: list[dict], live=None) -> None:
+                    metrics: list[dict], live=None, critic: dict | None = None) -> None:
     """``model`` is the model the run delivers; ``live``, where it differs (weight averaging),
-    the model the optimizer trains, kept so that a resumed run continues exactly."""
+    the model the optimizer trains, kept so that a resumed run continues exactly; ``critic``,
+    a decoder's adversarial critic and its optimizer state (``train.adversarial``), for the
+    same reason."""
     blob = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -44,6 +46,8 @@ def save_checkpoint(path: Path, model, optimizer, cfg: Config, n_classes: int, e
     }
     if live is not None:
         blob["live"] = live.state_dict()
+    if critic is not None:
+        blob["critic"] = critic
     tmp = path.with_suffix(".pt.part")
     torch.save(blob, tmp)
     os.replace(tmp, path)

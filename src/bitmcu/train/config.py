@@ -133,6 +133,9 @@ class TrainConfig:
     guide: str | None = None  # decoder: a classifier run of the same data; its cross-entropy
     #                           on images sampled from the prior joins the loss (class guidance)
     guide_weight: float = 10.0  # decoder with a guide: weight of that cross-entropy
+    adversarial: float = 0.0  # decoder: weight of an adversarial critic's verdict on images
+    #   sampled from the prior (train/critic.py: a float network trained beside the decoder on
+    #   the training images, never exported; 0 = off)
     sam: float = 0.0  # sharpness-aware minimization: radius rho of the weight perturbation
     #                   (Foret et al., 2021); each step costs a second forward/backward (0 = off)
     device: str = "auto"  # auto | cpu | cuda
@@ -272,6 +275,7 @@ FAMILY_KEYS: dict[str, tuple[str, ...]] = {
     "model.prior": ("decoder",),
     "train.guide": ("decoder",),
     "train.guide_weight": ("decoder",),
+    "train.adversarial": ("decoder",),
 }
 
 MAX_THREADS = 1024  # torch CPU threads: far more crash the process (100,000 segfaulted)
@@ -279,7 +283,8 @@ MAX_THREADS = 1024  # torch CPU threads: far more crash the process (100,000 seg
 # numbers that must not be negative (beyond those checked with their own range below)
 NON_NEGATIVE = ("data.train_limit", "data.validation", "augment.translate", "augment.rotation",
                 "augment.scale", "augment.elastic", "model.clip_std", "train.gamma", "train.weight_decay",
-                "train.label_smoothing", "train.kl_weight", "train.mmd_weight")
+                "train.label_smoothing", "train.kl_weight", "train.mmd_weight",
+                "train.adversarial")
 
 
 def _walk(obj, prefix: str = ""):
@@ -462,6 +467,10 @@ def _check_train(cfg: Config) -> None:
         raise BitmcuError(f"config key 'train.guide': {cfg.train.guide!r} guides a decoder's "
                           f"samples; model.family is {cfg.model.family!r} (use train.teacher to "
                           "distill a classifier)")
+    if cfg.train.adversarial > 0 and cfg.model.family != "decoder":
+        raise BitmcuError(f"config key 'train.adversarial': {cfg.train.adversarial} judges a "
+                          f"decoder's samples; model.family is {cfg.model.family!r} (set "
+                          "train.adversarial=0, or model.family=decoder)")
     if cfg.train.objective == "factors" and (cfg.model.family != "decoder"
                                              or cfg.data.dataset != "dice"):
         raise BitmcuError("config key 'train.objective': factors trains a decoder "

@@ -37,6 +37,7 @@ from .config import (
     parse_override,
     read_yaml,
 )
+from .critic import critic_step, generator_loss, make_critic
 from .models import build_model, quantize_latent
 from .nn import QuantWeights
 from .plots import plot_curves, plot_first_layer, plot_weights
@@ -366,29 +367,36 @@ def class_mmd(z: torch.Tensor, y: torch.Tensor, gen: torch.Generator | None) -> 
     return ((kernel(z, z) + kernel(p, p)) * w_pair).sum() - 2 * (kernel(z, p) * w_cross).sum()
 
 
-def guide_loss(model, guide, cfg: Config, n: int, n_classes: int, gen: torch.Generator, device):
-    """(cross-entropy, accuracy) of the guide on n images decoded from prior latents (at the
-    sampling temperature) and random classes: what the chip will draw, judged by a classifier."""
-
+def prior_samples(model, cfg: Config, y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """The decoder's images of classes y from latents drawn from its prior at the sampling
+    temperature: what the chip will draw."""
+    n = len(y)
     if cfg.model.prior == "uniform":  # unit variance: uniform over +-sqrt(3)
         z = (torch.rand(n, model.latent, generator=gen) * 2 - 1) * math.sqrt(3)
     else:
         z = torch.randn(n, model.latent, generator=gen)
-    z = z * cfg.model.temperature
-    y = torch.randint(0, n_classes, (n,), generator=gen)
-    z, y = z.to(device), y.to(device)
-    logits = guide(model.decode(quantize_latent(z), y))
+    return model.decode(quantize_latent((z * cfg.model.temperature).to(y.device)), y)
+
+
+def guide_loss(model, guide, cfg: Config, n: int, n_classes: int, gen: torch.Generator, device):
+    """(cross-entropy, accuracy) of the guide on n images decoded from prior latents (at the
+    sampling temperature) and random classes: what the chip will draw, judged by a classifier."""
+
+    y = torch.randint(0, n_classes, (n,), generator=gen).to(device)
+    logits = guide(prior_samples(model, cfg, y, gen))
     return F.cross_entropy(logits, y), (logits.argmax(1) == y).float().mean()
 
 
 def _train_decoder_epoch(model, opt, data: Dataset, cfg: Config, epoch: int, device, bar,
                          average: WeightAverage | None = None, guide=None,
-                         factors: dict | None = None) -> tuple[float, float, float | None]:
+                         factors: dict | None = None, critic=None
+                         ) -> tuple[float, float, float | None, float | None]:
     """One epoch of decoder training (augmentation does not apply: the decoder learns the
     images as they are): CVAE, or with ``factors`` (:func:`load_factors`) the clean die of
-    each image's renderer latent; with a guide its cross-entropy on prior samples. Returns
-    (mean loss, mean squared error per pixel, the guide's accuracy on the prior samples or
-    None)."""
+    each image's renderer latent; with a guide its cross-entropy on prior samples; with a
+    critic (:mod:`.critic`, a (network, optimizer) pair) one critic step per batch and its
+    verdict on the batch's prior samples. Returns (mean loss, mean squared error per pixel,
+    the guide's accuracy on the prior samples or None, the critic's mean loss or None)."""
 
     gen = epoch_generator(cfg.seed, epoch)
     n, bs = len(data.train_x), cfg.train.batch_size
@@ -396,6 +404,7 @@ def _train_decoder_epoch(model, opt, data: Dataset, cfg: Config, epoch: int, dev
     steps = math.ceil(n / bs)
     model.train()
     tot = torch.zeros(3, dtype=torch.float64, device=device)
+    critic_loss = 0.0
     for s in range(steps):
         idx = perm[s * bs : (s + 1) * bs]
         yb = data.train_y[idx].to(device)
@@ -414,6 +423,11 @@ def _train_decoder_epoch(model, opt, data: Dataset, cfg: Config, epoch: int, dev
         if guide is not None:
             ce, hit = guide_loss(model, guide, cfg, len(idx), data.n_classes, gen, device)
             loss = loss + cfg.train.guide_weight * ce
+        if critic is not None:
+            fake = prior_samples(model, cfg, yb, gen)
+            real = (xb if factors is None else tb).float()
+            critic_loss += critic_step(*critic, real, fake, yb) * len(idx)
+            loss = loss + cfg.train.adversarial * generator_loss(critic[0], fake, yb)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -426,7 +440,8 @@ def _train_decoder_epoch(model, opt, data: Dataset, cfg: Config, epoch: int, dev
                 bar.set_postfix(loss=f"{tot[0].item() / min(n, (s + 1) * bs):.3f}",
                                 lr=f"{lr:.2e}")
     tot = (tot / n).tolist()
-    return tot[0], tot[1] / (data.size * data.size), tot[2] if guide is not None else None
+    return (tot[0], tot[1] / (data.size * data.size), tot[2] if guide is not None else None,
+            critic_loss / n if critic is not None else None)
 
 
 def load_factors(cfg: Config, data: Dataset) -> dict[str, torch.Tensor] | None:
@@ -591,6 +606,7 @@ def _epoch_line(cfg: Config, split: str, m: dict) -> str:
             + (f", kl {m[split + '_kl']:.2f})" if split + "_kl" in m else
                f", mmd {m[split + '_mmd']:.4f})" if split + "_mmd" in m else ")")
             + (f"  guide {100 * m['train_guide_acc']:.1f}%" if "train_guide_acc" in m else "")
+            + (f"  critic {m['train_critic_loss']:.3f}" if "train_critic_loss" in m else "")
             + f"  ({m['seconds']:.1f}s)")
 
 
@@ -637,6 +653,12 @@ def _train(cfg: Config, run_dir: Path, resume, epochs, quiet, log, overrides, on
                           "distilled; set train.teacher=null (train.guide guides its samples)")
     guide = load_guide(cfg, data, device) if decoder else None
     factors = load_factors(cfg, data)
+    critic = None
+    if decoder and cfg.train.adversarial > 0:
+        critic = make_critic(n_classes, cfg.train.lr, device)
+        if blob is not None and blob.get("critic") is not None:
+            critic[0].load_state_dict(blob["critic"]["model"])
+            critic[1].load_state_dict(blob["critic"]["optimizer"])
 
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
@@ -670,9 +692,8 @@ def _train(cfg: Config, run_dir: Path, resume, epochs, quiet, log, overrides, on
                 tr_loss, tr_bpc = train_text_epoch(model, opt, data, cfg, epoch, device, bar,
                                                    lr_at, epoch_generator, average, teacher)
             elif decoder:
-                tr_loss, tr_mse, tr_guide = _train_decoder_epoch(model, opt, data, cfg, epoch,
-                                                                 device, bar, average, guide,
-                                                                 factors)
+                tr_loss, tr_mse, tr_guide, tr_critic = _train_decoder_epoch(
+                    model, opt, data, cfg, epoch, device, bar, average, guide, factors, critic)
             else:
                 tr_loss, tr_acc = _train_epoch(model, opt, data, cfg, epoch, device, bar,
                                                teacher, average)
@@ -686,6 +707,7 @@ def _train(cfg: Config, run_dir: Path, resume, epochs, quiet, log, overrides, on
                 ev = evaluate_decoder(final, cfg, data.test_x, data.test_y, device, factors=factors)
                 m = {"epoch": epoch + 1, "train_loss": tr_loss, "train_mse": tr_mse,
                      **({} if tr_guide is None else {"train_guide_acc": tr_guide}),
+                     **({} if tr_critic is None else {"train_critic_loss": tr_critic}),
                      **{data.split + k[4:]: v for k, v in ev.items()}}
             else:
                 ev = evaluate(final, data.test_x, data.test_y, device)
@@ -694,7 +716,9 @@ def _train(cfg: Config, run_dir: Path, resume, epochs, quiet, log, overrides, on
             m.update(lr=lr_at(cfg, epoch + 1), seconds=time.perf_counter() - t0)
             metrics.append(m)
             save_checkpoint(run_dir / "checkpoint.pt", final, opt, cfg, n_classes, epoch + 1,
-                            metrics, live=None if average is None else model)
+                            metrics, live=None if average is None else model,
+                            critic=None if critic is None else
+                            {"model": critic[0].state_dict(), "optimizer": critic[1].state_dict()})
             _write_metrics(run_dir / "metrics.jsonl", metrics)
             if on_epoch is not None:
                 on_epoch(m)

@@ -1,0 +1,64 @@
+"""The adversarial critic of a decoder (``train.adversarial``): a small float network, trained
+beside the decoder and never exported, that tells the real training images of a class from
+the decoder's samples of that class drawn from the prior. Its verdict on those samples joins
+the decoder's loss, so what the chip draws at its temperature, not only what the encoder's
+latents reconstruct, must look like the data: crisp where the pixel loss alone averages to a
+blur, and no smudges where the prior reaches latents the encoder never used.
+
+Hinge loss with spectral normalization and a class projection (Miyato et al., "Spectral
+Normalization for Generative Adversarial Networks" and "cGANs with Projection
+Discriminator", 2018). It learns from the user's images and labels alone, so the generic
+recipe stays generic; it is another network than the judges of ``bitmcu judge``, trained on
+other data (the training images, never the judges' test renders).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+WIDTHS = (16, 32, 64)  # channels of the critic's three stride-2 convolutions
+
+
+class Critic(nn.Module):
+    """Images (B, S, S) 0..255 and classes -> one realness score per image."""
+
+    def __init__(self, n_classes: int):
+        super().__init__()
+        layers, c_in = [], 1
+        for c in WIDTHS:
+            layers += [spectral_norm(nn.Conv2d(c_in, c, 4, stride=2, padding=1)),
+                       nn.LeakyReLU(0.2)]
+            c_in = c
+        self.features = nn.Sequential(*layers)
+        self.out = spectral_norm(nn.Linear(c_in, 1))
+        self.embed = spectral_norm(nn.Embedding(n_classes, c_in))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        h = self.features(x.unsqueeze(1).float() / 127.5 - 1.0).sum((2, 3))
+        return self.out(h).squeeze(1) + (self.embed(y) * h).sum(1)
+
+
+def make_critic(n_classes: int, lr: float, device) -> tuple[Critic, torch.optim.Optimizer]:
+    critic = Critic(n_classes).to(device)
+    return critic, torch.optim.Adam(critic.parameters(), lr=lr, betas=(0.5, 0.999))
+
+
+def critic_step(critic: Critic, opt: torch.optim.Optimizer, real: torch.Tensor,
+                fake: torch.Tensor, y: torch.Tensor) -> float:
+    """One hinge-loss step of the critic: real images of classes y score above +1, the
+    decoder's samples of the same classes below -1. Returns the critic's loss."""
+    critic.train()
+    loss = (torch.relu(1.0 - critic(real, y)).mean()
+            + torch.relu(1.0 + critic(fake.detach(), y)).mean())
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.item()
+
+
+def generator_loss(critic: Critic, fake: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The decoder's adversarial loss on its samples: minus the critic's mean score. The critic's
+    own parameters get gradients here too; its optimizer clears them before its next step."""
+    return -critic(fake, y).mean()

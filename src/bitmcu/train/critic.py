@@ -19,6 +19,9 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 WIDTHS = (16, 32, 64)  # channels of the critic's three stride-2 convolutions
+NOISE = 24.0  # instance noise (pixel units, 0..255) added to every image the critic trains on
+#               or judges in training: the renders' own pixel noise (std 9 on dice) is then no
+#               cue, and the critic has to judge shapes (Sonderby et al., 2016)
 
 
 class Critic(nn.Module):
@@ -45,20 +48,29 @@ def make_critic(n_classes: int, lr: float, device) -> tuple[Critic, torch.optim.
     return critic, torch.optim.Adam(critic.parameters(), lr=lr, betas=(0.5, 0.999))
 
 
+def noisy(x: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+    """x plus :data:`NOISE` x N(0, 1) per pixel, drawn from ``gen`` (a resumed run draws the
+    same)."""
+    return x + NOISE * torch.randn(x.shape, generator=gen).to(x.device)
+
+
 def critic_step(critic: Critic, opt: torch.optim.Optimizer, real: torch.Tensor,
-                fake: torch.Tensor, y: torch.Tensor) -> float:
+                fake: torch.Tensor, y: torch.Tensor, gen: torch.Generator | None = None) -> float:
     """One hinge-loss step of the critic: real images of classes y score above +1, the
-    decoder's samples of the same classes below -1. Returns the critic's loss."""
+    decoder's samples of the same classes below -1, both with instance noise. Returns the
+    critic's loss."""
     critic.train()
-    loss = (torch.relu(1.0 - critic(real, y)).mean()
-            + torch.relu(1.0 + critic(fake.detach(), y)).mean())
+    loss = (torch.relu(1.0 - critic(noisy(real, gen), y)).mean()
+            + torch.relu(1.0 + critic(noisy(fake.detach(), gen), y)).mean())
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
     return loss.item()
 
 
-def generator_loss(critic: Critic, fake: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """The decoder's adversarial loss on its samples: minus the critic's mean score. The critic's
-    own parameters get gradients here too; its optimizer clears them before its next step."""
-    return -critic(fake, y).mean()
+def generator_loss(critic: Critic, fake: torch.Tensor, y: torch.Tensor,
+                   gen: torch.Generator | None = None) -> torch.Tensor:
+    """The decoder's adversarial loss on its samples: minus the critic's mean score (with
+    instance noise, as the critic learns). The critic's own parameters get gradients here too;
+    its optimizer clears them before its next step."""
+    return -critic(noisy(fake, gen), y).mean()

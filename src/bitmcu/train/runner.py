@@ -426,8 +426,8 @@ def _train_decoder_epoch(model, opt, data: Dataset, cfg: Config, epoch: int, dev
         if critic is not None:
             fake = prior_samples(model, cfg, yb, gen)
             real = (xb if factors is None else tb).float()
-            critic_loss += critic_step(*critic, real, fake, yb) * len(idx)
-            loss = loss + cfg.train.adversarial * generator_loss(critic[0], fake, yb)
+            critic_loss += critic_step(*critic, real, fake, yb, gen) * len(idx)
+            loss = loss + cfg.train.adversarial * generator_loss(critic[0], fake, yb, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

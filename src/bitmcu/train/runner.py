@@ -367,23 +367,29 @@ def class_mmd(z: torch.Tensor, y: torch.Tensor, gen: torch.Generator | None) -> 
     return ((kernel(z, z) + kernel(p, p)) * w_pair).sum() - 2 * (kernel(z, p) * w_cross).sum()
 
 
-def prior_samples(model, cfg: Config, y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """The decoder's images of classes y from latents drawn from its prior at the sampling
-    temperature: what the chip will draw."""
-    n = len(y)
+def prior_latents(model, cfg: Config, n: int, gen: torch.Generator) -> torch.Tensor:
+    """n latents drawn from the decoder's prior at the sampling temperature (on the CPU)."""
     if cfg.model.prior == "uniform":  # unit variance: uniform over +-sqrt(3)
         z = (torch.rand(n, model.latent, generator=gen) * 2 - 1) * math.sqrt(3)
     else:
         z = torch.randn(n, model.latent, generator=gen)
-    return model.decode(quantize_latent((z * cfg.model.temperature).to(y.device)), y)
+    return z * cfg.model.temperature
+
+
+def prior_samples(model, cfg: Config, y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """The decoder's images of classes y from latents drawn from its prior at the sampling
+    temperature: what the chip will draw."""
+    return model.decode(quantize_latent(prior_latents(model, cfg, len(y), gen).to(y.device)), y)
 
 
 def guide_loss(model, guide, cfg: Config, n: int, n_classes: int, gen: torch.Generator, device):
     """(cross-entropy, accuracy) of the guide on n images decoded from prior latents (at the
     sampling temperature) and random classes: what the chip will draw, judged by a classifier."""
 
-    y = torch.randint(0, n_classes, (n,), generator=gen).to(device)
-    logits = guide(prior_samples(model, cfg, y, gen))
+    z = prior_latents(model, cfg, n, gen)  # drawn before the classes, as runs always have
+    y = torch.randint(0, n_classes, (n,), generator=gen)
+    z, y = z.to(device), y.to(device)
+    logits = guide(model.decode(quantize_latent(z), y))
     return F.cross_entropy(logits, y), (logits.argmax(1) == y).float().mean()
 
 

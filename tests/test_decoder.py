@@ -548,17 +548,17 @@ def test_the_adversarial_critic_learns_and_resumes_exactly(tmp_path):
     import torch
 
     from bitmcu.train import load_checkpoint, train
-    from bitmcu.train.critic import critic_step, make_critic
+    from bitmcu.train.critic import Adversary
 
     torch.manual_seed(0)
     real = torch.zeros(32, 16, 16)
     real[:, 6:10, :] = 255.0  # a bright bar
     fake = torch.full((32, 16, 16), 64.0)  # the blur a pixel loss would settle for
     y = torch.arange(32) % 2
-    critic, opt = make_critic(2, 2e-3, torch.device("cpu"))
-    losses = [critic_step(critic, opt, real, fake, y) for _ in range(60)]
+    adversary = Adversary(2, 2e-3, torch.device("cpu"))
+    losses = [adversary.step(real, fake, y) for _ in range(60)]
     with torch.no_grad():
-        assert (critic(real, y) > critic(fake, y)).all()
+        assert (adversary.critic(real, y) > adversary.critic(fake, y)).all()
     assert losses[-1] < 0.5 * losses[0]
 
     sets = [*TINY, "train.adversarial=1", "train.schedule=constant", "train.epochs=3",
@@ -569,10 +569,9 @@ def test_the_adversarial_critic_learns_and_resumes_exactly(tmp_path):
     train(None, resume=run, epochs=3, quiet=True)
     a, b = load_checkpoint(ref), load_checkpoint(run)
     assert all(np.isfinite(m["train_critic_loss"]) for m in a["metrics"])
-    for key in ("model", "critic"):
-        sa, sb = (a[key], b[key]) if key == "model" else (a[key]["model"], b[key]["model"])
+    for sa, sb in ((a["model"], b["model"]), (a["critic"]["model"], b["critic"]["model"])):
         for k, v in sa.items():
-            assert torch.equal(v, sb[k]), (key, k)
+            assert torch.equal(v, sb[k]), k
     with pytest.raises(BitmcuError, match="'train.adversarial': -1.0 must be >= 0"):
         load_config(None, [*TINY, "train.adversarial=-1"])
     with pytest.raises(BitmcuError, match="train.adversarial"):

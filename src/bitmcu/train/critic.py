@@ -43,34 +43,46 @@ class Critic(nn.Module):
         return self.out(h).squeeze(1) + (self.embed(y) * h).sum(1)
 
 
-def make_critic(n_classes: int, lr: float, device) -> tuple[Critic, torch.optim.Optimizer]:
-    critic = Critic(n_classes).to(device)
-    return critic, torch.optim.Adam(critic.parameters(), lr=lr, betas=(0.5, 0.999))
+class Adversary:
+    """A :class:`Critic` and its optimizer: one step per batch (:meth:`step`), its verdict on the
+    decoder's samples (:meth:`generator_loss`), and both states for the checkpoint."""
+
+    def __init__(self, n_classes: int, lr: float, device):
+        self.critic = Critic(n_classes).to(device)
+        self.opt = torch.optim.Adam(self.critic.parameters(), lr=lr, betas=(0.5, 0.999))
+
+    def step(self, real: torch.Tensor, fake: torch.Tensor, y: torch.Tensor,
+             gen: torch.Generator | None = None) -> float:
+        """One hinge-loss step of the critic: real images of classes y score above +1, the
+        decoder's samples of the same classes below -1, both with instance noise. Returns the
+        critic's loss."""
+        self.critic.train()
+        loss = (torch.relu(1.0 - self.critic(noisy(real, gen), y)).mean()
+                + torch.relu(1.0 + self.critic(noisy(fake.detach(), gen), y)).mean())
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        return loss.item()
+
+    def generator_loss(self, fake: torch.Tensor, y: torch.Tensor,
+                       gen: torch.Generator | None = None) -> torch.Tensor:
+        """The decoder's adversarial loss on its samples: minus the critic's mean score (with
+        instance noise, as the critic learns). Only the decoder gets gradients from it."""
+        self.critic.requires_grad_(False)
+        try:
+            return -self.critic(noisy(fake, gen), y).mean()
+        finally:
+            self.critic.requires_grad_(True)
+
+    def state_dict(self) -> dict:
+        return {"model": self.critic.state_dict(), "optimizer": self.opt.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.critic.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
 
 
 def noisy(x: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
     """x plus :data:`NOISE` x N(0, 1) per pixel, drawn from ``gen`` (a resumed run draws the
     same)."""
     return x + NOISE * torch.randn(x.shape, generator=gen).to(x.device)
-
-
-def critic_step(critic: Critic, opt: torch.optim.Optimizer, real: torch.Tensor,
-                fake: torch.Tensor, y: torch.Tensor, gen: torch.Generator | None = None) -> float:
-    """One hinge-loss step of the critic: real images of classes y score above +1, the
-    decoder's samples of the same classes below -1, both with instance noise. Returns the
-    critic's loss."""
-    critic.train()
-    loss = (torch.relu(1.0 - critic(noisy(real, gen), y)).mean()
-            + torch.relu(1.0 + critic(noisy(fake.detach(), gen), y)).mean())
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-    return loss.item()
-
-
-def generator_loss(critic: Critic, fake: torch.Tensor, y: torch.Tensor,
-                   gen: torch.Generator | None = None) -> torch.Tensor:
-    """The decoder's adversarial loss on its samples: minus the critic's mean score (with
-    instance noise, as the critic learns). The critic's own parameters get gradients here too;
-    its optimizer clears them before its next step."""
-    return -critic(noisy(fake, gen), y).mean()

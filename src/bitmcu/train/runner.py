@@ -37,7 +37,7 @@ from .config import (
     parse_override,
     read_yaml,
 )
-from .critic import critic_step, generator_loss, make_critic
+from .critic import Adversary
 from .models import build_model, quantize_latent
 from .nn import QuantWeights
 from .plots import plot_curves, plot_first_layer, plot_weights
@@ -400,8 +400,8 @@ def _train_decoder_epoch(model, opt, data: Dataset, cfg: Config, epoch: int, dev
     """One epoch of decoder training (augmentation does not apply: the decoder learns the
     images as they are): CVAE, or with ``factors`` (:func:`load_factors`) the clean die of
     each image's renderer latent; with a guide its cross-entropy on prior samples; with a
-    critic (:mod:`.critic`, a (network, optimizer) pair) one critic step per batch and its
-    verdict on the batch's prior samples. Returns (mean loss, mean squared error per pixel,
+    critic (:class:`.critic.Adversary`) one critic step per batch and its verdict on the
+    batch's prior samples. Returns (mean loss, mean squared error per pixel,
     the guide's accuracy on the prior samples or None, the critic's mean loss or None)."""
 
     gen = epoch_generator(cfg.seed, epoch)
@@ -432,8 +432,8 @@ def _train_decoder_epoch(model, opt, data: Dataset, cfg: Config, epoch: int, dev
         if critic is not None:
             fake = prior_samples(model, cfg, yb, gen)
             real = (xb if factors is None else tb).float()
-            critic_loss += critic_step(*critic, real, fake, yb, gen) * len(idx)
-            loss = loss + cfg.train.adversarial * generator_loss(critic[0], fake, yb, gen)
+            critic_loss += critic.step(real, fake, yb, gen) * len(idx)
+            loss = loss + cfg.train.adversarial * critic.generator_loss(fake, yb, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -661,10 +661,9 @@ def _train(cfg: Config, run_dir: Path, resume, epochs, quiet, log, overrides, on
     factors = load_factors(cfg, data)
     critic = None
     if decoder and cfg.train.adversarial > 0:
-        critic = make_critic(n_classes, cfg.train.lr, device)
+        critic = Adversary(n_classes, cfg.train.lr, device)
         if blob is not None and blob.get("critic") is not None:
-            critic[0].load_state_dict(blob["critic"]["model"])
-            critic[1].load_state_dict(blob["critic"]["optimizer"])
+            critic.load_state_dict(blob["critic"])
 
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
@@ -723,8 +722,7 @@ def _train(cfg: Config, run_dir: Path, resume, epochs, quiet, log, overrides, on
             metrics.append(m)
             save_checkpoint(run_dir / "checkpoint.pt", final, opt, cfg, n_classes, epoch + 1,
                             metrics, live=None if average is None else model,
-                            critic=None if critic is None else
-                            {"model": critic[0].state_dict(), "optimizer": critic[1].state_dict()})
+                            critic=None if critic is None else critic.state_dict())
             _write_metrics(run_dir / "metrics.jsonl", metrics)
             if on_epoch is not None:
                 on_epoch(m)

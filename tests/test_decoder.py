@@ -445,6 +445,40 @@ def test_wide_fc_layers_run_in_chunks_through_a_scratch(tmp_path):
         np.testing.assert_array_equal(c, ref)
 
 
+def test_the_band_lies_in_the_accumulators_after_the_last_stages():
+    """A decoder's band (the last stage's output rows, handed over at once) needs no RAM of its
+    own where it fits in the accumulators after the last stage's: they are written a pixel at a
+    time and the band after them, and it is handed over before another layer runs. The die's
+    plan puts it there; the C engine's table check refuses a band over the last stage's
+    accumulators or past them into the nonzero list."""
+    from bitmcu.deploy.codegen import model_header, table_rows
+    from bitmcu.deploy.hostc import HostModel
+    from bitmcu.deploy.plan import plan
+    from bitmcu.train.lower import load_int_model
+
+    from .conftest import ROOT
+
+    die, _ = load_int_model(ROOT / "models" / "die-ch32v003")
+    last = [r for _, r in table_rows(die)][-1]
+    p = plan(die)
+    factor, side = last.relu, last.mult  # a stage's row: its factor and input side there
+    band = factor * factor * side  # two rows of 2 * side pixels
+    assert last.op == "stage" and factor == 2 and last.buf == 4 * last.n_out
+    assert last.buf + band <= p.nz_at
+    # the arena ends with the rings: nothing after them for the band
+    assert p.bytes == max(-(-(b + n) // 4) * 4 for b, n in zip(p.bufs[:-1], p.sizes[:-1],
+                                                               strict=True))
+    header = model_header(die, "test")
+    field = f".buf = {last.buf}, .nbytes"
+    assert header.count(field) == 1
+    for buf, status in ((last.buf, 0), (last.buf - 4, 6), (p.nz_at - band + 4, 6)):
+        host = HostModel(header.replace(field, f".buf = {buf}, .nbytes"), check=False)
+        try:
+            assert host.check()[0] == status, buf  # 6: BITMCU_ERR_MODEL
+        finally:
+            host.close()
+
+
 def test_a_decoder_exports_without_its_training_data(tiny_decoder, tmp_path, monkeypatch):
     """A decoder has no test images: exporting it neither loads nor renders its data set (a
     classifier's export needs its test images and still loads them)."""

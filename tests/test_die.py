@@ -391,6 +391,28 @@ def test_shipped_die_model_keeps_its_figures(tmp_path):
     assert [r.display_cycles for r in run.rolls] == fig["display_cycles"]
 
 
+def test_die_keeps_128_bytes_of_ram_free_when_it_places_kernels(die_dir, tmp_path, monkeypatch):
+    """Auto placement puts the die's kernels in SRAM only where 128 bytes of RAM stay free by
+    the static stack bound (the issue's headroom): with RAM that the SRAM kernels would leave
+    100 bytes of, they run from flash, and the die says why; 128 left: SRAM."""
+    from bitmcu.apps.die import firmware as die_fw
+    from bitmcu.target import firmware as fw
+
+    run = die_dir.parent / "run"
+    sram = build_die(run, out=tmp_path / "sram")
+    assert sram.hot_loops == "sram" and sram.ram["size"] - sram.ram["total"] >= 128
+    free = sram.ram["size"] - sram.ram["total"]
+    real = fw._ram_use
+    for left, place in ((128, "sram"), (100, "flash")):
+        extra = free - left  # bss that leaves `left` bytes free with the kernels in SRAM
+        monkeypatch.setattr(fw, "_ram_use", lambda elf, e=extra: (real(elf)[0], real(elf)[1] + e))
+        info = build_die(run, out=tmp_path / str(left))
+        assert info.hot_loops == place
+        assert info.ram["size"] - info.ram["total"] >= die_fw.RAM_FREE
+    assert info.hot_loops_note == ("in SRAM they would leave 100 bytes free, fewer than the 128 "
+                                   "kept free")
+
+
 def test_bad_press_scripts(die_dir):
     with pytest.raises(BitmcuError, match="they overlap"):
         roll_die(die_dir, presses=[(100, 50), (120, 40)])

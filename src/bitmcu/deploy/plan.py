@@ -15,7 +15,9 @@ reads them. Byte offsets from the arena's start, every buffer 4-byte aligned:
   rings                    a decoder: each stage's input rows (all of the first map, RING_ROWS
                            rows of later ones); the layer before a stage writes there (``buf``)
   band                     a decoder: the rows of output pixels handed over at once (the last
-                           stage's ``buf``)
+                           stage's ``buf``): in the accumulators after the last stage's own where
+                           it fits (they are written a pixel at a time, the band only after them,
+                           and it is handed over before any other layer runs), else here
   scratch                  a decoder's fc layer with more outputs than a chunk: its outputs as
                            bytes, chunk by chunk, before the next layer's nonzero list is made
                            from them; it lies over the rings (dead before any of them or the
@@ -81,7 +83,9 @@ def _plan(model: IntModel) -> Plan:
     rings_at = end + sum(_r4(size) for kind, size in wants if kind == "kept")
     for kind_now in ("kept", "ring", "band"):
         for i, (kind, size) in enumerate(wants):
-            if kind == kind_now:
+            if kind == "band" == kind_now and 4 * model.ops[i].acc_rows(model, i) + size <= nz_at:
+                at[i] = 4 * model.ops[i].acc_rows(model, i)
+            elif kind == kind_now:
                 at[i], end = end, end + _r4(size)
     for i, (kind, size) in enumerate(wants):  # dead before any ring or band is written
         if kind == "scratch":

@@ -178,7 +178,7 @@ BITMCU_HOT(bitmcu_fc_2bitsym) void bitmcu_fc_2bitsym(const bitmcu_layer *L, cons
 
 /* How a kernel turns a code and an activation into a term: per weight (signed_term, the first
  * four) or, without a multiplier, through a table of the 16 products (term_table). */
-typedef enum { TERM_4BIT, TERM_FP130, TERM_NF4, TERM_8BIT, TERM_4BITSYM } term_kind;
+typedef enum { TERM_4BIT, TERM_FP130, TERM_NF4, TERM_8BIT } term_kind;
 
 /* NormalFloat4 levels (x127): magnitudes; codes 0..6 are negative */
 static const uint8_t nf4_mag[16] = {127, 88, 67, 50, 36, 23, 12, 0, 10, 20, 31, 43, 56, 71, 92, 127};
@@ -215,19 +215,10 @@ BITMCU_INLINE void fc_terms(const bitmcu_layer *L, const bitmcu_act *a, int32_t 
 
 #if !BITMCU_HAS_MUL
 /* The 16 products level(c) * x of a 4-bit scheme for one activation x, multiplier-free: 4bit's
- * magnitudes (and 4bitsym's codes: c * x) by repeated addition, NF4's by its table's constants
+ * magnitudes by repeated addition, NF4's by its table's constants
  * (the loop is unrolled, so each product is a constant multiplication the compiler turns into
  * shifts and adds). */
 BITMCU_INLINE void term_table(uint32_t x, term_kind kind, int32_t t[16]) {
-    if (kind == TERM_4BITSYM) { /* two products a step: half the loop's branches */
-        int32_t v = 0;
-        const int32_t x2 = (int32_t)(x << 1);
-        for (int32_t *p = t; p != t + 16; p += 2, v += x2) {
-            p[0] = v;
-            p[1] = v + (int32_t)x;
-        }
-        return;
-    }
     if (kind == TERM_4BIT) {
         int32_t v = 0;
         for (uint32_t m = 0; m < 8u; m++, v += (int32_t)x) {
@@ -246,41 +237,16 @@ BITMCU_INLINE void term_table(uint32_t x, term_kind kind, int32_t t[16]) {
 
 /* 4-bit codes without a multiplier, one nonzero activation at a time: its 16 products are
  * built once, then every output adds the one its code picks (a load instead of a shift-and-add
- * multiplication per weight). Rows are packed one after another, except 4bitsym's: interleaved
- * in pairs, one byte per input holding both rows' codes (an odd last row alone in the low
- * nibbles, found once per call: GCC computed its address per activation with __mulsi3, whether
- * the row count was odd or not). */
+ * multiplication per weight). Rows are packed one after another. */
 BITMCU_INLINE void fc_table4(const bitmcu_layer *L, const bitmcu_act *a, int32_t *acc,
                              term_kind kind) {
     for (uint16_t o = 0; o < L->p.fc.n_out; o++) {
         acc[o] = 0;
     }
-    const uint32_t pairs = L->p.fc.n_out >> 1, rb = L->p.fc.row_bytes;
-    const uint8_t *odd = NULL;
-    if (kind == TERM_4BITSYM && (L->p.fc.n_out & 1u)) {
-        odd = L->weights;
-        for (uint32_t g = pairs; g != 0u; g--) {
-            odd += rb;
-        }
-    }
+    const uint32_t rb = L->p.fc.row_bytes;
     uint32_t i = 0, x = 0;
     BITMCU_FOR_NZ(a, i, x) {
         if (x == 0u) { /* a filler entry of a long gap */
-            continue;
-        }
-        if (kind == TERM_4BITSYM) {
-            const uint8_t *w = L->weights + i;
-            int32_t *s = acc;
-            int32_t t[16];
-            term_table(x, kind, t);
-            for (uint32_t g = pairs; g != 0u; g--, w += rb, s += 2) {
-                const uint32_t c = *w;
-                s[0] += t[c & 15u];
-                s[1] += t[c >> 4];
-            }
-            if (odd) {
-                s[0] += t[odd[i] & 15u];
-            }
             continue;
         }
         int32_t t[16];
@@ -289,6 +255,53 @@ BITMCU_INLINE void fc_table4(const bitmcu_layer *L, const bitmcu_act *a, int32_t
         const uint32_t shift = (i & 1u) << 2;
         for (int32_t *s = acc, *end = acc + L->p.fc.n_out; s != end; s++, w += rb) {
             *s += t[(*w >> shift) & 15u];
+        }
+    }
+}
+
+/* 4bitsym's codes without a multiplier: per nonzero activation x its 16 products c * x, by
+ * repeated addition (unrolled; t[0] = 0 is written once), then each row pair adds the two its
+ * byte picks. The products fit 16 bits (15 * 255): half the stack of int32 ones, the same
+ * loads, and the byte offsets of a byte's two entries are one shift and one mask each. Rows are
+ * interleaved in pairs, one byte per input holding both rows' codes; an odd last row lies alone
+ * in the low nibbles after the pairs, where the pair loop leaves w. */
+BITMCU_INLINE void fc_table4sym(const bitmcu_layer *L, const bitmcu_act *a, int32_t *acc) {
+    const uint32_t n = L->p.fc.n_out, rb = L->p.fc.row_bytes;
+    for (uint32_t o = 0; o < n; o++) {
+        acc[o] = 0;
+    }
+    uint16_t t[16];
+    const uint8_t *tb = (const uint8_t *)t;
+#if defined(__GNUC__)
+    /* the table's address in a register: GCC otherwise rebuilds it from sp in the pair loop,
+     * out of registers on RV32E (3 more instructions per pair, measured) */
+    __asm__("" : "+r"(tb));
+#endif
+    t[0] = 0;
+    uint32_t i = 0, x = 0;
+    BITMCU_FOR_NZ(a, i, x) {
+        if (x == 0u) { /* a filler entry of a long gap */
+            continue;
+        }
+        uint32_t v = x;
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC unroll 15
+#endif
+        for (uint32_t c = 1; c < 16u; c++, v += x) {
+            t[c] = (uint16_t)v;
+        }
+        const uint8_t *w = L->weights + i;
+        int32_t *s = acc;
+        for (uint32_t g = n >> 1; g != 0u; g--, w += rb, s += 2) {
+            const uint32_t c = *w;
+            s[0] += *(const uint16_t *)(const void *)(tb + ((c << 1) & 30u));
+            s[1] += *(const uint16_t *)(const void *)(tb + ((c >> 3) & 30u));
+#if defined(__GNUC__)
+            __asm__("" : "+r"(w)); /* else GCC computes w's last value with __mulsi3 */
+#endif
+        }
+        if (n & 1u) {
+            s[0] += t[*w & 15u];
         }
     }
 }
@@ -316,7 +329,7 @@ BITMCU_HOT(bitmcu_fc_4bitsym) void bitmcu_fc_4bitsym(const bitmcu_layer *L, cons
         }
     }
 #else
-    fc_table4(L, a, acc, TERM_4BITSYM); /* acc = sum c * x */
+    fc_table4sym(L, a, acc); /* acc = sum c * x */
     for (uint16_t o = 0; o < L->p.fc.n_out; o++) {
         acc[o] = 2 * acc[o] + bias;
     }
@@ -1121,18 +1134,14 @@ typedef struct {
     uint16_t kept; /* rows kept per channel */
 } ring;
 
-static void stage_row(const bitmcu_layer *L, const ring *src, uint32_t y, uint32_t act_max,
-                      int32_t *acc, uint8_t *nz, const ring *dst) {
+BITMCU_INLINE void stage_row(const bitmcu_layer *L, const ring *src, uint32_t y, uint32_t act_max,
+                             int32_t *acc, uint8_t *nz, const ring *dst) {
     const uint32_t side = L->p.stage.side, c_in = L->p.stage.c_in, f = L->p.stage.factor;
     const int8_t *bias = layer_bias(L, L->p.stage.rows);
     const uint8_t *in = src->rows;
     const uint32_t mask = src->mask, plane = (uint32_t)src->kept * side;
     uint8_t *out = dst->rows;
     const uint32_t out_mask = dst->mask, out_kept = dst->kept;
-    /* a copy in RAM for the kernel, which reads its rows and row_bytes once per output row
-     * (faster than from flash; a stage's lie where bitmcu_fc has them, and the kernels read no
-     * more) */
-    const bitmcu_layer view = *L;
     const uint8_t *rows[3]; /* the window's rows in channel 0; NULL above or below the map */
     for (uint32_t dy = 0; dy < 3u; dy++) {
         const uint32_t yy = y + dy - 1u; /* wraps above the map */
@@ -1163,7 +1172,7 @@ static void stage_row(const bitmcu_layer *L, const ring *src, uint32_t y, uint32
             }
         }
         bitmcu_act a = {nz, k, sum};
-        view.kernel(&view, &a, acc);
+        L->kernel(L, &a, acc); /* a stage's rows and row_bytes lie where bitmcu_fc has them */
         if (f == 2u) { /* output rows 4c..4c+3: the 2x2 pixels of channel c at (2y, 2x) */
             uint8_t *p0 = out0 + (x << 1), *p1 = out1 + (x << 1);
             for (uint32_t r = 0; r < L->p.stage.rows; r += 4u, p0 += out_plane, p1 += out_plane) {
@@ -1299,12 +1308,10 @@ const bitmcu_layer *bitmcu_step_stages(bitmcu_state *s, const bitmcu_layer *at) 
         const bitmcu_layer *L = first + k;
         const ring src = stage_ring(base, first, k);
         BITMCU_TRACE(2u, at0 + k);
-        if (k < top) {
-            const ring dst = stage_ring(base, first, k + 1u);
-            stage_row(L, &src, done[k], model->act_max, acc, nz, &dst);
-        } else {
-            const ring band = {base + L->buf, (uint16_t)(band_rows - 1u), (uint16_t)band_rows};
-            stage_row(L, &src, done[k], model->act_max, acc, nz, &band);
+        const ring band = {base + L->buf, (uint16_t)(band_rows - 1u), (uint16_t)band_rows};
+        const ring dst = k < top ? stage_ring(base, first, k + 1u) : band;
+        stage_row(L, &src, done[k], model->act_max, acc, nz, &dst); /* inlined: one call site */
+        if (k == top) {
             s->out.image.emit(s->out.image.ctx, band.rows, (uint16_t)(done[k] * band_rows),
                               (uint16_t)band_rows, (uint16_t)side);
         }
@@ -1797,7 +1804,7 @@ static bitmcu_status check_stages(const bitmcu_model *m, const bitmcu_layer *fir
                                   const bitmcu_layer **next) {
     const uint32_t n_st = m->n_layers - (uint32_t)(first - m->layers);
     uint32_t chans = x->n, side = x->side;
-    if (side == 0u || first == m->layers || n_st > BITMCU_MAX_STAGES) {
+    if (side == 0u || first == m->layers || n_st == 0u || n_st > BITMCU_MAX_STAGES) {
         return BITMCU_ERR_LAYER;
     }
     uint32_t at[BITMCU_MAX_STAGES + 1u], size[BITMCU_MAX_STAGES + 1u];
@@ -1819,8 +1826,13 @@ static bitmcu_status check_stages(const bitmcu_model *m, const bitmcu_layer *fir
         at[n_st] = L->buf; /* the band: the last stage's rows of output pixels */
         size[n_st] = P->factor * side;
     }
+    const uint32_t band_acc = at[n_st] < m->nz_at; /* the band in the accumulators: */
+    if (band_acc && (at[n_st] < 4u * first[n_st - 1u].p.stage.rows ||
+                     at[n_st] + size[n_st] > m->nz_at)) { /* after the last stage's own */
+        return BITMCU_ERR_MODEL;
+    }
     for (uint32_t i = 0; i <= n_st; i++) {
-        if (at[i] < x->lo || at[i] + size[i] > 4u * m->arena_words) {
+        if ((i < n_st || !band_acc) && (at[i] < x->lo || at[i] + size[i] > 4u * m->arena_words)) {
             return BITMCU_ERR_MODEL;
         }
         for (uint32_t k = i + 1u; k <= n_st; k++) {

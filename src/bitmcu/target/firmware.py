@@ -319,27 +319,36 @@ def _build(export_dir: Path, chip, t: Path, out: Path, n_images: int, hot_loops:
 
 
 def link_placed(gcc: str, t: Path, model, chip, hot_loops: str, opt: str,
-                images: tuple[int, int] = (0, 0), defines: list[str] = ()
+                images: tuple[int, int] = (0, 0), defines: list[str] = (), keep_free: int = 0
                 ) -> tuple[list[str], int | None, str, str, list[str]]:
     """Link t/firmware.elf with the kernels where ``hot_loops`` says (auto: all in SRAM; else
-    the fewest, least used kernels in flash; else all in flash). Returns (command, worst-case
-    stack, placement, why auto moved kernels to flash, the kernels kept in flash)."""
+    the fewest, least used kernels in flash; else all in flash; a kernel goes to SRAM only
+    where ``keep_free`` bytes of RAM stay free). Returns (command, worst-case stack, placement,
+    why auto moved kernels to flash, the kernels kept in flash)."""
     if hot_loops != "auto":
         cmd, stack = _link(gcc, t, chip, hot_loops, opt, images, defines=defines)
         return cmd, stack, hot_loops, "", []
     names, over = hot_kernels(model, chip), 0
     for i in range(len(names)):
         try:
-            cmd, stack = _link(gcc, t, chip, "sram", opt, images, names[:i], defines)
+            cmd, stack = _link(gcc, t, chip, "sram", opt, images, names[:i], defines, keep_free)
         except RamOverflow as e:
             if i == 0:
                 over = e.over
             continue
         note = "" if i == 0 else (f"but {', '.join(names[:i])} in flash: with all in SRAM the "
-                                  f"RAM would overflow by {over} bytes")
+                                  f"RAM would {_short(over, keep_free, '')}")
         return cmd, stack, "sram", note, names[:i]
     cmd, stack = _link(gcc, t, chip, "flash", opt, images, defines=defines)
-    return cmd, stack, "flash", f"in SRAM they would overflow the RAM by {over} bytes", []
+    return cmd, stack, "flash", f"in SRAM they would {_short(over, keep_free, ' the RAM')}", []
+
+
+def _short(over: int, keep_free: int, what: str) -> str:
+    """What kernels in SRAM would cost (`over`: RamOverflow's): overflowing the RAM (`what`),
+    or leaving less than ``keep_free`` bytes of it free."""
+    if over > keep_free:
+        return f"overflow{what} by {over - keep_free} bytes"
+    return f"leave {keep_free - over} bytes free, fewer than the {keep_free} kept free"
 
 
 def write_images(objcopy: str, t: Path, cmd: list[str]) -> None:
@@ -352,10 +361,11 @@ def write_images(objcopy: str, t: Path, cmd: list[str]) -> None:
 
 
 def _link(gcc: str, t: Path, chip, hot_loops: str, opt: str, images: tuple[int, int],
-          flash_hot: list[str] = (), defines: list[str] = ()) -> tuple[list[str], int | None]:
+          flash_hot: list[str] = (), defines: list[str] = (), keep_free: int = 0
+          ) -> tuple[list[str], int | None]:
     """Compile and link t/firmware.elf with the kernels in `hot_loops` (sram: but `flash_hot`
     in flash); the command and the worst-case stack. Raises RamOverflow where data, arena and
-    stack exceed the chip's RAM."""
+    stack exceed the chip's RAM less `keep_free` bytes (`over` counts those bytes too)."""
     (t / "link.ld").write_text(linker_script(chip, flash_hot=flash_hot))
     hot = f"-DBITMCU_HOT_IN_SRAM={int(hot_loops == 'sram')}"
     cmd = [gcc, *chip.cflags, *opt.split(), "-std=c99", "-Wall", "-Wextra", "-ffreestanding",
@@ -375,9 +385,13 @@ def _link(gcc: str, t: Path, chip, hot_loops: str, opt: str, images: tuple[int, 
         g.unlink()
     data, bss = _ram_use(t / "firmware.elf")
     ram = chip.ram_kb * 1024
-    if stack is not None and data + bss + stack > ram:
-        over = data + bss + stack - ram
+    free = ram - data - bss - (stack or 0)
+    if stack is not None and free < keep_free:
+        if free >= 0:
+            raise RamOverflow(f"{free} bytes of RAM free, fewer than the {keep_free} kept free",
+                              keep_free - free)
         raise RamOverflow(
-            f"firmware does not fit the {chip.name}: RAM overflowed by {over} bytes (data {data} "
-            f"+ arena and buffers {bss} + worst-case stack {stack} > {ram} bytes)", over)
+            f"firmware does not fit the {chip.name}: RAM overflowed by {-free} bytes (data {data} "
+            f"+ arena and buffers {bss} + worst-case stack {stack} > {ram} bytes)",
+            keep_free - free)
     return cmd, stack

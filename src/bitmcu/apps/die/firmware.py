@@ -40,6 +40,8 @@ AWU_PSC = (15, 61440)  # AWUPSC code and divider: 0.48 s per count at 128 kHz
 AWU_WINDOW_MAX = 63
 MAX_TIMEOUT_S = 3600
 FACES = 6
+RAM_FREE = 128  # bytes of RAM the die keeps free by its static stack bound: kernels go to SRAM
+# only where they leave this much (auto placement)
 LEFT_COLUMN = 32  # the 64x64 picture spans display columns 32..95 (die.c's LEFT)
 
 
@@ -292,7 +294,8 @@ def build_die(source: str | Path, mcu: str = "ch32v003", out: str | Path | None 
         if model.is_text:
             (t / "die_font.h").write_text(font_header(model.input.vocab))
         cmd, stack, place, note, _ = fw.link_placed(gcc, t, model, chip, hot_loops, opt,
-                                                    defines=fw.board_defines(chip, options.led))
+                                                    defines=fw.board_defines(chip, options.led),
+                                                    keep_free=RAM_FREE)
         fw.write_images(objcopy, t, cmd)
         flash, ram = _sizes(t / "firmware.elf", chip, stack)
         for ext in ("elf", "bin", "hex", "map"):

@@ -381,6 +381,7 @@ def test_shipped_die_model_keeps_its_figures(tmp_path):
     export(model, tmp_path / "exp", target="ch32v003", evaluate=False)
     info = build_die(tmp_path / "exp", out=tmp_path / "die")
     assert (info.latent_scale, info.hot_loops) == (fig["latent_scale"], fig["kernels"])
+    assert info.hot_loops_note == fig["kernels_note"]  # why auto placement chose flash
     assert (info.flash["total"], info.ram["total"]) == (fig["flash"], fig["ram"])
     assert (info.ram["data"], info.ram["bss"], info.ram["stack_bound"]) == \
         (fig["data"], fig["bss"], fig["stack_bound"])

@@ -377,7 +377,10 @@ def _link(gcc: str, t: Path, chip, hot_loops: str, opt: str, images: tuple[int, 
            "-fcallgraph-info=su", "-lgcc", "-o", str(t / "firmware.elf")]
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=t)
     if r.returncode != 0:
-        raise _overflow_error(r.stderr, chip, images) or BitmcuError(
+        e = _overflow_error(r.stderr, chip, images)
+        if isinstance(e, RamOverflow):
+            e.over += keep_free  # bytes short of the headroom, as below
+        raise e or BitmcuError(
             f"building the {chip.name} firmware failed:\n{r.stderr.strip()[-3000:]}")
     graphs = sorted(t.glob("*.ci"))
     stack = worst_stack(graphs, linked=_functions(t / "firmware.elf"))

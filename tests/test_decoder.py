@@ -453,7 +453,7 @@ def test_the_band_lies_in_the_accumulators_after_the_last_stages():
     accumulators or past them into the nonzero list."""
     from bitmcu.deploy.codegen import model_header, table_rows
     from bitmcu.deploy.hostc import HostModel
-    from bitmcu.deploy.plan import plan
+    from bitmcu.deploy.plan import _r4, plan
     from bitmcu.train.lower import load_int_model
 
     from .conftest import ROOT
@@ -466,8 +466,7 @@ def test_the_band_lies_in_the_accumulators_after_the_last_stages():
     assert last.op == "stage" and factor == 2 and last.buf == 4 * last.n_out
     assert last.buf + band <= p.nz_at
     # the arena ends with the rings: nothing after them for the band
-    assert p.bytes == max(-(-(b + n) // 4) * 4 for b, n in zip(p.bufs[:-1], p.sizes[:-1],
-                                                               strict=True))
+    assert p.bytes == max(_r4(b + n) for b, n in zip(p.bufs[:-1], p.sizes[:-1], strict=True))
     header = model_header(die, "test")
     field = f".buf = {last.buf}, .nbytes"
     assert header.count(field) == 1

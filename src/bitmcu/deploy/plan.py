@@ -83,9 +83,12 @@ def _plan(model: IntModel) -> Plan:
     rings_at = end + sum(_r4(size) for kind, size in wants if kind == "kept")
     for kind_now in ("kept", "ring", "band"):
         for i, (kind, size) in enumerate(wants):
-            if kind == "band" == kind_now and 4 * model.ops[i].acc_rows(model, i) + size <= nz_at:
-                at[i] = 4 * model.ops[i].acc_rows(model, i)
-            elif kind == kind_now:
+            if kind != kind_now:
+                continue
+            acc_end = 4 * model.ops[i].acc_rows(model, i)  # after the op's own accumulators
+            if kind == "band" and acc_end + size <= nz_at:
+                at[i] = acc_end
+            else:
                 at[i], end = end, end + _r4(size)
     for i, (kind, size) in enumerate(wants):  # dead before any ring or band is written
         if kind == "scratch":

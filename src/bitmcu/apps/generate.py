@@ -98,7 +98,8 @@ def save_png(picture: np.ndarray, path: str | Path, scale: int = 4) -> None:
     tmp.replace(path)
 
 
-MAX_PER_CLASS = 1000  # samples per class (a row of the grid) that `sample` draws
+MAX_PER_CLASS = 1000  # samples per class (a row of the grid) that `sample` draws into a PNG
+MAX_PER_CLASS_NPZ = 10000  # ... into an .npz (as many as `judge` draws)
 
 
 def check_seeds(seed: int, n: int) -> None:
@@ -113,13 +114,15 @@ def sample_grid(run: str | Path, out: str | Path, per_class: int = 8, engine: st
                 seed: int = 1, temperature: float | None = None) -> np.ndarray:
     """`per_class` samples of each class (seeds seed, seed + 1, ...) as a PNG grid with a row
     per class (``out`` ending in .png) or as raw samples (.npz, see :func:`save_samples`)."""
-    if not 1 <= per_class <= MAX_PER_CLASS:
-        raise BitmcuError(f"--per-class {per_class}: must be 1..{MAX_PER_CLASS} (a row of the "
-                          "grid per class)")
     out = Path(out)
     if out.suffix.lower() not in (".png", ".npz"):
         raise BitmcuError(f"--out {out}: give a file name ending in .png (a grid, a row per "
                           "class) or .npz (the raw samples)")
+    most = MAX_PER_CLASS_NPZ if out.suffix.lower() == ".npz" else MAX_PER_CLASS
+    if not 1 <= per_class <= most:
+        raise BitmcuError(f"--per-class {per_class}: must be 1..{most:,} for "
+                          f"{out.suffix.lower()} ({MAX_PER_CLASS:,} in a PNG grid, a row per "
+                          f"class; {MAX_PER_CLASS_NPZ:,} in an .npz)")
     if not out.parent.is_dir():
         raise BitmcuError(f"--out {out}: the folder {out.parent} does not exist")
     blob, model = load_decoder(run, temperature)

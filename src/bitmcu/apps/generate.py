@@ -49,20 +49,17 @@ def sample_images(blob: dict, model, seeds: np.ndarray, classes: np.ndarray,
         raise BitmcuError(f"classes must be 0..{model.n_classes - 1}")
     z = latents_for(seeds, model.latent, model.latent_scale)
     if engine == "int":
-
         parts = [reference.generate(model, z[i : i + 500], classes[i : i + 500])
                  for i in range(0, len(z), 500)]  # bounded memory: the windows are int64
         return np.concatenate(parts) if parts else np.zeros(
             (0, model.input_size, model.input_size), np.uint8)
     if engine == "c":
-
         host = HostModel(model_header(model, "bitmcu sample"), has_mul=has_mul)
         try:
             return host.generate(seeds, classes, model.input_size, model.latent)[0]
         finally:
             host.close()
     import torch
-
 
     dec = model_from_checkpoint(blob)
     out = []

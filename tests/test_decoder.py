@@ -106,29 +106,6 @@ def test_area_weighted_pixel_loss():
     assert loss.item() == pytest.approx((4 * 2.5 + 16 * 0.625) / 2) and err == (4 + 16) / 2
 
 
-def test_background_weighted_pixel_loss():
-    """train.background_weight: an error on a pixel dark in the target counts that many times
-    (a ghost), one on a lit pixel once (a dim stroke); the error beside it stays unweighted; with
-    pixel_weight area both weights multiply."""
-    import torch
-
-    from bitmcu.train.runner import pixel_loss
-
-    target = torch.zeros(2, 4, 4)
-    target[0, :2, :2] = 255  # 4 lit pixels, 12 dark
-    target[1] = 255  # 16 lit pixels
-    recon = torch.zeros(2, 4, 4)
-    recon[0, 3, 3] = recon[0, 3, 2] = 255  # two ghost pixels: error 1 each
-    recon[0, 0, 0] = 255  # one lit pixel right: error 0
-    bg = load_config(None, [*TINY, "train.background_weight=4"])
-    loss, err = pixel_loss(bg, recon, target)
-    assert loss.item() == pytest.approx((3 + 2 * 4 + 16) / 2) and err.item() == (3 + 2 + 16) / 2
-    both = load_config(None, [*TINY, "train.background_weight=4", "train.pixel_weight=area"])
-    lit_w = (4 + 16) / 2 / torch.tensor([4.0, 16.0])  # 2.5, 0.625
-    loss = pixel_loss(both, recon, target)[0]
-    assert loss.item() == pytest.approx(((3 + 2 * 4) * lit_w[0] + 16 * lit_w[1]).item() / 2)
-
-
 def test_xorshift_known_values():
     """The standard xorshift32 (13, 17, 5) sequence from state 1; seeds 0 and XORSHIFT_ZERO
     (whose mix is 0) get nonzero states."""

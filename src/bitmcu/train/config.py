@@ -127,9 +127,6 @@ class TrainConfig:
     pixel_weight: Literal["none", "area"] = "none"  # decoder: each image's share of the pixel
     #   loss; area: the batch's mean lit area over the image's own (0.5..3x), so that a small
     #   picture (a small die) counts as much as a large one
-    background_weight: float = 1.0  # decoder: weight of the squared error on pixels that are
-    #   dark (0) in the target, against 1 on the others; above 1 it punishes ghosts, speckle and
-    #   parts run together (the gaps between a small die's pips) more than dim strokes
     kl_weight: float = 1.0  # decoder (CVAE): weight of the KL term beside the summed squared
     #                         pixel error (pixels 0..1)
     mmd_weight: float = 10.0  # decoder (WAE): weight of the per-class MMD beside that error
@@ -275,7 +272,6 @@ FAMILY_KEYS: dict[str, tuple[str, ...]] = {
     "train.kl_weight": ("decoder",),
     "train.mmd_weight": ("decoder",),
     "train.pixel_weight": ("decoder",),
-    "train.background_weight": ("decoder",),
     "model.prior": ("decoder",),
     "train.guide": ("decoder",),
     "train.guide_weight": ("decoder",),
@@ -287,7 +283,7 @@ MAX_THREADS = 1024  # torch CPU threads: far more crash the process (100,000 seg
 # numbers that must not be negative (beyond those checked with their own range below)
 NON_NEGATIVE = ("data.train_limit", "data.validation", "augment.translate", "augment.rotation",
                 "augment.scale", "augment.elastic", "model.clip_std", "train.gamma", "train.weight_decay",
-                "train.label_smoothing", "train.kl_weight", "train.mmd_weight", "train.background_weight",
+                "train.label_smoothing", "train.kl_weight", "train.mmd_weight",
                 "train.adversarial")
 
 

@@ -307,13 +307,9 @@ def _train_epoch(model, opt, data: Dataset, cfg: Config, epoch: int, device, bar
     return tot_loss.item() / seen, tot_ok.item() / seen
 
 
-def _image_errors(recon, target, background: float = 1.0) -> torch.Tensor:
-    """Summed squared pixel error of each image (pixels 0..1); an error where the target is
-    dark (0) counts ``background`` times."""
-    sq = ((recon - target) / 255.0).pow(2)
-    if background != 1.0:
-        sq = sq * torch.where(target == 0, background, 1.0)
-    return sq.flatten(1).sum(1)
+def _image_errors(recon, target) -> torch.Tensor:
+    """Summed squared pixel error of each image (pixels 0..1)."""
+    return ((recon - target) / 255.0).pow(2).flatten(1).sum(1)
 
 
 def pixel_error(recon, target) -> torch.Tensor:
@@ -325,15 +321,12 @@ def pixel_error(recon, target) -> torch.Tensor:
 def pixel_loss(cfg: Config, recon, target) -> tuple[torch.Tensor, torch.Tensor]:
     """(the reconstruction loss, :func:`pixel_error`) from one pass: the loss weighs each
     image's error as ``train.pixel_weight`` says (area: the batch's mean lit area over the
-    image's own, 0.5..3), and an error on a dark target pixel ``train.background_weight``
-    times."""
+    image's own, 0.5..3)."""
     err = _image_errors(recon, target)
-    bw = cfg.train.background_weight
-    loss = err if bw == 1.0 else _image_errors(recon, target, bw)
-    if cfg.train.pixel_weight == "area":
-        lit = target.float().flatten(1).sum(1)
-        loss = loss * (lit.mean() / lit.clamp(min=1.0)).clamp(0.5, 3.0)
-    return loss.mean(), err.mean()
+    if cfg.train.pixel_weight != "area":
+        return err.mean(), err.mean()
+    lit = target.float().flatten(1).sum(1)
+    return (err * (lit.mean() / lit.clamp(min=1.0)).clamp(0.5, 3.0)).mean(), err.mean()
 
 
 def decoder_loss(cfg: Config, recon, x, mu, logvar, y, gen: torch.Generator | None = None

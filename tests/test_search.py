@@ -330,13 +330,14 @@ def test_killed_worker_study_goes_on(tmp_path):
     cmd = [sys.executable, "-m", "bitmcu.cli", "search", path, "--trials", "3", "--heartbeat",
            "1", "--root", str(tmp_path / "runs"), "--quiet", "--threads", "1"]
     victim = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    target = None
+    target = study = None
     while target is None and victim.poll() is None:  # the event, however long a busy machine takes
-        time.sleep(0.3)
-        try:
-            study = open_study("kill", url)
-        except BitmcuError:
-            continue
+        time.sleep(0.1)
+        if study is None:  # opened once: opening it at every look took seconds on a busy
+            try:  # machine, long enough to miss the victim's trials (it ended unseen)
+                study = open_study("kill", url)
+            except BitmcuError:
+                continue
         target = next((t for t in study.get_trials() if t.state.name == "RUNNING"
                        and t.user_attrs.get("pid") == victim.pid and t.user_attrs.get("curve")),
                       None)

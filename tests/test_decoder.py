@@ -211,6 +211,11 @@ def test_sample_npz_holds_what_the_grid_shows(tiny_decoder, tmp_path, capsys):
     png = np.asarray(Image.open(tmp_path / "s.png").convert("L"))[::4, ::4]
     np.testing.assert_array_equal(png, grid(images, 6))  # the C engine's grid: the same pixels
     assert "18 samples" in capsys.readouterr().out
+    # an .npz takes more samples per class than a grid's row holds
+    assert main(["sample", str(tiny_decoder), "--per-class", "1001", "--engine", "float",
+                 "--out", str(tmp_path / "big.npz")]) == 0
+    with np.load(tmp_path / "big.npz") as z:
+        assert z["images"].shape == (6006, 16, 16) and np.bincount(z["classes"]).tolist() == [1001] * 6
 
 
 def test_samples_of_a_grid_differ_and_classes_are_bounded(tiny_decoder):
@@ -229,9 +234,10 @@ def test_samples_of_a_grid_differ_and_classes_are_bounded(tiny_decoder):
 
 
 @pytest.mark.parametrize("args, words", [
-    (["--per-class", "100000000"], "--per-class 100000000: must be 1..1,000 for .png (1,000 in "
-                                   "a PNG grid, a row per class; 10,000 in an .npz)"),
-    (["--per-class", "10001", "--out", "s.npz"], "--per-class 10001: must be 1..10,000 for .npz"),
+    (["--per-class", "100000000"], "--per-class 100000000: must be 1..1,000 for a PNG grid, a "
+                                   "row per class (an .npz takes up to 10,000)"),
+    (["--per-class", "10001", "--out", "s.npz"], "--per-class 10001: must be 1..10,000 for an "
+                                                 ".npz"),
     (["--seed", "-1"], "--seed -1: give a whole number 0..4,294,967,295"),
     (["--seed", "4294967295"], "--seed 4294967295: the seeds 4294967295..4294967300 must lie"),
     (["--out", "s.txt"], "--out s.txt: give a file name ending in .png (a grid, a row per class) "

@@ -112,14 +112,15 @@ def sample_grid(run: str | Path, out: str | Path, per_class: int = 8, engine: st
     """`per_class` samples of each class (seeds seed, seed + 1, ...) as a PNG grid with a row
     per class (``out`` ending in .png) or as raw samples (.npz, see :func:`save_samples`)."""
     out = Path(out)
-    if out.suffix.lower() not in (".png", ".npz"):
+    npz = out.suffix.lower() == ".npz"
+    if not npz and out.suffix.lower() != ".png":
         raise BitmcuError(f"--out {out}: give a file name ending in .png (a grid, a row per "
                           "class) or .npz (the raw samples)")
-    most = MAX_PER_CLASS_NPZ if out.suffix.lower() == ".npz" else MAX_PER_CLASS
+    most = MAX_PER_CLASS_NPZ if npz else MAX_PER_CLASS
     if not 1 <= per_class <= most:
-        raise BitmcuError(f"--per-class {per_class}: must be 1..{most:,} for "
-                          f"{out.suffix.lower()} ({MAX_PER_CLASS:,} in a PNG grid, a row per "
-                          f"class; {MAX_PER_CLASS_NPZ:,} in an .npz)")
+        raise BitmcuError(f"--per-class {per_class}: must be 1..{most:,} for " + (
+            "an .npz" if npz else f"a PNG grid, a row per class (an .npz takes up to "
+                                  f"{MAX_PER_CLASS_NPZ:,})"))
     if not out.parent.is_dir():
         raise BitmcuError(f"--out {out}: the folder {out.parent} does not exist")
     blob, model = load_decoder(run, temperature)
@@ -127,7 +128,7 @@ def sample_grid(run: str | Path, out: str | Path, per_class: int = 8, engine: st
     check_seeds(seed, len(classes))
     seeds = seed + np.arange(len(classes))
     images = sample_images(blob, model, seeds, classes, engine)
-    if out.suffix.lower() == ".npz":
+    if npz:
         save_samples(out, images, classes, seeds, engine, model, temperature
                      if temperature is not None else blob["cfg"].model.temperature)
     else:

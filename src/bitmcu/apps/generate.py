@@ -96,7 +96,7 @@ def save_png(picture: np.ndarray, path: str | Path, scale: int = 4) -> None:
 
 
 MAX_PER_CLASS = 1000  # samples per class (a row of the grid) that `sample` draws into a PNG
-MAX_PER_CLASS_NPZ = 10000  # ... into an .npz (as many as `judge` draws)
+MAX_PER_CLASS_NPZ = 10000  # ... into an .npz (and that `judge` draws)
 
 
 def check_seeds(seed: int, n: int) -> None:
@@ -112,8 +112,9 @@ def sample_grid(run: str | Path, out: str | Path, per_class: int = 8, engine: st
     """`per_class` samples of each class (seeds seed, seed + 1, ...) as a PNG grid with a row
     per class (``out`` ending in .png) or as raw samples (.npz, see :func:`save_samples`)."""
     out = Path(out)
-    npz = out.suffix.lower() == ".npz"
-    if not npz and out.suffix.lower() != ".png":
+    suffix = out.suffix.lower()
+    npz = suffix == ".npz"
+    if suffix not in (".png", ".npz"):
         raise BitmcuError(f"--out {out}: give a file name ending in .png (a grid, a row per "
                           "class) or .npz (the raw samples)")
     most = MAX_PER_CLASS_NPZ if npz else MAX_PER_CLASS

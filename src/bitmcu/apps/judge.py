@@ -35,10 +35,11 @@ from ..core.errors import BitmcuError, choices
 from ..core.rng import describe_scale
 from ..train import load_checkpoint, load_data, model_from_checkpoint
 from .die.display import display_image
-from .generate import ENGINES, check_seeds, load_decoder, sample_images
+from .generate import ENGINES, MAX_PER_CLASS_NPZ, check_seeds, load_decoder, sample_images
 from .pips import read_dice
 
-MAX_PER_CLASS = 10000  # samples per class and engine that `judge` draws
+MAX_PER_CLASS = MAX_PER_CLASS_NPZ  # samples per class and engine that `judge` draws: as many
+#                                    as `sample` writes to an .npz for an outside judge
 REAL_MIN = 2000  # real test images the judges read at least (more: as many as the samples)
 PAIRS_MAX = 500  # images per class in the pairwise-distance figure (cost grows with the square)
 

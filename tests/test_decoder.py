@@ -106,6 +106,44 @@ def test_area_weighted_pixel_loss():
     assert loss.item() == pytest.approx((4 * 2.5 + 16 * 0.625) / 2) and err == (4 + 16) / 2
 
 
+def test_factor_range_trains_on_the_middle_of_each_factor():
+    """train.factor_range: every training latent outside the middle share of each factor's range
+    is replaced, with its clean target, by one of the same class inside it; the latents inside
+    stay where they were. A share that leaves a class nothing, a share outside (0, 1] and one
+    on a decoder that does not train on the renderer's factors are refused."""
+    import math
+
+    import torch
+
+    from bitmcu.train.runner import within_range
+
+    gen = torch.Generator().manual_seed(0)
+    z = (torch.rand(600, 4, generator=gen) * 2 - 1) * math.sqrt(3)
+    y = torch.arange(600) % 3
+    t = torch.arange(600)[:, None, None].expand(600, 2, 2).clone()  # target i: the value i
+    z2, t2 = within_range(z, t, y, 0.9)
+    inside = (z.abs() <= 0.9 * math.sqrt(3)).all(1)
+    assert 0 < (~inside).sum() < 300
+    assert (z2.abs() <= 0.9 * math.sqrt(3)).all()
+    assert torch.equal(z2[inside], z[inside]) and torch.equal(t2[inside], t[inside])
+    src = t2[~inside, 0, 0]  # where each replaced image came from: inside, the same class
+    assert inside[src].all() and torch.equal(y[src], y[~inside])
+    assert torch.equal(z2[~inside], z[src])
+    z[y == 2] = math.sqrt(3)  # class 2 all at the edge
+    with pytest.raises(BitmcuError, match="'train.factor_range': 0.9 leaves no training image "
+                                          "of class 2"):
+        within_range(z, t, y, 0.9)
+    factors = [*TINY, "train.objective=factors", "model.prior=uniform"]
+    assert load_config(None, [*factors, "train.factor_range=0.9"]).train.factor_range == 0.9
+    for bad in ("0", "1.5"):
+        with pytest.raises(BitmcuError, match=f"'train.factor_range': {float(bad)} must be in "
+                                              r"\(0, 1\]"):
+            load_config(None, [*factors, f"train.factor_range={bad}"])
+    with pytest.raises(BitmcuError, match="'train.factor_range': 0.9 narrows .* this run has "
+                                          "train.objective 'cvae'"):
+        load_config(None, [*TINY, "train.factor_range=0.9"])
+
+
 def test_xorshift_known_values():
     """The standard xorshift32 (13, 17, 5) sequence from state 1; seeds 0 and XORSHIFT_ZERO
     (whose mix is 0) get nonzero states."""
@@ -451,6 +489,42 @@ def test_wide_fc_layers_run_in_chunks_through_a_scratch(tmp_path):
     ref, outs = verify.compare_c(die, verify.sample_inputs(die, 40), sanitize=True)
     for c in outs.values():
         np.testing.assert_array_equal(c, ref)
+
+
+def test_a_stage_window_wider_than_255_inputs_takes_filler_entries(tmp_path):
+    """A stage's 3x3 window over 32 channels spans 288 inputs: where two nonzero inputs lie more
+    than 255 apart, its nonzero list takes filler entries (step 255, value 0). The first map's
+    channels 1..30 are made zero and channels 0 and 31 lit, so in every window the step from
+    channel 0 to channel 31 is over 255. C == reference, with the sanitizers, with and without
+    multiplier."""
+    from bitmcu.deploy import verify
+    from bitmcu.quant import get_scheme
+    from bitmcu.train import train
+    from bitmcu.train.lower import load_int_model
+
+    run = train(load_config(None, [*TINY, "model.channels=32", "model.layer_schemes=[]",
+                                   "train.epochs=1"]), run_dir=tmp_path / "wide", quiet=True)
+    model, _ = load_int_model(run)
+    fc, stage = model.find("fc")[-1], model.find("stage")[0]
+    assert stage.c_in == 32 and fc.n_out == 32 * stage.side ** 2
+    scheme = get_scheme(fc.scheme)
+    w = scheme.unpack(fc.weights, fc.n_out, fc.n_in)
+    per = stage.side ** 2  # the first map is channel-major: output c * per + pixel
+    dark = slice(per, 31 * per)
+    w[:] = max(scheme.levels)  # the inputs are >= 0: channels 0 and 31 light up
+    w[dark] = min(scheme.levels)  # ... and 1..30 stay dark
+    fc.weights = scheme.pack(w)
+    fc.bias = np.full(fc.n_out, 127, dtype=np.int8)
+    fc.bias[dark] = -128
+    batch = verify.sample_inputs(model, 12)
+    ref, outs = verify.compare_c(model, batch, sanitize=True)
+    for c in outs.values():
+        np.testing.assert_array_equal(c, ref)
+    latent = model.find("latent")[0]
+    z = rng.latents_for(batch[:, 0], latent.size, latent.scale)
+    first = reference.forward(model, (z, batch[:, 1]), upto=model.ops.index(fc) + 1)
+    lit = first.reshape(len(batch), 32, per).any(axis=2)
+    assert lit[:, [0, 31]].all() and not lit[:, 1:31].any()
 
 
 def test_the_band_lies_in_the_accumulators_after_the_last_stages():

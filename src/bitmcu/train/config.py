@@ -127,6 +127,9 @@ class TrainConfig:
     pixel_weight: Literal["none", "area"] = "none"  # decoder: each image's share of the pixel
     #   loss; area: the batch's mean lit area over the image's own (0.5..3x), so that a small
     #   picture (a small die) counts as much as a large one
+    factor_range: float = 1.0  # decoder, objective factors, uniform prior: the middle share of
+    #   each factor's range that the training latents come from (the sampler at temperature T
+    #   draws from the middle T); an image outside it is replaced by one of the same face inside
     kl_weight: float = 1.0  # decoder (CVAE): weight of the KL term beside the summed squared
     #                         pixel error (pixels 0..1)
     mmd_weight: float = 10.0  # decoder (WAE): weight of the per-class MMD beside that error
@@ -272,6 +275,7 @@ FAMILY_KEYS: dict[str, tuple[str, ...]] = {
     "train.kl_weight": ("decoder",),
     "train.mmd_weight": ("decoder",),
     "train.pixel_weight": ("decoder",),
+    "train.factor_range": ("decoder",),
     "model.prior": ("decoder",),
     "train.guide": ("decoder",),
     "train.guide_weight": ("decoder",),
@@ -481,6 +485,15 @@ def _check_train(cfg: Config) -> None:
         raise BitmcuError("config key 'model.prior': uniform is the prior of a decoder trained "
                           "on the renderer's factors (train.objective factors); a CVAE's KL term "
                           "and a WAE's MMD are to a normal prior (use normal)")
+    if not 0.0 < cfg.train.factor_range <= 1.0:
+        raise BitmcuError(f"config key 'train.factor_range': {cfg.train.factor_range} must be in "
+                          "(0, 1]: the middle share of each renderer factor's range to train on")
+    if cfg.train.factor_range < 1.0 and (cfg.train.objective != "factors"
+                                         or cfg.model.prior != "uniform"):
+        raise BitmcuError(f"config key 'train.factor_range': {cfg.train.factor_range} narrows the "
+                          "renderer's factors that a decoder trains on (train.objective factors, "
+                          f"model.prior uniform); this run has train.objective "
+                          f"{cfg.train.objective!r}, model.prior {cfg.model.prior!r} (set 1.0)")
     if not 0.0 <= cfg.train.guide_weight < float("inf"):
         raise BitmcuError(f"config key 'train.guide_weight': {cfg.train.guide_weight} must be "
                           ">= 0")

@@ -459,7 +459,31 @@ def load_factors(cfg: Config, data: Dataset) -> dict[str, torch.Tensor] | None:
     a = dice_factor_arrays(cfg.data.dice, cfg.data.size, cfg.model.latent, cache_dir(),
                            cfg.model.prior)
     n = len(data.train_x)
-    return {k: torch.from_numpy(v[:n] if k.startswith("train") else v) for k, v in a.items()}
+    f = {k: torch.from_numpy(v[:n] if k.startswith("train") else v) for k, v in a.items()}
+    if cfg.train.factor_range < 1.0:
+        f["train_z"], f["train_t"] = within_range(f["train_z"], f["train_t"], data.train_y[:n],
+                                                  cfg.train.factor_range)
+    return f
+
+
+def within_range(z: torch.Tensor, t: torch.Tensor, y: torch.Tensor, share: float
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``train.factor_range``: the training latents z (uniform prior: each factor linear over
+    +-sqrt(3)) and clean targets t with every latent outside the middle ``share`` of the range
+    replaced, with its target, by one of the same class inside it (drawn with a fixed seed), so
+    the decoder spends its capacity where the sampler's latents land."""
+    inside = (z.abs() <= share * math.sqrt(3)).all(1)
+    pick_rng = np.random.default_rng(0)
+    z, t = z.clone(), t.clone()
+    for c in torch.unique(y):
+        out = torch.nonzero((y == c) & ~inside).flatten().numpy()
+        pool = torch.nonzero((y == c) & inside).flatten().numpy()
+        if not len(pool):
+            raise BitmcuError(f"config key 'train.factor_range': {share} leaves no training image "
+                              f"of class {int(c)} inside it; widen it")
+        pick = torch.from_numpy(pick_rng.choice(pool, len(out)))
+        z[out], t[out] = z[pick], t[pick]
+    return z, t
 
 
 @torch.no_grad()

@@ -1134,6 +1134,61 @@ typedef struct {
     uint16_t kept; /* rows kept per channel */
 } ring;
 
+/* The input rows of one row of a stage's pixels. */
+typedef struct {
+    const uint8_t *rows[3]; /* the window's rows in channel 0; NULL above or below the map */
+    uint32_t plane;         /* from one channel's rows to the next's */
+    uint32_t c_in, side;
+} window;
+
+/* Pixel x's window as the fc kernel's input: its nonzero list at nz, in a; inputs in the order
+ * (channel, row, column), w->rows[dy] + x the window's middle pixel in row dy of channel 0.
+ * Each entry's index step is the count of inputs since the last nonzero one (`gap`), so a zero
+ * input costs an increment, and the columns outside the map only a step of the gap; a step over
+ * 255 takes filler entries. A function of its own, so the stages' frame stays as small as the
+ * kernel's chain needs (the static stack bound). */
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
+static void window_nz(const window *w, uint32_t x, uint8_t *nz, bitmcu_act *a) {
+    /* the window's columns in the map: lo..hi of x - 1, x, x + 1 */
+    const uint32_t lo = x == 0u ? 1u : 0u, hi = x + 1u == w->side ? 1u : 2u;
+    uint8_t *p = nz;
+    uint32_t gap = 0;
+    int32_t sum = 0;
+    for (uint32_t c = 0, off = x; c < w->c_in; c++, off += w->plane) {
+        for (uint32_t dy = 0; dy < 3u; dy++) {
+            if (!w->rows[dy]) {
+                gap += 3u;
+                continue;
+            }
+            /* columns x - 1 + lo .. x - 1 + hi */
+            const uint8_t *q = w->rows[dy] + (off + lo - 1u), *end = w->rows[dy] + (off + hi);
+            gap += lo;
+            while (q != end) {
+                const uint32_t v = *q++;
+                if (!v) {
+                    gap++;
+                    continue;
+                }
+                for (; gap > 255u; gap -= 255u, p += 2) { /* a filler: step 255, value 0 */
+                    p[0] = 255u;
+                    p[1] = 0u;
+                }
+                p[0] = (uint8_t)gap;
+                p[1] = (uint8_t)v;
+                p += 2;
+                sum += (int32_t)v;
+                gap = 1u;
+            }
+            gap += 2u - hi;
+        }
+    }
+    a->nz = nz;
+    a->n_nz = (uint16_t)((uint32_t)(p - nz) >> 1);
+    a->sum = sum;
+}
+
 BITMCU_INLINE void stage_row(const bitmcu_layer *L, const ring *src, uint32_t y, uint32_t act_max,
                              int32_t *acc, uint8_t *nz, const ring *dst) {
     const uint32_t side = L->p.stage.side, c_in = L->p.stage.c_in, f = L->p.stage.factor;
@@ -1142,36 +1197,21 @@ BITMCU_INLINE void stage_row(const bitmcu_layer *L, const ring *src, uint32_t y,
     const uint32_t mask = src->mask, plane = (uint32_t)src->kept * side;
     uint8_t *out = dst->rows;
     const uint32_t out_mask = dst->mask, out_kept = dst->kept;
-    const uint8_t *rows[3]; /* the window's rows in channel 0; NULL above or below the map */
+    window w;
+    w.plane = plane;
+    w.c_in = c_in;
+    w.side = side;
     for (uint32_t dy = 0; dy < 3u; dy++) {
         const uint32_t yy = y + dy - 1u; /* wraps above the map */
-        rows[dy] = yy < side ? in + (yy & mask) * side : NULL;
+        w.rows[dy] = yy < side ? in + (yy & mask) * side : NULL;
     }
     const uint32_t out_side = f == 2u ? side << 1 : side;
     const uint32_t out_plane = out_kept * out_side;
     uint8_t *const out0 = out + ((f == 2u ? y << 1 : y) & out_mask) * out_side;
     uint8_t *const out1 = out + (((y << 1) + 1u) & out_mask) * out_side; /* f == 2 only */
     for (uint32_t x = 0; x < side; x++) {
-        uint16_t k = 0;
-        uint32_t prev = 0, idx = 0;
-        int32_t sum = 0;
-        for (uint32_t c = 0, off = 0; c < c_in; c++, off += plane) {
-            for (uint32_t dy = 0; dy < 3u; dy++, idx += 3u) {
-                if (!rows[dy]) {
-                    continue;
-                }
-                const uint8_t *r = rows[dy] + off;
-                for (uint32_t dx = 0; dx < 3u; dx++) {
-                    const uint32_t xx = x + dx - 1u; /* wraps left of the map */
-                    const uint32_t v = xx < side ? r[xx] : 0u;
-                    if (v) {
-                        k = nz_push(nz, k, &prev, idx + dx, v);
-                        sum += (int32_t)v;
-                    }
-                }
-            }
-        }
-        bitmcu_act a = {nz, k, sum};
+        bitmcu_act a;
+        window_nz(&w, x, nz, &a);
         L->kernel(L, &a, acc); /* a stage's rows and row_bytes lie where bitmcu_fc has them */
         if (f == 2u) { /* output rows 4c..4c+3: the 2x2 pixels of channel c at (2y, 2x) */
             uint8_t *p0 = out0 + (x << 1), *p1 = out1 + (x << 1);

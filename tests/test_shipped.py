@@ -1,5 +1,6 @@
 """Every model under models/ keeps the figures recorded beside it in figures.json (and quoted in
-its README): accuracy, weight bytes, and each firmware's cycles, flash, RAM and stack bound. The
+its README): accuracy, weight bytes, each firmware's cycles, flash, RAM and stack bound, and a
+shipped decoder's judged samples. The
 emulator is deterministic, so the figures are pinned exactly: a change that moves one must update
 it on purpose (and say why in benchmarks/RESULTS.md)."""
 
@@ -59,6 +60,32 @@ def test_shipped_oracle_keeps_its_figures(model):
         shown = torch.from_numpy(display_images(data.test_x.numpy()))
         assert round(100 * evaluate(net, shown, data.test_y).acc, 2) == fig["display_accuracy"]
         assert f"{fig['display_accuracy']:.2f}%" in text
+
+
+JUDGED = [m for m in MODELS if "judged" in figures(m)]  # generative models judged as shipped
+
+
+@pytest.mark.parametrize("model", JUDGED, ids=lambda p: p.name)
+def test_shipped_decoder_keeps_its_judged_figures(model):
+    """A shipped decoder's first samples per class (seeds 1.., the integer engine, its own
+    temperature), judged as `bitmcu judge` does: each judge's reading and the strict figure per
+    class, plain and as the die's display shows them, the ghost share, the Frechet distance, the
+    spread and the nearest training image, as recorded (benchmarks/RESULTS.md has the full
+    1,000-per-class figures). A change of the model, the sampler or a judge moves them."""
+    from bitmcu.apps.judge import judge
+
+    want = figures(model)["judged"]
+    got = judge(model, per_class=want["per_class"], engines=[want["engine"]], seed=want["seed"])
+    e = got.engines[0]
+    judges = {("pips" if k == "pips" else k.rsplit("/", 1)[-1]): [round(x, 4) for x in v]
+              for k, v in e.judges.items()}
+    assert judges == want["judges"]
+    assert [round(x, 4) for x in e.strict] == want["strict"]
+    assert [round(x, 4) for x in e.display_strict] == want["display_strict"]
+    assert e.ghost == pytest.approx(want["ghost"], rel=1e-3)
+    assert e.frechet == pytest.approx(want["frechet"], rel=1e-3)
+    assert e.nearest_train_median == pytest.approx(want["nearest_train_median"], rel=1e-3)
+    assert e.pairwise == pytest.approx(want["pairwise"], rel=1e-3)
 
 
 @needs_gcc

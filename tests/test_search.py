@@ -412,6 +412,33 @@ def test_postgres_two_workers(tmp_path):
         optuna.delete_study(study_name=name, storage=url)
 
 
+def open_together(url: str, tmp_path: Path, workers: int = 6) -> None:
+    """``workers`` processes open the storage ``url`` at the same moment (each waits, imported,
+    for a go file made once all are ready); every one of them must open it."""
+    go = tmp_path / "go"
+    code = ("import pathlib, sys, time\n"
+            "from bitmcu.apps.search.study import storage\n"
+            f"pathlib.Path({str(tmp_path)!r}, 'ready' + sys.argv[1]).touch()\n"
+            f"while not pathlib.Path({str(go)!r}).exists(): time.sleep(0.001)\n"
+            f"storage({url!r})\n"
+            "print('opened')\n")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(i)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(workers)]
+    while (len(list(tmp_path.glob("ready*"))) < workers
+           and all(p.poll() is None for p in procs)):
+        time.sleep(0.05)
+    go.touch()
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(o[0].strip() == "opened" for o in outs), [o[1][-1500:] for o in outs]
+
+
+def test_workers_starting_together_on_a_new_sqlite_file(tmp_path):
+    """Workers that start at the same moment on a new SQLite file race to make Optuna's tables
+    and its schema's version row; every one of them opens the storage. (One lost the race in
+    CI: a search worker died with "UNIQUE constraint failed: alembic_version.version_num".)"""
+    open_together(f"sqlite:///{tmp_path / 'race.db'}", tmp_path)
+
+
 @pytest.mark.skipif(not os.environ.get("BITMCU_TEST_POSTGRES"),
                     reason="no PostgreSQL server (scripts/postgres.sh starts one; .ci/run does)")
 def test_workers_starting_together_on_an_empty_database(tmp_path):
@@ -423,20 +450,8 @@ def test_workers_starting_together_on_an_empty_database(tmp_path):
     db = f"bitmcu_race_{os.getpid()}"
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f"create database {db}")
-    fresh = url.rsplit("/", 1)[0] + "/" + db
-    go = tmp_path / "go"
-    code = ("import pathlib, time\n"
-            "from bitmcu.apps.search.study import storage\n"
-            f"while not pathlib.Path({str(go)!r}).exists(): time.sleep(0.001)\n"
-            f"storage({fresh!r})\n"
-            "print('opened')\n")
     try:
-        procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True) for _ in range(6)]
-        time.sleep(3)  # all of them imported and waiting (a late one only finds the tables)
-        go.touch()
-        outs = [p.communicate(timeout=300) for p in procs]
-        assert all(o[0].strip() == "opened" for o in outs), [o[1][-1500:] for o in outs]
+        open_together(url.rsplit("/", 1)[0] + "/" + db, tmp_path)
     finally:
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(f"drop database if exists {db}")

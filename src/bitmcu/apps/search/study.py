@@ -104,13 +104,15 @@ def _begin_immediate(engine) -> None:
 
 
 def _schema_race(e: Exception) -> bool:
-    """Whether ``e`` is PostgreSQL refusing a table (or its row type) that another worker
-    created at the same moment."""
+    """Whether ``e`` is the database refusing a table (PostgreSQL: or its row type; SQLite: or
+    the schema's version row) that another worker created at the same moment."""
     import sqlalchemy.exc
 
     text = str(e)
-    return isinstance(e, sqlalchemy.exc.IntegrityError | sqlalchemy.exc.ProgrammingError) and (
-        "already exists" in text or "pg_type_typname_nsp_index" in text)
+    return isinstance(e, sqlalchemy.exc.IntegrityError | sqlalchemy.exc.ProgrammingError
+                      | sqlalchemy.exc.OperationalError) and (
+        "already exists" in text or "pg_type_typname_nsp_index" in text
+        or "UNIQUE constraint failed: alembic_version" in text)
 
 
 def make_sampler(space: Space, seed: int | None = None):

@@ -106,6 +106,31 @@ def test_area_weighted_pixel_loss():
     assert loss.item() == pytest.approx((4 * 2.5 + 16 * 0.625) / 2) and err == (4 + 16) / 2
 
 
+def test_ghost_penalty_sees_smudges_in_empty_places_only():
+    """train.ghost_weight: a pixel lit where the target is dark all round costs its squared
+    excess over GHOST_LEVEL times the weight, beside the plain error; one at a part's fringe, a
+    faint one, and the target itself cost nothing more. A negative weight is refused."""
+    import torch
+
+    from bitmcu.train.runner import GHOST_LEVEL, pixel_error, pixel_loss
+
+    target = torch.zeros(4, 16, 16)
+    target[:, 4:8, 4:8] = 255  # one part
+    recon = target.clone()
+    recon[0, 12, 12] = 150  # a smudge far from the part: a ghost
+    recon[1, 9, 9] = 150  # beside the part (2 px from it): its fringe
+    recon[2, 12, 12] = GHOST_LEVEL  # far, but not lit
+    cfg = load_config(None, [*TINY, "train.ghost_weight=10"])
+    loss, err = pixel_loss(cfg, recon, target)
+    ghost = ((150 - GHOST_LEVEL) / 255) ** 2
+    assert err == pixel_error(recon, target)
+    assert loss.item() == pytest.approx(err.item() + 10 * ghost / 4)
+    assert pixel_loss(cfg, target, target)[0] == 0
+    assert load_config(None, TINY).train.ghost_weight == 0  # off unless asked for
+    with pytest.raises(BitmcuError, match=r"'train.ghost_weight': -1.0 must be >= 0"):
+        load_config(None, [*TINY, "train.ghost_weight=-1"])
+
+
 def test_factor_range_trains_on_the_middle_of_each_factor():
     """train.factor_range: every training latent outside the middle share of each factor's range
     is replaced, with its clean target, by one of the same class inside it; the latents inside

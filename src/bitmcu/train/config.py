@@ -127,6 +127,8 @@ class TrainConfig:
     pixel_weight: Literal["none", "area"] = "none"  # decoder: each image's share of the pixel
     #   loss; area: the batch's mean lit area over the image's own (0.5..3x), so that a small
     #   picture (a small die) counts as much as a large one
+    ghost_weight: float = 0.0  # decoder: weight of a penalty on ghosts, pixels lit (> 40)
+    #   where the target is dark within 2 px all round, beside the pixel loss (0 = off)
     factor_range: float = 1.0  # decoder, objective factors, uniform prior: the middle share of
     #   each factor's range that the training latents come from (the sampler at temperature T
     #   draws from the middle T); an image outside it is replaced by one of the same face inside
@@ -276,6 +278,7 @@ FAMILY_KEYS: dict[str, tuple[str, ...]] = {
     "train.mmd_weight": ("decoder",),
     "train.pixel_weight": ("decoder",),
     "train.factor_range": ("decoder",),
+    "train.ghost_weight": ("decoder",),
     "model.prior": ("decoder",),
     "train.guide": ("decoder",),
     "train.guide_weight": ("decoder",),
@@ -494,6 +497,9 @@ def _check_train(cfg: Config) -> None:
                           "renderer's factors that a decoder trains on (train.objective factors, "
                           f"model.prior uniform); this run has train.objective "
                           f"{cfg.train.objective!r}, model.prior {cfg.model.prior!r} (set 1.0)")
+    if not 0.0 <= cfg.train.ghost_weight < float("inf"):
+        raise BitmcuError(f"config key 'train.ghost_weight': {cfg.train.ghost_weight} must be "
+                          ">= 0 (0: no ghost penalty)")
     if not 0.0 <= cfg.train.guide_weight < float("inf"):
         raise BitmcuError(f"config key 'train.guide_weight': {cfg.train.guide_weight} must be "
                           ">= 0")

@@ -323,10 +323,30 @@ def pixel_loss(cfg: Config, recon, target) -> tuple[torch.Tensor, torch.Tensor]:
     image's error as ``train.pixel_weight`` says (area: the batch's mean lit area over the
     image's own, 0.5..3)."""
     err = _image_errors(recon, target)
-    if cfg.train.pixel_weight != "area":
-        return err.mean(), err.mean()
-    lit = target.float().flatten(1).sum(1)
-    return (err * (lit.mean() / lit.clamp(min=1.0)).clamp(0.5, 3.0)).mean(), err.mean()
+    loss = err
+    if cfg.train.pixel_weight == "area":
+        lit = target.float().flatten(1).sum(1)
+        loss = err * (lit.mean() / lit.clamp(min=1.0)).clamp(0.5, 3.0)
+    if cfg.train.ghost_weight:
+        loss = loss + cfg.train.ghost_weight * ghost_errors(recon, target)
+    return loss.mean(), err.mean()
+
+
+GHOST_LEVEL = 40  # a pixel above it is lit (the pip counter's outline threshold is 60)
+GHOST_DARK = 32  # ... and a ghost where every target pixel within GHOST_REACH is below this
+GHOST_REACH = 2
+
+
+def ghost_errors(recon, target) -> torch.Tensor:
+    """Each image's ghost penalty (``train.ghost_weight``): the summed squared excess over
+    GHOST_LEVEL (pixels 0..1) of the pixels lit where the target is dark within GHOST_REACH
+    pixels all round: smudges and faint parts (another face's pip) in the picture's empty
+    places, which the plain squared error, averaged over every pixel, hardly sees. The
+    target's own parts and their fringes are left out, so an uncertain part is not dimmed."""
+    k = 2 * GHOST_REACH + 1
+    near = F.max_pool2d(target.float().unsqueeze(1), k, 1, GHOST_REACH).squeeze(1)
+    excess = (recon - GHOST_LEVEL).clamp(min=0) / 255.0
+    return (excess.pow(2) * (near < GHOST_DARK)).flatten(1).sum(1)
 
 
 def decoder_loss(cfg: Config, recon, x, mu, logvar, y, gen: torch.Generator | None = None

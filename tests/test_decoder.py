@@ -118,13 +118,14 @@ def test_ghost_penalty_sees_smudges_in_empty_places_only():
     target[:, 4:8, 4:8] = 255  # one part
     recon = target.clone()
     recon[0, 12, 12] = 150  # a smudge far from the part: a ghost
-    recon[1, 9, 9] = 150  # beside the part (2 px from it): its fringe
+    recon[1, 8, 8] = 150  # beside the part (1 px from it): its fringe
+    recon[3, 9, 5] = 150  # 2 px from it: a ghost
     recon[2, 12, 12] = GHOST_LEVEL  # far, but not lit
     cfg = load_config(None, [*TINY, "train.ghost_weight=10"])
     loss, err = pixel_loss(cfg, recon, target)
     ghost = ((150 - GHOST_LEVEL) / 255) ** 2
     assert err == pixel_error(recon, target)
-    assert loss.item() == pytest.approx(err.item() + 10 * ghost / 4)
+    assert loss.item() == pytest.approx(err.item() + 10 * 2 * ghost / 4)
     assert pixel_loss(cfg, target, target)[0] == 0
     assert load_config(None, TINY).train.ghost_weight == 0  # off unless asked for
     with pytest.raises(BitmcuError, match=r"'train.ghost_weight': -1.0 must be >= 0"):

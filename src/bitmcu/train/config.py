@@ -128,7 +128,7 @@ class TrainConfig:
     #   loss; area: the batch's mean lit area over the image's own (0.5..3x), so that a small
     #   picture (a small die) counts as much as a large one
     ghost_weight: float = 0.0  # decoder: weight of a penalty on ghosts, pixels lit (> 40)
-    #   where the target is dark within 2 px all round, beside the pixel loss (0 = off)
+    #   where the target is dark within 1 px all round, beside the pixel loss (0 = off)
     factor_range: float = 1.0  # decoder, objective factors, uniform prior: the middle share of
     #   each factor's range that the training latents come from (the sampler at temperature T
     #   draws from the middle T); an image outside it is replaced by one of the same face inside

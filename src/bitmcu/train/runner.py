@@ -334,15 +334,16 @@ def pixel_loss(cfg: Config, recon, target) -> tuple[torch.Tensor, torch.Tensor]:
 
 GHOST_LEVEL = 40  # a pixel above it is lit (the pip counter's outline threshold is 60)
 GHOST_DARK = 32  # ... and a ghost where every target pixel within GHOST_REACH is below this
-GHOST_REACH = 2
+GHOST_REACH = 1  # at 2 the die's pips still grew and ran together (benchmarks/RESULTS.md)
 
 
 def ghost_errors(recon, target) -> torch.Tensor:
     """Each image's ghost penalty (``train.ghost_weight``): the summed squared excess over
     GHOST_LEVEL (pixels 0..1) of the pixels lit where the target is dark within GHOST_REACH
     pixels all round: smudges and faint parts (another face's pip) in the picture's empty
-    places, which the plain squared error, averaged over every pixel, hardly sees. The
-    target's own parts and their fringes are left out, so an uncertain part is not dimmed."""
+    places, and parts grown past their edge, which the plain squared error, averaged over
+    every pixel, hardly sees. The target's own parts and the pixel around them are left out,
+    so a part a pixel off is not dimmed."""
     k = 2 * GHOST_REACH + 1
     near = F.max_pool2d(target.float().unsqueeze(1), k, 1, GHOST_REACH).squeeze(1)
     excess = (recon - GHOST_LEVEL).clamp(min=0) / 255.0

@@ -80,8 +80,12 @@ def test_judge_figures(runs, oracle_b, tmp_path, capsys):
             assert e["strict"][cl] <= min(e["judges"][j][cl] for j in d["judges"])
             assert e["display_strict"][cl] <= min(e["display_judges"][j][cl] for j in d["judges"])
         assert e["judges"][str(oracle)] == e["accuracy"] and 0 <= e["ghost"] <= 1
+        assert 0 <= e["ghost_images"] <= 240 and (e["ghost_images"] == 0) == (e["ghost"] == 0)
     assert f["strict"] == i["strict"] == c["strict"]
     assert "strict" in text and "J3 pips" in text and "ghost share" in text
+    assert 0 <= d["real_ghost_images"] <= d["judge_test_images"]
+    assert (d["real_ghost_images"] == 0) == (d["real_ghost"] == 0)
+    assert f"in {i['ghost_images']} of 240 samples" in text
 
 
 def test_strict_agreement_of_judges():

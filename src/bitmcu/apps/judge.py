@@ -60,6 +60,7 @@ class EngineFigures:
     display_judges: dict[str, list[float]] = field(default_factory=dict)  # the OLED's pictures
     display_strict: list[float] = field(default_factory=list)
     ghost: float | None = None  # dice: mean share of lit pixels in no part of a die
+    ghost_images: int | None = None  # dice: samples with any such pixel
 
     @property
     def mean_accuracy(self) -> float:
@@ -86,6 +87,7 @@ class Judgement:
     judge_test_accuracy: dict[str, float] = field(default_factory=dict)  # on real test images
     judge_display_accuracy: dict[str, float] = field(default_factory=dict)  # the same, shown
     real_ghost: float | None = None  # dice: the real test images' ghost share
+    real_ghost_images: int | None = None  # dice: real test images with a ghost pixel
     judge_test_images: int = 0  # real test images the judges read (their accuracy, ghost share)
 
     def to_dict(self) -> dict:
@@ -163,8 +165,10 @@ class Judgement:
                 row += f"{100 * np.mean(e.display_strict):>8.2f}%"
             out.append(row)
             if e.ghost is not None:
-                out.append(f"  ghost share (lit pixels in no part of a die): {100 * e.ghost:.3f}% "
-                           f"(real test images: {100 * self.real_ghost:.3f}%)")
+                out.append(f"  ghost share (lit pixels in no part of a die): {100 * e.ghost:.4f}%, "
+                           f"in {e.ghost_images:,} of {len(self.classes) * self.per_class:,} samples (real "
+                           f"test images: {100 * self.real_ghost:.4f}%, in "
+                           f"{self.real_ghost_images:,} of {self.judge_test_images:,})")
         return out
 
 
@@ -342,7 +346,9 @@ def judge(run: str | Path, oracle: str | Path | list | None = None, per_class: i
         judges=[*models, *(["pips"] if dice else [])])
     # the judges on real test images: as many as the samples judged, at least 2,000
     k = out.judge_test_images = min(len(test_x), max(REAL_MIN, len(classes)))
-    reads, out.real_ghost = read(test_x[:k], real_pred[:k])
+    reads, ghost = read(test_x[:k], real_pred[:k])
+    if ghost is not None:
+        out.real_ghost, out.real_ghost_images = float(ghost.mean()), int((ghost > 0).sum())
     out.judge_test_accuracy = {name: float((r == test_y[:k]).mean()) for name, r in reads.items()}
     if dice:
         reads, _ = read(display_images(test_x[:k]))
@@ -356,7 +362,9 @@ def judge(run: str | Path, oracle: str | Path | list | None = None, per_class: i
         pred, feats = oracle_outputs(omodel, images)
         fig = engine_figures(engine, images, classes, n, pred, feats, train_x, train_keys,
                              real_near, real_feats)
-        reads, fig.ghost = read(images, pred)
+        reads, ghost = read(images, pred)
+        if ghost is not None:
+            fig.ghost, fig.ghost_images = float(ghost.mean()), int((ghost > 0).sum())
         fig.judges, fig.strict = agreement(reads, classes, n)
         if dice:
             fig.display_judges, fig.display_strict = agreement(
@@ -366,7 +374,7 @@ def judge(run: str | Path, oracle: str | Path | list | None = None, per_class: i
 
 
 def read_all(oracles: dict, images: np.ndarray, dice: bool, known: dict | None = None):
-    """(name -> the class each judge reads of each image, the mean ghost share or None): every
+    """(name -> the class each judge reads of each image, each image's ghost share or None): every
     oracle of ``oracles`` (name -> model; ``known``: name -> predictions already made) and, for
     dice, the pip counter (a count of 1..6 is face class 0..5; unreadable is -1), each in one
     pass over the images."""
@@ -378,7 +386,7 @@ def read_all(oracles: dict, images: np.ndarray, dice: bool, known: dict | None =
 
     counts, ghost = read_dice(images)
     reads["pips"] = counts - 1
-    return reads, float(ghost.mean()) if len(ghost) else 0.0
+    return reads, ghost
 
 
 def _oracle_reads(model, images: np.ndarray) -> np.ndarray:

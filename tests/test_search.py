@@ -108,6 +108,10 @@ def test_space_with_nothing_to_search_or_a_key_its_family_does_not_use(tmp_path)
     assert {p.key for p in load_space(path).params} == {"model.family", "model.channels"}
     path.write_text(yaml.safe_dump({"base": None, "trials": [{"train.lr": 0.001}]}))
     assert load_space(path).trials == [{"train.lr": 0.001}]
+    # a character model's sampler reads model.temperature as a decoder's does
+    path.write_text(yaml.safe_dump({"base": "charrnn-surnames",
+                                    "space": {"model.temperature": [0.8, 1.0]}}))
+    assert [p.key for p in load_space(path).params] == ["model.temperature"]
 
 
 def test_search_refuses_before_the_study_starts(tmp_path, capsys):

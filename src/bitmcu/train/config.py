@@ -272,7 +272,7 @@ FAMILY_KEYS: dict[str, tuple[str, ...]] = {
     "model.latent": ("decoder",),
     "model.start": ("decoder",),
     "model.output": ("decoder",),
-    "model.temperature": ("decoder",),
+    "model.temperature": ("decoder", "charrnn"),
     "train.objective": ("decoder",),
     "train.kl_weight": ("decoder",),
     "train.mmd_weight": ("decoder",),

@@ -67,6 +67,10 @@ def test_override_types_are_parsed():
         ("train.label_smoothing=2", ["train.label_smoothing", "2.0", "[0, 1)"]),
         ("train.label_smoothing=1", ["train.label_smoothing", "1.0", "[0, 1)"]),
         ("augment.elastic_sigma=0", ["augment.elastic_sigma", "0.0", "> 0"]),
+        ("train.ghost_weight=3", ["train.ghost_weight", "3.0", "model.family decoder only",
+                                  "'fc'", "drop the key"]),
+        ("model.channels=12", ["model.channels", "12", "cnn and convnet and decoder", "'fc'"]),
+        ("model.family=cnn | model.latent=4", ["model.latent", "decoder only", "'cnn'"]),
     ],
 )
 def test_bad_config_names_key_value_and_allowed(override, words):

@@ -105,7 +105,11 @@ def test_space_with_nothing_to_search_or_a_key_its_family_does_not_use(tmp_path)
     # a family searched beside its own keys, and a space of listed trials only, are searches
     path.write_text(yaml.safe_dump({"base": None, "space": {"model.family": ["fc", "cnn"],
                                                             "model.channels": [8, 16]}}))
-    assert {p.key for p in load_space(path).params} == {"model.family", "model.channels"}
+    sp = load_space(path)
+    assert {p.key for p in sp.params} == {"model.family", "model.channels"}
+    # an fc trial leaves the cnn's channels out of its config (it refuses keys it does not read)
+    assert sp.config({"model.family": "fc", "model.channels": 8}).model.family == "fc"
+    assert sp.config({"model.family": "cnn", "model.channels": 8}).model.channels == 8
     path.write_text(yaml.safe_dump({"base": None, "trials": [{"train.lr": 0.001}]}))
     assert load_space(path).trials == [{"train.lr": 0.001}]
     # a character model's sampler reads model.temperature as a decoder's does

@@ -355,10 +355,23 @@ def read_yaml(path: Path, what: str = "config") -> Any:
 def _check(cfg: Config) -> Config:
     """Semantic checks beyond types, section by section; each error names the key."""
     _check_values(cfg)
+    _check_family_keys(cfg)
     _check_model(cfg)
     _check_data(cfg)
     _check_train(cfg)
     return cfg
+
+
+def _check_family_keys(cfg: Config) -> None:
+    """A key that the run's model family does not read, set away from its default, is refused:
+    it would change nothing (a decoder's loss weight on a classifier, say)."""
+    default = dict(_walk(Config()))
+    for key, value in _walk(cfg):
+        users = FAMILY_KEYS.get(key)
+        if users is not None and cfg.model.family not in users and value != default[key]:
+            raise BitmcuError(f"config key '{key}': {value!r} is read by model.family "
+                              f"{' and '.join(users)} only; this run is {cfg.model.family!r} "
+                              "(drop the key)")
 
 
 def _positive(key: str, v, lo=1) -> None:

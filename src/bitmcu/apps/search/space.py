@@ -119,9 +119,13 @@ class Space:
     cycle_images: int = 16  # held-out images run on the firmware (over the embedded ones)
 
     def overrides(self, values: dict[str, Any]) -> list[str]:
-        """``--set`` strings for the fixed keys, the data split, then ``values``."""
+        """``--set`` strings for the fixed keys, the data split, then ``values``, less the keys
+        that the trial's model family does not read (a space may search families beside their
+        own keys: a cnn's channels are not set on an fc trial)."""
         merged = {**self.fixed, "data.validation": self.validation, **values}
-        return [override(k, v) for k, v in merged.items()]
+        family = merged.get("model.family") or load_config(self.base).model.family
+        return [override(k, v) for k, v in merged.items()
+                if family in FAMILY_KEYS.get(k, (family,))]
 
     def config(self, values: dict[str, Any]) -> Config:
         return load_config(self.base, self.overrides(values))

@@ -355,10 +355,10 @@ def read_yaml(path: Path, what: str = "config") -> Any:
 def _check(cfg: Config) -> Config:
     """Semantic checks beyond types, section by section; each error names the key."""
     _check_values(cfg)
-    _check_family_keys(cfg)
     _check_model(cfg)
     _check_data(cfg)
     _check_train(cfg)
+    _check_family_keys(cfg)  # last: a key's own check says more (train.guide on a classifier)
     return cfg
 
 

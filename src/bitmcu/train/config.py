@@ -291,7 +291,7 @@ MAX_THREADS = 1024  # torch CPU threads: far more crash the process (100,000 seg
 NON_NEGATIVE = ("data.train_limit", "data.validation", "augment.translate", "augment.rotation",
                 "augment.scale", "augment.elastic", "model.clip_std", "train.gamma", "train.weight_decay",
                 "train.label_smoothing", "train.kl_weight", "train.mmd_weight",
-                "train.adversarial")
+                "train.adversarial", "train.ghost_weight")
 
 
 def _walk(obj, prefix: str = ""):
@@ -510,9 +510,6 @@ def _check_train(cfg: Config) -> None:
                           "renderer's factors that a decoder trains on (train.objective factors, "
                           f"model.prior uniform); this run has train.objective "
                           f"{cfg.train.objective!r}, model.prior {cfg.model.prior!r} (set 1.0)")
-    if not 0.0 <= cfg.train.ghost_weight < float("inf"):
-        raise BitmcuError(f"config key 'train.ghost_weight': {cfg.train.ghost_weight} must be "
-                          ">= 0 (0: no ghost penalty)")
     if not 0.0 <= cfg.train.guide_weight < float("inf"):
         raise BitmcuError(f"config key 'train.guide_weight': {cfg.train.guide_weight} must be "
                           ">= 0")

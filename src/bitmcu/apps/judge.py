@@ -348,7 +348,7 @@ def judge(run: str | Path, oracle: str | Path | list | None = None, per_class: i
     k = out.judge_test_images = min(len(test_x), max(REAL_MIN, len(classes)))
     reads, ghost = read(test_x[:k], real_pred[:k])
     if ghost is not None:
-        out.real_ghost, out.real_ghost_images = float(ghost.mean()), int((ghost > 0).sum())
+        out.real_ghost, out.real_ghost_images = ghost_figures(ghost)
     out.judge_test_accuracy = {name: float((r == test_y[:k]).mean()) for name, r in reads.items()}
     if dice:
         reads, _ = read(display_images(test_x[:k]))
@@ -364,7 +364,7 @@ def judge(run: str | Path, oracle: str | Path | list | None = None, per_class: i
                              real_near, real_feats)
         reads, ghost = read(images, pred)
         if ghost is not None:
-            fig.ghost, fig.ghost_images = float(ghost.mean()), int((ghost > 0).sum())
+            fig.ghost, fig.ghost_images = ghost_figures(ghost)
         fig.judges, fig.strict = agreement(reads, classes, n)
         if dice:
             fig.display_judges, fig.display_strict = agreement(
@@ -387,6 +387,11 @@ def read_all(oracles: dict, images: np.ndarray, dice: bool, known: dict | None =
     counts, ghost = read_dice(images)
     reads["pips"] = counts - 1
     return reads, ghost
+
+
+def ghost_figures(ghost: np.ndarray) -> tuple[float, int]:
+    """(the mean ghost share, how many images have any ghost pixel) of each image's share."""
+    return float(ghost.mean()), int((ghost > 0).sum())
 
 
 def _oracle_reads(model, images: np.ndarray) -> np.ndarray:

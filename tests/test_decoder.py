@@ -87,6 +87,69 @@ def test_uniform_prior_decoder_in_c_equals_the_reference(tmp_path):
         load_config(None, [*TINY, "model.prior=uniform"])
 
 
+def _mixture_tables(n_classes: int, k: int, latent: int, seed: int = 0):
+    """Random mixture tables (cum, centre, sd) with one never-drawn component per class."""
+    g = np.random.default_rng(seed)
+    w = g.random((n_classes, k))
+    w[:, 1] = 0
+    w /= w.sum(1, keepdims=True)
+    cum = np.minimum(np.round(np.cumsum(w, 1) * 65536), 65535).astype(np.uint16)
+    cum[:, -1] = 65535
+    centre = g.integers(-100, 101, (n_classes, k, latent)).astype(np.int8)
+    return cum, centre, g.uniform(0, 1.5, (n_classes, k, latent)).astype(np.float32), w
+
+
+def test_mixture_sampler_draws_each_component_by_its_share():
+    """rng.sample_mixture: components in proportion to the thresholds (a zero share never),
+    each value around its centre with the spread's standard deviation; one word for the
+    component, then one per value."""
+    cum, centre, sd, w = _mixture_tables(3, 4, 5)
+    sd[:] = 0.5
+    spread = np.round(sd * rng.latent_scale(1.0)).astype(np.uint8)
+    n = 30000
+    classes = np.arange(n) % 3
+    z, after = rng.sample_mixture(rng.seed_state(np.arange(n)), classes, cum, centre, spread)
+    _, ref_after = rng.sample_latent(rng.seed_state(np.arange(n)), 6, rng.latent_scale(1.0))
+    np.testing.assert_array_equal(after, ref_after)
+    for c in range(3):
+        zc = z[classes == c].astype(np.float64)
+        near = np.abs(zc[:, None, :] - centre[c][None].astype(np.float64)).sum(2).argmin(1)
+        share = np.bincount(near, minlength=4) / len(zc)
+        np.testing.assert_allclose(share, w[c], atol=0.02)
+        top = int(np.argmax(w[c]))
+        lone = zc[near == top] - centre[c, top]
+        assert abs(lone.std() / 16 - 1) < 0.05  # sd 0.5 = 16 latent units
+
+
+def test_mixture_sampler_in_c_equals_the_reference(tiny_decoder, tmp_path):
+    """A decoder whose latent op holds a mixture prior: model.h carries its tables and
+    BITMCU_MODEL_SAMPLE calls bitmcu_sample_mixture; the C engine's latents and pixels equal
+    the reference's, with and without a multiplier, at two temperatures."""
+    from dataclasses import replace
+
+    from bitmcu.deploy.ir import Latent
+    from bitmcu.train.lower import load_int_model
+
+    model, _ = load_int_model(tiny_decoder)
+    cum, centre, sd, _ = _mixture_tables(model.n_classes, 5, model.latent)
+    op = Latent(model.latent, rng.latent_scale(1.0, "mixture"), model.input_size, cum, centre, sd)
+    mixed = replace(model, ops=[op, *model.ops[1:]]).validate()
+    assert "bitmcu_sample_mixture((state), (z), (cls), &bitmcu_model_mixture)" in \
+        model_header(mixed, "test")
+    seeds = np.concatenate([np.arange(300), [2**32 - 1]])
+    for has_mul in (True, False):
+        assert_c_generates_the_reference(mixed, seeds, has_mul)
+    assert_c_generates_the_reference(mixed.with_latent_scale(rng.latent_scale(0.5, "mixture")),
+                                     seeds, False)
+    mixed.save(tmp_path / "m.npz")  # the tables travel in model.npz
+    np.testing.assert_array_equal(IntModel.load(tmp_path / "m.npz").input.latents(seeds, seeds % 6),
+                                  mixed.input.latents(seeds, seeds % 6))
+    with pytest.raises(BitmcuError, match="mixture's tables must be"):
+        replace(mixed, ops=[replace(op, cum=cum[:, ::-1].copy()), *model.ops[1:]]).validate()
+    with pytest.raises(BitmcuError, match="needs its three tables"):
+        replace(mixed, ops=[replace(op, sd=None), *model.ops[1:]]).validate()
+
+
 def test_area_weighted_pixel_loss():
     """train.pixel_weight area: an image's squared error counts by the batch's mean lit area
     over its own (0.5..3x), so that a small die weighs as much as a large one."""
@@ -211,7 +274,7 @@ def assert_c_generates_the_reference(model, seeds, has_mul: bool) -> None:
         images, z = host.generate(seeds, classes, model.input_size, model.latent)
     finally:
         host.close()
-    np.testing.assert_array_equal(z, rng.latents_for(seeds, model.latent, model.latent_scale))
+    np.testing.assert_array_equal(z, model.input.latents(seeds, classes))
     np.testing.assert_array_equal(images, reference.generate(model, z, classes))
 
 
@@ -241,7 +304,7 @@ def test_firmware_generates_the_reference_images(tiny_export, mcu, tmp_path):
     prof = profile(info.elf)
     assert prof.mismatches == 0 and prof.generative
     seeds = np.arange(1, 4)  # the firmware's samples: seeds 1..n, classes in turn
-    ref = reference.generate(model, rng.latents_for(seeds, model.latent, model.latent_scale),
+    ref = reference.generate(model, model.input.latents(seeds, np.arange(3) % model.n_classes),
                              np.arange(3) % model.n_classes)
     for k, inf in enumerate(prof.inferences):
         np.testing.assert_array_equal(np.frombuffer(inf.pixels, np.uint8).reshape(16, 16), ref[k])
@@ -674,6 +737,55 @@ def test_wae_objective_learns_a_users_images_from_an_npz(tmp_path):
     assert len(set(images[classes == 1].mean(1).argmax(1))) >= 8
     with pytest.raises(BitmcuError, match="train.mmd_weight"):
         load_config(None, [*TINY, "train.objective=wae", "train.mmd_weight=-1"])
+
+
+def test_a_mixture_prior_is_fitted_to_where_the_encoder_put_the_images(tmp_path):
+    """model.prior mixture: after the last epoch each class's mixture is fitted to the
+    encoder's means of its training images (its shares sum to 1, its mean is theirs); the
+    integer model samples from it (float = integer = C), and a checkpoint without it is
+    refused in one line."""
+    import torch
+
+    from bitmcu.apps.generate import load_decoder, sample_images
+    from bitmcu.train import load_checkpoint, model_from_checkpoint, train
+    from bitmcu.train.lower import lower
+    from bitmcu.train.mixture import encoder_means
+
+    data = _bars_npz(tmp_path / "bars.npz", n=800)
+    sets = ["model.family=decoder", f"data.dataset={data}", "data.size=16",
+            "augment.enabled=false", "model.latent=2", "model.hidden=[16]", "model.channels=4",
+            "model.start=4", "model.conv=[up*4, up*1]", "model.scheme=8bit",
+            "train.objective=wae", "train.epochs=2", "train.batch_size=32", "train.threads=1",
+            "model.prior=mixture", "model.mixture=3"]
+    run = train(load_config(None, sets), run_dir=tmp_path / "w", quiet=True)
+    blob = load_checkpoint(run)
+    mix = {k: v.numpy() for k, v in blob["mixture"].items()}
+    assert mix["centre"].shape == mix["sd"].shape == (2, 3, 2) and mix["weight"].shape == (2, 3)
+    np.testing.assert_allclose(mix["weight"].sum(1), 1)
+    with np.load(data) as d:
+        x, y = torch.from_numpy(d["x_train"]), torch.from_numpy(d["y_train"]).long()
+    mu = encoder_means(model_from_checkpoint(blob), x, y)
+    for c in range(2):
+        np.testing.assert_allclose((mix["weight"][c, :, None] * mix["centre"][c]).sum(0),
+                                   mu[y.numpy() == c].mean(0), atol=1e-6)
+    blob, model = load_decoder(run)
+    assert model.latent_scale & rng.MIXTURE
+    seeds, classes = np.arange(1, 2001), np.arange(2000) % 2
+    z = model.input.latents(seeds, classes) / rng.LATENT_UNIT
+    for c in range(2):  # the draws' mean is the encoder's, not the N(0, 1) prior's
+        np.testing.assert_allclose(z[classes == c].mean(0), mu[y.numpy() == c].mean(0),
+                                   atol=0.1)
+    a = sample_images(blob, model, seeds[:64], classes[:64], "float")
+    np.testing.assert_array_equal(a, sample_images(blob, model, seeds[:64], classes[:64], "int"))
+    np.testing.assert_array_equal(a, sample_images(blob, model, seeds[:64], classes[:64], "c",
+                                                   has_mul=False))
+    del blob["mixture"]
+    with pytest.raises(BitmcuError, match="holds no fitted mixture"):
+        lower(blob)
+    with pytest.raises(BitmcuError, match="mixture is fitted to an encoder's latents"):
+        load_config(None, [*TINY, "train.objective=factors", "model.prior=mixture"])
+    with pytest.raises(BitmcuError, match="model.mixture.*allowed 1..255"):
+        load_config(None, [*sets, "model.mixture=0"])
 
 
 def test_the_adversarial_critic_learns_and_resumes_exactly(tmp_path):

@@ -179,7 +179,7 @@ def test_cli_press_gap_past_the_timeout_rolls_from_a_dark_display(die_dir, tmp_p
 def test_threshold_dithering_in_the_firmware_draws_the_reference(tmp_path):
     """The firmware's own threshold comparison (not only its Python twin) draws each frame: the
     shipped die's pictures hold pixels of 127 and 128, on both sides of the threshold."""
-    from bitmcu.core.rng import sample_latent, xorshift32
+    from bitmcu.core.rng import xorshift32
     from bitmcu.deploy import reference
     from bitmcu.deploy.export import read_export
 
@@ -196,7 +196,7 @@ def test_threshold_dithering_in_the_firmware_draws_the_reference(tmp_path):
         s = np.array([r.state], dtype=np.uint32)
         while int((s := xorshift32(s))[0]) >> 29 >= 6:
             pass
-        z, _ = sample_latent(s, model.latent, model.latent_scale)
+        z, _ = model.input.draw(s, np.array([int(s[0]) >> 29]))
         pixels.append(reference.generate(model, z, np.array([int(s[0]) >> 29]))[0])
     pixels = np.concatenate(pixels)
     assert (pixels == 127).any() and (pixels == 128).any()

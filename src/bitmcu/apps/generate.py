@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import BitmcuError, choices
-from ..core.rng import SEED_MAX, latent_scale, latents_for
+from ..core.rng import SEED_MAX, latent_scale
 from ..deploy import reference
 from ..deploy.codegen import model_header
 from ..deploy.hostc import HostModel
@@ -47,7 +47,7 @@ def sample_images(blob: dict, model, seeds: np.ndarray, classes: np.ndarray,
     seeds, classes = np.asarray(seeds), np.asarray(classes)
     if len(classes) and (classes.min() < 0 or classes.max() >= model.n_classes):
         raise BitmcuError(f"classes must be 0..{model.n_classes - 1}")
-    z = latents_for(seeds, model.latent, model.latent_scale)
+    z = model.input.latents(seeds, classes)
     if engine == "int":
         parts = [reference.generate(model, z[i : i + 500], classes[i : i + 500])
                  for i in range(0, len(z), 500)]  # bounded memory: the windows are int64

@@ -13,7 +13,6 @@ import torch
 
 from ..core.errors import BitmcuError, choices
 from ..core.outdir import check_target, locked
-from ..core.rng import latents_for
 from ..deploy import reference
 from ..deploy.export import (
     MAX_IMAGES,
@@ -129,7 +128,7 @@ def verify_decoder(model: IntModel, blob: dict, n: int, sanitize: bool = False,
     reference's."""
     result, ref = verify_samples(model, n, sanitize, cc)
     seeds, classes = sample_inputs(model, n).T
-    z = latents_for(seeds, model.latent, model.latent_scale)
+    z = model.input.latents(seeds, classes)
     with torch.no_grad():
         f = model_from_checkpoint(blob).decode(torch.from_numpy(z.astype(np.float32)),
                                                torch.from_numpy(classes)).numpy()

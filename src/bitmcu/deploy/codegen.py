@@ -190,6 +190,7 @@ def model_header(model: IntModel, command: str) -> str:
             "CONFIG_HASH": f"0x{model.config_hash:08x}u",
             "TABLE_SUM": f"0x{t:08x}u", "WEIGHT_SUM": f"0x{w:08x}u"}
     out += [*(f"#define BITMCU_MODEL_{k} {v}\n" for k, v in defs.items()), "\n"]
+    out.append(model.input.c_tables(model))
     out += _table(model, rows)
     out.append("#endif /* BITMCU_MODEL_H */\n")
     return "".join(out)

@@ -74,10 +74,11 @@ class IntModel:
     @classmethod
     def decoder(cls, size: int, n_classes: int, act_max: int, layers: list[FCLayer],
                 stages: list[StageLayer], config_hash: int, name: str, latent: int,
-                latent_scale: int) -> IntModel:
-        """A generator of size x size images: latent, fc layers, stages."""
-        return cls([Latent(latent, latent_scale, size), *layers, *stages], n_classes, act_max,
-                   config_hash, name)
+                latent_scale: int, mixture: tuple | None = None) -> IntModel:
+        """A generator of size x size images: latent, fc layers, stages; ``mixture`` the
+        (cum, centre, sd) tables of a mixture prior (ops.Latent)."""
+        return cls([Latent(latent, latent_scale, size, *(mixture or ())), *layers, *stages],
+                   n_classes, act_max, config_hash, name)
 
     @classmethod
     def chars(cls, vocab: str, context: int, embed: np.ndarray, cells: list[Cell],

@@ -58,7 +58,7 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 
 from ..core.errors import BitmcuError
-from ..core.rng import LATENT_UNIT, UNIFORM, latents_for
+from ..core.rng import LATENT_UNIT, MIXTURE, UNIFORM, sample_latent, sample_mixture, seed_state
 from ..quant import get_scheme
 from . import reference
 
@@ -72,6 +72,7 @@ CLASS_VALUE = LATENT_UNIT  # a decoder's class input value: 1.0 in latent units
 CHUNK_ROWS = 32  # a decoder's last fc layer is computed this many outputs at a time
 RING_ROWS = 4  # rows a decoder stage keeps of its input map (all of a map with fewer)
 MAX_FRONT = 8  # BITMCU_MAX_FRONT in bitmcu.h: map ops before the fc layers
+MAX_COMPONENTS = 255  # a mixture prior's components per class at most
 MAX_TOKENS = 96  # a text model's vocabulary at most (data/text.py MAX_VOCAB)
 MAX_EXP_TABLE = 255  # the sampler's exp table: entries at most
 EXP_STEP = 1 / 16  # nats (after the temperature) per entry of the exp table at most
@@ -202,6 +203,10 @@ class Op:
     def describe(self, x: Shape, y: Shape) -> tuple[str, str | int, str | int]:
         """(label, input, output) for the export report, given the values it takes and makes."""
         return self.name, str(x), str(y)
+
+    def c_tables(self, m: IntModel) -> str:
+        """C arrays of model.h besides the layer table's (an input op's)."""
+        return ""
 
     def meta(self) -> dict:
         raise NotImplementedError
@@ -337,31 +342,81 @@ class Pixels(Op):
 @dataclass
 class Latent(Op):
     """A decoder's input: an int8 latent of ``size`` values (drawn by the sampler with word
-    ``scale``: the multiplier, and rng.UNIFORM for the uniform prior; core.rng) and a class;
-    ``side`` is the image side the decoder makes."""
+    ``scale``: the multiplier, with rng.UNIFORM for the uniform prior or rng.MIXTURE for a
+    per-class mixture; core.rng) and a class; ``side`` is the image side the decoder makes.
+    A mixture prior has per class K components: ``cum`` (C, K) uint16 thresholds of the word
+    that picks one (the last unused), ``centre`` (C, K, size) int8 in latent units and ``sd``
+    (C, K, size) float32, each one's standard deviation in units of z (the C table's spread
+    is sd times the multiplier, so a temperature scales it)."""
 
     size: int
     scale: int
     side: int
+    cum: np.ndarray | None = None
+    centre: np.ndarray | None = None
+    sd: np.ndarray | None = None
     name = "latent"
+
+    @property
+    def mixture(self) -> bool:
+        return bool(self.scale & MIXTURE)
+
+    @property
+    def spread(self) -> np.ndarray:
+        """(C, K, size) uint8: the mixture's multipliers of the byte sum at this scale."""
+        return np.clip(np.round(self.sd.astype(np.float64) * (self.scale & 255)), 0,
+                       255).astype(np.uint8)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the mixture's tables in flash (0 for the normal and uniform priors)."""
+        return 0 if not self.mixture else self.cum.size * 2 + self.centre.size * 2
+
+    def draw(self, state: np.ndarray, classes) -> tuple[np.ndarray, np.ndarray]:
+        """((N, size) int8 latents, the states after them) drawn from PRNG states for classes:
+        what BITMCU_MODEL_SAMPLE draws in C."""
+        if self.mixture:
+            return sample_mixture(state, classes, self.cum, self.centre, self.spread)
+        return sample_latent(state, self.size, self.scale)
+
+    def latents(self, seeds, classes) -> np.ndarray:
+        """(N, size) int8 latents of the given seeds and classes."""
+        return self.draw(seed_state(seeds), classes)[0]
 
     def out(self, x, m):
         return Shape("act", 2 * self.size + m.n_classes)
 
     def check(self, x, m, where):
-        if not 1 <= self.scale & ~UNIFORM <= 255:
+        if not 1 <= self.scale & 255 <= 255 or self.scale & ~(255 | UNIFORM | MIXTURE) or \
+                self.scale & UNIFORM and self.scale & MIXTURE:
             raise BitmcuError(f"{where}: latent scale {self.scale} must be 1..255 (with "
-                              f"0x{UNIFORM:x} for the uniform prior)")
+                              f"0x{UNIFORM:x} for the uniform prior or 0x{MIXTURE:x} for a "
+                              "mixture)")
         if self.size < 1 or m.bias_unit:
             raise BitmcuError(f"{where}: a decoder takes a latent of at least one value and "
                               "has no bias unit")
+        if self.mixture != (self.cum is not None) or (self.cum is None) != (self.centre is None) \
+                or (self.cum is None) != (self.sd is None):
+            raise BitmcuError(f"{where}: a mixture prior needs its three tables (cum, centre, "
+                              "sd) and the sampler's mixture flag; other priors have neither")
+        if self.mixture:
+            k = self.cum.shape[-1] if self.cum.ndim == 2 else 0
+            shape = (m.n_classes, k, self.size)
+            if not 1 <= k <= MAX_COMPONENTS or self.cum.dtype != np.uint16 or \
+                    self.cum.shape != shape[:2] or self.centre.dtype != np.int8 or \
+                    self.centre.shape != shape or self.sd.shape != shape or \
+                    np.any(np.diff(self.cum.astype(np.int64), axis=1) < 0) or \
+                    not np.all(np.isfinite(self.sd)) or np.any(self.sd < 0):
+                raise BitmcuError(f"{where}: the mixture's tables must be cum (classes, K) "
+                                  f"rising uint16, centre (classes, K, latent) int8 and sd of "
+                                  f"the same shape, finite and >= 0, K 1..{MAX_COMPONENTS}")
 
     def forward(self, a, m):
         z, cls = a
         return reference.latent_input(z, cls, m.n_classes, CLASS_VALUE)
 
     # a batch of a decoder's inputs: (N, 2) rows of (seed, class); the latent is the one the
-    # sampler draws from the seed (core.rng, bitmcu_sample_latent in C)
+    # sampler draws from the seed (core.rng, BITMCU_MODEL_SAMPLE in C)
     items = "samples"
 
     def makes(self, m) -> tuple[Shape, str]:
@@ -373,13 +428,13 @@ class Latent(Op):
 
     def reference(self, m, batch):
         """The reference's outputs of a batch: (N, side, side) uint8 images."""
-        return reference.generate(m, latents_for(batch[:, 0], self.size, self.scale), batch[:, 1])
+        return reference.generate(m, self.latents(batch[:, 0], batch[:, 1]), batch[:, 1])
 
     def on_host(self, m, host, batch):
         """The host-compiled engine's outputs of the same batch (bitmcu_generate, its own PRNG
         and latent sampler, which must draw the reference's latents)."""
         images, z = host.generate(batch[:, 0], batch[:, 1], self.side, self.size)
-        if not np.array_equal(z, latents_for(batch[:, 0], self.size, self.scale)):
+        if not np.array_equal(z, self.latents(batch[:, 0], batch[:, 1])):
             raise BitmcuError("C engine: its latent sampler differs from the reference")
         return images
 
@@ -389,19 +444,51 @@ class Latent(Op):
         return self.size, 0, 1
 
     def c_defines(self, m):
-        """model.h's defines that only this input has."""
+        """model.h's defines that only this input has, BITMCU_MODEL_SAMPLE(state, z, cls) the
+        latent sampler of its prior."""
         scale = f"{self.scale & 255}u"
-        if self.scale & UNIFORM:
-            scale = f"(BITMCU_LATENT_UNIFORM | {scale})"
+        flag = "BITMCU_LATENT_UNIFORM" if self.scale & UNIFORM else \
+            "BITMCU_LATENT_MIXTURE" if self.mixture else ""
+        if flag:
+            scale = f"({flag} | {scale})"
+        sample = ("bitmcu_sample_mixture((state), (z), (cls), &bitmcu_model_mixture)"
+                  if self.mixture else "(bitmcu_sample_latent((state), (z), BITMCU_MODEL_LATENT, "
+                  "BITMCU_MODEL_LATENT_SCALE), (void)(cls))")
         return {"LATENT": self.size, "LATENT_SCALE": scale, "OUTPUT_SIDE": self.side,
-                "BAND_ROWS": m.ops[-1].factor}
+                "BAND_ROWS": m.ops[-1].factor, "SAMPLE(state, z, cls)": sample}
+
+    def c_tables(self, m) -> str:
+        """model.h's mixture tables (bitmcu_mixture in bitmcu.h); nothing for other priors."""
+        if not self.mixture:
+            return ""
+        c, k, n = self.centre.shape
+
+        def rows(a):  # one line per component: its latent's values
+            return ",\n".join("    " + ", ".join(str(int(v)) for v in r)
+                              for r in a.reshape(-1, a.shape[-1]))
+        return (f"/* the latent's mixture prior: {k} components per class; per class the "
+                "word's thresholds, each component's centre and spread */\n"
+                f"static const uint16_t bitmcu_mixture_cum[{c * k}] = {{\n{rows(self.cum)}\n}};\n"
+                f"static const int8_t bitmcu_mixture_centre[{c * k * n}] = {{\n"
+                f"{rows(self.centre)}\n}};\n"
+                f"static const uint8_t bitmcu_mixture_spread[{c * k * n}] = {{\n"
+                f"{rows(self.spread)}\n}};\n"
+                "static const bitmcu_mixture bitmcu_model_mixture = {\n"
+                f"    .n_classes = {c}, .components = {k}, .latent = {n},\n"
+                "    .cum = bitmcu_mixture_cum, .centre = bitmcu_mixture_centre,\n"
+                "    .spread = bitmcu_mixture_spread};\n\n")
 
     def meta(self):
         return {"op": self.name, "size": self.size, "scale": self.scale, "side": self.side}
 
+    def arrays(self):
+        return {} if not self.mixture else {"cum": self.cum, "centre": self.centre,
+                                            "sd": self.sd}
+
     @classmethod
     def from_meta(cls, meta, arrays):
-        return cls(meta["size"], meta["scale"], meta["side"])
+        return cls(meta["size"], meta["scale"], meta["side"], arrays.get("cum"),
+                   arrays.get("centre"), arrays.get("sd"))
 
 
 # ------------------------------------------------------------------------------ map ops

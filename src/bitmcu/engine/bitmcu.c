@@ -1044,29 +1044,52 @@ uint32_t bitmcu_seed_state(uint32_t seed) {
 
 /* g * scale + 128 >> 8, clamped to int8, without a multiplier: scale's bits, shift and add
  * (two's complement) */
-BITMCU_INLINE int8_t scale_latent(int32_t g, uint32_t scale) {
+BITMCU_INLINE int8_t scale_latent(int32_t g, uint32_t scale, int32_t centre) {
     uint32_t p = 0;
     for (uint32_t b = 0; b < 8u; b++) {
         p += ((uint32_t)g << b) & bit_mask(scale, b);
     }
-    int32_t v = ((int32_t)p + 128) >> 8;
+    int32_t v = centre + (((int32_t)p + 128) >> 8);
     v = v > 127 ? 127 : v < -127 ? -127 : v;
     return (int8_t)v;
+}
+
+/* g of a PRNG word for the normal prior and a mixture's components: its byte sum - 510 */
+BITMCU_INLINE int32_t byte_sum(uint32_t w) {
+    return (int32_t)((w & 255u) + ((w >> 8) & 255u) + ((w >> 16) & 255u) + (w >> 24)) - 510;
 }
 
 void bitmcu_sample_uniform(uint32_t *state, int8_t *z, uint16_t n, uint32_t scale) {
     for (uint16_t i = 0; i < n; i++) {
         const uint32_t w = bitmcu_xorshift32(state);
-        z[i] = scale_latent((int32_t)((w & 255u) << 1) - 255, scale & 255u);
+        z[i] = scale_latent((int32_t)((w & 255u) << 1) - 255, scale & 255u, 0);
     }
 }
 
 void bitmcu_sample_normal(uint32_t *state, int8_t *z, uint16_t n, uint32_t scale) {
     for (uint16_t i = 0; i < n; i++) {
-        const uint32_t w = bitmcu_xorshift32(state);
-        const int32_t g = (int32_t)((w & 255u) + ((w >> 8) & 255u) + ((w >> 16) & 255u) +
-                                    (w >> 24)) - 510;
-        z[i] = scale_latent(g, scale);
+        z[i] = scale_latent(byte_sum(bitmcu_xorshift32(state)), scale, 0);
+    }
+}
+
+void bitmcu_sample_mixture(uint32_t *state, int8_t *z, uint16_t cls, const bitmcu_mixture *mix) {
+    const uint32_t k_max = mix->components;
+    const uint16_t *cum = mix->cum;
+    uint32_t per_class = 0, at = 0; /* components * latent; the component's first value */
+    for (uint32_t k = 0; k < k_max; k++) {
+        per_class += mix->latent;
+    }
+    for (uint32_t c = 0; c < cls; c++) { /* no multiplier: the class's tables by adding */
+        cum += k_max;
+        at += per_class;
+    }
+    const uint32_t r = bitmcu_xorshift32(state) >> 16;
+    for (uint32_t k = 0; k + 1u < k_max && cum[k] <= r; k++) {
+        at += mix->latent;
+    }
+    for (uint16_t i = 0; i < mix->latent; i++) {
+        z[i] = scale_latent(byte_sum(bitmcu_xorshift32(state)), mix->spread[at + i],
+                            mix->centre[at + i]);
     }
 }
 

@@ -312,6 +312,19 @@ uint32_t bitmcu_seed_state(uint32_t seed);
 #define BITMCU_LATENT_UNIFORM 0x100u
 void bitmcu_sample_normal(uint32_t *state, int8_t *z, uint16_t n, uint32_t scale);
 void bitmcu_sample_uniform(uint32_t *state, int8_t *z, uint16_t n, uint32_t scale);
+/* A decoder's mixture prior (model.prior mixture; core/rng.py): per class `components`
+ * components. One PRNG word picks one: r = word >> 16, the component the number of the class's
+ * first components - 1 thresholds in cum that are <= r; then per value one word, g its byte
+ * sum - 510 as above, z = clamp(centre + ((g * spread + 128) >> 8), -127, 127). */
+#define BITMCU_LATENT_MIXTURE 0x200u
+typedef struct {
+    uint16_t n_classes, components, latent;
+    const uint16_t *cum;   /* (n_classes, components) */
+    const int8_t *centre;  /* (n_classes, components, latent), latent units */
+    const uint8_t *spread; /* the same shape: multipliers of g */
+} bitmcu_mixture;
+void bitmcu_sample_mixture(uint32_t *state, int8_t *z, uint16_t cls, const bitmcu_mixture *mix);
+/* model.h's BITMCU_MODEL_SAMPLE(state, z, cls) calls the sampler of the model's prior. */
 /* (an inline dispatch: with the model's constant scale only the prior it uses is linked) */
 static inline void bitmcu_sample_latent(uint32_t *state, int8_t *z, uint16_t n, uint32_t scale) {
     if (scale & BITMCU_LATENT_UNIFORM) {

@@ -126,7 +126,7 @@ static void emit(void *ctx, const uint8_t *rows, uint16_t y0, uint16_t n_rows, u
 static bitmcu_status run_model(void) {
     int8_t z[BITMCU_MODEL_LATENT];
     uint32_t state = bitmcu_seed_state(1u);
-    bitmcu_sample_latent(&state, z, BITMCU_MODEL_LATENT, BITMCU_MODEL_LATENT_SCALE);
+    BITMCU_MODEL_SAMPLE(&state, z, 0u);
     return bitmcu_generate(&model, z, 0u, arena, BITMCU_MODEL_ARENA_WORDS, emit, NULL);
 }
 #elif defined(BITMCU_MODEL_MAX_CHARS)

@@ -27,11 +27,12 @@ def config_digest(config: dict) -> str:
 
 
 def save_checkpoint(path: Path, model, optimizer, cfg: Config, n_classes: int, epoch: int,
-                    metrics: list[dict], live=None, critic: dict | None = None) -> None:
+                    metrics: list[dict], live=None, critic: dict | None = None,
+                    mixture: dict | None = None) -> None:
     """``model`` is the model the run delivers; ``live``, where it differs (weight averaging),
     the model the optimizer trains, kept so that a resumed run continues exactly; ``critic``,
     a decoder's adversarial critic and its optimizer state (``train.adversarial``), for the
-    same reason."""
+    same reason; ``mixture``, a decoder's fitted mixture prior (train/mixture.py)."""
     blob = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -48,6 +49,8 @@ def save_checkpoint(path: Path, model, optimizer, cfg: Config, n_classes: int, e
         blob["live"] = live.state_dict()
     if critic is not None:
         blob["critic"] = critic
+    if mixture is not None:
+        blob["mixture"] = mixture
     tmp = path.with_suffix(".pt.part")
     torch.save(blob, tmp)
     os.replace(tmp, path)

@@ -73,8 +73,11 @@ class ModelConfig:
     output: Literal["clamp"] = "clamp"  # decoder: pixels = min(255, relu(acc + 2^(s-1)) >> s)
     temperature: float = 1.0  # decoder: latent scale when sampling; charrnn: softmax temperature
     #                          of the sampler (the chip's too)
-    prior: Literal["normal", "uniform"] = "normal"  # decoder: the latent's prior; uniform (with
-    #   train.objective factors): each factor's position in its range, linear, unit variance
+    prior: Literal["normal", "uniform", "mixture"] = "normal"  # decoder: the latent's prior;
+    #   uniform (with train.objective factors): each factor's position in its range, linear,
+    #   unit variance; mixture (wae or cvae): trained as normal, then sampled from a per-class
+    #   mixture fitted to the encoder's latents of the training images (train/mixture.py)
+    mixture: int = 20  # decoder, prior mixture: components per class (1..255)
     channels: int = 16  # cnn: channels of the first 3x3 convolution
     conv: list[str] = field(default_factory=lambda: ["dw", "pool", "dw", "pool"])  # cnn stages
     conv_scheme: str | None = None  # cnn: weight scheme of the convolutions (null: model.scheme)
@@ -280,6 +283,7 @@ FAMILY_KEYS: dict[str, tuple[str, ...]] = {
     "train.factor_range": ("decoder",),
     "train.ghost_weight": ("decoder",),
     "model.prior": ("decoder",),
+    "model.mixture": ("decoder",),
     "train.guide": ("decoder",),
     "train.guide_weight": ("decoder",),
     "train.adversarial": ("decoder",),
@@ -501,6 +505,13 @@ def _check_train(cfg: Config) -> None:
         raise BitmcuError("config key 'model.prior': uniform is the prior of a decoder trained "
                           "on the renderer's factors (train.objective factors); a CVAE's KL term "
                           "and a WAE's MMD are to a normal prior (use normal)")
+    if cfg.model.prior == "mixture" and cfg.train.objective not in ("wae", "cvae"):
+        raise BitmcuError("config key 'model.prior': mixture is fitted to an encoder's latents "
+                          "(train.objective wae or cvae); this run has train.objective "
+                          f"{cfg.train.objective!r} (use normal or uniform)")
+    if not 1 <= cfg.model.mixture <= 255:
+        raise BitmcuError(f"config key 'model.mixture': {cfg.model.mixture} components per class; "
+                          "allowed 1..255")
     if not 0.0 < cfg.train.factor_range <= 1.0:
         raise BitmcuError(f"config key 'train.factor_range': {cfg.train.factor_range} must be in "
                           "(0, 1]: the middle share of each renderer factor's range to train on")

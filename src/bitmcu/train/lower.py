@@ -7,6 +7,8 @@ from __future__ import annotations
 import zlib
 from pathlib import Path
 
+import torch
+
 from ..core.errors import BitmcuError
 from ..core.rng import latent_scale
 from ..deploy.ir import Cell, ConvLayer, FCLayer, IntModel, PoolLayer, Sample, StageLayer
@@ -14,6 +16,7 @@ from ..quant import get_scheme
 from ..train.checkpoint import model_from_checkpoint
 from ..train.models import ACT_MAX, QuantConv2d
 from .checkpoint import load_checkpoint
+from .mixture import mixture_tables
 
 
 def load_int_model(run: str | Path) -> tuple[IntModel, dict]:
@@ -46,7 +49,7 @@ def lower(blob: dict) -> IntModel:
     if cfg.model.family == "charrnn":
         return _chars(model, cfg)
     if cfg.model.family == "decoder":
-        return _decoder(model, cfg, blob["n_classes"])
+        return _decoder(model, cfg, blob["n_classes"], _mixture(blob))
     n = len(model.layers)
     layers = [FCLayer.from_levels(L.scheme.name, L.integer_weight().numpy(), relu=i < n - 1)
               for i, L in enumerate(model.layers)]
@@ -56,7 +59,20 @@ def lower(blob: dict) -> IntModel:
                                cfg.model.bias_unit).validate()
 
 
-def _decoder(model, cfg, n_classes: int) -> IntModel:
+def _mixture(blob: dict) -> tuple | None:
+    """A mixture-prior run's sampler tables (train/mixture.py); None for other priors."""
+    if blob["cfg"].model.prior != "mixture":
+        return None
+    mix = blob.get("mixture")
+    if not isinstance(mix, dict) or not all(torch.is_tensor(mix.get(k)) for k in
+                                            ("centre", "sd", "weight")):
+        raise BitmcuError(f"{blob['path']}: model.prior mixture, but the checkpoint holds no "
+                          "fitted mixture (it is fitted after the last epoch: finish the run "
+                          "with `bitmcu train --resume`)")
+    return mixture_tables(mix)
+
+
+def _decoder(model, cfg, n_classes: int, mixture: tuple | None) -> IntModel:
 
     biases = model.integer_biases()
     layers = [FCLayer.from_levels(L.scheme.name, L.integer_weight().numpy(), True,
@@ -67,7 +83,8 @@ def _decoder(model, cfg, n_classes: int) -> IntModel:
                                                biases[len(layers):], strict=False)]
     return IntModel.decoder(cfg.data.size, n_classes, act_max_for(8), layers, stages,
                             zlib.crc32(cfg.hash().encode()), cfg.name, cfg.model.latent,
-                            latent_scale(cfg.model.temperature, cfg.model.prior)).validate()
+                            latent_scale(cfg.model.temperature, cfg.model.prior),
+                            mixture).validate()
 
 
 def _chars(model, cfg) -> IntModel:

@@ -38,6 +38,7 @@ from .config import (
     read_yaml,
 )
 from .critic import Adversary
+from .mixture import encoder_means, fit_mixture
 from .models import build_model, quantize_latent
 from .nn import QuantWeights
 from .plots import plot_curves, plot_first_layer, plot_weights
@@ -763,11 +764,17 @@ def _train(cfg: Config, run_dir: Path, resume, epochs, quiet, log, overrides, on
                 ev = evaluate(final, data.test_x, data.test_y, device)
                 m = {"epoch": epoch + 1, "train_loss": tr_loss, "train_acc": tr_acc,
                      f"{data.split}_loss": ev.loss, f"{data.split}_acc": ev.acc}
+            mixture = None
+            if decoder and cfg.model.prior == "mixture" and epoch + 1 == cfg.train.epochs:
+                mixture = fit_mixture(encoder_means(final, data.train_x, data.train_y),
+                                      data.train_y.numpy(), n_classes, cfg.model.mixture,
+                                      cfg.seed)
             m.update(lr=lr_at(cfg, epoch + 1), seconds=time.perf_counter() - t0)
             metrics.append(m)
             save_checkpoint(run_dir / "checkpoint.pt", final, opt, cfg, n_classes, epoch + 1,
                             metrics, live=None if average is None else model,
-                            critic=None if critic is None else critic.state_dict())
+                            critic=None if critic is None else critic.state_dict(),
+                            mixture=mixture)
             _write_metrics(run_dir / "metrics.jsonl", metrics)
             if on_epoch is not None:
                 on_epoch(m)

@@ -28,7 +28,7 @@ import numpy as np
 from scipy.stats import chisquare
 
 from ...core.errors import BitmcuError
-from ...core.rng import sample_latent, xorshift32
+from ...core.rng import xorshift32
 from ...deploy import reference
 from ...deploy.export import read_export
 from ...deploy.hostc import status_text
@@ -261,7 +261,7 @@ def expected_frame(model, state: int, dither: str) -> tuple[int, np.ndarray]:
         v = int(s[0]) >> 29
         if v < 6:
             break
-    z, _ = sample_latent(s, model.latent, model.latent_scale)
+    z, _ = model.input.draw(s, np.array([v]))
     img = reference.generate(model, z, np.array([v]))[0]
     frame = np.zeros((64, 128), dtype=bool)
     frame[:, LEFT_COLUMN:LEFT_COLUMN + 64] = display_bits(img, dither)

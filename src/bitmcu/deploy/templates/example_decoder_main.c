@@ -25,7 +25,7 @@ int main(void) {
     for (int i = 0; i < BITMCU_N_SAMPLES; i++) {
         int8_t z[BITMCU_MODEL_LATENT];
         uint32_t state = bitmcu_seed_state(bitmcu_sample_seeds[i]);
-        bitmcu_sample_latent(&state, z, BITMCU_MODEL_LATENT, BITMCU_MODEL_LATENT_SCALE);
+        BITMCU_MODEL_SAMPLE(&state, z, bitmcu_sample_classes[i]);
         bitmcu_status st = bitmcu_generate(&bitmcu_model_data, z, bitmcu_sample_classes[i], arena,
                                            BITMCU_MODEL_ARENA_WORDS, put_rows, NULL);
         if (st != BITMCU_OK) {

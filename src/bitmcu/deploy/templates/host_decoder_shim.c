@@ -21,7 +21,7 @@ int bitmcu_host_generate_batch(const uint32_t *seeds, const uint16_t *classes, i
     for (int32_t i = 0; i < n; i++) {
         uint32_t state = bitmcu_seed_state(seeds[i]);
         int8_t *z = latents + (size_t)i * BITMCU_MODEL_LATENT;
-        bitmcu_sample_latent(&state, z, BITMCU_MODEL_LATENT, BITMCU_MODEL_LATENT_SCALE);
+        BITMCU_MODEL_SAMPLE(&state, z, classes[i]);
         target t = {images + (size_t)i * SIDE * SIDE};
         bitmcu_status st = bitmcu_generate(&bitmcu_model_data, z, classes[i], arena,
                                            BITMCU_MODEL_ARENA_WORDS, put_rows, &t);

@@ -30,7 +30,7 @@ int main(void) {
         uint32_t state = bitmcu_seed_state(bitmcu_sample_seeds[i]);
         const uint32_t t0 = board_cycles();
         bitmcu_marker = (1u << 24) | i;
-        bitmcu_sample_latent(&state, z, BITMCU_MODEL_LATENT, BITMCU_MODEL_LATENT_SCALE);
+        BITMCU_MODEL_SAMPLE(&state, z, bitmcu_sample_classes[i]);
         const bitmcu_status st = bitmcu_generate(&bitmcu_model_data, z, bitmcu_sample_classes[i],
                                                  arena, BITMCU_MODEL_ARENA_WORDS, emit, 0);
         bitmcu_marker = (3u << 24) | (st == BITMCU_OK ? bitmcu_sample_classes[i] : 0x800000u | (uint32_t)st);

@@ -462,7 +462,7 @@ static void roll(uint32_t index, uint32_t entropy) {
     MARK(1, index);
     uint32_t state = die_state;
     const uint32_t face = roll_face(&state);
-    bitmcu_sample_latent(&state, z, BITMCU_MODEL_LATENT, BITMCU_MODEL_LATENT_SCALE);
+    BITMCU_MODEL_SAMPLE(&state, z, (uint16_t)face);
     if (oled_state != OLED_RESET) { /* else display_wake() sets it with the display up */
         oled_commands(oled_window, sizeof oled_window);
     }

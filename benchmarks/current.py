@@ -57,8 +57,14 @@ def firmware_sizes(cfg, chip: str, work: Path, n_images: int) -> tuple[int, int,
     net.update_clips()
     if text:
         net.set_vocab(VOCAB[cfg.data.dataset])
-    model = lower({"cfg": cfg, "model": net.state_dict(), "n_classes": n_classes,
-                   "path": f"config {cfg.name}"})
+    blob = {"cfg": cfg, "model": net.state_dict(), "n_classes": n_classes,
+            "path": f"config {cfg.name}"}
+    if cfg.model.prior == "mixture":  # its tables' sizes, not their values, matter here
+        k, shape = cfg.model.mixture, (n_classes, cfg.model.mixture, cfg.model.latent)
+        blob["mixture"] = {"centre": torch.zeros(shape, dtype=torch.float64),
+                           "sd": torch.ones(shape, dtype=torch.float64),
+                           "weight": torch.full(shape[:2], 1 / k, dtype=torch.float64)}
+    model = lower(blob)
     exp = work / f"{cfg.name}-{chip}"
     side = cfg.data.size
     images = None if text else np.zeros((4, side, side), dtype=np.uint8)

@@ -779,6 +779,13 @@ def test_a_mixture_prior_is_fitted_to_where_the_encoder_put_the_images(tmp_path)
     np.testing.assert_array_equal(a, sample_images(blob, model, seeds[:64], classes[:64], "int"))
     np.testing.assert_array_equal(a, sample_images(blob, model, seeds[:64], classes[:64], "c",
                                                    has_mul=False))
+    from bitmcu.apps.pipeline import export
+    from bitmcu.target.emulator import profile
+    from bitmcu.target.firmware import build_firmware
+
+    export(run, tmp_path / "exp", target="ch32v003")  # the chip draws the same latents
+    prof = profile(build_firmware(tmp_path / "exp", "ch32v003", tmp_path / "fw", n_images=4).elf)
+    assert prof.generative and prof.mismatches == 0 and len(prof.inferences) == 4
     del blob["mixture"]
     with pytest.raises(BitmcuError, match="holds no fitted mixture"):
         lower(blob)

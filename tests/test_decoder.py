@@ -141,6 +141,13 @@ def test_mixture_sampler_in_c_equals_the_reference(tiny_decoder, tmp_path):
         assert_c_generates_the_reference(mixed, seeds, has_mul)
     assert_c_generates_the_reference(mixed.with_latent_scale(rng.latent_scale(0.5, "mixture")),
                                      seeds, False)
+    host = HostModel(model_header(mixed, "test"), sanitize=True)
+    try:  # a class beyond the tables: refused, with no read past them (AddressSanitizer)
+        with pytest.raises(BitmcuError) as e:
+            host.generate([1], [model.n_classes], model.input_size, model.latent)
+        assert "AddressSanitizer" not in str(e.value)
+    finally:
+        host.close()
     mixed.save(tmp_path / "m.npz")  # the tables travel in model.npz
     np.testing.assert_array_equal(IntModel.load(tmp_path / "m.npz").input.latents(seeds, seeds % 6),
                                   mixed.input.latents(seeds, seeds % 6))

@@ -40,7 +40,6 @@ BYTE_SUM_MEAN = 510  # mean of the sum of four uniform bytes
 BYTE_SUM_VAR = 4 * (256**2 - 1) / 12  # its variance: 21845
 UNIFORM = 0x100  # the sampler word's flag for the uniform prior (BITMCU_LATENT_UNIFORM)
 MIXTURE = 0x200  # its flag for a per-class mixture prior (BITMCU_LATENT_MIXTURE)
-PRIORS = ("normal", "uniform", "mixture")
 
 
 def seed_state(seeds) -> np.ndarray:

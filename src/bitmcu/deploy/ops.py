@@ -463,7 +463,7 @@ class Latent(Op):
             return ""
         c, k, n = self.centre.shape
 
-        def rows(a):  # one line per component: its latent's values
+        def rows(a):  # one line per row of the table (a class's thresholds, a component's values)
             return ",\n".join("    " + ", ".join(str(int(v)) for v in r)
                               for r in a.reshape(-1, a.shape[-1]))
         return (f"/* the latent's mixture prior: {k} components per class; per class the "

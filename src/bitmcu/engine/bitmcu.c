@@ -1042,8 +1042,8 @@ uint32_t bitmcu_seed_state(uint32_t seed) {
     return s;
 }
 
-/* g * scale + 128 >> 8, clamped to int8, without a multiplier: scale's bits, shift and add
- * (two's complement) */
+/* centre + (g * scale + 128 >> 8), clamped to int8, without a multiplier: scale's bits, shift
+ * and add (two's complement) */
 BITMCU_INLINE int8_t scale_latent(int32_t g, uint32_t scale, int32_t centre) {
     uint32_t p = 0;
     for (uint32_t b = 0; b < 8u; b++) {
@@ -1073,6 +1073,9 @@ void bitmcu_sample_normal(uint32_t *state, int8_t *z, uint16_t n, uint32_t scale
 }
 
 void bitmcu_sample_mixture(uint32_t *state, int8_t *z, uint16_t cls, const bitmcu_mixture *mix) {
+    if (cls >= mix->n_classes) { /* no table to read (bitmcu_generate refuses the class) */
+        return;
+    }
     const uint32_t k_max = mix->components;
     const uint16_t *cum = mix->cum;
     uint32_t per_class = 0, at = 0; /* components * latent; the component's first value */

@@ -323,6 +323,8 @@ typedef struct {
     const int8_t *centre;  /* (n_classes, components, latent), latent units */
     const uint8_t *spread; /* the same shape: multipliers of g */
 } bitmcu_mixture;
+/* (a class >= n_classes draws nothing, leaving z and the state as they were; bitmcu_generate
+ * then refuses the class) */
 void bitmcu_sample_mixture(uint32_t *state, int8_t *z, uint16_t cls, const bitmcu_mixture *mix);
 /* model.h's BITMCU_MODEL_SAMPLE(state, z, cls) calls the sampler of the model's prior. */
 /* (an inline dispatch: with the model's constant scale only the prior it uses is linked) */

@@ -295,6 +295,8 @@ def test_export_roundtrip_and_example(tiny_export):
 
     model = IntModel.load(tiny_export / "model.npz")
     assert model.generative and model.ops[-1].factor == 2
+    assert "input: a latent of 6 int8 values (scale 55) and a class of 6; it makes a 16x16" in \
+        (tiny_export / "report.txt").read_text()
     r = subprocess.run(["make", "-s"], cwd=tiny_export, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     r = subprocess.run(["./example"], cwd=tiny_export, capture_output=True, text=True)
@@ -791,6 +793,9 @@ def test_a_mixture_prior_is_fitted_to_where_the_encoder_put_the_images(tmp_path)
     from bitmcu.target.firmware import build_firmware
 
     export(run, tmp_path / "exp", target="ch32v003")  # the chip draws the same latents
+    assert ("a latent of 2 int8 values (scale 55, mixture prior of 3 components per class, its "
+            "tables 36 bytes of the weight bytes) and a class of 2") in \
+        (tmp_path / "exp" / "report.txt").read_text()
     prof = profile(build_firmware(tmp_path / "exp", "ch32v003", tmp_path / "fw", n_images=4).elf)
     assert prof.generative and prof.mismatches == 0 and len(prof.inferences) == 4
     del blob["mixture"]

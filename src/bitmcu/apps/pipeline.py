@@ -92,8 +92,13 @@ def _export(run, out: Path, target: str, data_dir, n_images: int, command: str, 
                 f"by more than {100 * MISMATCH_TOLERANCE:g} points: the conversion does not "
                 "keep this model (weights far outside the trained range?); nothing written. "
                 "--allow-mismatch exports it anyway")
-    inp = (f"one token per step, of {model.n_classes}: end of line and "
-           f"{model.input.vocab[1:]!r}" if model.is_text else cfg.data.input_description())
+    if model.is_text:
+        inp = (f"one token per step, of {model.n_classes}: end of line and "
+               f"{model.input.vocab[1:]!r}")
+    elif model.generative:
+        inp = model.input.describe_prior(model)
+    else:
+        inp = cfg.data.input_description()
     report = model_report(model, target, float_acc, int_acc, n_test, inp, split)
 
     write_export(model, out, test_x, test_y, report, target, n_images, command, lock=False,

@@ -58,7 +58,15 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 
 from ..core.errors import BitmcuError
-from ..core.rng import LATENT_UNIT, MIXTURE, UNIFORM, sample_latent, sample_mixture, seed_state
+from ..core.rng import (
+    LATENT_UNIT,
+    MIXTURE,
+    UNIFORM,
+    describe_scale,
+    sample_latent,
+    sample_mixture,
+    seed_state,
+)
 from ..quant import get_scheme
 from . import reference
 
@@ -371,6 +379,15 @@ class Latent(Op):
     def nbytes(self) -> int:
         """Bytes of the mixture's tables in flash (0 for the normal and uniform priors)."""
         return 0 if not self.mixture else self.cum.size * 2 + self.centre.size * 2
+
+    def describe_prior(self, m) -> str:
+        """The input in words, for the export report: the latent, its prior, the image made."""
+        prior = describe_scale(self.scale)
+        if self.mixture:
+            prior += (f" of {self.cum.shape[1]} components per class, its tables {self.nbytes} "
+                      "bytes of the weight bytes")
+        return (f"a latent of {self.size} int8 values ({prior}) and a class of "
+                f"{m.n_classes}; it makes a {self.side}x{self.side} uint8 image")
 
     def draw(self, state: np.ndarray, classes) -> tuple[np.ndarray, np.ndarray]:
         """((N, size) int8 latents, the states after them) drawn from PRNG states for classes:

@@ -805,6 +805,11 @@ def test_a_mixture_prior_is_fitted_to_where_the_encoder_put_the_images(tmp_path)
         load_config(None, [*TINY, "train.objective=factors", "model.prior=mixture"])
     with pytest.raises(BitmcuError, match="model.mixture.*allowed 1..255"):
         load_config(None, [*sets, "model.mixture=0"])
+    few = _bars_npz(tmp_path / "few.npz", n=200)  # 175 training images: 88 and 87
+    with pytest.raises(BitmcuError, match="model.mixture 100: class 1 has 87 training images"):
+        train(load_config(None, [*sets, f"data.dataset={few}", "model.mixture=100"]),
+              run_dir=tmp_path / "m", quiet=True)
+    assert not (tmp_path / "m" / "checkpoint.pt").exists()  # refused before the first epoch
 
 
 def test_the_adversarial_critic_learns_and_resumes_exactly(tmp_path):

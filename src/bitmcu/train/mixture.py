@@ -33,19 +33,27 @@ def encoder_means(model, x: torch.Tensor, y: torch.Tensor, batch: int = 2000) ->
     return torch.cat(out).double().numpy()
 
 
+def check_mixture_data(y: np.ndarray, n_classes: int, k: int) -> None:
+    """Refuse training images too few for k components in some class (the trainer asks before
+    its first epoch, not after its last)."""
+    counts = np.bincount(np.asarray(y), minlength=n_classes)
+    if counts.min() < k:
+        c = int(counts.argmin())
+        raise BitmcuError(f"model.mixture {k}: class {c} has {counts[c]} training images; each "
+                          f"class needs at least as many as the mixture has components")
+
+
 def fit_mixture(mu: np.ndarray, y: np.ndarray, n_classes: int, k: int, seed: int
                 ) -> dict[str, torch.Tensor]:
     """Per class, k-means (k-means++ starts, seeded) of its latents ``mu``: the clusters'
     centres, their per-value standard deviations and their shares, as float64 tensors
     ``centre`` and ``sd`` (classes, k, latent) and ``weight`` (classes, k)."""
     y = np.asarray(y)
+    check_mixture_data(y, n_classes, k)
     centre = np.zeros((n_classes, k, mu.shape[1]))
     sd, weight = np.zeros_like(centre), np.zeros((n_classes, k))
     for c in range(n_classes):
         m = mu[y == c]
-        if len(m) < k:
-            raise BitmcuError(f"model.mixture {k}: class {c} has {len(m)} training images; each "
-                              f"class needs at least as many as the mixture has components")
         centre[c], label = kmeans2(m, k, seed=np.random.default_rng([seed, c]), minit="++")
         sizes = np.bincount(label, minlength=k)
         for j in range(k):  # an empty cluster (never drawn) stands where the largest one is

@@ -38,7 +38,7 @@ from .config import (
     read_yaml,
 )
 from .critic import Adversary
-from .mixture import encoder_means, fit_mixture
+from .mixture import check_mixture_data, encoder_means, fit_mixture
 from .models import build_model, quantize_latent
 from .nn import QuantWeights
 from .plots import plot_curves, plot_first_layer, plot_weights
@@ -700,6 +700,8 @@ def _train(cfg: Config, run_dir: Path, resume, epochs, quiet, log, overrides, on
     final = model if average is None else average.model  # what the run delivers
     teacher = load_text_teacher(cfg, data, device) if text else load_teacher(cfg, data, device)
     decoder = cfg.model.family == "decoder"
+    if decoder and cfg.model.prior == "mixture":
+        check_mixture_data(data.train_y.numpy(), n_classes, cfg.model.mixture)
     if decoder and teacher is not None:
         raise BitmcuError("config key 'train.teacher': a decoder (model.family decoder) is not "
                           "distilled; set train.teacher=null (train.guide guides its samples)")

@@ -157,6 +157,52 @@ def test_mixture_sampler_in_c_equals_the_reference(tiny_decoder, tmp_path):
         replace(mixed, ops=[replace(op, sd=None), *model.ops[1:]]).validate()
 
 
+def test_mixture_tables_are_checked_and_summed(tiny_decoder, tmp_path):
+    """bitmcu_check_mixture: the mixture's checksum (bitmcu_mixture_sum, the one Python
+    computes) covers its tables, so a changed centre is refused; a mixture whose latent or
+    classes are not the decoder's is refused before anything is read; `bitmcu firmware`'s
+    read of an export refuses a model.h whose mixture is not model.npz's."""
+    import re
+    from dataclasses import replace
+
+    from bitmcu.deploy.export import read_export
+    from bitmcu.deploy.ir import Latent
+    from bitmcu.train.lower import load_int_model
+
+    model, _ = load_int_model(tiny_decoder)
+    cum, centre, sd, _ = _mixture_tables(model.n_classes, 5, model.latent)
+    op = Latent(model.latent, rng.latent_scale(1.0, "mixture"), model.input_size, cum, centre, sd)
+    mixed = replace(model, ops=[op, *model.ops[1:]]).validate()
+    header = model_header(mixed, "test")
+    host = HostModel(header)
+    try:
+        status, sums = host.check()
+    finally:
+        host.close()
+    assert status == 0 and sums[4] == sums[5] == op.tables_sum() != 0
+    assert model.input.tables_sum() == 0  # the normal prior has no tables
+    first = header.index("bitmcu_mixture_centre[")
+    value = re.compile(r"-?\d+").search(header, header.index("{", first))
+    flipped = str(-int(value.group()) or 1)
+    tampered = header[:value.start()] + flipped + header[value.end():]
+    with pytest.raises(BitmcuError, match="BITMCU_ERR_CHECKSUM"):
+        HostModel(tampered)
+    for field in (".latent = ", ".n_classes = "):
+        at = header.index(field) + len(field)
+        end = header.index(",", at)
+        wrong = header[:at] + str(int(header[at:end]) + 1) + header[end:]
+        with pytest.raises(BitmcuError, match="BITMCU_ERR_MODEL"):
+            HostModel(wrong)
+    mixed.save(tmp_path / "model.npz")
+    other = replace(op, centre=np.roll(centre, 1, axis=1))
+    (tmp_path / "model.h").write_text(
+        model_header(replace(model, ops=[other, *model.ops[1:]]).validate(), "test"))
+    with pytest.raises(BitmcuError, match="model.h and model.npz hold different models"):
+        read_export(tmp_path, check=True)
+    (tmp_path / "model.h").write_text(header)
+    assert read_export(tmp_path, check=True).input.tables_sum() == op.tables_sum()
+
+
 def test_area_weighted_pixel_loss():
     """train.pixel_weight area: an image's squared error counts by the batch's mean lit area
     over its own (0.5..3x), so that a small die weighs as much as a large one."""

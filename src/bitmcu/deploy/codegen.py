@@ -16,7 +16,7 @@ from .. import __version__
 from ..quant import get_scheme
 from .hostc import template
 from .ir import FORMAT_VERSION, MAGIC, IntModel, Op, TableRow
-from .ops import c_string
+from .ops import FNV_START, c_string, fnv1a
 from .plan import Plan, plan
 
 
@@ -94,21 +94,6 @@ def _model_fields(model: IntModel, p: Plan, n_rows: int) -> list[int]:
     return [MAGIC, FORMAT_VERSION, n_rows, model.config_hash, n_input,
             model.n_classes, model.max_out, model.max_in, n_features, p.nz_at, p.feat_at,
             model.act_max, len(model.front), int(model.bias_unit), kind, p.words]
-
-
-FNV_START = 0x811C9DC5
-
-
-def fnv1a(data, h: int = FNV_START) -> int:
-    """32-bit FNV-1a of the bytes of an array (bitmcu_sums in C, the example program's image
-    checksum).
-
-    >>> hex(fnv1a(np.frombuffer(b"a", dtype=np.uint8)))
-    '0xe40c292c'
-    """
-    for b in np.asarray(data, dtype=np.uint8).ravel().tobytes():
-        h = ((h ^ b) * 0x01000193) & 0xFFFFFFFF
-    return h
 
 
 def table_sums(model: IntModel) -> tuple[int, int]:

@@ -202,7 +202,8 @@ def read_export(export_dir: str | Path, check: bool = False) -> IntModel:
             _, sums = host.check()
         finally:
             host.close()
-        if tuple(int(v) for v in sums[:2]) != table_sums(model):
+        if (tuple(int(v) for v in sums[:2]) != table_sums(model)
+                or int(sums[4]) != model.input.tables_sum()):
             raise BitmcuError(f"{d}: model.h and model.npz hold different models (their "
                               "checksums differ); re-run `bitmcu export`")
     return model

@@ -133,12 +133,13 @@ class HostModel:
                                       f"{status_text(status)}")
 
     def check(self) -> tuple[int, np.ndarray]:
-        """bitmcu_check of the compiled table with its checksums: (status, [table_sum and
-        weight_sum stored in the table, the same computed from it (0 where the table's
-        fields do not check)])."""
+        """bitmcu_check of the compiled table with its checksums, and bitmcu_check_mixture of
+        a mixture prior's tables: (status, [table_sum and weight_sum stored in the table, the
+        same computed from it, the mixture's sum stored and computed (0 where the fields do
+        not check, and for a model without a mixture)])."""
         if self.lib is None:
             raise BitmcuError("HostModel.check needs the shared-library build (sanitize=False)")
-        sums = np.zeros(4, dtype=np.uint32)
+        sums = np.zeros(6, dtype=np.uint32)
         return int(self.lib.bitmcu_host_check(sums.ctypes.data)), sums
 
     def run(self, images: np.ndarray, n_classes: int) -> np.ndarray:

@@ -216,6 +216,10 @@ class Op:
         """C arrays of model.h besides the layer table's (an input op's)."""
         return ""
 
+    def tables_sum(self) -> int:
+        """The checksum C computes of :meth:`c_tables`'s arrays (0: none, or none checked)."""
+        return 0
+
     def meta(self) -> dict:
         raise NotImplementedError
 
@@ -380,6 +384,16 @@ class Latent(Op):
         """Bytes of the mixture's tables in flash (0 for the normal and uniform priors)."""
         return 0 if not self.mixture else self.cum.size * 2 + self.centre.size * 2
 
+    def tables_sum(self) -> int:
+        """The mixture's checksum as C's bitmcu_mixture_sum computes it (0 for other priors)."""
+        if not self.mixture:
+            return 0
+        c, k, n = self.centre.shape
+        h = fnv1a(np.asarray([c, k, n], dtype="<u4").view(np.uint8))
+        h = fnv1a(self.cum.astype("<u2").view(np.uint8), h)
+        h = fnv1a(self.centre.astype(np.int8).view(np.uint8), h)
+        return fnv1a(self.spread, h)
+
     def describe_prior(self, m) -> str:
         """The input in words, for the export report: the latent, its prior, the image made."""
         prior = describe_scale(self.scale)
@@ -471,8 +485,11 @@ class Latent(Op):
         sample = ("bitmcu_sample_mixture((state), (z), (cls), &bitmcu_model_mixture)"
                   if self.mixture else "(bitmcu_sample_latent((state), (z), BITMCU_MODEL_LATENT, "
                   "BITMCU_MODEL_LATENT_SCALE), (void)(cls))")
-        return {"LATENT": self.size, "LATENT_SCALE": scale, "OUTPUT_SIDE": self.side,
+        defs = {"LATENT": self.size, "LATENT_SCALE": scale, "OUTPUT_SIDE": self.side,
                 "BAND_ROWS": m.ops[-1].factor, "SAMPLE(state, z, cls)": sample}
+        if self.mixture:  # what bitmcu_check_mixture checks beside the table
+            defs["MIXTURE"] = "(&bitmcu_model_mixture)"
+        return defs
 
     def c_tables(self, m) -> str:
         """model.h's mixture tables (bitmcu_mixture in bitmcu.h); nothing for other priors."""
@@ -493,7 +510,7 @@ class Latent(Op):
                 "static const bitmcu_mixture bitmcu_model_mixture = {\n"
                 f"    .n_classes = {c}, .components = {k}, .latent = {n},\n"
                 "    .cum = bitmcu_mixture_cum, .centre = bitmcu_mixture_centre,\n"
-                "    .spread = bitmcu_mixture_spread};\n\n")
+                f"    .spread = bitmcu_mixture_spread, .sum = 0x{self.tables_sum():08x}u}};\n\n")
 
     def meta(self):
         return {"op": self.name, "size": self.size, "scale": self.scale, "side": self.side}
@@ -1261,6 +1278,21 @@ def exp_table(nats: float, temperature: float) -> tuple[int, np.ndarray]:
         if table[-1] < 1 or shift == 31:
             return shift, table[:MAX_EXP_TABLE][table[:MAX_EXP_TABLE] >= 1].astype(np.uint16)
         shift += 1
+
+
+FNV_START = 0x811C9DC5
+
+
+def fnv1a(data, h: int = FNV_START) -> int:
+    """32-bit FNV-1a of the bytes of an array (bitmcu_sums and bitmcu_mixture_sum in C, the
+    example program's image checksum).
+
+    >>> hex(fnv1a(np.frombuffer(b"a", dtype=np.uint8)))
+    '0xe40c292c'
+    """
+    for b in np.asarray(data, dtype=np.uint8).ravel().tobytes():
+        h = ((h ^ b) * 0x01000193) & 0xFFFFFFFF
+    return h
 
 
 def c_string(text: str) -> str:

@@ -2140,6 +2140,43 @@ bitmcu_status bitmcu_check(const bitmcu_model *m, size_t n_entries, uint32_t fla
     return t == m->table_sum && w == m->weight_sum ? BITMCU_OK : BITMCU_ERR_CHECKSUM;
 }
 
+uint32_t bitmcu_mixture_sum(const bitmcu_mixture *mix) {
+    uint32_t h = BITMCU_FNV_START, values = 0, components = 0;
+    h = fnv_word(h, mix->n_classes);
+    h = fnv_word(h, mix->components);
+    h = fnv_word(h, mix->latent);
+    for (uint32_t c = 0; c < mix->n_classes; c++) { /* sizes by adding, as the sampler does */
+        components += mix->components;
+    }
+    for (uint32_t k = 0; k < components; k++) {
+        values += mix->latent;
+        h = fnv_byte(fnv_byte(h, mix->cum[k]), (uint32_t)mix->cum[k] >> 8);
+    }
+    for (uint32_t i = 0; i < values; i++) {
+        h = fnv_byte(h, (uint8_t)mix->centre[i]);
+    }
+    for (uint32_t i = 0; i < values; i++) {
+        h = fnv_byte(h, mix->spread[i]);
+    }
+    return h;
+}
+
+bitmcu_status bitmcu_check_mixture(const bitmcu_model *m, const bitmcu_mixture *mix,
+                                   uint32_t flags) {
+    if (!m || !mix) {
+        return BITMCU_ERR_ARG;
+    }
+    if (m->kind != BITMCU_KIND_DECODER || mix->n_classes != m->n_classes ||
+        mix->latent != m->n_input || mix->components == 0u || mix->components > 255u ||
+        !mix->cum || !mix->centre || !mix->spread) {
+        return BITMCU_ERR_MODEL;
+    }
+    if ((flags & BITMCU_CHECK_SUMS) && bitmcu_mixture_sum(mix) != mix->sum) {
+        return BITMCU_ERR_CHECKSUM;
+    }
+    return BITMCU_OK;
+}
+
 const char *bitmcu_status_name(uint32_t status) {
     static const char *const names[BITMCU_N_STATUS] = {
         "BITMCU_OK",        "BITMCU_ERR_MAGIC", "BITMCU_ERR_VERSION", "BITMCU_ERR_ARENA",

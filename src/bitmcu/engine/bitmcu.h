@@ -322,7 +322,17 @@ typedef struct {
     const uint16_t *cum;   /* (n_classes, components) */
     const int8_t *centre;  /* (n_classes, components, latent), latent units */
     const uint8_t *spread; /* the same shape: multipliers of g */
+    uint32_t sum;          /* bitmcu_mixture_sum at export */
 } bitmcu_mixture;
+/* Check a mixture before trusting it, as bitmcu_check does the model's table: its classes and
+ * latent those of the decoder `model` (that passed bitmcu_check), 1..255 components, every
+ * table there; with BITMCU_CHECK_SUMS also its checksum. A model.h with a mixture prior
+ * defines BITMCU_MODEL_MIXTURE, its address: check it beside bitmcu_check's table. */
+bitmcu_status bitmcu_check_mixture(const struct bitmcu_model *model, const bitmcu_mixture *mix,
+                                   uint32_t flags);
+/* FNV-1a of the three counts (4 bytes each, little-endian), then of the tables' bytes: cum's
+ * values as 2 bytes each, low byte first, then centre, then spread. */
+uint32_t bitmcu_mixture_sum(const bitmcu_mixture *mix);
 /* (a class >= n_classes draws nothing, leaving z and the state as they were; bitmcu_generate
  * then refuses the class) */
 void bitmcu_sample_mixture(uint32_t *state, int8_t *z, uint16_t cls, const bitmcu_mixture *mix);

@@ -160,7 +160,8 @@ def test_mixture_sampler_in_c_equals_the_reference(tiny_decoder, tmp_path):
 def test_mixture_tables_are_checked_and_summed(tiny_decoder, tmp_path):
     """bitmcu_check_mixture: the mixture's checksum (bitmcu_mixture_sum, the one Python
     computes) covers its tables, so a changed centre is refused; a mixture whose latent or
-    classes are not the decoder's is refused before anything is read; `bitmcu firmware`'s
+    classes are not the decoder's, or whose components are more than its arrays hold, is
+    refused before anything is read; `bitmcu firmware`'s
     read of an export refuses a model.h whose mixture is not model.npz's."""
     import re
     from dataclasses import replace
@@ -187,7 +188,7 @@ def test_mixture_tables_are_checked_and_summed(tiny_decoder, tmp_path):
     tampered = header[:value.start()] + flipped + header[value.end():]
     with pytest.raises(BitmcuError, match="BITMCU_ERR_CHECKSUM"):
         HostModel(tampered)
-    for field in (".latent = ", ".n_classes = "):
+    for field in (".latent = ", ".n_classes = ", ".components = "):
         at = header.index(field) + len(field)
         end = header.index(",", at)
         wrong = header[:at] + str(int(header[at:end]) + 1) + header[end:]

@@ -489,6 +489,8 @@ class Latent(Op):
                 "BAND_ROWS": m.ops[-1].factor, "SAMPLE(state, z, cls)": sample}
         if self.mixture:  # what bitmcu_check_mixture checks beside the table
             defs["MIXTURE"] = "(&bitmcu_model_mixture)"
+            defs["MIXTURE_ENTRIES"] = ("(sizeof bitmcu_mixture_cum / "
+                                       "sizeof bitmcu_mixture_cum[0])")
         return defs
 
     def c_tables(self, m) -> str:

@@ -2162,13 +2162,20 @@ uint32_t bitmcu_mixture_sum(const bitmcu_mixture *mix) {
 }
 
 bitmcu_status bitmcu_check_mixture(const bitmcu_model *m, const bitmcu_mixture *mix,
-                                   uint32_t flags) {
+                                   size_t n_entries, uint32_t flags) {
     if (!m || !mix) {
         return BITMCU_ERR_ARG;
     }
     if (m->kind != BITMCU_KIND_DECODER || mix->n_classes != m->n_classes ||
         mix->latent != m->n_input || mix->components == 0u || mix->components > 255u ||
         !mix->cum || !mix->centre || !mix->spread) {
+        return BITMCU_ERR_MODEL;
+    }
+    size_t entries = 0; /* classes x components, by adding */
+    for (uint32_t c = 0; c < mix->n_classes; c++) {
+        entries += mix->components;
+    }
+    if (entries != n_entries) { /* the counts are not the compiled arrays' */
         return BITMCU_ERR_MODEL;
     }
     if ((flags & BITMCU_CHECK_SUMS) && bitmcu_mixture_sum(mix) != mix->sum) {

@@ -325,11 +325,14 @@ typedef struct {
     uint32_t sum;          /* bitmcu_mixture_sum at export */
 } bitmcu_mixture;
 /* Check a mixture before trusting it, as bitmcu_check does the model's table: its classes and
- * latent those of the decoder `model` (that passed bitmcu_check), 1..255 components, every
- * table there; with BITMCU_CHECK_SUMS also its checksum. A model.h with a mixture prior
- * defines BITMCU_MODEL_MIXTURE, its address: check it beside bitmcu_check's table. */
+ * latent those of the decoder `model` (that passed bitmcu_check), 1..255 components, classes x
+ * components = n_entries (the length of its cum array as compiled, a constant outside the
+ * struct: nothing past the arrays is read, whatever the struct's counts say), every table
+ * there; with BITMCU_CHECK_SUMS also its checksum. A model.h with a mixture prior defines
+ * BITMCU_MODEL_MIXTURE (its address) and BITMCU_MODEL_MIXTURE_ENTRIES: check it beside
+ * bitmcu_check's table. */
 bitmcu_status bitmcu_check_mixture(const struct bitmcu_model *model, const bitmcu_mixture *mix,
-                                   uint32_t flags);
+                                   size_t n_entries, uint32_t flags);
 /* FNV-1a of the three counts (4 bytes each, little-endian), then of the tables' bytes: cum's
  * values as 2 bytes each, low byte first, then centre, then spread. */
 uint32_t bitmcu_mixture_sum(const bitmcu_mixture *mix);

@@ -17,7 +17,8 @@ int bitmcu_host_check(uint32_t *sums) {
     bitmcu_sums(&bitmcu_model_data, &sums[2], &sums[3]);
 #ifdef BITMCU_MODEL_MIXTURE
     sums[4] = BITMCU_MODEL_MIXTURE->sum;
-    st = bitmcu_check_mixture(&bitmcu_model_data, BITMCU_MODEL_MIXTURE, 0u);
+    st = bitmcu_check_mixture(&bitmcu_model_data, BITMCU_MODEL_MIXTURE,
+                              BITMCU_MODEL_MIXTURE_ENTRIES, 0u);
     if (st != BITMCU_OK) {
         return (int)st;
     }
@@ -26,7 +27,8 @@ int bitmcu_host_check(uint32_t *sums) {
     st = bitmcu_check(&bitmcu_model_data, BITMCU_MODEL_TABLE_ENTRIES, BITMCU_CHECK_SUMS);
 #ifdef BITMCU_MODEL_MIXTURE
     if (st == BITMCU_OK) {
-        st = bitmcu_check_mixture(&bitmcu_model_data, BITMCU_MODEL_MIXTURE, BITMCU_CHECK_SUMS);
+        st = bitmcu_check_mixture(&bitmcu_model_data, BITMCU_MODEL_MIXTURE,
+                                  BITMCU_MODEL_MIXTURE_ENTRIES, BITMCU_CHECK_SUMS);
     }
 #endif
     return (int)st;

@@ -574,6 +574,24 @@ def test_fuzzed_decoder_tables_never_crash_the_engine(tiny_decoder):
     assert full.ran > 0 and bare.ran > full.ran
 
 
+def test_fuzzed_mixture_tables_never_crash_the_sampler(tiny_decoder):
+    """A decoder with a mixture prior: its mixture's counts, tables and sum are mutated beside
+    the layer table; what bitmcu_check and bitmcu_check_mixture pass samples every class
+    without a sanitizer report, and with the checksums draws what the unmutated model draws."""
+    from dataclasses import replace
+
+    from bitmcu.deploy.ir import Latent
+    from bitmcu.train.lower import load_int_model
+
+    from .test_engine import _fuzz_both_ways
+
+    model, _ = load_int_model(tiny_decoder)
+    cum, centre, sd, _ = _mixture_tables(model.n_classes, 3, model.latent)
+    op = Latent(model.latent, rng.latent_scale(1.0, "mixture"), model.input_size, cum, centre, sd)
+    full, bare = _fuzz_both_ways(replace(model, ops=[op, *model.ops[1:]]).validate(), 2000)
+    assert full.ran > 0 and bare.ran > full.ran
+
+
 def test_compare_c_names_the_first_sample_that_differs(tiny_export, monkeypatch):
     """One comparison for both kinds: a decoder's C images against the reference's, named by
     (seed, class); a table whose stage shifts by one more differs and is caught."""

@@ -13,6 +13,9 @@
  * the unmutated table's; neutral_changed: of those, runs in which only fields that cannot change
  * the output were mutated (must be 0); bad_emit: decoder bands outside the image (must be 0).
  * A classifier's output: its logits; a decoder's: its image; a text model's: a line's tokens.
+ * A decoder with a mixture prior: its mixture's fields are mutated too (counts, tables, sum),
+ * bitmcu_check_mixture checks them with the arrays' compiled length, and the run samples from
+ * the mutated mixture, for every class.
  *
  * usage: fuzz_table TRIALS SEED SUMS   (SUMS 1: bitmcu_check with BITMCU_CHECK_SUMS) */
 #include <stdio.h>
@@ -49,6 +52,13 @@ static const bitmcu_step_fn steps[9] = {NULL, bitmcu_step_fc, bitmcu_step_fc_req
                                         bitmcu_step_cell, bitmcu_step_sample};
 
 static uint32_t rnd(uint32_t *s) { return bitmcu_xorshift32(s); }
+
+#ifdef BITMCU_MODEL_MIXTURE
+#define N_MIX_FIELDS 7u /* 3 counts, 3 tables, sum */
+static bitmcu_mixture mix;
+#else
+#define N_MIX_FIELDS 0u
+#endif
 
 static uint32_t new_value(uint32_t v, uint32_t *s) {
     const uint32_t r = rnd(s), r2 = rnd(s);
@@ -113,6 +123,23 @@ static int mutate_layer(bitmcu_layer *L, uint32_t f, uint32_t *s) {
 #undef SET
 }
 
+#ifdef BITMCU_MODEL_MIXTURE
+/* Mutate the mixture's field f; returns 1 when it cannot change the output (the sum). */
+static int mutate_mixture(uint32_t f, uint32_t *s) {
+#define SET(field, type) mix.field = (type)new_value(mix.field, s)
+    switch (f) {
+    case 0: SET(n_classes, uint16_t); return 0;
+    case 1: SET(components, uint16_t); return 0;
+    case 2: SET(latent, uint16_t); return 0;
+    case 3: mix.cum = NULL; return 0;
+    case 4: mix.centre = NULL; return 0;
+    case 5: mix.spread = NULL; return 0;
+    default: SET(sum, uint32_t); return 1;
+    }
+#undef SET
+}
+#endif
+
 #ifdef BITMCU_MODEL_LATENT /* a decoder */
 static void emit(void *ctx, const uint8_t *rows, uint16_t y0, uint16_t n_rows, uint16_t width) {
     (void)ctx;
@@ -123,12 +150,25 @@ static void emit(void *ctx, const uint8_t *rows, uint16_t y0, uint16_t n_rows, u
     memcpy(out + (size_t)y0 * width, rows, (size_t)n_rows * width);
 }
 
+#ifdef BITMCU_MODEL_MIXTURE
+static bitmcu_status run_model(void) { /* every class's tables are read (the last image kept) */
+    int8_t z[BITMCU_MODEL_LATENT];
+    bitmcu_status st = BITMCU_OK;
+    for (uint16_t c = 0; c < BITMCU_MODEL_N_CLASSES && st == BITMCU_OK; c++) {
+        uint32_t state = bitmcu_seed_state(1u + c);
+        bitmcu_sample_mixture(&state, z, c, &mix);
+        st = bitmcu_generate(&model, z, c, arena, BITMCU_MODEL_ARENA_WORDS, emit, NULL);
+    }
+    return st;
+}
+#else
 static bitmcu_status run_model(void) {
     int8_t z[BITMCU_MODEL_LATENT];
     uint32_t state = bitmcu_seed_state(1u);
     BITMCU_MODEL_SAMPLE(&state, z, 0u);
     return bitmcu_generate(&model, z, 0u, arena, BITMCU_MODEL_ARENA_WORDS, emit, NULL);
 }
+#endif
 #elif defined(BITMCU_MODEL_MAX_CHARS)
 static bitmcu_status run_model(void) {
     uint32_t state = bitmcu_seed_state(1u);
@@ -167,6 +207,14 @@ int main(int argc, char **argv) {
     model = bitmcu_model_data;
     memcpy(layers, bitmcu_layers, sizeof layers);
     model.layers = layers;
+#ifdef BITMCU_MODEL_MIXTURE
+    mix = *BITMCU_MODEL_MIXTURE;
+    if (bitmcu_check_mixture(&model, &mix, BITMCU_MODEL_MIXTURE_ENTRIES, BITMCU_CHECK_SUMS) !=
+        BITMCU_OK) {
+        fprintf(stderr, "the unmutated mixture does not check\n");
+        return 3;
+    }
+#endif
     if (bitmcu_check(&model, N_LAYERS + 1u, BITMCU_CHECK_SUMS) != BITMCU_OK ||
         run_model() != BITMCU_OK) {
         fprintf(stderr, "the unmutated table does not check or run\n");
@@ -178,18 +226,31 @@ int main(int argc, char **argv) {
         model = bitmcu_model_data;
         memcpy(layers, bitmcu_layers, sizeof layers);
         model.layers = layers;
+#ifdef BITMCU_MODEL_MIXTURE
+        mix = *BITMCU_MODEL_MIXTURE;
+#endif
         const uint32_t n_mut = 1u + rnd(&s) % 3u;
         int neutral = 1;
         for (uint32_t k = 0; k < n_mut; k++) {
-            const uint32_t which = rnd(&s) % (N_MODEL_FIELDS + (N_LAYERS + 1u) * N_LAYER_FIELDS);
+            const uint32_t which = rnd(&s) % (N_MODEL_FIELDS + N_MIX_FIELDS +
+                                              (N_LAYERS + 1u) * N_LAYER_FIELDS);
             if (which < N_MODEL_FIELDS) {
                 neutral &= mutate_model(which, &s);
+#ifdef BITMCU_MODEL_MIXTURE
+            } else if (which < N_MODEL_FIELDS + N_MIX_FIELDS) {
+                neutral &= mutate_mixture(which - N_MODEL_FIELDS, &s);
+#endif
             } else {
-                const uint32_t i = which - N_MODEL_FIELDS;
+                const uint32_t i = which - N_MODEL_FIELDS - N_MIX_FIELDS;
                 neutral &= mutate_layer(&layers[i / N_LAYER_FIELDS], i % N_LAYER_FIELDS, &s);
             }
         }
-        const bitmcu_status st = bitmcu_check(&model, N_LAYERS + 1u, flags);
+        bitmcu_status st = bitmcu_check(&model, N_LAYERS + 1u, flags);
+#ifdef BITMCU_MODEL_MIXTURE
+        if (st == BITMCU_OK) {
+            st = bitmcu_check_mixture(&model, &mix, BITMCU_MODEL_MIXTURE_ENTRIES, flags);
+        }
+#endif
         status[st < BITMCU_N_STATUS ? st : BITMCU_N_STATUS]++;
         if (st != BITMCU_OK) {
             continue;

@@ -245,6 +245,34 @@ def test_ghost_penalty_sees_smudges_in_empty_places_only():
     assert loss.item() == pytest.approx(err.item() + 10 * 2 * ghost / 4)
     assert pixel_loss(cfg, target, target)[0] == 0
     assert load_config(None, TINY).train.ghost_weight == 0  # off unless asked for
+    # linear: the plain excess, so a faint ghost costs more than its square
+    lin = load_config(None, [*TINY, "train.ghost_weight=10", "train.ghost_loss=linear"])
+    assert pixel_loss(lin, recon, target)[0].item() == pytest.approx(
+        err.item() + 10 * 2 * ((150 - GHOST_LEVEL) / 255) / 4)
+
+
+def test_dim_penalty_sees_parts_drawn_too_faint_only():
+    """train.dim_weight: a pixel under DIM_LEVEL where the target is bright (>= DIM_BRIGHT)
+    costs its squared shortfall times the weight, beside the plain error; a dark target pixel,
+    a bright enough pixel and the target itself cost nothing more. Negative is refused."""
+    import torch
+
+    from bitmcu.train.runner import DIM_LEVEL, pixel_error, pixel_loss
+
+    target = torch.zeros(2, 8, 8)
+    target[:, 2:5, 2:5] = 200  # a pip
+    recon = target.clone()
+    recon[0, 3, 3] = 90  # its middle drawn too faint
+    recon[0, 2, 2] = DIM_LEVEL  # bright enough
+    recon[1, 6, 6] = 90  # where the target is dark: the plain error only
+    cfg = load_config(None, [*TINY, "train.dim_weight=4"])
+    loss, err = pixel_loss(cfg, recon, target)
+    assert err == pixel_error(recon, target)
+    assert loss.item() == pytest.approx(err.item() + 4 * ((DIM_LEVEL - 90) / 255) ** 2 / 2)
+    assert pixel_loss(cfg, target, target)[0] == 0
+    assert load_config(None, TINY).train.dim_weight == 0
+    with pytest.raises(BitmcuError, match="train.dim_weight"):
+        load_config(None, [*TINY, "train.dim_weight=-1"])
     with pytest.raises(BitmcuError, match=r"'train.ghost_weight': -1.0 must be >= 0"):
         load_config(None, [*TINY, "train.ghost_weight=-1"])
 

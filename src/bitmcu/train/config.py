@@ -132,6 +132,11 @@ class TrainConfig:
     #   picture (a small die) counts as much as a large one
     ghost_weight: float = 0.0  # decoder: weight of a penalty on ghosts, pixels lit (> 40)
     #   where the target is dark within 1 px all round, beside the pixel loss (0 = off)
+    ghost_loss: Literal["squared", "linear"] = "squared"  # decoder: how the ghost penalty
+    #   grows with a pixel's excess over 40: linear pushes harder on faint ghosts
+    dim_weight: float = 0.0  # decoder: weight of a penalty on parts drawn dim, the squared
+    #   shortfall under 150 of pixels where the target is bright (>= 160), beside the pixel
+    #   loss (0 = off)
     factor_range: float = 1.0  # decoder, objective factors, uniform prior: the middle share of
     #   each factor's range that the training latents come from (the sampler at temperature T
     #   draws from the middle T); an image outside it is replaced by one of the same face inside
@@ -282,6 +287,8 @@ FAMILY_KEYS: dict[str, tuple[str, ...]] = {
     "train.pixel_weight": ("decoder",),
     "train.factor_range": ("decoder",),
     "train.ghost_weight": ("decoder",),
+    "train.dim_weight": ("decoder",),
+    "train.ghost_loss": ("decoder",),
     "model.prior": ("decoder",),
     "model.mixture": ("decoder",),
     "train.guide": ("decoder",),
@@ -295,7 +302,7 @@ MAX_THREADS = 1024  # torch CPU threads: far more crash the process (100,000 seg
 NON_NEGATIVE = ("data.train_limit", "data.validation", "augment.translate", "augment.rotation",
                 "augment.scale", "augment.elastic", "model.clip_std", "train.gamma", "train.weight_decay",
                 "train.label_smoothing", "train.kl_weight", "train.mmd_weight",
-                "train.adversarial", "train.ghost_weight")
+                "train.adversarial", "train.ghost_weight", "train.dim_weight")
 
 
 def _walk(obj, prefix: str = ""):

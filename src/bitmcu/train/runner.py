@@ -329,7 +329,9 @@ def pixel_loss(cfg: Config, recon, target) -> tuple[torch.Tensor, torch.Tensor]:
         lit = target.float().flatten(1).sum(1)
         loss = err * (lit.mean() / lit.clamp(min=1.0)).clamp(0.5, 3.0)
     if cfg.train.ghost_weight:
-        loss = loss + cfg.train.ghost_weight * ghost_errors(recon, target)
+        loss = loss + cfg.train.ghost_weight * ghost_errors(recon, target, cfg.train.ghost_loss)
+    if cfg.train.dim_weight:
+        loss = loss + cfg.train.dim_weight * dim_errors(recon, target)
     return loss.mean(), err.mean()
 
 
@@ -338,17 +340,31 @@ GHOST_DARK = 32  # ... and a ghost where every target pixel within GHOST_REACH i
 GHOST_REACH = 1  # at 2 the die's pips still grew and ran together (benchmarks/RESULTS.md)
 
 
-def ghost_errors(recon, target) -> torch.Tensor:
-    """Each image's ghost penalty (``train.ghost_weight``): the summed squared excess over
-    GHOST_LEVEL (pixels 0..1) of the pixels lit where the target is dark within GHOST_REACH
-    pixels all round: smudges and faint parts (another face's pip) in the picture's empty
-    places, and parts grown past their edge, which the plain squared error, averaged over
-    every pixel, hardly sees. The target's own parts and the pixel around them are left out,
-    so a part a pixel off is not dimmed."""
+def ghost_errors(recon, target, kind: str = "squared") -> torch.Tensor:
+    """Each image's ghost penalty (``train.ghost_weight``): the summed squared (``kind``
+    linear: plain) excess over GHOST_LEVEL (pixels 0..1) of the pixels lit where the target is
+    dark within GHOST_REACH pixels all round: smudges and faint parts (another face's pip) in
+    the picture's empty places, and parts grown past their edge, which the plain squared
+    error, averaged over every pixel, hardly sees. The target's own parts and the pixel around
+    them are left out, so a part a pixel off is not dimmed."""
     k = 2 * GHOST_REACH + 1
     near = F.max_pool2d(target.float().unsqueeze(1), k, 1, GHOST_REACH).squeeze(1)
     excess = (recon - GHOST_LEVEL).clamp(min=0) / 255.0
-    return (excess.pow(2) * (near < GHOST_DARK)).flatten(1).sum(1)
+    if kind == "squared":
+        excess = excess.pow(2)
+    return (excess * (near < GHOST_DARK)).flatten(1).sum(1)
+
+
+DIM_BRIGHT = 160  # a target pixel at least this bright is a part's body ...
+DIM_LEVEL = 150  # ... and the picture's pixel there pays for its shortfall under this
+
+
+def dim_errors(recon, target) -> torch.Tensor:
+    """Each image's dim-part penalty (``train.dim_weight``): the summed squared shortfall under
+    DIM_LEVEL (pixels 0..1) of the pixels where the target is bright: a pip drawn too faint
+    for the pip counter (whose pips are >= 110) reads as a ghost and a missing pip."""
+    short = (DIM_LEVEL - recon).clamp(min=0) / 255.0
+    return (short.pow(2) * (target >= DIM_BRIGHT)).flatten(1).sum(1)
 
 
 def decoder_loss(cfg: Config, recon, x, mu, logvar, y, gen: torch.Generator | None = None

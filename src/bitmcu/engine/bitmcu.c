@@ -2140,14 +2140,21 @@ bitmcu_status bitmcu_check(const bitmcu_model *m, size_t n_entries, uint32_t fla
     return t == m->table_sum && w == m->weight_sum ? BITMCU_OK : BITMCU_ERR_CHECKSUM;
 }
 
+/* classes x components of a mixture, by adding (as the sampler finds a class's tables) */
+static uint32_t mixture_entries(const bitmcu_mixture *mix) {
+    uint32_t entries = 0;
+    for (uint32_t c = 0; c < mix->n_classes; c++) {
+        entries += mix->components;
+    }
+    return entries;
+}
+
 uint32_t bitmcu_mixture_sum(const bitmcu_mixture *mix) {
-    uint32_t h = BITMCU_FNV_START, values = 0, components = 0;
+    const uint32_t components = mixture_entries(mix);
+    uint32_t h = BITMCU_FNV_START, values = 0;
     h = fnv_word(h, mix->n_classes);
     h = fnv_word(h, mix->components);
     h = fnv_word(h, mix->latent);
-    for (uint32_t c = 0; c < mix->n_classes; c++) { /* sizes by adding, as the sampler does */
-        components += mix->components;
-    }
     for (uint32_t k = 0; k < components; k++) {
         values += mix->latent;
         h = fnv_byte(fnv_byte(h, mix->cum[k]), (uint32_t)mix->cum[k] >> 8);
@@ -2171,11 +2178,7 @@ bitmcu_status bitmcu_check_mixture(const bitmcu_model *m, const bitmcu_mixture *
         !mix->cum || !mix->centre || !mix->spread) {
         return BITMCU_ERR_MODEL;
     }
-    size_t entries = 0; /* classes x components, by adding */
-    for (uint32_t c = 0; c < mix->n_classes; c++) {
-        entries += mix->components;
-    }
-    if (entries != n_entries) { /* the counts are not the compiled arrays' */
+    if (mixture_entries(mix) != n_entries) { /* the counts are not the compiled arrays' */
         return BITMCU_ERR_MODEL;
     }
     if ((flags & BITMCU_CHECK_SUMS) && bitmcu_mixture_sum(mix) != mix->sum) {

@@ -358,7 +358,8 @@ def add_die(sub) -> None:
     p.add_argument("source", help="decoder run directory or its export folder")
     p.add_argument("--mcu", default="ch32v003", help="ch32v003 (default) | ch32v002")
     p.add_argument("--button", default="PC3", help="button pin, to ground (default PC3)")
-    p.add_argument("--dither", default="ordered", help="ordered (4x4 Bayer, default) | threshold")
+    p.add_argument("--dither", default="contrast", help="contrast (4x4 Bayer after a levels "
+                   "curve that darkens faint grey, default) | ordered (4x4 Bayer) | threshold")
     p.add_argument("--debounce-ms", type=int, default=20, help="button debounce, 1..500 ms "
                    "(default 20)")
     p.add_argument("--led", metavar="PIN", help="an LED pin the die toggles at each roll "

@@ -17,7 +17,8 @@ default the two shipped ones, models/oracle-<data set> and -b, which differ in a
 seed and augmentation) and, for dice, the classical pip counter (:mod:`bitmcu.apps.pips`) each read
 every sample; a sample counts for the strict figure only where every judge reads the class asked
 for. Each judge's own accuracy on the real test images is reported beside. Dice are also read as
-the die's OLED shows them (2x scaling, ordered dithering, averaged back), and their ghost share
+the die's OLED shows them by default (2x scaling, the contrast curve and ordered dithering,
+averaged back: die/display.py), and their ghost share
 (lit pixels in no part of a die) is set beside the real test images'.
 
 Distances are Euclidean between images with pixels scaled to 0..1.
@@ -408,7 +409,8 @@ def agreement(reads: dict[str, np.ndarray], classes: np.ndarray, n: int):
 
 
 def display_images(images: np.ndarray) -> np.ndarray:
-    """Dice pictures as the die's OLED shows them (2x, ordered dithering), averaged back."""
+    """Dice pictures as the die's OLED shows them by default (2x, the contrast curve and ordered
+    dithering: die/display.py), averaged back."""
     if 64 % images.shape[-1]:
         raise BitmcuError(f"the display path needs images whose side divides 64, not "
                           f"{images.shape[-1]}")

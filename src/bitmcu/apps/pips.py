@@ -22,7 +22,9 @@ anti-aliased fringe). Real renders have a small share; ghosts and speckle raise 
 
 Calibration (benchmarks/RESULTS.md): LOW, HIGH, DEPTH and the blur were chosen on training
 renders 0..18,000 of the default ``dice`` data set at 32x32, plain and after the display's
-2x scaling, ordered dithering and averaging back.
+2x scaling, ordered dithering and averaging back (the die's display then had no contrast
+curve; its default now has one, which the counter reads as well: benchmarks/RESULTS.md, "The
+display's levels").
 """
 
 from __future__ import annotations

@@ -38,9 +38,9 @@ from ...target.firmware import led_pin
 from ...target.peripherals import WAKE_US, Peripherals, Press, Sleep
 from ...train.config import load_config
 from ..judge import default_oracles, load_oracle, read_all
-from .display import display_bits, frame_image
+from .display import LEFT_COLUMN, display_bits, frame_image
 from .energy import CURRENTS, Projection, display_amps, project, session_budget
-from .firmware import LEFT_COLUMN, DieFirmware, DieOptions
+from .firmware import DieFirmware, DieOptions
 from .font import glyphs, render_line
 from .ssd1306 import SSD1306
 
@@ -251,9 +251,8 @@ def uniformity_p(faces: list[int]) -> float:
 def expected_frame(model, state: int, dither: str) -> tuple[int, np.ndarray]:
     """(face 1..6, (64, 128) bool frame) the firmware must draw for a roll starting from PRNG
     state ``state``: the face by rejection sampling (xorshift32 >> 29, again while >= 6), the
-    latent from the same state, the reference's image scaled to 64x64 and dithered (ordered:
-    pixel > 16 * bayer[y % 4][x % 4] + 8 in display coordinates; threshold: pixel >= 128),
-    at display columns 32..95."""
+    latent from the same state, the reference's image scaled to 64x64 and dithered as
+    ``dither`` says (display.thresholds), at display columns 32..95."""
 
     s = np.array([state], dtype=np.uint32)
     while True:

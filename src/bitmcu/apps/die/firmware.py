@@ -21,6 +21,7 @@ from ...target import firmware as fw
 from ...target.chips import get_chip
 from ...target.peripherals import LSI_HZ
 from ..pipeline import export
+from .display import DEFAULT_DITHER, DITHERS, thresholds
 from .font import font_header
 from .ssd1306 import POWER_UP_MS, T_OFF_MS
 
@@ -31,7 +32,6 @@ BUTTON_PINS = ("PA1", "PA2", "PC0", "PC3", "PC4", "PC5", "PC6", "PC7", "PD0", "P
 DEFAULT_BUTTON = "PC3"
 DEFAULT_POWER = "PC4"  # the display's supply switch: harmless where the display is wired to the
 #                        supply directly (it then sleeps instead of losing its supply)
-DITHERS = ("ordered", "threshold")
 PORTS = fw.PORTS  # GPIO port indices, also AFIO_EXTICR's codes for the EXTI lines
 ADC_PIN = ("D", 4, 7)  # PD4 = ADC channel 7, left unconnected: its noise seeds the PRNG
 OLED_ADDRESS = 0x3C
@@ -42,13 +42,13 @@ MAX_TIMEOUT_S = 3600
 FACES = 6
 RAM_FREE = 128  # bytes of RAM the die keeps free by its static stack bound: kernels go to SRAM
 # only where they leave this much (auto placement)
-LEFT_COLUMN = 32  # the 64x64 picture spans display columns 32..95 (die.c's LEFT)
 
 
 @dataclass
 class DieOptions:
     button: str = DEFAULT_BUTTON  # GPIO pin of the button (to ground; internal pull-up)
-    dither: str = "ordered"  # ordered (4x4 Bayer) | threshold (at 128)
+    dither: str = DEFAULT_DITHER  # contrast (4x4 Bayer after a levels curve) | ordered (4x4
+    #                               Bayer) | threshold (at 128): see display.py
     debounce_ms: int = 20  # the button must be stable this long (up, then down) to count
     display_timeout_s: float = 10.0  # the display sleeps this long after the button is let go
     #                                  (0: it stays on)
@@ -203,7 +203,9 @@ def config_header(opt: DieOptions, scale: int, text: bool = False) -> str:
              f"#define DIE_BUTTON_PIN {pin}u",
              f"#define DIE_BUTTON_EXTI_PORT {PORTS[port]}u",
              f"#define DIE_DEBOUNCE_MS {opt.debounce_ms}u",
-             f"#define DIE_DITHER {int(opt.dither == 'ordered')}",
+             "#define DIE_DITHER_THRESHOLDS {" + ", ".join(
+                 "{" + ", ".join(f"{t}u" for t in row) + "}" for row in thresholds(opt.dither))
+             + f"}} /* {opt.dither}: a display pixel is lit above its threshold */",
              f"#define DIE_AWU_PSC {AWU_PSC[0]}u /* LSI / {AWU_PSC[1]} */",
              f"#define DIE_AWU_WINDOW {opt.awu()[0] or AWU_WINDOW_MAX}u",
              f"#define DIE_AWU_WAKES {opt.awu()[1]}u /* display timeout "

@@ -3,7 +3,7 @@
  * the face with the decoder and streams it, band by band, to an SSD1306 128x64 OLED over I2C1:
  * each pixel of the 32x32 (or 16x16) image becomes 2x2 (4x4) display pixels, a 64x64 picture
  * in the middle of the screen,
- * thresholded or ordered-dithered to 1 bit, one 8-row display page at a time (a 64-byte buffer,
+ * dithered to 1 bit (thresholds of a 4x4 matrix: see display.py), one 8-row display page at a time (a 64-byte buffer,
  * never a frame buffer), each page sent by DMA while the next one is generated. The seed mixes
  * ADC noise with the SysTick count at the press. A roll starts at the press's first edge; the
  * press counts if the button is still down DIE_DEBOUNCE_MS later, checked before the first
@@ -393,13 +393,11 @@ static int press_held(void) {
 #if !DIE_TEXT
 /* ------------------------------------------------------------------ picture: scale and dither */
 
-#if DIE_DITHER
-/* 4x4 Bayer matrix, thresholds 8..248 of the 2x2-scaled picture's display pixels */
-static const uint8_t bayer[4][4] = {{0, 8, 2, 10}, {12, 4, 14, 6}, {3, 11, 1, 9}, {15, 7, 13, 5}};
-#define LIT(p, x, y) ((p) > (uint32_t)bayer[(y) & 3u][(x) & 3u] * 16u + 8u)
-#else
-#define LIT(p, x, y) ((p) >= 128u)
-#endif
+/* A display pixel is lit where its picture pixel is above its threshold: a 4x4 matrix over the
+ * display's coordinates (display.py's thresholds: the Bayer matrix, with or without the levels
+ * curve folded in, or 127 everywhere). */
+static const uint8_t dither_thresholds[4][4] = DIE_DITHER_THRESHOLDS;
+#define LIT(p, x, y) ((p) > (uint32_t)dither_thresholds[(y) & 3u][(x) & 3u])
 
 /* The model's rows, as they are generated: each row fills DIE_SCALE display rows of the page
  * being built, each pixel DIE_SCALE x DIE_SCALE display pixels; a full page goes to the display

@@ -2,9 +2,9 @@
  * the button it rolls a fair die (rejection sampling on the PRNG), samples a latent, generates
  * the face with the decoder and streams it, band by band, to an SSD1306 128x64 OLED over I2C1:
  * each pixel of the 32x32 (or 16x16) image becomes 2x2 (4x4) display pixels, a 64x64 picture
- * in the middle of the screen,
- * dithered to 1 bit (thresholds of a 4x4 matrix: see display.py), one 8-row display page at a time (a 64-byte buffer,
- * never a frame buffer), each page sent by DMA while the next one is generated. The seed mixes
+ * in the middle of the screen, dithered to 1 bit (the thresholds of a 4x4 matrix: display.py),
+ * one 8-row display page at a time (a 64-byte buffer, never a frame buffer), each page sent by
+ * DMA while the next one is generated. The seed mixes
  * ADC noise with the SysTick count at the press. A roll starts at the press's first edge; the
  * press counts if the button is still down DIE_DEBOUNCE_MS later, checked before the first
  * page is drawn.
